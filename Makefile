@@ -1,0 +1,46 @@
+# sprec build. `make` builds build/sprec (and the CUDA backend when nvcc is found,
+# once kernels/cuda/ has sources); `make test` runs the suite; `make demo` a short run.
+CC      ?= gcc
+OPT     ?= -O3 -march=native
+CFLAGS  += $(OPT) -fno-math-errno -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -g
+BLASDIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
+INCS    := -I/usr/include/hdf5/serial -I/usr/include/x86_64-linux-gnu/openblas-openmp -I/usr/include/cjson
+LIBS    := -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5 -L$(BLASDIR) -lopenblas -Wl,-rpath,$(BLASDIR) \
+           -linih -lm -fopenmp
+BUILD   := build
+
+KERNEL_SRC := $(wildcard kernels/cpu/*.c)
+HOST_SRC   := $(filter-out host/main.c,$(wildcard host/*.c))
+LIB_OBJ    := $(patsubst %.c,$(BUILD)/obj/%.o,$(KERNEL_SRC) $(HOST_SRC))
+TEST_SRC   := $(wildcard tests/unit/*.c)
+TEST_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRC))
+
+.PHONY: all deps test demo bench clean
+all: deps $(BUILD)/sprec
+
+deps:
+	@scripts/setup.sh --quiet
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(INCS) -MMD -MP -c $< -o $@
+
+$(BUILD)/sprec: $(BUILD)/obj/host/main.o $(LIB_OBJ)
+	$(CC) $(CFLAGS) $^ -o $@ $(LIBS)
+
+$(BUILD)/test_sprec: $(TEST_OBJ) $(LIB_OBJ)
+	$(CC) $(CFLAGS) $^ -o $@ $(LIBS) -lcmocka
+
+test: all $(BUILD)/test_sprec
+	@cd $(BUILD)/.. && OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_sprec
+
+demo: all
+	@scripts/demo.sh
+
+bench: all
+	@scripts/bench.sh
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""PyTorch side of the CPU benchmark: full SFT training steps of a random Llama on the CPU, timed.
+
+One step = forward of a [batch, seq] token batch through LlamaForCausalLM (fp32, SDPA attention), the loss
+(masked mean of -log p(target) over the completion span, the last half of each sequence, from the logits by
+log_softmax + gather), backward, torch.optim.AdamW step (foreach default), zero_grad. Warm-up steps are not
+timed; ms_per_step is the median over the timed steps and tokens_per_s = batch * seq / median step time.
+Prints one JSON object per line (see bench/README.md), like `sprec bench`.
+
+FLOP count (shared with the C side; counts matmul FLOPs of the model, as MFU conventions do):
+    linear_params   = layers * (dim*NH*D + 2*dim*NKV*D + NH*D*dim + 3*dim*ffn) + vocab*dim
+                      (q, k, v, o, gate, up, down, plus the LM head, counted also when tied to the embedding;
+                       D = head_dim = dim / heads, NH = heads, NKV = kv_heads; biases, norms, RoPE, softmax,
+                       SiLU and the embedding lookup are not counted)
+    fwd_per_token   = 2 * linear_params                     (a multiply-add per weight)
+                    + 2 * layers * seq * NH*D               (QK^T and PV, 2*seq*NH*D each, halved for causality)
+    flops_per_step  = 3 * fwd_per_token * batch * seq       (backward = 2 x forward)
+    gflops          = flops_per_step / seconds_per_step / 1e9
+The LM head is counted at every position, although an implementation may run it on completion rows only:
+the FLOP figure is a model-work rate, comparable across implementations; tokens_per_s is the headline number.
+
+    python3 bench/torch_cpu.py --dim 256 --layers 4 --heads 4 --kv-heads 4 --ffn 688 --vocab 8192 \
+        --seq 256 --batch 8 --steps 10 --warmup 2 --threads 2
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+
+def linear_params(a):
+    head_dim = a.dim // a.heads
+    per_layer = (a.dim * a.heads * head_dim + 2 * a.dim * a.kv_heads * head_dim + a.heads * head_dim * a.dim
+                 + 3 * a.dim * a.ffn)
+    return a.layers * per_layer + a.vocab * a.dim
+
+
+def flops_per_step(a):
+    fwd_per_token = 2 * linear_params(a) + 2 * a.layers * a.seq * a.dim
+    return 3 * fwd_per_token * a.batch * a.seq
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description="Time PyTorch CPU SFT training steps of a random Llama.")
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--kv-heads", type=int, default=None, help="default: --heads")
+    ap.add_argument("--ffn", type=int, default=688)
+    ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=10, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--tied", action="store_true", help="tie the LM head to the embedding")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="sft_step", help="result name (match the engine's for side-by-side rows)")
+    ap.add_argument("--json-only", action="store_true", help="print only the JSON line (no progress on stderr)")
+    a = ap.parse_args()
+    a.kv_heads = a.kv_heads or a.heads
+    if a.dim % a.heads or a.heads % a.kv_heads or a.seq < 2 or a.steps < 1 or a.warmup < 0 or a.threads < 1:
+        ap.error("need dim % heads == 0, heads % kv_heads == 0, seq >= 2, steps >= 1, warmup >= 0, threads >= 1")
+    return a
+
+
+def main():
+    a = parse_args()
+    log = (lambda *m: None) if a.json_only else (lambda *m: print(*m, file=sys.stderr, flush=True))
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    config = LlamaConfig(vocab_size=a.vocab, hidden_size=a.dim, intermediate_size=a.ffn, num_hidden_layers=a.layers,
+                         num_attention_heads=a.heads, num_key_value_heads=a.kv_heads,
+                         max_position_embeddings=max(a.seq, 2048), tie_word_embeddings=a.tied, use_cache=False)
+    model = LlamaForCausalLM._from_config(config, attn_implementation="sdpa", dtype=torch.float32).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    tokens = torch.randint(0, a.vocab, (a.batch, a.seq))
+    targets = tokens[:, 1:]
+    mask = torch.zeros(a.batch, a.seq - 1)
+    mask[:, a.seq // 2 - 1:] = 1.0            # targets tokens[:, seq//2:], the completion span
+
+    def step():
+        logits = model(input_ids=tokens, use_cache=False).logits                       # [B, T, V]
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+        loss = -(mask * logp).sum() / mask.sum()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss.item()
+
+    log(f"{a.name}: params {n_params / 1e6:.2f}M, batch {a.batch} x seq {a.seq}, {a.threads} threads, "
+        f"{a.warmup} warm-up + {a.steps} timed steps")
+    for i in range(a.warmup):
+        t0 = time.perf_counter()
+        loss = step()
+        log(f"  warm-up {i}: {1e3 * (time.perf_counter() - t0):.1f} ms, loss {loss:.4f}")
+    times = []
+    for i in range(a.steps):
+        t0 = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - t0)
+        log(f"  step {i}: {1e3 * times[-1]:.1f} ms, loss {loss:.4f}")
+
+    sec = statistics.median(times)          # robust to interference from other jobs on a shared machine
+    flops = flops_per_step(a)
+    print(json.dumps({
+        "name": a.name, "impl": "pytorch", "device": "cpu", "threads": a.threads,
+        "dim": a.dim, "layers": a.layers, "heads": a.heads, "kv_heads": a.kv_heads, "ffn": a.ffn,
+        "vocab": a.vocab, "seq": a.seq, "batch": a.batch, "tied": int(a.tied), "steps": a.steps,
+        "params": n_params, "flops_per_step": flops,
+        "tokens_per_s": round(a.batch * a.seq / sec, 1), "ms_per_step": round(1e3 * sec, 2),
+        "ms_per_step_mean": round(1e3 * statistics.mean(times), 2), "ms_per_step_min": round(1e3 * min(times), 2),
+        "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "gflops": round(flops / sec / 1e9, 2), "mfu": None,
+        "torch_version": str(torch.__version__),
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+// sprec train CONFIG.ini [--resume] [--stop-at N]
+#include <stdlib.h>
+#include "commands.h"
+#include "train_sft.h"
+#include "check.h"
+
+int cmd_train(int argc, char **argv) {
+    if (cli_has_flag(argc, argv, "--help")) {
+        printf("usage: sprec train CONFIG.ini [--resume] [--stop-at STEP] [--device cpu|cuda] [--section.key=value ...]\n"
+               "Supervised fine-tuning on the tokenized dataset [data] train (docs/formats.md).\n"
+               "Writes run.out_dir/config.ini (resolved), train_log.jsonl (one line per step) and\n"
+               "checkpoint.h5 (every train.ckpt_every steps and at the end).\n"
+               "  --resume        continue from run.out_dir/checkpoint.h5 (model, optimizer, data order)\n"
+               "  --stop-at STEP  stop after STEP with a checkpoint, as an interrupted run would\n\nconfig keys:\n");
+        config_print_help(stdout);
+        return 0;
+    }
+    static const char *const flags[] = {"--resume", "--stop-at=", "--device=", NULL};
+    Config cfg;
+    char *path;
+    cli_load_config(&cfg, argc, argv, "train", flags, &path);
+    int stop_at = 0;
+    const char *s = cli_flag_value(argc, argv, "--stop-at");
+    if (s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (*end || v < 1 || v > 1000000000) fail("sprec train: --stop-at needs a positive step number, got '%s'", s);
+        stop_at = (int)v;
+    }
+    sft_train(&cfg, cli_has_flag(argc, argv, "--resume"), stop_at);
+    return 0;
+}

@@ -1,0 +1,65 @@
+// Experiment configuration: INI files (inih) with [model] [train] [data] [run]
+// sections, every key with a documented default, and --section.key=value
+// command-line overrides. Unknown keys and bad values are errors naming file:line.
+#ifndef SPREC_CONFIG_H
+#define SPREC_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "model.h"
+
+#define CONFIG_PATH_MAX 1024
+
+typedef struct {
+    ModelConfig model;
+    float init_std;              // model.init_std
+    uint64_t init_seed;          // model.seed
+
+    struct {
+        char init[CONFIG_PATH_MAX];   // checkpoint to start from ("" = random init)
+        float lr, min_lr;             // peak and final learning rate
+        int warmup_steps;
+        char schedule[16];            // constant | linear | cosine
+        int max_steps;                // optimizer steps; 0 = derive from epochs
+        int epochs;
+        int batch_size;               // rows per micro-batch
+        int grad_accum;               // micro-batches per optimizer step
+        float weight_decay, beta1, beta2, eps, grad_clip;   // grad_clip 0 = off
+        int decay_norms;              // also decay norm weights and biases
+        uint64_t seed;                // data order
+        int log_every, ckpt_every;    // steps; ckpt_every 0 = only at the end
+    } train;
+
+    struct {
+        char train[CONFIG_PATH_MAX];  // tokenized dataset (HDF5, docs/formats.md)
+        int shuffle;
+    } data;
+
+    struct {
+        char device[16];              // cpu | cuda
+        char out_dir[CONFIG_PATH_MAX];
+        int threads;                  // 0 = OpenMP default
+    } run;
+} Config;
+
+void config_defaults(Config *c);
+// Parse an INI file into c (on top of whatever c holds). Exits with
+// "FILE:LINE: ..." on unknown sections/keys or malformed values.
+void config_load(Config *c, const char *path);
+// Apply one "section.key=value" override (without the leading "--").
+// Returns 0 if arg does not look like an override (no '.' before '='), 1 if applied;
+// exits on an unknown key or a bad value.
+int config_override(Config *c, const char *arg);
+// Fill in derived values: head_dim = dim / n_heads when head_dim is 0.
+// Idempotent; config_validate calls it.
+void config_resolve(Config *c);
+// Call once after the file and all overrides are applied: resolves derived
+// values (config_resolve), then checks every value's range and the cross-field
+// constraints (model_config_validate, min_lr <= lr, ...); fails naming `where`.
+void config_validate(Config *c, const char *where);
+// Write the resolved configuration as an INI file (every key).
+void config_write(const Config *c, FILE *f);
+// Print every key with its default and one-line description (for --help).
+void config_print_help(FILE *f);
+
+#endif

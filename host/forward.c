@@ -1,0 +1,258 @@
+// Forward and backward of the whole model over a batch, as a flat list of
+// named backend ops per layer; the backward mirrors the forward in reverse.
+#include <math.h>
+#include <string.h>
+#include "model.h"
+#include "check.h"
+
+// ---- activation buffers ----------------------------------------------------
+
+static float *falloc(const Backend *be, size_t n) { return be->alloc(n * sizeof(float)); }
+
+void acts_free(Model *m) {
+    if (!m->acts_ready) return;
+    const Backend *be = m->be;
+    Acts *a = &m->acts;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        LayerActs *L = &a->layers[l];
+        void *bufs[] = {L->x, L->ln1, L->rstd1, L->q, L->k, L->v, L->att, L->lse, L->x2,
+                        L->ln2, L->rstd2, L->gate, L->up, L->act};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(bufs[i]);
+    }
+    free(a->layers);
+    void *bufs[] = {a->out, a->lnf, a->rstdf, a->rope_cos, a->rope_sin, a->tokens, a->lengths,
+                    a->rows, a->targets, a->head_lp, a->head_lse, a->head_w, a->dres, a->dtmp,
+                    a->dwide1, a->dwide2, a->dwide3, a->dq, a->dk, a->dv};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(bufs[i]);
+    free(m->head_pos);
+    free(m->head_lp);
+    memset(a, 0, sizeof *a);
+    m->head_pos = NULL; m->head_lp = NULL;
+    m->acts_ready = 0;
+}
+
+static void acts_ensure(Model *m, int B, int T) {
+    Acts *a = &m->acts;
+    if (m->acts_ready && a->B * a->T >= B * T && a->T >= T && a->B >= B) return;
+    if (m->acts_ready) { B = B > a->B ? B : a->B; T = T > a->T ? T : a->T; }
+    acts_free(m);
+    const Backend *be = m->be;
+    const ModelConfig *c = &m->cfg;
+    const size_t N = (size_t)B * T, C = c->dim, F = c->ffn_dim;
+    const size_t QD = (size_t)c->n_heads * c->head_dim, KVD = (size_t)c->n_kv_heads * c->head_dim;
+    a->B = B; a->T = T;
+    a->layers = xcalloc((size_t)c->n_layers, sizeof *a->layers);
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerActs *L = &a->layers[l];
+        L->x = falloc(be, N * C);      L->ln1 = falloc(be, N * C);   L->rstd1 = falloc(be, N);
+        L->q = falloc(be, N * QD);     L->k = falloc(be, N * KVD);   L->v = falloc(be, N * KVD);
+        L->att = falloc(be, N * QD);   L->lse = falloc(be, N * c->n_heads);
+        L->x2 = falloc(be, N * C);     L->ln2 = falloc(be, N * C);   L->rstd2 = falloc(be, N);
+        L->gate = falloc(be, N * F);   L->up = falloc(be, N * F);    L->act = falloc(be, N * F);
+    }
+    a->out = falloc(be, N * C); a->lnf = falloc(be, N * C); a->rstdf = falloc(be, N);
+    a->rope_cos = falloc(be, (size_t)T * c->head_dim / 2);
+    a->rope_sin = falloc(be, (size_t)T * c->head_dim / 2);
+    a->tokens = be->alloc(N * sizeof(int)); a->lengths = be->alloc((size_t)B * sizeof(int));
+    a->rows = be->alloc(N * sizeof(int)); a->targets = be->alloc(N * sizeof(int));
+    a->head_lp = falloc(be, N); a->head_lse = falloc(be, N); a->head_w = falloc(be, N);
+    // backward scratch: the MLP needs three [N,F] gradients at once; the
+    // attention reuses one of them for d att [N,NH*D]
+    const size_t wide = F > QD ? F : QD;
+    a->dres = falloc(be, N * C); a->dtmp = falloc(be, N * C);
+    a->dwide1 = falloc(be, N * wide); a->dwide2 = falloc(be, N * wide); a->dwide3 = falloc(be, N * wide);
+    a->dq = falloc(be, N * QD); a->dk = falloc(be, N * KVD); a->dv = falloc(be, N * KVD);
+    m->head_pos = xmalloc(N * sizeof(int));
+    m->head_lp = xmalloc(N * sizeof(float));
+    m->acts_ready = 1;
+}
+
+// ---- rotary tables -----------------------------------------------------------
+
+// Inverse frequencies as Hugging Face computes them (in float32), with the
+// Llama-3.1 wavelength-dependent scaling when configured.
+static void rope_inv_freq(const ModelConfig *c, double *inv) {
+    const int half = c->head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+        inv[i] = f;
+        if (c->rope_scaling != 1) continue;
+        const double old_len = c->rope_original_max_pos;
+        const double low_wavelen = old_len / c->rope_low_freq_factor;
+        const double high_wavelen = old_len / c->rope_high_freq_factor;
+        const double wavelen = 2.0 * M_PI / f;
+        if (wavelen > low_wavelen) {
+            inv[i] = f / c->rope_factor;                       // long wavelengths: fully scaled
+        } else if (wavelen >= high_wavelen) {                  // in between: interpolate
+            double smooth = (old_len / wavelen - c->rope_low_freq_factor) /
+                            (c->rope_high_freq_factor - c->rope_low_freq_factor);
+            inv[i] = (1.0 - smooth) * f / c->rope_factor + smooth * f;
+        }
+        inv[i] = (float)inv[i];
+    }
+}
+
+static void rope_tables(Model *m, int T) {
+    const int half = m->cfg.head_dim / 2;
+    double inv[half];
+    rope_inv_freq(&m->cfg, inv);
+    float *cs = xmalloc((size_t)T * half * sizeof(float)), *sn = xmalloc((size_t)T * half * sizeof(float));
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            float angle = (float)t * (float)inv[i];   // HF forms the angle in float32
+            cs[t * half + i] = (float)cos((double)angle);
+            sn[t * half + i] = (float)sin((double)angle);
+        }
+    m->be->upload(m->acts.rope_cos, cs, (size_t)T * half * sizeof(float));
+    m->be->upload(m->acts.rope_sin, sn, (size_t)T * half * sizeof(float));
+    free(cs); free(sn);
+}
+
+// ---- forward -----------------------------------------------------------------
+
+int model_forward(Model *m, const Batch *batch, int all_positions) {
+    const ModelConfig *c = &m->cfg;
+    const Backend *be = m->be;
+    const int B = batch->B, T = batch->T, N = B * T, C = c->dim, F = c->ffn_dim;
+    const int NH = c->n_heads, NKV = c->n_kv_heads, D = c->head_dim;
+    const int QD = NH * D, KVD = NKV * D;
+    if (T > c->max_seq_len)
+        fail("batch has %d positions but the model's max_seq_len is %d", T, c->max_seq_len);
+    acts_ensure(m, B, T);
+    Acts *a = &m->acts;
+    rope_tables(m, T);
+
+    // tokens at padded positions are ignored: feed id 0 there so any filler works
+    int *tok = xmalloc((size_t)N * sizeof(int)), *rows = xmalloc((size_t)N * sizeof(int)),
+        *tgt = xmalloc((size_t)N * sizeof(int));
+    int n = 0;
+    for (int b = 0; b < B; b++) {
+        const int len = batch->lengths[b];
+        if (len < 0 || len > T) fail("batch: lengths[%d] = %d outside [0, %d]", b, len, T);
+        for (int t = 0; t < T; t++) {
+            int id = batch->tokens[b * T + t];
+            if (t < len && (id < 0 || id >= c->vocab_size))
+                fail("batch: token id %d at [%d,%d] outside the vocabulary [0, %d)", id, b, t, c->vocab_size);
+            tok[b * T + t] = t < len ? id : 0;
+            if (t >= 1 && t < len && (all_positions || batch->mask[b * T + t] != 0.0f)) {
+                rows[n] = b * T + t - 1;          // the hidden state at t-1 predicts token t
+                tgt[n] = id;
+                m->head_pos[n++] = b * T + t;
+            }
+        }
+    }
+    be->upload(a->tokens, tok, (size_t)N * sizeof(int));
+    be->upload(a->lengths, batch->lengths, (size_t)B * sizeof(int));
+    be->upload(a->rows, rows, (size_t)n * sizeof(int));
+    be->upload(a->targets, tgt, (size_t)n * sizeof(int));
+    free(tok); free(rows); free(tgt);
+    a->cur_B = B; a->cur_T = T; a->n_head = n;
+
+    float *x = a->layers[0].x;
+    be->embedding_fwd(x, a->tokens, m->w.embed, N, C);                      // x[N,C]
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerWeights *w = &m->w.layers[l];
+        LayerActs *L = &a->layers[l];
+        float *next = l + 1 < c->n_layers ? a->layers[l + 1].x : a->out;
+        be->rmsnorm_fwd(L->ln1, L->rstd1, L->x, w->ln1, c->rms_eps, N, C);  // ln1[N,C]
+        be->matmul_fwd(L->q, L->ln1, w->wq, w->bq, N, C, QD);                // q[B,T,NH,D]
+        be->matmul_fwd(L->k, L->ln1, w->wk, w->bk, N, C, KVD);               // k[B,T,NKV,D]
+        be->matmul_fwd(L->v, L->ln1, w->wv, w->bv, N, C, KVD);               // v[B,T,NKV,D]
+        be->rope_fwd(L->q, a->rope_cos, a->rope_sin, B, T, NH, D);
+        be->rope_fwd(L->k, a->rope_cos, a->rope_sin, B, T, NKV, D);
+        be->attention_fwd(L->att, L->lse, L->q, L->k, L->v, a->lengths, B, T, NH, NKV, D);
+        be->matmul_fwd(a->dtmp, L->att, w->wo, NULL, N, QD, C);              // o[N,C]
+        be->add(L->x2, L->x, a->dtmp, (size_t)N * C);                        // x2 = x + o
+        be->rmsnorm_fwd(L->ln2, L->rstd2, L->x2, w->ln2, c->rms_eps, N, C);
+        be->matmul_fwd(L->gate, L->ln2, w->wgate, NULL, N, C, F);            // gate[N,F]
+        be->matmul_fwd(L->up, L->ln2, w->wup, NULL, N, C, F);                // up[N,F]
+        be->swiglu_fwd(L->act, L->gate, L->up, (size_t)N * F);               // act[N,F]
+        be->matmul_fwd(a->dtmp, L->act, w->wdown, NULL, N, F, C);            // mlp out[N,C]
+        be->add(next, L->x2, a->dtmp, (size_t)N * C);                        // x' = x2 + mlp
+    }
+    be->rmsnorm_fwd(a->lnf, a->rstdf, a->out, m->w.norm, c->rms_eps, N, C);
+    if (n > 0) {
+        be->logprob_fwd(a->head_lp, a->head_lse, a->lnf, m->w.lm_head, a->rows, a->targets, n, C,
+                        c->vocab_size);
+        be->download(m->head_lp, a->head_lp, (size_t)n * sizeof(float));
+    }
+    m->n_head = n;
+    return n;
+}
+
+// ---- backward ----------------------------------------------------------------
+
+void model_backward(Model *m, const float *weight_host) {
+    const ModelConfig *c = &m->cfg;
+    const Backend *be = m->be;
+    Acts *a = &m->acts;
+    check(m->acts_ready, "model_backward without a forward");
+    const int B = a->cur_B, T = a->cur_T, N = B * T, C = c->dim, F = c->ffn_dim;
+    const int NH = c->n_heads, NKV = c->n_kv_heads, D = c->head_dim;
+    const int QD = NH * D, KVD = NKV * D, n = a->n_head;
+
+    // head: d lnf, then through the final norm into the residual stream
+    be->zero(a->dtmp, (size_t)N * C * sizeof(float));
+    if (n > 0) {
+        be->upload(a->head_w, weight_host, (size_t)n * sizeof(float));
+        be->logprob_bwd(a->dtmp, m->g.lm_head, a->lnf, m->w.lm_head, a->rows, a->targets,
+                        a->head_lse, a->head_w, n, C, c->vocab_size);
+    }
+    be->zero(a->dres, (size_t)N * C * sizeof(float));
+    be->rmsnorm_bwd(a->dres, m->g.norm, a->dtmp, a->out, m->w.norm, a->rstdf, N, C);
+
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        LayerWeights *w = &m->w.layers[l], *g = &m->g.layers[l];
+        LayerActs *L = &a->layers[l];
+        // MLP branch: dres holds d x' and gains the branch's d x2
+        float *dact = a->dwide1, *dgate = a->dwide2, *dup = a->dwide3;
+        be->zero(dact, (size_t)N * F * sizeof(float));
+        be->matmul_bwd(dact, g->wdown, NULL, a->dres, L->act, w->wdown, N, F, C);
+        be->zero(dgate, (size_t)N * F * sizeof(float));
+        be->zero(dup, (size_t)N * F * sizeof(float));
+        be->swiglu_bwd(dgate, dup, dact, L->gate, L->up, (size_t)N * F);
+        be->zero(a->dtmp, (size_t)N * C * sizeof(float));
+        be->matmul_bwd(a->dtmp, g->wgate, NULL, dgate, L->ln2, w->wgate, N, C, F);
+        be->matmul_bwd(a->dtmp, g->wup, NULL, dup, L->ln2, w->wup, N, C, F);
+        be->rmsnorm_bwd(a->dres, g->ln2, a->dtmp, L->x2, w->ln2, L->rstd2, N, C);
+
+        // attention branch: dres holds d x2 and gains the branch's d x
+        float *datt = a->dwide1;
+        be->zero(datt, (size_t)N * QD * sizeof(float));
+        be->matmul_bwd(datt, g->wo, NULL, a->dres, L->att, w->wo, N, QD, C);
+        be->zero(a->dq, (size_t)N * QD * sizeof(float));
+        be->zero(a->dk, (size_t)N * KVD * sizeof(float));
+        be->zero(a->dv, (size_t)N * KVD * sizeof(float));
+        be->attention_bwd(a->dq, a->dk, a->dv, datt, L->att, L->lse, L->q, L->k, L->v, a->lengths,
+                          B, T, NH, NKV, D);
+        be->rope_bwd(a->dq, a->rope_cos, a->rope_sin, B, T, NH, D);
+        be->rope_bwd(a->dk, a->rope_cos, a->rope_sin, B, T, NKV, D);
+        be->zero(a->dtmp, (size_t)N * C * sizeof(float));
+        be->matmul_bwd(a->dtmp, g->wq, g->bq, a->dq, L->ln1, w->wq, N, C, QD);
+        be->matmul_bwd(a->dtmp, g->wk, g->bk, a->dk, L->ln1, w->wk, N, C, KVD);
+        be->matmul_bwd(a->dtmp, g->wv, g->bv, a->dv, L->ln1, w->wv, N, C, KVD);
+        be->rmsnorm_bwd(a->dres, g->ln1, a->dtmp, L->x, w->ln1, L->rstd1, N, C);
+    }
+    be->embedding_bwd(m->g.embed, a->dres, a->tokens, N, C, c->vocab_size);
+}
+
+// ---- debugging outputs -------------------------------------------------------
+
+// Full logits of the last forward, in row chunks so only [chunk, V] is ever
+// temporary on the device. Padded positions are written as 0.
+void model_logits(Model *m, const Batch *batch, float *logits_host) {
+    const Backend *be = m->be;
+    const int T = m->acts.cur_T, N = m->acts.cur_B * T, C = m->cfg.dim, V = m->cfg.vocab_size;
+    const int chunk = 64;
+    float *buf = be->alloc((size_t)chunk * V * sizeof(float));
+    for (int r = 0; r < N; r += chunk) {
+        int rows = N - r < chunk ? N - r : chunk;
+        be->matmul_fwd(buf, m->acts.lnf + (size_t)r * C, m->w.lm_head, NULL, rows, C, V);
+        be->download(logits_host + (size_t)r * V, buf, (size_t)rows * V * sizeof(float));
+    }
+    be->free(buf);
+    for (int i = 0; i < N; i++)
+        if (i % T >= batch->lengths[i / T]) memset(logits_host + (size_t)i * V, 0, (size_t)V * sizeof(float));
+}
+
+double model_grad_norm(Model *m) { return sqrt(m->be->sumsq(m->grads, m->numel)); }

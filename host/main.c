@@ -1,0 +1,35 @@
+// build/sprec: one binary, one subcommand per job.
+#include <stdio.h>
+#include <string.h>
+#include "commands.h"
+#include "check.h"
+
+static const struct { const char *name; int (*run)(int, char **); const char *help; } commands[] = {
+    {"init",    cmd_init,    "CONFIG.ini -o CKPT.h5      a randomly initialised model from [model]"},
+    {"train",   cmd_train,   "CONFIG.ini [--resume]      supervised fine-tuning on a tokenized dataset"},
+    {"dump",    cmd_dump,    "--model CKPT --batch B -o OUT   logits, log-probs, loss and every gradient"},
+    {"info",    cmd_info,    "CKPT.h5                    summary of a checkpoint"},
+    {"toydata", cmd_toydata, "-o FILE.h5 [...]           a built-in memorisable dataset (reverse the prompt)"},
+    {"bench",   cmd_bench,   "[--dim ...]                training-step throughput, JSON lines"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "sprec: a C training engine for LLM-based recommenders (SFT, DPO, SPRec)\n\n"
+               "usage: sprec COMMAND [ARGS]   (sprec COMMAND --help for details)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\ncommon: --device cpu|cuda (or run.device), --section.key=value overrides any config key\n"
+               "docs: docs/ (config keys: docs/config.md, formats: docs/formats.md, checkpoints: docs/checkpoint.md)\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "sprec: error: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,57 @@
+// AdamW over the flat parameter buffer, tensor by tensor (so norms and biases
+// can skip weight decay), with global-norm clipping as PyTorch's
+// clip_grad_norm_ does it, and the learning-rate schedules of HF transformers.
+#include <math.h>
+#include <string.h>
+#include "optimizer.h"
+#include "check.h"
+
+void adamw_create(AdamW *o, const Model *model, float beta1, float beta2, float eps,
+                  float weight_decay, float grad_clip, int decay_norms) {
+    memset(o, 0, sizeof *o);
+    o->numel = model->numel;
+    o->m = model->be->alloc(o->numel * sizeof(float));
+    o->v = model->be->alloc(o->numel * sizeof(float));
+    o->beta1 = beta1; o->beta2 = beta2; o->eps = eps;
+    o->weight_decay = weight_decay; o->grad_clip = grad_clip; o->decay_norms = decay_norms;
+}
+
+void adamw_free(AdamW *o, const Model *model) {
+    model->be->free(o->m);
+    model->be->free(o->v);
+    memset(o, 0, sizeof *o);
+}
+
+double adamw_step(AdamW *o, Model *model, float lr) {
+    const Backend *be = model->be;
+    double norm = model_grad_norm(model);
+    if (!isfinite(norm)) fail("gradient norm is %g at step %ld: training diverged (lower train.lr?)", norm, o->step + 1);
+    // PyTorch clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1
+    float scale = 1.0f;
+    if (o->grad_clip > 0 && norm > 0) {
+        double coef = o->grad_clip / (norm + 1e-6);
+        if (coef < 1.0) scale = (float)coef;
+    }
+    o->step++;
+    const float bc1 = 1.0f - powf(o->beta1, (float)o->step);
+    const float bc2 = 1.0f - powf(o->beta2, (float)o->step);
+    for (int i = 0; i < model->n_params; i++) {
+        const ParamInfo *p = &model->table[i];
+        const float wd = (p->decay || o->decay_norms) ? o->weight_decay : 0.0f;
+        be->adamw(model->params + p->offset, model->grads + p->offset, o->m + p->offset,
+                  o->v + p->offset, p->numel, lr, o->beta1, o->beta2, o->eps, wd, bc1, bc2, scale);
+    }
+    return norm;
+}
+
+// Same shapes as transformers' get_{constant,linear,cosine}_schedule_with_warmup
+// (step 0 of a warm-up has lr 0), decaying to min_lr instead of 0.
+float lr_at(int step, int total_steps, int warmup, float peak, float min_lr, const char *schedule) {
+    if (warmup > 0 && step < warmup) return peak * (float)step / (float)warmup;
+    if (strcmp(schedule, "constant") == 0) return peak;
+    double span = total_steps - warmup;
+    double progress = span > 0 ? (double)(step - warmup) / span : 1.0;
+    if (progress > 1.0) progress = 1.0;
+    double factor = strcmp(schedule, "cosine") == 0 ? 0.5 * (1.0 + cos(M_PI * progress)) : 1.0 - progress;
+    return (float)(min_lr + (peak - min_lr) * factor);
+}

@@ -1,0 +1,173 @@
+// Supervised fine-tuning: minimise -sum(mask * log p) / sum(mask) over each
+// optimizer step's rows (token-weighted over the whole step, so the loss does
+// not depend on how the step is split into micro-batches), with AdamW, clipping,
+// a warm-up + decay schedule, periodic checkpoints and exact resumption.
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "train_sft.h"
+#include "checkpoint.h"
+#include "dataset.h"
+#include "device.h"
+#include "progress.h"
+#include "check.h"
+#include "rng.h"
+
+// The row order of an epoch depends only on (seed, epoch), so a resumed run
+// rebuilds it from the checkpointed cursor.
+static void epoch_order(int *perm, int N, uint64_t seed, long epoch, int shuffle) {
+    for (int i = 0; i < N; i++) perm[i] = i;
+    if (!shuffle) return;
+    Rng r;
+    rng_seed(&r, seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(epoch + 1)));
+    for (int i = N - 1; i > 0; i--) {
+        int j = (int)rng_below(&r, (uint64_t)i + 1);
+        int t = perm[i]; perm[i] = perm[j]; perm[j] = t;
+    }
+}
+
+static void make_dirs(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; ; p++) {
+        if (*p == '/' || *p == 0) {
+            char saved = *p;
+            *p = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) fail("cannot create directory %s: %s", buf, strerror(errno));
+            *p = saved;
+            if (!saved) break;
+        }
+    }
+}
+
+static int file_exists(const char *path) { struct stat st; return stat(path, &st) == 0; }
+
+void sft_train(const Config *cfg, int resume, int stop_at) {
+    const Backend *be = backend_select(cfg->run.device);
+    set_threads(cfg->run.threads);
+    if (!cfg->data.train[0]) fail("no training data: set [data] train = FILE.h5 (or --data.train=FILE.h5)");
+
+    char ckpt_path[4096], log_path[4096], cfg_path[4096];
+    make_dirs(cfg->run.out_dir);
+    snprintf(ckpt_path, sizeof ckpt_path, "%s/checkpoint.h5", cfg->run.out_dir);
+    snprintf(log_path, sizeof log_path, "%s/train_log.jsonl", cfg->run.out_dir);
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", cfg->run.out_dir);
+    if (resume && !file_exists(ckpt_path)) fail("--resume: no checkpoint at %s", ckpt_path);
+    if (!resume && file_exists(ckpt_path))
+        fail("%s already holds a checkpoint; pass --resume to continue it or choose another run.out_dir", cfg->run.out_dir);
+
+    // model: resumed run, a starting checkpoint, or a fresh random init
+    ModelConfig mc = cfg->model;
+    const char *source = resume ? ckpt_path : cfg->train.init[0] ? cfg->train.init : NULL;
+    if (source) checkpoint_read_config(source, &mc);
+    Model model;
+    model_create(&model, &mc, be);
+    AdamW opt;
+    adamw_create(&opt, &model, cfg->train.beta1, cfg->train.beta2, cfg->train.eps,
+                 cfg->train.weight_decay, cfg->train.grad_clip, cfg->train.decay_norms);
+    TrainState st;
+    memset(&st, 0, sizeof st);
+    snprintf(st.stage, sizeof st.stage, "sft");
+    if (resume) {
+        if (!checkpoint_load(ckpt_path, &model, &opt, &st)) fail("%s has no optimizer state; cannot resume", ckpt_path);
+    } else if (source) {
+        checkpoint_load(source, &model, NULL, NULL);
+    } else {
+        model_init_random(&model, cfg->init_seed, cfg->init_std);
+    }
+
+    Dataset data;
+    dataset_load(&data, cfg->data.train, mc.vocab_size);
+    if (data.T > mc.max_seq_len) fail("%s: sequences of %d positions exceed the model's max_seq_len %d", cfg->data.train, data.T, mc.max_seq_len);
+    const int rows_per_step = cfg->train.batch_size * cfg->train.grad_accum;
+    const int steps_per_epoch = (data.N + rows_per_step - 1) / rows_per_step;
+    const int total = cfg->train.max_steps > 0 ? cfg->train.max_steps : cfg->train.epochs * steps_per_epoch;
+    if (st.step >= total) {
+        printf("sft: checkpoint is at step %ld of %d: nothing to do\n", st.step, total);
+        goto done;
+    }
+
+    FILE *cf = fopen(cfg_path, "w");
+    if (!cf) fail("cannot write %s: %s", cfg_path, strerror(errno));
+    config_write(cfg, cf);
+    fclose(cf);
+    FILE *log = fopen(log_path, resume ? "a" : "w");
+    if (!log) fail("cannot write %s: %s", log_path, strerror(errno));
+
+    printf("sft: %s | %d rows x %d positions | %zu parameters | %d steps of %d rows (%d x %d) | device %s\n",
+           cfg->data.train, data.N, data.T, model.numel, total, rows_per_step, cfg->train.batch_size,
+           cfg->train.grad_accum, be->name);
+    if (resume) printf("sft: resuming %s at step %ld (epoch %ld, row %ld)\n", ckpt_path, st.step, st.epoch, st.epoch_pos);
+
+    int *perm = xmalloc((size_t)data.N * sizeof(int)), *ids = xmalloc((size_t)rows_per_step * sizeof(int));
+    epoch_order(perm, data.N, cfg->train.seed, st.epoch, cfg->data.shuffle);
+    double t_start = now_seconds(), t_window = t_start;
+    long tokens_window = 0, step0 = st.step;
+    double loss_window = 0;
+    int window_steps = 0;
+
+    while (st.step < total) {
+        for (int i = 0; i < rows_per_step; i++) {
+            if (st.epoch_pos == data.N) {
+                st.epoch++;
+                st.epoch_pos = 0;
+                epoch_order(perm, data.N, cfg->train.seed, st.epoch, cfg->data.shuffle);
+            }
+            ids[i] = perm[st.epoch_pos++];
+        }
+        double mask_sum = 0;
+        for (int i = 0; i < rows_per_step; i++)
+            for (int t = 0; t < data.T; t++) mask_sum += data.mask[(size_t)ids[i] * data.T + t];
+        if (mask_sum <= 0) fail("%s: step %ld has rows whose mask sums to 0 (no completion tokens)", cfg->data.train, st.step + 1);
+
+        be->zero(model.grads, model.numel * sizeof(float));
+        double loss = 0;
+        for (int mb = 0; mb < cfg->train.grad_accum; mb++) {
+            Batch batch;
+            dataset_batch(&data, ids + mb * cfg->train.batch_size, cfg->train.batch_size, &batch);
+            int n = model_forward(&model, &batch, 0);
+            float *w = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+            for (int i = 0; i < n; i++) {
+                w[i] = (float)(batch.mask[model.head_pos[i]] / mask_sum);
+                loss -= (double)w[i] * model.head_lp[i];
+            }
+            model_backward(&model, w);
+            for (int b = 0; b < batch.B; b++) tokens_window += batch.lengths[b];
+            free(w);
+            batch_free(&batch);
+        }
+        const float lr = lr_at((int)st.step, total, cfg->train.warmup_steps, cfg->train.lr, cfg->train.min_lr,
+                               cfg->train.schedule);
+        const double gnorm = adamw_step(&opt, &model, lr);
+        st.step++;
+        st.last_loss = loss;
+        loss_window += loss;
+        window_steps++;
+        fprintf(log, "{\"step\": %ld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.17g}\n", st.step, loss, lr, gnorm);
+
+        const int last = st.step == total || st.step == stop_at;
+        if (st.step % cfg->train.log_every == 0 || last || st.step == step0 + 1) {
+            double t = now_seconds(), rate = tokens_window / (t - t_window + 1e-9);
+            double per_step = (t - t_start) / (double)(st.step - step0);
+            char eta[32];
+            printf("step %5ld/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | ETA %s\n", st.step, total,
+                   loss_window / window_steps, lr, gnorm, rate,
+                   fmt_duration(per_step * (double)(total - st.step), eta, sizeof eta));
+            fflush(stdout);
+            t_window = t; tokens_window = 0; loss_window = 0; window_steps = 0;
+        }
+        if (last || (cfg->train.ckpt_every > 0 && st.step % cfg->train.ckpt_every == 0)) {
+            fflush(log);
+            checkpoint_save(ckpt_path, &model, &opt, &st);
+        }
+        if (st.step == stop_at) { printf("sft: stopped at step %d as asked (--stop-at)\n", stop_at); break; }
+    }
+    fclose(log);
+    printf("sft: checkpoint %s (step %ld, loss %.4f)\n", ckpt_path, st.step, st.last_loss);
+    free(perm); free(ids);
+done:
+    dataset_free(&data);
+    adamw_free(&opt, &model);
+    model_free(&model);
+}

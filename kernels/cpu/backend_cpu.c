@@ -1,0 +1,98 @@
+// The CPU backend: the registry that fills the Backend table, plus the small
+// ops that need no file of their own (memory, add, AdamW, sum of squares).
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+#include "../backend.h"
+#include "../../host/check.h"
+#include "cpu_ops.h"
+
+// Zero-filled and 64-byte aligned (one cache line, one AVX-512 vector).
+static void *cpu_alloc(size_t bytes) {
+    size_t padded = (bytes + 63) / 64 * 64;   // aligned_alloc wants a multiple of 64
+    void *p = aligned_alloc(64, padded ? padded : 64);
+    if (!p) fail("out of memory allocating %zu bytes", bytes);
+    memset(p, 0, padded);
+    return p;
+}
+
+static void cpu_free(void *p) { free(p); }
+static void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
+
+// out[n] = a[n] + b[n]; out may alias a or b (elementwise, so that is safe)
+static void cpu_add(float *out, const float *a, const float *b, size_t n) {
+    #pragma omp parallel for simd if (n >= CPU_PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+// p, g, m, v: [n]. Same arithmetic as PyTorch's AdamW (single-tensor path):
+// decay first, m by lerp, denom = sqrt(v)/sqrt(bc2) + eps, step = lr/bc1.
+static void cpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr,
+                      float beta1, float beta2, float eps, float wd, float bc1, float bc2,
+                      float grad_scale) {
+    float decay = 1.0f - lr * wd;
+    float step = lr / bc1;
+    float bc2_sqrt = sqrtf(bc2);
+    #pragma omp parallel for simd if (n >= CPU_PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] * grad_scale;
+        float mi = m[i] + (1.0f - beta1) * (gi - m[i]);
+        float vi = beta2 * v[i] + (1.0f - beta2) * (gi * gi);
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * decay - step * (mi / (sqrtf(vi) / bc2_sqrt + eps));
+    }
+}
+
+// x: [n]. Each thread sums a fixed contiguous share; the partials are added in
+// thread order, so the result is the same on every run with the same thread count.
+static double cpu_sumsq(const float *x, size_t n) {
+    int nt = omp_get_max_threads();
+    double *part = xcalloc((size_t)nt, sizeof(double));
+    #pragma omp parallel if (n >= CPU_PAR_MIN)
+    {
+        size_t t = (size_t)omp_get_thread_num(), team = (size_t)omp_get_num_threads();
+        size_t lo = n / team * t + (t < n % team ? t : n % team);
+        size_t hi = lo + n / team + (t < n % team);
+        double s = 0.0;
+        #pragma omp simd reduction(+:s)
+        for (size_t i = lo; i < hi; i++) s += (double)x[i] * x[i];
+        part[t] = s;
+    }
+    double total = 0.0;
+    for (int t = 0; t < nt; t++) total += part[t];
+    free(part);
+    return total;
+}
+
+const Backend *backend_cpu(void) {
+    static const Backend cpu = {
+        .name = "cpu",
+        .alloc = cpu_alloc,
+        .free = cpu_free,
+        .upload = cpu_copy,
+        .download = cpu_copy,
+        .copy = cpu_copy,
+        .zero = cpu_zero,
+        .matmul_fwd = cpu_matmul_fwd,
+        .matmul_bwd = cpu_matmul_bwd,
+        .embedding_fwd = cpu_embedding_fwd,
+        .embedding_bwd = cpu_embedding_bwd,
+        .rmsnorm_fwd = cpu_rmsnorm_fwd,
+        .rmsnorm_bwd = cpu_rmsnorm_bwd,
+        .rope_fwd = cpu_rope_fwd,
+        .rope_bwd = cpu_rope_bwd,
+        .attention_fwd = cpu_attention_fwd,
+        .attention_bwd = cpu_attention_bwd,
+        .swiglu_fwd = cpu_swiglu_fwd,
+        .swiglu_bwd = cpu_swiglu_bwd,
+        .add = cpu_add,
+        .logprob_fwd = cpu_logprob_fwd,
+        .logprob_bwd = cpu_logprob_bwd,
+        .adamw = cpu_adamw,
+        .sumsq = cpu_sumsq,
+    };
+    return &cpu;
+}

@@ -1,0 +1,23 @@
+// SwiGLU gating of the Llama MLP: out = silu(gate) * up, silu(g) = g * sigmoid(g).
+#include "cpu_ops.h"
+
+// exp(-g) is +inf for very negative g, giving sigmoid 0: still correct
+static inline float sigmoidf(float g) { return 1.0f / (1.0f + cpu_expf(-g)); }
+
+// out, gate, up: [n]
+void cpu_swiglu_fwd(float *out, const float *gate, const float *up, size_t n) {
+    #pragma omp parallel for simd if (n >= CPU_PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] = gate[i] * sigmoidf(gate[i]) * up[i];
+}
+
+// dgate[n] += dout * up * silu'(gate);  dup[n] += dout * silu(gate)   (either may be NULL)
+// silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g)
+void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
+                    const float *up, size_t n) {
+    #pragma omp parallel for simd if (n >= CPU_PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], s = sigmoidf(g);
+        if (dgate) dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+        if (dup) dup[i] += dout[i] * g * s;
+    }
+}

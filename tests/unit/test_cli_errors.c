@@ -1,0 +1,154 @@
+// Bad input through the real binary: each case must exit 1 with a one-line
+// "sprec: error: ..." naming the file and the problem, and never crash.
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "tests.h"
+#include "../../host/h5io.h"
+
+#define TMP "build/test-tmp/err"
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+// Runs cmd; requires exit status 1, one error line, and every needle in it.
+static void expect_error(const char *cmd, const char *needle1, const char *needle2) {
+    char out[8192];
+    int rc = run_capture(cmd, out, sizeof out);
+    const char *err = strstr(out, "sprec: error: ");
+    if (rc != 1 || !err || (needle1 && !strstr(err, needle1)) || (needle2 && !strstr(err, needle2)))
+        print_message("command: %s\nexit %d, output:\n%s\n(wanted '%s' and '%s')\n", cmd, rc, out,
+                      needle1 ? needle1 : "", needle2 ? needle2 : "");
+    assert_int_equal(rc, 1);
+    assert_non_null(err);
+    if (needle1) assert_non_null(strstr(err, needle1));
+    if (needle2) assert_non_null(strstr(err, needle2));
+    // one line: nothing after the first newline of the error message
+    const char *nl = strchr(err, '\n');
+    assert_true(nl == NULL || nl[1] == 0);
+}
+
+static const char *MODEL = "[model]\nvocab_size = 4000\ndim = 64\nn_layers = 1\nn_heads = 4\nn_kv_heads = 2\n"
+                           "ffn_dim = 32\nmax_seq_len = 8\n";
+
+static void setup_files(void) {
+    static int done = 0;
+    if (done) return;
+    char out[4096];
+    assert_int_equal(run_capture("mkdir -p " TMP, out, sizeof out), 0);
+    write_file(TMP "/good.ini", MODEL);
+    assert_int_equal(run_capture("build/sprec init " TMP "/good.ini -o " TMP "/good.h5", out, sizeof out), 0);
+    assert_int_equal(run_capture("build/sprec toydata -o " TMP "/batch.h5 --rows 2 --seq 8 --vocab 16", out, sizeof out), 0);
+    done = 1;
+}
+
+static void test_unknown_config_key(void **state) {
+    (void)state;
+    setup_files();
+    write_file(TMP "/badkey.ini", "[model]\ndim = 64\n\n[train]\nlrr = 0.1\n");
+    expect_error("build/sprec init " TMP "/badkey.ini -o " TMP "/x.h5", "badkey.ini:5", "lrr");
+    write_file(TMP "/badsec.ini", "[trian]\nlr = 0.1\n");
+    expect_error("build/sprec init " TMP "/badsec.ini -o " TMP "/x.h5", "badsec.ini:1", "trian");
+    expect_error("build/sprec init " TMP "/good.ini -o " TMP "/x.h5 --train.nope=1", "nope", NULL);
+}
+
+static void test_malformed_value(void **state) {
+    (void)state;
+    setup_files();
+    write_file(TMP "/badval.ini", "[model]\ndim = sixty-four\n");
+    expect_error("build/sprec init " TMP "/badval.ini -o " TMP "/x.h5", "badval.ini:2", "dim");
+    write_file(TMP "/badheads.ini", "[model]\nn_heads = 4\nn_kv_heads = 3\n");
+    expect_error("build/sprec init " TMP "/badheads.ini -o " TMP "/x.h5", "n_kv_heads", NULL);
+    expect_error("build/sprec init " TMP "/good.ini -o " TMP "/x.h5 --train.lr=fast", "lr", NULL);
+    expect_error("build/sprec init " TMP "/missing.ini -o " TMP "/x.h5", "missing.ini", NULL);
+}
+
+static void test_truncated_checkpoint(void **state) {
+    (void)state;
+    setup_files();
+    char out[4096];
+    struct stat st;
+    assert_int_equal(stat(TMP "/good.h5", &st), 0);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "head -c %ld " TMP "/good.h5 > " TMP "/trunc.h5", (long)st.st_size / 2);
+    assert_int_equal(run_capture(cmd, out, sizeof out), 0);
+    expect_error("build/sprec info " TMP "/trunc.h5", "trunc.h5", NULL);
+    expect_error("build/sprec dump --model " TMP "/trunc.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5", "trunc.h5", NULL);
+    write_file(TMP "/noth5.h5", "this is not an HDF5 file\n");
+    expect_error("build/sprec info " TMP "/noth5.h5", "noth5.h5", NULL);
+}
+
+static void test_flipped_byte(void **state) {
+    (void)state;
+    setup_files();
+    char out[4096];
+    assert_int_equal(run_capture("cp " TMP "/good.h5 " TMP "/flip.h5", out, sizeof out), 0);
+    // find the first chunk of the embedding in the file and flip one byte of it
+    hid_t f = h5_open_read(TMP "/flip.h5");
+    hid_t d = H5Dopen2(f, "params/model.embed_tokens.weight", H5P_DEFAULT);
+    assert_true(d >= 0);
+    hid_t space = H5Dget_space(d);
+    hsize_t offset[2], size;
+    unsigned mask;
+    haddr_t addr;
+    assert_true(H5Dget_chunk_info(d, space, 0, offset, &mask, &addr, &size) >= 0);
+    H5Sclose(space); H5Dclose(d); h5_close(f);
+    FILE *fp = fopen(TMP "/flip.h5", "r+b");
+    assert_non_null(fp);
+    fseek(fp, (long)addr + (long)size / 2, SEEK_SET);
+    int c = fgetc(fp);
+    fseek(fp, (long)addr + (long)size / 2, SEEK_SET);
+    fputc(c ^ 0x10, fp);
+    fclose(fp);
+    expect_error("build/sprec dump --model " TMP "/flip.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5",
+                 "flip.h5", "model.embed_tokens.weight");
+}
+
+static void test_wrong_shape_tensor(void **state) {
+    (void)state;
+    setup_files();
+    char out[4096];
+    assert_int_equal(run_capture("cp " TMP "/good.h5 " TMP "/shape.h5", out, sizeof out), 0);
+    hid_t f = H5Fopen(TMP "/shape.h5", H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(f >= 0);
+    assert_true(H5Ldelete(f, "params/model.norm.weight", H5P_DEFAULT) >= 0);
+    hid_t g = H5Gopen2(f, "params", H5P_DEFAULT);
+    float w[63] = {0};
+    long dims[1] = {63};
+    h5_write_f32(g, "model.norm.weight", 1, dims, w);
+    H5Gclose(g); H5Fclose(f);
+    expect_error("build/sprec dump --model " TMP "/shape.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5",
+                 "model.norm.weight", "63");
+}
+
+static void test_bad_batch_and_flags(void **state) {
+    (void)state;
+    setup_files();
+    char out[4096];
+    // batch longer than the model's context (max_seq_len 8)
+    assert_int_equal(run_capture("build/sprec toydata -o " TMP "/long.h5 --rows 2 --seq 12 --vocab 16", out, sizeof out), 0);
+    expect_error("build/sprec dump --model " TMP "/good.h5 --batch " TMP "/long.h5 -o " TMP "/o.h5", "max_seq_len", NULL);
+    // token ids outside the vocabulary (model vocab 4000 is fine; a 16-vocab model is not)
+    write_file(TMP "/small.ini", "[model]\nvocab_size = 8\ndim = 16\nn_layers = 1\nn_heads = 2\nn_kv_heads = 1\nffn_dim = 8\nmax_seq_len = 8\n");
+    assert_int_equal(run_capture("build/sprec init " TMP "/small.ini -o " TMP "/small.h5", out, sizeof out), 0);
+    expect_error("build/sprec dump --model " TMP "/small.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5", "outside", "vocab");
+    expect_error("build/sprec dump --model " TMP "/good.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5 --device tpu", "tpu", NULL);
+    expect_error("build/sprec train " TMP "/good.ini --bogus", "--bogus", NULL);
+    // an existing run is never overwritten without --resume
+    assert_int_equal(run_capture("rm -rf " TMP "/run && build/sprec toydata -o " TMP "/t.h5 --rows 4 --seq 8 --vocab 16", out, sizeof out), 0);
+    assert_int_equal(run_capture("build/sprec train " TMP "/good.ini --data.train=" TMP "/t.h5 --train.max_steps=1 --run.out_dir=" TMP "/run", out, sizeof out), 0);
+    expect_error("build/sprec train " TMP "/good.ini --data.train=" TMP "/t.h5 --train.max_steps=1 --run.out_dir=" TMP "/run", "--resume", NULL);
+    assert_int_equal(run_capture("build/sprec info " TMP "/run/checkpoint.h5", out, sizeof out), 0);
+}
+
+DEFINE_TEST_GROUP(test_cli_errors,
+    cmocka_unit_test(test_unknown_config_key),
+    cmocka_unit_test(test_malformed_value),
+    cmocka_unit_test(test_truncated_checkpoint),
+    cmocka_unit_test(test_flipped_byte),
+    cmocka_unit_test(test_wrong_shape_tensor),
+    cmocka_unit_test(test_bad_batch_and_flags))

@@ -1,0 +1,21 @@
+// Every test file contributes one array of cmocka tests; main.c runs them all
+// as one group so the run ends in a single summary line.
+#ifndef SPREC_TESTS_H
+#define SPREC_TESTS_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#define TEST_GROUP(name) extern const struct CMUnitTest name[]; extern const size_t name##_count;
+#define DEFINE_TEST_GROUP(name, ...) \
+    const struct CMUnitTest name[] = { __VA_ARGS__ }; \
+    const size_t name##_count = sizeof(name) / sizeof(name[0]);
+
+// Run a shell command, capture stdout+stderr into out (truncated to cap) and
+// return its exit status (-1 if it could not run).
+int run_capture(const char *cmd, char *out, size_t cap);
+
+#endif
