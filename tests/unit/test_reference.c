@@ -10,7 +10,6 @@
 #include "tests.h"
 #include "../../host/checkpoint.h"
 #include "../../host/h5io.h"
-#include "../../host/check.h"
 
 #define FIXTURES "tests/ref/fixtures"
 #define TOLERANCE 1e-4

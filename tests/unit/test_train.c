@@ -2,11 +2,11 @@
 // memorisable dataset; an interrupted-and-resumed run is bit-identical to an
 // uninterrupted one; checkpoints round-trip bit-exactly.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "tests.h"
 #include "../../host/checkpoint.h"
 #include "../../host/h5io.h"
-#include "../../host/check.h"
 
 #define TMP "build/test-tmp"
 
