@@ -28,6 +28,7 @@ static const CfgField CFG[] = {
 };
 #define N_CFG ((int)(sizeof CFG / sizeof CFG[0]))
 static const char *ROPE_SCALING[] = {"none", "llama3"};
+static const char *rope_name(int v) { return v == 0 || v == 1 ? ROPE_SCALING[v] : "(invalid)"; }
 
 static int *cfg_int(ModelConfig *c, const CfgField *f) { return (int *)((char *)c + f->off); }
 static float *cfg_float(ModelConfig *c, const CfgField *f) { return (float *)((char *)c + f->off); }
@@ -57,8 +58,8 @@ static void write_config(hid_t f, const ModelConfig *c) {
         if (CFG[i].is_float) h5_attr_write_f64(g, CFG[i].name, *cfg_float(&cc, &CFG[i]));
         else h5_attr_write_i64(g, CFG[i].name, *cfg_int(&cc, &CFG[i]));
     }
-    check(c->rope_scaling >= 0 && c->rope_scaling < 2, "bad rope_scaling %d", c->rope_scaling);
-    h5_attr_write_str(g, "rope_scaling", ROPE_SCALING[c->rope_scaling]);
+    check(c->rope_scaling == 0 || c->rope_scaling == 1, "bad rope_scaling %d", c->rope_scaling);
+    h5_attr_write_str(g, "rope_scaling", rope_name(c->rope_scaling));
     check(H5Gclose(g) >= 0, "H5Gclose failed");
 }
 
@@ -241,8 +242,8 @@ static int config_diff(const ModelConfig *a, const ModelConfig *b, char *buf, si
         }
     }
     if (x.rope_scaling != y.rope_scaling) {
-        snprintf(buf, cap, "rope_scaling = %s in the file, %s in the model", ROPE_SCALING[x.rope_scaling & 1],
-                 ROPE_SCALING[y.rope_scaling & 1]);
+        snprintf(buf, cap, "rope_scaling = %s in the file, %s in the model", rope_name(x.rope_scaling),
+                 rope_name(y.rope_scaling));
         return 1;
     }
     return 0;
@@ -341,7 +342,7 @@ void checkpoint_info(const char *path, FILE *out) {
         if (CFG[i].is_float) fprintf(out, "  %-24s %g\n", CFG[i].name, (double)*cfg_float(&c, &CFG[i]));
         else fprintf(out, "  %-24s %d\n", CFG[i].name, *cfg_int(&c, &CFG[i]));
     }
-    fprintf(out, "  %-24s %s\n", "rope_scaling", ROPE_SCALING[c.rope_scaling]);
+    fprintf(out, "  %-24s %s\n", "rope_scaling", rope_name(c.rope_scaling));
 
     int n;
     size_t total = list_tensors(f, path, "params", out, 0, &n);

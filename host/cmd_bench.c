@@ -1,5 +1,6 @@
 // sprec bench: SFT training-step throughput on random weights and tokens, and
 // the machine's own sgemm rate measured in the same process, as JSON lines.
+// tokens_per_s and ms_per_step come from the median step (as bench/torch_cpu.py).
 // Model FLOPs per token (the same formula as bench/torch_cpu.py):
 //   6 * (linear weights per layer * layers + V*C)   matmuls, forward + backward
 // + 6 * layers * T * NH*D                            causal attention (QK^T, PV)
@@ -26,6 +27,11 @@ static int opt_int(int argc, char **argv, const char *flag, int dflt) {
     long x = strtol(v, &end, 10);
     if (*end || x < 1 || x > (1 << 30)) fail("sprec bench: %s must be a positive integer, got '%s'", flag, v);
     return (int)x;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
 }
 
 static double sgemm_gflops(int n, int reps) {
@@ -87,7 +93,7 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     float *w = xmalloc((size_t)B * T * sizeof(float));
-    double elapsed = 0, loss = 0;
+    double *times = xmalloc((size_t)steps * sizeof(double)), elapsed = 0, loss = 0;
     for (int s = 0; s < warmup + steps; s++) {
         double t0 = now_seconds();
         be->zero(m.grads, m.numel * sizeof(float));
@@ -96,25 +102,28 @@ int cmd_bench(int argc, char **argv) {
         for (int i = 0; i < n; i++) { w[i] = (float)(1.0 / mask_sum); loss -= w[i] * m.head_lp[i]; }
         model_backward(&m, w);
         adamw_step(&opt, &m, 1e-4f);
-        if (s >= warmup) elapsed += now_seconds() - t0;
+        if (s >= warmup) { times[s - warmup] = now_seconds() - t0; elapsed += times[s - warmup]; }
     }
+    // the median step is the headline (shared machines have outliers); the mean is reported too
+    qsort(times, (size_t)steps, sizeof(double), cmp_double);
+    const double median = steps % 2 ? times[steps / 2] : 0.5 * (times[steps / 2 - 1] + times[steps / 2]);
     const double C = c.dim, QD = (double)c.n_heads * c.head_dim, KVD = (double)c.n_kv_heads * c.head_dim;
     const double layer_w = C * QD + 2 * C * KVD + QD * C + 3 * C * c.ffn_dim;
     const double flops_tok = 6 * (layer_w * c.n_layers + (double)c.vocab_size * C) + 6.0 * c.n_layers * T * QD;
-    const double tokens = (double)B * T * steps;
+    const double tokens = (double)B * T;   // per step
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"name\": \"%s\", \"impl\": \"sprec\", \"device\": \"%s\", \"threads\": %d, \"dim\": %d, \"layers\": %d, "
            "\"heads\": %d, \"kv_heads\": %d, \"ffn\": %d, \"vocab\": %d, \"seq\": %d, \"batch\": %d, "
-           "\"tokens_per_s\": %.1f, \"ms_per_step\": %.2f, \"peak_bytes\": %ld, \"gflops\": %.2f, \"mfu\": null, "
-           "\"final_loss\": %.6f}\n",
+           "\"tokens_per_s\": %.1f, \"ms_per_step\": %.2f, \"ms_per_step_mean\": %.2f, \"ms_per_step_min\": %.2f, "
+           "\"peak_bytes\": %ld, \"gflops\": %.2f, \"mfu\": null, \"final_loss\": %.6f}\n",
            name ? name : "sft_step", be->name, omp_get_max_threads(), c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
-           c.ffn_dim, c.vocab_size, T, B, tokens / elapsed, 1e3 * elapsed / steps, ru.ru_maxrss * 1024L,
-           flops_tok * tokens / elapsed / 1e9, loss);
+           c.ffn_dim, c.vocab_size, T, B, tokens / median, 1e3 * median, 1e3 * elapsed / steps, 1e3 * times[0],
+           ru.ru_maxrss * 1024L, flops_tok * tokens / median / 1e9, loss);
     printf("{\"name\": \"sgemm_1024\", \"impl\": \"openblas\", \"device\": \"cpu\", \"threads\": %d, "
            "\"tokens_per_s\": null, \"ms_per_step\": null, \"peak_bytes\": null, \"gflops\": %.2f, \"mfu\": null}\n",
            omp_get_max_threads(), sgemm_gflops(1024, 10));
-    free(w); batch_free(&batch);
+    free(w); free(times); batch_free(&batch);
     adamw_free(&opt, &m);
     model_free(&m);
     return 0;

@@ -163,6 +163,13 @@ static int choice_index(const char *choices, const char *v) {
     }
 }
 
+static size_t longest_choice(const char *choices) {
+    size_t most = 0;
+    for (const char *p = choices; p; p = strchr(p, '|') ? strchr(p, '|') + 1 : NULL)
+        if (strcspn(p, "|") > most) most = strcspn(p, "|");
+    return most;
+}
+
 static void choice_name(const char *choices, int idx, char *buf, size_t cap) {
     const char *p = choices;
     for (int i = 0; i < idx && p; i++) { p = strchr(p, '|'); if (p) p++; }
@@ -267,8 +274,8 @@ void config_defaults(Config *c) {
     char err[128];
     for (int i = 0; i < N_KEYS; i++) {
         const Key *k = &KEYS[i];
-        for (const char *ch = k->choices; k->type == K_ENUM && ch; ch = strchr(ch, '|') ? strchr(ch, '|') + 1 : NULL)
-            check(strcspn(ch, "|") < k->size, "a choice of %s.%s does not fit its field", k->section, k->key);
+        if (k->type == K_ENUM) check(longest_choice(k->choices) < k->size, "a choice of %s.%s does not fit its field",
+                                     k->section, k->key);
         check(set_value(c, k, k->def, err, sizeof err), "bad default %s.%s = %s: %s", k->section, k->key, k->def, err);
     }
 }
@@ -422,7 +429,7 @@ void config_write(const Config *c, FILE *f) {
         const Key *k = &KEYS[i];
         if (i == 0 || strcmp(k->section, KEYS[i - 1].section) != 0) fprintf(f, "\n[%s]\n", k->section);
         format_value(c, k, v, sizeof v);
-        fprintf(f, "%s = %s\n", k->key, v);
+        fprintf(f, "%s =%s%s\n", k->key, *v ? " " : "", v);
     }
 }
 

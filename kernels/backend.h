@@ -9,8 +9,13 @@
 //  - Every *_bwd ADDS into its gradient outputs (inputs' and parameters'), so
 //    residual branches and gradient accumulation need no extra copies. Callers
 //    zero gradient buffers when they want a fresh gradient. A NULL gradient
-//    output means "not needed" and is skipped.
-//  - Sequences are right-padded: row (b, t) is valid iff t < lengths[b].
+//    output means "not needed" and is skipped. (rope_bwd is the one exception:
+//    it transforms its buffer in place.)
+//  - Sequences are right-padded: row (b, t) is valid iff t < lengths[b], with
+//    0 <= lengths[b] <= T. Padded rows of inputs are never read (any garbage,
+//    even NaN, is harmless) and padded rows of outputs are written as 0.
+//  - Every op is deterministic for a fixed thread count / device: reductions
+//    run in a fixed order, never with racing float adds.
 #ifndef SPREC_BACKEND_H
 #define SPREC_BACKEND_H
 
@@ -20,7 +25,7 @@ typedef struct Backend {
     const char *name;
 
     // ---- memory -----------------------------------------------------------
-    void *(*alloc)(size_t bytes);                 // zero-filled; exits on failure
+    void *(*alloc)(size_t bytes);                 // zero-filled, 64-byte aligned; exits on failure
     void (*free)(void *p);
     void (*upload)(void *dst, const void *src, size_t bytes);    // host -> device
     void (*download)(void *dst, const void *src, size_t bytes);  // device -> host
@@ -46,8 +51,8 @@ typedef struct Backend {
     void (*rmsnorm_bwd)(float *dinp, float *dweight, const float *dout, const float *inp,
                         const float *weight, const float *rstd, int N, int C);
 
-    // Rotary embedding, rotate-half convention, in place on x[B,T,H,D] with
-    // position t for row (b,t). cos/sin are tables [T, D/2].
+    // Rotary embedding, rotate-half convention, in place on x[B,T,H,D] (D even)
+    // with position t for row (b,t). cos/sin are tables [T, D/2].
     void (*rope_fwd)(float *x, const float *cos, const float *sin, int B, int T, int H, int D);
     // Inverse rotation of the gradient, in place (RoPE is orthogonal).
     void (*rope_bwd)(float *dx, const float *cos, const float *sin, int B, int T, int H, int D);
@@ -76,8 +81,9 @@ typedef struct Backend {
     // Processed in chunks of rows, so no [n x V] tensor ever exists.
     void (*logprob_fwd)(float *logprob, float *lse, const float *h, const float *w,
                         const int *rows, const int *targets, int n, int C, int V);
-    // Gradient of sum_i weight[i] * logprob[i]  times -1 (i.e. of a loss
-    // -sum w_i lp_i): dh[rows[i]] += ..., dw += ... (dw may be NULL: frozen head).
+    // Gradient of the loss -sum_i weight[i] * logprob[i]: dh[rows[i]] += ...,
+    // dw += ... (dw may be NULL: frozen head). rows must be distinct; lse comes
+    // from logprob_fwd on the same h and w. Rows with weight 0 cost nothing.
     void (*logprob_bwd)(float *dh, float *dw, const float *h, const float *w,
                         const int *rows, const int *targets, const float *lse,
                         const float *weight, int n, int C, int V);
@@ -85,15 +91,18 @@ typedef struct Backend {
     // ---- optimizer --------------------------------------------------------
     // One AdamW step over n contiguous elements. g is scaled by grad_scale
     // first (clipping). lr already includes the schedule; bc1/bc2 are the bias
-    // corrections 1-beta1^t, 1-beta2^t. Decoupled decay: p -= lr*wd*p.
+    // corrections 1-beta1^t, 1-beta2^t. As torch.optim.AdamW: decoupled decay
+    // first, p *= 1 - lr*wd, then p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps).
     void (*adamw)(float *p, const float *g, float *m, float *v, size_t n, float lr,
                   float beta1, float beta2, float eps, float wd, float bc1, float bc2,
                   float grad_scale);
     double (*sumsq)(const float *x, size_t n);    // sum of squares, accumulated in double
 } Backend;
 
-// Registry: returns NULL when the named backend is not compiled in.
+// Registry (host/device.c picks one by name).
 const Backend *backend_cpu(void);
-const Backend *backend_cuda(void);   // NULL unless built with nvcc; exits if no GPU
+// backend_cuda: NULL when sprec was built without nvcc; when built with it but
+// no GPU is usable, it exits with a one-line message.
+const Backend *backend_cuda(void);
 
 #endif

@@ -20,7 +20,7 @@ for s in "${shapes[@]}"; do
     build/sprec bench --name "$name" $args --threads "$threads" --steps "$steps" --warmup 2 | tee -a "$out"
     if ((have_torch)); then
         echo "bench: $name: pytorch ..." >&2
-        python3 bench/torch_cpu.py --name "$name" $args --threads "$threads" --steps "$steps" --warmup 2 --json-only | tee -a "$out"
+        python3 bench/torch_cpu.py --name "$name" $args --threads "$threads" --steps "$steps" --warmup 2 --tied --json-only | tee -a "$out"
     fi
 done
 python3 - "$out" <<'PY'
