@@ -23,8 +23,9 @@ void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const T
 // Reads only the config (to create the model before loading).
 void checkpoint_read_config(const char *path, ModelConfig *c);
 // Loads parameters into an already created model of the same config; when opt/st
-// are non-NULL and present in the file, loads them too. Returns 1 if optimizer
-// state was present, 0 otherwise.
+// are non-NULL and present in the file, loads them too (opt: step and moments,
+// not the hyperparameters; st is left untouched when the file has no /state).
+// Returns 1 if optimizer state was present, 0 otherwise.
 int checkpoint_load(const char *path, Model *m, AdamW *opt, TrainState *st);
 // Prints a human summary (config, tensors, state) of a checkpoint.
 void checkpoint_info(const char *path, FILE *out);

@@ -60,6 +60,10 @@ void cli_load_config(Config *cfg, int argc, char **argv, const char *cmd,
         if (strncmp(a, "--", 2) == 0 && eq && dot && dot < eq) config_override(cfg, a + 2);
     }
     const char *device = cli_flag_value(argc, argv, "--device");
-    if (device) snprintf(cfg->run.device, sizeof cfg->run.device, "%s", device);
+    if (device) {
+        char kv[64];
+        snprintf(kv, sizeof kv, "run.device=%.40s", device);
+        config_override(cfg, kv);
+    }
     config_validate(cfg, *config_path);
 }

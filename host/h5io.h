@@ -19,9 +19,10 @@ char **h5_list(hid_t loc, const char *path, const char *name, int *count);
 void h5_list_free(char **names, int count);
 // Shape of a dataset; returns rank, fills dims (up to 8). Fails if missing.
 int h5_shape(hid_t loc, const char *path, const char *name, long dims[8]);
-// Read the whole dataset as float/int32. `expect` gives the required dims
-// (rank entries; -1 = any) and the actual dims are written back. The caller
-// frees the returned buffer.
+// Read the whole dataset as float/int32 (converting from any stored integer or,
+// for float, float type; out-of-range values are an error). `dims` gives the
+// required dims (rank entries; -1 = any; NULL for a scalar) and receives the
+// actual dims. `path` names the file in messages. The caller frees the buffer.
 float *h5_read_f32(hid_t loc, const char *path, const char *name, int rank, long *dims);
 int *h5_read_i32(hid_t loc, const char *path, const char *name, int rank, long *dims);
 // Read into a caller buffer of exactly prod(dims) elements (shape must match).

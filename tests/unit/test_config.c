@@ -9,35 +9,6 @@
 #include "tests.h"
 #include "../../host/config.h"
 
-// Runs fn(arg) in a child process with its stderr captured into err; returns
-// the child's exit status, or 128 + signal if it crashed (or hung: 10 s alarm).
-// Also used by test_h5io.c.
-int run_forked(void (*fn)(void *), void *arg, char *err, size_t cap) {
-    int fds[2];
-    if (pipe(fds) < 0) return -1;
-    fflush(stdout);   // or the child's exit flushes the parent's buffered output again
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], 2);
-        alarm(10);
-        fn(arg);
-        _exit(0);
-    }
-    close(fds[1]);
-    size_t n = 0;   // read to EOF before waiting, so a chatty child cannot block on a full pipe
-    char buf[4096];
-    ssize_t r;
-    while ((r = read(fds[0], buf, sizeof buf)) > 0)
-        for (ssize_t i = 0; i < r; i++) if (n + 1 < cap) err[n++] = buf[i];
-    err[n] = 0;
-    close(fds[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
 
 // Writes text to a new temporary .ini file; path receives its name.
 static void write_ini(char *path, const char *text) {

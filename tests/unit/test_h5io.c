@@ -10,7 +10,6 @@
 #include "tests.h"
 #include "../../host/h5io.h"
 
-int run_forked(void (*fn)(void *), void *arg, char *err, size_t cap);   // test_config.c
 
 // Under -fsanitize=address: HDF5 itself leaks a few bytes on some corrupt-file
 // error paths (in the byte-flip children); those leaks are not ours.

@@ -43,10 +43,10 @@ static double compare(hid_t ours, hid_t ref, const char *dir, const char *name, 
 
 static void check_fixture(const char *dir) {
     char cmd[4096], out[8192], model[1024], batch[1024], expected[1024], dumped[1024];
-    snprintf(model, sizeof model, "%s/model.h5", dir);
-    snprintf(batch, sizeof batch, "%s/batch.h5", dir);
-    snprintf(expected, sizeof expected, "%s/expected.h5", dir);
-    snprintf(dumped, sizeof dumped, "build/test-tmp/ref-%s.h5", strrchr(dir, '/') + 1);
+    snprintf(model, sizeof model, "%.400s/model.h5", dir);
+    snprintf(batch, sizeof batch, "%.400s/batch.h5", dir);
+    snprintf(expected, sizeof expected, "%.400s/expected.h5", dir);
+    snprintf(dumped, sizeof dumped, "build/test-tmp/ref-%.200s.h5", strrchr(dir, '/') + 1);
     snprintf(cmd, sizeof cmd, "mkdir -p build/test-tmp && build/sprec dump --model %s --batch %s -o %s", model, batch, dumped);
     int rc = run_capture(cmd, out, sizeof out);
     if (rc != 0) print_message("%s\n", out);
@@ -80,14 +80,14 @@ static void test_reference_fixtures(void **state) {
     if (!d) fail_msg("no fixtures in %s (run python3 tests/ref/make_fixtures.py)", FIXTURES);
     struct dirent *e;
     int n = 0;
-    char names[64][256];
+    char names[64][200];
     while ((e = readdir(d)) && n < 64)
-        if (e->d_name[0] != '.') snprintf(names[n++], sizeof names[0], "%s", e->d_name);
+        if (e->d_name[0] != '.') snprintf(names[n++], sizeof names[0], "%.199s", e->d_name);
     closedir(d);
     assert_true(n >= 5);
     for (int i = 0; i < n; i++) {
-        char dir[512];
-        snprintf(dir, sizeof dir, "%s/%s", FIXTURES, names[i]);
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s/%.199s", FIXTURES, names[i]);
         check_fixture(dir);
     }
 }

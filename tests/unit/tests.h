@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
@@ -17,5 +18,8 @@
 // Run a shell command, capture stdout+stderr into out (truncated to cap) and
 // return its exit status (-1 if it could not run).
 int run_capture(const char *cmd, char *out, size_t cap);
+// Runs fn(arg) in a forked child with its stderr captured into err; returns the
+// child's exit status, or 128 + signal if it crashed (or hung: 10 s alarm).
+int run_forked(void (*fn)(void *), void *arg, char *err, size_t cap);
 
 #endif
