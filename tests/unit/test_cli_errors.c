@@ -137,6 +137,12 @@ static void test_bad_batch_and_flags(void **state) {
     assert_int_equal(run_capture("build/sprec init " TMP "/small.ini -o " TMP "/small.h5", out, sizeof out), 0);
     expect_error("build/sprec dump --model " TMP "/small.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5", "outside", "vocab");
     expect_error("build/sprec dump --model " TMP "/good.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5 --device tpu", "tpu", NULL);
+#ifndef SPREC_HAVE_CUDA
+    expect_error("build/sprec dump --model " TMP "/good.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5 --device cuda",
+                 "cuda", "without the CUDA backend");
+    expect_error("build/sprec init " TMP "/good.ini -o " TMP "/x.h5 --device=cuda", "without the CUDA backend", NULL);
+#endif
+    expect_error("build/sprec init " TMP "/good.ini -o " TMP "/x.h5 --device=tpu", "command line", "tpu");
     expect_error("build/sprec train " TMP "/good.ini --bogus", "--bogus", NULL);
     // an existing run is never overwritten without --resume
     assert_int_equal(run_capture("rm -rf " TMP "/run && build/sprec toydata -o " TMP "/t.h5 --rows 4 --seq 8 --vocab 16", out, sizeof out), 0);
