@@ -51,9 +51,9 @@ int cmd_bench(int argc, char **argv) {
     if (cli_has_flag(argc, argv, "--help")) {
         printf("usage: sprec bench [--name NAME] [--dim 256] [--layers 4] [--heads 4] [--kv-heads 4] [--ffn 688]\n"
                "                   [--vocab 8192] [--seq 256] [--batch 8] [--steps 5] [--warmup 2] [--threads N]\n"
-               "                   [--device cpu|cuda]\n"
+               "                   [--loss-frac 0.5] [--device cpu|cuda]\n"
                "Times full SFT steps (forward, backward, AdamW) on random weights and tokens with the loss on\n"
-               "the second half of each sequence; prints one JSON object per result line.\n");
+               "the last --loss-frac of each sequence; prints one JSON object per result line.\n");
         return 0;
     }
     const char *name = cli_flag_value(argc, argv, "--name");
@@ -68,6 +68,10 @@ int cmd_bench(int argc, char **argv) {
     c.vocab_size = opt_int(argc, argv, "--vocab", 8192);
     const int T = opt_int(argc, argv, "--seq", 256), B = opt_int(argc, argv, "--batch", 8);
     const int steps = opt_int(argc, argv, "--steps", 5), warmup = opt_int(argc, argv, "--warmup", 2);
+    // the loss covers the last loss_frac of each sequence (a completion); 1 = every position
+    const char *lf = cli_flag_value(argc, argv, "--loss-frac");
+    const double loss_frac = lf ? atof(lf) : 0.5;
+    if (!(loss_frac > 0 && loss_frac <= 1)) fail("sprec bench: --loss-frac must be in (0, 1], got '%s'", lf);
     c.max_seq_len = T;
     c.rope_theta = 10000; c.rms_eps = 1e-5f; c.tie_embeddings = 1;
     set_threads(opt_int(argc, argv, "--threads", omp_get_max_threads()));
@@ -89,7 +93,7 @@ int cmd_bench(int argc, char **argv) {
         batch.lengths[b] = T;
         for (int t = 0; t < T; t++) {
             batch.tokens[b * T + t] = (int)rng_below(&r, (uint64_t)c.vocab_size);
-            if (t >= T / 2) { batch.mask[b * T + t] = 1; mask_sum += 1; }
+            if (t >= 1 && t >= T - (int)(loss_frac * T)) { batch.mask[b * T + t] = 1; mask_sum += 1; }
         }
     }
     float *w = xmalloc((size_t)B * T * sizeof(float));
@@ -114,11 +118,11 @@ int cmd_bench(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"name\": \"%s\", \"impl\": \"sprec\", \"device\": \"%s\", \"threads\": %d, \"dim\": %d, \"layers\": %d, "
-           "\"heads\": %d, \"kv_heads\": %d, \"ffn\": %d, \"vocab\": %d, \"seq\": %d, \"batch\": %d, "
+           "\"heads\": %d, \"kv_heads\": %d, \"ffn\": %d, \"vocab\": %d, \"seq\": %d, \"batch\": %d, \"loss_frac\": %.3f, "
            "\"tokens_per_s\": %.1f, \"ms_per_step\": %.2f, \"ms_per_step_mean\": %.2f, \"ms_per_step_min\": %.2f, "
            "\"peak_bytes\": %ld, \"gflops\": %.2f, \"mfu\": null, \"final_loss\": %.6f}\n",
            name ? name : "sft_step", be->name, omp_get_max_threads(), c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
-           c.ffn_dim, c.vocab_size, T, B, tokens / median, 1e3 * median, 1e3 * elapsed / steps, 1e3 * times[0],
+           c.ffn_dim, c.vocab_size, T, B, loss_frac, tokens / median, 1e3 * median, 1e3 * elapsed / steps, 1e3 * times[0],
            ru.ru_maxrss * 1024L, flops_tok * tokens / median / 1e9, loss);
     printf("{\"name\": \"sgemm_1024\", \"impl\": \"openblas\", \"device\": \"cpu\", \"threads\": %d, "
            "\"tokens_per_s\": null, \"ms_per_step\": null, \"peak_bytes\": null, \"gflops\": %.2f, \"mfu\": null}\n",

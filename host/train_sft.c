@@ -69,8 +69,15 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     TrainState st;
     memset(&st, 0, sizeof st);
     snprintf(st.stage, sizeof st.stage, "sft");
+    // the data order derives from train.seed; its generator state is recorded so a
+    // resume with a different seed (a different data order) is caught
+    Rng seeded;
+    rng_seed(&seeded, cfg->train.seed);
+    memcpy(st.rng, seeded.s, sizeof st.rng);
     if (resume) {
         if (!checkpoint_load(ckpt_path, &model, &opt, &st)) fail("%s has no optimizer state; cannot resume", ckpt_path);
+        if (memcmp(st.rng, seeded.s, sizeof st.rng) != 0)
+            fail("%s was trained with another train.seed (data order); resume with the run's own config.ini", ckpt_path);
     } else if (source) {
         checkpoint_load(source, &model, NULL, NULL);
     } else {

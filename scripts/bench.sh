@@ -10,6 +10,7 @@ out=build/bench.jsonl
 : > "$out"
 shapes=(
   "small  --dim 256 --layers 4 --heads 4 --kv-heads 4 --ffn 688  --vocab 8192 --seq 256 --batch 8"
+  "small-fullloss --dim 256 --layers 4 --heads 4 --kv-heads 4 --ffn 688  --vocab 8192 --seq 256 --batch 8"
   "medium --dim 576 --layers 4 --heads 9 --kv-heads 3 --ffn 1536 --vocab 8192 --seq 512 --batch 8"
 )
 have_torch=1
@@ -17,7 +18,10 @@ python3 -c "import torch, transformers" 2>/dev/null || { have_torch=0; echo "ben
 for s in "${shapes[@]}"; do
     name=${s%% *}; args=${s#* }
     echo "bench: $name: sprec ..." >&2
-    build/sprec bench --name "$name" $args --threads "$threads" --steps "$steps" --warmup 2 | tee -a "$out"
+    # PyTorch computes the head on every position either way; sprec only on the loss positions,
+    # so the -fullloss shape (loss on every position) compares the rest of the engine
+    extra=""; [[ $name == *fullloss ]] && extra="--loss-frac 1"
+    build/sprec bench --name "$name" $args $extra --threads "$threads" --steps "$steps" --warmup 2 | tee -a "$out"
     if ((have_torch)); then
         echo "bench: $name: pytorch ..." >&2
         python3 bench/torch_cpu.py --name "$name" $args --threads "$threads" --steps "$steps" --warmup 2 --tied --json-only | tee -a "$out"

@@ -69,6 +69,10 @@ static void test_resume_is_bit_identical(void **state) {
     write_file(TMP "/res.ini", ini);
     sh("build/sprec train " TMP "/res.ini --run.out_dir=" TMP "/res-a");
     sh("build/sprec train " TMP "/res.ini --run.out_dir=" TMP "/res-b --stop-at 7");
+    char out[4096];
+    assert_int_equal(run_capture("build/sprec train " TMP "/res.ini --run.out_dir=" TMP "/res-b --resume --train.seed=99",
+                                 out, sizeof out), 1);
+    assert_non_null(strstr(out, "train.seed"));
     sh("build/sprec train " TMP "/res.ini --run.out_dir=" TMP "/res-b --resume");
     double a[32], b[32];
     int na = read_losses(TMP "/res-a/train_log.jsonl", a, 32), nb = read_losses(TMP "/res-b/train_log.jsonl", b, 32);
