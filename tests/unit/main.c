@@ -62,6 +62,13 @@ int run_forked(void (*fn)(void *), void *arg, char *err, size_t cap) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
 int main(void) {
     size_t total = 0, k = 0;
 #define COUNT(g) total += g##_count;

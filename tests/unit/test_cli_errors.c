@@ -8,13 +8,6 @@
 
 #define TMP "build/test-tmp/err"
 
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 // Runs cmd; requires exit status 1, one error line, and every needle in it.
 static void expect_error(const char *cmd, const char *needle1, const char *needle2) {
     char out[8192];

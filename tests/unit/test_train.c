@@ -10,13 +10,6 @@
 
 #define TMP "build/test-tmp"
 
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static void sh(const char *cmd) {
     char out[16384];
     int rc = run_capture(cmd, out, sizeof out);

@@ -18,6 +18,8 @@
 // Run a shell command, capture stdout+stderr into out (truncated to cap) and
 // return its exit status (-1 if it could not run).
 int run_capture(const char *cmd, char *out, size_t cap);
+// Writes text to path (test fixtures on the fly).
+void write_file(const char *path, const char *text);
 // Runs fn(arg) in a forked child with its stderr captured into err; returns the
 // child's exit status, or 128 + signal if it crashed (or hung: 10 s alarm).
 int run_forked(void (*fn)(void *), void *arg, char *err, size_t cap);
