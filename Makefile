@@ -6,7 +6,7 @@ CFLAGS  += $(OPT) -fno-math-errno -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp 
 BLASDIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
 INCS    := -I/usr/include/hdf5/serial -I/usr/include/x86_64-linux-gnu/openblas-openmp -I/usr/include/cjson
 LIBS    := -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5 -L$(BLASDIR) -lopenblas -Wl,-rpath,$(BLASDIR) \
-           -linih -lm -fopenmp
+           -linih -lcjson -lpcre2-8 -lm -fopenmp
 BUILD   := build
 
 KERNEL_SRC := $(wildcard kernels/cpu/*.c)

@@ -148,5 +148,7 @@ void model_free(Model *m) {
     m->be->free(m->params);
     m->be->free(m->grads);
     free(m->table);
+    free(m->tokenizer_json);
+    free(m->tokenizer_config_json);
     memset(m, 0, sizeof *m);
 }

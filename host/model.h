@@ -90,6 +90,10 @@ typedef struct {
     Weights w, g;                // views into params / grads
     Acts acts; int acts_ready;
     int n_head; int *head_pos; float *head_lp;   // host results of the last forward
+    // tokenizer.json / tokenizer_config.json text as imported (NULL when the
+    // model has none, e.g. `sprec init`); kept in the checkpoint verbatim
+    char *tokenizer_json; size_t tokenizer_json_len;
+    char *tokenizer_config_json; size_t tokenizer_config_json_len;
 } Model;
 
 void model_create(Model *m, const ModelConfig *c, const Backend *be);   // params zeroed

@@ -1,0 +1,34 @@
+// Tokenizers as Hugging Face's tokenizer.json describes them: byte-level BPE
+// (GPT-2, Llama-3, SmolLM2, Qwen2) with PCRE2 pre-tokenizer regexes, and
+// SentencePiece-style BPE with byte fallback (Llama-2, TinyLlama). Special
+// tokens are matched before BPE. A checkpoint stores tokenizer.json (and
+// tokenizer_config.json) verbatim, so a checkpoint alone is a usable model.
+#ifndef SPREC_TOKENIZER_H
+#define SPREC_TOKENIZER_H
+
+#include <stddef.h>
+
+typedef struct Tokenizer Tokenizer;
+
+// Builds from the text of tokenizer.json and, optionally (NULL), of
+// tokenizer_config.json (bos/eos tokens, add_bos_token). `where` names the
+// source in error messages. Unsupported or malformed files: one-line error, exit 1.
+Tokenizer *tokenizer_from_json(const char *json, size_t len, const char *config_json, size_t config_len,
+                               const char *where);
+void tokenizer_free(Tokenizer *t);
+
+// Encodes UTF-8 text (any bytes; invalid UTF-8 is encoded byte-wise, never
+// rejected). Special tokens in the text are recognised. add_special: prepend
+// BOS / apply the post-processor as HF's encode(add_special_tokens=True) does.
+// Returns the count; *ids is malloc'd (caller frees).
+int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int add_special, int **ids);
+// Decodes ids back to bytes (malloc'd, NUL-terminated; *len_out may be NULL).
+// skip_special drops special tokens. decode(encode(s)) == s for any s.
+char *tokenizer_decode(const Tokenizer *t, const int *ids, int n, int skip_special, size_t *len_out);
+
+int tokenizer_vocab_size(const Tokenizer *t);    // largest id + 1, added tokens included
+int tokenizer_token_id(const Tokenizer *t, const char *token);   // exact token string, -1 if absent
+int tokenizer_bos_id(const Tokenizer *t);        // -1 when none
+int tokenizer_eos_id(const Tokenizer *t);        // -1 when none
+
+#endif
