@@ -77,6 +77,46 @@ static void save_tensors(hid_t f, const char *name, const Model *m, const float 
     check(H5Gclose(g) >= 0, "H5Gclose failed");
 }
 
+
+// ---- tokenizer text ---------------------------------------------------------
+
+// A file's text as a 1-D uint8 dataset (bytes verbatim, no NUL), chunked with the
+// Fletcher-32 filter like the tensors, so a flipped byte is caught on load.
+static void write_text(hid_t g, const char *name, const char *text, size_t len) {
+    hsize_t dims[1] = {len}, chunk[1] = {len < (1u << 20) ? (len ? len : 1) : (1u << 20)};
+    hid_t space = H5Screate_simple(1, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    check(space >= 0 && dcpl >= 0, "H5Screate/H5Pcreate failed");
+    check(H5Pset_chunk(dcpl, 1, chunk) >= 0 && H5Pset_fletcher32(dcpl) >= 0, "H5Pset_chunk failed");
+    hid_t ds = H5Dcreate2(g, name, H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (ds < 0) fail("cannot create dataset tokenizer/%s (file not writable?)", name);
+    if (len && H5Dwrite(ds, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, text) < 0)
+        fail("cannot write dataset tokenizer/%s (disk full?)", name);
+    check(H5Dclose(ds) >= 0 && H5Pclose(dcpl) >= 0 && H5Sclose(space) >= 0, "HDF5 close failed");
+}
+
+// Reads tokenizer/<name> (1-D, 1-byte integers) into a malloc'd NUL-terminated
+// string; NULL when absent.
+static char *read_text(hid_t f, const char *path, const char *name, size_t *len) {
+    char full[128];
+    snprintf(full, sizeof full, "tokenizer/%s", name);
+    *len = 0;
+    if (!h5_exists(f, full)) return NULL;
+    hid_t ds = H5Dopen2(f, full, H5P_DEFAULT);
+    if (ds < 0) fail("%s: cannot open dataset '%s' (file corrupt?)", path, full);
+    hid_t type = H5Dget_type(ds), space = H5Dget_space(ds);
+    hsize_t n = 0;
+    if (type < 0 || space < 0 || H5Tget_class(type) != H5T_INTEGER || H5Tget_size(type) != 1 ||
+        H5Sget_simple_extent_ndims(space) != 1 || H5Sget_simple_extent_dims(space, &n, NULL) != 1)
+        fail("%s: dataset '%s' must be a 1-D array of bytes", path, full);
+    char *text = xmalloc((size_t)n + 1);
+    if (n && H5Dread(ds, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, text) < 0)
+        fail("%s: dataset '%s': checksum mismatch or read error (file corrupt?)", path, full);
+    text[n] = 0;
+    check(H5Tclose(type) >= 0 && H5Sclose(space) >= 0 && H5Dclose(ds) >= 0, "HDF5 close failed");
+    *len = (size_t)n;
+    return text;
+}
+
 void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const TrainState *st) {
     static int registered;
     if (!registered) { check(atexit(remove_pending_tmp) == 0, "atexit failed"); registered = 1; }
@@ -92,6 +132,13 @@ void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const T
     h5_attr_write_i64(f, "version", CKPT_VERSION);
     write_config(f, &m->cfg);
     save_tensors(f, "params", m, m->params, host);
+    if (m->tokenizer_json) {
+        hid_t g = h5_group(f, "tokenizer");
+        write_text(g, "tokenizer.json", m->tokenizer_json, m->tokenizer_json_len);
+        if (m->tokenizer_config_json)
+            write_text(g, "tokenizer_config.json", m->tokenizer_config_json, m->tokenizer_config_json_len);
+        check(H5Gclose(g) >= 0, "H5Gclose failed");
+    }
     if (opt) {
         check(opt->numel == m->numel, "optimizer has %zu moments for %zu parameters", opt->numel, m->numel);
         hid_t g = h5_group(f, "optim");
@@ -261,6 +308,10 @@ int checkpoint_load(const char *path, Model *m, AdamW *opt, TrainState *st) {
     for (int i = 0; i < m->n_params; i++) if (m->table[i].numel > biggest) biggest = m->table[i].numel;
     float *host = xmalloc(biggest * sizeof(float));
     load_tensors(f, path, "params", m, m->params, host);
+    free(m->tokenizer_json);
+    free(m->tokenizer_config_json);
+    m->tokenizer_json = read_text(f, path, "tokenizer.json", &m->tokenizer_json_len);
+    m->tokenizer_config_json = read_text(f, path, "tokenizer_config.json", &m->tokenizer_config_json_len);
 
     int has_optim = h5_exists(f, "optim");
     if (has_optim && opt) {
@@ -349,6 +400,14 @@ void checkpoint_info(const char *path, FILE *out) {
     fprintf(out, "\nparams: %d tensors, %zu parameters (%.2f M, %.1f MiB as float32)\n", n, total, total / 1e6,
             total * 4.0 / (1 << 20));
     list_tensors(f, path, "params", out, 1, &n);
+
+    size_t tlen, clen;
+    char *tok = read_text(f, path, "tokenizer.json", &tlen), *tcfg = read_text(f, path, "tokenizer_config.json", &clen);
+    if (tok) fprintf(out, "\ntokenizer: tokenizer.json %zu bytes, tokenizer_config.json %s\n", tlen,
+                     tcfg ? "present" : "absent");
+    else fprintf(out, "\ntokenizer: none\n");
+    free(tok);
+    free(tcfg);
 
     if (h5_exists(f, "optim")) {
         hid_t g = h5_group(f, "optim");

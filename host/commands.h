@@ -10,6 +10,10 @@ int cmd_dump(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_toydata(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_import(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 // Shared by the commands that read a config: loads CONFIG (first non-flag
 // argument) and applies --section.key=value overrides. Flags the command

@@ -69,42 +69,12 @@ static void acts_ensure(Model *m, int B, int T) {
 
 // ---- rotary tables -----------------------------------------------------------
 
-// Inverse frequencies as Hugging Face computes them (in float32), with the
-// Llama-3.1 wavelength-dependent scaling when configured.
-static void rope_inv_freq(const ModelConfig *c, double *inv) {
-    const int half = c->head_dim / 2;
-    for (int i = 0; i < half; i++) {
-        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
-        inv[i] = f;
-        if (c->rope_scaling != 1) continue;
-        const double old_len = c->rope_original_max_pos;
-        const double low_wavelen = old_len / c->rope_low_freq_factor;
-        const double high_wavelen = old_len / c->rope_high_freq_factor;
-        const double wavelen = 2.0 * M_PI / f;
-        if (wavelen > low_wavelen) {
-            inv[i] = f / c->rope_factor;                       // long wavelengths: fully scaled
-        } else if (wavelen >= high_wavelen) {                  // in between: interpolate
-            double smooth = (old_len / wavelen - c->rope_low_freq_factor) /
-                            (c->rope_high_freq_factor - c->rope_low_freq_factor);
-            inv[i] = (1.0 - smooth) * f / c->rope_factor + smooth * f;
-        }
-        inv[i] = (float)inv[i];
-    }
-}
-
 static void rope_tables(Model *m, int T) {
-    const int half = m->cfg.head_dim / 2;
-    double inv[half];
-    rope_inv_freq(&m->cfg, inv);
-    float *cs = xmalloc((size_t)T * half * sizeof(float)), *sn = xmalloc((size_t)T * half * sizeof(float));
-    for (int t = 0; t < T; t++)
-        for (int i = 0; i < half; i++) {
-            float angle = (float)t * (float)inv[i];   // HF forms the angle in float32
-            cs[t * half + i] = (float)cos((double)angle);
-            sn[t * half + i] = (float)sin((double)angle);
-        }
-    m->be->upload(m->acts.rope_cos, cs, (size_t)T * half * sizeof(float));
-    m->be->upload(m->acts.rope_sin, sn, (size_t)T * half * sizeof(float));
+    const size_t n = (size_t)T * (m->cfg.head_dim / 2);
+    float *cs = xmalloc(n * sizeof(float)), *sn = xmalloc(n * sizeof(float));
+    rope_tables_host(&m->cfg, T, cs, sn);
+    m->be->upload(m->acts.rope_cos, cs, n * sizeof(float));
+    m->be->upload(m->acts.rope_sin, sn, n * sizeof(float));
     free(cs); free(sn);
 }
 

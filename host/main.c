@@ -10,7 +10,11 @@ static const struct { const char *name; int (*run)(int, char **); const char *he
     {"dump",    cmd_dump,    "--model CKPT --batch B -o OUT   logits, log-probs, loss and every gradient"},
     {"info",    cmd_info,    "CKPT.h5                    summary of a checkpoint"},
     {"toydata", cmd_toydata, "-o FILE.h5 [...]           a built-in memorisable dataset (reverse the prompt)"},
+    {"import",  cmd_import,  "SRC -o CKPT.h5             a Hugging Face folder or .gguf file as a checkpoint"},
+    {"export",  cmd_export,  "CKPT.h5 -o DIR             a folder Hugging Face transformers loads"},
     {"bench",   cmd_bench,   "[--dim ...]                training-step throughput, JSON lines"},
+    {"generate", cmd_generate, "--model CKPT --prompt TEXT  text generation (greedy, sampling, beams)"},
+    {"tokenize", cmd_tokenize, "--model CKPT|tokenizer.json [--decode]  text lines to token ids (and back)"},
 };
 
 static void usage(FILE *f) {

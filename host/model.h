@@ -119,6 +119,10 @@ void model_backward(Model *m, const float *weight_host);
 // Full logits [B,T,V] of the last forward on this batch (debugging / dump
 // only); padded positions are 0.
 void model_logits(Model *m, const Batch *batch, float *logits_host);
+// Rotary cos/sin tables [P, D/2] of a config, on the host, computed exactly as
+// the training forward computes them (Hugging Face's float32 angles, Llama-3.1
+// frequency scaling when configured).
+void rope_tables_host(const ModelConfig *c, int P, float *cos_out, float *sin_out);
 // Global L2 norm of the gradient (double accumulation).
 double model_grad_norm(Model *m);
 

@@ -23,12 +23,17 @@ void tokenizer_free(Tokenizer *t);
 // Returns the count; *ids is malloc'd (caller frees).
 int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int add_special, int **ids);
 // Decodes ids back to bytes (malloc'd, NUL-terminated; *len_out may be NULL).
-// skip_special drops special tokens. decode(encode(s)) == s for any s.
+// skip_special drops special tokens; ids with no token are dropped (as HF does).
+// decode(encode(s)) == s for any s with byte-level BPE (invalid UTF-8 included;
+// NFC-normalizing tokenizers give NFC(s)); SentencePiece-style: as HF decodes
+// (a chunk after a special token gets its own leading space). See docs/tokenizer.md.
 char *tokenizer_decode(const Tokenizer *t, const int *ids, int n, int skip_special, size_t *len_out);
 
 int tokenizer_vocab_size(const Tokenizer *t);    // largest id + 1, added tokens included
 int tokenizer_token_id(const Tokenizer *t, const char *token);   // exact token string, -1 if absent
 int tokenizer_bos_id(const Tokenizer *t);        // -1 when none
 int tokenizer_eos_id(const Tokenizer *t);        // -1 when none
+
+// A Tokenizer holds a word cache and scratch buffers: use one per thread.
 
 #endif

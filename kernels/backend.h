@@ -97,6 +97,39 @@ typedef struct Backend {
                   float beta1, float beta2, float eps, float wd, float bc1, float bc2,
                   float grad_scale);
     double (*sumsq)(const float *x, size_t n);    // sum of squares, accumulated in double
+
+    // ---- generation: KV-cache decoding (forward only) ----------------------
+    // A KV cache is one buffer per layer and per K/V, [R, P, W] with R rows
+    // (sequences or beams), P positions and W = NKV*D, in the backend's cache
+    // dtype (fp32 on CPU; bf16 on CUDA), so the host never reads it directly.
+    // In the ops below, row b holds start[b] valid positions before the call
+    // and n_new[b] (0 <= n_new[b] <= S, start[b] + n_new[b] <= P) new ones
+    // arrive in an [R,S,...] block, right-padded as everywhere else.
+
+    // Cache storage for n elements, zero-filled; released with free.
+    void *(*kv_alloc)(size_t n);
+    // Rotary embedding at explicit positions, in place on x[N,H,D]: row n is
+    // rotated by the angle of position pos[n]; cos/sin are tables [P, D/2]
+    // and 0 <= pos[n] < P. Same arithmetic as rope_fwd.
+    void (*rope_at_fwd)(float *x, const float *cos, const float *sin, const int *pos,
+                        int N, int H, int D);
+    // cache[b, start[b] + s, :] = x[b, s, :] for s < n_new[b];  x[R,S,W]
+    void (*kv_write)(void *cache, const float *x, const int *start, const int *n_new,
+                     int R, int S, int P, int W);
+    // Attention of the new queries q[R,S,NH,D] against the cache (which already
+    // holds the new keys/values): query (b, s) sits at position start[b] + s
+    // and sees cache positions 0 .. start[b] + s (causal within the new block),
+    // GQA as attention_fwd, scale 1/sqrt(D). out[R,S,NH,D]; rows s >= n_new[b]
+    // are written as 0. kc, vc: [R,P,NKV,D].
+    void (*attention_cached_fwd)(float *out, const float *q, const void *kc, const void *vc,
+                                 const int *start, const int *n_new, int R, int S, int P,
+                                 int NH, int NKV, int D);
+    // Beam reorder: cache[i, 0..len) = old cache[src[i], 0..len) for i < R
+    // (src may repeat rows and read rows that are overwritten: it is a gather
+    // from the state before the call). cache [>= R, P, W].
+    void (*kv_gather)(void *cache, const int *src, int R, int len, int P, int W);
+    // out[n, :] = inp[rows[n], :] for n < N;  out[N,C]
+    void (*gather_rows)(float *out, const float *inp, const int *rows, int N, int C);
 } Backend;
 
 // Registry (host/device.c picks one by name).

@@ -54,13 +54,13 @@ fi
 
 if ((python)); then
     need=()
-    for m in torch transformers h5py numpy safetensors; do
+    for m in torch transformers h5py numpy safetensors tokenizers gguf accelerate sentencepiece; do
         python3 -c "import $m" 2>/dev/null || need+=("$m")
     done
     if ((${#need[@]})); then
         echo "setup: pip installing ${need[*]}"
         python3 -m pip install -q "${need[@]}"
     elif ((!quiet)); then
-        echo "setup: Python packages present (torch, transformers, h5py, numpy, safetensors)"
+        echo "setup: Python packages present (torch, transformers, h5py, numpy, safetensors, tokenizers, gguf, accelerate, sentencepiece)"
     fi
 fi

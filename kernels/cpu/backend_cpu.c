@@ -93,6 +93,12 @@ const Backend *backend_cpu(void) {
         .logprob_bwd = cpu_logprob_bwd,
         .adamw = cpu_adamw,
         .sumsq = cpu_sumsq,
+        .kv_alloc = cpu_kv_alloc,
+        .rope_at_fwd = cpu_rope_at_fwd,
+        .kv_write = cpu_kv_write,
+        .attention_cached_fwd = cpu_attention_cached_fwd,
+        .kv_gather = cpu_kv_gather,
+        .gather_rows = cpu_gather_rows,
     };
     return &cpu;
 }

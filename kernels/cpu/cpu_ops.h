@@ -68,5 +68,13 @@ void cpu_logprob_fwd(float *logprob, float *lse, const float *h, const float *w,
 void cpu_logprob_bwd(float *dh, float *dw, const float *h, const float *w,
                      const int *rows, const int *targets, const float *lse,
                      const float *weight, int n, int C, int V);
+// decode.c: KV-cache decoding (forward only)
+void *cpu_kv_alloc(size_t n);
+void cpu_rope_at_fwd(float *x, const float *cos_tab, const float *sin_tab, const int *pos, int N, int H, int D);
+void cpu_kv_write(void *cache, const float *x, const int *start, const int *n_new, int R, int S, int P, int W);
+void cpu_attention_cached_fwd(float *out, const float *q, const void *kc, const void *vc, const int *start,
+                              const int *n_new, int R, int S, int P, int NH, int NKV, int D);
+void cpu_kv_gather(void *cache, const int *src, int R, int len, int P, int W);
+void cpu_gather_rows(float *out, const float *inp, const int *rows, int N, int C);
 
 #endif

@@ -7,7 +7,7 @@
 #include <unistd.h>
 #include "tests.h"
 
-#define GROUPS(X) X(test_ops) X(test_config) X(test_h5io) X(test_reference) X(test_train) X(test_cli_errors)
+#define GROUPS(X) X(test_ops) X(test_config) X(test_h5io) X(test_reference) X(test_train) X(test_cli_errors) X(test_import) X(test_generate) X(test_tokenizer)
 
 GROUPS(TEST_GROUP)
 
@@ -67,6 +67,24 @@ void write_file(const char *path, const char *text) {
     assert_non_null(f);
     fputs(text, f);
     fclose(f);
+}
+
+void expect_error(const char *cmd, const char *needle1, const char *needle2) {
+    char out[8192];
+    int rc = run_capture(cmd, out, sizeof out);
+    const char *err = strstr(out, "sprec: error: ");
+    const int sanitizer = strstr(out, "Sanitizer") || strstr(out, "runtime error");
+    if (rc != 1 || !err || sanitizer || (needle1 && !strstr(err, needle1)) || (needle2 && !strstr(err, needle2)))
+        print_message("command: %s\nexit %d, output:\n%s\n(wanted '%s' and '%s')\n", cmd, rc, out,
+                      needle1 ? needle1 : "", needle2 ? needle2 : "");
+    assert_false(sanitizer);
+    assert_int_equal(rc, 1);
+    assert_non_null(err);
+    if (needle1) assert_non_null(strstr(err, needle1));
+    if (needle2) assert_non_null(strstr(err, needle2));
+    // one line: nothing after the error message's newline
+    const char *nl = strchr(err, '\n');
+    assert_true(nl == NULL || nl[1] == 0);
 }
 
 int main(void) {

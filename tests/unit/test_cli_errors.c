@@ -8,23 +8,6 @@
 
 #define TMP "build/test-tmp/err"
 
-// Runs cmd; requires exit status 1, one error line, and every needle in it.
-static void expect_error(const char *cmd, const char *needle1, const char *needle2) {
-    char out[8192];
-    int rc = run_capture(cmd, out, sizeof out);
-    const char *err = strstr(out, "sprec: error: ");
-    if (rc != 1 || !err || (needle1 && !strstr(err, needle1)) || (needle2 && !strstr(err, needle2)))
-        print_message("command: %s\nexit %d, output:\n%s\n(wanted '%s' and '%s')\n", cmd, rc, out,
-                      needle1 ? needle1 : "", needle2 ? needle2 : "");
-    assert_int_equal(rc, 1);
-    assert_non_null(err);
-    if (needle1) assert_non_null(strstr(err, needle1));
-    if (needle2) assert_non_null(strstr(err, needle2));
-    // one line: nothing after the first newline of the error message
-    const char *nl = strchr(err, '\n');
-    assert_true(nl == NULL || nl[1] == 0);
-}
-
 static const char *MODEL = "[model]\nvocab_size = 4000\ndim = 64\nn_layers = 1\nn_heads = 4\nn_kv_heads = 2\n"
                            "ffn_dim = 32\nmax_seq_len = 8\n";
 
@@ -43,21 +26,21 @@ static void test_unknown_config_key(void **state) {
     (void)state;
     setup_files();
     write_file(TMP "/badkey.ini", "[model]\ndim = 64\n\n[train]\nlrr = 0.1\n");
-    expect_error("build/sprec init " TMP "/badkey.ini -o " TMP "/x.h5", "badkey.ini:5", "lrr");
+    expect_error(SPREC_CHECKED " init " TMP "/badkey.ini -o " TMP "/x.h5", "badkey.ini:5", "lrr");
     write_file(TMP "/badsec.ini", "[trian]\nlr = 0.1\n");
-    expect_error("build/sprec init " TMP "/badsec.ini -o " TMP "/x.h5", "badsec.ini:1", "trian");
-    expect_error("build/sprec init " TMP "/good.ini -o " TMP "/x.h5 --train.nope=1", "nope", NULL);
+    expect_error(SPREC_CHECKED " init " TMP "/badsec.ini -o " TMP "/x.h5", "badsec.ini:1", "trian");
+    expect_error(SPREC_CHECKED " init " TMP "/good.ini -o " TMP "/x.h5 --train.nope=1", "nope", NULL);
 }
 
 static void test_malformed_value(void **state) {
     (void)state;
     setup_files();
     write_file(TMP "/badval.ini", "[model]\ndim = sixty-four\n");
-    expect_error("build/sprec init " TMP "/badval.ini -o " TMP "/x.h5", "badval.ini:2", "dim");
+    expect_error(SPREC_CHECKED " init " TMP "/badval.ini -o " TMP "/x.h5", "badval.ini:2", "dim");
     write_file(TMP "/badheads.ini", "[model]\nn_heads = 4\nn_kv_heads = 3\n");
-    expect_error("build/sprec init " TMP "/badheads.ini -o " TMP "/x.h5", "n_kv_heads", NULL);
-    expect_error("build/sprec init " TMP "/good.ini -o " TMP "/x.h5 --train.lr=fast", "lr", NULL);
-    expect_error("build/sprec init " TMP "/missing.ini -o " TMP "/x.h5", "missing.ini", NULL);
+    expect_error(SPREC_CHECKED " init " TMP "/badheads.ini -o " TMP "/x.h5", "n_kv_heads", NULL);
+    expect_error(SPREC_CHECKED " init " TMP "/good.ini -o " TMP "/x.h5 --train.lr=fast", "lr", NULL);
+    expect_error(SPREC_CHECKED " init " TMP "/missing.ini -o " TMP "/x.h5", "missing.ini", NULL);
 }
 
 static void test_truncated_checkpoint(void **state) {
@@ -69,10 +52,10 @@ static void test_truncated_checkpoint(void **state) {
     char cmd[512];
     snprintf(cmd, sizeof cmd, "head -c %ld " TMP "/good.h5 > " TMP "/trunc.h5", (long)st.st_size / 2);
     assert_int_equal(run_capture(cmd, out, sizeof out), 0);
-    expect_error("build/sprec info " TMP "/trunc.h5", "trunc.h5", NULL);
-    expect_error("build/sprec dump --model " TMP "/trunc.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5", "trunc.h5", NULL);
+    expect_error(SPREC_CHECKED " info " TMP "/trunc.h5", "trunc.h5", NULL);
+    expect_error(SPREC_CHECKED " dump --model " TMP "/trunc.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5", "trunc.h5", NULL);
     write_file(TMP "/noth5.h5", "this is not an HDF5 file\n");
-    expect_error("build/sprec info " TMP "/noth5.h5", "noth5.h5", NULL);
+    expect_error(SPREC_CHECKED " info " TMP "/noth5.h5", "noth5.h5", NULL);
 }
 
 static void test_flipped_byte(void **state) {
@@ -97,7 +80,7 @@ static void test_flipped_byte(void **state) {
     fseek(fp, (long)addr + (long)size / 2, SEEK_SET);
     fputc(c ^ 0x10, fp);
     fclose(fp);
-    expect_error("build/sprec dump --model " TMP "/flip.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5",
+    expect_error(SPREC_CHECKED " dump --model " TMP "/flip.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5",
                  "flip.h5", "model.embed_tokens.weight");
 }
 
@@ -114,7 +97,7 @@ static void test_wrong_shape_tensor(void **state) {
     long dims[1] = {63};
     h5_write_f32(g, "model.norm.weight", 1, dims, w);
     H5Gclose(g); H5Fclose(f);
-    expect_error("build/sprec dump --model " TMP "/shape.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5",
+    expect_error(SPREC_CHECKED " dump --model " TMP "/shape.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5",
                  "model.norm.weight", "63");
 }
 
@@ -124,27 +107,45 @@ static void test_bad_batch_and_flags(void **state) {
     char out[4096];
     // batch longer than the model's context (max_seq_len 8)
     assert_int_equal(run_capture("build/sprec toydata -o " TMP "/long.h5 --rows 2 --seq 12 --vocab 16", out, sizeof out), 0);
-    expect_error("build/sprec dump --model " TMP "/good.h5 --batch " TMP "/long.h5 -o " TMP "/o.h5", "max_seq_len", NULL);
+    expect_error(SPREC_CHECKED " dump --model " TMP "/good.h5 --batch " TMP "/long.h5 -o " TMP "/o.h5", "max_seq_len", NULL);
     // token ids outside the vocabulary (model vocab 4000 is fine; a 16-vocab model is not)
     write_file(TMP "/small.ini", "[model]\nvocab_size = 8\ndim = 16\nn_layers = 1\nn_heads = 2\nn_kv_heads = 1\nffn_dim = 8\nmax_seq_len = 8\n");
     assert_int_equal(run_capture("build/sprec init " TMP "/small.ini -o " TMP "/small.h5", out, sizeof out), 0);
-    expect_error("build/sprec dump --model " TMP "/small.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5", "outside", "vocab");
-    expect_error("build/sprec dump --model " TMP "/good.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5 --device tpu", "tpu", NULL);
+    expect_error(SPREC_CHECKED " dump --model " TMP "/small.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5", "outside", "vocab");
+    expect_error(SPREC_CHECKED " dump --model " TMP "/good.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5 --device tpu", "tpu", NULL);
 #ifndef SPREC_HAVE_CUDA
-    expect_error("build/sprec dump --model " TMP "/good.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5 --device cuda",
+    expect_error(SPREC_CHECKED " dump --model " TMP "/good.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5 --device cuda",
                  "cuda", "without the CUDA backend");
-    expect_error("build/sprec init " TMP "/good.ini -o " TMP "/x.h5 --device=cuda", "without the CUDA backend", NULL);
+    expect_error(SPREC_CHECKED " init " TMP "/good.ini -o " TMP "/x.h5 --device=cuda", "without the CUDA backend", NULL);
 #endif
-    expect_error("build/sprec init " TMP "/good.ini -o " TMP "/x.h5 --device=tpu", "command line", "tpu");
-    expect_error("build/sprec train " TMP "/good.ini --bogus", "--bogus", NULL);
+    expect_error(SPREC_CHECKED " init " TMP "/good.ini -o " TMP "/x.h5 --device=tpu", "command line", "tpu");
+    expect_error(SPREC_CHECKED " train " TMP "/good.ini --bogus", "--bogus", NULL);
     // an existing run is never overwritten without --resume
     assert_int_equal(run_capture("rm -rf " TMP "/run && build/sprec toydata -o " TMP "/t.h5 --rows 4 --seq 8 --vocab 16", out, sizeof out), 0);
     assert_int_equal(run_capture("build/sprec train " TMP "/good.ini --data.train=" TMP "/t.h5 --train.max_steps=1 --run.out_dir=" TMP "/run", out, sizeof out), 0);
-    expect_error("build/sprec train " TMP "/good.ini --data.train=" TMP "/t.h5 --train.max_steps=1 --run.out_dir=" TMP "/run", "--resume", NULL);
+    expect_error(SPREC_CHECKED " train " TMP "/good.ini --data.train=" TMP "/t.h5 --train.max_steps=1 --run.out_dir=" TMP "/run", "--resume", NULL);
     assert_int_equal(run_capture("build/sprec info " TMP "/run/checkpoint.h5", out, sizeof out), 0);
 }
 
+// tokenizer.json with fields missing or broken, through the sanitized binary
+static void test_bad_tokenizer_json(void **state) {
+    (void)state;
+    setup_files();
+    const struct { const char *json, *needle; } cases[] = {
+        {"{\"model\": {\"type\": \"BPE\", \"merges\": []}}", "vocab"},
+        {"{\"added_tokens\": []}", "model"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a\"]}}", "merge"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0", "JSON"},
+        {"not json at all", "JSON"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_file(TMP "/tok.json", cases[i].json);
+        expect_error("echo hello | " SPREC_CHECKED " tokenize --model " TMP "/tok.json", "tok.json", cases[i].needle);
+    }
+}
+
 DEFINE_TEST_GROUP(test_cli_errors,
+    cmocka_unit_test(test_bad_tokenizer_json),
     cmocka_unit_test(test_unknown_config_key),
     cmocka_unit_test(test_malformed_value),
     cmocka_unit_test(test_truncated_checkpoint),

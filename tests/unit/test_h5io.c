@@ -43,7 +43,7 @@ static void flip_byte(const char *path, long off, unsigned char mask) {
 }
 
 // Runs fn(path) in a child; asserts exit 1 and a single stderr line containing want.
-static void expect_error(void (*fn)(void *), const char *path, const char *want) {
+static void expect_child_error(void (*fn)(void *), const char *path, const char *want) {
     char err[4096];
     int rc = run_forked(fn, (void *)path, err, sizeof err);
     size_t n = strlen(err);
@@ -361,13 +361,13 @@ static void test_h5_h5py_style(void **state) {
     free(mask);
     free(tf);
     h5_close(h);
-    expect_error(read_as_i32_child, "big_tokens", "dataset 'big_tokens' has values out of range for int32");
-    expect_error(read_as_i32_child, "mask", "dataset 'mask' has float type, expected integer");
-    expect_error(read_attr_i64_child, "half", "attribute 'half' on '/' = 2.5, expected an integer");
-    expect_error(read_attr_i64_child, "fixed", "attribute 'fixed' on '/' has string type, expected an integer");
-    expect_error(read_attr_i64_child, "nope", "attribute 'nope' missing on '/'");
-    expect_error(read_attr_str_child, "dim", "attribute 'dim' on '/' has integer type, expected a string");
-    expect_error(read_attr_str4_child, "vlen", "attribute 'vlen' on '/' is too long (7 bytes, at most 3)");
+    expect_child_error(read_as_i32_child, "big_tokens", "dataset 'big_tokens' has values out of range for int32");
+    expect_child_error(read_as_i32_child, "mask", "dataset 'mask' has float type, expected integer");
+    expect_child_error(read_attr_i64_child, "half", "attribute 'half' on '/' = 2.5, expected an integer");
+    expect_child_error(read_attr_i64_child, "fixed", "attribute 'fixed' on '/' has string type, expected an integer");
+    expect_child_error(read_attr_i64_child, "nope", "attribute 'nope' missing on '/'");
+    expect_child_error(read_attr_str_child, "dim", "attribute 'dim' on '/' has integer type, expected a string");
+    expect_child_error(read_attr_str4_child, "vlen", "attribute 'vlen' on '/' is too long (7 bytes, at most 3)");
     unlink(h5py_path);
 }
 
@@ -411,23 +411,23 @@ static void test_h5_bad_shape_and_missing(void **state) {
     long want1[1] = {99};
     assert_int_equal(run_forked(shape_child, want1, err, sizeof err), 1);
     assert_non_null(strstr(err, "dataset 'x' has shape [2,5], expected rank 1 [99]"));
-    expect_error(missing_child, NULL, "dataset 'params/nope' not found");
+    expect_child_error(missing_child, NULL, "dataset 'params/nope' not found");
     unlink(bad_path);
 }
 
 static void test_h5_missing_and_not_hdf5(void **state) {
     (void)state;
-    expect_error(open_child, "/nonexistent/x.h5", "sprec: error: cannot open '/nonexistent/x.h5': No such file or directory");
+    expect_child_error(open_child, "/nonexistent/x.h5", "sprec: error: cannot open '/nonexistent/x.h5': No such file or directory");
     char path[64], want[128];
     tmp_h5(path);
     FILE *f = fopen(path, "w");
     fputs("tokens,mask\n1,2\n", f);
     fclose(f);
     snprintf(want, sizeof want, "sprec: error: %s: not an HDF5 file or truncated", path);
-    expect_error(open_child, path, want);
+    expect_child_error(open_child, path, want);
     f = fopen(path, "w");   // empty file
     fclose(f);
-    expect_error(open_child, path, want);
+    expect_child_error(open_child, path, want);
     unlink(path);
 }
 
@@ -449,7 +449,7 @@ static void test_h5_flipped_byte(void **state) {
     tmp_h5(path);
     write_big(path);
     flip_byte(path, file_size(path) / 2, 0x10);
-    expect_error(read_x_child, path, "dataset 'x': checksum mismatch or read error (file corrupt?)");
+    expect_child_error(read_x_child, path, "dataset 'x': checksum mismatch or read error (file corrupt?)");
     unlink(path);
 }
 
@@ -463,7 +463,7 @@ static void test_h5_truncated(void **state) {
     long cuts[] = {size - 1, size / 2, 4096, 100, 9};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
         assert_int_equal(truncate(path, cuts[i]), 0);
-        expect_error(read_x_child, path, want);
+        expect_child_error(read_x_child, path, want);
     }
     unlink(path);
 }

@@ -15,9 +15,18 @@
     const struct CMUnitTest name[] = { __VA_ARGS__ }; \
     const size_t name##_count = sizeof(name) / sizeof(name[0]);
 
+// The sanitized binary (AddressSanitizer + UBSan) that bad-input tests run, so
+// a malformed file that corrupts memory fails the test instead of passing by luck.
+// Leak checking is off: error exits deliberately skip freeing.
+#define SPREC_CHECKED "ASAN_OPTIONS=detect_leaks=0:exitcode=86 UBSAN_OPTIONS=exitcode=87:print_stacktrace=1 " \
+                      "build/asan/sprec"
+
 // Run a shell command, capture stdout+stderr into out (truncated to cap) and
 // return its exit status (-1 if it could not run).
 int run_capture(const char *cmd, char *out, size_t cap);
+// Runs cmd and requires: exit status 1, no sanitizer report, and exactly one
+// line "sprec: error: ..." containing each non-NULL needle.
+void expect_error(const char *cmd, const char *needle1, const char *needle2);
 // Writes text to path (test fixtures on the fly).
 void write_file(const char *path, const char *text);
 // Runs fn(arg) in a forked child with its stderr captured into err; returns the

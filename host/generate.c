@@ -1,0 +1,407 @@
+// The decode forward (forward.c's layer, op for op, but reading past keys and
+// values from the KV cache instead of recomputing them), and the generation
+// loops on top of it: greedy / sampling, and beam search.
+#include <math.h>
+#include <string.h>
+#include "generate.h"
+#include "sampler.h"
+#include "check.h"
+
+// ---- decode forward --------------------------------------------------------------
+
+static float *falloc(const Backend *be, size_t n) { return be->alloc(n * sizeof(float)); }
+
+void decoder_create(Decoder *d, Model *m, int R, int P, int max_rows) {
+    const ModelConfig *c = &m->cfg;
+    const Backend *be = m->be;
+    if (!be->kv_alloc || !be->rope_at_fwd || !be->kv_write || !be->attention_cached_fwd || !be->kv_gather ||
+        !be->gather_rows)
+        fail("device '%s' has no KV-cache decoding ops yet: generate with --device cpu", be->name);
+    memset(d, 0, sizeof *d);
+    d->m = m;
+    kv_cache_create(&d->kv, m, R, P);
+    if (max_rows < R) max_rows = R;
+    d->max_rows = max_rows;
+    const size_t N = (size_t)max_rows, C = c->dim, F = c->ffn_dim, V = c->vocab_size;
+    const size_t QD = (size_t)c->n_heads * c->head_dim, KVD = (size_t)c->n_kv_heads * c->head_dim;
+    d->x = falloc(be, N * C); d->ln = falloc(be, N * C); d->rstd = falloc(be, N);
+    d->q = falloc(be, N * QD); d->k = falloc(be, N * KVD); d->v = falloc(be, N * KVD);
+    d->att = falloc(be, N * QD); d->x2 = falloc(be, N * C); d->tmp = falloc(be, N * C);
+    d->gate = falloc(be, N * F); d->up = falloc(be, N * F); d->act = falloc(be, N * F);
+    d->last = falloc(be, (size_t)R * C); d->last_ln = falloc(be, (size_t)R * C);
+    d->last_rstd = falloc(be, (size_t)R); d->logits = falloc(be, (size_t)R * V);
+    d->tokens = be->alloc(N * sizeof(int)); d->pos = be->alloc(N * sizeof(int));
+    d->start = be->alloc((size_t)R * sizeof(int)); d->n_new = be->alloc((size_t)R * sizeof(int));
+    d->rows = be->alloc((size_t)R * sizeof(int));
+    d->logits_host = xmalloc((size_t)R * V * sizeof(float));
+}
+
+void decoder_free(Decoder *d) {
+    const Backend *be = d->m->be;
+    void *bufs[] = {d->x, d->ln, d->rstd, d->q, d->k, d->v, d->att, d->x2, d->tmp, d->gate, d->up,
+                    d->act, d->last, d->last_ln, d->last_rstd, d->logits, d->tokens, d->pos,
+                    d->start, d->n_new, d->rows};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(bufs[i]);
+    kv_cache_free(&d->kv, be);
+    free(d->logits_host);
+    memset(d, 0, sizeof *d);
+}
+
+void decoder_step(Decoder *d, const int *tokens, const int *n_new, int R, int S, float *logits_host) {
+    Model *m = d->m;
+    const ModelConfig *c = &m->cfg;
+    const Backend *be = m->be;
+    KVCache *kv = &d->kv;
+    const int N = R * S, C = c->dim, F = c->ffn_dim, V = c->vocab_size;
+    const int NH = c->n_heads, NKV = c->n_kv_heads, D = c->head_dim;
+    const int QD = NH * D, KVD = NKV * D, P = kv->P;
+    check(R <= kv->R && N <= d->max_rows, "decoder step of %d x %d rows exceeds its capacity", R, S);
+
+    // host side: checked ids (padding fed as id 0), positions, active rows
+    int *tok = xmalloc((size_t)N * sizeof(int)), *pos = xmalloc((size_t)N * sizeof(int));
+    int *rows = xmalloc((size_t)R * sizeof(int)), *active = xmalloc((size_t)R * sizeof(int));
+    int n_act = 0;
+    for (int r = 0; r < R; r++) {
+        check(n_new[r] >= 0 && n_new[r] <= S, "row %d: %d new tokens in a block of %d", r, n_new[r], S);
+        if (kv->len[r] + n_new[r] > P)
+            fail("generation: sequence %d needs %d positions but the cache holds %d", r, kv->len[r] + n_new[r], P);
+        for (int s = 0; s < S; s++) {
+            const int id = s < n_new[r] ? tokens[r * S + s] : 0;
+            if (id < 0 || id >= V) fail("generation: token id %d outside the vocabulary [0, %d)", id, V);
+            tok[r * S + s] = id;
+            pos[r * S + s] = s < n_new[r] ? kv->len[r] + s : 0;
+        }
+        if (n_new[r] > 0) { rows[n_act] = r * S + n_new[r] - 1; active[n_act++] = r; }
+    }
+    be->upload(d->tokens, tok, (size_t)N * sizeof(int));
+    be->upload(d->pos, pos, (size_t)N * sizeof(int));
+    be->upload(d->start, kv->len, (size_t)R * sizeof(int));
+    be->upload(d->n_new, n_new, (size_t)R * sizeof(int));
+    be->upload(d->rows, rows, (size_t)n_act * sizeof(int));
+
+    be->embedding_fwd(d->x, d->tokens, m->w.embed, N, C);                    // x[N,C]
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerWeights *w = &m->w.layers[l];
+        be->rmsnorm_fwd(d->ln, d->rstd, d->x, w->ln1, c->rms_eps, N, C);      // ln1[N,C]
+        be->matmul_fwd(d->q, d->ln, w->wq, w->bq, N, C, QD);                  // q[R,S,NH,D]
+        be->matmul_fwd(d->k, d->ln, w->wk, w->bk, N, C, KVD);                 // k[R,S,NKV,D]
+        be->matmul_fwd(d->v, d->ln, w->wv, w->bv, N, C, KVD);                 // v[R,S,NKV,D]
+        be->rope_at_fwd(d->q, kv->rope_cos, kv->rope_sin, d->pos, N, NH, D);
+        be->rope_at_fwd(d->k, kv->rope_cos, kv->rope_sin, d->pos, N, NKV, D);
+        be->kv_write(kv->k[l], d->k, d->start, d->n_new, R, S, P, KVD);       // cache gains the block
+        be->kv_write(kv->v[l], d->v, d->start, d->n_new, R, S, P, KVD);
+        be->attention_cached_fwd(d->att, d->q, kv->k[l], kv->v[l], d->start, d->n_new, R, S, P, NH, NKV, D);
+        be->matmul_fwd(d->tmp, d->att, w->wo, NULL, N, QD, C);               // o[N,C]
+        be->add(d->x2, d->x, d->tmp, (size_t)N * C);                          // x2 = x + o
+        be->rmsnorm_fwd(d->ln, d->rstd, d->x2, w->ln2, c->rms_eps, N, C);     // ln2[N,C]
+        be->matmul_fwd(d->gate, d->ln, w->wgate, NULL, N, C, F);              // gate[N,F]
+        be->matmul_fwd(d->up, d->ln, w->wup, NULL, N, C, F);                  // up[N,F]
+        be->swiglu_fwd(d->act, d->gate, d->up, (size_t)N * F);                // act[N,F]
+        be->matmul_fwd(d->tmp, d->act, w->wdown, NULL, N, F, C);              // mlp out[N,C]
+        be->add(d->x, d->x2, d->tmp, (size_t)N * C);                          // x' = x2 + mlp
+    }
+    for (int r = 0; r < R; r++) kv->len[r] += n_new[r];
+
+    // head on the last new position of each active row only: the final norm
+    // is per row, so gathering first gives the training forward's values
+    if (n_act > 0) {
+        be->gather_rows(d->last, d->x, d->rows, n_act, C);                       // last[n_act,C]
+        be->rmsnorm_fwd(d->last_ln, d->last_rstd, d->last, m->w.norm, c->rms_eps, n_act, C);
+        be->matmul_fwd(d->logits, d->last_ln, m->w.lm_head, NULL, n_act, C, V);  // logits[n_act,V]
+        be->download(d->logits_host, d->logits, (size_t)n_act * V * sizeof(float));
+        for (int i = 0; i < n_act; i++)
+            memcpy(logits_host + (size_t)active[i] * V, d->logits_host + (size_t)i * V, (size_t)V * sizeof(float));
+    }
+    free(tok); free(pos); free(rows); free(active);
+}
+
+void decoder_prefill(Decoder *d, const int *const *prompts, const int *lens, int R, float *logits_host) {
+    int maxlen = 0;
+    for (int r = 0; r < R; r++) {
+        check(d->kv.len[r] == 0, "prefill into a non-empty cache row %d", r);
+        check(lens[r] >= 1, "prompt %d is empty", r);
+        maxlen = lens[r] > maxlen ? lens[r] : maxlen;
+    }
+    // column chunks of S positions: a prompt whose last token falls in a
+    // chunk gets its logits from that chunk's step
+    int S = d->max_rows / R;
+    S = S < 1 ? 1 : S > maxlen ? maxlen : S;
+    int *tok = xmalloc((size_t)R * S * sizeof(int)), *n_new = xmalloc((size_t)R * sizeof(int));
+    for (int c0 = 0; c0 < maxlen; c0 += S) {
+        for (int r = 0; r < R; r++) {
+            int n = lens[r] - c0;
+            n_new[r] = n < 0 ? 0 : n > S ? S : n;
+            for (int s = 0; s < S; s++) tok[r * S + s] = s < n_new[r] ? prompts[r][c0 + s] : 0;
+        }
+        decoder_step(d, tok, n_new, R, S, logits_host);
+    }
+    free(tok); free(n_new);
+}
+
+// ---- generation --------------------------------------------------------------
+
+void gen_opts_default(GenOpts *o) {
+    memset(o, 0, sizeof *o);
+    o->max_new_tokens = 32;
+    o->top_p = 1.0f;
+    o->eos_id = -1;
+}
+
+void gen_output_free(GenOutput *out, int B) {
+    for (int b = 0; b < B; b++) {
+        for (int i = 0; i < out[b].n; i++) free(out[b].hyps[i].tokens);
+        free(out[b].hyps);
+    }
+}
+
+// cache positions needed and prompt checks; returns P
+static int positions_needed(const Model *m, const int *lens, int B, const GenOpts *o) {
+    const int ctx = m->cfg.max_seq_len;
+    if (o->max_new_tokens < 1) fail("generation: max_new_tokens must be >= 1 (got %d)", o->max_new_tokens);
+    int maxlen = 0;
+    for (int b = 0; b < B; b++) {
+        if (lens[b] < 1) fail("generation: prompt %d is empty", b);
+        if (lens[b] >= ctx)
+            fail("generation: prompt %d has %d tokens; the model's context (max_seq_len %d) leaves no room to generate",
+                 b, lens[b], ctx);
+        maxlen = lens[b] > maxlen ? lens[b] : maxlen;
+    }
+    // the last generated token is never fed back, hence the - 1
+    long need = (long)maxlen + o->max_new_tokens - 1;
+    return need < ctx ? (int)need : ctx;
+}
+
+// Did appending `tok` end the sequence? (not counting the length limit)
+static int stop_reason(const GenOpts *o, int seq, const int *gen, int n) {
+    if (o->eos_id >= 0 && gen[n - 1] == o->eos_id) return GEN_EOS;
+    if (o->n_stop_ids > 0 && n >= o->n_stop_ids &&
+        memcmp(gen + n - o->n_stop_ids, o->stop_ids, (size_t)o->n_stop_ids * sizeof(int)) == 0) return GEN_STOP;
+    if (o->stop && o->stop(o->stop_ctx, seq, gen, n)) return GEN_STOP;
+    return 0;
+}
+
+// Applies the allowed-tokens hook to row[V]; returns 0 when nothing may follow.
+static int apply_allowed(const GenOpts *o, int seq, const int *gen, int n, float *row, int V,
+                         int *ids, unsigned char *mark) {
+    if (!o->allowed) return 1;
+    int k = o->allowed(o->allowed_ctx, seq, gen, n, ids, V);
+    if (k < 0) return 1;
+    if (k == 0) return 0;
+    mask_allowed(row, V, ids, k > V ? V : k, mark);
+    return 1;
+}
+
+static uint64_t seq_seed(uint64_t seed, uint64_t stream) {
+    uint64_t x = seed ^ (0xD1B54A32D192ED03ull * (stream + 1));
+    return splitmix64(&x);
+}
+
+// Greedy or sampled: one hypothesis per prompt, B cache rows.
+static void generate_sampled(Model *m, const int *const *prompts, const int *lens, int B, const GenOpts *o,
+                             GenOutput *out) {
+    const int V = m->cfg.vocab_size, P = positions_needed(m, lens, B, o);
+    Decoder d;
+    decoder_create(&d, m, B, P, o->prefill_rows > 0 ? o->prefill_rows : 4096);
+    float *logits = xmalloc((size_t)B * V * sizeof(float)), *row = xmalloc((size_t)V * sizeof(float));
+    float *fscratch = xmalloc((size_t)V * sizeof(float));
+    int *iscratch = xmalloc((size_t)V * sizeof(int)), *next = xmalloc((size_t)B * sizeof(int));
+    int *n_new = xcalloc((size_t)B, sizeof(int));
+    unsigned char *mark = xcalloc((size_t)V, 1);
+    Rng *rng = xmalloc((size_t)B * sizeof(Rng));
+    int *live = xmalloc((size_t)B * sizeof(int)), n_live = B;
+    const SamplerCfg sc = {o->temperature, o->top_k, o->top_p};
+    for (int b = 0; b < B; b++) {
+        rng_seed(&rng[b], seq_seed(o->seed, o->stream_ids ? o->stream_ids[b] : (uint64_t)b));
+        live[b] = 1;
+        out[b].n = 1;
+        out[b].hyps = xcalloc(1, sizeof(GenHyp));
+        out[b].hyps[0].tokens = xmalloc((size_t)o->max_new_tokens * sizeof(int));
+    }
+    decoder_prefill(&d, prompts, lens, B, logits);
+    for (int step = 0; step < o->max_new_tokens && n_live > 0; step++) {
+        for (int b = 0; b < B; b++) {
+            n_new[b] = 0;
+            if (!live[b]) continue;
+            GenHyp *h = &out[b].hyps[0];
+            const float *lg = logits + (size_t)b * V;
+            memcpy(row, lg, (size_t)V * sizeof(float));
+            int finish = 0;
+            if (!apply_allowed(o, b, h->tokens, h->n, row, V, iscratch, mark)) {
+                finish = GEN_CONSTRAINT;
+            } else {
+                const int tok = sample_token(row, V, &sc, &rng[b], fscratch, iscratch);
+                h->logprob += lg[tok] - logsumexp(lg, V);
+                h->tokens[h->n++] = tok;
+                if (o->on_token) o->on_token(o->cb_ctx, b, h->tokens, h->n);
+                finish = stop_reason(o, b, h->tokens, h->n);
+                if (!finish && (h->n == o->max_new_tokens || d.kv.len[b] + 1 > P)) finish = GEN_LENGTH;
+                next[b] = tok;
+            }
+            if (finish) {
+                h->finish = finish;
+                h->score = h->logprob;
+                live[b] = 0;
+                n_live--;
+                if (o->on_finish) o->on_finish(o->cb_ctx, b, h);
+            } else {
+                n_new[b] = 1;
+            }
+        }
+        if (n_live > 0) decoder_step(&d, next, n_new, B, 1, logits);
+    }
+    decoder_free(&d);
+    free(logits); free(row); free(fscratch); free(iscratch); free(next); free(n_new); free(mark);
+    free(rng); free(live);
+}
+
+// ---- beam search ---------------------------------------------------------------
+
+typedef struct { double score; int beam, tok; } Cand;
+
+// best first; ties to the lower beam, then the lower token (deterministic)
+static int cand_cmp(const void *pa, const void *pb) {
+    const Cand *a = pa, *b = pb;
+    if (a->score != b->score) return a->score > b->score ? -1 : 1;
+    if (a->beam != b->beam) return a->beam < b->beam ? -1 : 1;
+    return a->tok < b->tok ? -1 : a->tok > b->tok;
+}
+
+static double beam_score(double logprob, int n, float alpha) {
+    return alpha == 0.0f ? logprob : logprob / pow(n > 1 ? n : 1, alpha);
+}
+
+// Keeps the W best finished hypotheses of a prompt, best first (a later one
+// must beat an earlier one strictly to pass it).
+static void add_finished(GenOutput *f, int W, const int *tokens, int n, double logprob, float alpha, int finish) {
+    const double score = beam_score(logprob, n, alpha);
+    if (f->n == W && score <= f->hyps[W - 1].score) return;
+    int i;
+    if (f->n < W) i = f->n++;
+    else { i = W - 1; free(f->hyps[i].tokens); }   // evict the worst
+    while (i > 0 && f->hyps[i - 1].score < score) { f->hyps[i] = f->hyps[i - 1]; i--; }
+    GenHyp *h = &f->hyps[i];
+    h->tokens = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    memcpy(h->tokens, tokens, (size_t)n * sizeof(int));
+    h->n = n; h->logprob = logprob; h->score = score; h->finish = finish;
+}
+
+// Beam search of width W: B*W cache rows, row b*W + j = beam j of prompt b.
+// Each step expands every live beam by its 2W best allowed tokens, ranks all
+// candidates of a prompt by log-prob sum, moves the finishing ones (EOS, stop)
+// ranked within the first W to the finished list and keeps the W best others
+// alive; the cache rows follow their parent beams (kv_cache_reorder).
+static void generate_beams(Model *m, const int *const *prompts, const int *lens, int B, const GenOpts *o,
+                           GenOutput *out) {
+    const int V = m->cfg.vocab_size, W = o->beams, R = B * W, L = o->max_new_tokens;
+    const int P = positions_needed(m, lens, B, o);
+    Decoder d;
+    decoder_create(&d, m, R, P, o->prefill_rows > 0 ? o->prefill_rows : 4096);
+    float *logits = xmalloc((size_t)R * V * sizeof(float)), *row = xmalloc((size_t)V * sizeof(float));
+    int *toks = xmalloc((size_t)R * L * sizeof(int)), *toks2 = xmalloc((size_t)R * L * sizeof(int));
+    int *ntok = xcalloc((size_t)R, sizeof(int)), *ntok2 = xcalloc((size_t)R, sizeof(int));
+    int *alive = xcalloc((size_t)R, sizeof(int));
+    double *sum = xcalloc((size_t)R, sizeof(double)), *sum2 = xcalloc((size_t)R, sizeof(double));
+    int *src = xmalloc((size_t)R * sizeof(int)), *next = xcalloc((size_t)R, sizeof(int));
+    int *n_new = xcalloc((size_t)R, sizeof(int)), *done = xcalloc((size_t)B, sizeof(int));
+    int *ids = xmalloc((size_t)V * sizeof(int)), *top = xmalloc((size_t)2 * W * sizeof(int));
+    unsigned char *mark = xcalloc((size_t)V, 1);
+    Cand *cand = xmalloc((size_t)2 * W * W * sizeof(Cand));
+    for (int b = 0; b < B; b++) { out[b].n = 0; out[b].hyps = xcalloc((size_t)W, sizeof(GenHyp)); }
+
+    // prefill each prompt once into row b, then copy it to the prompt's W rows
+    decoder_prefill(&d, prompts, lens, B, logits);
+    for (int b = B - 1; b >= 0; b--)   // row b -> row b*W (b*W >= b: walk down)
+        memmove(logits + (size_t)b * W * V, logits + (size_t)b * V, (size_t)V * sizeof(float));
+    for (int i = 0; i < R; i++) src[i] = i / W;
+    kv_cache_reorder(&d.kv, m->be, src, R);
+    for (int b = 0; b < B; b++) alive[b * W] = 1;   // one live beam to start: no duplicates
+
+    for (int step = 0; step < L; step++) {
+        int any_live = 0;
+        for (int b = 0; b < B; b++) {
+            int nc = 0;
+            for (int j = 0; j < W && !done[b]; j++) {
+                const int r = b * W + j;
+                if (!alive[r]) continue;
+                const float *lg = logits + (size_t)r * V;
+                const double lse = logsumexp(lg, V);
+                memcpy(row, lg, (size_t)V * sizeof(float));
+                if (!apply_allowed(o, b, toks + (size_t)r * L, ntok[r], row, V, ids, mark)) {
+                    add_finished(&out[b], W, toks + (size_t)r * L, ntok[r], sum[r], o->length_alpha, GEN_CONSTRAINT);
+                    continue;
+                }
+                const int k = top_n(row, V, 2 * W, top);
+                for (int i = 0; i < k; i++)
+                    cand[nc++] = (Cand){sum[r] + (lg[top[i]] - lse), j, top[i]};
+            }
+            qsort(cand, (size_t)nc, sizeof *cand, cand_cmp);
+            // the new live beams of this prompt, in rank order
+            int kept = 0;
+            for (int i = 0; i < nc && kept < W; i++) {
+                const int pr = b * W + cand[i].beam, r = b * W + kept;
+                int *t = toks2 + (size_t)r * L;
+                memcpy(t, toks + (size_t)pr * L, (size_t)ntok[pr] * sizeof(int));
+                const int n = ntok[pr] + 1;
+                t[n - 1] = cand[i].tok;
+                const int finish = stop_reason(o, b, t, n);
+                if (finish) {
+                    if (i < W) add_finished(&out[b], W, t, n, cand[i].score, o->length_alpha, finish);
+                    continue;
+                }
+                src[r] = pr; sum2[r] = cand[i].score; next[r] = cand[i].tok; ntok2[r] = n;
+                kept++;
+            }
+            for (int j = 0; j < W; j++) {
+                const int r = b * W + j;
+                if (j < kept) { ntok[r] = ntok2[r]; alive[r] = 1; sum[r] = sum2[r]; }
+                else { alive[r] = 0; src[r] = r; }
+            }
+            // out of length, or no live beam can beat the W-th finished one:
+            // scores only fall with more tokens, and with alpha > 0 the best a
+            // beam could reach is its sum now over the longest allowed length
+            // (every live beam of a prompt holds step + 1 tokens; feeding the
+            // last one needs a free cache position)
+            const int full = step == L - 1 || lens[b] + step + 1 > P;
+            int stop_all = kept == 0 || full;
+            if (!stop_all && out[b].n == W) {
+                double bound = -INFINITY;
+                for (int j = 0; j < kept; j++) {
+                    const int r = b * W + j;
+                    const double s = o->length_alpha > 0 ? sum[r] / pow(L, o->length_alpha)
+                                                         : sum[r];
+                    bound = s > bound ? s : bound;
+                }
+                stop_all = bound <= out[b].hyps[W - 1].score;
+            }
+            if (stop_all) {
+                for (int j = 0; j < kept; j++) {
+                    const int r = b * W + j;
+                    if (full)
+                        add_finished(&out[b], W, toks2 + (size_t)r * L, ntok[r], sum[r], o->length_alpha, GEN_LENGTH);
+                    alive[r] = 0;
+                }
+                done[b] = 1;
+            }
+            for (int j = 0; j < W; j++) {
+                const int r = b * W + j;
+                n_new[r] = alive[r];
+                any_live |= alive[r];
+            }
+        }
+        int *t = toks; toks = toks2; toks2 = t;
+        if (!any_live) break;
+        // rows of finished prompts and dead beams keep their own cache (src = r)
+        for (int r = 0; r < R; r++) if (!alive[r]) src[r] = r;
+        kv_cache_reorder(&d.kv, m->be, src, R);
+        decoder_step(&d, next, n_new, R, 1, logits);
+    }
+    decoder_free(&d);
+    free(logits); free(row); free(toks); free(toks2); free(ntok); free(ntok2); free(alive); free(sum); free(sum2);
+    free(src); free(next); free(n_new); free(done); free(ids); free(top); free(mark); free(cand);
+}
+
+void generate(Model *m, const int *const *prompts, const int *lens, int B, const GenOpts *o, GenOutput *out) {
+    if (B < 1) return;
+    if (o->beams >= 1) generate_beams(m, prompts, lens, B, o, out);
+    else generate_sampled(m, prompts, lens, B, o, out);
+}

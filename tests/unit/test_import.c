@@ -1,0 +1,380 @@
+// sprec import / export against committed fixtures (tests/ref/make_import_fixtures.py):
+// Hugging Face folders (fp32, sharded Qwen2, bf16 with llama3 rope) -> import ->
+// `sprec dump` logits vs transformers; a tiny GGUF with every supported tensor
+// type -> dequantised values bit-identical to the gguf package's; the Q/K
+// unpermutation; export -> re-import round trips; and bad input through the CLI.
+#include <cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include "tests.h"
+#include "../../host/checkpoint.h"
+#include "../../host/device.h"
+#include "../../host/gguf.h"
+#include "../../host/h5io.h"
+#include "../../host/safetensors.h"
+
+#define FIX "tests/ref/import"
+#define TMP "build/test-tmp/import"
+
+static void sh(const char *cmd) {
+    char out[8192];
+    int rc = run_capture(cmd, out, sizeof out);
+    if (rc != 0) print_message("command: %s\nexit %d, output:\n%s\n", cmd, rc, out);
+    assert_int_equal(rc, 0);
+}
+
+// Loads a checkpoint into a CPU model (caller frees with model_free).
+static void load(Model *m, const char *path) {
+    ModelConfig c;
+    checkpoint_read_config(path, &c);
+    model_create(m, &c, backend_select("cpu"));
+    checkpoint_load(path, m, NULL, NULL);
+}
+
+static void test_import_hf_logits(void **state) {
+    (void)state;
+    const char *cases[] = {"llama_fp32", "qwen2_sharded", "llama_bf16_rope"};
+    sh("mkdir -p " TMP);
+    for (int k = 0; k < 3; k++) {
+        char cmd[2048], ckpt[512], out[512], path[512];
+        snprintf(ckpt, sizeof ckpt, TMP "/%s.h5", cases[k]);
+        snprintf(out, sizeof out, TMP "/%s.dump.h5", cases[k]);
+        snprintf(cmd, sizeof cmd, "build/sprec import " FIX "/%s/hf -o %s && build/sprec dump --model %s --batch "
+                 FIX "/%s/batch.h5 -o %s", cases[k], ckpt, ckpt, cases[k], out);
+        sh(cmd);
+        snprintf(path, sizeof path, FIX "/%s/expected.h5", cases[k]);
+        hid_t a = h5_open_read(out), b = h5_open_read(path);
+        snprintf(path, sizeof path, FIX "/%s/batch.h5", cases[k]);
+        hid_t bt = h5_open_read(path);
+        long d1[3] = {-1, -1, -1}, d2[3] = {-1, -1, -1}, dl[1] = {-1};
+        float *ours = h5_read_f32(a, out, "logits", 3, d1), *ref = h5_read_f32(b, path, "logits", 3, d2);
+        int *len = h5_read_i32(bt, path, "lengths", 1, dl);
+        assert_memory_equal(d1, d2, sizeof d1);
+        double num = 0, den = 0;   // valid positions only: padding is free in the dump contract
+        for (long i = 0; i < d1[0]; i++)
+            for (long t = 0; t < len[i]; t++)
+                for (long v = 0; v < d1[2]; v++) {
+                    size_t j = ((size_t)i * d1[1] + t) * d1[2] + v;
+                    num += ((double)ours[j] - ref[j]) * ((double)ours[j] - ref[j]);
+                    den += (double)ref[j] * ref[j];
+                }
+        double rel = sqrt(num / den);
+        print_message("  import %-16s logits rel err %.2e\n", cases[k], rel);
+        assert_true(rel < 1e-4);
+        free(ours); free(ref); free(len);
+        h5_close(a); h5_close(b); h5_close(bt);
+        // the tokenizer files travel verbatim
+        Model m;
+        load(&m, ckpt);
+        snprintf(path, sizeof path, FIX "/%s/hf/tokenizer.json", cases[k]);
+        FILE *f = fopen(path, "rb");
+        assert_non_null(f);
+        char *text = malloc(m.tokenizer_json_len + 2);
+        size_t n = fread(text, 1, m.tokenizer_json_len + 1, f);
+        fclose(f);
+        assert_non_null(m.tokenizer_json);
+        assert_non_null(m.tokenizer_config_json);
+        assert_int_equal(n, m.tokenizer_json_len);
+        assert_memory_equal(text, m.tokenizer_json, n);
+        assert_int_equal(m.tokenizer_json[n], 0);
+        free(text);
+        model_free(&m);
+    }
+}
+
+// Bit-exact: our dequantisation does ggml's operations in ggml's order (fp32,
+// no fused multiply-add under -std=c11), as gguf.quants does in numpy.
+static void test_import_gguf_dequant_exact(void **state) {
+    (void)state;
+    Gguf g;
+    gguf_open(&g, FIX "/tiny.gguf");
+    hid_t e = h5_open_read(FIX "/gguf_expected.h5");
+    int types_seen = 0;
+    for (int i = 0; i < g.n_t; i++) {
+        const GgufTensor *t = &g.t[i];
+        char name[256];
+        snprintf(name, sizeof name, "raw/%s", t->name);
+        long dims[2] = {-1, -1};
+        int rank = t->n_dims;
+        float *want = h5_read_f32(e, "gguf_expected.h5", name, rank, dims);
+        size_t n = (size_t)t->ne[0] * t->ne[1];
+        float *got = malloc(n * sizeof(float));
+        gguf_dequantize(&g, t, got);
+        size_t bad = 0;
+        for (size_t j = 0; j < n; j++) bad += memcmp(&got[j], &want[j], 4) != 0;
+        if (bad) print_message("  %s (%s): %zu of %zu values differ\n", t->name, gguf_type_name(t->type), bad, n);
+        assert_int_equal(bad, 0);
+        types_seen |= 1 << (t->type == GGML_BF16 ? 15 : t->type);
+        if (strstr(t->name, "attn_q") || strstr(t->name, "attn_k")) {   // llama.cpp's Q/K permutation undone
+            const int heads = (int)t->ne[1] / 32;   // head_dim 32 in the fixture
+            gguf_unpermute_rows(got, heads, 32, (int)t->ne[0]);
+            const char *hf = strstr(t->name, "attn_q") ? "hf/model.layers.0.self_attn.q_proj.weight"
+                                                        : "hf/model.layers.0.self_attn.k_proj.weight";
+            float *want_hf = h5_read_f32(e, "gguf_expected.h5", hf, 2, (long[2]){-1, -1});
+            assert_memory_equal(got, want_hf, n * sizeof(float));
+            free(want_hf);
+        }
+        free(got); free(want);
+    }
+    // F32, F16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K, BF16 all present
+    assert_int_equal(types_seen, (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 8) | (1 << 12) | (1 << 14) | (1 << 15));
+    h5_close(e);
+    gguf_close(&g);
+}
+
+// Every metadata value type parses (info prints them), general.alignment = 64
+// places the data, and the tensors read back as the gguf package wrote them.
+static void test_import_gguf_metadata(void **state) {
+    (void)state;
+    char out[16384];
+    assert_int_equal(run_capture("build/sprec info " FIX "/meta.gguf", out, sizeof out), 0);
+    const char *want[] = {"alignment 64, 17 metadata entries, 2 tensors", "u8   200", "i8   -5", "u16  60000",
+                          "i16  -30000", "u32  4000000000", "i32  -2000000000", "f32  0.25", "bool 1",
+                          "str  \"h\xc3\xa9llo\"", "u64  1099511627777", "i64  -1099511627776", "f64  2.5",
+                          "arr[i32, 3] [1, 2, 3]", "arr[str, 2] [\"a\", \"bc\"]", "arr[arr, 2]", "Q8_0   [2,64]"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        if (!strstr(out, want[i])) print_message("missing '%s' in:\n%s\n", want[i], out);
+        assert_non_null(strstr(out, want[i]));
+    }
+    Gguf g;
+    gguf_open(&g, FIX "/meta.gguf");
+    assert_int_equal(g.alignment, 64);
+    hid_t e = h5_open_read(FIX "/gguf_expected.h5");
+    const char *names[] = {"a", "b"};
+    for (int i = 0; i < 2; i++) {
+        const GgufTensor *t = gguf_find_tensor(&g, names[i]);
+        assert_non_null(t);
+        assert_int_equal((size_t)(t->data - (const unsigned char *)g.map) % 64, 0);
+        char name[32];
+        snprintf(name, sizeof name, "meta/%s", names[i]);
+        long dims[2] = {-1, -1};
+        float *ref = h5_read_f32(e, "gguf_expected.h5", name, t->n_dims, dims), got[128];
+        gguf_dequantize(&g, t, got);
+        assert_memory_equal(got, ref, (size_t)(t->ne[0] * t->ne[1]) * sizeof(float));
+        free(ref);
+    }
+    h5_close(e);
+    gguf_close(&g);
+}
+
+static void test_import_gguf(void **state) {
+    (void)state;
+    static const char *const MAP[][2] = {
+        {"model.embed_tokens.weight", "token_embd.weight"}, {"model.layers.0.input_layernorm.weight", "blk.0.attn_norm.weight"},
+        {"model.layers.0.self_attn.v_proj.weight", "blk.0.attn_v.weight"},
+        {"model.layers.0.self_attn.o_proj.weight", "blk.0.attn_output.weight"},
+        {"model.layers.0.post_attention_layernorm.weight", "blk.0.ffn_norm.weight"},
+        {"model.layers.0.mlp.gate_proj.weight", "blk.0.ffn_gate.weight"}, {"model.layers.0.mlp.up_proj.weight", "blk.0.ffn_up.weight"},
+        {"model.layers.0.mlp.down_proj.weight", "blk.0.ffn_down.weight"}, {"model.norm.weight", "output_norm.weight"},
+        {"lm_head.weight", "output.weight"},
+        {"model.layers.0.self_attn.q_proj.weight", NULL}, {"model.layers.0.self_attn.k_proj.weight", NULL},
+    };
+    sh("mkdir -p " TMP " && build/sprec import " FIX "/tiny.gguf -o " TMP "/tiny.h5");
+    Model m;
+    load(&m, TMP "/tiny.h5");
+    assert_int_equal(m.cfg.head_dim, 32);
+    assert_int_equal(m.cfg.tie_embeddings, 0);
+    assert_int_equal(m.n_params, 12);
+    hid_t e = h5_open_read(FIX "/gguf_expected.h5");
+    for (int i = 0; i < 12; i++) {
+        const ParamInfo *p = param_find(m.table, m.n_params, MAP[i][0]);
+        assert_non_null(p);
+        char name[256];
+        snprintf(name, sizeof name, MAP[i][1] ? "raw/%s" : "hf/%s", MAP[i][1] ? MAP[i][1] : MAP[i][0]);
+        long dims[2] = {-1, -1};
+        float *want = h5_read_f32(e, "gguf_expected.h5", name, p->rank, dims);
+        assert_memory_equal(m.params + p->offset, want, p->numel * sizeof(float));
+        free(want);
+    }
+    h5_close(e);
+    // tokenizer rebuilt from tokenizer.ggml.*: a BPE tokenizer.json with the 300 tokens
+    assert_non_null(m.tokenizer_json);
+    assert_non_null(strstr(m.tokenizer_json, "\"type\":\"BPE\""));
+    assert_non_null(strstr(m.tokenizer_json, "\"<|im_start|>\":1"));
+    assert_non_null(strstr(m.tokenizer_config_json, "\"eos_token\":\t\"<|im_end|>\""));
+    size_t len;
+    char *tj = gguf_tokenizer_json(FIX "/tiny.gguf", &len);
+    assert_int_equal(len, m.tokenizer_json_len);
+    assert_memory_equal(tj, m.tokenizer_json, len);
+    free(tj);
+    model_free(&m);
+}
+
+// A SentencePiece GGUF (no merges in the file): the merges derived from tokens
+// and scores equal, in order, the ones transformers derives for the same file.
+static void test_import_gguf_spm_tokenizer(void **state) {
+    (void)state;
+    size_t len;
+    char *ours = gguf_tokenizer_json(FIX "/spm.gguf", &len);
+    FILE *f = fopen(FIX "/spm_expected.json", "rb");
+    assert_non_null(f);
+    static char text[1 << 16];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    cJSON *a = cJSON_Parse(ours), *b = cJSON_Parse(text);
+    assert_non_null(a);
+    assert_non_null(b);
+    cJSON *model = cJSON_GetObjectItem(a, "model");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(model, "byte_fallback")));
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "pre_tokenizer"), "type")->valuestring, "Metaspace");
+    cJSON *ma = cJSON_GetObjectItem(model, "merges"), *mb = cJSON_GetObjectItem(b, "merges");
+    assert_true(cJSON_GetArraySize(mb) > 10);
+    assert_int_equal(cJSON_GetArraySize(ma), cJSON_GetArraySize(mb));
+    for (int i = 0; i < cJSON_GetArraySize(mb); i++)
+        for (int k = 0; k < 2; k++)
+            assert_string_equal(cJSON_GetArrayItem(cJSON_GetArrayItem(ma, i), k)->valuestring,
+                                cJSON_GetArrayItem(cJSON_GetArrayItem(mb, i), k)->valuestring);
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    free(ours);
+    // and the whole model imports, tokenizer included (tied: the file has no output.weight)
+    sh("mkdir -p " TMP " && build/sprec import " FIX "/spm.gguf -o " TMP "/spm.h5");
+}
+
+static void test_import_qk_permute_roundtrip(void **state) {
+    (void)state;
+    enum { H = 3, D = 8, COLS = 5, N = H * D * COLS };
+    float w[N], orig[N];
+    for (int i = 0; i < N; i++) orig[i] = w[i] = (float)i;
+    gguf_permute_rows(w, H, D, COLS);
+    // GGUF row h*D + 2i + s holds HF row h*D + s*D/2 + i: row 1 of the GGUF is HF row D/2
+    assert_true(w[1 * COLS] == orig[(D / 2) * COLS]);
+    assert_true(memcmp(w, orig, sizeof w) != 0);
+    gguf_unpermute_rows(w, H, D, COLS);
+    assert_memory_equal(w, orig, sizeof w);
+}
+
+static void test_import_export_roundtrip(void **state) {
+    (void)state;
+    const char *cases[] = {"llama_fp32", "qwen2_sharded"};
+    for (int k = 0; k < 2; k++) {
+        char cmd[4096], a[512], b[512], c[512];
+        snprintf(a, sizeof a, TMP "/%s.h5", cases[k]);
+        snprintf(b, sizeof b, TMP "/%s.re32.h5", cases[k]);
+        snprintf(c, sizeof c, TMP "/%s.re16.h5", cases[k]);
+        snprintf(cmd, sizeof cmd, "rm -rf " TMP "/exp32 " TMP "/exp16 && build/sprec import " FIX "/%s/hf -o %s && "
+                 "build/sprec export %s -o " TMP "/exp32 && build/sprec import " TMP "/exp32 -o %s && "
+                 "build/sprec export %s -o " TMP "/exp16 --dtype bf16 && build/sprec import " TMP "/exp16 -o %s",
+                 cases[k], a, a, b, a, c);
+        sh(cmd);
+        Model ma, mb, mc;
+        load(&ma, a); load(&mb, b); load(&mc, c);
+        assert_int_equal(ma.numel, mb.numel);
+        for (int i = 0; i < ma.n_params; i++) {
+            const ParamInfo *p = &ma.table[i];
+            assert_memory_equal(ma.params + p->offset, mb.params + p->offset, p->numel * sizeof(float));
+            for (size_t j = 0; j < p->numel; j++)   // bf16: round to nearest even, nothing else
+                assert_true(mc.params[p->offset + j] == bf16_to_f32(f32_to_bf16(ma.params[p->offset + j])));
+        }
+        assert_int_equal(ma.tokenizer_json_len, mb.tokenizer_json_len);
+        assert_memory_equal(ma.tokenizer_json, mb.tokenizer_json, ma.tokenizer_json_len);
+        assert_memory_equal(ma.tokenizer_config_json, mc.tokenizer_config_json, ma.tokenizer_config_json_len);
+        model_free(&ma); model_free(&mb); model_free(&mc);
+    }
+    // never over an existing folder with files in it
+    char out[4096];
+    assert_int_equal(run_capture("build/sprec export " TMP "/llama_fp32.h5 -o " TMP "/exp32", out, sizeof out), 1);
+    assert_non_null(strstr(out, "not empty"));
+}
+
+// ---- bad input -------------------------------------------------------------------
+
+static void write_bytes(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, n, f), n);
+    fclose(f);
+}
+
+// A safetensors file from a header text and n data bytes (zeros).
+static void write_st(const char *path, const char *header, size_t n, long long claimed_len) {
+    size_t hl = strlen(header);
+    unsigned char *buf = calloc(8 + hl + n + 1, 1);
+    unsigned long long len = claimed_len >= 0 ? (unsigned long long)claimed_len : hl;
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(len >> (8 * i));
+    memcpy(buf + 8, header, hl);
+    write_bytes(path, buf, 8 + hl + n);
+    free(buf);
+}
+
+static void test_import_bad_input(void **state) {
+    (void)state;
+    const char *D = TMP "/bad";
+    char out[4096];
+    assert_int_equal(run_capture("rm -rf " TMP "/bad && mkdir -p " TMP "/bad/st " TMP "/bad/arch", out, sizeof out), 0);
+    (void)D;
+    write_file(TMP "/bad/st/config.json", "{\"architectures\": [\"LlamaForCausalLM\"], \"vocab_size\": 4, "
+               "\"hidden_size\": 4, \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"intermediate_size\": 4, "
+               "\"max_position_embeddings\": 8}");
+    const char *imp = SPREC_CHECKED " import " TMP "/bad/st -o " TMP "/bad/x.h5";
+    // truncated: the header promises 64 data bytes, the file has 10
+    write_st(TMP "/bad/st/model.safetensors",
+             "{\"model.embed_tokens.weight\":{\"dtype\":\"F32\",\"shape\":[4,4],\"data_offsets\":[0,64]}}", 10, -1);
+    expect_error(imp, "model.safetensors", "outside");
+    // header length past the end of the file
+    write_st(TMP "/bad/st/model.safetensors", "{}", 0, 1000000);
+    expect_error(imp, "model.safetensors", "past the end");
+    // file shorter than the length field
+    write_bytes(TMP "/bad/st/model.safetensors", "abc", 3);
+    expect_error(imp, "model.safetensors", "truncated");
+    // bad JSON header
+    write_st(TMP "/bad/st/model.safetensors", "{\"model.embed_tokens.weight\": [", 0, -1);
+    expect_error(imp, "model.safetensors", "JSON");
+    // missing tensor
+    write_st(TMP "/bad/st/model.safetensors", "{}", 0, -1);
+    expect_error(imp, "missing tensor", "model.embed_tokens.weight");
+    // dtype mismatch (I32 where a float tensor is needed)
+    write_st(TMP "/bad/st/model.safetensors",
+             "{\"model.embed_tokens.weight\":{\"dtype\":\"I32\",\"shape\":[4,4],\"data_offsets\":[0,64]}}", 64, -1);
+    expect_error(imp, "model.embed_tokens.weight", "dtype");
+    // bytes that do not match shape x dtype
+    write_st(TMP "/bad/st/model.safetensors",
+             "{\"model.embed_tokens.weight\":{\"dtype\":\"F16\",\"shape\":[4,4],\"data_offsets\":[0,64]}}", 64, -1);
+    expect_error(imp, "model.embed_tokens.weight", "need 32");
+    // shape mismatch with config.json
+    write_st(TMP "/bad/st/model.safetensors",
+             "{\"model.embed_tokens.weight\":{\"dtype\":\"F32\",\"shape\":[4,2],\"data_offsets\":[0,32]}}", 32, -1);
+    expect_error(imp, "model.embed_tokens.weight", "config.json implies [4,4]");
+    // an architecture we do not run
+    write_file(TMP "/bad/arch/config.json", "{\"architectures\": [\"GPT2LMHeadModel\"]}");
+    expect_error(SPREC_CHECKED " import " TMP "/bad/arch -o " TMP "/bad/x.h5", "GPT2LMHeadModel", "not supported");
+    write_file(TMP "/bad/arch/config.json", "{\"architectures\": [\"LlamaForCausalLM\"], \"vocab_size\": ");
+    expect_error(SPREC_CHECKED " import " TMP "/bad/arch -o " TMP "/bad/x.h5", "config.json", "JSON");
+
+    // GGUF: bad magic, bad version, unknown tensor type, truncated metadata and data
+    FILE *f = fopen(FIX "/tiny.gguf", "rb");
+    assert_non_null(f);
+    static unsigned char g[300000];
+    size_t n = fread(g, 1, sizeof g, f);
+    fclose(f);
+    assert_true(n > 1000 && n < sizeof g);
+    unsigned char *copy = malloc(n);
+    memcpy(copy, g, n);
+    copy[0] = 'X';
+    write_bytes(TMP "/bad/magic.gguf", copy, n);
+    expect_error(SPREC_CHECKED " import " TMP "/bad/magic.gguf -o " TMP "/bad/x.h5", "magic.gguf", "bad magic");
+    memcpy(copy, g, n);
+    copy[4] = 7;
+    write_bytes(TMP "/bad/version.gguf", copy, n);
+    expect_error(SPREC_CHECKED " import " TMP "/bad/version.gguf -o " TMP "/bad/x.h5", "version.gguf", "version 7");
+    expect_error(SPREC_CHECKED " info " TMP "/bad/version.gguf", "version.gguf", "version 7");
+    write_bytes(TMP "/bad/trunc_meta.gguf", g, 200);
+    expect_error(SPREC_CHECKED " import " TMP "/bad/trunc_meta.gguf -o " TMP "/bad/x.h5", "trunc_meta.gguf", "truncated");
+    write_bytes(TMP "/bad/trunc_data.gguf", g, n - 1000);
+    expect_error(SPREC_CHECKED " import " TMP "/bad/trunc_data.gguf -o " TMP "/bad/x.h5", "trunc_data.gguf", "past the end");
+    free(copy);
+    // a minimal GGUF: no metadata, one tensor "x" [32] of type 99
+    unsigned char tiny[96] = {'G', 'G', 'U', 'F', 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                              1, 0, 0, 0, 0, 0, 0, 0, 'x', 1, 0, 0, 0, 32, 0, 0, 0, 0, 0, 0, 0, 99, 0, 0, 0};
+    write_bytes(TMP "/bad/type.gguf", tiny, sizeof tiny);
+    expect_error(SPREC_CHECKED " import " TMP "/bad/type.gguf -o " TMP "/bad/x.h5", "type.gguf", "unknown tensor type 99");
+    // nothing half-written was left behind
+    assert_int_equal(run_capture("test ! -e " TMP "/bad/x.h5 && test ! -e " TMP "/bad/x.h5.tmp", out, sizeof out), 0);
+}
+
+DEFINE_TEST_GROUP(test_import, cmocka_unit_test(test_import_hf_logits), cmocka_unit_test(test_import_gguf_dequant_exact),
+                  cmocka_unit_test(test_import_gguf_metadata), cmocka_unit_test(test_import_gguf_spm_tokenizer),
+                  cmocka_unit_test(test_import_gguf), cmocka_unit_test(test_import_qk_permute_roundtrip),
+                  cmocka_unit_test(test_import_export_roundtrip), cmocka_unit_test(test_import_bad_input))
