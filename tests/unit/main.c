@@ -62,6 +62,13 @@ int run_forked(void (*fn)(void *), void *arg, char *err, size_t cap) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+void run_ok(const char *cmd) {
+    char out[16384];
+    int rc = run_capture(cmd, out, sizeof out);
+    if (rc != 0) print_message("command failed (exit %d): %s\n%s\n", rc, cmd, out);
+    assert_int_equal(rc, 0);
+}
+
 void write_file(const char *path, const char *text) {
     FILE *f = fopen(path, "w");
     assert_non_null(f);

@@ -17,13 +17,6 @@
 #define FIX "tests/ref/import"
 #define TMP "build/test-tmp/import"
 
-static void sh(const char *cmd) {
-    char out[8192];
-    int rc = run_capture(cmd, out, sizeof out);
-    if (rc != 0) print_message("command: %s\nexit %d, output:\n%s\n", cmd, rc, out);
-    assert_int_equal(rc, 0);
-}
-
 // Loads a checkpoint into a CPU model (caller frees with model_free).
 static void load(Model *m, const char *path) {
     ModelConfig c;
@@ -35,14 +28,14 @@ static void load(Model *m, const char *path) {
 static void test_import_hf_logits(void **state) {
     (void)state;
     const char *cases[] = {"llama_fp32", "qwen2_sharded", "llama_bf16_rope"};
-    sh("mkdir -p " TMP);
+    run_ok("mkdir -p " TMP);
     for (int k = 0; k < 3; k++) {
         char cmd[2048], ckpt[512], out[512], path[512];
         snprintf(ckpt, sizeof ckpt, TMP "/%s.h5", cases[k]);
         snprintf(out, sizeof out, TMP "/%s.dump.h5", cases[k]);
         snprintf(cmd, sizeof cmd, "build/sprec import " FIX "/%s/hf -o %s && build/sprec dump --model %s --batch "
                  FIX "/%s/batch.h5 -o %s", cases[k], ckpt, ckpt, cases[k], out);
-        sh(cmd);
+        run_ok(cmd);
         snprintf(path, sizeof path, FIX "/%s/expected.h5", cases[k]);
         hid_t a = h5_open_read(out), b = h5_open_read(path);
         snprintf(path, sizeof path, FIX "/%s/batch.h5", cases[k]);
@@ -170,7 +163,7 @@ static void test_import_gguf(void **state) {
         {"lm_head.weight", "output.weight"},
         {"model.layers.0.self_attn.q_proj.weight", NULL}, {"model.layers.0.self_attn.k_proj.weight", NULL},
     };
-    sh("mkdir -p " TMP " && build/sprec import " FIX "/tiny.gguf -o " TMP "/tiny.h5");
+    run_ok("mkdir -p " TMP " && build/sprec import " FIX "/tiny.gguf -o " TMP "/tiny.h5");
     Model m;
     load(&m, TMP "/tiny.h5");
     assert_int_equal(m.cfg.head_dim, 32);
@@ -230,7 +223,7 @@ static void test_import_gguf_spm_tokenizer(void **state) {
     cJSON_Delete(b);
     free(ours);
     // and the whole model imports, tokenizer included (tied: the file has no output.weight)
-    sh("mkdir -p " TMP " && build/sprec import " FIX "/spm.gguf -o " TMP "/spm.h5");
+    run_ok("mkdir -p " TMP " && build/sprec import " FIX "/spm.gguf -o " TMP "/spm.h5");
 }
 
 static void test_import_qk_permute_roundtrip(void **state) {
@@ -258,7 +251,7 @@ static void test_import_export_roundtrip(void **state) {
                  "build/sprec export %s -o " TMP "/exp32 && build/sprec import " TMP "/exp32 -o %s && "
                  "build/sprec export %s -o " TMP "/exp16 --dtype bf16 && build/sprec import " TMP "/exp16 -o %s",
                  cases[k], a, a, b, a, c);
-        sh(cmd);
+        run_ok(cmd);
         Model ma, mb, mc;
         load(&ma, a); load(&mb, b); load(&mc, c);
         assert_int_equal(ma.numel, mb.numel);

@@ -10,13 +10,6 @@
 
 #define TMP "build/test-tmp"
 
-static void sh(const char *cmd) {
-    char out[16384];
-    int rc = run_capture(cmd, out, sizeof out);
-    if (rc != 0) print_message("command failed (%d): %s\n%s\n", rc, cmd, out);
-    assert_int_equal(rc, 0);
-}
-
 // reads the "loss" values of a train_log.jsonl
 static int read_losses(const char *path, double *loss, int cap) {
     FILE *f = fopen(path, "r");
@@ -38,12 +31,12 @@ static const char *TINY_MODEL =
 
 static void test_sft_memorises(void **state) {
     (void)state;
-    sh("mkdir -p " TMP " && rm -rf " TMP "/mem && build/sprec toydata -o " TMP "/mem.h5 --rows 16 --seq 16 --vocab 16 --seed 3");
+    run_ok("mkdir -p " TMP " && rm -rf " TMP "/mem && build/sprec toydata -o " TMP "/mem.h5 --rows 16 --seq 16 --vocab 16 --seed 3");
     char ini[2048];
     snprintf(ini, sizeof ini, "%s[train]\nlr = 1e-2\nwarmup_steps = 10\nschedule = cosine\nmax_steps = 150\n"
              "batch_size = 16\nlog_every = 50\n[data]\ntrain = " TMP "/mem.h5\n[run]\nout_dir = " TMP "/mem\n", TINY_MODEL);
     write_file(TMP "/mem.ini", ini);
-    sh("build/sprec train " TMP "/mem.ini");
+    run_ok("build/sprec train " TMP "/mem.ini");
     double loss[200];
     int n = read_losses(TMP "/mem/train_log.jsonl", loss, 200);
     assert_int_equal(n, 150);
@@ -54,19 +47,19 @@ static void test_sft_memorises(void **state) {
 
 static void test_resume_is_bit_identical(void **state) {
     (void)state;
-    sh("mkdir -p " TMP " && rm -rf " TMP "/res-a " TMP "/res-b && build/sprec toydata -o " TMP "/res.h5 --rows 40 --seq 16 --vocab 16 --seed 4");
+    run_ok("mkdir -p " TMP " && rm -rf " TMP "/res-a " TMP "/res-b && build/sprec toydata -o " TMP "/res.h5 --rows 40 --seq 16 --vocab 16 --seed 4");
     char ini[2048];
     // 40 rows / (4 x 2) = 5 steps an epoch: the split at step 7 falls mid-epoch
     snprintf(ini, sizeof ini, "%s[train]\nlr = 3e-3\nwarmup_steps = 3\nmax_steps = 14\nbatch_size = 4\ngrad_accum = 2\n"
              "weight_decay = 0.1\n[data]\ntrain = " TMP "/res.h5\n", TINY_MODEL);
     write_file(TMP "/res.ini", ini);
-    sh("build/sprec train " TMP "/res.ini --run.out_dir=" TMP "/res-a");
-    sh("build/sprec train " TMP "/res.ini --run.out_dir=" TMP "/res-b --stop-at 7");
+    run_ok("build/sprec train " TMP "/res.ini --run.out_dir=" TMP "/res-a");
+    run_ok("build/sprec train " TMP "/res.ini --run.out_dir=" TMP "/res-b --stop-at 7");
     char out[4096];
     assert_int_equal(run_capture("build/sprec train " TMP "/res.ini --run.out_dir=" TMP "/res-b --resume --train.seed=99",
                                  out, sizeof out), 1);
     assert_non_null(strstr(out, "train.seed"));
-    sh("build/sprec train " TMP "/res.ini --run.out_dir=" TMP "/res-b --resume");
+    run_ok("build/sprec train " TMP "/res.ini --run.out_dir=" TMP "/res-b --resume");
     double a[32], b[32];
     int na = read_losses(TMP "/res-a/train_log.jsonl", a, 32), nb = read_losses(TMP "/res-b/train_log.jsonl", b, 32);
     assert_int_equal(na, 14);
@@ -108,7 +101,7 @@ static void test_checkpoint_round_trip(void **state) {
     adamw_step(&oa, &a, 1e-3f);
     TrainState sa = {.step = 1, .rng = {1, 2, 3, UINT64_MAX}, .epoch = 2, .epoch_pos = 5, .last_loss = 1.25};
     snprintf(sa.stage, sizeof sa.stage, "sft");
-    sh("mkdir -p " TMP);
+    run_ok("mkdir -p " TMP);
     checkpoint_save(TMP "/rt.h5", &a, &oa, &sa);
     ModelConfig mc2;
     checkpoint_read_config(TMP "/rt.h5", &mc2);

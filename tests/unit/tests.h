@@ -27,6 +27,8 @@ int run_capture(const char *cmd, char *out, size_t cap);
 // Runs cmd and requires: exit status 1, no sanitizer report, and exactly one
 // line "sprec: error: ..." containing each non-NULL needle.
 void expect_error(const char *cmd, const char *needle1, const char *needle2);
+// Runs cmd and requires exit status 0 (prints the output otherwise).
+void run_ok(const char *cmd);
 // Writes text to path (test fixtures on the fly).
 void write_file(const char *path, const char *text);
 // Runs fn(arg) in a forked child with its stderr captured into err; returns the
