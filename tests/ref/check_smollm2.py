@@ -83,6 +83,16 @@ def main():
     print(f"greedy 16 tokens from transformers: {tok.decode(gen[n0:])!r}; sprec's argmax picks the same "
           f"tokens at every step: {same_greedy}")
     print(f"worst logits rel err {worst:.2e}")
+    # sprec's own KV-cache greedy generation vs transformers' greedy, per prompt (EOS off on both sides)
+    for b, i in enumerate(ids):
+        with torch.no_grad():
+            ref = model.generate(torch.tensor([i]), max_new_tokens=24, do_sample=False, eos_token_id=None,
+                                 pad_token_id=0)[0].tolist()[len(i):]
+        out = subprocess.run([f"{ROOT}/build/sprec", "generate", "--model", CKPT, "--prompt-ids",
+                              " ".join(map(str, i)), "--ids", "--no-bos", "--max-new-tokens", "24",
+                              "--eos-id", "-1"], check=True, capture_output=True, text=True).stdout
+        got = [int(x) for x in out.split()]
+        print(f"prompt {b}: sprec generate (KV cache, greedy, 24 tokens) == transformers generate: {got == ref}")
     # export -> transformers loads the folder (model + tokenizer) -> same logits as the GGUF load
     import shutil
     exp = f"{tmp}/smol_export"
