@@ -12,6 +12,7 @@
 #include "checkpoint.h"
 #include "h5io.h"
 #include "check.h"
+#include "lora.h"
 
 #define CKPT_FORMAT "sprec-checkpoint"
 #define CKPT_VERSION 1
@@ -63,17 +64,35 @@ static void write_config(hid_t f, const ModelConfig *c) {
     check(H5Gclose(g) >= 0, "H5Gclose failed");
 }
 
-// Writes one flat device buffer laid out like m->params (params or a moment)
-// as named tensors under group name, staging each tensor through host.
-static void save_tensors(hid_t f, const char *name, const Model *m, const float *flat, float *host) {
+// Writes one flat device buffer laid out like a parameter table (params or a
+// moment) as named tensors under group name, staging each tensor through host.
+static void save_table(hid_t f, const char *name, const Backend *be, const ParamInfo *table, int count,
+                       const float *flat, float *host) {
     hid_t g = h5_group(f, name);
-    for (int i = 0; i < m->n_params; i++) {
-        const ParamInfo *p = &m->table[i];
+    for (int i = 0; i < count; i++) {
+        const ParamInfo *p = &table[i];
         long dims[MAX_PARAM_RANK];
         for (int r = 0; r < p->rank; r++) dims[r] = p->shape[r];
-        m->be->download(host, flat + p->offset, p->numel * sizeof(float));
+        be->download(host, flat + p->offset, p->numel * sizeof(float));
         h5_write_f32(g, p->name, p->rank, dims, host);
     }
+    check(H5Gclose(g) >= 0, "H5Gclose failed");
+}
+
+static void save_tensors(hid_t f, const char *name, const Model *m, const float *flat, float *host) {
+    save_table(f, name, m->be, m->table, m->n_params, flat, host);
+}
+
+// /lora: the adapter config as attributes (see docs/checkpoint.md)
+static void write_lora_config(hid_t f, const LoraConfig *c) {
+    char targets[64];
+    hid_t g = h5_group(f, "lora");
+    h5_attr_write_i64(g, "rank", c->rank);
+    h5_attr_write_f64(g, "alpha", c->alpha);
+    h5_attr_write_f64(g, "dropout", c->dropout);
+    lora_targets_str(c->targets, targets, sizeof targets);
+    h5_attr_write_str(g, "targets", targets);
+    h5_attr_write_u64v(g, "seed", &c->seed, 1);
     check(H5Gclose(g) >= 0, "H5Gclose failed");
 }
 
@@ -126,6 +145,7 @@ void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const T
     size_t biggest = 0;
     for (int i = 0; i < m->n_params; i++) if (m->table[i].numel > biggest) biggest = m->table[i].numel;
     float *host = xmalloc(biggest * sizeof(float));
+    const Lora *lo = m->lora;
 
     hid_t f = h5_create(pending_tmp);
     h5_attr_write_str(f, "format", CKPT_FORMAT);
@@ -139,8 +159,13 @@ void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const T
             write_text(g, "tokenizer_config.json", m->tokenizer_config_json, m->tokenizer_config_json_len);
         check(H5Gclose(g) >= 0, "H5Gclose failed");
     }
+    if (lo) {
+        write_lora_config(f, &lo->cfg);
+        save_table(f, "lora/params", m->be, lo->table, lo->n_params, lo->params, host);
+    }
     if (opt) {
-        check(opt->numel == m->numel, "optimizer has %zu moments for %zu parameters", opt->numel, m->numel);
+        const size_t want = lo ? lo->numel : m->numel;
+        check(opt->numel == want, "optimizer has %zu moments for %zu trainable values", opt->numel, want);
         hid_t g = h5_group(f, "optim");
         h5_attr_write_i64(g, "step", opt->step);
         h5_attr_write_f64(g, "beta1", opt->beta1);
@@ -150,8 +175,13 @@ void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const T
         h5_attr_write_f64(g, "grad_clip", opt->grad_clip);
         h5_attr_write_i64(g, "decay_norms", opt->decay_norms);
         check(H5Gclose(g) >= 0, "H5Gclose failed");
-        save_tensors(f, "optim/m", m, opt->m, host);
-        save_tensors(f, "optim/v", m, opt->v, host);
+        if (lo) {   // the base is frozen: moments of the adapters only
+            save_table(f, "lora/optim/m", m->be, lo->table, lo->n_params, opt->m, host);
+            save_table(f, "lora/optim/v", m->be, lo->table, lo->n_params, opt->v, host);
+        } else {
+            save_tensors(f, "optim/m", m, opt->m, host);
+            save_tensors(f, "optim/v", m, opt->v, host);
+        }
     }
     if (st) {
         hid_t g = h5_group(f, "state");
@@ -235,19 +265,20 @@ static void shape_str(char *buf, size_t cap, int rank, const long *dims) {
 
 // Checks that group name holds exactly the model's tensors, with the model's
 // shapes, then uploads each into flat (a device buffer laid out like m->params).
-static void load_tensors(hid_t f, const char *path, const char *name, const Model *m, float *flat, float *host) {
+static void load_table(hid_t f, const char *path, const char *name, const Backend *be, const ParamInfo *table,
+                       int count, float *flat, float *host) {
     if (!h5_exists(f, name)) fail("%s: missing group /%s", path, name);
     int n;
     char **names = h5_list(f, path, name, &n);
     for (int i = 0; i < n; i++)
-        if (!param_find(m->table, m->n_params, names[i]))
+        if (!param_find(table, count, names[i]))
             fail("%s: unexpected tensor %s/%s (not a parameter of this model)", path, name, names[i]);
     h5_list_free(names, n);
 
     hid_t g = h5_group(f, name);
     // all names and shapes first, so a mismatch fails before any slow read
-    for (int i = 0; i < m->n_params; i++) {
-        const ParamInfo *p = &m->table[i];
+    for (int i = 0; i < count; i++) {
+        const ParamInfo *p = &table[i];
         long dims[8], want[MAX_PARAM_RANK];
         char have_s[128], want_s[128];
         if (!h5_exists(g, p->name)) fail("%s: missing tensor %s/%s", path, name, p->name);
@@ -263,14 +294,35 @@ static void load_tensors(hid_t f, const char *path, const char *name, const Mode
             fail("%s: %s/%s has shape %s, model expects %s", path, name, p->name, have_s, want_s);
         }
     }
-    for (int i = 0; i < m->n_params; i++) {
-        const ParamInfo *p = &m->table[i];
+    for (int i = 0; i < count; i++) {
+        const ParamInfo *p = &table[i];
         long dims[MAX_PARAM_RANK];
         for (int r = 0; r < p->rank; r++) dims[r] = p->shape[r];
         h5_read_f32_into(g, path, p->name, p->rank, dims, host);
-        m->be->upload(flat + p->offset, host, p->numel * sizeof(float));
+        be->upload(flat + p->offset, host, p->numel * sizeof(float));
     }
     check(H5Gclose(g) >= 0, "H5Gclose failed");
+}
+
+static void load_tensors(hid_t f, const char *path, const char *name, const Model *m, float *flat, float *host) {
+    load_table(f, path, name, m->be, m->table, m->n_params, flat, host);
+}
+
+// Reads /lora's attributes into c (validated).
+static void read_lora_config(hid_t f, const char *path, LoraConfig *c) {
+    hid_t g = h5_group(f, "lora");
+    char targets[128], err[160];
+    memset(c, 0, sizeof *c);
+    int64_t rank = h5_attr_read_i64(g, path, "rank");
+    if (rank < 1 || rank > INT_MAX) fail("%s: lora rank = %lld is out of range", path, (long long)rank);
+    c->rank = (int)rank;
+    c->alpha = (float)h5_attr_read_f64(g, path, "alpha");
+    c->dropout = (float)h5_attr_read_f64(g, path, "dropout");
+    h5_attr_read_str(g, path, "targets", targets, sizeof targets);
+    if (lora_parse_targets(targets, &c->targets, err, sizeof err) != 0) fail("%s: lora targets: %s", path, err);
+    h5_attr_read_u64v(g, path, "seed", &c->seed, 1);
+    check(H5Gclose(g) >= 0, "H5Gclose failed");
+    lora_config_validate(c, path);
 }
 
 // Names the first differing field of two configs, or returns 0.
@@ -308,6 +360,28 @@ int checkpoint_load(const char *path, Model *m, AdamW *opt, TrainState *st) {
     for (int i = 0; i < m->n_params; i++) if (m->table[i].numel > biggest) biggest = m->table[i].numel;
     float *host = xmalloc(biggest * sizeof(float));
     load_tensors(f, path, "params", m, m->params, host);
+    // adapters: a LoRA checkpoint enables LoRA on a model without it (export,
+    // evaluation); a model with LoRA needs the same adapter config. A model
+    // with LoRA loading a checkpoint without /lora keeps its fresh adapters
+    // (starting LoRA training from a base model).
+    const int has_lora = h5_exists(f, "lora");
+    if (has_lora) {
+        LoraConfig lc;
+        read_lora_config(f, path, &lc);
+        if (!m->lora) model_enable_lora(m, &lc);
+        const LoraConfig *mc = &m->lora->cfg;
+        if (mc->rank != lc.rank || mc->alpha != lc.alpha || mc->dropout != lc.dropout || mc->targets != lc.targets ||
+            mc->seed != lc.seed)
+            fail("%s: LoRA config mismatch: the file has rank %d alpha %g dropout %g targets 0x%x seed %llu, the model "
+                 "rank %d alpha %g dropout %g targets 0x%x seed %llu", path, lc.rank, lc.alpha, lc.dropout, lc.targets,
+                 (unsigned long long)lc.seed, mc->rank, mc->alpha, mc->dropout, mc->targets,
+                 (unsigned long long)mc->seed);
+        const Lora *lo = m->lora;
+        size_t big = 0;
+        for (int i = 0; i < lo->n_params; i++) if (lo->table[i].numel > big) big = lo->table[i].numel;
+        if (big > biggest) { free(host); host = xmalloc(big * sizeof(float)); biggest = big; }
+        load_table(f, path, "lora/params", m->be, lo->table, lo->n_params, lo->params, host);
+    }
     free(m->tokenizer_json);
     free(m->tokenizer_config_json);
     m->tokenizer_json = read_text(f, path, "tokenizer.json", &m->tokenizer_json_len);
@@ -315,14 +389,25 @@ int checkpoint_load(const char *path, Model *m, AdamW *opt, TrainState *st) {
 
     int has_optim = h5_exists(f, "optim");
     if (has_optim && opt) {
-        check(opt->numel == m->numel, "optimizer has %zu moments for %zu parameters", opt->numel, m->numel);
+        const Lora *lo = m->lora;
+        if (lo && !has_lora)
+            fail("%s: the checkpoint has full fine-tuning optimizer state but the model trains LoRA adapters", path);
+        if (!lo && has_lora) fail("%s: internal: LoRA checkpoint loaded without adapters", path);
+        const size_t want = lo ? lo->numel : m->numel;
+        check(opt->numel == want, "optimizer has %zu moments for %zu trainable values (create it after enabling LoRA)",
+              opt->numel, want);
         hid_t g = h5_group(f, "optim");
         int64_t step = h5_attr_read_i64(g, path, "step");
         if (step < 0) fail("%s: optim step = %lld is negative", path, (long long)step);
         opt->step = (long)step;
         check(H5Gclose(g) >= 0, "H5Gclose failed");
-        load_tensors(f, path, "optim/m", m, opt->m, host);
-        load_tensors(f, path, "optim/v", m, opt->v, host);
+        if (lo) {
+            load_table(f, path, "lora/optim/m", m->be, lo->table, lo->n_params, opt->m, host);
+            load_table(f, path, "lora/optim/v", m->be, lo->table, lo->n_params, opt->v, host);
+        } else {
+            load_tensors(f, path, "optim/m", m, opt->m, host);
+            load_tensors(f, path, "optim/v", m, opt->v, host);
+        }
     }
     if (st && h5_exists(f, "state")) {
         hid_t g = h5_group(f, "state");
@@ -408,6 +493,17 @@ void checkpoint_info(const char *path, FILE *out) {
     else fprintf(out, "\ntokenizer: none\n");
     free(tok);
     free(tcfg);
+
+    if (h5_exists(f, "lora")) {
+        LoraConfig lc;
+        char targets[64];
+        read_lora_config(f, path, &lc);
+        lora_targets_str(lc.targets, targets, sizeof targets);
+        size_t nl = list_tensors(f, path, "lora/params", out, 0, &n);
+        fprintf(out, "\nlora: rank %d, alpha %g, dropout %g, targets %s, seed %llu; %d adapter tensors, %zu parameters "
+                "(%.2f M)%s\n", lc.rank, lc.alpha, lc.dropout, targets, (unsigned long long)lc.seed, n, nl, nl / 1e6,
+                h5_exists(f, "lora/optim") ? ", with AdamW moments" : "");
+    }
 
     if (h5_exists(f, "optim")) {
         hid_t g = h5_group(f, "optim");

@@ -100,7 +100,7 @@ int cmd_bench(int argc, char **argv) {
     double *times = xmalloc((size_t)steps * sizeof(double)), elapsed = 0, loss = 0;
     for (int s = 0; s < warmup + steps; s++) {
         double t0 = now_seconds();
-        be->zero(m.grads, m.numel * sizeof(float));
+        model_zero_grad(&m);
         int n = model_forward(&m, &batch, 0);
         loss = 0;
         for (int i = 0; i < n; i++) { w[i] = (float)(1.0 / mask_sum); loss -= w[i] * m.head_lp[i]; }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include "commands.h"
 #include "checkpoint.h"
+#include "lora.h"
 #include "dataset.h"
 #include "device.h"
 #include "h5io.h"
@@ -40,6 +41,10 @@ int cmd_dump(int argc, char **argv) {
     Model m;
     model_create(&m, &mc, be);
     checkpoint_load(model_path, &m, NULL, NULL);
+    if (m.lora) {   // the contract is gradients of the model's own weights: dump the merged model
+        model_merge_lora(&m);
+        fprintf(stderr, "dump: %s has LoRA adapters; merged them into the base weights\n", model_path);
+    }
     Dataset d;
     dataset_load(&d, batch_path, mc.vocab_size);
     if (d.T > mc.max_seq_len) fail("%s: %d positions exceed the model's max_seq_len %d", batch_path, d.T, mc.max_seq_len);
@@ -66,7 +71,7 @@ int cmd_dump(int argc, char **argv) {
 
     float *w = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     for (int i = 0; i < n; i++) w[i] = (float)(d.mask[m.head_pos[i]] / mask_sum);
-    be->zero(m.grads, m.numel * sizeof(float));
+    model_zero_grad(&m);
     model_backward(&m, w);
 
     char tmp[4096];

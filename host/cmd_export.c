@@ -3,7 +3,7 @@
 // config.json, model.safetensors and, when the checkpoint carries them,
 // tokenizer.json / tokenizer_config.json. Written into DIR.tmp and renamed, so
 // an interrupted export never leaves a half folder under DIR.
-// (LoRA adapters do not exist yet; when they do they are merged here.)
+// A LoRA checkpoint is exported merged: W += (alpha/r) B A (model_merge_lora).
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -16,6 +16,7 @@
 #include "hf_config.h"
 #include "safetensors.h"
 #include "check.h"
+#include "lora.h"
 
 static const char *const FILES[] = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"};
 
@@ -48,7 +49,8 @@ int cmd_export(int argc, char **argv) {
         printf("usage: sprec export CKPT.h5 -o DIR [--dtype fp32|bf16]\n"
                "Writes DIR/config.json (LlamaForCausalLM, or Qwen2ForCausalLM with q/k/v bias),\n"
                "DIR/model.safetensors (fp32 by default; bf16 rounds to nearest even) and the checkpoint's\n"
-               "tokenizer.json / tokenizer_config.json. DIR must not exist or be empty.\n");
+               "tokenizer.json / tokenizer_config.json. LoRA adapters in the checkpoint are merged into\n"
+               "the weights. DIR must not exist or be empty.\n");
         return 0;
     }
     const char *ckpt = NULL, *dir = cli_flag_value(argc, argv, "-o"), *dtype = cli_flag_value(argc, argv, "--dtype");
@@ -71,6 +73,8 @@ int cmd_export(int argc, char **argv) {
     Model m;
     model_create(&m, &c, backend_select("cpu"));
     checkpoint_load(ckpt, &m, NULL, NULL);
+    const int merged = m.lora != NULL;
+    if (merged) model_merge_lora(&m);   // the exported weights are the adapted model
 
     char tmp[4096];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", dir) >= sizeof tmp - 64) fail("path too long: '%s'", dir);
@@ -111,8 +115,8 @@ int cmd_export(int argc, char **argv) {
 
     if (state == 0 && rmdir(dir) != 0) fail("cannot replace the empty '%s': %s", dir, strerror(errno));
     if (rename(tmp, dir) != 0) fail("cannot rename '%s' to '%s': %s", tmp, dir, strerror(errno));
-    printf("export: %s -> %s (%s, %d tensors, tokenizer %s)\n", ckpt, dir, dtype, m.n_params,
-           m.tokenizer_json ? "included" : "none");
+    printf("export: %s -> %s (%s, %d tensors, tokenizer %s%s)\n", ckpt, dir, dtype, m.n_params,
+           m.tokenizer_json ? "included" : "none", merged ? ", LoRA merged" : "");
     model_free(&m);
     return 0;
 }

@@ -10,6 +10,7 @@
 #include <math.h>
 #include "commands.h"
 #include "checkpoint.h"
+#include "lora.h"
 #include "device.h"
 #include "generate.h"
 #include "tokenizer.h"
@@ -187,6 +188,7 @@ int cmd_generate(int argc, char **argv) {
     Model m;
     model_create(&m, &mc, be);
     checkpoint_load(model_path, &m, NULL, NULL);
+    if (m.lora) model_merge_lora(&m);   // the KV-cache decoder reads the base weights only
     const int V = mc.vocab_size;
     Tokenizer *tok = NULL;
     if (m.tokenizer_json)

@@ -33,6 +33,16 @@ typedef struct {
     struct {
         char train[CONFIG_PATH_MAX];  // tokenized dataset (HDF5, docs/formats.md)
         int shuffle;
+        // sprec prepare (docs/recdata.md)
+        char source[16];              // goodreads | movielens | synthetic
+        char dir[CONFIG_PATH_MAX];    // source folder ("" = data/goodreads or data/movielens-small)
+        char dataset[CONFIG_PATH_MAX];   // the prepared recommendation dataset (HDF5)
+        char tokenizer[CONFIG_PATH_MAX]; // checkpoint or tokenizer.json ("" = text only)
+        uint64_t seed;                // split and synthetic generator
+        int train_rows, valid_rows, test_rows;   // train 0 = all the rest
+        int history;                  // titles per prompt (movielens, synthetic)
+        int synth_items, synth_users, synth_genres;
+        float synth_zipf;             // popularity exponent
     } data;
 
     struct {

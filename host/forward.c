@@ -4,6 +4,7 @@
 #include <string.h>
 #include "model.h"
 #include "check.h"
+#include "lora.h"
 
 // ---- activation buffers ----------------------------------------------------
 
@@ -118,6 +119,9 @@ int model_forward(Model *m, const Batch *batch, int all_positions) {
     free(tok); free(rows); free(tgt);
     a->cur_B = B; a->cur_T = T; a->n_head = n;
 
+    Lora *lo = m->lora;       // adapters add their path after each targeted matmul
+    if (lo) lora_acts_ensure(m, N);
+#define LORA_FWD(t, out, inp) do { if (lo) lora_fwd(m, l, t, out, inp, N); } while (0)
     float *x = a->layers[0].x;
     be->embedding_fwd(x, a->tokens, m->w.embed, N, C);                      // x[N,C]
     for (int l = 0; l < c->n_layers; l++) {
@@ -128,18 +132,26 @@ int model_forward(Model *m, const Batch *batch, int all_positions) {
         be->matmul_fwd(L->q, L->ln1, w->wq, w->bq, N, C, QD);                // q[B,T,NH,D]
         be->matmul_fwd(L->k, L->ln1, w->wk, w->bk, N, C, KVD);               // k[B,T,NKV,D]
         be->matmul_fwd(L->v, L->ln1, w->wv, w->bv, N, C, KVD);               // v[B,T,NKV,D]
+        LORA_FWD(LORA_Q, L->q, L->ln1);
+        LORA_FWD(LORA_K, L->k, L->ln1);
+        LORA_FWD(LORA_V, L->v, L->ln1);
         be->rope_fwd(L->q, a->rope_cos, a->rope_sin, B, T, NH, D);
         be->rope_fwd(L->k, a->rope_cos, a->rope_sin, B, T, NKV, D);
         be->attention_fwd(L->att, L->lse, L->q, L->k, L->v, a->lengths, B, T, NH, NKV, D);
         be->matmul_fwd(a->dtmp, L->att, w->wo, NULL, N, QD, C);              // o[N,C]
+        LORA_FWD(LORA_O, a->dtmp, L->att);
         be->add(L->x2, L->x, a->dtmp, (size_t)N * C);                        // x2 = x + o
         be->rmsnorm_fwd(L->ln2, L->rstd2, L->x2, w->ln2, c->rms_eps, N, C);
         be->matmul_fwd(L->gate, L->ln2, w->wgate, NULL, N, C, F);            // gate[N,F]
         be->matmul_fwd(L->up, L->ln2, w->wup, NULL, N, C, F);                // up[N,F]
+        LORA_FWD(LORA_GATE, L->gate, L->ln2);
+        LORA_FWD(LORA_UP, L->up, L->ln2);
         be->swiglu_fwd(L->act, L->gate, L->up, (size_t)N * F);               // act[N,F]
         be->matmul_fwd(a->dtmp, L->act, w->wdown, NULL, N, F, C);            // mlp out[N,C]
+        LORA_FWD(LORA_DOWN, a->dtmp, L->act);
         be->add(next, L->x2, a->dtmp, (size_t)N * C);                        // x' = x2 + mlp
     }
+#undef LORA_FWD
     be->rmsnorm_fwd(a->lnf, a->rstdf, a->out, m->w.norm, c->rms_eps, N, C);
     if (n > 0) {
         be->logprob_fwd(a->head_lp, a->head_lse, a->lnf, m->w.lm_head, a->rows, a->targets, n, C,
@@ -160,16 +172,22 @@ void model_backward(Model *m, const float *weight_host) {
     const int B = a->cur_B, T = a->cur_T, N = B * T, C = c->dim, F = c->ffn_dim;
     const int NH = c->n_heads, NKV = c->n_kv_heads, D = c->head_dim;
     const int QD = NH * D, KVD = NKV * D, n = a->n_head;
+    // With LoRA the base is frozen: its gradient outputs become NULL (skipped)
+    // and the adapters get theirs from lora_bwd next to each targeted matmul.
+    Lora *lo = m->lora;
+    const int fz = lo != NULL;
+#define G(p) (fz ? NULL : (p))
+#define LORA_BWD(t, dinp, dout, inp) do { if (lo) lora_bwd(m, l, t, dinp, dout, inp, N); } while (0)
 
     // head: d lnf, then through the final norm into the residual stream
     be->zero(a->dtmp, (size_t)N * C * sizeof(float));
     if (n > 0) {
         be->upload(a->head_w, weight_host, (size_t)n * sizeof(float));
-        be->logprob_bwd(a->dtmp, m->g.lm_head, a->lnf, m->w.lm_head, a->rows, a->targets,
+        be->logprob_bwd(a->dtmp, G(m->g.lm_head), a->lnf, m->w.lm_head, a->rows, a->targets,
                         a->head_lse, a->head_w, n, C, c->vocab_size);
     }
     be->zero(a->dres, (size_t)N * C * sizeof(float));
-    be->rmsnorm_bwd(a->dres, m->g.norm, a->dtmp, a->out, m->w.norm, a->rstdf, N, C);
+    be->rmsnorm_bwd(a->dres, G(m->g.norm), a->dtmp, a->out, m->w.norm, a->rstdf, N, C);
 
     for (int l = c->n_layers - 1; l >= 0; l--) {
         LayerWeights *w = &m->w.layers[l], *g = &m->g.layers[l];
@@ -177,19 +195,23 @@ void model_backward(Model *m, const float *weight_host) {
         // MLP branch: dres holds d x' and gains the branch's d x2
         float *dact = a->dwide1, *dgate = a->dwide2, *dup = a->dwide3;
         be->zero(dact, (size_t)N * F * sizeof(float));
-        be->matmul_bwd(dact, g->wdown, NULL, a->dres, L->act, w->wdown, N, F, C);
+        be->matmul_bwd(dact, G(g->wdown), NULL, a->dres, L->act, w->wdown, N, F, C);
+        LORA_BWD(LORA_DOWN, dact, a->dres, L->act);
         be->zero(dgate, (size_t)N * F * sizeof(float));
         be->zero(dup, (size_t)N * F * sizeof(float));
         be->swiglu_bwd(dgate, dup, dact, L->gate, L->up, (size_t)N * F);
         be->zero(a->dtmp, (size_t)N * C * sizeof(float));
-        be->matmul_bwd(a->dtmp, g->wgate, NULL, dgate, L->ln2, w->wgate, N, C, F);
-        be->matmul_bwd(a->dtmp, g->wup, NULL, dup, L->ln2, w->wup, N, C, F);
-        be->rmsnorm_bwd(a->dres, g->ln2, a->dtmp, L->x2, w->ln2, L->rstd2, N, C);
+        be->matmul_bwd(a->dtmp, G(g->wgate), NULL, dgate, L->ln2, w->wgate, N, C, F);
+        be->matmul_bwd(a->dtmp, G(g->wup), NULL, dup, L->ln2, w->wup, N, C, F);
+        LORA_BWD(LORA_GATE, a->dtmp, dgate, L->ln2);
+        LORA_BWD(LORA_UP, a->dtmp, dup, L->ln2);
+        be->rmsnorm_bwd(a->dres, G(g->ln2), a->dtmp, L->x2, w->ln2, L->rstd2, N, C);
 
         // attention branch: dres holds d x2 and gains the branch's d x
         float *datt = a->dwide1;
         be->zero(datt, (size_t)N * QD * sizeof(float));
-        be->matmul_bwd(datt, g->wo, NULL, a->dres, L->att, w->wo, N, QD, C);
+        be->matmul_bwd(datt, G(g->wo), NULL, a->dres, L->att, w->wo, N, QD, C);
+        LORA_BWD(LORA_O, datt, a->dres, L->att);
         be->zero(a->dq, (size_t)N * QD * sizeof(float));
         be->zero(a->dk, (size_t)N * KVD * sizeof(float));
         be->zero(a->dv, (size_t)N * KVD * sizeof(float));
@@ -198,12 +220,17 @@ void model_backward(Model *m, const float *weight_host) {
         be->rope_bwd(a->dq, a->rope_cos, a->rope_sin, B, T, NH, D);
         be->rope_bwd(a->dk, a->rope_cos, a->rope_sin, B, T, NKV, D);
         be->zero(a->dtmp, (size_t)N * C * sizeof(float));
-        be->matmul_bwd(a->dtmp, g->wq, g->bq, a->dq, L->ln1, w->wq, N, C, QD);
-        be->matmul_bwd(a->dtmp, g->wk, g->bk, a->dk, L->ln1, w->wk, N, C, KVD);
-        be->matmul_bwd(a->dtmp, g->wv, g->bv, a->dv, L->ln1, w->wv, N, C, KVD);
-        be->rmsnorm_bwd(a->dres, g->ln1, a->dtmp, L->x, w->ln1, L->rstd1, N, C);
+        be->matmul_bwd(a->dtmp, G(g->wq), G(g->bq), a->dq, L->ln1, w->wq, N, C, QD);
+        be->matmul_bwd(a->dtmp, G(g->wk), G(g->bk), a->dk, L->ln1, w->wk, N, C, KVD);
+        be->matmul_bwd(a->dtmp, G(g->wv), G(g->bv), a->dv, L->ln1, w->wv, N, C, KVD);
+        LORA_BWD(LORA_Q, a->dtmp, a->dq, L->ln1);
+        LORA_BWD(LORA_K, a->dtmp, a->dk, L->ln1);
+        LORA_BWD(LORA_V, a->dtmp, a->dv, L->ln1);
+        be->rmsnorm_bwd(a->dres, G(g->ln1), a->dtmp, L->x, w->ln1, L->rstd1, N, C);
     }
-    be->embedding_bwd(m->g.embed, a->dres, a->tokens, N, C, c->vocab_size);
+    if (!fz) be->embedding_bwd(m->g.embed, a->dres, a->tokens, N, C, c->vocab_size);
+#undef G
+#undef LORA_BWD
 }
 
 // ---- debugging outputs -------------------------------------------------------
@@ -225,4 +252,12 @@ void model_logits(Model *m, const Batch *batch, float *logits_host) {
         if (i % T >= batch->lengths[i / T]) memset(logits_host + (size_t)i * V, 0, (size_t)V * sizeof(float));
 }
 
-double model_grad_norm(Model *m) { return sqrt(m->be->sumsq(m->grads, m->numel)); }
+double model_grad_norm(Model *m) {
+    if (m->lora) return sqrt(m->be->sumsq(m->lora->grads, m->lora->numel));
+    return sqrt(m->be->sumsq(m->grads, m->numel));
+}
+
+void model_zero_grad(Model *m) {
+    if (m->lora) m->be->zero(m->lora->grads, m->lora->numel * sizeof(float));
+    else m->be->zero(m->grads, m->numel * sizeof(float));
+}

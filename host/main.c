@@ -14,6 +14,7 @@ static const struct { const char *name; int (*run)(int, char **); const char *he
     {"export",  cmd_export,  "CKPT.h5 -o DIR             a folder Hugging Face transformers loads"},
     {"bench",   cmd_bench,   "[--dim ...]                training-step throughput, JSON lines"},
     {"generate", cmd_generate, "--model CKPT --prompt TEXT  text generation (greedy, sampling, beams)"},
+    {"prepare", cmd_prepare, "CONFIG.ini [-o OUT.h5]     a recommendation dataset (goodreads, movielens, synthetic)"},
     {"tokenize", cmd_tokenize, "--model CKPT|tokenizer.json [--decode]  text lines to token ids (and back)"},
 };
 

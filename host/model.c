@@ -7,6 +7,7 @@
 #include "model.h"
 #include "check.h"
 #include "rng.h"
+#include "lora.h"
 
 void model_config_validate(const ModelConfig *c, const char *where) {
 #define REQUIRE(cond, ...) do { if (!(cond)) { fprintf(stderr, "sprec: error: %s: ", where); \
@@ -143,6 +144,7 @@ void model_init_random(Model *m, uint64_t seed, float std) {
 
 void model_free(Model *m) {
     acts_free(m);
+    lora_free(m);
     weights_free_view(&m->w);
     weights_free_view(&m->g);
     m->be->free(m->params);

@@ -94,6 +94,9 @@ typedef struct {
     // model has none, e.g. `sprec init`); kept in the checkpoint verbatim
     char *tokenizer_json; size_t tokenizer_json_len;
     char *tokenizer_config_json; size_t tokenizer_config_json_len;
+    // LoRA adapters (host/lora.h); NULL = full fine-tuning. While set, the base
+    // parameters are frozen: model_backward leaves m->grads untouched.
+    struct Lora *lora;
 } Model;
 
 void model_create(Model *m, const ModelConfig *c, const Backend *be);   // params zeroed
@@ -123,7 +126,10 @@ void model_logits(Model *m, const Batch *batch, float *logits_host);
 // the training forward computes them (Hugging Face's float32 angles, Llama-3.1
 // frequency scaling when configured).
 void rope_tables_host(const ModelConfig *c, int P, float *cos_out, float *sin_out);
-// Global L2 norm of the gradient (double accumulation).
+// Global L2 norm of the gradient of the trainable parameters (the adapters
+// when LoRA is enabled), double accumulation.
 double model_grad_norm(Model *m);
+// Zeroes the gradient of the trainable parameters (base and adapters).
+void model_zero_grad(Model *m);
 
 #endif

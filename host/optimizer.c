@@ -5,11 +5,13 @@
 #include <string.h>
 #include "optimizer.h"
 #include "check.h"
+#include "lora.h"
 
 void adamw_create(AdamW *o, const Model *model, float beta1, float beta2, float eps,
                   float weight_decay, float grad_clip, int decay_norms) {
     memset(o, 0, sizeof *o);
-    o->numel = model->numel;
+    // with LoRA only the adapters are trainable: moments for them alone
+    o->numel = model->lora ? model->lora->numel : model->numel;
     o->m = model->be->alloc(o->numel * sizeof(float));
     o->v = model->be->alloc(o->numel * sizeof(float));
     o->beta1 = beta1; o->beta2 = beta2; o->eps = eps;
@@ -24,6 +26,10 @@ void adamw_free(AdamW *o, const Model *model) {
 
 double adamw_step(AdamW *o, Model *model, float lr) {
     const Backend *be = model->be;
+    const Lora *lo = model->lora;
+    check(o->numel == (lo ? lo->numel : model->numel),
+          "optimizer was created for %zu values, the model trains %zu (LoRA enabled after adamw_create?)", o->numel,
+          lo ? lo->numel : model->numel);
     double norm = model_grad_norm(model);
     if (!isfinite(norm)) fail("gradient norm is %g at step %ld: training diverged (lower train.lr?)", norm, o->step + 1);
     // PyTorch clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1
@@ -35,10 +41,13 @@ double adamw_step(AdamW *o, Model *model, float lr) {
     o->step++;
     const float bc1 = 1.0f - powf(o->beta1, (float)o->step);
     const float bc2 = 1.0f - powf(o->beta2, (float)o->step);
-    for (int i = 0; i < model->n_params; i++) {
-        const ParamInfo *p = &model->table[i];
+    const ParamInfo *table = lo ? lo->table : model->table;
+    const int count = lo ? lo->n_params : model->n_params;
+    float *params = lo ? lo->params : model->params, *grads = lo ? lo->grads : model->grads;
+    for (int i = 0; i < count; i++) {
+        const ParamInfo *p = &table[i];
         const float wd = (p->decay || o->decay_norms) ? o->weight_decay : 0.0f;
-        be->adamw(model->params + p->offset, model->grads + p->offset, o->m + p->offset,
+        be->adamw(params + p->offset, grads + p->offset, o->m + p->offset,
                   o->v + p->offset, p->numel, lr, o->beta1, o->beta2, o->eps, wd, bc1, bc2, scale);
     }
     return norm;

@@ -7,7 +7,7 @@
 
 typedef struct {
     float *m, *v;                // [numel] each, device
-    size_t numel;
+    size_t numel;                // model->numel, or model->lora->numel with LoRA
     long step;                   // optimizer steps taken
     float beta1, beta2, eps, weight_decay, grad_clip;
     int decay_norms;
@@ -16,7 +16,10 @@ typedef struct {
 void adamw_create(AdamW *o, const Model *model, float beta1, float beta2, float eps,
                   float weight_decay, float grad_clip, int decay_norms);
 void adamw_free(AdamW *o, const Model *model);
-// One step on model->params with model->grads (already summed over micro-batches).
+// The moments cover the trainable set: model->params, or only the LoRA adapters
+// when model->lora is set at adamw_create (enable LoRA first).
+// One step on the trainable parameters with their gradients (already summed over
+// micro-batches); with LoRA the base parameters are never touched.
 // Returns the gradient norm before clipping.
 double adamw_step(AdamW *o, Model *model, float lr);
 

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include "train_sft.h"
 #include "checkpoint.h"
+#include "lora.h"
 #include "dataset.h"
 #include "device.h"
 #include "progress.h"
@@ -76,10 +77,18 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     memcpy(st.rng, seeded.s, sizeof st.rng);
     if (resume) {
         if (!checkpoint_load(ckpt_path, &model, &opt, &st)) fail("%s has no optimizer state; cannot resume", ckpt_path);
+        if (model.lora) fail("%s holds LoRA adapters; `sprec train` does not train LoRA yet", ckpt_path);
         if (memcmp(st.rng, seeded.s, sizeof st.rng) != 0)
             fail("%s was trained with another train.seed (data order); resume with the run's own config.ini", ckpt_path);
     } else if (source) {
         checkpoint_load(source, &model, NULL, NULL);
+        if (model.lora) {   // LoRA training is wired with the SPRec trainers; start from the merged model
+            model_merge_lora(&model);
+            adamw_free(&opt, &model);
+            adamw_create(&opt, &model, cfg->train.beta1, cfg->train.beta2, cfg->train.eps,
+                         cfg->train.weight_decay, cfg->train.grad_clip, cfg->train.decay_norms);
+            printf("sft: %s has LoRA adapters: merged into the base weights, training all weights\n", source);
+        }
     } else {
         model_init_random(&model, cfg->init_seed, cfg->init_std);
     }
@@ -128,7 +137,7 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
             for (int t = 0; t < data.T; t++) mask_sum += data.mask[(size_t)ids[i] * data.T + t];
         if (mask_sum <= 0) fail("%s: step %ld has rows whose mask sums to 0 (no completion tokens)", cfg->data.train, st.step + 1);
 
-        be->zero(model.grads, model.numel * sizeof(float));
+        model_zero_grad(&model);
         double loss = 0;
         for (int mb = 0; mb < cfg->train.grad_accum; mb++) {
             Batch batch;

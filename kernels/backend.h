@@ -20,6 +20,7 @@
 #define SPREC_BACKEND_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct Backend {
     const char *name;
@@ -74,6 +75,15 @@ typedef struct Backend {
 
     // out[n] = a[n] + b[n]   (out may alias a or b)
     void (*add)(float *out, const float *a, const float *b, size_t n);
+    // x[n] *= s, in place
+    void (*scale)(float *x, float s, size_t n);
+    // Inverted dropout with a stateless mask (LoRA): element i is kept iff
+    // dropout_keep(key, i, p) (below), and out[i] = kept ? inp[i] / (1 - p) : 0.
+    // The mask is a pure function of (key, i, p), so the backward regenerates
+    // it and every backend draws the same mask. dropout_bwd ADDS:
+    // dinp[i] += kept ? dout[i] / (1 - p) : 0. 0 <= p < 1.
+    void (*dropout_fwd)(float *out, const float *inp, size_t n, float p, uint64_t key);
+    void (*dropout_bwd)(float *dinp, const float *dout, size_t n, float p, uint64_t key);
 
     // ---- language-model head: log-probs of chosen rows only ---------------
     // For i < n: r = rows[i] indexes h[*,C]; logits = h[r] @ w[V,C]^T;
@@ -131,6 +141,16 @@ typedef struct Backend {
     // out[n, :] = inp[rows[n], :] for n < N;  out[N,C]
     void (*gather_rows)(float *out, const float *inp, const int *rows, int N, int C);
 } Backend;
+
+// The dropout mask every backend uses: a splitmix64 finaliser of key + i,
+// top 24 bits as a uniform in [0, 1); element i is kept iff that is >= p.
+static inline int dropout_keep(uint64_t key, uint64_t i, float p) {
+    uint64_t z = key + (i + 1) * 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    return (float)(z >> 40) * 0x1.0p-24f >= p;
+}
 
 // Registry (host/device.c picks one by name).
 const Backend *backend_cpu(void);

@@ -27,6 +27,23 @@ static void cpu_add(float *out, const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
+
+static void cpu_scale(float *x, float s, size_t n) {
+    #pragma omp parallel for simd if (n >= CPU_PAR_MIN)
+    for (size_t i = 0; i < n; i++) x[i] *= s;
+}
+
+static void cpu_dropout_fwd(float *out, const float *inp, size_t n, float p, uint64_t key) {
+    const float k = 1.0f / (1.0f - p);
+    #pragma omp parallel for if (n >= CPU_PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] = dropout_keep(key, i, p) ? inp[i] * k : 0.0f;
+}
+
+static void cpu_dropout_bwd(float *dinp, const float *dout, size_t n, float p, uint64_t key) {
+    const float k = 1.0f / (1.0f - p);
+    #pragma omp parallel for if (n >= CPU_PAR_MIN)
+    for (size_t i = 0; i < n; i++) if (dropout_keep(key, i, p)) dinp[i] += dout[i] * k;
+}
 // p, g, m, v: [n]. Same arithmetic as PyTorch's AdamW (single-tensor path):
 // decay first, m by lerp, denom = sqrt(v)/sqrt(bc2) + eps, step = lr/bc1.
 static void cpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr,
@@ -89,6 +106,9 @@ const Backend *backend_cpu(void) {
         .swiglu_fwd = cpu_swiglu_fwd,
         .swiglu_bwd = cpu_swiglu_bwd,
         .add = cpu_add,
+        .scale = cpu_scale,
+        .dropout_fwd = cpu_dropout_fwd,
+        .dropout_bwd = cpu_dropout_bwd,
         .logprob_fwd = cpu_logprob_fwd,
         .logprob_bwd = cpu_logprob_bwd,
         .adamw = cpu_adamw,

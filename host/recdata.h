@@ -1,0 +1,55 @@
+// Recommendation dataset files (layout in docs/recdata.md), written by
+// `sprec prepare`: the catalogue (titles, genres, popularity), the train /
+// valid / test rows (history item ids, true next item, prompt and completion
+// text) and, when a tokenizer was given, each split in the SFT token layout
+// (docs/formats.md) plus the tokenized completion of every catalogue item.
+#ifndef SPREC_RECDATA_H
+#define SPREC_RECDATA_H
+
+#include <hdf5.h>
+
+enum { SPLIT_TRAIN, SPLIT_VALID, SPLIT_TEST, N_SPLITS };
+extern const char *const SPLIT_NAMES[N_SPLITS];   // "train", "valid", "test"
+
+typedef struct {
+    int n;                   // rows
+    int *hist_offsets;       // [n+1]  row r's history = hist_items[hist_offsets[r] .. hist_offsets[r+1])
+    int *hist_items;         // [hist_offsets[n]]  item ids in time order, -1 = title outside the catalogue
+    int *target;             // [n]  the true next item, -1 = outside the catalogue
+    int *source_row;         // [n]  where the row came from (train.json row, user id, synthetic user)
+    char **prompt;           // [n]  the full prompt text (template of SPREC.md section 1)
+    char **completion;       // [n]  "\"Title\"\n"
+    // tokenized (RecData.tokenized): the SFT layout of docs/formats.md
+    int T;                   // longest row (prompt + completion tokens)
+    int *tokens;             // [n,T]  prompt ids ++ completion ids, right-padded with 0
+    float *mask;             // [n,T]  1 on the completion tokens, 0 elsewhere
+    int *lengths;            // [n]
+    int *prompt_len;         // [n]  prompt tokens (the completion starts there)
+} RecSplit;
+
+typedef struct {
+    char source[16];         // goodreads | movielens | synthetic
+    char instruction[256];   // the instruction line of every prompt
+    int n_items, n_genres;
+    char **titles;           // [n_items]  unique
+    int *genre_offsets;      // [n_items+1]  item i's genres = genre_ids[genre_offsets[i] .. genre_offsets[i+1])
+    int *genre_ids;          // ids into genre_names, each item's list without repeats
+    char **genre_names;      // [n_genres]
+    int *popularity;         // [n_items]  times the item is the target of a train row
+    RecSplit split[N_SPLITS];
+    int tokenized;           // the token arrays below and in each split are present
+    int *item_tok_offsets;   // [n_items+1]  tokens of completion "\"Title\"\n" of item i
+    int *item_tok;           // [item_tok_offsets[n_items]]
+} RecData;
+
+// Writes PATH.tmp and renames it to PATH (so PATH is never half written).
+void recdata_save(const RecData *d, const char *path);
+// Loads and validates (offsets, ids in range, sizes); one-line error on a bad file.
+void recdata_load(RecData *d, const char *path);
+void recdata_free(RecData *d);
+
+// A 1-D byte dataset of an open HDF5 file as a malloc'd NUL-terminated string,
+// or NULL when absent (also used to read the tokenizer out of a checkpoint).
+char *recdata_read_bytes(hid_t loc, const char *path, const char *name, long *len);
+
+#endif
