@@ -7,6 +7,7 @@
 #include "checkpoint.h"
 #include "device.h"
 #include "gguf.h"
+#include "fileio.h"
 #include "tokenizer.h"
 #include "check.h"
 
@@ -15,25 +16,6 @@ static int ends_with(const char *s, const char *suffix) {
     return n >= k && !strcmp(s + n - k, suffix);
 }
 
-static char *read_all(const char *path, size_t *len, int required) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (required) fail("cannot open %s", path);
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0, r;
-    char *buf = xmalloc(cap);
-    while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0)
-        if ((n += r) + 1 == cap) {
-            buf = realloc(buf, cap *= 2);
-            if (!buf) fail("out of memory reading %s", path);
-        }
-    if (ferror(f)) fail("cannot read %s", path);
-    fclose(f);
-    buf[n] = 0;
-    *len = n;
-    return buf;
-}
 
 // tokenizer.json, with tokenizer_config.json from the same folder when there is one
 static Tokenizer *load(const char *path) {
@@ -62,11 +44,11 @@ static Tokenizer *load(const char *path) {
         }
         model_free(&m);
     } else {
-        json = read_all(path, &len, 1);
+        json = read_file_text(path, &len);
         char dir[4096];
         const char *slash = strrchr(path, '/');
         snprintf(dir, sizeof dir, "%.*stokenizer_config.json", slash ? (int)(slash - path + 1) : 0, path);
-        cfg = read_all(dir, &clen, 0);
+        cfg = read_file_text_if_exists(dir, &clen);
     }
     Tokenizer *t = tokenizer_from_json(json, len, cfg, clen, path);
     free(json);

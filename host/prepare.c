@@ -60,22 +60,6 @@ char *input_text(const Wording *w, char *const *titles, int n) {
     return p;
 }
 
-char *read_file_text(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail("cannot open '%s': %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0, r;
-    char *buf = xmalloc(cap);
-    while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0)
-        if ((n += r) + 1 == cap) {
-            buf = realloc(buf, cap *= 2);
-            if (!buf) fail("out of memory reading %s", path);
-        }
-    if (ferror(f)) fail("cannot read '%s'", path);
-    fclose(f);
-    buf[n] = 0;
-    if (len) *len = n;
-    return buf;
-}
 
 // ---- rows -------------------------------------------------------------------
 

@@ -5,6 +5,8 @@
 #ifndef SPREC_PREPARE_H
 #define SPREC_PREPARE_H
 
+#include "fileio.h"
+
 #include <stddef.h>
 #include <stdio.h>
 #include "config.h"
@@ -46,7 +48,6 @@ char *input_text(const Wording *w, char *const *titles, int n);
 // after an error message).
 #define say(...) do { printf(__VA_ARGS__); fflush(stdout); } while (0)
 
-char *read_file_text(const char *path, size_t *len);   // whole file, NUL-terminated; fails clearly
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <cJSON.h>
 #include "safetensors.h"
+#include "fileio.h"
 #include "check.h"
 
 float half_to_f32(unsigned short h) {
@@ -112,25 +113,12 @@ static void open_file(SafeTensors *st, const char *path) {
     cJSON_Delete(h);
 }
 
-static char *read_text_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail("cannot open '%s': %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (n < 0) fail("cannot read '%s'", path);
-    char *s = xmalloc((size_t)n + 1);
-    if (fread(s, 1, (size_t)n, f) != (size_t)n) fail("cannot read '%s'", path);
-    s[n] = 0;
-    fclose(f);
-    return s;
-}
 
 void st_open(SafeTensors *st, const char *path) {
     memset(st, 0, sizeof *st);
     size_t len = strlen(path);
     if (len < 11 || strcmp(path + len - 11, ".index.json") != 0) { open_file(st, path); return; }
-    char *text = read_text_file(path);
+    char *text = read_file_text(path, NULL);
     cJSON *j = cJSON_Parse(text);
     free(text);
     cJSON *map = cJSON_GetObjectItemCaseSensitive(j, "weight_map");

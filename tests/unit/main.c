@@ -62,6 +62,23 @@ int run_forked(void (*fn)(void *), void *arg, char *err, size_t cap) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+char *read_gz(const char *path, size_t *len) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "gzip -dc '%s'", path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = 0, cap = 1 << 20, r;
+    char *buf = malloc(cap);
+    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += r;
+        if (n + 1 == cap) buf = realloc(buf, cap *= 2);
+    }
+    assert_int_equal(pclose(p), 0);
+    buf[n] = 0;
+    if (len) *len = n;
+    return buf;
+}
+
 void run_ok(const char *cmd) {
     char out[16384];
     int rc = run_capture(cmd, out, sizeof out);

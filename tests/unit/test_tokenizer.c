@@ -14,24 +14,6 @@
 #define FIXDIR "tests/ref/tokenizer/"
 #define DATADIR "../shared/data/"
 
-// Fixtures are gzipped; gzip -dc keeps zlib out of the link line.
-static char *read_gz(const char *path, size_t *len) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "gzip -dc '%s'", path);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = 0, cap = 1 << 20;
-    char *buf = malloc(cap);
-    size_t r;
-    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += r;
-        if (n + 1 == cap) buf = realloc(buf, cap *= 2);
-    }
-    assert_int_equal(pclose(p), 0);
-    buf[n] = 0;
-    if (len) *len = n;
-    return buf;
-}
 
 // Splits text into lines in place.
 static int split_lines(char *text, char ***lines) {

@@ -163,23 +163,6 @@ static void test_trie_duplicates(void **state) {
 
 // Titles through a real tokenizer: each `"Title"\n` completion tokenizes on its
 // own, ends with the quote/newline tokens, walks to its own item and decodes back.
-static char *read_gz(const char *path, size_t *len) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "gzip -dc '%s'", path);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = 0, cap = 1 << 20;
-    char *buf = malloc(cap);
-    size_t r;
-    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += r;
-        if (n + 1 == cap) buf = realloc(buf, cap *= 2);
-    }
-    assert_int_equal(pclose(p), 0);
-    buf[n] = 0;
-    *len = n;
-    return buf;
-}
 
 #define PROMPT_TAIL "please write a new books that the user may bought\n\n### Response:\n"
 

@@ -27,6 +27,8 @@ int run_capture(const char *cmd, char *out, size_t cap);
 // Runs cmd and requires: exit status 1, no sanitizer report, and exactly one
 // line "sprec: error: ..." containing each non-NULL needle.
 void expect_error(const char *cmd, const char *needle1, const char *needle2);
+// Reads a gzipped fixture whole (gzip -dc keeps zlib out of the link line); NUL-terminated.
+char *read_gz(const char *path, size_t *len);
 // Runs cmd and requires exit status 0 (prints the output otherwise).
 void run_ok(const char *cmd);
 // Writes text to path (test fixtures on the fly).
