@@ -7,7 +7,8 @@
 int cmd_train(int argc, char **argv) {
     if (cli_has_flag(argc, argv, "--help")) {
         printf("usage: sprec train CONFIG.ini [--resume] [--stop-at STEP] [--device cpu|cuda] [--section.key=value ...]\n"
-               "Supervised fine-tuning on the tokenized dataset [data] train (docs/formats.md).\n"
+               "Supervised fine-tuning on [data] train (a token file) or, when that is empty, on the [sft] split of\n"
+               "the prepared dataset [data] dataset (docs/training.md); LoRA with [lora] enabled = true.\n"
                "Writes run.out_dir/config.ini (resolved), train_log.jsonl (one line per step) and\n"
                "checkpoint.h5 (every train.ckpt_every steps and at the end).\n"
                "  --resume        continue from run.out_dir/checkpoint.h5 (model, optimizer, data order)\n"

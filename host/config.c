@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <ini.h>
 #include "config.h"
+#include "lora.h"
 #include "check.h"
 
 typedef enum { K_INT, K_U64, K_FLOAT, K_BOOL, K_STR, K_ENUM, K_ENUM_INT } KeyType;
@@ -76,7 +77,7 @@ static const Key KEYS[] = {
     KINT("train", "log_every", train.log_every, "10", 1, "log every N optimizer steps"),
     KINT("train", "ckpt_every", train.ckpt_every, "0", 0, "checkpoint every N steps; 0 = only at the end"),
 
-    KSTR("data", "train", data.train, "", "tokenized training set (HDF5); required by sprec train"),
+    KSTR("data", "train", data.train, "", "token file to train on (HDF5, docs/formats.md); empty = [data] dataset at [sft] split"),
     KBOOL("data", "shuffle", data.shuffle, "true", "shuffle the data order every epoch"),
     KENUM("data", "source", data.source, "synthetic", "synthetic|goodreads|movielens", "sprec prepare: where the rows come from"),
     KSTR("data", "dir", data.dir, "", "sprec prepare: source folder; empty = data/goodreads or data/movielens-small"),
@@ -92,12 +93,32 @@ static const Key KEYS[] = {
     KINT("data", "synth_genres", data.synth_genres, "6", 1, "synthetic: genres (at most 12)"),
     KFLT("data", "synth_zipf", data.synth_zipf, "1.0", 0, HUGE_VAL, "synthetic: Zipf exponent of item popularity"),
 
+    KENUM("sft", "split", sft.split, "train", "train|valid|test", "split of data.dataset trained on (when data.train is empty)"),
+    KENUM("sft", "loss_on", sft.loss_on, "completion", "completion|all",
+          "completion = the dataset's mask; all = every position after the first (the reference code)"),
+
+    KBOOL("lora", "enabled", lora.enabled, "false", "train LoRA adapters on a frozen base (false = full fine-tuning)"),
+    KINT("lora", "rank", lora.rank, "16", 1, "adapter rank r"),
+    KFLT("lora", "alpha", lora.alpha, "32", 0, HUGE_VAL, "scaling numerator: the adapter output is scaled by alpha / rank"),
+    KFLT("lora", "dropout", lora.dropout, "0.05", 0, 1, "dropout on the adapter input while training (below 1)"),
+    KSTR("lora", "targets", lora.targets, "q,k,v,o,gate,up,down", "adapted linear layers: any of q,k,v,o,gate,up,down, or all"),
+    KU64("lora", "seed", lora.seed, "1234", "seed of the adapter initialisation and the dropout masks"),
+
     KENUM("run", "device", run.device, "cpu", "cpu|cuda", "compute backend"),
     KSTR("run", "out_dir", run.out_dir, "runs/default", "run folder: logs, checkpoints, resolved config"),
     KINT("run", "threads", run.threads, "0", 0, "CPU threads; 0 = all cores (OpenMP default)"),
+
+    KSTR("eval", "model", eval.model, "", "sprec eval: checkpoint to evaluate (or --model)"),
+    KENUM("eval", "split", eval.split, "test", "test|valid", "sprec eval: split whose rows are ranked"),
+    KSTR("eval", "ks", eval.ks, "1,5,10", "sprec eval: cut-offs K, comma-separated"),
+    KINT("eval", "beams", eval.beams, "10", 1, "sprec eval: beam width (max(beams, max K) is used)"),
+    KINT("eval", "batch", eval.batch, "16", 1, "sprec eval: prompts per batch (progress granularity)"),
+    KINT("eval", "max_rows", eval.max_rows, "0", 0, "sprec eval: first N rows of the split only; 0 = all"),
+    KSTR("eval", "out_dir", eval.out_dir, "", "sprec eval: output folder; empty = [run] out_dir"),
+    KSTR("eval", "label", eval.label, "eval", "sprec eval: label of the metrics.jsonl line"),
 };
 #define N_KEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
-static const char *SECTIONS[] = {"model", "train", "data", "run"};
+static const char *SECTIONS[] = {"model", "train", "data", "sft", "lora", "run", "eval"};
 #define N_SECTIONS ((int)(sizeof SECTIONS / sizeof SECTIONS[0]))
 
 // ---- lookup ---------------------------------------------------------------
@@ -144,7 +165,7 @@ static void unknown_section_msg(char *buf, size_t cap, const char *section) {
     int best = 99;
     for (int i = 0; i < N_SECTIONS; i++) if (close_enough(section, SECTIONS[i], &best)) hint = SECTIONS[i];
     if (hint) snprintf(buf, cap, "unknown section [%s] (did you mean [%s]?)", section, hint);
-    else snprintf(buf, cap, "unknown section [%s] (sections: [model] [train] [data] [run])", section);
+    else snprintf(buf, cap, "unknown section [%s] (sections: [model] [train] [data] [sft] [lora] [run] [eval])", section);
 }
 
 // "unknown key 'lrr' in [train] (did you mean 'lr'?)", or the section the key belongs to.
@@ -347,7 +368,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
     char msg[512], err[256];
     if (p->err_line) return 1;   // already failing; the first problem is the one reported
     if (!*section) {
-        snprintf(msg, sizeof msg, "key '%s' outside any section (put it under [model], [train], [data] or [run])", name);
+        snprintf(msg, sizeof msg, "key '%s' outside any section (put it under [model], [train], [data], [sft], [lora], [run] or [eval])", name);
         parse_error(p, msg);
         return 0;
     }
@@ -430,6 +451,11 @@ void config_validate(Config *c, const char *where) {
         fail("%s: [train] beta1 = %g, beta2 = %g: both must be below 1", where, (double)c->train.beta1,
              (double)c->train.beta2);
     if (c->train.eps <= 0) fail("%s: [train] eps = %g: must be above 0", where, (double)c->train.eps);
+    unsigned targets;
+    char terr[128];
+    if (lora_parse_targets(c->lora.targets, &targets, terr, sizeof terr) != 0)
+        fail("%s: [lora] targets = %s: %s", where, c->lora.targets, terr);
+    if (c->lora.dropout >= 1) fail("%s: [lora] dropout = %g: must be below 1", where, (double)c->lora.dropout);
     if (c->train.max_steps > 0 && c->train.warmup_steps > c->train.max_steps)
         fail("%s: [train] warmup_steps = %d is longer than max_steps = %d", where, c->train.warmup_steps,
              c->train.max_steps);

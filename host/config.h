@@ -46,10 +46,34 @@ typedef struct {
     } data;
 
     struct {
+        char split[8];                // train | valid | test: the group of data.dataset trained on
+        char loss_on[16];             // completion (the file's mask) | all (every position t >= 1)
+    } sft;
+
+    struct {
+        int enabled;                  // train LoRA adapters (base frozen) instead of all weights
+        int rank;
+        float alpha, dropout;
+        char targets[64];             // "q,k,v,o,gate,up,down" (any subset) or "all"
+        uint64_t seed;                // adapter init and dropout masks
+    } lora;
+
+    struct {
         char device[16];              // cpu | cuda
         char out_dir[CONFIG_PATH_MAX];
         int threads;                  // 0 = OpenMP default
     } run;
+
+    struct {                          // sprec eval (docs/eval.md)
+        char model[CONFIG_PATH_MAX];  // checkpoint to evaluate
+        char split[8];                // test | valid
+        char ks[64];                  // "1,5,10"
+        int beams;                    // beam width (at least max K is used)
+        int batch;                    // prompts per generate() call
+        int max_rows;                 // 0 = every row of the split
+        char out_dir[CONFIG_PATH_MAX];   // "" = run.out_dir
+        char label[64];               // label of the metrics.jsonl line
+    } eval;
 } Config;
 
 void config_defaults(Config *c);

@@ -7,18 +7,28 @@
 #include "h5io.h"
 #include "check.h"
 
-void dataset_load(Dataset *d, const char *path, int vocab_size) {
+void dataset_load(Dataset *d, const char *path, int vocab_size) { dataset_load_group(d, path, NULL, vocab_size); }
+
+void dataset_load_group(Dataset *d, const char *path, const char *group, int vocab_size) {
     memset(d, 0, sizeof *d);
     hid_t f = h5_open_read(path);
+    char tok[256], msk[256], len[256];
+    const int root = !group || !*group;
+    snprintf(tok, sizeof tok, "%s%stokens", root ? "" : group, root ? "" : "/");
+    snprintf(msk, sizeof msk, "%s%smask", root ? "" : group, root ? "" : "/");
+    snprintf(len, sizeof len, "%s%slengths", root ? "" : group, root ? "" : "/");
+    if (!root && !h5_exists(f, group)) fail("%s: no group '%s' (not a prepared dataset, or no such split)", path, group);
+    if (!root && !h5_exists(f, tok))
+        fail("%s: split '%s' has no token ids: run sprec prepare with [data] tokenizer set (docs/recdata.md)", path, group);
     long td[2] = {-1, -1};
-    d->tokens = h5_read_i32(f, path, "tokens", 2, td);
+    d->tokens = h5_read_i32(f, path, tok, 2, td);
     long md[2] = {td[0], td[1]};
-    d->mask = h5_read_f32(f, path, "mask", 2, md);
+    d->mask = h5_read_f32(f, path, msk, 2, md);
     d->N = (int)td[0]; d->T = (int)td[1];
-    if (d->N < 1 || d->T < 2) fail("%s: 'tokens' has shape [%ld,%ld]; need at least 1 row of 2 positions", path, td[0], td[1]);
-    if (h5_exists(f, "lengths")) {
+    if (d->N < 1 || d->T < 2) fail("%s: '%s' has shape [%ld,%ld]; need at least 1 row of 2 positions", path, tok, td[0], td[1]);
+    if (h5_exists(f, len)) {
         long ld[1] = {td[0]};
-        d->lengths = h5_read_i32(f, path, "lengths", 1, ld);
+        d->lengths = h5_read_i32(f, path, len, 1, ld);
     } else {
         d->lengths = xmalloc((size_t)d->N * sizeof(int));
         for (int i = 0; i < d->N; i++) d->lengths[i] = d->T;
@@ -36,6 +46,17 @@ void dataset_load(Dataset *d, const char *path, int vocab_size) {
                 fail("%s: tokens[%d,%d] = %d outside the model's vocabulary [0, %d)", path, i, t, d->tokens[k], vocab_size);
         }
     }
+}
+
+double dataset_mask_all(Dataset *d) {
+    double sum = 0;
+    for (int i = 0; i < d->N; i++)
+        for (int t = 0; t < d->T; t++) {
+            const float w = t >= 1 && t < d->lengths[i] ? 1.0f : 0.0f;
+            d->mask[(size_t)i * d->T + t] = w;
+            sum += w;
+        }
+    return sum;
 }
 
 void dataset_free(Dataset *d) {

@@ -15,6 +15,7 @@ static const struct { const char *name; int (*run)(int, char **); const char *he
     {"bench",   cmd_bench,   "[--dim ...]                training-step throughput, JSON lines"},
     {"generate", cmd_generate, "--model CKPT --prompt TEXT  text generation (greedy, sampling, beams)"},
     {"prepare", cmd_prepare, "CONFIG.ini [-o OUT.h5]     a recommendation dataset (goodreads, movielens, synthetic)"},
+    {"eval",    cmd_eval,    "CONFIG.ini [--model CKPT]  top-K recommendations and metrics on a split"},
     {"tokenize", cmd_tokenize, "--model CKPT|tokenizer.json [--decode]  text lines to token ids (and back)"},
 };
 

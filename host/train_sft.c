@@ -2,6 +2,9 @@
 // optimizer step's rows (token-weighted over the whole step, so the loss does
 // not depend on how the step is split into micro-batches), with AdamW, clipping,
 // a warm-up + decay schedule, periodic checkpoints and exact resumption.
+// Data: a token file ([data] train) or a split of a prepared recommendation
+// dataset ([data] dataset, [sft] split); loss on the mask or on the whole text
+// ([sft] loss_on); all weights or LoRA adapters ([lora]). Design: docs/training.md.
 #include <errno.h>
 #include <math.h>
 #include <string.h>
@@ -14,6 +17,7 @@
 #include "progress.h"
 #include "check.h"
 #include "rng.h"
+#include "h5io.h"
 
 // The row order of an epoch depends only on (seed, epoch), so a resumed run
 // rebuilds it from the checkpointed cursor.
@@ -47,7 +51,22 @@ static int file_exists(const char *path) { struct stat st; return stat(path, &st
 void sft_train(const Config *cfg, int resume, int stop_at) {
     const Backend *be = backend_select(cfg->run.device);
     set_threads(cfg->run.threads);
-    if (!cfg->data.train[0]) fail("no training data: set [data] train = FILE.h5 (or --data.train=FILE.h5)");
+    // data: a token file wins over a split of the prepared dataset
+    const char *data_path = cfg->data.train[0] ? cfg->data.train : cfg->data.dataset;
+    const char *data_group = cfg->data.train[0] ? NULL : cfg->sft.split;
+    if (!data_path[0])
+        fail("no training data: set [data] train = TOKENS.h5 or [data] dataset = PREPARED.h5 (with [sft] split)");
+    char data_name[CONFIG_PATH_MAX + 32];
+    snprintf(data_name, sizeof data_name, "%s%s%s", data_path, data_group ? ":/" : "", data_group ? data_group : "");
+    const int loss_all = strcmp(cfg->sft.loss_on, "all") == 0;
+    LoraConfig lc = {.rank = cfg->lora.rank, .alpha = cfg->lora.alpha, .dropout = cfg->lora.dropout,
+                     .seed = cfg->lora.seed};
+    if (cfg->lora.enabled) {
+        char err[128];
+        if (lora_parse_targets(cfg->lora.targets, &lc.targets, err, sizeof err) != 0)
+            fail("[lora] targets = %s: %s", cfg->lora.targets, err);
+        lora_config_validate(&lc, "[lora]");
+    }
 
     char ckpt_path[4096], log_path[4096], cfg_path[4096];
     make_dirs(cfg->run.out_dir);
@@ -64,6 +83,20 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     if (source) checkpoint_read_config(source, &mc);
     Model model;
     model_create(&model, &mc, be);
+    // LoRA is enabled before any weights are loaded: a plain checkpoint then
+    // keeps these fresh adapters, a LoRA checkpoint's adapters are continued
+    // (checkpoint_load requires its adapter config to equal [lora]); the
+    // optimizer, created after, holds moments for the adapters only
+    if (cfg->lora.enabled) model_enable_lora(&model, &lc);
+    if (resume) {
+        hid_t f = h5_open_read(ckpt_path);
+        const int has_lora = h5_exists(f, "lora");
+        h5_close(f);
+        if (has_lora && !cfg->lora.enabled)
+            fail("%s holds LoRA adapters but [lora] enabled = false; resume with the run's own config.ini", ckpt_path);
+        if (!has_lora && cfg->lora.enabled)
+            fail("%s is a full fine-tuning run but [lora] enabled = true; resume with the run's own config.ini", ckpt_path);
+    }
     AdamW opt;
     adamw_create(&opt, &model, cfg->train.beta1, cfg->train.beta2, cfg->train.eps,
                  cfg->train.weight_decay, cfg->train.grad_clip, cfg->train.decay_norms);
@@ -77,12 +110,11 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     memcpy(st.rng, seeded.s, sizeof st.rng);
     if (resume) {
         if (!checkpoint_load(ckpt_path, &model, &opt, &st)) fail("%s has no optimizer state; cannot resume", ckpt_path);
-        if (model.lora) fail("%s holds LoRA adapters; `sprec train` does not train LoRA yet", ckpt_path);
         if (memcmp(st.rng, seeded.s, sizeof st.rng) != 0)
             fail("%s was trained with another train.seed (data order); resume with the run's own config.ini", ckpt_path);
     } else if (source) {
         checkpoint_load(source, &model, NULL, NULL);
-        if (model.lora) {   // LoRA training is wired with the SPRec trainers; start from the merged model
+        if (model.lora && !cfg->lora.enabled) {   // full fine-tuning of a LoRA run: start from the merged model
             model_merge_lora(&model);
             adamw_free(&opt, &model);
             adamw_create(&opt, &model, cfg->train.beta1, cfg->train.beta2, cfg->train.eps,
@@ -94,8 +126,11 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     }
 
     Dataset data;
-    dataset_load(&data, cfg->data.train, mc.vocab_size);
-    if (data.T > mc.max_seq_len) fail("%s: sequences of %d positions exceed the model's max_seq_len %d", cfg->data.train, data.T, mc.max_seq_len);
+    dataset_load_group(&data, data_path, data_group, mc.vocab_size);
+    if (data.T > mc.max_seq_len) fail("%s: sequences of %d positions exceed the model's max_seq_len %d", data_name, data.T, mc.max_seq_len);
+    double scored_all = 0;
+    if (loss_all) scored_all = dataset_mask_all(&data);
+    else for (size_t k = 0; k < (size_t)data.N * data.T; k++) scored_all += data.mask[k];
     const int rows_per_step = cfg->train.batch_size * cfg->train.grad_accum;
     const int steps_per_epoch = (data.N + rows_per_step - 1) / rows_per_step;
     const int total = cfg->train.max_steps > 0 ? cfg->train.max_steps : cfg->train.epochs * steps_per_epoch;
@@ -111,9 +146,15 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     FILE *log = fopen(log_path, resume ? "a" : "w");
     if (!log) fail("cannot write %s: %s", log_path, strerror(errno));
 
-    printf("sft: %s | %d rows x %d positions | %zu parameters | %d steps of %d rows (%d x %d) | device %s\n",
-           cfg->data.train, data.N, data.T, model.numel, total, rows_per_step, cfg->train.batch_size,
-           cfg->train.grad_accum, be->name);
+    printf("sft: %s | %d rows x %d positions | loss on %s (%.0f scored tokens) | %zu parameters | %d steps of %d rows "
+           "(%d x %d) | device %s\n", data_name, data.N, data.T, cfg->sft.loss_on, scored_all, model.numel, total,
+           rows_per_step, cfg->train.batch_size, cfg->train.grad_accum, be->name);
+    if (model.lora) {
+        char tg[64];
+        lora_targets_str(model.lora->cfg.targets, tg, sizeof tg);
+        printf("sft: LoRA rank %d, alpha %g, dropout %g, targets %s: %zu trainable parameters, base frozen\n",
+               model.lora->cfg.rank, model.lora->cfg.alpha, model.lora->cfg.dropout, tg, model.lora->numel);
+    }
     if (resume) printf("sft: resuming %s at step %ld (epoch %ld, row %ld)\n", ckpt_path, st.step, st.epoch, st.epoch_pos);
 
     int *perm = xmalloc((size_t)data.N * sizeof(int)), *ids = xmalloc((size_t)rows_per_step * sizeof(int));
@@ -135,13 +176,15 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
         double mask_sum = 0;
         for (int i = 0; i < rows_per_step; i++)
             for (int t = 0; t < data.T; t++) mask_sum += data.mask[(size_t)ids[i] * data.T + t];
-        if (mask_sum <= 0) fail("%s: step %ld has rows whose mask sums to 0 (no completion tokens)", cfg->data.train, st.step + 1);
+        if (mask_sum <= 0) fail("%s: step %ld has rows whose mask sums to 0 (no completion tokens)", data_name, st.step + 1);
 
         model_zero_grad(&model);
         double loss = 0;
         for (int mb = 0; mb < cfg->train.grad_accum; mb++) {
             Batch batch;
             dataset_batch(&data, ids + mb * cfg->train.batch_size, cfg->train.batch_size, &batch);
+            // dropout masks keyed by the global micro-batch index: a resumed run redraws the same ones
+            if (model.lora) lora_set_train(&model, 1, (uint64_t)st.step * (uint64_t)cfg->train.grad_accum + (uint64_t)mb);
             int n = model_forward(&model, &batch, 0);
             float *w = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
             for (int i = 0; i < n; i++) {
@@ -160,7 +203,8 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
         st.last_loss = loss;
         loss_window += loss;
         window_steps++;
-        fprintf(log, "{\"step\": %ld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.17g}\n", st.step, loss, lr, gnorm);
+        fprintf(log, "{\"step\": %ld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.17g, \"scored\": %.17g}\n", st.step, loss,
+                lr, gnorm, mask_sum);
 
         const int last = st.step == total || st.step == stop_at;
         if (st.step % cfg->train.log_every == 0 || last || st.step == step0 + 1) {
@@ -180,6 +224,7 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
         if (st.step == stop_at) { printf("sft: stopped at step %d as asked (--stop-at)\n", stop_at); break; }
     }
     fclose(log);
+    if (model.lora) lora_set_train(&model, 0, 0);
     printf("sft: checkpoint %s (step %ld, loss %.4f)\n", ckpt_path, st.step, st.last_loss);
     free(perm); free(ids);
 done:

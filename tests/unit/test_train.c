@@ -124,7 +124,25 @@ static void test_checkpoint_round_trip(void **state) {
     model_free(&a); model_free(&b);
 }
 
+// [sft] and [lora] values are checked before anything runs
+static void test_sft_lora_config_errors(void **state) {
+    (void)state;
+    run_ok("mkdir -p " TMP " && build/sprec toydata -o " TMP "/cfgerr.h5 --rows 8 --seq 16 --vocab 16 --seed 3");
+    char ini[1024];
+    snprintf(ini, sizeof ini, "%s[data]\ntrain = " TMP "/cfgerr.h5\n[run]\nout_dir = " TMP "/cfgerr\n", TINY_MODEL);
+    write_file(TMP "/cfgerr.ini", ini);
+    expect_error(SPREC_CHECKED " train " TMP "/cfgerr.ini --lora.enabled=true --lora.targets=q,x", "[lora] targets", "x");
+    expect_error(SPREC_CHECKED " train " TMP "/cfgerr.ini --lora.dropout=1", "[lora] dropout", "below 1");
+    expect_error(SPREC_CHECKED " train " TMP "/cfgerr.ini --lora.rank=0", "lora.rank", NULL);
+    expect_error(SPREC_CHECKED " train " TMP "/cfgerr.ini --sft.loss_on=prompt", "sft.loss_on", "completion|all");
+    expect_error(SPREC_CHECKED " train " TMP "/cfgerr.ini --sft.split=dev", "sft.split", "train|valid|test");
+    // a token file has no split groups: the data.dataset path reads one
+    expect_error(SPREC_CHECKED " train " TMP "/cfgerr.ini --data.train= --data.dataset=" TMP "/cfgerr.h5", "no group 'train'",
+                 NULL);
+}
+
 DEFINE_TEST_GROUP(test_train,
     cmocka_unit_test(test_checkpoint_round_trip),
     cmocka_unit_test(test_sft_memorises),
-    cmocka_unit_test(test_resume_is_bit_identical))
+    cmocka_unit_test(test_resume_is_bit_identical),
+    cmocka_unit_test(test_sft_lora_config_errors))

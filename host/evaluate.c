@@ -1,0 +1,140 @@
+// sprec eval's engine (docs/eval.md): constrained top-K over a split's
+// prompts, the per-row top-K JSONL and metrics_compute.
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "evaluate.h"
+#include "recommend.h"
+#include "trie.h"
+#include "progress.h"
+#include "check.h"
+
+int evaluate_parse_ks(const char *text, int *ks, int cap, char *err, size_t err_cap) {
+    int n = 0;
+    const char *p = text;
+    for (;;) {
+        while (*p == ' ' || *p == '\t') p++;
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno) { snprintf(err, err_cap, "'%s' is not a comma-separated list of integers", text); return 0; }
+        if (v < 1 || v > 1000000) { snprintf(err, err_cap, "K = %ld: each K must be between 1 and 1000000", v); return 0; }
+        for (int i = 0; i < n; i++)
+            if (ks[i] == v) { snprintf(err, err_cap, "K = %ld is listed twice", v); return 0; }
+        if (n == cap) { snprintf(err, err_cap, "more than %d values of K", cap); return 0; }
+        ks[n++] = (int)v;
+        p = end;
+        while (*p == ' ' || *p == '\t') p++;
+        if (!*p) return n;
+        if (*p != ',') { snprintf(err, err_cap, "'%s' is not a comma-separated list of integers", text); return 0; }
+        p++;
+    }
+}
+
+static int split_index(const char *name) {
+    for (int s = 0; s < N_SPLITS; s++) if (strcmp(SPLIT_NAMES[s], name) == 0) return s;
+    fail("unknown split '%s' (train, valid or test)", name);
+}
+
+static void write_ids(FILE *f, const int *ids, int n) {
+    fputc('[', f);
+    for (int i = 0; i < n; i++) fprintf(f, i ? ", %d" : "%d", ids[i]);
+    fputc(']', f);
+}
+
+// "eval test: 32/40 rows | 3.2 rows/s | ETA 3s": overwritten in place on a
+// terminal; elsewhere (logs) one line at most every 10 s and the last one.
+static void progress(const char *split, int done, int total, double t0, double *t_last) {
+    const int tty = isatty(2), last = done == total;
+    const double t = now_seconds();
+    if (!tty && !last && t - *t_last < 10) return;
+    *t_last = t;
+    const double rate = done / (t - t0 + 1e-9);
+    char eta[32], el[32];
+    fprintf(stderr, "%seval %s: %d/%d rows | %.2f rows/s | %s %s%s", tty ? "\r" : "", split, done, total, rate,
+            last ? "took" : "ETA", last ? fmt_duration(t - t0, el, sizeof el)
+                                        : fmt_duration((total - done) / (rate + 1e-12), eta, sizeof eta),
+            tty && !last ? "   " : "\n");
+    fflush(stderr);
+}
+
+void evaluate_split_rows(Model *m, const RecData *d, const char *split, const int *ks, int n_ks, int beams,
+                         int batch, int max_rows, FILE *topk_jsonl, Metrics *out) {
+    if (!d->tokenized)
+        fail("the dataset has no token ids (prepared without [data] tokenizer): prepare it again with the model's "
+             "tokenizer to evaluate");
+    if (n_ks < 1) fail("no K given to evaluate at");
+    if (beams < 1 || batch < 1) fail("beams (%d) and batch (%d) must be at least 1", beams, batch);
+    const RecSplit *sp = &d->split[split_index(split)];
+    int K = 0;
+    for (int i = 0; i < n_ks; i++) { metrics_check_k(ks[i], d->n_items); if (ks[i] > K) K = ks[i]; }
+    const int W = beams > K ? beams : K;
+    const int n = max_rows > 0 && max_rows < sp->n ? max_rows : sp->n;
+    if (n < 1) fail("split '%s' has no rows to evaluate", split);
+    const int V = m->cfg.vocab_size, ctx = m->cfg.max_seq_len;
+
+    // the trie over the catalogue's completion tokens (`"Title"\n`)
+    const int **seqs = xmalloc((size_t)d->n_items * sizeof(int *));
+    int *lens = xmalloc((size_t)d->n_items * sizeof(int));
+    for (int i = 0; i < d->n_items; i++) {
+        seqs[i] = d->item_tok + d->item_tok_offsets[i];
+        lens[i] = d->item_tok_offsets[i + 1] - d->item_tok_offsets[i];
+        for (int j = 0; j < lens[i]; j++)
+            if (seqs[i][j] >= V)
+                fail("catalogue item %d ('%s') has token id %d outside the model's vocabulary (%d): was the dataset "
+                     "prepared with this model's tokenizer?", i, d->titles[i], seqs[i][j], V);
+    }
+    Trie trie;
+    trie_build(&trie, (const int *const *)seqs, lens, d->n_items, (const char *const *)d->titles);
+
+    // prompts: the first prompt_len[r] tokens of each row
+    const int **prompts = xmalloc((size_t)n * sizeof(int *));
+    int *plens = xmalloc((size_t)n * sizeof(int));
+    for (int r = 0; r < n; r++) {
+        prompts[r] = sp->tokens + (size_t)r * sp->T;
+        plens[r] = sp->prompt_len[r];
+        if (plens[r] < 1) fail("split '%s' row %d has an empty prompt", split, r);
+        for (int j = 0; j < plens[r]; j++)
+            if (prompts[r][j] < 0 || prompts[r][j] >= V)
+                fail("split '%s' row %d: token id %d outside the model's vocabulary (%d): was the dataset prepared "
+                     "with this model's tokenizer?", split, r, prompts[r][j], V);
+        if (plens[r] + trie.max_depth > ctx)
+            fail("split '%s' row %d: prompt (%d tokens) + longest item (%d tokens) exceed the model's context (%d)",
+                 split, r, plens[r], trie.max_depth, ctx);
+    }
+
+    int *ranked = xmalloc((size_t)n * K * sizeof(int));
+    float *scores = xmalloc((size_t)n * K * sizeof(float));
+    const double t0 = now_seconds();
+    double t_last = t0;
+    for (int b = 0; b < n; b += batch) {
+        const int nb = n - b < batch ? n - b : batch;
+        recommend_topk(m, &trie, prompts + b, plens + b, nb, K, W, ranked + (size_t)b * K, scores + (size_t)b * K);
+        progress(split, b + nb, n, t0, &t_last);
+    }
+
+    if (topk_jsonl) {
+        for (int r = 0; r < n; r++) {
+            fprintf(topk_jsonl, "{\"row\": %d, \"history\": ", r);
+            write_ids(topk_jsonl, sp->hist_items + sp->hist_offsets[r], sp->hist_offsets[r + 1] - sp->hist_offsets[r]);
+            if (sp->target[r] >= 0) fprintf(topk_jsonl, ", \"target\": %d, \"ranked\": ", sp->target[r]);
+            else fprintf(topk_jsonl, ", \"target\": null, \"ranked\": ");
+            write_ids(topk_jsonl, ranked + (size_t)r * K, K);
+            fprintf(topk_jsonl, "}\n");
+        }
+        if (fflush(topk_jsonl) != 0 || ferror(topk_jsonl)) fail("cannot write the top-K lists: %s", strerror(errno));
+    }
+
+    const Catalogue cat = {.n_items = d->n_items, .n_genres = d->n_genres, .genre_offsets = d->genre_offsets,
+                           .genre_ids = d->genre_ids};
+    metrics_compute(&cat, n, sp->target, ranked, K, sp->hist_offsets, sp->hist_items, ks, n_ks, out);
+
+    free(ranked); free(scores); free(prompts); free(plens); free(seqs); free(lens);
+    trie_free(&trie);
+}
+
+void evaluate_split(Model *m, const RecData *d, const char *split, const int *ks, int n_ks, int beams, int batch,
+                    FILE *topk_jsonl, Metrics *out) {
+    evaluate_split_rows(m, d, split, ks, n_ks, beams, batch, 0, topk_jsonl, out);
+}
