@@ -1,7 +1,10 @@
 // sprec train CONFIG.ini [--resume] [--stop-at N]
 #include <stdlib.h>
+#include <string.h>
 #include "commands.h"
 #include "train_sft.h"
+#include "train_dpo.h"
+#include "train_sprec.h"
 #include "check.h"
 
 int cmd_train(int argc, char **argv) {
@@ -9,6 +12,8 @@ int cmd_train(int argc, char **argv) {
         printf("usage: sprec train CONFIG.ini [--resume] [--stop-at STEP] [--device cpu|cuda] [--section.key=value ...]\n"
                "Supervised fine-tuning on [data] train (a token file) or, when that is empty, on the [sft] split of\n"
                "the prepared dataset [data] dataset (docs/training.md); LoRA with [lora] enabled = true.\n"
+               "[train] method = dpo: DPO on pairs of the dataset's train rows ([dpo] keys); also writes pairs.h5.\n"
+               "[train] method = sprec: the SPRec self-play loop ([sprec] keys; --stop-at counts iterations).\n"
                "Writes run.out_dir/config.ini (resolved), train_log.jsonl (one line per step) and\n"
                "checkpoint.h5 (every train.ckpt_every steps and at the end).\n"
                "  --resume        continue from run.out_dir/checkpoint.h5 (model, optimizer, data order)\n"
@@ -28,6 +33,8 @@ int cmd_train(int argc, char **argv) {
         if (*end || v < 1 || v > 1000000000) fail("sprec train: --stop-at needs a positive step number, got '%s'", s);
         stop_at = (int)v;
     }
-    sft_train(&cfg, cli_has_flag(argc, argv, "--resume"), stop_at);
+    if (strcmp(cfg.train.method, "sprec") == 0) sprec_train(&cfg, cli_has_flag(argc, argv, "--resume"), stop_at);
+    else if (strcmp(cfg.train.method, "dpo") == 0) dpo_train(&cfg, cli_has_flag(argc, argv, "--resume"), stop_at);
+    else sft_train(&cfg, cli_has_flag(argc, argv, "--resume"), stop_at);
     return 0;
 }

@@ -58,6 +58,7 @@ static const Key KEYS[] = {
     KFLT("model", "init_std", init_std, "0.02", 0, HUGE_VAL, "random init: std of matrices and embeddings"),
     KU64("model", "seed", init_seed, "1234", "random init: seed"),
 
+    KENUM("train", "method", train.method, "sft", "sft|dpo|sprec", "sprec train: sft = supervised fine-tuning; dpo = DPO on [dpo] pairs; sprec = the self-play loop ([sprec])"),
     KSTR("train", "init", train.init, "", "checkpoint to start from; empty = random init from [model]"),
     KFLT("train", "lr", train.lr, "3e-4", 0, HUGE_VAL, "peak learning rate"),
     KFLT("train", "min_lr", train.min_lr, "0", 0, HUGE_VAL, "learning rate at the end of the decay"),
@@ -97,6 +98,21 @@ static const Key KEYS[] = {
     KENUM("sft", "loss_on", sft.loss_on, "completion", "completion|all",
           "completion = the dataset's mask; all = every position after the first (the reference code)"),
 
+    KFLT("dpo", "beta", dpo.beta, "0.1", 0, HUGE_VAL, "DPO: strength of the implicit KL penalty (above 0)"),
+    KENUM("dpo", "negatives", dpo.negatives, "random", "random|popular|self",
+          "DPO: rejected item = uniform catalogue item | drawn by popularity | the starting model's recommendation"),
+    KINT("dpo", "n_pairs", dpo.n_pairs, "0", 0, "DPO: pairs = this many seeded train rows; 0 = every train row"),
+    KU64("dpo", "seed", dpo.seed, "1234", "DPO: seed of the row sample and of the random/popular negatives"),
+    KINT("dpo", "log_every", dpo.log_every, "0", 0, "DPO: print the reward statistics every N steps; 0 = train.log_every"),
+    KINT("dpo", "beams", dpo.beams, "2", 2, "DPO negatives = self: beam width of the next-best search (at least 2)"),
+
+    KINT("sprec", "iterations", sprec.iterations, "5", 1, "SPRec: self-play iterations T"),
+    KINT("sprec", "n", sprec.n, "2048", 1, "SPRec: train prompts drawn per iteration (at most the train rows)"),
+    KFLT("sprec", "sft_lr", sprec.sft_lr, "2e-5", 0, HUGE_VAL, "SPRec: learning rate of each iteration's SFT epoch (constant)"),
+    KFLT("sprec", "dpo_lr", sprec.dpo_lr, "2e-5", 0, HUGE_VAL, "SPRec: learning rate of each iteration's DPO epoch (constant)"),
+    KU64("sprec", "seed", sprec.seed, "1234", "SPRec: seed of the prompts drawn (mixed with the iteration number)"),
+    KINT("sprec", "eval_rows", sprec.eval_rows, "0", 0, "SPRec: test rows evaluated after each iteration; 0 = eval.max_rows"),
+
     KBOOL("lora", "enabled", lora.enabled, "false", "train LoRA adapters on a frozen base (false = full fine-tuning)"),
     KINT("lora", "rank", lora.rank, "16", 1, "adapter rank r"),
     KFLT("lora", "alpha", lora.alpha, "32", 0, HUGE_VAL, "scaling numerator: the adapter output is scaled by alpha / rank"),
@@ -118,7 +134,7 @@ static const Key KEYS[] = {
     KSTR("eval", "label", eval.label, "eval", "sprec eval: label of the metrics.jsonl line"),
 };
 #define N_KEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
-static const char *SECTIONS[] = {"model", "train", "data", "sft", "lora", "run", "eval"};
+static const char *SECTIONS[] = {"model", "train", "data", "sft", "dpo", "sprec", "lora", "run", "eval"};
 #define N_SECTIONS ((int)(sizeof SECTIONS / sizeof SECTIONS[0]))
 
 // ---- lookup ---------------------------------------------------------------
@@ -165,7 +181,7 @@ static void unknown_section_msg(char *buf, size_t cap, const char *section) {
     int best = 99;
     for (int i = 0; i < N_SECTIONS; i++) if (close_enough(section, SECTIONS[i], &best)) hint = SECTIONS[i];
     if (hint) snprintf(buf, cap, "unknown section [%s] (did you mean [%s]?)", section, hint);
-    else snprintf(buf, cap, "unknown section [%s] (sections: [model] [train] [data] [sft] [lora] [run] [eval])", section);
+    else snprintf(buf, cap, "unknown section [%s] (sections: [model] [train] [data] [sft] [dpo] [sprec] [lora] [run] [eval])", section);
 }
 
 // "unknown key 'lrr' in [train] (did you mean 'lr'?)", or the section the key belongs to.
@@ -368,7 +384,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
     char msg[512], err[256];
     if (p->err_line) return 1;   // already failing; the first problem is the one reported
     if (!*section) {
-        snprintf(msg, sizeof msg, "key '%s' outside any section (put it under [model], [train], [data], [sft], [lora], [run] or [eval])", name);
+        snprintf(msg, sizeof msg, "key '%s' outside any section (put it under [model], [train], [data], [sft], [dpo], [sprec], [lora], [run] or [eval])", name);
         parse_error(p, msg);
         return 0;
     }
@@ -451,6 +467,7 @@ void config_validate(Config *c, const char *where) {
         fail("%s: [train] beta1 = %g, beta2 = %g: both must be below 1", where, (double)c->train.beta1,
              (double)c->train.beta2);
     if (c->train.eps <= 0) fail("%s: [train] eps = %g: must be above 0", where, (double)c->train.eps);
+    if (c->dpo.beta <= 0) fail("%s: [dpo] beta = %g: must be above 0", where, (double)c->dpo.beta);
     unsigned targets;
     char terr[128];
     if (lora_parse_targets(c->lora.targets, &targets, terr, sizeof terr) != 0)

@@ -16,6 +16,7 @@ typedef struct {
     uint64_t init_seed;          // model.seed
 
     struct {
+        char method[8];               // sft | dpo | sprec
         char init[CONFIG_PATH_MAX];   // checkpoint to start from ("" = random init)
         float lr, min_lr;             // peak and final learning rate
         int warmup_steps;
@@ -49,6 +50,23 @@ typedef struct {
         char split[8];                // train | valid | test: the group of data.dataset trained on
         char loss_on[16];             // completion (the file's mask) | all (every position t >= 1)
     } sft;
+
+    struct {                          // DPO trainer (docs/training.md)
+        float beta;
+        char negatives[16];           // random | popular | self
+        int n_pairs;                  // 0 = every train row
+        uint64_t seed;                // row sample and random/popular negatives
+        int log_every;                // 0 = train.log_every
+        int beams;                    // self negatives: beam width (>= 2)
+    } dpo;
+
+    struct {                          // SPRec self-play loop (docs/training.md)
+        int iterations;               // T
+        int n;                        // prompts per iteration
+        float sft_lr, dpo_lr;
+        uint64_t seed;
+        int eval_rows;                // 0 = eval.max_rows
+    } sprec;
 
     struct {
         int enabled;                  // train LoRA adapters (base frozen) instead of all weights

@@ -32,7 +32,7 @@ static void epoch_order(int *perm, int N, uint64_t seed, long epoch, int shuffle
     }
 }
 
-static void make_dirs(const char *path) {
+void train_make_dirs(const char *path) {
     char buf[4096];
     snprintf(buf, sizeof buf, "%s", path);
     for (char *p = buf + 1; ; p++) {
@@ -47,6 +47,35 @@ static void make_dirs(const char *path) {
 }
 
 static int file_exists(const char *path) { struct stat st; return stat(path, &st) == 0; }
+
+double sft_step(Model *m, AdamW *opt, const Dataset *data, const int *ids, int n_ids, int batch_size,
+                uint64_t micro0, float lr, double *gnorm, double *mask_sum_out, long *tokens) {
+    double mask_sum = 0;
+    for (int i = 0; i < n_ids; i++)
+        for (int t = 0; t < data->T; t++) mask_sum += data->mask[(size_t)ids[i] * data->T + t];
+    *mask_sum_out = mask_sum;
+    if (mask_sum <= 0) return 0;
+    model_zero_grad(m);
+    double loss = 0;
+    for (int a = 0, mb = 0; a < n_ids; a += batch_size, mb++) {
+        Batch batch;
+        dataset_batch(data, ids + a, a + batch_size < n_ids ? batch_size : n_ids - a, &batch);
+        // dropout masks keyed by the global micro-batch index: a resumed run redraws the same ones
+        if (m->lora) lora_set_train(m, 1, micro0 + (uint64_t)mb);
+        int n = model_forward(m, &batch, 0);
+        float *w = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+        for (int i = 0; i < n; i++) {
+            w[i] = (float)(batch.mask[m->head_pos[i]] / mask_sum);
+            loss -= (double)w[i] * m->head_lp[i];
+        }
+        model_backward(m, w);
+        if (tokens) for (int b = 0; b < batch.B; b++) *tokens += batch.lengths[b];
+        free(w);
+        batch_free(&batch);
+    }
+    *gnorm = adamw_step(opt, m, lr);
+    return loss;
+}
 
 void sft_train(const Config *cfg, int resume, int stop_at) {
     const Backend *be = backend_select(cfg->run.device);
@@ -69,7 +98,7 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     }
 
     char ckpt_path[4096], log_path[4096], cfg_path[4096];
-    make_dirs(cfg->run.out_dir);
+    train_make_dirs(cfg->run.out_dir);
     snprintf(ckpt_path, sizeof ckpt_path, "%s/checkpoint.h5", cfg->run.out_dir);
     snprintf(log_path, sizeof log_path, "%s/train_log.jsonl", cfg->run.out_dir);
     snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", cfg->run.out_dir);
@@ -173,32 +202,13 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
             }
             ids[i] = perm[st.epoch_pos++];
         }
-        double mask_sum = 0;
-        for (int i = 0; i < rows_per_step; i++)
-            for (int t = 0; t < data.T; t++) mask_sum += data.mask[(size_t)ids[i] * data.T + t];
-        if (mask_sum <= 0) fail("%s: step %ld has rows whose mask sums to 0 (no completion tokens)", data_name, st.step + 1);
-
-        model_zero_grad(&model);
-        double loss = 0;
-        for (int mb = 0; mb < cfg->train.grad_accum; mb++) {
-            Batch batch;
-            dataset_batch(&data, ids + mb * cfg->train.batch_size, cfg->train.batch_size, &batch);
-            // dropout masks keyed by the global micro-batch index: a resumed run redraws the same ones
-            if (model.lora) lora_set_train(&model, 1, (uint64_t)st.step * (uint64_t)cfg->train.grad_accum + (uint64_t)mb);
-            int n = model_forward(&model, &batch, 0);
-            float *w = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-            for (int i = 0; i < n; i++) {
-                w[i] = (float)(batch.mask[model.head_pos[i]] / mask_sum);
-                loss -= (double)w[i] * model.head_lp[i];
-            }
-            model_backward(&model, w);
-            for (int b = 0; b < batch.B; b++) tokens_window += batch.lengths[b];
-            free(w);
-            batch_free(&batch);
-        }
+        double mask_sum, gnorm;
         const float lr = lr_at((int)st.step, total, cfg->train.warmup_steps, cfg->train.lr, cfg->train.min_lr,
                                cfg->train.schedule);
-        const double gnorm = adamw_step(&opt, &model, lr);
+        const double loss = sft_step(&model, &opt, &data, ids, rows_per_step, cfg->train.batch_size,
+                                     (uint64_t)st.step * (uint64_t)cfg->train.grad_accum, lr, &gnorm, &mask_sum,
+                                     &tokens_window);
+        if (mask_sum <= 0) fail("%s: step %ld has rows whose mask sums to 0 (no completion tokens)", data_name, st.step + 1);
         st.step++;
         st.last_loss = loss;
         loss_window += loss;

@@ -1,0 +1,425 @@
+// DPO on a prepared recommendation dataset (SPREC.md section 2, "DPO-RN"):
+//   1. pairs: [dpo] n_pairs seeded train rows (0 = all); chosen = the row's own
+//      completion (the true next item), rejected = a catalogue item drawn by
+//      [dpo] negatives: random (uniform, != target), popular (proportional to
+//      popularity, != target) or self (the starting model's constrained greedy
+//      recommendation, its next-best item when that is the target);
+//   2. reference: the starting model's log-probs of both sides, computed ONCE
+//      (dpo_pair_logprobs, the same micro-batches as the steps, so with
+//      reference == policy the first loss is exactly log 2); pairs and
+//      reference go to run.out_dir/pairs.h5 before the first step, so a resumed
+//      run reuses them and is bit-identical;
+//   3. steps: micro-batches of batch_size consecutive pairs, grad_accum per
+//      optimizer step (each pair weighted n_micro / n_step, so the step's loss
+//      is the mean over its pairs), AdamW, clipping, the [train] schedule.
+// Design: docs/training.md; the objective: docs/dpo.md.
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "train_dpo.h"
+#include "train_sft.h"
+#include "checkpoint.h"
+#include "lora.h"
+#include "dataset.h"
+#include "device.h"
+#include "dpo.h"
+#include "recdata.h"
+#include "recommend.h"
+#include "trie.h"
+#include "progress.h"
+#include "check.h"
+#include "rng.h"
+#include "h5io.h"
+
+
+void dpo_pairs_alloc(DpoPairs *p, int n) {
+    p->n = n;
+    p->row = xmalloc((size_t)n * sizeof(int));
+    p->chosen = xmalloc((size_t)n * sizeof(int));
+    p->rejected = xmalloc((size_t)n * sizeof(int));
+    p->ref_c = xmalloc((size_t)n * sizeof(double));
+    p->ref_r = xmalloc((size_t)n * sizeof(double));
+}
+
+void dpo_pairs_free(DpoPairs *p) { free(p->row); free(p->chosen); free(p->rejected); free(p->ref_c); free(p->ref_r); }
+
+static int file_exists(const char *path) { struct stat st; return stat(path, &st) == 0; }
+
+// float64 datasets (h5io has f32/i32 only; the reference log-probs are kept exactly)
+static void write_f64(hid_t f, const char *name, long n, const double *x) {
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t sp = H5Screate_simple(1, dims, NULL);
+    hid_t ds = H5Dcreate2(f, name, H5T_NATIVE_DOUBLE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (ds < 0 || H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) < 0) fail("cannot write %s", name);
+    H5Dclose(ds);
+    H5Sclose(sp);
+}
+
+static void read_f64(hid_t f, const char *path, const char *name, long n, double *x) {
+    long dims[8];
+    if (!h5_exists(f, name) || h5_shape(f, path, name, dims) != 1 || dims[0] != n)
+        fail("%s: /%s missing or not %ld values", path, name, n);
+    hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
+    if (ds < 0 || H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) < 0) fail("%s: cannot read /%s", path, name);
+    H5Dclose(ds);
+}
+
+static void pairs_save(const DpoPairs *p, const char *path, const char *negatives) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    hid_t f = h5_create(tmp);
+    long d[1] = {p->n};
+    h5_write_i32(f, "row", 1, d, p->row);
+    h5_write_i32(f, "chosen", 1, d, p->chosen);
+    h5_write_i32(f, "rejected", 1, d, p->rejected);
+    write_f64(f, "ref_chosen", p->n, p->ref_c);
+    write_f64(f, "ref_rejected", p->n, p->ref_r);
+    h5_attr_write_str(f, "negatives", negatives);
+    h5_close(f);
+    if (rename(tmp, path) != 0) fail("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+}
+
+static void pairs_load(DpoPairs *p, const char *path, const char *negatives) {
+    hid_t f = h5_open_read(path);
+    char neg[32];
+    h5_attr_read_str(f, path, "negatives", neg, sizeof neg);
+    if (strcmp(neg, negatives) != 0)
+        fail("%s holds negatives = %s but [dpo] negatives = %s; resume with the run's own config.ini", path, neg, negatives);
+    long d[1] = {-1};
+    int *row = h5_read_i32(f, path, "row", 1, d);
+    dpo_pairs_alloc(p, (int)d[0]);
+    memcpy(p->row, row, (size_t)p->n * sizeof(int));
+    free(row);
+    int *c = h5_read_i32(f, path, "chosen", 1, d), *r = h5_read_i32(f, path, "rejected", 1, d);
+    memcpy(p->chosen, c, (size_t)p->n * sizeof(int));
+    memcpy(p->rejected, r, (size_t)p->n * sizeof(int));
+    free(c); free(r);
+    read_f64(f, path, "ref_chosen", p->n, p->ref_c);
+    read_f64(f, path, "ref_rejected", p->n, p->ref_r);
+    h5_close(f);
+}
+
+// Rows [a, b) of the pairs as a batch: side 0 = the rows' own tokens (prompt +
+// chosen completion, the prepared layout), side 1 = prompt + the rejected
+// item's completion tokens, mask 1 on the completion.
+static void pairs_batch(const RecData *d, const DpoPairs *p, int a, int b, int side, Batch *out) {
+    const RecSplit *sp = &d->split[SPLIT_TRAIN];
+    const int B = b - a;
+    int T = 1;
+    int *len = xmalloc((size_t)B * sizeof(int));
+    for (int i = 0; i < B; i++) {
+        int r = p->row[a + i], it = p->rejected[a + i];
+        len[i] = side == 0 ? sp->lengths[r] : sp->prompt_len[r] + d->item_tok_offsets[it + 1] - d->item_tok_offsets[it];
+        if (len[i] > T) T = len[i];
+    }
+    out->B = B;
+    out->T = T;
+    out->lengths = len;
+    out->tokens = xcalloc((size_t)B * T, sizeof(int));
+    out->mask = xcalloc((size_t)B * T, sizeof(float));
+    for (int i = 0; i < B; i++) {
+        const int r = p->row[a + i], pl = sp->prompt_len[r];
+        int *tk = out->tokens + (size_t)i * T;
+        float *mk = out->mask + (size_t)i * T;
+        if (side == 0) {
+            memcpy(tk, sp->tokens + (size_t)r * sp->T, (size_t)len[i] * sizeof(int));
+            memcpy(mk, sp->mask + (size_t)r * sp->T, (size_t)len[i] * sizeof(float));
+        } else {
+            const int it = p->rejected[a + i];
+            memcpy(tk, sp->tokens + (size_t)r * sp->T, (size_t)pl * sizeof(int));
+            memcpy(tk + pl, d->item_tok + d->item_tok_offsets[it], (size_t)(len[i] - pl) * sizeof(int));
+            for (int t = pl; t < len[i]; t++) mk[t] = 1;
+        }
+    }
+}
+
+void dpo_self_negatives(Model *gen, const RecData *d, DpoPairs *p, int beams) {
+    const RecSplit *sp = &d->split[SPLIT_TRAIN];
+    const int V = d->n_items, n = p->n;
+    const int **seqs = xmalloc((size_t)V * sizeof(int *)), **prompts = xmalloc((size_t)n * sizeof(int *));
+    int *lens = xmalloc((size_t)V * sizeof(int)), *plens = xmalloc((size_t)n * sizeof(int));
+    for (int i = 0; i < V; i++) {
+        seqs[i] = d->item_tok + d->item_tok_offsets[i];
+        lens[i] = d->item_tok_offsets[i + 1] - d->item_tok_offsets[i];
+    }
+    Trie trie;
+    trie_build(&trie, seqs, lens, V, (const char *const *)d->titles);
+    for (int i = 0; i < n; i++) {
+        prompts[i] = sp->tokens + (size_t)p->row[i] * sp->T;
+        plens[i] = sp->prompt_len[p->row[i]];
+    }
+    float *scores = xmalloc((size_t)n * sizeof(float));
+    double t0 = now_seconds();
+    recommend_next_best(gen, &trie, prompts, plens, n, p->chosen, beams, p->rejected, scores);
+    printf("dpo: %d self-generated negatives (beam %d) in %.1f s\n", n, beams, now_seconds() - t0);
+    free(scores); free(seqs); free(prompts); free(lens); free(plens);
+    trie_free(&trie);
+}
+
+void dpo_pairs_reference(Model *m, const RecData *d, DpoPairs *p, int bs) {
+    if (m->lora) lora_set_train(m, 0, 0);
+    for (int a = 0; a < p->n; a += bs) {
+        const int b = a + bs < p->n ? a + bs : p->n;
+        Batch c, r;
+        pairs_batch(d, p, a, b, 0, &c);
+        pairs_batch(d, p, a, b, 1, &r);
+        dpo_pair_logprobs(m, &c, &r, p->ref_c + a, p->ref_r + a);
+        batch_free(&c); batch_free(&r);
+    }
+}
+
+double dpo_pairs_step(Model *m, AdamW *opt, const RecData *d, const DpoPairs *p, int a0, int a1, int bs,
+                      uint64_t micro0, double beta, float lr, DpoStats *s, double *gnorm) {
+    const int n_step = a1 - a0;
+    double pw[bs];
+    memset(s, 0, sizeof *s);
+    model_zero_grad(m);
+    for (int a = a0, mb = 0; a < a1; a += bs, mb++) {
+        const int b = a + bs < a1 ? a + bs : a1, nb = b - a;
+        for (int i = 0; i < nb; i++) pw[i] = (double)nb / n_step;   // the step's loss = the mean over its pairs
+        Batch c, r;
+        pairs_batch(d, p, a, b, 0, &c);
+        pairs_batch(d, p, a, b, 1, &r);
+        if (m->lora) lora_set_train(m, 1, micro0 + (uint64_t)mb);
+        DpoStats ms;
+        s->loss += dpo_step(m, &c, &r, p->ref_c + a, p->ref_r + a, pw, beta, &ms);
+        const double f = (double)nb / n_step;
+        s->rewards_chosen += f * ms.rewards_chosen;
+        s->rewards_rejected += f * ms.rewards_rejected;
+        s->rewards_margins += f * ms.rewards_margins;
+        s->rewards_accuracies += f * ms.rewards_accuracies;
+        s->logps_chosen += f * ms.logps_chosen;
+        s->logps_rejected += f * ms.logps_rejected;
+        batch_free(&c); batch_free(&r);
+    }
+    s->n_pairs = n_step;
+    *gnorm = adamw_step(opt, m, lr);
+    return s->loss;
+}
+
+// The pairs' rows and negatives (reference log-probs are filled in later).
+// gen: the starting policy with any adapters merged (negatives = self only).
+static void pairs_sample(DpoPairs *p, const RecData *d, const Config *cfg, Model *gen) {
+    const RecSplit *sp = &d->split[SPLIT_TRAIN];
+    const int V = d->n_items;
+    if (V < 2) fail("%s: DPO needs a catalogue of at least 2 items (has %d)", cfg->data.dataset, V);
+    int *elig = xmalloc((size_t)(sp->n > 0 ? sp->n : 1) * sizeof(int)), ne = 0;
+    for (int r = 0; r < sp->n; r++) if (sp->target[r] >= 0) elig[ne++] = r;
+    if (ne == 0) fail("%s: the train split has no row whose target is in the catalogue", cfg->data.dataset);
+    const int n = cfg->dpo.n_pairs > 0 && cfg->dpo.n_pairs < ne ? cfg->dpo.n_pairs : ne;
+    Rng rng;
+    rng_seed(&rng, cfg->dpo.seed);
+    for (int i = 0; i < n; i++) {   // seeded partial Fisher-Yates: the sample and the training order
+        int j = i + (int)rng_below(&rng, (uint64_t)(ne - i));
+        int t = elig[i]; elig[i] = elig[j]; elig[j] = t;
+    }
+    dpo_pairs_alloc(p, n);
+    for (int i = 0; i < n; i++) { p->row[i] = elig[i]; p->chosen[i] = sp->target[elig[i]]; }
+    free(elig);
+
+    const char *neg = cfg->dpo.negatives;
+    if (strcmp(neg, "random") == 0) {
+        for (int i = 0; i < n; i++) {
+            int it;
+            do it = (int)rng_below(&rng, (uint64_t)V); while (it == p->chosen[i]);
+            p->rejected[i] = it;
+        }
+    } else if (strcmp(neg, "popular") == 0) {
+        double *cum = xmalloc((size_t)V * sizeof(double)), tot = 0;
+        for (int i = 0; i < V; i++) cum[i] = (tot += d->popularity[i]);
+        for (int i = 0; i < n; i++) {
+            const int c = p->chosen[i];
+            int it;
+            if (tot - d->popularity[c] <= 0) {   // only the target is ever popular: uniform instead
+                do it = (int)rng_below(&rng, (uint64_t)V); while (it == c);
+            } else {
+                do {
+                    double u = rng_uniform(&rng) * tot;
+                    int lo = 0, hi = V - 1;
+                    while (lo < hi) { int mid = (lo + hi) / 2; if (cum[mid] > u) hi = mid; else lo = mid + 1; }
+                    it = lo;
+                } while (it == c);
+            }
+            p->rejected[i] = it;
+        }
+        free(cum);
+    } else {   // self: the model's own recommendation, next-best when it is the target
+        dpo_self_negatives(gen, d, p, cfg->dpo.beams);
+    }
+}
+
+void dpo_train(const Config *cfg, int resume, int stop_at) {
+    const Backend *be = backend_select(cfg->run.device);
+    set_threads(cfg->run.threads);
+    if (cfg->data.train[0]) fail("[train] method = dpo needs a prepared dataset ([data] dataset), not a token file ([data] train)");
+    LoraConfig lc = {.rank = cfg->lora.rank, .alpha = cfg->lora.alpha, .dropout = cfg->lora.dropout,
+                     .seed = cfg->lora.seed};
+    if (cfg->lora.enabled) {
+        char err[128];
+        if (lora_parse_targets(cfg->lora.targets, &lc.targets, err, sizeof err) != 0)
+            fail("[lora] targets = %s: %s", cfg->lora.targets, err);
+        lora_config_validate(&lc, "[lora]");
+    }
+    char ckpt_path[4096], log_path[4096], cfg_path[4096], pairs_path[4096];
+    train_make_dirs(cfg->run.out_dir);
+    snprintf(ckpt_path, sizeof ckpt_path, "%s/checkpoint.h5", cfg->run.out_dir);
+    snprintf(log_path, sizeof log_path, "%s/train_log.jsonl", cfg->run.out_dir);
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", cfg->run.out_dir);
+    snprintf(pairs_path, sizeof pairs_path, "%s/pairs.h5", cfg->run.out_dir);
+    if (resume && !file_exists(ckpt_path)) fail("--resume: no checkpoint at %s", ckpt_path);
+    if (resume && !file_exists(pairs_path)) fail("--resume: no pairs at %s", pairs_path);
+    if (!resume && file_exists(ckpt_path))
+        fail("%s already holds a checkpoint; pass --resume to continue it or choose another run.out_dir", cfg->run.out_dir);
+
+    RecData d;
+    recdata_load(&d, cfg->data.dataset);
+    if (!d.tokenized)
+        fail("%s has no token ids: prepare it with a [data] tokenizer (the model's) to train on it", cfg->data.dataset);
+
+    // the policy: as in SFT (docs/training.md: LoRA enabled before any weights are loaded)
+    ModelConfig mc = cfg->model;
+    const char *source = resume ? ckpt_path : cfg->train.init[0] ? cfg->train.init : NULL;
+    if (source) checkpoint_read_config(source, &mc);
+    Model model;
+    model_create(&model, &mc, be);
+    if (cfg->lora.enabled) model_enable_lora(&model, &lc);
+    if (resume) {
+        hid_t f = h5_open_read(ckpt_path);
+        const int has_lora = h5_exists(f, "lora");
+        h5_close(f);
+        if (has_lora != (cfg->lora.enabled != 0))
+            fail("%s: LoRA %s in the checkpoint but [lora] enabled = %s; resume with the run's own config.ini", ckpt_path,
+                 has_lora ? "present" : "absent", cfg->lora.enabled ? "true" : "false");
+    }
+    AdamW opt;
+    adamw_create(&opt, &model, cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
+                 cfg->train.grad_clip, cfg->train.decay_norms);
+    TrainState st;
+    memset(&st, 0, sizeof st);
+    snprintf(st.stage, sizeof st.stage, "dpo");
+    Rng seeded;
+    rng_seed(&seeded, cfg->dpo.seed);
+    memcpy(st.rng, seeded.s, sizeof st.rng);
+    if (resume) {
+        if (!checkpoint_load(ckpt_path, &model, &opt, &st)) fail("%s has no optimizer state; cannot resume", ckpt_path);
+        if (memcmp(st.rng, seeded.s, sizeof st.rng) != 0 || strcmp(st.stage, "dpo") != 0)
+            fail("%s is not a DPO run with this [dpo] seed; resume with the run's own config.ini", ckpt_path);
+    } else if (source) {
+        checkpoint_load(source, &model, NULL, NULL);
+        if (model.lora && !cfg->lora.enabled) {
+            model_merge_lora(&model);
+            adamw_free(&opt, &model);
+            adamw_create(&opt, &model, cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
+                         cfg->train.grad_clip, cfg->train.decay_norms);
+            printf("dpo: %s has LoRA adapters: merged into the base weights, training all weights\n", source);
+        }
+    } else {
+        model_init_random(&model, cfg->init_seed, cfg->init_std);
+    }
+    const RecSplit *sp = &d.split[SPLIT_TRAIN];
+    const int bs = cfg->train.batch_size, ga = cfg->train.grad_accum;
+
+    // pairs and the reference pass (fresh run), or the stored ones (resume)
+    DpoPairs p;
+    if (resume) {
+        pairs_load(&p, pairs_path, cfg->dpo.negatives);
+    } else {
+        Model gen, *g = &model;
+        if (model.lora && !strcmp(cfg->dpo.negatives, "self")) {
+            // generation reads the base weights only: negatives come from a merged copy of the starting policy
+            model_create(&gen, &mc, be);
+            model_enable_lora(&gen, &lc);
+            if (source) checkpoint_load(source, &gen, NULL, NULL);
+            else model_init_random(&gen, cfg->init_seed, cfg->init_std);
+            model_merge_lora(&gen);
+            g = &gen;
+        }
+        pairs_sample(&p, &d, cfg, g);
+        if (g != &model) model_free(&gen);
+        int maxlen = 0, maxitem = 0;
+        for (int i = 0; i < p.n; i++) {
+            const int r = p.row[i], it = p.rejected[i];
+            const int lr = sp->prompt_len[r] + d.item_tok_offsets[it + 1] - d.item_tok_offsets[it];
+            if (sp->lengths[r] > maxlen) maxlen = sp->lengths[r];
+            if (lr > maxlen) maxlen = lr;
+            if (it > maxitem) maxitem = it;
+        }
+        if (maxlen > mc.max_seq_len) fail("%s: pairs of %d positions exceed the model's max_seq_len %d", cfg->data.dataset, maxlen, mc.max_seq_len);
+        for (size_t k = 0; k < (size_t)sp->n * sp->T; k++)
+            if (sp->tokens[k] >= mc.vocab_size) fail("%s: token id %d outside the model's vocabulary (%d)", cfg->data.dataset, sp->tokens[k], mc.vocab_size);
+        // reference = the starting policy, in exactly the micro-batches of the steps
+        double t0 = now_seconds();
+        dpo_pairs_reference(&model, &d, &p, bs);
+        printf("dpo: reference log-probs of %d pairs in %.1f s\n", p.n, now_seconds() - t0);
+        pairs_save(&p, pairs_path, cfg->dpo.negatives);
+    }
+    const int n_micro = (p.n + bs - 1) / bs;
+    const int steps_per_epoch = (n_micro + ga - 1) / ga;
+    const int total = cfg->train.max_steps > 0 ? cfg->train.max_steps : cfg->train.epochs * steps_per_epoch;
+    const int log_every = cfg->dpo.log_every > 0 ? cfg->dpo.log_every : cfg->train.log_every;
+    if (st.step >= total) {
+        printf("dpo: checkpoint is at step %ld of %d: nothing to do\n", st.step, total);
+        goto done;
+    }
+    FILE *cf = fopen(cfg_path, "w");
+    if (!cf) fail("cannot write %s: %s", cfg_path, strerror(errno));
+    config_write(cfg, cf);
+    fclose(cf);
+    FILE *log = fopen(log_path, resume ? "a" : "w");
+    if (!log) fail("cannot write %s: %s", log_path, strerror(errno));
+    printf("dpo: %s:/train | %d pairs, negatives %s | beta %g | %zu parameters | %d steps of %d pairs (%d x %d) | device %s\n",
+           cfg->data.dataset, p.n, cfg->dpo.negatives, (double)cfg->dpo.beta, model.numel, total, bs * ga, bs, ga, be->name);
+    if (model.lora) printf("dpo: LoRA rank %d: %zu trainable parameters, base frozen\n", model.lora->cfg.rank, model.lora->numel);
+    if (resume) printf("dpo: resuming %s at step %ld\n", ckpt_path, st.step);
+
+    DpoStats win = {0};
+    int win_steps = 0;
+    double t_start = now_seconds();
+    const long step0 = st.step;
+    while (st.step < total) {
+        // this step's micro-batches: k0 .. k1-1 of the epoch's n_micro (the last step of an epoch may have fewer)
+        const int k0 = (int)(st.step % steps_per_epoch) * ga, k1 = k0 + ga < n_micro ? k0 + ga : n_micro;
+        const int a0 = k0 * bs, a1 = k1 * bs < p.n ? k1 * bs : p.n, n_step = a1 - a0;
+        const float lr = lr_at((int)st.step, total, cfg->train.warmup_steps, cfg->train.lr, cfg->train.min_lr,
+                               cfg->train.schedule);
+        DpoStats s;
+        double gnorm;
+        dpo_pairs_step(&model, &opt, &d, &p, a0, a1, bs, (uint64_t)st.step * (uint64_t)ga, cfg->dpo.beta, lr, &s, &gnorm);
+        st.step++;
+        st.epoch = (st.step) / steps_per_epoch;
+        st.last_loss = s.loss;
+        fprintf(log, "{\"step\": %ld, \"loss\": %.17g, \"rewards/chosen\": %.17g, \"rewards/rejected\": %.17g, "
+                "\"rewards/margins\": %.17g, \"rewards/accuracies\": %.17g, \"logps/chosen\": %.17g, \"logps/rejected\": %.17g, "
+                "\"lr\": %.9g, \"grad_norm\": %.17g, \"pairs\": %d}\n", st.step, s.loss, s.rewards_chosen, s.rewards_rejected,
+                s.rewards_margins, s.rewards_accuracies, s.logps_chosen, s.logps_rejected, lr, gnorm, n_step);
+        win.loss += s.loss; win.rewards_chosen += s.rewards_chosen; win.rewards_rejected += s.rewards_rejected;
+        win.rewards_margins += s.rewards_margins; win.rewards_accuracies += s.rewards_accuracies;
+        win_steps++;
+        const int last = st.step == total || st.step == stop_at;
+        if (st.step % log_every == 0 || last || st.step == step0 + 1) {
+            char eta[32];
+            const double per_step = (now_seconds() - t_start) / (double)(st.step - step0);
+            printf("step %5ld/%d | loss %.4f | rewards chosen %+.4f rejected %+.4f margin %+.4f acc %.3f | lr %.2e | "
+                   "grad norm %.3f | ETA %s\n", st.step, total, win.loss / win_steps, win.rewards_chosen / win_steps,
+                   win.rewards_rejected / win_steps, win.rewards_margins / win_steps, win.rewards_accuracies / win_steps,
+                   lr, gnorm, fmt_duration(per_step * (double)(total - st.step), eta, sizeof eta));
+            fflush(stdout);
+            memset(&win, 0, sizeof win);
+            win_steps = 0;
+        }
+        if (last || (cfg->train.ckpt_every > 0 && st.step % cfg->train.ckpt_every == 0)) {
+            fflush(log);
+            checkpoint_save(ckpt_path, &model, &opt, &st);
+        }
+        if (st.step == stop_at) { printf("dpo: stopped at step %d as asked (--stop-at)\n", stop_at); break; }
+    }
+    fclose(log);
+    if (model.lora) lora_set_train(&model, 0, 0);
+    printf("dpo: checkpoint %s (step %ld, loss %.4f)\n", ckpt_path, st.step, st.last_loss);
+done:
+    dpo_pairs_free(&p);
+    recdata_free(&d);
+    adamw_free(&opt, &model);
+    model_free(&model);
+}

@@ -1,0 +1,44 @@
+// The DPO trainer behind `sprec train` with [train] method = dpo (DPO-RN and
+// friends, SPREC.md section 2; design in docs/training.md).
+#ifndef SPREC_TRAIN_DPO_H
+#define SPREC_TRAIN_DPO_H
+
+#include "config.h"
+#include "dpo.h"
+#include "optimizer.h"
+#include "recdata.h"
+
+// DPO pairs over the train split of a prepared dataset, in training order.
+typedef struct {
+    int n;                   // pairs
+    int *row;                // [n] train row (prompt, chosen tokens)
+    int *chosen, *rejected;  // [n] catalogue items
+    double *ref_c, *ref_r;   // [n] reference log-probs (sums over the completion)
+} DpoPairs;
+
+void dpo_pairs_alloc(DpoPairs *p, int n);
+void dpo_pairs_free(DpoPairs *p);
+// rejected[i] = gen's constrained greedy item for row[i]'s prompt, its
+// next-best when that equals chosen[i] (beam width beams >= 2). gen must hold
+// plain weights (generation ignores LoRA adapters: merge them first).
+void dpo_self_negatives(Model *gen, const RecData *d, DpoPairs *p, int beams);
+// The reference pass: ref_c/ref_r under m (no dropout), in micro-batches of
+// bs consecutive pairs, the layout of dpo_pairs_step.
+void dpo_pairs_reference(Model *m, const RecData *d, DpoPairs *p, int bs);
+// One DPO optimizer step over pairs [a0, a1) in micro-batches of bs (each pair
+// weighted so the loss is the mean over the step's pairs); micro0 = global
+// index of the first micro-batch (LoRA dropout). *s = the step's statistics,
+// *gnorm = the gradient norm. Returns the loss.
+double dpo_pairs_step(Model *m, AdamW *opt, const RecData *d, const DpoPairs *p, int a0, int a1, int bs,
+                      uint64_t micro0, double beta, float lr, DpoStats *s, double *gnorm);
+
+// Builds the pairs of [dpo] (train rows of [data] dataset, chosen = the row's
+// completion, rejected by [dpo] negatives), computes the reference log-probs
+// once with the starting model, writes them to run.out_dir/pairs.h5, then
+// trains with the sigmoid DPO loss. Writes run.out_dir/{config.ini,
+// pairs.h5, train_log.jsonl, checkpoint.h5}. resume: continue from
+// run.out_dir/checkpoint.h5 with the stored pairs. stop_at > 0: stop (with a
+// checkpoint) after that step.
+void dpo_train(const Config *cfg, int resume, int stop_at);
+
+#endif

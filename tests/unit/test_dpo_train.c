@@ -1,0 +1,214 @@
+// The DPO trainer (`sprec train` with [train] method = dpo) on a prepared
+// synthetic world (GPT-2 tokenizer fixture) and a tiny model: reference ==
+// starting policy gives a first loss of exactly log 2; loss falls and the
+// reward accuracy rises; random / popular / self negatives are catalogue items
+// != the target (popular: only items with popularity > 0); an interrupted and
+// resumed run (LoRA with dropout, self negatives) is bit-identical; the SPRec
+// loop runs 2 iterations (2 metrics lines) and resumes exactly after --stop-at 1
+// and after being killed (SIGKILL) mid-DPO.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tests.h"
+#include "../../host/h5io.h"
+#include "../../host/recdata.h"
+
+#define TMP "build/test-tmp"
+
+static const char *TINY =
+    "[model]\nvocab_size = 50257\ndim = 16\nn_layers = 1\nn_heads = 2\nn_kv_heads = 1\nffn_dim = 32\n"
+    "max_seq_len = 128\nseed = 7\n";
+
+// 60 synthetic users, 3 titles of history: 40 train rows
+static void prepare_fixture(void) {
+    run_ok("mkdir -p " TMP " && gzip -dc tests/ref/tokenizer/gpt2.tokenizer.json.gz > " TMP "/dpot-gpt2.json");
+    run_ok("build/sprec prepare configs/synthetic-prepare.ini -o " TMP "/dpot.h5 --data.synth_users=60 "
+           "--data.valid_rows=10 --data.test_rows=10 --data.history=3 --data.tokenizer=" TMP "/dpot-gpt2.json");
+    char ini[1024];
+    snprintf(ini, sizeof ini, "%s[data]\ndataset = " TMP "/dpot.h5\n[train]\nmethod = dpo\ninit = " TMP "/dpot-init.h5\n", TINY);
+    write_file(TMP "/dpot.ini", ini);
+    run_ok("build/sprec init " TMP "/dpot.ini -o " TMP "/dpot-init.h5");
+}
+
+// the values of "key" in each line of a train_log.jsonl
+static int read_log(const char *path, const char *key, double *out, int cap) {
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[1024], pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    int n = 0;
+    while (fgets(line, sizeof line, f) && n < cap) {
+        const char *p = strstr(line, pat);
+        assert_non_null(p);
+        out[n++] = strtod(p + strlen(pat), NULL);
+    }
+    fclose(f);
+    return n;
+}
+
+// checks the pairs of run_dir/pairs.h5: rows' targets are the chosen items,
+// every rejected item is a catalogue item != chosen; returns the pair count
+static int check_pairs(const char *run_dir, const RecData *d, int *rejected_out) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/pairs.h5", run_dir);
+    hid_t f = h5_open_read(path);
+    long n[1] = {-1};
+    int *row = h5_read_i32(f, path, "row", 1, n), *ch = h5_read_i32(f, path, "chosen", 1, n),
+        *rej = h5_read_i32(f, path, "rejected", 1, n);
+    h5_close(f);
+    for (long i = 0; i < n[0]; i++) {
+        assert_int_equal(ch[i], d->split[SPLIT_TRAIN].target[row[i]]);
+        assert_true(rej[i] >= 0 && rej[i] < d->n_items);
+        assert_int_not_equal(rej[i], ch[i]);
+        if (rejected_out) rejected_out[i] = rej[i];
+    }
+    free(row); free(ch); free(rej);
+    return (int)n[0];
+}
+
+static void test_dpo_train_random(void **state) {
+    (void)state;
+    prepare_fixture();
+    // 40 pairs / (4 x 2) = 5 steps an epoch, 5 epochs
+    run_ok("rm -rf " TMP "/dpot-rn && build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-rn "
+           "--train.lr=1e-2 --train.epochs=5 --train.batch_size=4 --train.grad_accum=2 --dpo.negatives=random");
+    double loss[32], acc[32], margin[32];
+    int n = read_log(TMP "/dpot-rn/train_log.jsonl", "loss", loss, 32);
+    assert_int_equal(n, 25);
+    read_log(TMP "/dpot-rn/train_log.jsonl", "rewards/accuracies", acc, 32);
+    read_log(TMP "/dpot-rn/train_log.jsonl", "rewards/margins", margin, 32);
+    print_message("  DPO-RN: loss %.17g (log 2 = %.17g) -> %.4f, accuracy %.3f -> %.3f, margin %.4f -> %.4f\n",
+                  loss[0], log(2.0), loss[n - 1], acc[0], acc[n - 1], margin[0], margin[n - 1]);
+    assert_true(fabs(loss[0] - log(2.0)) < 1e-12);   // reference == starting policy
+    assert_true(acc[0] == 0 && margin[0] == 0);
+    double first = 0, last = 0, acc_last = 0;        // last epoch against the first
+    for (int i = 0; i < 5; i++) { first += loss[i] / 5; last += loss[n - 5 + i] / 5; acc_last += acc[n - 5 + i] / 5; }
+    assert_true(last < first - 0.1);
+    assert_true(acc_last > 0.7);
+    RecData d;
+    recdata_load(&d, TMP "/dpot.h5");
+    assert_int_equal(check_pairs(TMP "/dpot-rn", &d, NULL), 40);
+    // n_pairs samples that many rows; popular negatives only draw items someone chose
+    run_ok("rm -rf " TMP "/dpot-pop && build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-pop "
+           "--train.max_steps=1 --dpo.negatives=popular --dpo.n_pairs=30");
+    int rej[64];
+    assert_int_equal(check_pairs(TMP "/dpot-pop", &d, rej), 30);
+    for (int i = 0; i < 30; i++) assert_true(d.popularity[rej[i]] > 0);
+    recdata_free(&d);
+    // a token file cannot give DPO pairs
+    expect_error(SPREC_CHECKED " train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-x --data.train=x.h5", "method = dpo", NULL);
+}
+
+// self negatives with LoRA (dropout 0.1): the starting model's own picks
+// (next-best when equal to the target); 7 steps + resume == 12 steps bit for bit
+static void test_dpo_train_self_resume(void **state) {
+    (void)state;
+    prepare_fixture();
+    const char *args = " --dpo.negatives=self --lora.enabled=true --lora.rank=4 --lora.alpha=8 --lora.dropout=0.1 "
+                       "--train.lr=3e-2 --train.warmup_steps=2 --train.max_steps=12 --train.batch_size=4 --train.grad_accum=2";
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf " TMP "/dpot-sa " TMP "/dpot-sb && build/sprec train " TMP "/dpot.ini "
+             "--run.out_dir=" TMP "/dpot-sa%s", args);
+    run_ok(cmd);
+    snprintf(cmd, sizeof cmd, "build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-sb --stop-at 7%s", args);
+    run_ok(cmd);
+    char bad[1024];
+    snprintf(bad, sizeof bad, SPREC_CHECKED " train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-sb --resume%s "
+             "--dpo.negatives=random", args);
+    expect_error(bad, "negatives", NULL);
+    snprintf(cmd, sizeof cmd, "build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-sb --resume%s", args);
+    run_ok(cmd);
+    double a[16], b[16], ma[16], mb[16];
+    int na = read_log(TMP "/dpot-sa/train_log.jsonl", "loss", a, 16), nb = read_log(TMP "/dpot-sb/train_log.jsonl", "loss", b, 16);
+    assert_int_equal(na, 12);
+    assert_int_equal(nb, 12);
+    read_log(TMP "/dpot-sa/train_log.jsonl", "rewards/margins", ma, 16);
+    read_log(TMP "/dpot-sb/train_log.jsonl", "rewards/margins", mb, 16);
+    for (int i = 0; i < 12; i++) {
+        assert_memory_equal(&a[i], &b[i], sizeof(double));
+        assert_memory_equal(&ma[i], &mb[i], sizeof(double));
+    }
+    print_message("  DPO self negatives, LoRA: loss %.6f -> %.4f; 12 steps == 7 + resume + 5 bit for bit\n", a[0], a[11]);
+    assert_true(fabs(a[0] - log(2.0)) < 1e-12);   // fresh adapters (B = 0): dropout cannot move step 1
+    assert_true(a[11] < a[0]);
+    RecData d;
+    recdata_load(&d, TMP "/dpot.h5");
+    int ra[64], rb[64];
+    assert_int_equal(check_pairs(TMP "/dpot-sa", &d, ra), 40);
+    assert_int_equal(check_pairs(TMP "/dpot-sb", &d, rb), 40);
+    assert_memory_equal(ra, rb, sizeof(int) * 40);
+    recdata_free(&d);
+}
+
+static int count_lines(const char *path, const char *needle) {
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) n += needle == NULL || strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = calloc((size_t)n + 1, 1);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    return buf;
+}
+
+// the SPRec loop (LoRA, dropout 0.1): 2 iterations write 2 "sprec" metrics lines
+// (iterations 1 and 2) and an SFT and a DPO stage each; stopping after iteration 1
+// and resuming gives the same train log and metrics byte for byte
+static void test_sprec_loop_resume(void **state) {
+    (void)state;
+    prepare_fixture();
+    const char *args = " --train.method=sprec --sprec.iterations=2 --sprec.n=16 --sprec.sft_lr=1e-2 --sprec.dpo_lr=1e-2 "
+                       "--train.batch_size=4 --train.grad_accum=2 --eval.ks=1,5 --eval.beams=5 --sprec.eval_rows=10 "
+                       "--lora.enabled=true --lora.rank=4 --lora.alpha=8 --lora.dropout=0.1";
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf " TMP "/dpot-pa " TMP "/dpot-pb && build/sprec train " TMP "/dpot.ini "
+             "--run.out_dir=" TMP "/dpot-pa%s", args);
+    run_ok(cmd);
+    assert_int_equal(count_lines(TMP "/dpot-pa/metrics.jsonl", NULL), 2);
+    assert_int_equal(count_lines(TMP "/dpot-pa/metrics.jsonl", "\"label\": \"sprec\", \"iteration\": 1,"), 1);
+    assert_int_equal(count_lines(TMP "/dpot-pa/metrics.jsonl", "\"label\": \"sprec\", \"iteration\": 2,"), 1);
+    assert_int_equal(count_lines(TMP "/dpot-pa/train_log.jsonl", "\"stage\": \"sft\""), 4);   // 16 rows / 8 = 2 steps
+    assert_int_equal(count_lines(TMP "/dpot-pa/train_log.jsonl", "\"stage\": \"dpo\""), 4);
+    snprintf(cmd, sizeof cmd, "build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-pb --stop-at 1%s", args);
+    run_ok(cmd);
+    assert_int_equal(count_lines(TMP "/dpot-pb/metrics.jsonl", NULL), 1);
+    snprintf(cmd, sizeof cmd, "build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-pb --resume%s", args);
+    run_ok(cmd);
+    char *ma = slurp(TMP "/dpot-pa/metrics.jsonl"), *mb = slurp(TMP "/dpot-pb/metrics.jsonl");
+    char *la = slurp(TMP "/dpot-pa/train_log.jsonl"), *lb = slurp(TMP "/dpot-pb/train_log.jsonl");
+    assert_string_equal(ma, mb);
+    assert_string_equal(la, lb);
+    // killed (SIGKILL) after the first DPO step of iteration 2 (global step 7 of 8), then resumed
+    snprintf(cmd, sizeof cmd, "rm -rf " TMP "/dpot-pc && SPREC_TEST_KILL_AT_STEP=7 build/sprec train " TMP "/dpot.ini "
+             "--run.out_dir=" TMP "/dpot-pc%s", args);
+    char outbuf[8192];
+    const int rc = run_capture(cmd, outbuf, sizeof outbuf);
+    assert_int_not_equal(rc, 0);
+    assert_int_equal(count_lines(TMP "/dpot-pc/metrics.jsonl", NULL), 1);
+    assert_int_equal(count_lines(TMP "/dpot-pc/train_log.jsonl", "\"iteration\": 2,"), 3);   // 2 SFT + 1 DPO step
+    snprintf(cmd, sizeof cmd, "build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-pc --resume%s", args);
+    run_ok(cmd);
+    char *mc = slurp(TMP "/dpot-pc/metrics.jsonl"), *lc = slurp(TMP "/dpot-pc/train_log.jsonl");
+    assert_string_equal(ma, mc);
+    assert_string_equal(la, lc);
+    print_message("  SPRec: 2 iterations, 2 metrics lines; 1 + resume + 1 and killed mid-DPO + resume: identical\n");
+    free(ma); free(mb); free(la); free(lb); free(mc); free(lc);
+}
+
+DEFINE_TEST_GROUP(test_dpo_train,
+    cmocka_unit_test(test_dpo_train_random),
+    cmocka_unit_test(test_dpo_train_self_resume),
+    cmocka_unit_test(test_sprec_loop_resume),
+)
