@@ -1,5 +1,7 @@
 # sprec build. `make` builds build/sprec (and the CUDA backend when nvcc is found,
-# once kernels/cuda/ has sources); `make test` runs the suite; `make demo` a short run.
+# once kernels/cuda/ has sources); `make test` runs the suite; `make demo` the main job on the
+# embedded synthetic world: SFT -> DPO-RN -> SPRec, table + PNG (docs/RESULTS.md); `make demo-toy`
+# a one-minute SFT from scratch on the built-in sequence-reversal task.
 CC      ?= gcc
 OPT     ?= -O3 -march=native
 BASE_CFLAGS := -fno-math-errno -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -g
@@ -20,7 +22,7 @@ ASAN_OBJ   := $(patsubst %.c,$(BUILD)/asan/obj/%.o,host/main.c $(KERNEL_SRC) $(H
 TEST_SRC   := $(wildcard tests/unit/*.c)
 TEST_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRC))
 
-.PHONY: all deps test demo bench clean
+.PHONY: all deps test demo demo-toy bench clean
 all: deps $(BUILD)/sprec
 
 deps:
@@ -46,7 +48,11 @@ $(BUILD)/test_sprec: $(TEST_OBJ) $(LIB_OBJ)
 test: all $(BUILD)/test_sprec $(BUILD)/asan/sprec
 	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_sprec
 
+# the SPRec pipeline on the synthetic world: SFT -> DPO-RN -> SPRec, table + PNG (docs/RESULTS.md)
 demo: all
+	@scripts/demo_sprec.sh
+
+demo-toy: all
 	@scripts/demo.sh
 
 bench: all

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: a short SFT run on the built-in example, from scratch, CPU only.
+# make demo-toy: a short SFT run on the built-in sequence-reversal task, from scratch, CPU only.
 # (The SPRec recommender pipeline replaces this once it lands.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
