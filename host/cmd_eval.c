@@ -15,23 +15,11 @@
 #include "device.h"
 #include "recdata.h"
 #include "evaluate.h"
+#include "fileio.h"
 #include "check.h"
 
 #define MAX_KS 16
 
-static void make_dirs(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; ; p++) {
-        if (*p == '/' || *p == 0) {
-            char saved = *p;
-            *p = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST) fail("cannot create directory %s: %s", buf, strerror(errno));
-            *p = saved;
-            if (!saved) break;
-        }
-    }
-}
 
 int cmd_eval(int argc, char **argv) {
     if (cli_has_flag(argc, argv, "--help")) {

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "fileio.h"
 #include "check.h"
 
@@ -27,3 +28,19 @@ char *read_file_text(const char *path, size_t *len) {
     if (!text) fail("cannot open '%s': %s", path, strerror(errno));
     return text;
 }
+
+void make_dirs(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; ; p++) {
+        if (*p == '/' || *p == 0) {
+            char saved = *p;
+            *p = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) fail("cannot create directory %s: %s", buf, strerror(errno));
+            *p = saved;
+            if (!saved) break;
+        }
+    }
+}
+
+int file_exists(const char *path) { struct stat st; return stat(path, &st) == 0; }

@@ -9,4 +9,8 @@ char *read_file_text(const char *path, size_t *len);
 // Same, but NULL when the file cannot be opened (optional companions such as tokenizer_config.json).
 char *read_file_text_if_exists(const char *path, size_t *len);
 
+// mkdir -p (one-line error when a level cannot be created).
+void make_dirs(const char *path);
+int file_exists(const char *path);
+
 #endif

@@ -295,12 +295,10 @@ static void tokenize_all(RecData *d, Tokenizer *tok) {
 static void make_parent_dirs(const char *path) {
     char buf[4096];
     snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) fail("cannot create folder '%s': %s", buf, strerror(errno));
-        *p = '/';
-    }
+    char *slash = strrchr(buf, '/');
+    if (!slash || slash == buf) return;
+    *slash = 0;
+    make_dirs(buf);
 }
 
 void prepare_run(const Config *c, const char *out) {

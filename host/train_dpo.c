@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 #include "train_dpo.h"
 #include "train_sft.h"
+#include "train_run.h"
+#include "fileio.h"
 #include "checkpoint.h"
 #include "lora.h"
 #include "dataset.h"
@@ -44,7 +46,6 @@ void dpo_pairs_alloc(DpoPairs *p, int n) {
 
 void dpo_pairs_free(DpoPairs *p) { free(p->row); free(p->chosen); free(p->rejected); free(p->ref_c); free(p->ref_r); }
 
-static int file_exists(const char *path) { struct stat st; return stat(path, &st) == 0; }
 
 // float64 datasets (h5io has f32/i32 only; the reference log-probs are kept exactly)
 static void write_f64(hid_t f, const char *name, long n, const double *x) {
@@ -253,24 +254,13 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
     const Backend *be = backend_select(cfg->run.device);
     set_threads(cfg->run.threads);
     if (cfg->data.train[0]) fail("[train] method = dpo needs a prepared dataset ([data] dataset), not a token file ([data] train)");
-    LoraConfig lc = {.rank = cfg->lora.rank, .alpha = cfg->lora.alpha, .dropout = cfg->lora.dropout,
-                     .seed = cfg->lora.seed};
-    if (cfg->lora.enabled) {
-        char err[128];
-        if (lora_parse_targets(cfg->lora.targets, &lc.targets, err, sizeof err) != 0)
-            fail("[lora] targets = %s: %s", cfg->lora.targets, err);
-        lora_config_validate(&lc, "[lora]");
-    }
+    const LoraConfig lc = train_lora_config(cfg);
     char ckpt_path[4096], log_path[4096], cfg_path[4096], pairs_path[4096];
-    train_make_dirs(cfg->run.out_dir);
-    snprintf(ckpt_path, sizeof ckpt_path, "%s/checkpoint.h5", cfg->run.out_dir);
+    train_prepare_run_dir(cfg->run.out_dir, resume, ckpt_path, sizeof ckpt_path);
     snprintf(log_path, sizeof log_path, "%s/train_log.jsonl", cfg->run.out_dir);
     snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", cfg->run.out_dir);
     snprintf(pairs_path, sizeof pairs_path, "%s/pairs.h5", cfg->run.out_dir);
-    if (resume && !file_exists(ckpt_path)) fail("--resume: no checkpoint at %s", ckpt_path);
     if (resume && !file_exists(pairs_path)) fail("--resume: no pairs at %s", pairs_path);
-    if (!resume && file_exists(ckpt_path))
-        fail("%s already holds a checkpoint; pass --resume to continue it or choose another run.out_dir", cfg->run.out_dir);
 
     RecData d;
     recdata_load(&d, cfg->data.dataset);
@@ -278,20 +268,10 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
         fail("%s has no token ids: prepare it with a [data] tokenizer (the model's) to train on it", cfg->data.dataset);
 
     // the policy: as in SFT (docs/training.md: LoRA enabled before any weights are loaded)
-    ModelConfig mc = cfg->model;
-    const char *source = resume ? ckpt_path : cfg->train.init[0] ? cfg->train.init : NULL;
-    if (source) checkpoint_read_config(source, &mc);
     Model model;
-    model_create(&model, &mc, be);
-    if (cfg->lora.enabled) model_enable_lora(&model, &lc);
-    if (resume) {
-        hid_t f = h5_open_read(ckpt_path);
-        const int has_lora = h5_exists(f, "lora");
-        h5_close(f);
-        if (has_lora != (cfg->lora.enabled != 0))
-            fail("%s: LoRA %s in the checkpoint but [lora] enabled = %s; resume with the run's own config.ini", ckpt_path,
-                 has_lora ? "present" : "absent", cfg->lora.enabled ? "true" : "false");
-    }
+    const char *source = train_create_model(cfg, be, &lc, ckpt_path, resume, &model);
+    const ModelConfig mc = model.cfg;
+    if (resume) train_check_resume_lora(ckpt_path, cfg->lora.enabled);
     AdamW opt;
     adamw_create(&opt, &model, cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
                  cfg->train.grad_clip, cfg->train.decay_norms);
@@ -305,17 +285,8 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
         if (!checkpoint_load(ckpt_path, &model, &opt, &st)) fail("%s has no optimizer state; cannot resume", ckpt_path);
         if (memcmp(st.rng, seeded.s, sizeof st.rng) != 0 || strcmp(st.stage, "dpo") != 0)
             fail("%s is not a DPO run with this [dpo] seed; resume with the run's own config.ini", ckpt_path);
-    } else if (source) {
-        checkpoint_load(source, &model, NULL, NULL);
-        if (model.lora && !cfg->lora.enabled) {
-            model_merge_lora(&model);
-            adamw_free(&opt, &model);
-            adamw_create(&opt, &model, cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
-                         cfg->train.grad_clip, cfg->train.decay_norms);
-            printf("dpo: %s has LoRA adapters: merged into the base weights, training all weights\n", source);
-        }
     } else {
-        model_init_random(&model, cfg->init_seed, cfg->init_std);
+        train_load_start(cfg, source, "dpo", &model, &opt);
     }
     const RecSplit *sp = &d.split[SPLIT_TRAIN];
     const int bs = cfg->train.batch_size, ga = cfg->train.grad_accum;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "train_sft.h"
+#include "train_run.h"
 #include "checkpoint.h"
 #include "lora.h"
 #include "dataset.h"
@@ -32,21 +33,7 @@ static void epoch_order(int *perm, int N, uint64_t seed, long epoch, int shuffle
     }
 }
 
-void train_make_dirs(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; ; p++) {
-        if (*p == '/' || *p == 0) {
-            char saved = *p;
-            *p = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST) fail("cannot create directory %s: %s", buf, strerror(errno));
-            *p = saved;
-            if (!saved) break;
-        }
-    }
-}
 
-static int file_exists(const char *path) { struct stat st; return stat(path, &st) == 0; }
 
 double sft_step(Model *m, AdamW *opt, const Dataset *data, const int *ids, int n_ids, int batch_size,
                 uint64_t micro0, float lr, double *gnorm, double *mask_sum_out, long *tokens) {
@@ -88,44 +75,18 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     char data_name[CONFIG_PATH_MAX + 32];
     snprintf(data_name, sizeof data_name, "%s%s%s", data_path, data_group ? ":/" : "", data_group ? data_group : "");
     const int loss_all = strcmp(cfg->sft.loss_on, "all") == 0;
-    LoraConfig lc = {.rank = cfg->lora.rank, .alpha = cfg->lora.alpha, .dropout = cfg->lora.dropout,
-                     .seed = cfg->lora.seed};
-    if (cfg->lora.enabled) {
-        char err[128];
-        if (lora_parse_targets(cfg->lora.targets, &lc.targets, err, sizeof err) != 0)
-            fail("[lora] targets = %s: %s", cfg->lora.targets, err);
-        lora_config_validate(&lc, "[lora]");
-    }
+    const LoraConfig lc = train_lora_config(cfg);
 
     char ckpt_path[4096], log_path[4096], cfg_path[4096];
-    train_make_dirs(cfg->run.out_dir);
-    snprintf(ckpt_path, sizeof ckpt_path, "%s/checkpoint.h5", cfg->run.out_dir);
+    train_prepare_run_dir(cfg->run.out_dir, resume, ckpt_path, sizeof ckpt_path);
     snprintf(log_path, sizeof log_path, "%s/train_log.jsonl", cfg->run.out_dir);
     snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", cfg->run.out_dir);
-    if (resume && !file_exists(ckpt_path)) fail("--resume: no checkpoint at %s", ckpt_path);
-    if (!resume && file_exists(ckpt_path))
-        fail("%s already holds a checkpoint; pass --resume to continue it or choose another run.out_dir", cfg->run.out_dir);
 
     // model: resumed run, a starting checkpoint, or a fresh random init
-    ModelConfig mc = cfg->model;
-    const char *source = resume ? ckpt_path : cfg->train.init[0] ? cfg->train.init : NULL;
-    if (source) checkpoint_read_config(source, &mc);
     Model model;
-    model_create(&model, &mc, be);
-    // LoRA is enabled before any weights are loaded: a plain checkpoint then
-    // keeps these fresh adapters, a LoRA checkpoint's adapters are continued
-    // (checkpoint_load requires its adapter config to equal [lora]); the
-    // optimizer, created after, holds moments for the adapters only
-    if (cfg->lora.enabled) model_enable_lora(&model, &lc);
-    if (resume) {
-        hid_t f = h5_open_read(ckpt_path);
-        const int has_lora = h5_exists(f, "lora");
-        h5_close(f);
-        if (has_lora && !cfg->lora.enabled)
-            fail("%s holds LoRA adapters but [lora] enabled = false; resume with the run's own config.ini", ckpt_path);
-        if (!has_lora && cfg->lora.enabled)
-            fail("%s is a full fine-tuning run but [lora] enabled = true; resume with the run's own config.ini", ckpt_path);
-    }
+    const char *source = train_create_model(cfg, be, &lc, ckpt_path, resume, &model);
+    const ModelConfig mc = model.cfg;
+    if (resume) train_check_resume_lora(ckpt_path, cfg->lora.enabled);
     AdamW opt;
     adamw_create(&opt, &model, cfg->train.beta1, cfg->train.beta2, cfg->train.eps,
                  cfg->train.weight_decay, cfg->train.grad_clip, cfg->train.decay_norms);
@@ -141,17 +102,8 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
         if (!checkpoint_load(ckpt_path, &model, &opt, &st)) fail("%s has no optimizer state; cannot resume", ckpt_path);
         if (memcmp(st.rng, seeded.s, sizeof st.rng) != 0)
             fail("%s was trained with another train.seed (data order); resume with the run's own config.ini", ckpt_path);
-    } else if (source) {
-        checkpoint_load(source, &model, NULL, NULL);
-        if (model.lora && !cfg->lora.enabled) {   // full fine-tuning of a LoRA run: start from the merged model
-            model_merge_lora(&model);
-            adamw_free(&opt, &model);
-            adamw_create(&opt, &model, cfg->train.beta1, cfg->train.beta2, cfg->train.eps,
-                         cfg->train.weight_decay, cfg->train.grad_clip, cfg->train.decay_norms);
-            printf("sft: %s has LoRA adapters: merged into the base weights, training all weights\n", source);
-        }
     } else {
-        model_init_random(&model, cfg->init_seed, cfg->init_std);
+        train_load_start(cfg, source, "sft", &model, &opt);
     }
 
     Dataset data;

@@ -11,8 +11,6 @@
 // checkpoint) after that step, as an interrupted run would.
 void sft_train(const Config *cfg, int resume, int stop_at);
 
-// mkdir -p (one-line error when a level cannot be made); shared by the trainers.
-void train_make_dirs(const char *path);
 
 // One SFT optimizer step over rows ids[0..n_ids) of data, in micro-batches of
 // batch_size (the last may be shorter): zero the gradients, forward/backward

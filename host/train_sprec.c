@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include "train_sprec.h"
 #include "train_sft.h"
+#include "train_run.h"
 #include "train_dpo.h"
 #include "checkpoint.h"
 #include "evaluate.h"
@@ -81,14 +82,7 @@ static AdamW stage_optimizer(const Config *cfg, Model *m) {
 void sprec_train(const Config *cfg, int resume, int stop_at) {
     Ctx x = {.cfg = cfg, .be = backend_select(cfg->run.device), .mc = cfg->model};
     set_threads(cfg->run.threads);
-    if (cfg->lora.enabled) {
-        char err[128];
-        x.lc = (LoraConfig){.rank = cfg->lora.rank, .alpha = cfg->lora.alpha, .dropout = cfg->lora.dropout,
-                            .seed = cfg->lora.seed};
-        if (lora_parse_targets(cfg->lora.targets, &x.lc.targets, err, sizeof err) != 0)
-            fail("[lora] targets = %s: %s", cfg->lora.targets, err);
-        lora_config_validate(&x.lc, "[lora]");
-    }
+    x.lc = train_lora_config(cfg);
     int ks[MAX_KS], max_k = 0;
     char kerr[128];
     const int n_ks = evaluate_parse_ks(cfg->eval.ks, ks, MAX_KS, kerr, sizeof kerr);
@@ -96,17 +90,11 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
     for (int i = 0; i < n_ks; i++) if (ks[i] > max_k) max_k = ks[i];
     const char *out = cfg->run.out_dir;
     char ckpt_path[4096], log_path[4096], cfg_path[4096], met_path[4096];
-    train_make_dirs(out);
-    snprintf(ckpt_path, sizeof ckpt_path, "%s/checkpoint.h5", out);
+    train_prepare_run_dir(out, resume, ckpt_path, sizeof ckpt_path);
     snprintf(log_path, sizeof log_path, "%s/train_log.jsonl", out);
     snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", out);
     snprintf(met_path, sizeof met_path, "%s/metrics.jsonl", out);
     snprintf(x.tmp_path, sizeof x.tmp_path, "%s/generator.tmp.h5", out);
-    struct stat sb;
-    const int have_ckpt = stat(ckpt_path, &sb) == 0;
-    if (resume && !have_ckpt) fail("--resume: no checkpoint at %s", ckpt_path);
-    if (!resume && have_ckpt)
-        fail("%s already holds a checkpoint; pass --resume to continue it or choose another run.out_dir", out);
 
     RecData d;
     recdata_load(&d, cfg->data.dataset);
@@ -116,11 +104,9 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
     Dataset train = {.N = sp->n, .T = sp->T, .tokens = sp->tokens, .mask = sp->mask, .lengths = sp->lengths};
 
     // the model after iteration t-1: the run's checkpoint, else train.init (the SFT model), else random
-    const char *source = resume ? ckpt_path : cfg->train.init[0] ? cfg->train.init : NULL;
-    if (source) checkpoint_read_config(source, &x.mc);
     Model model;
-    model_create(&model, &x.mc, x.be);
-    if (cfg->lora.enabled) model_enable_lora(&model, &x.lc);
+    const char *source = train_create_model(cfg, x.be, &x.lc, ckpt_path, resume, &model);
+    x.mc = model.cfg;
     TrainState st;
     memset(&st, 0, sizeof st);
     if (source) checkpoint_load(source, &model, NULL, resume ? &st : NULL);

@@ -1,0 +1,61 @@
+// The set-up shared by the trainers (train_run.h).
+#include <string.h>
+#include "train_run.h"
+#include "checkpoint.h"
+#include "fileio.h"
+#include "h5io.h"
+#include "check.h"
+
+LoraConfig train_lora_config(const Config *cfg) {
+    LoraConfig lc = {.rank = cfg->lora.rank, .alpha = cfg->lora.alpha, .dropout = cfg->lora.dropout,
+                     .seed = cfg->lora.seed};
+    if (cfg->lora.enabled) {
+        char err[128];
+        if (lora_parse_targets(cfg->lora.targets, &lc.targets, err, sizeof err) != 0)
+            fail("[lora] targets = %s: %s", cfg->lora.targets, err);
+        lora_config_validate(&lc, "[lora]");
+    }
+    return lc;
+}
+
+void train_prepare_run_dir(const char *out_dir, int resume, char *ckpt_path, size_t cap) {
+    make_dirs(out_dir);
+    snprintf(ckpt_path, cap, "%s/checkpoint.h5", out_dir);
+    if (resume && !file_exists(ckpt_path)) fail("--resume: no checkpoint at %s", ckpt_path);
+    if (!resume && file_exists(ckpt_path))
+        fail("%s already holds a checkpoint; pass --resume to continue it or choose another run.out_dir", out_dir);
+}
+
+const char *train_create_model(const Config *cfg, const Backend *be, const LoraConfig *lc, const char *ckpt_path,
+                               int resume, Model *m) {
+    ModelConfig mc = cfg->model;
+    const char *source = resume ? ckpt_path : cfg->train.init[0] ? cfg->train.init : NULL;
+    if (source) checkpoint_read_config(source, &mc);
+    model_create(m, &mc, be);
+    // a plain checkpoint then keeps these fresh adapters; a LoRA checkpoint's
+    // adapters are continued (checkpoint_load requires its config to equal [lora])
+    if (cfg->lora.enabled) model_enable_lora(m, lc);
+    return source;
+}
+
+void train_check_resume_lora(const char *ckpt_path, int lora_enabled) {
+    hid_t f = h5_open_read(ckpt_path);
+    const int has_lora = h5_exists(f, "lora");
+    h5_close(f);
+    if (has_lora && !lora_enabled)
+        fail("%s holds LoRA adapters but [lora] enabled = false; resume with the run's own config.ini", ckpt_path);
+    if (!has_lora && lora_enabled)
+        fail("%s is a full fine-tuning run but [lora] enabled = true; resume with the run's own config.ini", ckpt_path);
+}
+
+void train_load_start(const Config *cfg, const char *source, const char *stage, Model *m, AdamW *opt) {
+    if (!source) { model_init_random(m, cfg->init_seed, cfg->init_std); return; }
+    checkpoint_load(source, m, NULL, NULL);
+    if (m->lora && !cfg->lora.enabled) {   // full fine-tuning of a LoRA run: start from the merged model
+        model_merge_lora(m);
+        adamw_free(opt, m);
+        adamw_create(opt, m, cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
+                     cfg->train.grad_clip, cfg->train.decay_norms);
+        printf("%s: %s has LoRA adapters: merged into the base weights, training all weights\n", stage, source);
+    }
+}

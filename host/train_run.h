@@ -1,0 +1,27 @@
+// What every trainer (SFT, DPO, SPRec) does first: read the [lora] settings,
+// prepare the run folder, and create the policy model from the resumed
+// checkpoint, train.init or [model], with LoRA enabled before any weights load
+// (so the optimizer created after holds adapter moments only).
+#ifndef SPREC_TRAIN_RUN_H
+#define SPREC_TRAIN_RUN_H
+
+#include "config.h"
+#include "lora.h"
+#include "optimizer.h"
+
+// The [lora] section as a LoraConfig; targets parsed and validated when enabled.
+LoraConfig train_lora_config(const Config *cfg);
+// Creates out_dir, writes OUT/checkpoint.h5 into ckpt_path, and refuses
+// --resume without a checkpoint or a fresh run over an existing one.
+void train_prepare_run_dir(const char *out_dir, int resume, char *ckpt_path, size_t cap);
+// Creates the model with the config of its source and enables LoRA when
+// [lora] enabled. Returns the source checkpoint (NULL = random init follows).
+const char *train_create_model(const Config *cfg, const Backend *be, const LoraConfig *lc, const char *ckpt_path,
+                               int resume, Model *m);
+// A resumed checkpoint must have LoRA adapters exactly when [lora] enabled.
+void train_check_resume_lora(const char *ckpt_path, int lora_enabled);
+// Fresh run: load the starting checkpoint (a LoRA one with LoRA off is merged
+// and all weights train: the optimizer is re-created) or initialise randomly.
+void train_load_start(const Config *cfg, const char *source, const char *stage, Model *m, AdamW *opt);
+
+#endif
