@@ -79,6 +79,21 @@ char *read_gz(const char *path, size_t *len) {
     return buf;
 }
 
+int read_jsonl_values(const char *path, const char *key, double *out, int cap) {
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[1024], pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    int n = 0;
+    while (fgets(line, sizeof line, f) && n < cap) {
+        const char *p = strstr(line, pat);
+        assert_non_null(p);
+        out[n++] = strtod(p + strlen(pat), NULL);
+    }
+    fclose(f);
+    return n;
+}
+
 void run_ok(const char *cmd) {
     char out[16384];
     int rc = run_capture(cmd, out, sizeof out);

@@ -31,22 +31,6 @@ static void prepare_fixture(void) {
     run_ok("build/sprec init " TMP "/dpot.ini -o " TMP "/dpot-init.h5");
 }
 
-// the values of "key" in each line of a train_log.jsonl
-static int read_log(const char *path, const char *key, double *out, int cap) {
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    char line[1024], pat[64];
-    snprintf(pat, sizeof pat, "\"%s\": ", key);
-    int n = 0;
-    while (fgets(line, sizeof line, f) && n < cap) {
-        const char *p = strstr(line, pat);
-        assert_non_null(p);
-        out[n++] = strtod(p + strlen(pat), NULL);
-    }
-    fclose(f);
-    return n;
-}
-
 // checks the pairs of run_dir/pairs.h5: rows' targets are the chosen items,
 // every rejected item is a catalogue item != chosen; returns the pair count
 static int check_pairs(const char *run_dir, const RecData *d, int *rejected_out) {
@@ -74,10 +58,10 @@ static void test_dpo_train_random(void **state) {
     run_ok("rm -rf " TMP "/dpot-rn && build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-rn "
            "--train.lr=1e-2 --train.epochs=5 --train.batch_size=4 --train.grad_accum=2 --dpo.negatives=random");
     double loss[32], acc[32], margin[32];
-    int n = read_log(TMP "/dpot-rn/train_log.jsonl", "loss", loss, 32);
+    int n = read_jsonl_values(TMP "/dpot-rn/train_log.jsonl", "loss", loss, 32);
     assert_int_equal(n, 25);
-    read_log(TMP "/dpot-rn/train_log.jsonl", "rewards/accuracies", acc, 32);
-    read_log(TMP "/dpot-rn/train_log.jsonl", "rewards/margins", margin, 32);
+    read_jsonl_values(TMP "/dpot-rn/train_log.jsonl", "rewards/accuracies", acc, 32);
+    read_jsonl_values(TMP "/dpot-rn/train_log.jsonl", "rewards/margins", margin, 32);
     print_message("  DPO-RN: loss %.17g (log 2 = %.17g) -> %.4f, accuracy %.3f -> %.3f, margin %.4f -> %.4f\n",
                   loss[0], log(2.0), loss[n - 1], acc[0], acc[n - 1], margin[0], margin[n - 1]);
     assert_true(fabs(loss[0] - log(2.0)) < 1e-12);   // reference == starting policy
@@ -120,11 +104,11 @@ static void test_dpo_train_self_resume(void **state) {
     snprintf(cmd, sizeof cmd, "build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-sb --resume%s", args);
     run_ok(cmd);
     double a[16], b[16], ma[16], mb[16];
-    int na = read_log(TMP "/dpot-sa/train_log.jsonl", "loss", a, 16), nb = read_log(TMP "/dpot-sb/train_log.jsonl", "loss", b, 16);
+    int na = read_jsonl_values(TMP "/dpot-sa/train_log.jsonl", "loss", a, 16), nb = read_jsonl_values(TMP "/dpot-sb/train_log.jsonl", "loss", b, 16);
     assert_int_equal(na, 12);
     assert_int_equal(nb, 12);
-    read_log(TMP "/dpot-sa/train_log.jsonl", "rewards/margins", ma, 16);
-    read_log(TMP "/dpot-sb/train_log.jsonl", "rewards/margins", mb, 16);
+    read_jsonl_values(TMP "/dpot-sa/train_log.jsonl", "rewards/margins", ma, 16);
+    read_jsonl_values(TMP "/dpot-sb/train_log.jsonl", "rewards/margins", mb, 16);
     for (int i = 0; i < 12; i++) {
         assert_memory_equal(&a[i], &b[i], sizeof(double));
         assert_memory_equal(&ma[i], &mb[i], sizeof(double));

@@ -29,29 +29,13 @@ static void prepare_fixture(void) {
     run_ok("build/sprec init " TMP "/sftr.ini -o " TMP "/sftr-init.h5");
 }
 
-// the values of "key" in each line of a train_log.jsonl
-static int read_log(const char *path, const char *key, double *out, int cap) {
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    char line[512], pat[64];
-    snprintf(pat, sizeof pat, "\"%s\": ", key);
-    int n = 0;
-    while (fgets(line, sizeof line, f) && n < cap) {
-        const char *p = strstr(line, pat);
-        assert_non_null(p);
-        out[n++] = strtod(p + strlen(pat), NULL);
-    }
-    fclose(f);
-    return n;
-}
-
 static void test_sft_recdata_loss_decreases(void **state) {
     (void)state;
     prepare_fixture();
     run_ok("rm -rf " TMP "/sftr-full && build/sprec train " TMP "/sftr.ini --run.out_dir=" TMP "/sftr-full "
            "--train.lr=1e-2 --train.max_steps=20 --train.batch_size=8 --train.log_every=10");
     double loss[32];
-    int n = read_log(TMP "/sftr-full/train_log.jsonl", "loss", loss, 32);
+    int n = read_jsonl_values(TMP "/sftr-full/train_log.jsonl", "loss", loss, 32);
     assert_int_equal(n, 20);
     print_message("  SFT on the prepared train split: loss %.4f -> %.4f\n", loss[0], loss[n - 1]);
     assert_true(loss[0] > 10.0);             // about log(50257) at random init
@@ -79,8 +63,8 @@ static void test_sft_loss_on(void **state) {
                  "/sftr-%s --train.max_steps=1 --train.batch_size=40 --sft.loss_on=%s", modes[m], modes[m], modes[m]);
         run_ok(cmd);
         snprintf(log, sizeof log, TMP "/sftr-%s/train_log.jsonl", modes[m]);
-        assert_int_equal(read_log(log, "scored", &scored[m], 1), 1);
-        assert_int_equal(read_log(log, "loss", &loss[m], 1), 1);
+        assert_int_equal(read_jsonl_values(log, "scored", &scored[m], 1), 1);
+        assert_int_equal(read_jsonl_values(log, "loss", &loss[m], 1), 1);
     }
     print_message("  one step on 40 rows: completion %.0f tokens, loss %.4f | all %.0f tokens, loss %.4f\n",
                   scored[0], loss[0], scored[1], loss[1]);
@@ -127,7 +111,7 @@ static void test_sft_lora_resume(void **state) {
     snprintf(cmd, sizeof cmd, "build/sprec train " TMP "/sftr.ini --run.out_dir=" TMP "/sftr-lb --resume%s", args);
     run_ok(cmd);
     double a[16], b[16];
-    int na = read_log(TMP "/sftr-la/train_log.jsonl", "loss", a, 16), nb = read_log(TMP "/sftr-lb/train_log.jsonl", "loss", b, 16);
+    int na = read_jsonl_values(TMP "/sftr-la/train_log.jsonl", "loss", a, 16), nb = read_jsonl_values(TMP "/sftr-lb/train_log.jsonl", "loss", b, 16);
     assert_int_equal(na, 12);
     assert_int_equal(nb, 12);
     for (int i = 0; i < 12; i++) assert_memory_equal(&a[i], &b[i], sizeof(double));
@@ -167,7 +151,7 @@ static void test_sft_lora_resume(void **state) {
              "%s --train.init=" TMP "/sftr-la/checkpoint.h5 --train.max_steps=1 --train.warmup_steps=0", args);
     run_ok(cmd);
     double c[1];
-    assert_int_equal(read_log(TMP "/sftr-lc/train_log.jsonl", "loss", c, 1), 1);
+    assert_int_equal(read_jsonl_values(TMP "/sftr-lc/train_log.jsonl", "loss", c, 1), 1);
     assert_true(c[0] < a[0] - 0.02);
     snprintf(bad, sizeof bad, SPREC_CHECKED " train " TMP "/sftr.ini --run.out_dir=" TMP "/sftr-ld%s --train.init=" TMP
              "/sftr-la/checkpoint.h5 --lora.rank=8", args);

@@ -10,21 +10,6 @@
 
 #define TMP "build/test-tmp"
 
-// reads the "loss" values of a train_log.jsonl
-static int read_losses(const char *path, double *loss, int cap) {
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    char line[512];
-    int n = 0;
-    while (fgets(line, sizeof line, f) && n < cap) {
-        const char *p = strstr(line, "\"loss\": ");
-        assert_non_null(p);
-        loss[n++] = strtod(p + 8, NULL);
-    }
-    fclose(f);
-    return n;
-}
-
 static const char *TINY_MODEL =
     "[model]\nvocab_size = 16\ndim = 32\nn_layers = 2\nn_heads = 4\nn_kv_heads = 2\nffn_dim = 60\n"
     "max_seq_len = 16\nseed = 7\n";
@@ -38,7 +23,7 @@ static void test_sft_memorises(void **state) {
     write_file(TMP "/mem.ini", ini);
     run_ok("build/sprec train " TMP "/mem.ini");
     double loss[200];
-    int n = read_losses(TMP "/mem/train_log.jsonl", loss, 200);
+    int n = read_jsonl_values(TMP "/mem/train_log.jsonl", "loss", loss, 200);
     assert_int_equal(n, 150);
     print_message("  SFT on 16 rows: loss %.4f -> %.4f\n", loss[0], loss[n - 1]);
     assert_true(loss[0] > 2.0);          // about log(16) at random init
@@ -61,7 +46,7 @@ static void test_resume_is_bit_identical(void **state) {
     assert_non_null(strstr(out, "train.seed"));
     run_ok("build/sprec train " TMP "/res.ini --run.out_dir=" TMP "/res-b --resume");
     double a[32], b[32];
-    int na = read_losses(TMP "/res-a/train_log.jsonl", a, 32), nb = read_losses(TMP "/res-b/train_log.jsonl", b, 32);
+    int na = read_jsonl_values(TMP "/res-a/train_log.jsonl", "loss", a, 32), nb = read_jsonl_values(TMP "/res-b/train_log.jsonl", "loss", b, 32);
     assert_int_equal(na, 14);
     assert_int_equal(nb, 14);
     for (int i = 0; i < 14; i++) assert_memory_equal(&a[i], &b[i], sizeof(double));

@@ -29,6 +29,8 @@ int run_capture(const char *cmd, char *out, size_t cap);
 void expect_error(const char *cmd, const char *needle1, const char *needle2);
 // Reads a gzipped fixture whole (gzip -dc keeps zlib out of the link line); NUL-terminated.
 char *read_gz(const char *path, size_t *len);
+// The values of "key" in each line of a JSONL log (every line must have it); returns the count.
+int read_jsonl_values(const char *path, const char *key, double *out, int cap);
 // Runs cmd and requires exit status 0 (prints the output otherwise).
 void run_ok(const char *cmd);
 // Writes text to path (test fixtures on the fly).
