@@ -42,9 +42,12 @@ void dpo_pairs_alloc(DpoPairs *p, int n) {
     p->rejected = xmalloc((size_t)n * sizeof(int));
     p->ref_c = xmalloc((size_t)n * sizeof(double));
     p->ref_r = xmalloc((size_t)n * sizeof(double));
+    p->pair_w = NULL;
 }
 
-void dpo_pairs_free(DpoPairs *p) { free(p->row); free(p->chosen); free(p->rejected); free(p->ref_c); free(p->ref_r); }
+void dpo_pairs_free(DpoPairs *p) {
+    free(p->row); free(p->chosen); free(p->rejected); free(p->ref_c); free(p->ref_r); free(p->pair_w);
+}
 
 
 // float64 datasets (h5io has f32/i32 only; the reference log-probs are kept exactly)
@@ -66,7 +69,7 @@ static void read_f64(hid_t f, const char *path, const char *name, long n, double
     H5Dclose(ds);
 }
 
-static void pairs_save(const DpoPairs *p, const char *path, const char *negatives) {
+void dpo_pairs_save(const DpoPairs *p, const char *path, const char *negatives) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     hid_t f = h5_create(tmp);
@@ -76,12 +79,13 @@ static void pairs_save(const DpoPairs *p, const char *path, const char *negative
     h5_write_i32(f, "rejected", 1, d, p->rejected);
     write_f64(f, "ref_chosen", p->n, p->ref_c);
     write_f64(f, "ref_rejected", p->n, p->ref_r);
+    if (p->pair_w) write_f64(f, "pair_weight", p->n, p->pair_w);
     h5_attr_write_str(f, "negatives", negatives);
     h5_close(f);
     if (rename(tmp, path) != 0) fail("cannot rename %s to %s: %s", tmp, path, strerror(errno));
 }
 
-static void pairs_load(DpoPairs *p, const char *path, const char *negatives) {
+void dpo_pairs_load(DpoPairs *p, const char *path, const char *negatives) {
     hid_t f = h5_open_read(path);
     char neg[32];
     h5_attr_read_str(f, path, "negatives", neg, sizeof neg);
@@ -98,6 +102,10 @@ static void pairs_load(DpoPairs *p, const char *path, const char *negatives) {
     free(c); free(r);
     read_f64(f, path, "ref_chosen", p->n, p->ref_c);
     read_f64(f, path, "ref_rejected", p->n, p->ref_r);
+    if (h5_exists(f, "pair_weight")) {
+        p->pair_w = xmalloc((size_t)p->n * sizeof(double));
+        read_f64(f, path, "pair_weight", p->n, p->pair_w);
+    }
     h5_close(f);
 }
 
@@ -135,26 +143,69 @@ static void pairs_batch(const RecData *d, const DpoPairs *p, int a, int b, int s
     }
 }
 
-void dpo_self_negatives(Model *gen, const RecData *d, DpoPairs *p, int beams) {
+// The catalogue trie and the prompts of rows[0..n) (views into d; free the arrays and the trie after).
+static void negatives_setup(const RecData *d, const int *rows, int n, Trie *trie, const int ***prompts, int **plens) {
     const RecSplit *sp = &d->split[SPLIT_TRAIN];
-    const int V = d->n_items, n = p->n;
-    const int **seqs = xmalloc((size_t)V * sizeof(int *)), **prompts = xmalloc((size_t)n * sizeof(int *));
-    int *lens = xmalloc((size_t)V * sizeof(int)), *plens = xmalloc((size_t)n * sizeof(int));
+    const int V = d->n_items;
+    const int **seqs = xmalloc((size_t)V * sizeof(int *));
+    int *lens = xmalloc((size_t)V * sizeof(int));
     for (int i = 0; i < V; i++) {
         seqs[i] = d->item_tok + d->item_tok_offsets[i];
         lens[i] = d->item_tok_offsets[i + 1] - d->item_tok_offsets[i];
     }
-    Trie trie;
-    trie_build(&trie, seqs, lens, V, (const char *const *)d->titles);
+    trie_build(trie, seqs, lens, V, (const char *const *)d->titles);
+    free(seqs); free(lens);
+    *prompts = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int *));
+    *plens = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
     for (int i = 0; i < n; i++) {
-        prompts[i] = sp->tokens + (size_t)p->row[i] * sp->T;
-        plens[i] = sp->prompt_len[p->row[i]];
+        (*prompts)[i] = sp->tokens + (size_t)rows[i] * sp->T;
+        (*plens)[i] = sp->prompt_len[rows[i]];
     }
-    float *scores = xmalloc((size_t)n * sizeof(float));
+}
+
+void dpo_self_negatives(Model *gen, const RecData *d, DpoPairs *p, int beams) {
+    const int n = p->n;
+    Trie trie;
+    const int **prompts;
+    int *plens;
+    negatives_setup(d, p->row, n, &trie, &prompts, &plens);
+    float *scores = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     double t0 = now_seconds();
     recommend_next_best(gen, &trie, prompts, plens, n, p->chosen, beams, p->rejected, scores);
     printf("dpo: %d self-generated negatives (beam %d) in %.1f s\n", n, beams, now_seconds() - t0);
-    free(scores); free(seqs); free(prompts); free(lens); free(plens);
+    free(scores); free(prompts); free(plens);
+    trie_free(&trie);
+}
+
+void dpo_spdpo_negatives(Model *gen, const RecData *d, const int *rows, const int *chosen, int n, int k, int beams,
+                         DpoPairs *p) {
+    if (k + 1 > d->n_items) fail("dpo.spdpo_k = %d needs a catalogue of at least %d items (has %d)", k, k + 1, d->n_items);
+    const int K = k + 1, W = beams > K ? beams : K;
+    Trie trie;
+    const int **prompts;
+    int *plens;
+    negatives_setup(d, rows, n, &trie, &prompts, &plens);
+    int *items = xmalloc((size_t)n * K * sizeof(int));
+    float *scores = xmalloc((size_t)n * K * sizeof(float));
+    double t0 = now_seconds();
+    recommend_topk(gen, &trie, prompts, plens, n, K, W, items, scores);
+    dpo_pairs_alloc(p, n * k);
+    p->pair_w = xmalloc((size_t)n * k * sizeof(double));
+    double *gen_lp = xmalloc((size_t)n * k * sizeof(double));
+    int *group = xmalloc((size_t)n * sizeof(int));
+    for (int i = 0; i < n; i++) {
+        group[i] = k;
+        for (int j = 0, o = i * k; j < K && o < (i + 1) * k; j++) {   // the k best that are not the chosen item
+            if (items[i * K + j] == chosen[i]) continue;
+            p->row[o] = rows[i];
+            p->chosen[o] = chosen[i];
+            p->rejected[o] = items[i * K + j];
+            gen_lp[o++] = scores[i * K + j];
+        }
+    }
+    dpo_spdpo_weights(n, group, gen_lp, p->pair_w);
+    printf("dpo: %d prompts x %d self-generated negatives (spdpo, beam %d) in %.1f s\n", n, k, W, now_seconds() - t0);
+    free(items); free(scores); free(gen_lp); free(group); free(prompts); free(plens);
     trie_free(&trie);
 }
 
@@ -178,7 +229,8 @@ double dpo_pairs_step(Model *m, AdamW *opt, const RecData *d, const DpoPairs *p,
     model_zero_grad(m);
     for (int a = a0, mb = 0; a < a1; a += bs, mb++) {
         const int b = a + bs < a1 ? a + bs : a1, nb = b - a;
-        for (int i = 0; i < nb; i++) pw[i] = (double)nb / n_step;   // the step's loss = the mean over its pairs
+        // the step's loss = the mean over its pairs (of pair_w * loss with SPDPO)
+        for (int i = 0; i < nb; i++) pw[i] = (double)nb / n_step * (p->pair_w ? p->pair_w[a + i] : 1.0);
         Batch c, r;
         pairs_batch(d, p, a, b, 0, &c);
         pairs_batch(d, p, a, b, 1, &r);
@@ -214,6 +266,14 @@ static void pairs_sample(DpoPairs *p, const RecData *d, const Config *cfg, Model
     for (int i = 0; i < n; i++) {   // seeded partial Fisher-Yates: the sample and the training order
         int j = i + (int)rng_below(&rng, (uint64_t)(ne - i));
         int t = elig[i]; elig[i] = elig[j]; elig[j] = t;
+    }
+    if (!strcmp(cfg->dpo.weighting, "spdpo")) {   // k self negatives per prompt, weighted
+        int *chosen = xmalloc((size_t)n * sizeof(int));
+        for (int i = 0; i < n; i++) chosen[i] = sp->target[elig[i]];
+        dpo_spdpo_negatives(gen, d, elig, chosen, n, cfg->dpo.spdpo_k, cfg->dpo.beams, p);
+        free(chosen);
+        free(elig);
+        return;
     }
     dpo_pairs_alloc(p, n);
     for (int i = 0; i < n; i++) { p->row[i] = elig[i]; p->chosen[i] = sp->target[elig[i]]; }
@@ -261,6 +321,9 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
     snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", cfg->run.out_dir);
     snprintf(pairs_path, sizeof pairs_path, "%s/pairs.h5", cfg->run.out_dir);
     if (resume && !file_exists(pairs_path)) fail("--resume: no pairs at %s", pairs_path);
+    const int spdpo = !strcmp(cfg->dpo.weighting, "spdpo");
+    if (spdpo && strcmp(cfg->dpo.negatives, "self") != 0)
+        fail("[dpo] weighting = spdpo weights self-generated negatives: set [dpo] negatives = self (it is %s)", cfg->dpo.negatives);
 
     RecData d;
     recdata_load(&d, cfg->data.dataset);
@@ -294,7 +357,9 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
     // pairs and the reference pass (fresh run), or the stored ones (resume)
     DpoPairs p;
     if (resume) {
-        pairs_load(&p, pairs_path, cfg->dpo.negatives);
+        dpo_pairs_load(&p, pairs_path, cfg->dpo.negatives);
+        if (spdpo != (p.pair_w != NULL))
+            fail("%s was made with dpo.weighting = %s; resume with the run's own config.ini", pairs_path, spdpo ? "none" : "spdpo");
     } else {
         Model gen, *g = &model;
         if (model.lora && !strcmp(cfg->dpo.negatives, "self")) {
@@ -323,7 +388,7 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
         double t0 = now_seconds();
         dpo_pairs_reference(&model, &d, &p, bs);
         printf("dpo: reference log-probs of %d pairs in %.1f s\n", p.n, now_seconds() - t0);
-        pairs_save(&p, pairs_path, cfg->dpo.negatives);
+        dpo_pairs_save(&p, pairs_path, cfg->dpo.negatives);
     }
     const int n_micro = (p.n + bs - 1) / bs;
     const int steps_per_epoch = (n_micro + ga - 1) / ga;
@@ -339,8 +404,8 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
     fclose(cf);
     FILE *log = fopen(log_path, resume ? "a" : "w");
     if (!log) fail("cannot write %s: %s", log_path, strerror(errno));
-    printf("dpo: %s:/train | %d pairs, negatives %s | beta %g | %zu parameters | %d steps of %d pairs (%d x %d) | device %s\n",
-           cfg->data.dataset, p.n, cfg->dpo.negatives, (double)cfg->dpo.beta, model.numel, total, bs * ga, bs, ga, be->name);
+    printf("dpo: %s:/train | %d pairs, negatives %s%s | beta %g | %zu parameters | %d steps of %d pairs (%d x %d) | device %s\n",
+           cfg->data.dataset, p.n, cfg->dpo.negatives, spdpo ? " (spdpo weights)" : "", (double)cfg->dpo.beta, model.numel, total, bs * ga, bs, ga, be->name);
     if (model.lora) printf("dpo: LoRA rank %d: %zu trainable parameters, base frozen\n", model.lora->cfg.rank, model.lora->numel);
     if (resume) printf("dpo: resuming %s at step %ld\n", ckpt_path, st.step);
 

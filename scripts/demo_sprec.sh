@@ -15,22 +15,9 @@ tok="$out/smollm2-standin.tokenizer.json"
 gzip -dc tests/ref/tokenizer/smollm2.tokenizer.json.gz > "$tok"
 data="$out/synthetic.h5"
 common=(--data.dataset="$data" "$@")
-declare -a times=()
+pipeline=demo-sprec
+source scripts/stage.sh
 t_all=$(date +%s.%N)
-stage() {   # stage NAME CMD...: run, time, keep the log
-    local name=$1; shift
-    echo "== $name: $*"
-    local t0; t0=$(date +%s.%N)
-    set +e
-    "$@" 2>&1 | tee -a "$out/$name.log"
-    local st=${PIPESTATUS[0]}
-    set -e
-    [ "$st" -eq 0 ] || { echo "demo-sprec: stage $name failed (exit $st; log: $out/$name.log)" >&2; exit 1; }
-    local dt; dt=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$t0" "$(date +%s.%N)")
-    times+=("$name $dt")
-    echo "== $name: ${dt} s"
-    echo
-}
 stage prepare  build/sprec prepare "$cfg" --data.tokenizer="$tok" "${common[@]}"
 stage sft      build/sprec train "$cfg" --train.method=sft --run.out_dir="$out/sft" "${common[@]}"
 stage eval-sft build/sprec eval "$cfg" --model "$out/sft/checkpoint.h5" -o "$out/sft" --eval.label=sft "${common[@]}"
@@ -53,7 +40,7 @@ python3 scripts/compare_metrics.py "${metrics[@]}" -k 5,10 --markdown > "$out/ta
 echo "higher is better: NDCG, HR, DivRatio; lower is better: ORRatio (popularity bias), MGU, DGU (SPREC.md section 4)"
 echo
 echo "== stage times (s, OMP_NUM_THREADS=$OMP_NUM_THREADS)"
-for t in "${times[@]}"; do printf '  %-10s %8s\n' ${t}; done | tee "$out/times.txt"
+print_times
 printf '  %-10s %8s\n' total "$total" | tee -a "$out/times.txt"
 echo
 if python3 -c "import matplotlib" 2>/dev/null; then

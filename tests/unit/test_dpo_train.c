@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "tests.h"
 #include "../../host/h5io.h"
 #include "../../host/recdata.h"
@@ -187,12 +188,91 @@ static void test_sprec_loop_resume(void **state) {
     char *mc = slurp(TMP "/dpot-pc/metrics.jsonl"), *lc = slurp(TMP "/dpot-pc/train_log.jsonl");
     assert_string_equal(ma, mc);
     assert_string_equal(la, lc);
-    print_message("  SPRec: 2 iterations, 2 metrics lines; 1 + resume + 1 and killed mid-DPO + resume: identical\n");
-    free(ma); free(mb); free(la); free(lb); free(mc); free(lc);
+    // the valid split is evaluated too (sprec.eval_valid, default true), and resumes identically
+    char *va = slurp(TMP "/dpot-pa/metrics-valid.jsonl"), *vc = slurp(TMP "/dpot-pc/metrics-valid.jsonl");
+    assert_int_equal(count_lines(TMP "/dpot-pa/metrics-valid.jsonl", "\"label\": \"sprec\""), 2);
+    assert_string_equal(va, vc);
+    print_message("  SPRec: 2 iterations, 2 test + 2 valid metrics lines; 1 + resume + 1 and killed mid-DPO + resume: identical\n");
+    free(ma); free(mb); free(la); free(lb); free(mc); free(lc); free(va); free(vc);
+}
+
+// reads run_dir/pairs.h5's SPDPO groups: k consecutive pairs per prompt (same
+// row and chosen item, k distinct rejected items != chosen), pair weights > 0
+// summing to k in each group; returns the pair count
+static int check_spdpo_pairs(const char *run_dir, const RecData *d, int k) {
+    assert_true(check_pairs(run_dir, d, NULL) > 0);
+    char path[256];
+    snprintf(path, sizeof path, "%s/pairs.h5", run_dir);
+    hid_t f = h5_open_read(path);
+    long n[1] = {-1};
+    int *row = h5_read_i32(f, path, "row", 1, n), *rej = h5_read_i32(f, path, "rejected", 1, n);
+    double *w = malloc((size_t)n[0] * sizeof(double));
+    hid_t ds = H5Dopen2(f, "pair_weight", H5P_DEFAULT);
+    assert_true(ds >= 0);
+    assert_true(H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, w) >= 0);
+    H5Dclose(ds);
+    h5_close(f);
+    assert_int_equal(n[0] % k, 0);
+    for (long g = 0; g < n[0]; g += k) {
+        double sum = 0;
+        for (int j = 0; j < k; j++) {
+            assert_int_equal(row[g + j], row[g]);
+            assert_true(w[g + j] > 0);
+            sum += w[g + j];
+            for (int i = 0; i < j; i++) assert_int_not_equal(rej[g + i], rej[g + j]);
+        }
+        assert_true(fabs(sum - k) < 1e-12);
+    }
+    free(row); free(rej); free(w);
+    return (int)n[0];
+}
+
+// dpo.weighting = spdpo: k self negatives per prompt with their normalised
+// generation probabilities as pair weights, in the DPO trainer and in SPRec
+// (killed mid-DPO and resumed from its SFT stage checkpoint: identical)
+static void test_spdpo_weighting(void **state) {
+    (void)state;
+    prepare_fixture();
+    RecData d;
+    recdata_load(&d, TMP "/dpot.h5");
+    run_ok("rm -rf " TMP "/dpot-sw && build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-sw "
+           "--train.max_steps=2 --dpo.negatives=self --dpo.weighting=spdpo --dpo.spdpo_k=3 --dpo.n_pairs=12");
+    assert_int_equal(check_spdpo_pairs(TMP "/dpot-sw", &d, 3), 36);
+    expect_error(SPREC_CHECKED " train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-sx --dpo.weighting=spdpo "
+                 "--dpo.negatives=random", "negatives = self", NULL);
+
+    const char *args = " --train.method=sprec --sprec.iterations=2 --sprec.n=8 --sprec.sft_lr=1e-2 --sprec.dpo_lr=1e-2 "
+                       "--train.batch_size=4 --train.grad_accum=2 --eval.ks=1,5 --eval.beams=5 --sprec.eval_rows=10 "
+                       "--dpo.weighting=spdpo --dpo.spdpo_k=2 --sprec.eval_valid=false";
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf " TMP "/dpot-ka " TMP "/dpot-kb && build/sprec train " TMP "/dpot.ini "
+             "--run.out_dir=" TMP "/dpot-ka%s", args);
+    run_ok(cmd);
+    // 8 prompts: 1 SFT step; 16 pairs: 2 DPO steps, per iteration
+    assert_int_equal(count_lines(TMP "/dpot-ka/train_log.jsonl", "\"stage\": \"sft\""), 2);
+    assert_int_equal(count_lines(TMP "/dpot-ka/train_log.jsonl", "\"stage\": \"dpo\""), 4);
+    assert_int_equal(count_lines(TMP "/dpot-ka/metrics.jsonl", NULL), 2);
+    assert_false(access(TMP "/dpot-ka/metrics-valid.jsonl", F_OK) == 0);
+    // killed at global step 5 = the first DPO step of iteration 2 (steps: 1 sft, 2-3 dpo, 4 sft, 5-6 dpo)
+    snprintf(cmd, sizeof cmd, "SPREC_TEST_KILL_AT_STEP=5 build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-kb%s", args);
+    char outbuf[8192];
+    assert_int_not_equal(run_capture(cmd, outbuf, sizeof outbuf), 0);
+    assert_int_equal(check_spdpo_pairs(TMP "/dpot-kb", &d, 2), 16);   // the interrupted iteration's pairs
+    snprintf(cmd, sizeof cmd, "build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-kb --resume%s", args);
+    assert_int_equal(run_capture(cmd, outbuf, sizeof outbuf), 0);
+    assert_non_null(strstr(outbuf, "after iteration 1 + its SFT stage"));
+    char *ma = slurp(TMP "/dpot-ka/metrics.jsonl"), *mb = slurp(TMP "/dpot-kb/metrics.jsonl");
+    char *la = slurp(TMP "/dpot-ka/train_log.jsonl"), *lb = slurp(TMP "/dpot-kb/train_log.jsonl");
+    assert_string_equal(ma, mb);
+    assert_string_equal(la, lb);
+    print_message("  SPDPO: groups of k pairs, weights sum to k; SPRec killed mid-DPO, resumed from its SFT stage: identical\n");
+    free(ma); free(mb); free(la); free(lb);
+    recdata_free(&d);
 }
 
 DEFINE_TEST_GROUP(test_dpo_train,
     cmocka_unit_test(test_dpo_train_random),
     cmocka_unit_test(test_dpo_train_self_resume),
     cmocka_unit_test(test_sprec_loop_resume),
+    cmocka_unit_test(test_spdpo_weighting),
 )
