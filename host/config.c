@@ -105,13 +105,18 @@ static const Key KEYS[] = {
     KU64("dpo", "seed", dpo.seed, "1234", "DPO: seed of the row sample and of the random/popular negatives"),
     KINT("dpo", "log_every", dpo.log_every, "0", 0, "DPO: print the reward statistics every N steps; 0 = train.log_every"),
     KINT("dpo", "beams", dpo.beams, "2", 2, "DPO negatives = self: beam width of the next-best search (at least 2)"),
+    KENUM("dpo", "weighting", dpo.weighting, "none", "none|spdpo",
+          "none = one negative per prompt; spdpo = the spdpo_k best self-generated items per prompt, each pair weighted by "
+          "its normalised generation probability (SPREC.md section 3; needs negatives = self, or method = sprec)"),
+    KINT("dpo", "spdpo_k", dpo.spdpo_k, "3", 1, "dpo.weighting = spdpo: negatives per prompt"),
 
     KINT("sprec", "iterations", sprec.iterations, "5", 1, "SPRec: self-play iterations T"),
     KINT("sprec", "n", sprec.n, "2048", 1, "SPRec: train prompts drawn per iteration (at most the train rows)"),
     KFLT("sprec", "sft_lr", sprec.sft_lr, "2e-5", 0, HUGE_VAL, "SPRec: learning rate of each iteration's SFT epoch (constant)"),
     KFLT("sprec", "dpo_lr", sprec.dpo_lr, "2e-5", 0, HUGE_VAL, "SPRec: learning rate of each iteration's DPO epoch (constant)"),
     KU64("sprec", "seed", sprec.seed, "1234", "SPRec: seed of the prompts drawn (mixed with the iteration number)"),
-    KINT("sprec", "eval_rows", sprec.eval_rows, "0", 0, "SPRec: test rows evaluated after each iteration; 0 = eval.max_rows"),
+    KINT("sprec", "eval_rows", sprec.eval_rows, "0", 0, "SPRec: test (and valid) rows evaluated after each iteration; 0 = eval.max_rows"),
+    KBOOL("sprec", "eval_valid", sprec.eval_valid, "true", "SPRec: also evaluate the valid split each iteration (run folder metrics-valid.jsonl)"),
 
     KBOOL("lora", "enabled", lora.enabled, "false", "train LoRA adapters on a frozen base (false = full fine-tuning)"),
     KINT("lora", "rank", lora.rank, "16", 1, "adapter rank r"),
@@ -127,6 +132,8 @@ static const Key KEYS[] = {
     KSTR("eval", "model", eval.model, "", "sprec eval: checkpoint to evaluate (or --model)"),
     KENUM("eval", "split", eval.split, "test", "test|valid", "sprec eval: split whose rows are ranked"),
     KSTR("eval", "ks", eval.ks, "1,5,10", "sprec eval: cut-offs K, comma-separated"),
+    KENUMI("eval", "mode", eval.mode, "constrained", "constrained|unconstrained",
+           "sprec eval: beam search over the catalogue trie, or greedy text grounded by L2 distance"),
     KINT("eval", "beams", eval.beams, "10", 1, "sprec eval: beam width (max(beams, max K) is used)"),
     KINT("eval", "batch", eval.batch, "16", 1, "sprec eval: prompts per batch (progress granularity)"),
     KINT("eval", "max_rows", eval.max_rows, "0", 0, "sprec eval: first N rows of the split only; 0 = all"),

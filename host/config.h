@@ -58,6 +58,8 @@ typedef struct {
         uint64_t seed;                // row sample and random/popular negatives
         int log_every;                // 0 = train.log_every
         int beams;                    // self negatives: beam width (>= 2)
+        char weighting[8];            // none | spdpo (several self negatives per prompt, weighted)
+        int spdpo_k;                  // spdpo: negatives per prompt
     } dpo;
 
     struct {                          // SPRec self-play loop (docs/training.md)
@@ -66,6 +68,7 @@ typedef struct {
         float sft_lr, dpo_lr;
         uint64_t seed;
         int eval_rows;                // 0 = eval.max_rows
+        int eval_valid;               // also evaluate the valid split each iteration
     } sprec;
 
     struct {
@@ -86,6 +89,7 @@ typedef struct {
         char model[CONFIG_PATH_MAX];  // checkpoint to evaluate
         char split[8];                // test | valid
         char ks[64];                  // "1,5,10"
+        int mode;                     // EvalMode (host/evaluate.h): 0 constrained, 1 unconstrained
         int beams;                    // beam width (at least max K is used)
         int batch;                    // prompts per generate() call
         int max_rows;                 // 0 = every row of the split
