@@ -1,5 +1,6 @@
-# sprec build. `make` builds build/sprec (and the CUDA backend when nvcc is found,
-# once kernels/cuda/ has sources); `make test` runs the suite; `make demo` the main job on the
+# sprec build. `make` builds build/sprec, with the CUDA backend when nvcc is found
+# (`make CUDA=0` forces it off); `make test` runs the suite; `make test-gpu` compares the
+# CUDA backend with the CPU one on a GPU (tests/gpu/); `make demo` the main job on the
 # embedded synthetic world: SFT -> DPO-RN -> SPRec, table + PNG (docs/RESULTS.md); `make demo-toy`
 # a one-minute SFT from scratch on the built-in sequence-reversal task.
 CC      ?= gcc
@@ -9,31 +10,93 @@ CFLAGS  += $(OPT) $(BASE_CFLAGS)
 # build/asan/sprec: the same program under AddressSanitizer + UBSan; the
 # bad-input tests run it so a malformed file can never hide a memory error
 ASAN    := -O1 -march=native -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-BLASDIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
-INCS    := -I/usr/include/hdf5/serial -I/usr/include/x86_64-linux-gnu/openblas-openmp -I/usr/include/cjson
-LIBS    := -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5 -L$(BLASDIR) -lopenblas -Wl,-rpath,$(BLASDIR) \
+# Libraries come from the system (Debian paths) unless DEPS_ROOT names a tree
+# with the same layout, e.g. build-deps/root made by `dpkg -x` of the packages
+# scripts/offline_deps.sh downloads (tests/gpu/run.sh on a machine without apt).
+DEPS_ROOT ?=
+LIBDIR  := $(DEPS_ROOT)/usr/lib/x86_64-linux-gnu
+BLASDIR := $(LIBDIR)/openblas-openmp
+INCS    := -I$(DEPS_ROOT)/usr/include/hdf5/serial -I$(DEPS_ROOT)/usr/include/x86_64-linux-gnu/openblas-openmp \
+           -I$(DEPS_ROOT)/usr/include/cjson $(if $(DEPS_ROOT),-I$(DEPS_ROOT)/usr/include)
+# with DEPS_ROOT, an RPATH (not RUNPATH: it also serves libhdf5's own dependencies) to the unpacked libraries
+ifneq ($(DEPS_ROOT),)
+DEPS_RPATH := -Wl,--disable-new-dtags -Wl,-rpath,$(abspath $(LIBDIR)):$(abspath $(DEPS_ROOT)/lib/x86_64-linux-gnu) -L$(LIBDIR)
+endif
+LIBS    := -L$(LIBDIR)/hdf5/serial -lhdf5 -L$(BLASDIR) -lopenblas -Wl,-rpath,$(abspath $(BLASDIR)) $(DEPS_RPATH) \
            -linih -lcjson -lpcre2-8 -lm -fopenmp
 BUILD   := build
+# scripts/setup.sh (apt) runs before every build unless SETUP=0 (machines without apt or network)
+SETUP   ?= 1
+
+# ---- CUDA: on when nvcc is found (on PATH or in /usr/local/cuda), off with CUDA=0 ----------------------------
+ifeq ($(origin NVCC),undefined)
+NVCC    := $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc))
+endif
+CUDA_SRC   := $(wildcard kernels/cuda/*.cu)
+CUDA    ?= $(if $(and $(NVCC),$(CUDA_SRC)),1,0)
+ifeq ($(CUDA),1)
+ifeq ($(NVCC),)
+$(error CUDA=1 but nvcc was not found (set NVCC=/path/to/nvcc, or CUDA=0))
+endif
+endif
+CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(realpath $(NVCC))))
+# sm_90 machine code (H100/H200) + compute_80 PTX that the driver JIT-compiles for any newer or other Ampere+ GPU
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
+NVCCFLAGS ?= -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-fPIC -I.
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lcublas -Wl,-rpath,$(CUDA_HOME)/lib64 -lstdc++
 
 KERNEL_SRC := $(wildcard kernels/cpu/*.c)
 HOST_SRC   := $(filter-out host/main.c,$(wildcard host/*.c))
+ifeq ($(CUDA),1)
+# the CUDA objects replace the stand-in backend_cuda() of kernels/cpu/no_cuda.c
+LIB_OBJ    := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out kernels/cpu/no_cuda.c,$(KERNEL_SRC)) $(HOST_SRC)) \
+              $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRC))
+LINK_LIBS  := $(LIBS) $(CUDA_LIBS)
+CUDA_NOTE  := with CUDA ($(NVCC), CUDA_HOME $(CUDA_HOME))
+else
 LIB_OBJ    := $(patsubst %.c,$(BUILD)/obj/%.o,$(KERNEL_SRC) $(HOST_SRC))
+LINK_LIBS  := $(LIBS)
+CUDA_NOTE  := without CUDA ($(if $(NVCC),CUDA=0,nvcc not found): --device cuda is unavailable)
+endif
+# the ASan build is CPU-only (kernels/cpu/no_cuda.c): the sanitizers do not see into GPU code anyway
 ASAN_OBJ   := $(patsubst %.c,$(BUILD)/asan/obj/%.o,host/main.c $(KERNEL_SRC) $(HOST_SRC))
 TEST_SRC   := $(wildcard tests/unit/*.c)
 TEST_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRC))
+GPU_TEST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/gpu/*.c))
 
-.PHONY: all deps test demo demo-toy bench clean
-all: deps $(BUILD)/sprec
+.PHONY: all deps cuda-note test test-gpu demo demo-toy bench clean FORCE
+all: deps cuda-note $(BUILD)/sprec
 
 deps:
+ifeq ($(SETUP),1)
 	@scripts/setup.sh --quiet
+endif
+
+cuda-note:
+	@echo "sprec: building $(CUDA_NOTE)"
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(INCS) -MMD -MP -c $< -o $@
 
-$(BUILD)/sprec: $(BUILD)/obj/host/main.o $(LIB_OBJ)
-	$(CC) $(CFLAGS) $^ -o $@ $(LIBS)
+$(BUILD)/obj/%.o: %.cu $(BUILD)/.nvcc-flags
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $(@:.o=.d) -MT $@ -c $< -o $@
+
+# make sees only timestamps: these stamps change (and force a rebuild) when the
+# CUDA choice, the link flags or the nvcc flags (CUDA_ARCH) do
+$(BUILD)/.link-flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo 'CUDA=$(CUDA) $(LINK_LIBS)' | cmp -s - $@ || echo 'CUDA=$(CUDA) $(LINK_LIBS)' > $@
+$(BUILD)/.nvcc-flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(NVCC) $(NVCCFLAGS)' | cmp -s - $@ || echo '$(NVCC) $(NVCCFLAGS)' > $@
+
+# tests/gpu asks the CUDA runtime whether a GPU is there before touching the backend
+$(GPU_TEST_OBJ): INCS += -I$(CUDA_HOME)/include
+
+$(BUILD)/sprec: $(BUILD)/obj/host/main.o $(LIB_OBJ) $(BUILD)/.link-flags
+	$(CC) $(CFLAGS) $(filter %.o,$^) -o $@ $(LINK_LIBS)
 
 $(BUILD)/asan/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -42,11 +105,24 @@ $(BUILD)/asan/obj/%.o: %.c
 $(BUILD)/asan/sprec: $(ASAN_OBJ)
 	$(CC) $(BASE_CFLAGS) $(ASAN) $^ -o $@ $(LIBS)
 
-$(BUILD)/test_sprec: $(TEST_OBJ) $(LIB_OBJ)
-	$(CC) $(CFLAGS) $^ -o $@ $(LIBS) -lcmocka
+$(BUILD)/test_sprec: $(TEST_OBJ) $(LIB_OBJ) $(BUILD)/.link-flags
+	$(CC) $(CFLAGS) $(filter %.o,$^) -o $@ $(LINK_LIBS) -lcmocka
 
-test: all $(BUILD)/test_sprec $(BUILD)/asan/sprec
+$(BUILD)/test_gpu: $(GPU_TEST_OBJ) $(LIB_OBJ) $(BUILD)/.link-flags
+	$(CC) $(CFLAGS) $(filter %.o,$^) -o $@ $(LINK_LIBS)
+
+# with CUDA, `make test` also builds build/test_gpu (so it keeps compiling); it runs in `make test-gpu`
+test: all $(BUILD)/test_sprec $(BUILD)/asan/sprec $(if $(filter 1,$(CUDA)),$(BUILD)/test_gpu)
 	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_sprec
+
+# CUDA backend vs CPU backend, op by op and on whole models; exit 77 (skipped) without a GPU
+test-gpu: all
+ifeq ($(CUDA),1)
+	@$(MAKE) --no-print-directory $(BUILD)/test_gpu
+	@$(BUILD)/test_gpu; rc=$$?; if [ $$rc = 77 ]; then echo "test-gpu: skipped (no GPU)"; else exit $$rc; fi
+else
+	@echo "test-gpu: sprec is built without CUDA (nvcc not found or CUDA=0): nothing to test"; exit 1
+endif
 
 # the SPRec pipeline on the synthetic world: SFT -> DPO-RN -> SPRec, table + PNG (docs/RESULTS.md)
 demo: all
@@ -55,8 +131,10 @@ demo: all
 demo-toy: all
 	@scripts/demo.sh
 
+# make bench [DEVICE=cuda]: sprec vs PyTorch side by side (scripts/bench.sh)
+DEVICE ?= cpu
 bench: all
-	@scripts/bench.sh
+	@DEVICE=$(DEVICE) scripts/bench.sh
 
 clean:
 	rm -rf $(BUILD)

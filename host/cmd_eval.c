@@ -1,6 +1,7 @@
 // sprec eval CONFIG.ini [--model CKPT] [--split test|valid] [-o DIR] [--iteration N]
 // Ranks every row of a split of [data] dataset with catalogue-constrained beam
-// search and reports NDCG, HR, DivRatio, ORRatio, MGU, DGU (docs/eval.md):
+// search (or, with [eval] mode = unconstrained, greedy text grounded to the
+// catalogue by L2 distance of hidden states) and reports NDCG, HR, DivRatio, ORRatio, MGU, DGU (docs/eval.md):
 // OUT/topk-SPLIT.jsonl (one line per row), one line appended to
 // OUT/metrics.jsonl, and the table on stdout.
 #include <errno.h>
@@ -26,9 +27,11 @@ int cmd_eval(int argc, char **argv) {
         printf("usage: sprec eval CONFIG.ini [--model CKPT.h5] [--split test|valid] [-o DIR] [--iteration N]\n"
                "         [--device cpu|cuda] [--section.key=value ...]\n"
                "Ranks every row of a split of [data] dataset (prepared with the model's tokenizer) by\n"
-               "catalogue-constrained beam search and computes NDCG, HR, DivRatio, ORRatio, MGU and DGU at each K\n"
-               "(docs/eval.md). Writes DIR/topk-SPLIT.jsonl (one line per row), appends one line to\n"
-               "DIR/metrics.jsonl (label [eval] label, iteration N or null) and prints the table.\n"
+               "catalogue-constrained beam search ([eval] mode = unconstrained: one greedy title per row, items\n"
+               "ranked by L2 distance of mean-pooled hidden states, catalogue embeddings cached in the dataset\n"
+               "file) and computes NDCG, HR, DivRatio, ORRatio, MGU and DGU at each K (docs/eval.md). Writes\n"
+               "DIR/topk-SPLIT.jsonl (one line per row), appends one line to DIR/metrics.jsonl (label [eval]\n"
+               "label, iteration N or null) and prints the table.\n"
                "  --model    overrides [eval] model;  --split overrides [eval] split;  -o overrides [eval] out_dir\n\n"
                "keys ([eval] section; all keys: docs/config.md):\n");
         char line[512];
@@ -100,14 +103,18 @@ int cmd_eval(int argc, char **argv) {
     const int n_rows = cfg.eval.max_rows > 0 && cfg.eval.max_rows < sp->n ? cfg.eval.max_rows : sp->n;
     int max_k = 0;
     for (int i = 0; i < n_ks; i++) if (ks[i] > max_k) max_k = ks[i];
-    fprintf(stderr, "eval: %s on %s split '%s' (%d of %d rows, %d items) | K = %s | beams %d | model %s\n",
-            model_path, cfg.data.dataset, split, n_rows, sp->n, d.n_items, cfg.eval.ks,
-            cfg.eval.beams > max_k ? cfg.eval.beams : max_k, m.lora ? "with LoRA merged" : "as is");
+    char how[64];
+    if (cfg.eval.mode == EVAL_UNCONSTRAINED) snprintf(how, sizeof how, "unconstrained (greedy + L2 grounding)");
+    else snprintf(how, sizeof how, "beams %d", cfg.eval.beams > max_k ? cfg.eval.beams : max_k);
+    fprintf(stderr, "eval: %s on %s split '%s' (%d of %d rows, %d items) | K = %s | %s | model %s\n",
+            model_path, cfg.data.dataset, split, n_rows, sp->n, d.n_items, cfg.eval.ks, how,
+            m.lora ? "with LoRA merged" : "as is");
 
     FILE *topk = fopen(tmp_path, "w");
     if (!topk) fail("cannot write %s: %s", tmp_path, strerror(errno));
     Metrics met[MAX_KS];
-    evaluate_split_rows(&m, &d, split, ks, n_ks, cfg.eval.beams, cfg.eval.batch, cfg.eval.max_rows, topk, met);
+    evaluate_split_mode(&m, &d, split, ks, n_ks, cfg.eval.beams, cfg.eval.batch, cfg.eval.max_rows, cfg.eval.mode,
+                        cfg.data.dataset, topk, met);
     if (fclose(topk) != 0) fail("cannot write %s: %s", tmp_path, strerror(errno));
     if (rename(tmp_path, topk_path) != 0) { unlink(tmp_path); fail("cannot rename %s to %s", tmp_path, topk_path); }
 

@@ -1,6 +1,7 @@
 // Evaluation of a model on a split of a prepared recommendation dataset
-// (docs/eval.md): catalogue-constrained beam search over every row's prompt,
-// the top-K list of each row, and the metrics of SPREC.md section 4.
+// (docs/eval.md): catalogue-constrained beam search (or, in the unconstrained
+// mode, greedy text grounded to the catalogue) over every row's prompt, the
+// top-K list of each row, and the metrics of SPREC.md section 4.
 #ifndef SPREC_EVALUATE_H
 #define SPREC_EVALUATE_H
 
@@ -25,6 +26,21 @@ void evaluate_split(Model *m, const RecData *d, const char *split, const int *ks
 // The same on the first max_rows rows only (0 = all rows).
 void evaluate_split_rows(Model *m, const RecData *d, const char *split, const int *ks, int n_ks, int beams,
                          int batch, int max_rows, FILE *topk_jsonl, Metrics *out);
+
+// How each row's list is made ([eval] mode; the config stores the index).
+typedef enum {
+    EVAL_CONSTRAINED,     // catalogue-constrained beam search (above)
+    EVAL_UNCONSTRAINED    // one greedy title without the trie, grounded by L2 distance (host/grounding.h)
+} EvalMode;
+
+// evaluate_split_rows in either mode. Unconstrained: beams is unused; the list
+// is the max(ks) catalogue items nearest to the generated title (grounding_topk)
+// and each top-K line also gets "generated" (the decoded generation, null when
+// the model has no tokenizer) and "generated_ids"; cache_path (NULL = none) is
+// the dataset file d was loaded from, where the catalogue embeddings are cached
+// per model (grounding_create).
+void evaluate_split_mode(Model *m, const RecData *d, const char *split, const int *ks, int n_ks, int beams,
+                         int batch, int max_rows, int mode, const char *cache_path, FILE *topk_jsonl, Metrics *out);
 
 // Parses "1,5,10" into ks (at most cap values, each >= 1, no repeats);
 // returns the count, or 0 with a reason in err.

@@ -252,6 +252,21 @@ void model_logits(Model *m, const Batch *batch, float *logits_host) {
         if (i % T >= batch->lengths[i / T]) memset(logits_host + (size_t)i * V, 0, (size_t)V * sizeof(float));
 }
 
+// Final-normed hidden states of a forward over batch: the LM head's input,
+// Hugging Face's hidden_states[-1] / last_hidden_state. The forward runs with
+// no head rows (an all-zero mask), so no logits are computed.
+void model_hidden(Model *m, const Batch *batch, float *hidden_host) {
+    const int B = batch->B, T = batch->T, C = m->cfg.dim;
+    float *zero = xcalloc((size_t)B * T, sizeof(float));
+    Batch b = *batch;
+    b.mask = zero;
+    model_forward(m, &b, 0);
+    free(zero);
+    m->be->download(hidden_host, m->acts.lnf, (size_t)B * T * C * sizeof(float));
+    for (int i = 0; i < B * T; i++)
+        if (i % T >= batch->lengths[i / T]) memset(hidden_host + (size_t)i * C, 0, (size_t)C * sizeof(float));
+}
+
 double model_grad_norm(Model *m) {
     if (m->lora) return sqrt(m->be->sumsq(m->lora->grads, m->lora->numel));
     return sqrt(m->be->sumsq(m->grads, m->numel));

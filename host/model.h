@@ -122,6 +122,10 @@ void model_backward(Model *m, const float *weight_host);
 // Full logits [B,T,V] of the last forward on this batch (debugging / dump
 // only); padded positions are 0.
 void model_logits(Model *m, const Batch *batch, float *logits_host);
+// Runs the forward over batch (no head) and writes the final-normed hidden
+// states [B,T,C] (the LM head's input, Hugging Face's last_hidden_state);
+// padded positions are 0.
+void model_hidden(Model *m, const Batch *batch, float *hidden_host);
 // Rotary cos/sin tables [P, D/2] of a config, on the host, computed exactly as
 // the training forward computes them (Hugging Face's float32 angles, Llama-3.1
 // frequency scaling when configured).

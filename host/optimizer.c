@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 #include "optimizer.h"
+#include "dist.h"
 #include "check.h"
 #include "lora.h"
 
@@ -30,6 +31,8 @@ double adamw_step(AdamW *o, Model *model, float lr) {
     check(o->numel == (lo ? lo->numel : model->numel),
           "optimizer was created for %zu values, the model trains %zu (LoRA enabled after adamw_create?)", o->numel,
           lo ? lo->numel : model->numel);
+    // data parallel: every rank steps with the sum of all ranks' gradients
+    dist_sum_device(dist_world(), be, lo ? lo->grads : model->grads, o->numel);
     double norm = model_grad_norm(model);
     if (!isfinite(norm)) fail("gradient norm is %g at step %ld: training diverged (lower train.lr?)", norm, o->step + 1);
     // PyTorch clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "train_dpo.h"
+#include "dist.h"
 #include "train_sft.h"
 #include "train_run.h"
 #include "fileio.h"
@@ -171,7 +172,11 @@ void dpo_self_negatives(Model *gen, const RecData *d, DpoPairs *p, int beams) {
     negatives_setup(d, p->row, n, &trie, &prompts, &plens);
     float *scores = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     double t0 = now_seconds();
-    recommend_next_best(gen, &trie, prompts, plens, n, p->chosen, beams, p->rejected, scores);
+    const Dist *dist = dist_world();   // this rank's share of the prompts, then all ranks get every negative
+    int lo, hi;
+    dist_share(dist, n, &lo, &hi);
+    recommend_next_best(gen, &trie, prompts + lo, plens + lo, hi - lo, p->chosen + lo, beams, p->rejected + lo, scores);
+    dist_gather(dist, p->rejected, sizeof(int), lo, hi, n);
     printf("dpo: %d self-generated negatives (beam %d) in %.1f s\n", n, beams, now_seconds() - t0);
     free(scores); free(prompts); free(plens);
     trie_free(&trie);
@@ -188,7 +193,12 @@ void dpo_spdpo_negatives(Model *gen, const RecData *d, const int *rows, const in
     int *items = xmalloc((size_t)n * K * sizeof(int));
     float *scores = xmalloc((size_t)n * K * sizeof(float));
     double t0 = now_seconds();
-    recommend_topk(gen, &trie, prompts, plens, n, K, W, items, scores);
+    const Dist *dist = dist_world();   // this rank's share of the prompts, then all ranks get every list
+    int lo, hi;
+    dist_share(dist, n, &lo, &hi);
+    recommend_topk(gen, &trie, prompts + lo, plens + lo, hi - lo, K, W, items + (size_t)lo * K, scores + (size_t)lo * K);
+    dist_gather(dist, items, (size_t)K * sizeof(int), lo, hi, n);
+    dist_gather(dist, scores, (size_t)K * sizeof(float), lo, hi, n);
     dpo_pairs_alloc(p, n * k);
     p->pair_w = xmalloc((size_t)n * k * sizeof(double));
     double *gen_lp = xmalloc((size_t)n * k * sizeof(double));
@@ -211,14 +221,21 @@ void dpo_spdpo_negatives(Model *gen, const RecData *d, const int *rows, const in
 
 void dpo_pairs_reference(Model *m, const RecData *d, DpoPairs *p, int bs) {
     if (m->lora) lora_set_train(m, 0, 0);
-    for (int a = 0; a < p->n; a += bs) {
-        const int b = a + bs < p->n ? a + bs : p->n;
+    // this rank's micro-batches, then every rank gets all reference log-probs
+    const Dist *dist = dist_world();
+    int mlo, mhi;
+    dist_share(dist, (p->n + bs - 1) / bs, &mlo, &mhi);
+    const int lo = mlo * bs < p->n ? mlo * bs : p->n, hi = mhi * bs < p->n ? mhi * bs : p->n;
+    for (int a = lo; a < hi; a += bs) {
+        const int b = a + bs < hi ? a + bs : hi;
         Batch c, r;
         pairs_batch(d, p, a, b, 0, &c);
         pairs_batch(d, p, a, b, 1, &r);
         dpo_pair_logprobs(m, &c, &r, p->ref_c + a, p->ref_r + a);
         batch_free(&c); batch_free(&r);
     }
+    dist_gather(dist, p->ref_c, sizeof(double), lo, hi, p->n);
+    dist_gather(dist, p->ref_r, sizeof(double), lo, hi, p->n);
 }
 
 double dpo_pairs_step(Model *m, AdamW *opt, const RecData *d, const DpoPairs *p, int a0, int a1, int bs,
@@ -227,7 +244,11 @@ double dpo_pairs_step(Model *m, AdamW *opt, const RecData *d, const DpoPairs *p,
     double pw[bs];
     memset(s, 0, sizeof *s);
     model_zero_grad(m);
-    for (int a = a0, mb = 0; a < a1; a += bs, mb++) {
+    // this rank's micro-batches of the step; statistics and gradients are summed over ranks
+    const Dist *dist = dist_world();
+    int mlo, mhi;
+    dist_share(dist, (n_step + bs - 1) / bs, &mlo, &mhi);
+    for (int mb = mlo, a = a0 + mlo * bs; mb < mhi; a += bs, mb++) {
         const int b = a + bs < a1 ? a + bs : a1, nb = b - a;
         // the step's loss = the mean over its pairs (of pair_w * loss with SPDPO)
         for (int i = 0; i < nb; i++) pw[i] = (double)nb / n_step * (p->pair_w ? p->pair_w[a + i] : 1.0);
@@ -246,6 +267,11 @@ double dpo_pairs_step(Model *m, AdamW *opt, const RecData *d, const DpoPairs *p,
         s->logps_rejected += f * ms.logps_rejected;
         batch_free(&c); batch_free(&r);
     }
+    double sums[7] = {s->loss, s->rewards_chosen, s->rewards_rejected, s->rewards_margins, s->rewards_accuracies,
+                      s->logps_chosen, s->logps_rejected};
+    dist_sum_host(dist, sums, 7);
+    s->loss = sums[0]; s->rewards_chosen = sums[1]; s->rewards_rejected = sums[2]; s->rewards_margins = sums[3];
+    s->rewards_accuracies = sums[4]; s->logps_chosen = sums[5]; s->logps_rejected = sums[6];
     s->n_pairs = n_step;
     *gnorm = adamw_step(opt, m, lr);
     return s->loss;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "train_sft.h"
+#include "dist.h"
 #include "train_run.h"
 #include "checkpoint.h"
 #include "lora.h"
@@ -44,7 +45,11 @@ double sft_step(Model *m, AdamW *opt, const Dataset *data, const int *ids, int n
     if (mask_sum <= 0) return 0;
     model_zero_grad(m);
     double loss = 0;
-    for (int a = 0, mb = 0; a < n_ids; a += batch_size, mb++) {
+    // this rank's micro-batches of the step (the mask sum above is the whole step's)
+    const Dist *dist = dist_world();
+    int mlo, mhi;
+    dist_share(dist, (n_ids + batch_size - 1) / batch_size, &mlo, &mhi);
+    for (int mb = mlo, a = mlo * batch_size; mb < mhi; a += batch_size, mb++) {
         Batch batch;
         dataset_batch(data, ids + a, a + batch_size < n_ids ? batch_size : n_ids - a, &batch);
         // dropout masks keyed by the global micro-batch index: a resumed run redraws the same ones
@@ -60,6 +65,7 @@ double sft_step(Model *m, AdamW *opt, const Dataset *data, const int *ids, int n
         free(w);
         batch_free(&batch);
     }
+    dist_sum_host(dist, &loss, 1);
     *gnorm = adamw_step(opt, m, lr);
     return loss;
 }

@@ -152,10 +152,17 @@ static inline int dropout_keep(uint64_t key, uint64_t i, float p) {
     return (float)(z >> 40) * 0x1.0p-24f >= p;
 }
 
-// Registry (host/device.c picks one by name).
+// Registry (host/device.c picks one by name). C linkage: backend_cuda is
+// defined in CUDA C++ (kernels/cuda/backend_cuda.cu).
+#ifdef __cplusplus
+extern "C" {
+#endif
 const Backend *backend_cpu(void);
 // backend_cuda: NULL when sprec was built without nvcc; when built with it but
 // no GPU is usable, it exits with a one-line message.
 const Backend *backend_cuda(void);
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,0 +1,43 @@
+// Shared by every kernels/cuda/*.cu file: status checks, the stream every op
+// runs on, launch helpers. Every CUDA/cuBLAS call and every launch is checked;
+// a failure prints file:line and exits (the host never sees a half-done op).
+#ifndef SPREC_CUDA_COMMON_CUH
+#define SPREC_CUDA_COMMON_CUH
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstdint>
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cublasLt.h>
+
+[[noreturn]] void cuda_fail(const char *what, const char *detail, const char *file, int line);
+
+#define CUDA_CHECK(call) do {                                                   \
+        cudaError_t err_ = (call);                                              \
+        if (err_ != cudaSuccess)                                                \
+            cuda_fail(#call, cudaGetErrorString(err_), __FILE__, __LINE__);     \
+    } while (0)
+
+#define CUBLAS_CHECK(call) do {                                                 \
+        cublasStatus_t st_ = (call);                                            \
+        if (st_ != CUBLAS_STATUS_SUCCESS)                                       \
+            cuda_fail(#call, cublasGetStatusString(st_), __FILE__, __LINE__);   \
+    } while (0)
+
+// After every kernel launch: catches bad launch configurations at once.
+#define LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+
+// The one stream all ops are queued on (ops are ordered; upload/download sync it).
+cudaStream_t cuda_stream(void);
+// The cuBLASLt handle and its workspace (created once, with the stream).
+cublasLtHandle_t cuda_blaslt(void);
+void *cuda_blaslt_workspace(size_t *bytes);
+// Scratch owned by the backend, grown on demand and reused between ops (never
+// freed while the process runs). slot separates independent users.
+void *cuda_scratch(int slot, size_t bytes);
+enum { SCRATCH_LOGITS = 0, SCRATCH_REDUCE = 1, SCRATCH_ATTN = 2, SCRATCH_MISC = 3, SCRATCH_SLOTS = 4 };
+
+static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
+
+#endif

@@ -1,0 +1,67 @@
+// Internal to the CUDA backend: the op entry points backend_cuda.cu puts in the
+// Backend table (same signatures and contracts as kernels/backend.h and their
+// CPU twins in kernels/cpu/cpu_ops.h). One file per op family:
+//   backend_cuda.cu  memory, stream, cuBLASLt handle, scratch, registry, add/scale/dropout
+//   embedding.cu rmsnorm.cu rope.cu swiglu.cu adamw.cu (adamw + sumsq)
+//   matmul.cu (cuBLASLt)  logprob.cu (fused linear log-prob)  attention.cu  decode.cu
+// Numerics of this first version: activations, gradients and weights are fp32
+// at the interface (the host's buffers are float*); GEMMs run on tensor cores
+// in TF32 (SPREC_CUDA_TF32=0 for full fp32); statistics fp32; KV cache bf16.
+#ifndef SPREC_CUDA_OPS_H
+#define SPREC_CUDA_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+void cuda_matmul_fwd(float *out, const float *inp, const float *w, const float *bias,
+                     int N, int C, int OC);
+void cuda_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout,
+                     const float *inp, const float *w, int N, int C, int OC);
+void cuda_embedding_fwd(float *out, const int *tokens, const float *wte, int N, int C);
+void cuda_embedding_bwd(float *dwte, const float *dout, const int *tokens, int N, int C, int V);
+void cuda_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *weight,
+                      float eps, int N, int C);
+void cuda_rmsnorm_bwd(float *dinp, float *dweight, const float *dout, const float *inp,
+                      const float *weight, const float *rstd, int N, int C);
+void cuda_rope_fwd(float *x, const float *cos_tab, const float *sin_tab, int B, int T, int H, int D);
+void cuda_rope_bwd(float *dx, const float *cos_tab, const float *sin_tab, int B, int T, int H, int D);
+void cuda_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+                        const int *lengths, int B, int T, int NH, int NKV, int D);
+void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                        const float *lse, const float *q, const float *k, const float *v,
+                        const int *lengths, int B, int T, int NH, int NKV, int D);
+void cuda_swiglu_fwd(float *out, const float *gate, const float *up, size_t n);
+void cuda_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
+                     const float *up, size_t n);
+void cuda_add(float *out, const float *a, const float *b, size_t n);
+void cuda_scale(float *x, float s, size_t n);
+void cuda_dropout_fwd(float *out, const float *inp, size_t n, float p, uint64_t key);
+void cuda_dropout_bwd(float *dinp, const float *dout, size_t n, float p, uint64_t key);
+void cuda_logprob_fwd(float *logprob, float *lse, const float *h, const float *w,
+                      const int *rows, const int *targets, int n, int C, int V);
+void cuda_logprob_bwd(float *dh, float *dw, const float *h, const float *w,
+                      const int *rows, const int *targets, const float *lse,
+                      const float *weight, int n, int C, int V);
+void cuda_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr,
+                float beta1, float beta2, float eps, float wd, float bc1, float bc2,
+                float grad_scale);
+double cuda_sumsq(const float *x, size_t n);
+void *cuda_kv_alloc(size_t n);
+void cuda_rope_at_fwd(float *x, const float *cos_tab, const float *sin_tab, const int *pos,
+                      int N, int H, int D);
+void cuda_kv_write(void *cache, const float *x, const int *start, const int *n_new,
+                   int R, int S, int P, int W);
+void cuda_attention_cached_fwd(float *out, const float *q, const void *kc, const void *vc,
+                               const int *start, const int *n_new, int R, int S, int P,
+                               int NH, int NKV, int D);
+void cuda_kv_gather(void *cache, const int *src, int R, int len, int P, int W);
+void cuda_gather_rows(float *out, const float *inp, const int *rows, int N, int C);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
