@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "evaluate.h"
+#include "dist.h"
 #include "recommend.h"
 #include "trie.h"
 #include "grounding.h"
@@ -138,23 +139,31 @@ void evaluate_split_mode(Model *m, const RecData *d, const char *split, const in
     }
     Grounding gr;
     if (mode == EVAL_UNCONSTRAINED) grounding_create(&gr, m, d, cache_path);
-    GenOutput *gen = mode == EVAL_UNCONSTRAINED && topk_jsonl ? xcalloc((size_t)n, sizeof(GenOutput)) : NULL;
+    // this rank's share of the rows; the lists are gathered, so every rank computes the same metrics
+    const Dist *dist = dist_world();
+    int lo, hi;
+    dist_share(dist, n, &lo, &hi);
+    // the generated texts stay on the rank that made them: the JSONL carries them with one rank only
+    GenOutput *gen = mode == EVAL_UNCONSTRAINED && topk_jsonl && dist->world == 1
+                   ? xcalloc((size_t)n, sizeof(GenOutput)) : NULL;
 
     int *ranked = xmalloc((size_t)n * K * sizeof(int));
     float *scores = xmalloc((size_t)n * K * sizeof(float));
     const double t0 = now_seconds();
     double t_last = t0;
-    for (int b = 0; b < n; b += batch) {
-        const int nb = n - b < batch ? n - b : batch;
+    for (int b = lo; b < hi; b += batch) {
+        const int nb = hi - b < batch ? hi - b : batch;
         if (mode == EVAL_CONSTRAINED)
             recommend_topk(m, &trie, prompts + b, plens + b, nb, K, W, ranked + (size_t)b * K, scores + (size_t)b * K);
         else
             grounding_topk(m, &gr, prompts + b, plens + b, nb, K, ranked + (size_t)b * K, scores + (size_t)b * K,
                            gen ? gen + b : NULL);
-        progress(split, b + nb, n, t0, &t_last);
+        progress(split, b + nb - lo, hi - lo, t0, &t_last);
     }
+    dist_gather(dist, ranked, (size_t)K * sizeof(int), lo, hi, n);
+    dist_gather(dist, scores, (size_t)K * sizeof(float), lo, hi, n);
 
-    if (topk_jsonl) {
+    if (topk_jsonl && dist_is_root(dist)) {
         for (int r = 0; r < n; r++) {
             fprintf(topk_jsonl, "{\"row\": %d, \"history\": ", r);
             write_ids(topk_jsonl, sp->hist_items + sp->hist_offsets[r], sp->hist_offsets[r + 1] - sp->hist_offsets[r]);
