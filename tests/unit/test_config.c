@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/wait.h>
+#include <glob.h>
 #include "tests.h"
 #include "../../host/config.h"
 
@@ -292,7 +293,26 @@ static void test_config_validate_errors(void **state) {
     assert_int_equal(run_forked(validate_child, "train.warmup_steps=5", err, sizeof err), 0);
 }
 
+// every shipped experiment file loads and validates (a stale key in configs/
+// would otherwise only show when a user runs it); a load error exits the test
+static void test_config_shipped(void **state) {
+    (void)state;
+    glob_t g;
+    assert_int_equal(glob("configs/*.ini", 0, NULL, &g), 0);
+    assert_true(g.gl_pathc >= 9);
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        Config c;
+        config_defaults(&c);
+        config_load(&c, g.gl_pathv[i]);
+        config_resolve(&c);
+        config_validate(&c, g.gl_pathv[i]);
+    }
+    print_message("  %zu files in configs/ load and validate\n", g.gl_pathc);
+    globfree(&g);
+}
+
 DEFINE_TEST_GROUP(test_config,
+    cmocka_unit_test(test_config_shipped),
     cmocka_unit_test(test_config_defaults),
     cmocka_unit_test(test_config_full_ini),
     cmocka_unit_test(test_config_override),
