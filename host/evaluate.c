@@ -46,24 +46,6 @@ static void write_ids(FILE *f, const int *ids, int n) {
     fputc(']', f);
 }
 
-// "eval test: 32/40 rows | 3.2 rows/s | ETA 3s": overwritten in place on a
-// terminal; elsewhere (logs) one line at most every 10 s and the last one.
-static void progress(const char *split, int done, int total, double t0, double *t_last) {
-    const int tty = isatty(2), last = done == total;
-    const double t = now_seconds();
-    if (!tty && !last && t - *t_last < 10) return;
-    *t_last = t;
-    const double rate = done / (t - t0 + 1e-9);
-    char eta[32], el[32];
-    fprintf(stderr, "%seval %s: %d/%d rows | %.2f rows/s | %s %s%s", tty ? "\r" : "", split, done, total, rate,
-            last ? "took" : "ETA", last ? fmt_duration(t - t0, el, sizeof el)
-                                        : fmt_duration((total - done) / (rate + 1e-12), eta, sizeof eta),
-            tty && !last ? "   " : "\n");
-    fflush(stderr);
-}
-
-// A JSON string of bytes s[0..n): escapes, and U+FFFD for invalid UTF-8 (a
-// generation may stop inside a multi-byte character).
 static void write_json_string(FILE *f, const char *s, size_t n) {
     const unsigned char *p = (const unsigned char *)s;
     fputc('"', f);
@@ -158,7 +140,9 @@ void evaluate_split_mode(Model *m, const RecData *d, const char *split, const in
         else
             grounding_topk(m, &gr, prompts + b, plens + b, nb, K, ranked + (size_t)b * K, scores + (size_t)b * K,
                            gen ? gen + b : NULL);
-        progress(split, b + nb - lo, hi - lo, t0, &t_last);
+        char what[32];
+        snprintf(what, sizeof what, "eval %s", split);
+        progress_line(what, b + nb - lo, hi - lo, "rows", t0, &t_last);
     }
     dist_gather(dist, ranked, (size_t)K * sizeof(int), lo, hi, n);
     dist_gather(dist, scores, (size_t)K * sizeof(float), lo, hi, n);

@@ -144,6 +144,10 @@ static void pairs_batch(const RecData *d, const DpoPairs *p, int a, int b, int s
     }
 }
 
+// Prompts per recommend call while generating negatives: a progress line after
+// each (the KV cache holds at most 256 rows anyway, so nothing is lost).
+#define NEGATIVES_CHUNK 64
+
 // The catalogue trie and the prompts of rows[0..n) (views into d; free the arrays and the trie after).
 static void negatives_setup(const RecData *d, const int *rows, int n, Trie *trie, const int ***prompts, int **plens) {
     const RecSplit *sp = &d->split[SPLIT_TRAIN];
@@ -175,7 +179,12 @@ void dpo_self_negatives(Model *gen, const RecData *d, DpoPairs *p, int beams) {
     const Dist *dist = dist_world();   // this rank's share of the prompts, then all ranks get every negative
     int lo, hi;
     dist_share(dist, n, &lo, &hi);
-    recommend_next_best(gen, &trie, prompts + lo, plens + lo, hi - lo, p->chosen + lo, beams, p->rejected + lo, scores);
+    double t_last = t0;
+    for (int a = lo; a < hi; a += NEGATIVES_CHUNK) {   // in chunks, for the progress line
+        const int b = a + NEGATIVES_CHUNK < hi ? a + NEGATIVES_CHUNK : hi;
+        recommend_next_best(gen, &trie, prompts + a, plens + a, b - a, p->chosen + a, beams, p->rejected + a, scores + a);
+        progress_line("dpo negatives", b - lo, hi - lo, "prompts", t0, &t_last);
+    }
     dist_gather(dist, p->rejected, sizeof(int), lo, hi, n);
     printf("dpo: %d self-generated negatives (beam %d) in %.1f s\n", n, beams, now_seconds() - t0);
     free(scores); free(prompts); free(plens);
@@ -196,7 +205,12 @@ void dpo_spdpo_negatives(Model *gen, const RecData *d, const int *rows, const in
     const Dist *dist = dist_world();   // this rank's share of the prompts, then all ranks get every list
     int lo, hi;
     dist_share(dist, n, &lo, &hi);
-    recommend_topk(gen, &trie, prompts + lo, plens + lo, hi - lo, K, W, items + (size_t)lo * K, scores + (size_t)lo * K);
+    double t_last = t0;
+    for (int a = lo; a < hi; a += NEGATIVES_CHUNK) {   // in chunks, for the progress line
+        const int b = a + NEGATIVES_CHUNK < hi ? a + NEGATIVES_CHUNK : hi;
+        recommend_topk(gen, &trie, prompts + a, plens + a, b - a, K, W, items + (size_t)a * K, scores + (size_t)a * K);
+        progress_line("dpo negatives", b - lo, hi - lo, "prompts", t0, &t_last);
+    }
     dist_gather(dist, items, (size_t)K * sizeof(int), lo, hi, n);
     dist_gather(dist, scores, (size_t)K * sizeof(float), lo, hi, n);
     dpo_pairs_alloc(p, n * k);
@@ -226,6 +240,8 @@ void dpo_pairs_reference(Model *m, const RecData *d, DpoPairs *p, int bs) {
     int mlo, mhi;
     dist_share(dist, (p->n + bs - 1) / bs, &mlo, &mhi);
     const int lo = mlo * bs < p->n ? mlo * bs : p->n, hi = mhi * bs < p->n ? mhi * bs : p->n;
+    const double t0 = now_seconds();
+    double t_last = t0;
     for (int a = lo; a < hi; a += bs) {
         const int b = a + bs < hi ? a + bs : hi;
         Batch c, r;
@@ -233,6 +249,7 @@ void dpo_pairs_reference(Model *m, const RecData *d, DpoPairs *p, int bs) {
         pairs_batch(d, p, a, b, 1, &r);
         dpo_pair_logprobs(m, &c, &r, p->ref_c + a, p->ref_r + a);
         batch_free(&c); batch_free(&r);
+        progress_line("dpo reference", b - lo, hi - lo, "pairs", t0, &t_last);
     }
     dist_gather(dist, p->ref_c, sizeof(double), lo, hi, p->n);
     dist_gather(dist, p->ref_r, sizeof(double), lo, hi, p->n);
