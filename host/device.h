@@ -4,7 +4,7 @@
 
 #include "../kernels/backend.h"
 
-// "cpu" or "cuda"; exits with a clear message when unknown or not available.
+// "cpu", "cpu-checked" (kernels/cpu/checked.c) or "cuda"; exits with a clear message when unknown or not available.
 const Backend *backend_select(const char *name);
 // Sets the OpenMP thread count when threads > 0.
 void set_threads(int threads);

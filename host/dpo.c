@@ -8,24 +8,61 @@
 #include "dataset.h"
 #include "check.h"
 
-double dpo_log_sigmoid(double x) {
-    // log sigmoid(x) = -log(1 + exp(-x)) = min(x, 0) - log1p(exp(-|x|))
-    return (x < 0 ? x : 0.0) - log1p(exp(-fabs(x)));
+// Device arrays of one DPO call, carved from one allocation: the head rows'
+// sequence index and mask (from the batch), the sequence log-probs, and for the
+// loss the reference log-probs, pair weights, gradient weights and statistics.
+typedef struct {
+    void *base;
+    int *seq; float *mask;       // [n_head] each
+    double *lp, *ref, *pw, *w;   // [S] [S] [S/2] [S]  (S = rows of the batch = 2n for pairs)
+    double *out;                 // [DPO_OUT_COUNT]
+} DpoDev;
+
+static size_t carve(size_t *at, size_t bytes) {
+    const size_t off = *at;
+    *at += (bytes + 63) / 64 * 64;
+    return off;
 }
 
-double dpo_sigmoid(double x) {
-    if (x >= 0) return 1.0 / (1.0 + exp(-x));
-    const double e = exp(x);
-    return e / (1.0 + e);
+static void dpo_dev_alloc(DpoDev *d, const Backend *be, int n_head, int S) {
+    const size_t nh = (size_t)(n_head > 0 ? n_head : 1);
+    size_t at = 0, o_seq = carve(&at, nh * sizeof(int)), o_mask = carve(&at, nh * sizeof(float)),
+           o_lp = carve(&at, (size_t)S * sizeof(double)), o_ref = carve(&at, (size_t)S * sizeof(double)),
+           o_pw = carve(&at, (size_t)S * sizeof(double)), o_w = carve(&at, (size_t)S * sizeof(double)),
+           o_out = carve(&at, DPO_OUT_COUNT * sizeof(double));
+    char *base = be->alloc(at);
+    *d = (DpoDev){.base = base, .seq = (int *)(base + o_seq), .mask = (float *)(base + o_mask),
+                  .lp = (double *)(base + o_lp), .ref = (double *)(base + o_ref), .pw = (double *)(base + o_pw),
+                  .w = (double *)(base + o_w), .out = (double *)(base + o_out)};
+}
+
+// Forward of batch, then d->lp[b] = sum_t mask * logprob of every row on the
+// device (be->seq_logprob), the head rows' sequence index and mask left in d
+// for the loss. Returns the number of head rows.
+static int forward_sequence_logprobs(Model *m, const Batch *batch, DpoDev *d) {
+    const Backend *be = m->be;
+    const int n = model_forward(m, batch, 0);
+    dpo_dev_alloc(d, be, n, batch->B);
+    int *seq = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    float *mask = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        seq[i] = m->head_pos[i] / batch->T;
+        mask[i] = batch->mask[m->head_pos[i]];
+    }
+    if (n > 0) {
+        be->upload(d->seq, seq, (size_t)n * sizeof(int));
+        be->upload(d->mask, mask, (size_t)n * sizeof(float));
+    }
+    free(seq); free(mask);
+    be->seq_logprob(d->lp, m->acts.head_lp, d->mask, d->seq, n, batch->B);
+    return n;
 }
 
 void dpo_sequence_logprobs(Model *m, const Batch *batch, double *seq_lp) {
-    const int n = model_forward(m, batch, 0);
-    for (int b = 0; b < batch->B; b++) seq_lp[b] = 0.0;
-    for (int i = 0; i < n; i++) {
-        const int p = m->head_pos[i];
-        seq_lp[p / batch->T] += (double)batch->mask[p] * (double)m->head_lp[i];
-    }
+    DpoDev d;
+    forward_sequence_logprobs(m, batch, &d);
+    m->be->download(seq_lp, d.lp, (size_t)batch->B * sizeof(double));
+    m->be->free(d.base);
 }
 
 // copies src's rows to out rows row0.., checking each has completion tokens
@@ -74,35 +111,34 @@ void dpo_pair_logprobs(Model *m, const Batch *chosen, const Batch *rejected, dou
     batch_free(&both);
 }
 
+static void stats_from_out(DpoStats *stats, const double *out, int n_pairs) {
+    stats->loss = out[DPO_OUT_LOSS];
+    stats->rewards_chosen = out[DPO_OUT_REWARDS_CHOSEN];
+    stats->rewards_rejected = out[DPO_OUT_REWARDS_REJECTED];
+    stats->rewards_margins = out[DPO_OUT_REWARDS_MARGINS];
+    stats->rewards_accuracies = out[DPO_OUT_REWARDS_ACCURACIES];
+    stats->logps_chosen = out[DPO_OUT_LOGPS_CHOSEN];
+    stats->logps_rejected = out[DPO_OUT_LOGPS_REJECTED];
+    stats->n_pairs = n_pairs;
+}
+
+// The host entry of the loss: the CPU backend's dpo_loss on host arrays (the
+// one implementation of the arithmetic; dpo_step runs the model's backend's).
 double dpo_loss_and_weights(int n_pairs, const double *lp_c, const double *lp_r, const double *ref_c,
                             const double *ref_r, const double *pair_weight, double beta, DpoStats *stats,
                             double *w_c, double *w_r) {
     check(n_pairs > 0, "dpo: no pairs");
-    double loss = 0, rc = 0, rr = 0, acc = 0, lc = 0, lr = 0;
-    for (int i = 0; i < n_pairs; i++) {
-        const double reward_c = beta * (lp_c[i] - ref_c[i]), reward_r = beta * (lp_r[i] - ref_r[i]);
-        const double z = reward_c - reward_r;          // beta * margin
-        const double pw = pair_weight ? pair_weight[i] : 1.0;
-        loss -= pw * dpo_log_sigmoid(z);
-        // d(-log sigmoid(z))/dz = -sigmoid(-z); dz/dlp_c = beta, dz/dlp_r = -beta
-        const double g = -beta * dpo_sigmoid(-z) * pw / n_pairs;
-        if (w_c) w_c[i] = g;
-        if (w_r) w_r[i] = -g;
-        rc += reward_c; rr += reward_r; acc += reward_c > reward_r;
-        lc += lp_c[i]; lr += lp_r[i];
-    }
-    loss /= n_pairs;
-    if (stats) {
-        stats->loss = loss;
-        stats->rewards_chosen = rc / n_pairs;
-        stats->rewards_rejected = rr / n_pairs;
-        stats->rewards_margins = (rc - rr) / n_pairs;
-        stats->rewards_accuracies = acc / n_pairs;
-        stats->logps_chosen = lc / n_pairs;
-        stats->logps_rejected = lr / n_pairs;
-        stats->n_pairs = n_pairs;
-    }
-    return loss;
+    const size_t n = (size_t)n_pairs;
+    double *lp = xmalloc(2 * n * sizeof(double)), *ref = xmalloc(2 * n * sizeof(double)),
+           *w = xmalloc(2 * n * sizeof(double)), out[DPO_OUT_COUNT];
+    memcpy(lp, lp_c, n * sizeof(double)); memcpy(lp + n, lp_r, n * sizeof(double));
+    memcpy(ref, ref_c, n * sizeof(double)); memcpy(ref + n, ref_r, n * sizeof(double));
+    backend_cpu()->dpo_loss(out, w, NULL, lp, ref, pair_weight, beta, n_pairs, NULL, NULL, 0);
+    if (w_c) memcpy(w_c, w, n * sizeof(double));
+    if (w_r) memcpy(w_r, w + n, n * sizeof(double));
+    if (stats) stats_from_out(stats, out, n_pairs);
+    free(lp); free(ref); free(w);
+    return out[DPO_OUT_LOSS];
 }
 
 int dpo_spdpo_weights(int n_groups, const int *group_size, const double *gen_lp, double *pw) {
@@ -127,23 +163,27 @@ int dpo_spdpo_weights(int n_groups, const int *group_size, const double *gen_lp,
 
 double dpo_step(Model *m, const Batch *chosen, const Batch *rejected, const double *ref_c, const double *ref_r,
                 const double *pair_weight, double beta, DpoStats *stats) {
+    const Backend *be = m->be;
     const int n = chosen->B;
+    check(n > 0, "dpo: no pairs");
     Batch both;
     dpo_concat_pairs(chosen, rejected, &both);
-    // pass 1: policy log-probs of all 2n sequences (activations kept for pass 2)
-    double *lp = xmalloc((size_t)2 * n * sizeof(double)), *w = xmalloc((size_t)2 * n * sizeof(double));
-    dpo_sequence_logprobs(m, &both, lp);
-    const double loss = dpo_loss_and_weights(n, lp, lp + n, ref_c, ref_r, pair_weight, beta, stats, w, w + n);
-    // pass 2: model_backward adds d(-sum_t tw_t * lp_t); with lp_seq = sum_t mask_t * lp_t
-    // and dL/dlp_seq = w_seq, the token weight is tw_t = -w_seq * mask_t
-    const int nh = m->n_head;
-    float *tw = xmalloc((size_t)(nh > 0 ? nh : 1) * sizeof(float));
-    for (int i = 0; i < nh; i++) {
-        const int p = m->head_pos[i];
-        tw[i] = (float)(-w[p / both.T] * (double)both.mask[p]);
-    }
-    model_backward(m, tw);
-    free(tw); free(w); free(lp);
+    // pass 1: policy log-probs of all 2n sequences, on the device (activations kept for pass 2)
+    DpoDev d;
+    const int nh = forward_sequence_logprobs(m, &both, &d);
+    be->upload(d.ref, ref_c, (size_t)n * sizeof(double));
+    be->upload(d.ref + n, ref_r, (size_t)n * sizeof(double));
+    if (pair_weight) be->upload(d.pw, pair_weight, (size_t)n * sizeof(double));
+    // loss, statistics, sequence weights and, per head row, the token weight
+    // tw = -w_seq * mask of pass 2 (model_backward adds d(-sum_t tw_t * lp_t)),
+    // written straight into the backward's weight buffer
+    be->dpo_loss(d.out, d.w, m->acts.head_w, d.lp, d.ref, pair_weight ? d.pw : NULL, beta, n, d.seq, d.mask, nh);
+    double out[DPO_OUT_COUNT];
+    be->download(out, d.out, sizeof out);
+    if (stats) stats_from_out(stats, out, n);
+    // pass 2
+    model_backward(m, NULL);
+    be->free(d.base);
     batch_free(&both);
-    return loss;
+    return out[DPO_OUT_LOSS];
 }

@@ -27,10 +27,8 @@ typedef struct {
     int n_pairs;
 } DpoStats;
 
-// Numerically stable log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)), finite for every finite x.
-double dpo_log_sigmoid(double x);
-// Numerically stable sigmoid(x) in [0, 1].
-double dpo_sigmoid(double x);
+// dpo_log_sigmoid(x) and dpo_sigmoid(x), the stable forms every backend uses,
+// are in kernels/backend.h (included through model.h).
 
 // Forward only: seq_lp[b] = sum_t mask[b,t] * log p(tokens[b,t] | tokens[b,<t])
 // over the scored positions (1 <= t < lengths[b], mask != 0), accumulated in

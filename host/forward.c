@@ -182,7 +182,7 @@ void model_backward(Model *m, const float *weight_host) {
     // head: d lnf, then through the final norm into the residual stream
     be->zero(a->dtmp, (size_t)N * C * sizeof(float));
     if (n > 0) {
-        be->upload(a->head_w, weight_host, (size_t)n * sizeof(float));
+        if (weight_host) be->upload(a->head_w, weight_host, (size_t)n * sizeof(float));
         be->logprob_bwd(a->dtmp, G(m->g.lm_head), a->lnf, m->w.lm_head, a->rows, a->targets,
                         a->head_lse, a->head_w, n, C, c->vocab_size);
     }

@@ -34,6 +34,8 @@ void decoder_create(Decoder *d, Model *m, int R, int P, int max_rows) {
     d->start = be->alloc((size_t)R * sizeof(int)); d->n_new = be->alloc((size_t)R * sizeof(int));
     d->rows = be->alloc((size_t)R * sizeof(int));
     d->logits_host = xmalloc((size_t)R * V * sizeof(float));
+    d->slot = xmalloc((size_t)R * sizeof(int));
+    for (int r = 0; r < R; r++) d->slot[r] = -1;
 }
 
 void decoder_free(Decoder *d) {
@@ -42,8 +44,10 @@ void decoder_free(Decoder *d) {
                     d->act, d->last, d->last_ln, d->last_rstd, d->logits, d->tokens, d->pos,
                     d->start, d->n_new, d->rows};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(bufs[i]);
+    if (d->plogits) be->free(d->plogits);
     kv_cache_free(&d->kv, be);
     free(d->logits_host);
+    free(d->slot);
     memset(d, 0, sizeof *d);
 }
 
@@ -104,13 +108,20 @@ void decoder_step(Decoder *d, const int *tokens, const int *n_new, int R, int S,
 
     // head on the last new position of each active row only: the final norm
     // is per row, so gathering first gives the training forward's values
+    for (int r = 0; r < kv->R; r++) d->slot[r] = -1;
+    d->cur = d->logits;
+    d->n_cur = n_act;
     if (n_act > 0) {
         be->gather_rows(d->last, d->x, d->rows, n_act, C);                       // last[n_act,C]
         be->rmsnorm_fwd(d->last_ln, d->last_rstd, d->last, m->w.norm, c->rms_eps, n_act, C);
         be->matmul_fwd(d->logits, d->last_ln, m->w.lm_head, NULL, n_act, C, V);  // logits[n_act,V]
-        be->download(d->logits_host, d->logits, (size_t)n_act * V * sizeof(float));
-        for (int i = 0; i < n_act; i++)
-            memcpy(logits_host + (size_t)active[i] * V, d->logits_host + (size_t)i * V, (size_t)V * sizeof(float));
+        for (int i = 0; i < n_act; i++) d->slot[active[i]] = i;
+        if (logits_host) {
+            be->download(d->logits_host, d->logits, (size_t)n_act * V * sizeof(float));
+            for (int i = 0; i < n_act; i++)
+                memcpy(logits_host + (size_t)active[i] * V, d->logits_host + (size_t)i * V,
+                       (size_t)V * sizeof(float));
+        }
     }
     free(tok); free(pos); free(rows); free(active);
 }
@@ -126,7 +137,13 @@ void decoder_prefill(Decoder *d, const int *const *prompts, const int *lens, int
     // chunk gets its logits from that chunk's step
     int S = d->max_rows / R;
     S = S < 1 ? 1 : S > maxlen ? maxlen : S;
-    int *tok = xmalloc((size_t)R * S * sizeof(int)), *n_new = xmalloc((size_t)R * sizeof(int));
+    // logits left on the device: one chunk leaves every row's in d->logits;
+    // with more, each chunk's rows are copied to d->plogits (row r at r)
+    const Backend *be = d->m->be;
+    const size_t V = (size_t)d->m->cfg.vocab_size;
+    const int staged = !logits_host && maxlen > S;
+    if (staged && !d->plogits) d->plogits = be->alloc((size_t)d->kv.R * V * sizeof(float));
+    int *tok = xcalloc((size_t)R * S, sizeof(int)), *n_new = xcalloc((size_t)R, sizeof(int));
     for (int c0 = 0; c0 < maxlen; c0 += S) {
         for (int r = 0; r < R; r++) {
             int n = lens[r] - c0;
@@ -134,6 +151,15 @@ void decoder_prefill(Decoder *d, const int *const *prompts, const int *lens, int
             for (int s = 0; s < S; s++) tok[r * S + s] = s < n_new[r] ? prompts[r][c0 + s] : 0;
         }
         decoder_step(d, tok, n_new, R, S, logits_host);
+        if (staged)
+            for (int r = 0; r < R; r++)   // the rows whose prompt ends in this chunk
+                if (n_new[r] > 0 && lens[r] <= c0 + S)
+                    be->copy(d->plogits + r * V, d->logits + (size_t)d->slot[r] * V, V * sizeof(float));
+    }
+    if (staged) {
+        for (int r = 0; r < d->kv.R; r++) d->slot[r] = r < R ? r : -1;
+        d->cur = d->plogits;
+        d->n_cur = R;
     }
     free(tok); free(n_new);
 }
@@ -152,6 +178,11 @@ void gen_output_free(GenOutput *out, int B) {
         for (int i = 0; i < out[b].n; i++) free(out[b].hyps[i].tokens);
         free(out[b].hyps);
     }
+}
+
+static int int_cmp(const void *a, const void *b) {
+    const int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
 }
 
 // cache positions needed and prompt checks; returns P
@@ -191,12 +222,229 @@ static int apply_allowed(const GenOpts *o, int seq, const int *gen, int n, float
     return 1;
 }
 
+// ---- choosing on the device ------------------------------------------------------
+// A step's choices read, per row of the decoder's device logits, the log-softmax
+// normaliser, the top k (unconstrained rows) and the logits of the allowed
+// tokens (constrained rows: the hook's ids, uploaded as a CSR list), through
+// the backend's logits_lse_topk and gather_cols; one upload and one download
+// of those few numbers per step instead of the [rows x V] logits. A backend
+// without these ops gets its rows downloaded and the CPU twins run on them
+// (the same numbers, the old cost).
+
+typedef struct {
+    const Backend *be;
+    int dev;                     // the backend has the selection ops
+    char *dbuf; size_t dcap;     // device: results (lse, top val, top id, gathered), then off + cols
+    char *hbuf; size_t hcap;     // host copy of the results
+    int *csr; size_t ccap;       // host: off[n + 1], then cols
+    float *rows; size_t rcap;    // fallback: the downloaded rows
+    int n, next, total, k;
+    double *lse; float *top_val; int *top_id; float *val;   // results, after pick_run
+} Picker;
+
+static void *grow(void *p, size_t *cap, size_t need) {
+    if (need <= *cap) return p;
+    *cap = need + need / 2;
+    p = realloc(p, *cap);
+    check(p, "out of memory");
+    return p;
+}
+
+static void pick_init(Picker *p, const Backend *be) {
+    memset(p, 0, sizeof *p);
+    p->be = be;
+    p->dev = be->logits_lse_topk && be->gather_cols;
+}
+
+static void pick_free(Picker *p) {
+    if (p->dbuf) p->be->free(p->dbuf);
+    free(p->hbuf); free(p->csr); free(p->rows);
+}
+
+// A step over rows 0..n-1 of the logits.
+static void pick_begin(Picker *p, int n) {
+    p->n = n; p->next = 0; p->total = 0;
+    p->csr = grow(p->csr, &p->ccap, (size_t)(n + 1) * sizeof(int));
+}
+
+static int *pick_off(const Picker *p) { return p->csr; }
+static int *pick_cols_of(const Picker *p) { return p->csr + p->n + 1; }
+
+// Row i (ascending across calls) reads the logits at ids[0..cnt): kept are
+// the ids in [0, V), ascending, without repeats (the set mask_allowed keeps).
+static void pick_cols(Picker *p, int i, const int *ids, int cnt, int V) {
+    check(i >= p->next && i < p->n, "picker row %d out of order", i);
+    int *off = pick_off(p);
+    for (int r = p->next; r <= i; r++) off[r] = p->total;
+    p->next = i + 1;
+    p->csr = grow(p->csr, &p->ccap, (size_t)(p->n + 1 + p->total + cnt) * sizeof(int));
+    int *c = pick_cols_of(p) + p->total, n = 0, sorted = 1;
+    for (int j = 0; j < cnt; j++) {
+        if (ids[j] < 0 || ids[j] >= V) continue;
+        if (n > 0 && ids[j] <= c[n - 1]) sorted = 0;
+        c[n++] = ids[j];
+    }
+    if (!sorted) {
+        qsort(c, (size_t)n, sizeof(int), int_cmp);
+        int u = 0;
+        for (int j = 0; j < n; j++) if (u == 0 || c[j] != c[u - 1]) c[u++] = c[j];
+        n = u;
+    }
+    p->total += n;
+}
+
+// Runs the step on logits[n, V] (device): lse for every row, the top k of
+// every row (k = 0: none), the gathered columns.
+static void pick_run(Picker *p, const float *logits, int V, int k) {
+    const Backend *be = p->be;
+    const int n = p->n;
+    int *off = pick_off(p);
+    for (int r = p->next; r <= n; r++) off[r] = p->total;
+    p->next = n;
+    p->k = k;
+    const size_t o_tv = (size_t)n * sizeof(double), o_ti = o_tv + (size_t)n * k * sizeof(float);
+    const size_t o_val = o_ti + (size_t)n * k * sizeof(int), down = o_val + (size_t)p->total * sizeof(float);
+    const size_t o_csr = (down + 7) / 8 * 8, up = (size_t)(n + 1 + p->total) * sizeof(int);
+    p->hbuf = grow(p->hbuf, &p->hcap, down > 0 ? down : 8);
+    if (n > 0) {
+        if (p->dev) {
+            if (o_csr + up > p->dcap) {
+                if (p->dbuf) be->free(p->dbuf);
+                p->dcap = (o_csr + up) + (o_csr + up) / 2;
+                p->dbuf = be->alloc(p->dcap);
+            }
+            char *db = p->dbuf;   // the upload first: it waits for the queue, so the two kernels then run back to back
+            const int *d_off = (const int *)(db + o_csr);
+            if (p->total > 0) be->upload(db + o_csr, p->csr, up);
+            be->logits_lse_topk((double *)db, (int *)(db + o_ti), (float *)(db + o_tv), logits, n, V, k);
+            if (p->total > 0) be->gather_cols((float *)(db + o_val), logits, d_off, d_off + n + 1, n, V);
+            be->download(p->hbuf, db, down);
+        } else {   // download the rows, run the CPU twins on them
+            const Backend *cpu = backend_cpu();
+            p->rows = grow(p->rows, &p->rcap, (size_t)n * V * sizeof(float));
+            be->download(p->rows, logits, (size_t)n * V * sizeof(float));
+            char *hb = p->hbuf;
+            cpu->logits_lse_topk((double *)hb, (int *)(hb + o_ti), (float *)(hb + o_tv), p->rows, n, V, k);
+            if (p->total > 0) cpu->gather_cols((float *)(hb + o_val), p->rows, off, pick_cols_of(p), n, V);
+        }
+    }
+    p->lse = (double *)p->hbuf;
+    p->top_val = (float *)(p->hbuf + o_tv);
+    p->top_id = (int *)(p->hbuf + o_ti);
+    p->val = (float *)(p->hbuf + o_val);
+}
+
+// The allowed hook for one row: -1 no constraint, 0 nothing may follow,
+// else the number of ids written (at most V).
+static int call_allowed(const GenOpts *o, int seq, const int *gen, int n, int *ids, int V) {
+    if (!o->allowed) return -1;
+    const int k = o->allowed(o->allowed_ctx, seq, gen, n, ids, V);
+    return k < 0 ? -1 : k > V ? V : k;
+}
+
 static uint64_t seq_seed(uint64_t seed, uint64_t stream) {
     uint64_t x = seed ^ (0xD1B54A32D192ED03ull * (stream + 1));
     return splitmix64(&x);
 }
 
-// Greedy or sampled: one hypothesis per prompt, B cache rows.
+// Greedy: one hypothesis per prompt, B cache rows; the choices read only the
+// picked numbers (Picker). Same tokens and log-probs as generate_sampled's
+// argmax on the downloaded rows: the first maximum among the allowed tokens
+// (token 0 when every allowed logit is -inf, as sample_argmax on the masked row).
+static void generate_greedy(Model *m, const int *const *prompts, const int *lens, int B, const GenOpts *o,
+                            GenOutput *out) {
+    const int V = m->cfg.vocab_size, P = positions_needed(m, lens, B, o);
+    Decoder d;
+    decoder_create(&d, m, B, P, o->prefill_rows > 0 ? o->prefill_rows : 4096);
+    Picker pk;
+    pick_init(&pk, m->be);
+    int *ids = xmalloc((size_t)V * sizeof(int)), *next = xmalloc((size_t)B * sizeof(int));
+    int *n_new = xcalloc((size_t)B, sizeof(int)), *kind = xmalloc((size_t)B * sizeof(int));
+    int *need = xmalloc((size_t)B * sizeof(int)), *live = xmalloc((size_t)B * sizeof(int)), n_live = B;
+    float *val = xmalloc((size_t)B * sizeof(float));
+    double *lse = xmalloc((size_t)B * sizeof(double));
+    for (int b = 0; b < B; b++) {
+        live[b] = 1;
+        out[b].n = 1;
+        out[b].hyps = xcalloc(1, sizeof(GenHyp));
+        out[b].hyps[0].tokens = xmalloc((size_t)o->max_new_tokens * sizeof(int));
+    }
+    decoder_prefill(&d, prompts, lens, B, NULL);
+    for (int step = 0; step < o->max_new_tokens && n_live > 0; step++) {
+        // the allowed hooks, then one picker run for every live row
+        int any_free = 0;
+        pick_begin(&pk, d.n_cur);
+        for (int b = 0; b < B; b++) {
+            if (!live[b]) continue;
+            const GenHyp *h = &out[b].hyps[0];
+            kind[b] = call_allowed(o, b, h->tokens, h->n, ids, V);
+            if (kind[b] < 0) any_free = 1;
+            else if (kind[b] > 0) pick_cols(&pk, d.slot[b], ids, kind[b], V);
+        }
+        pick_run(&pk, d.cur, V, any_free ? 1 : 0);
+        int n_need = 0;
+        for (int b = 0; b < B; b++) {
+            need[b] = 0;
+            if (!live[b] || kind[b] == 0) continue;
+            const int i = d.slot[b];
+            lse[b] = pk.lse[i];
+            if (kind[b] < 0) {
+                const int t = pk.top_id[i];
+                next[b] = t >= 0 ? t : 0;
+                val[b] = t >= 0 ? pk.top_val[i] : -INFINITY;   // no listed entry: the row is all -inf
+            } else {
+                const int *off = pick_off(&pk), *cols = pick_cols_of(&pk);
+                int best = -1;
+                float bv = -INFINITY;
+                for (int j = off[i]; j < off[i + 1]; j++) if (pk.val[j] > bv) { bv = pk.val[j]; best = j; }
+                if (best >= 0) { next[b] = cols[best]; val[b] = bv; }
+                else {   // every allowed logit is -inf: token 0, whose logit is needed
+                    next[b] = 0;
+                    need[b] = !(off[i + 1] > off[i] && cols[off[i]] == 0);
+                    if (!need[b]) val[b] = pk.val[off[i]];
+                    n_need += need[b];
+                }
+            }
+        }
+        if (n_need > 0) {
+            pick_begin(&pk, d.n_cur);
+            for (int b = 0; b < B; b++) if (need[b]) pick_cols(&pk, d.slot[b], &next[b], 1, V);
+            pick_run(&pk, d.cur, V, 0);
+            for (int b = 0; b < B; b++) if (need[b]) val[b] = pk.val[pick_off(&pk)[d.slot[b]]];
+        }
+        for (int b = 0; b < B; b++) {
+            n_new[b] = 0;
+            if (!live[b]) continue;
+            GenHyp *h = &out[b].hyps[0];
+            int finish = 0;
+            if (kind[b] == 0) {
+                finish = GEN_CONSTRAINT;
+            } else {
+                h->logprob += val[b] - lse[b];
+                h->tokens[h->n++] = next[b];
+                if (o->on_token) o->on_token(o->cb_ctx, b, h->tokens, h->n);
+                finish = stop_reason(o, b, h->tokens, h->n);
+                if (!finish && (h->n == o->max_new_tokens || d.kv.len[b] + 1 > P)) finish = GEN_LENGTH;
+            }
+            if (finish) {
+                h->finish = finish;
+                h->score = h->logprob;
+                live[b] = 0;
+                n_live--;
+                if (o->on_finish) o->on_finish(o->cb_ctx, b, h);
+            } else {
+                n_new[b] = 1;
+            }
+        }
+        if (n_live > 0) decoder_step(&d, next, n_new, B, 1, NULL);
+    }
+    decoder_free(&d);
+    pick_free(&pk);
+    free(ids); free(next); free(n_new); free(kind); free(need); free(live); free(val); free(lse);
+}
+
+// Sampled (temperature > 0): one hypothesis per prompt, B cache rows. The draw
+// needs the whole distribution, so every step downloads the live rows' logits.
 static void generate_sampled(Model *m, const int *const *prompts, const int *lens, int B, const GenOpts *o,
                              GenOutput *out) {
     const int V = m->cfg.vocab_size, P = positions_needed(m, lens, B, o);
@@ -296,7 +544,9 @@ static void generate_beams(Model *m, const int *const *prompts, const int *lens,
     const int P = positions_needed(m, lens, B, o);
     Decoder d;
     decoder_create(&d, m, R, P, o->prefill_rows > 0 ? o->prefill_rows : 4096);
-    float *logits = xmalloc((size_t)R * V * sizeof(float)), *row = xmalloc((size_t)V * sizeof(float));
+    Picker pk;
+    pick_init(&pk, m->be);
+    int *slot = xmalloc((size_t)R * sizeof(int)), *kind = xcalloc((size_t)R, sizeof(int));
     int *toks = xmalloc((size_t)R * L * sizeof(int)), *toks2 = xmalloc((size_t)R * L * sizeof(int));
     int *ntok = xcalloc((size_t)R, sizeof(int)), *ntok2 = xcalloc((size_t)R, sizeof(int));
     int *alive = xcalloc((size_t)R, sizeof(int));
@@ -304,35 +554,52 @@ static void generate_beams(Model *m, const int *const *prompts, const int *lens,
     int *src = xmalloc((size_t)R * sizeof(int)), *next = xcalloc((size_t)R, sizeof(int));
     int *n_new = xcalloc((size_t)R, sizeof(int)), *done = xcalloc((size_t)B, sizeof(int));
     int *ids = xmalloc((size_t)V * sizeof(int)), *top = xmalloc((size_t)2 * W * sizeof(int));
-    unsigned char *mark = xcalloc((size_t)V, 1);
     Cand *cand = xmalloc((size_t)2 * W * W * sizeof(Cand));
     for (int b = 0; b < B; b++) { out[b].n = 0; out[b].hyps = xcalloc((size_t)W, sizeof(GenHyp)); }
 
     // prefill each prompt once into row b, then copy it to the prompt's W rows
-    decoder_prefill(&d, prompts, lens, B, logits);
-    for (int b = B - 1; b >= 0; b--)   // row b -> row b*W (b*W >= b: walk down)
-        memmove(logits + (size_t)b * W * V, logits + (size_t)b * V, (size_t)V * sizeof(float));
+    // (the first step reads row b's logits for beam row b*W)
+    decoder_prefill(&d, prompts, lens, B, NULL);
+    for (int r = 0; r < R; r++) slot[r] = r % W == 0 ? d.slot[r / W] : -1;
     for (int i = 0; i < R; i++) src[i] = i / W;
     kv_cache_reorder(&d.kv, m->be, src, R);
     for (int b = 0; b < B; b++) alive[b * W] = 1;   // one live beam to start: no duplicates
 
     for (int step = 0; step < L; step++) {
-        int any_live = 0;
+        int any_live = 0, any_free = 0;
+        // the allowed hooks of every live beam, then one picker run: each
+        // beam's 2W best allowed tokens and its normaliser
+        pick_begin(&pk, d.n_cur);
+        for (int b = 0; b < B; b++)
+            for (int j = 0; j < W && !done[b]; j++) {
+                const int r = b * W + j;
+                if (!alive[r]) continue;
+                kind[r] = call_allowed(o, b, toks + (size_t)r * L, ntok[r], ids, V);
+                if (kind[r] < 0) any_free = 1;
+                else if (kind[r] > 0) pick_cols(&pk, slot[r], ids, kind[r], V);
+            }
+        pick_run(&pk, d.cur, V, any_free ? 2 * W : 0);
+        const int *off = pick_off(&pk), *cols = pick_cols_of(&pk);
         for (int b = 0; b < B; b++) {
             int nc = 0;
             for (int j = 0; j < W && !done[b]; j++) {
                 const int r = b * W + j;
                 if (!alive[r]) continue;
-                const float *lg = logits + (size_t)r * V;
-                const double lse = logsumexp(lg, V);
-                memcpy(row, lg, (size_t)V * sizeof(float));
-                if (!apply_allowed(o, b, toks + (size_t)r * L, ntok[r], row, V, ids, mark)) {
+                if (kind[r] == 0) {
                     add_finished(&out[b], W, toks + (size_t)r * L, ntok[r], sum[r], o->length_alpha, GEN_CONSTRAINT);
                     continue;
                 }
-                const int k = top_n(row, V, 2 * W, top);
-                for (int i = 0; i < k; i++)
-                    cand[nc++] = (Cand){sum[r] + (lg[top[i]] - lse), j, top[i]};
+                const int i = slot[r];
+                const double lse = pk.lse[i];
+                if (kind[r] < 0) {   // the top 2W of the row
+                    for (int t = 0; t < 2 * W && pk.top_id[(size_t)i * 2 * W + t] >= 0; t++)
+                        cand[nc++] = (Cand){sum[r] + (pk.top_val[(size_t)i * 2 * W + t] - lse), j,
+                                            pk.top_id[(size_t)i * 2 * W + t]};
+                } else {             // the top 2W of the allowed logits (ascending ids: ties to the lower id)
+                    const int k = top_n(pk.val + off[i], off[i + 1] - off[i], 2 * W, top);
+                    for (int t = 0; t < k; t++)
+                        cand[nc++] = (Cand){sum[r] + (pk.val[off[i] + top[t]] - lse), j, cols[off[i] + top[t]]};
+                }
             }
             qsort(cand, (size_t)nc, sizeof *cand, cand_cmp);
             // the new live beams of this prompt, in rank order
@@ -393,15 +660,18 @@ static void generate_beams(Model *m, const int *const *prompts, const int *lens,
         // rows of finished prompts and dead beams keep their own cache (src = r)
         for (int r = 0; r < R; r++) if (!alive[r]) src[r] = r;
         kv_cache_reorder(&d.kv, m->be, src, R);
-        decoder_step(&d, next, n_new, R, 1, logits);
+        decoder_step(&d, next, n_new, R, 1, NULL);
+        memcpy(slot, d.slot, (size_t)R * sizeof(int));
     }
     decoder_free(&d);
-    free(logits); free(row); free(toks); free(toks2); free(ntok); free(ntok2); free(alive); free(sum); free(sum2);
-    free(src); free(next); free(n_new); free(done); free(ids); free(top); free(mark); free(cand);
+    pick_free(&pk);
+    free(slot); free(kind); free(toks); free(toks2); free(ntok); free(ntok2); free(alive); free(sum); free(sum2);
+    free(src); free(next); free(n_new); free(done); free(ids); free(top); free(cand);
 }
 
 void generate(Model *m, const int *const *prompts, const int *lens, int B, const GenOpts *o, GenOutput *out) {
     if (B < 1) return;
     if (o->beams >= 1) generate_beams(m, prompts, lens, B, o, out);
+    else if (o->temperature <= 0.0f) generate_greedy(m, prompts, lens, B, o, out);
     else generate_sampled(m, prompts, lens, B, o, out);
 }

@@ -21,6 +21,12 @@ typedef struct {
     float *last, *last_ln, *last_rstd, *logits;   // [R,C] [R,C] [R] [R,V]
     int *tokens, *pos, *start, *n_new, *rows;     // device copies of a step's inputs
     float *logits_host;                           // [R,V] staging
+    // the last step's logits, left on the device: cache row r's are at
+    // cur + slot[r] * V (slot[r] = -1: the row got none), rows 0..n_cur-1 of cur
+    const float *cur;
+    int *slot, n_cur;                             // host [R]
+    float *plogits;                               // device [R,V]: prefill's rows when the
+                                                  // prompts end in different chunks (lazy)
 } Decoder;
 
 // R cache rows of P positions (P <= max_seq_len); a step carries at most
@@ -31,10 +37,13 @@ void decoder_free(Decoder *d);
 // r for r < R (rows with n_new[r] = 0 are left alone) and computes the same
 // function as model_forward on each whole sequence. For every row with
 // n_new[r] > 0, logits_host[r*V ..] = the logits after its last new token.
+// logits_host = NULL: nothing is downloaded; the logits stay on the device
+// (d->cur, d->slot: see above) for the selection ops of kernels/backend.h.
 void decoder_step(Decoder *d, const int *tokens, const int *n_new, int R, int S, float *logits_host);
 // Feeds whole prompts (prompts[r][0..lens[r]), lens[r] >= 1) into empty rows
 // 0..R-1, in column chunks that fit max_rows; logits_host[r] = the logits after
-// the last prompt token (what predicts the first generated token).
+// the last prompt token (what predicts the first generated token). NULL: they
+// stay on the device (d->cur, d->slot), as in decoder_step.
 void decoder_prefill(Decoder *d, const int *const *prompts, const int *lens, int R, float *logits_host);
 
 // ---- generation ----------------------------------------------------------------
@@ -46,7 +55,11 @@ void decoder_prefill(Decoder *d, const int *const *prompts, const int *lens, int
 // GEN_CONSTRAINT), or a negative number for "no constraint at this step".
 // Scores stay the model's own log-probs (masking does not renormalise them,
 // as Hugging Face's prefix_allowed_tokens_fn), but sampling draws among the
-// allowed tokens only.
+// allowed tokens only. Within a step, the allowed hooks of all live sequences
+// (beams) run first, in order, then the stop hooks and callbacks. Greedy and
+// beam search never download logits: the backend returns each row's
+// normaliser, its top k (unconstrained rows) and the logits at the allowed
+// ids (docs/generate.md); sampling downloads the live rows.
 typedef int (*GenAllowedFn)(void *ctx, int seq, const int *generated, int n_generated, int *out_ids, int cap);
 // Extra stop test after a token is appended (e.g. a stop string on decoded text).
 typedef int (*GenStopFn)(void *ctx, int seq, const int *generated, int n_generated);

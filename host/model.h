@@ -117,7 +117,9 @@ typedef struct {
 // Returns their count n; m->head_pos[i] = b*T + t and m->head_lp[i] (host).
 int model_forward(Model *m, const Batch *batch, int all_positions);
 // Backward of loss = -sum_i weight[i] * logprob[i] over the n positions of the
-// last forward (weight_host[n]). Adds into m->grads.
+// last forward (weight_host[n]). Adds into m->grads. weight_host NULL: the
+// weights are already on the device in m->acts.head_w (dpo_step writes them
+// there with be->dpo_loss, so they never pass through the host).
 void model_backward(Model *m, const float *weight_host);
 // Full logits [B,T,V] of the last forward on this batch (debugging / dump
 // only); padded positions are 0.

@@ -1,7 +1,9 @@
-// AdamW over the flat parameter buffer, tensor by tensor (so norms and biases
-// can skip weight decay), with global-norm clipping as PyTorch's
-// clip_grad_norm_ does it, and the learning-rate schedules of HF transformers.
+// AdamW over the flat parameter buffer in one fused launch with a per-tensor
+// decay flag (so norms and biases can skip weight decay), global-norm clipping
+// as PyTorch's clip_grad_norm_ does it, and the learning-rate schedules of HF
+// transformers.
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "optimizer.h"
 #include "dist.h"
@@ -17,11 +19,22 @@ void adamw_create(AdamW *o, const Model *model, float beta1, float beta2, float 
     o->v = model->be->alloc(o->numel * sizeof(float));
     o->beta1 = beta1; o->beta2 = beta2; o->eps = eps;
     o->weight_decay = weight_decay; o->grad_clip = grad_clip; o->decay_norms = decay_norms;
+    // the device table adamw_multi walks: every trainable tensor and whether it decays
+    const ParamInfo *table = model->lora ? model->lora->table : model->table;
+    o->n_tensors = model->lora ? model->lora->n_params : model->n_params;
+    AdamwTensor *t = xcalloc((size_t)o->n_tensors, sizeof *t);
+    for (int i = 0; i < o->n_tensors; i++)
+        t[i] = (AdamwTensor){.offset = table[i].offset, .numel = table[i].numel,
+                             .decay = table[i].decay || decay_norms};
+    o->tensors = model->be->alloc((size_t)o->n_tensors * sizeof *t);
+    model->be->upload(o->tensors, t, (size_t)o->n_tensors * sizeof *t);
+    free(t);
 }
 
 void adamw_free(AdamW *o, const Model *model) {
     model->be->free(o->m);
     model->be->free(o->v);
+    model->be->free(o->tensors);
     memset(o, 0, sizeof *o);
 }
 
@@ -44,15 +57,9 @@ double adamw_step(AdamW *o, Model *model, float lr) {
     o->step++;
     const float bc1 = 1.0f - powf(o->beta1, (float)o->step);
     const float bc2 = 1.0f - powf(o->beta2, (float)o->step);
-    const ParamInfo *table = lo ? lo->table : model->table;
-    const int count = lo ? lo->n_params : model->n_params;
     float *params = lo ? lo->params : model->params, *grads = lo ? lo->grads : model->grads;
-    for (int i = 0; i < count; i++) {
-        const ParamInfo *p = &table[i];
-        const float wd = (p->decay || o->decay_norms) ? o->weight_decay : 0.0f;
-        be->adamw(params + p->offset, grads + p->offset, o->m + p->offset,
-                  o->v + p->offset, p->numel, lr, o->beta1, o->beta2, o->eps, wd, bc1, bc2, scale);
-    }
+    be->adamw_multi(params, grads, o->m, o->v, o->numel, o->tensors, o->n_tensors, lr, o->beta1, o->beta2,
+                    o->eps, o->weight_decay, bc1, bc2, scale);
     return norm;
 }
 

@@ -1,5 +1,6 @@
 // AdamW with decoupled weight decay, bias correction, global-norm clipping and
-// a warm-up + decay learning-rate schedule. Moments live on the device.
+// a warm-up + decay learning-rate schedule. Moments live on the device; a step
+// is one gradient-norm reduction and one fused AdamW launch over the buffer.
 #ifndef SPREC_OPTIMIZER_H
 #define SPREC_OPTIMIZER_H
 
@@ -8,6 +9,8 @@
 typedef struct {
     float *m, *v;                // [numel] each, device
     size_t numel;                // model->numel, or model->lora->numel with LoRA
+    AdamwTensor *tensors;        // [n_tensors] device: the trainable tensors and their decay flags
+    int n_tensors;
     long step;                   // optimizer steps taken
     float beta1, beta2, eps, weight_decay, grad_clip;
     int decay_norms;

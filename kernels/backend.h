@@ -19,8 +19,20 @@
 #ifndef SPREC_BACKEND_H
 #define SPREC_BACKEND_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+
+// One tensor of the flat buffer adamw_multi steps (table entries live on
+// the device). Same layout in C and CUDA C++.
+typedef struct {
+    size_t offset, numel;        // floats into p, g, m, v
+    int decay;                   // nonzero: apply weight decay
+} AdamwTensor;
+
+// dpo_loss's out[]: the objective and TRL's statistics (host/dpo.h DpoStats)
+enum { DPO_OUT_LOSS, DPO_OUT_REWARDS_CHOSEN, DPO_OUT_REWARDS_REJECTED, DPO_OUT_REWARDS_MARGINS,
+       DPO_OUT_REWARDS_ACCURACIES, DPO_OUT_LOGPS_CHOSEN, DPO_OUT_LOGPS_REJECTED, DPO_OUT_COUNT };
 
 typedef struct Backend {
     const char *name;
@@ -99,14 +111,45 @@ typedef struct Backend {
                         const float *weight, int n, int C, int V);
 
     // ---- optimizer --------------------------------------------------------
-    // One AdamW step over n contiguous elements. g is scaled by grad_scale
-    // first (clipping). lr already includes the schedule; bc1/bc2 are the bias
-    // corrections 1-beta1^t, 1-beta2^t. As torch.optim.AdamW: decoupled decay
-    // first, p *= 1 - lr*wd, then p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps).
-    void (*adamw)(float *p, const float *g, float *m, float *v, size_t n, float lr,
-                  float beta1, float beta2, float eps, float wd, float bc1, float bc2,
-                  float grad_scale);
-    double (*sumsq)(const float *x, size_t n);    // sum of squares, accumulated in double
+    // One AdamW step over a whole flat buffer in one launch: for each of the
+    // n_tensors entries of table (a DEVICE array, see AdamwTensor), elements
+    // offset .. offset+numel-1 of p, g, m, v are stepped with weight decay wd
+    // when the entry's decay flag is set and 0 otherwise; elements outside
+    // every entry are not touched. Entries must not overlap and must lie
+    // within [0, n). g is scaled by grad_scale first (clipping). lr already
+    // includes the schedule; bc1/bc2 are the bias corrections 1-beta1^t,
+    // 1-beta2^t. As torch.optim.AdamW: decoupled decay first, p *= 1 - lr*wd,
+    // then p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps). Elementwise, so the
+    // result does not depend on the thread count or the launch shape.
+    void (*adamw_multi)(float *p, const float *g, float *m, float *v, size_t n,
+                        const AdamwTensor *table, int n_tensors, float lr, float beta1,
+                        float beta2, float eps, float wd, float bc1, float bc2, float grad_scale);
+    // Sum of squares of x[0..n), accumulated in double in a fixed order (the
+    // global gradient norm is sqrt of it: model_grad_norm).
+    double (*sumsq)(const float *x, size_t n);
+
+    // ---- DPO (docs/dpo.md) --------------------------------------------------
+    // Segmented sum of head log-probs into sequence log-probs, in double:
+    //   seq_lp[s] = sum over i < n with seq[i] == s of (double)mask[i] * (double)lp[i]
+    // for s < S, each sum taken in increasing i (so every backend gives the same
+    // bits: the products are exact in double). 0 <= seq[i] < S; rows may come in
+    // any order. lp, mask [n] float, seq [n] int, seq_lp [S] double.
+    void (*seq_logprob)(double *seq_lp, const float *lp, const float *mask, const int *seq,
+                        int n, int S);
+    // The DPO loss of n pairs and its reweighting, in double:
+    //   lp[2n], ref[2n]: policy and reference sequence log-probs, chosen pairs
+    //   0..n-1 then rejected n..2n-1; pair_weight[n] or NULL (= 1).
+    //   z_i = beta*(lp_c - ref_c) - beta*(lp_r - ref_r)
+    //   out[DPO_OUT_COUNT] (double): loss = (1/n) sum_i pw_i * -log sigmoid(z_i)
+    //     and the DpoStats means (DPO_OUT_* above), sums taken in pair order;
+    //   w[2n] (double): w[i] = -beta * sigmoid(-z_i) * pw_i / n, w[n+i] = -w[i];
+    //   tw[r] (float) = (float)(-w[seq[r]] * (double)mask[r]) for r < n_rows:
+    //   the per-row weights of logprob_bwd for the loss (seq, mask as in
+    //   seq_logprob, 0 <= seq[r] < 2n; tw, seq, mask unused when n_rows == 0).
+    // log sigmoid and sigmoid as dpo_log_sigmoid / dpo_sigmoid below. n >= 1.
+    void (*dpo_loss)(double *out, double *w, float *tw, const double *lp, const double *ref,
+                     const double *pair_weight, double beta, int n, const int *seq,
+                     const float *mask, int n_rows);
 
     // ---- generation: KV-cache decoding (forward only) ----------------------
     // A KV cache is one buffer per layer and per K/V, [R, P, W] with R rows
@@ -140,6 +183,29 @@ typedef struct Backend {
     void (*kv_gather)(void *cache, const int *src, int R, int len, int P, int W);
     // out[n, :] = inp[rows[n], :] for n < N;  out[N,C]
     void (*gather_rows)(float *out, const float *inp, const int *rows, int N, int C);
+
+    // ---- generation: choosing tokens without downloading logits -------------
+    // Decoding reads a few numbers per row of logits[N,V] (device) instead of
+    // the whole row; the host downloads only these. Logits are finite or
+    // -INFINITY (never NaN).
+    //
+    // lse[n] = log sum_v exp(logits[n,v]) in double, -INFINITY when the whole
+    // row is -INFINITY. The CPU backend computes it exactly as host/sampler.c's
+    // logsumexp (max m = logits[first argmax], then sum of exp((double)x - m) in
+    // index order, m + log(sum)); other backends may sum in another order.
+    // For k > 0 also the k largest entries of each row, best first, ties to
+    // the lower id, -INFINITY entries never listed (as sampler.c's top_n):
+    // top_id[n*k + i], top_val[n*k + i] = logits[n, top_id[n*k + i]]; slots
+    // beyond the row's listed entries get id -1 and value -INFINITY. k = 0:
+    // lse only (top_id, top_val unused, may be NULL). k is small (a beam's
+    // 2W; the CUDA kernel costs one pass over V plus k short rescans per row).
+    void (*logits_lse_topk)(double *lse, int *top_id, float *top_val, const float *logits,
+                            int N, int V, int k);
+    // Chosen columns of each row, CSR: out[j] = logits[n, cols[j]] for
+    // off[n] <= j < off[n+1], n < N (off[0] = 0, 0 <= cols[j] < V). The
+    // catalogue-trie constraint: cols = the allowed children of each row's node.
+    void (*gather_cols)(float *out, const float *logits, const int *off, const int *cols,
+                        int N, int V);
 } Backend;
 
 // The dropout mask every backend uses: a splitmix64 finaliser of key + i,
@@ -150,6 +216,23 @@ static inline int dropout_keep(uint64_t key, uint64_t i, float p) {
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     z ^= z >> 31;
     return (float)(z >> 40) * 0x1.0p-24f >= p;
+}
+
+// The DPO pair arithmetic every backend uses (double; device code too under nvcc).
+#ifdef __CUDACC__
+#define SPREC_HOST_DEVICE __host__ __device__
+#else
+#define SPREC_HOST_DEVICE
+#endif
+// log sigmoid(x) = -log(1 + exp(-x)) = min(x, 0) - log1p(exp(-|x|)): finite for every finite x
+static inline SPREC_HOST_DEVICE double dpo_log_sigmoid(double x) {
+    return (x < 0 ? x : 0.0) - log1p(exp(-fabs(x)));
+}
+// sigmoid(x) in [0, 1] without overflow on either side
+static inline SPREC_HOST_DEVICE double dpo_sigmoid(double x) {
+    if (x >= 0) return 1.0 / (1.0 + exp(-x));
+    const double e = exp(x);
+    return e / (1.0 + e);
 }
 
 // Registry (host/device.c picks one by name). C linkage: backend_cuda is

@@ -17,7 +17,6 @@ data="$out/synthetic.h5"
 common=(--data.dataset="$data" "$@")
 pipeline=demo-sprec
 source scripts/stage.sh
-t_all=$(date +%s.%N)
 stage prepare  build/sprec prepare "$cfg" --data.tokenizer="$tok" "${common[@]}"
 stage sft      build/sprec train "$cfg" --train.method=sft --run.out_dir="$out/sft" "${common[@]}"
 stage eval-sft build/sprec eval "$cfg" --model "$out/sft/checkpoint.h5" -o "$out/sft" --eval.label=sft "${common[@]}"
@@ -31,7 +30,6 @@ stage eval-dpo  build/sprec eval "$cfg" --model "$out/dpo/checkpoint.h5" -o "$ou
 stage sprec     build/sprec train "$cfg" --train.method=sprec --train.init="$out/sft/checkpoint.h5" \
                   --run.out_dir="$out/sprec" "${common[@]}"
 rm -f "$tok"
-total=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$t_all" "$(date +%s.%N)")
 
 metrics=("$out/sft/metrics.jsonl" "$out/dpo/metrics.jsonl" "$out/sprec/metrics.jsonl")
 echo "== comparison on the test split (SPRec = its last iteration; every iteration: $out/sprec/metrics.jsonl)"
@@ -41,7 +39,6 @@ echo "higher is better: NDCG, HR, DivRatio; lower is better: ORRatio (popularity
 echo
 echo "== stage times (s, OMP_NUM_THREADS=$OMP_NUM_THREADS)"
 print_times
-printf '  %-10s %8s\n' total "$total" | tee -a "$out/times.txt"
 echo
 if python3 -c "import matplotlib" 2>/dev/null; then
     python3 scripts/plot_metrics.py "${metrics[@]}" -k 10 -o "$out/metrics.png" --title "demo-sprec (synthetic): SFT vs DPO-RN vs SPRec, K = 10"

@@ -6,6 +6,8 @@
 # Stage-only overrides come from the environment, word-split:
 #   SFT_ARGS, DPO_ARGS, SPREC_ARGS, EVAL_ARGS (EVAL_ARGS also reaches the SPRec stage, which evaluates
 #   after each iteration). OUT = run folder (default runs/CONFIGNAME-YYYYMMDD-HHMMSS). SPREC_BIN = binary.
+#   RESUME=1 with OUT = an interrupted run's folder: finished stages are skipped, an interrupted training stage
+#   continues from its last checkpoint (sprec train --resume), an interrupted eval starts again.
 # Example (docs/RESULTS.md "Real runs"):
 #   SFT_ARGS="--train.max_steps=48" EVAL_ARGS="--eval.max_rows=100" \
 #   DPO_ARGS="--dpo.n_pairs=64" SPREC_ARGS="--sprec.n=64 --sprec.iterations=3" \
@@ -20,7 +22,8 @@ bin=${SPREC_BIN:-build/sprec}
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
 name=$(basename "$cfg" .ini)
 out=${OUT:-runs/$name-$(date +%Y%m%d-%H%M%S)}
-[ ! -e "$out/sft" ] || { echo "real_pipeline: '$out' already holds a run; pick another OUT" >&2; exit 2; }
+[ "${RESUME:-0}" = 1 ] || [ ! -e "$out/sft" ] ||
+    { echo "real_pipeline: '$out' already holds a run; pick another OUT, or RESUME=1 to continue it" >&2; exit 2; }
 mkdir -p "$out"
 pipeline=real_pipeline
 source scripts/stage.sh
@@ -31,18 +34,19 @@ read -r -a eval_args <<< "${EVAL_ARGS:-}"
 common=(--data.dataset="$out/data.h5" "$@")
 { echo "config: $cfg"; echo "overrides: $*"; echo "SFT_ARGS: ${SFT_ARGS:-}"; echo "DPO_ARGS: ${DPO_ARGS:-}"
   echo "SPREC_ARGS: ${SPREC_ARGS:-}"; echo "EVAL_ARGS: ${EVAL_ARGS:-}"; echo "threads: $OMP_NUM_THREADS"
-  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"; echo "started: $(date -u)"; } > "$out/command.txt"
-t_all=$(date +%s.%N)
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"; echo "started: $(date -u)"; echo; } >> "$out/command.txt"
+resume_of() {   # --resume when a training stage's folder has a checkpoint from an interrupted attempt
+    [ "${RESUME:-0}" = 1 ] && [ -f "$out/$1/checkpoint.h5" ] && echo --resume || true
+}
 
 stage prepare   "$bin" prepare "$cfg" "${common[@]}"
-stage sft       "$bin" train "$cfg" --train.method=sft --run.out_dir="$out/sft" "${common[@]}" "${sft_args[@]}"
+stage sft       "$bin" train "$cfg" --train.method=sft --run.out_dir="$out/sft" $(resume_of sft) "${common[@]}" "${sft_args[@]}"
 stage eval-sft  "$bin" eval "$cfg" --model "$out/sft/checkpoint.h5" -o "$out/sft" --eval.label=sft "${common[@]}" "${eval_args[@]}"
 stage dpo       "$bin" train "$cfg" --train.method=dpo --dpo.negatives=random --train.init="$out/sft/checkpoint.h5" \
-                  --run.out_dir="$out/dpo" "${common[@]}" "${dpo_args[@]}"
+                  --run.out_dir="$out/dpo" $(resume_of dpo) "${common[@]}" "${dpo_args[@]}"
 stage eval-dpo  "$bin" eval "$cfg" --model "$out/dpo/checkpoint.h5" -o "$out/dpo" --eval.label=dpo "${common[@]}" "${eval_args[@]}"
 stage sprec     "$bin" train "$cfg" --train.method=sprec --train.init="$out/sft/checkpoint.h5" \
-                  --run.out_dir="$out/sprec" "${common[@]}" "${eval_args[@]}" "${sprec_args[@]}"
-total=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$t_all" "$(date +%s.%N)")
+                  --run.out_dir="$out/sprec" $(resume_of sprec) "${common[@]}" "${eval_args[@]}" "${sprec_args[@]}"
 
 metrics=("$out/sft/metrics.jsonl" "$out/dpo/metrics.jsonl" "$out/sprec/metrics.jsonl")
 echo "== comparison (SPRec = its last iteration; every iteration: $out/sprec/metrics.jsonl)"
@@ -50,7 +54,6 @@ python3 scripts/compare_metrics.py "${metrics[@]}" -k 5,10 | tee "$out/table.txt
 python3 scripts/compare_metrics.py "${metrics[@]}" -k 5,10 --markdown > "$out/table.md"
 echo "== stage times (s, OMP_NUM_THREADS=$OMP_NUM_THREADS)"
 print_times
-printf '  %-10s %8s\n' total "$total" | tee -a "$out/times.txt"
 if python3 -c "import matplotlib" 2>/dev/null; then
     python3 scripts/plot_metrics.py "${metrics[@]}" -k 10 -o "$out/metrics.png" --title "$name: SFT vs DPO-RN vs SPRec, K = 10"
 fi

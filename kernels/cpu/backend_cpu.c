@@ -46,9 +46,9 @@ static void cpu_dropout_bwd(float *dinp, const float *dout, size_t n, float p, u
 }
 // p, g, m, v: [n]. Same arithmetic as PyTorch's AdamW (single-tensor path):
 // decay first, m by lerp, denom = sqrt(v)/sqrt(bc2) + eps, step = lr/bc1.
-static void cpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr,
-                      float beta1, float beta2, float eps, float wd, float bc1, float bc2,
-                      float grad_scale) {
+static void adamw_tensor(float *p, const float *g, float *m, float *v, size_t n, float lr,
+                         float beta1, float beta2, float eps, float wd, float bc1, float bc2,
+                         float grad_scale) {
     float decay = 1.0f - lr * wd;
     float step = lr / bc1;
     float bc2_sqrt = sqrtf(bc2);
@@ -60,6 +60,19 @@ static void cpu_adamw(float *p, const float *g, float *m, float *v, size_t n, fl
         m[i] = mi;
         v[i] = vi;
         p[i] = p[i] * decay - step * (mi / (sqrtf(vi) / bc2_sqrt + eps));
+    }
+}
+
+// The whole flat buffer, tensor by tensor (table is host memory here).
+static void cpu_adamw_multi(float *p, const float *g, float *m, float *v, size_t n,
+                            const AdamwTensor *table, int n_tensors, float lr, float beta1,
+                            float beta2, float eps, float wd, float bc1, float bc2, float grad_scale) {
+    for (int t = 0; t < n_tensors; t++) {
+        const AdamwTensor *e = &table[t];
+        check(e->offset <= n && e->numel <= n - e->offset,
+              "adamw: tensor %d [%zu, +%zu) outside the %zu-value buffer", t, e->offset, e->numel, n);
+        adamw_tensor(p + e->offset, g + e->offset, m + e->offset, v + e->offset, e->numel, lr, beta1,
+                     beta2, eps, e->decay ? wd : 0.0f, bc1, bc2, grad_scale);
     }
 }
 
@@ -111,14 +124,18 @@ const Backend *backend_cpu(void) {
         .dropout_bwd = cpu_dropout_bwd,
         .logprob_fwd = cpu_logprob_fwd,
         .logprob_bwd = cpu_logprob_bwd,
-        .adamw = cpu_adamw,
+        .adamw_multi = cpu_adamw_multi,
         .sumsq = cpu_sumsq,
+        .seq_logprob = cpu_seq_logprob,
+        .dpo_loss = cpu_dpo_loss,
         .kv_alloc = cpu_kv_alloc,
         .rope_at_fwd = cpu_rope_at_fwd,
         .kv_write = cpu_kv_write,
         .attention_cached_fwd = cpu_attention_cached_fwd,
         .kv_gather = cpu_kv_gather,
         .gather_rows = cpu_gather_rows,
+        .logits_lse_topk = cpu_logits_lse_topk,
+        .gather_cols = cpu_gather_cols,
     };
     return &cpu;
 }

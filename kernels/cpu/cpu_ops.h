@@ -68,6 +68,11 @@ void cpu_logprob_fwd(float *logprob, float *lse, const float *h, const float *w,
 void cpu_logprob_bwd(float *dh, float *dw, const float *h, const float *w,
                      const int *rows, const int *targets, const float *lse,
                      const float *weight, int n, int C, int V);
+// dpo.c: sequence log-probs and the DPO loss with its reweighting (double)
+void cpu_seq_logprob(double *seq_lp, const float *lp, const float *mask, const int *seq, int n, int S);
+void cpu_dpo_loss(double *out, double *w, float *tw, const double *lp, const double *ref,
+                  const double *pair_weight, double beta, int n, const int *seq, const float *mask,
+                  int n_rows);
 // decode.c: KV-cache decoding (forward only)
 void *cpu_kv_alloc(size_t n);
 void cpu_rope_at_fwd(float *x, const float *cos_tab, const float *sin_tab, const int *pos, int N, int H, int D);
@@ -76,5 +81,8 @@ void cpu_attention_cached_fwd(float *out, const float *q, const void *kc, const 
                               const int *n_new, int R, int S, int P, int NH, int NKV, int D);
 void cpu_kv_gather(void *cache, const int *src, int R, int len, int P, int W);
 void cpu_gather_rows(float *out, const float *inp, const int *rows, int N, int C);
+// select.c: token selection without the [N x V] download
+void cpu_logits_lse_topk(double *lse, int *top_id, float *top_val, const float *logits, int N, int V, int k);
+void cpu_gather_cols(float *out, const float *logits, const int *off, const int *cols, int N, int V);
 
 #endif

@@ -1,50 +1,62 @@
-// The optimizer step and the gradient-norm reduction (twins of cpu_adamw and
-// cpu_sumsq in kernels/cpu/backend_cpu.c).
+// The optimizer step and the gradient-norm reduction (twins of cpu_adamw_multi
+// and cpu_sumsq in kernels/cpu/backend_cpu.c).
 #include "../backend.h"
 #include "cuda_ops.h"
 #include "cuda_common.cuh"
 
 // ---- AdamW --------------------------------------------------------------------
 
-// Same arithmetic, in the same order, as cpu_adamw (PyTorch's single-tensor
-// AdamW): decay first, m by lerp, denom = sqrt(v)/sqrt(bc2) + eps, step = lr/bc1.
-// The CPU is ISO C (no FMA contraction) with IEEE sqrt and division; the _rn
-// intrinsics make nvcc do exactly those roundings (no contraction, no
-// approximate sqrt/div), so p, m, v match the CPU bit for bit. The scalars
-// decay, step, sqrt(bc2) are recomputed per thread on the device for the same
-// reason (a host compiler with FMA contraction could fold 1 - lr*wd); it costs
-// a division and a square root per element of a memory-bound kernel.
-__global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float lr,
-                             float beta1, float beta2, float eps, float wd, float bc1, float bc2,
-                             float grad_scale) {
-    const float decay = __fsub_rn(1.0f, __fmul_rn(lr, wd));
+// Same arithmetic, in the same order, as adamw_tensor in backend_cpu.c
+// (PyTorch's single-tensor AdamW): decay first, m by lerp, denom =
+// sqrt(v)/sqrt(bc2) + eps, step = lr/bc1. The CPU is ISO C (no FMA
+// contraction) with IEEE sqrt and division; the _rn intrinsics make nvcc do
+// exactly those roundings (no contraction, no approximate sqrt/div), so p, m, v
+// match the CPU bit for bit. The scalars decay, step, sqrt(bc2) are recomputed
+// on the device for the same reason (a host compiler with FMA contraction could
+// fold 1 - lr*wd); it costs a division and a square root per element of a
+// memory-bound kernel.
+//
+// One launch for the whole flat buffer: every block walks the table in order
+// and takes its grid-stride share of each tensor, so every tensor, large or
+// small, is spread over the whole grid and no per-tensor launch is needed.
+// The table entry is read by every thread of a block at once (a broadcast).
+__global__ void adamw_multi_kernel(float *p, const float *g, float *m, float *v, const AdamwTensor *table,
+                                   int n_tensors, float lr, float beta1, float beta2, float eps, float wd,
+                                   float bc1, float bc2, float grad_scale) {
     const float step = __fdiv_rn(lr, bc1);
     const float bc2_sqrt = __fsqrt_rn(bc2);
     const float om_b1 = __fsub_rn(1.0f, beta1), om_b2 = __fsub_rn(1.0f, beta2);
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const float gi = __fmul_rn(g[i], grad_scale);
-        const float m0 = m[i];
-        // mi = m + (1 - beta1) * (gi - m)
-        const float mi = __fadd_rn(m0, __fmul_rn(om_b1, __fsub_rn(gi, m0)));
-        // vi = beta2 * v + (1 - beta2) * (gi * gi)
-        const float vi = __fadd_rn(__fmul_rn(beta2, v[i]), __fmul_rn(om_b2, __fmul_rn(gi, gi)));
-        m[i] = mi;
-        v[i] = vi;
-        // p = p * decay - step * (mi / (sqrt(vi) / bc2_sqrt + eps))
-        const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bc2_sqrt), eps);
-        p[i] = __fsub_rn(__fmul_rn(p[i], decay), __fmul_rn(step, __fdiv_rn(mi, denom)));
+    for (int t = 0; t < n_tensors; t++) {
+        const AdamwTensor e = table[t];
+        const float decay = __fsub_rn(1.0f, __fmul_rn(lr, e.decay ? wd : 0.0f));
+        float *pt = p + e.offset, *mt = m + e.offset, *vt = v + e.offset;
+        const float *gt = g + e.offset;
+        for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < e.numel;
+             i += (size_t)gridDim.x * blockDim.x) {
+            const float gi = __fmul_rn(gt[i], grad_scale);
+            const float m0 = mt[i];
+            // mi = m + (1 - beta1) * (gi - m)
+            const float mi = __fadd_rn(m0, __fmul_rn(om_b1, __fsub_rn(gi, m0)));
+            // vi = beta2 * v + (1 - beta2) * (gi * gi)
+            const float vi = __fadd_rn(__fmul_rn(beta2, vt[i]), __fmul_rn(om_b2, __fmul_rn(gi, gi)));
+            mt[i] = mi;
+            vt[i] = vi;
+            // p = p * decay - step * (mi / (sqrt(vi) / bc2_sqrt + eps))
+            const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bc2_sqrt), eps);
+            pt[i] = __fsub_rn(__fmul_rn(pt[i], decay), __fmul_rn(step, __fdiv_rn(mi, denom)));
+        }
     }
 }
 
-void cuda_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr,
-                float beta1, float beta2, float eps, float wd, float bc1, float bc2,
-                float grad_scale) {
-    if (n == 0) return;
+// n (the buffer's size) sizes the grid; the table itself stays on the device.
+void cuda_adamw_multi(float *p, const float *g, float *m, float *v, size_t n, const AdamwTensor *table,
+                      int n_tensors, float lr, float beta1, float beta2, float eps, float wd, float bc1,
+                      float bc2, float grad_scale) {
+    if (n == 0 || n_tensors <= 0) return;
     size_t blocks = (n + 255) / 256;
-    if (blocks > 65536) blocks = 65536;   // grid-stride beyond that
-    adamw_kernel<<<(unsigned)blocks, 256, 0, cuda_stream()>>>(p, g, m, v, n, lr, beta1, beta2,
-                                                              eps, wd, bc1, bc2, grad_scale);
+    if (blocks > 4096) blocks = 4096;   // grid-stride beyond that: enough to fill any current GPU
+    adamw_multi_kernel<<<(unsigned)blocks, 256, 0, cuda_stream()>>>(p, g, m, v, table, n_tensors, lr, beta1,
+                                                                    beta2, eps, wd, bc1, bc2, grad_scale);
     LAUNCH_CHECK();
 }
 

@@ -302,14 +302,18 @@ static Backend make_backend(void) {
     be.dropout_bwd = cuda_dropout_bwd;
     be.logprob_fwd = cuda_logprob_fwd;
     be.logprob_bwd = cuda_logprob_bwd;
-    be.adamw = cuda_adamw;
+    be.adamw_multi = cuda_adamw_multi;
     be.sumsq = cuda_sumsq;
+    be.seq_logprob = cuda_seq_logprob;
+    be.dpo_loss = cuda_dpo_loss;
     be.kv_alloc = cuda_kv_alloc;
     be.rope_at_fwd = cuda_rope_at_fwd;
     be.kv_write = cuda_kv_write;
     be.attention_cached_fwd = cuda_attention_cached_fwd;
     be.kv_gather = cuda_kv_gather;
     be.gather_rows = cuda_gather_rows;
+    be.logits_lse_topk = cuda_logits_lse_topk;
+    be.gather_cols = cuda_gather_cols;
     return be;
 }
 

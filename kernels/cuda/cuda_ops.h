@@ -2,8 +2,9 @@
 // Backend table (same signatures and contracts as kernels/backend.h and their
 // CPU twins in kernels/cpu/cpu_ops.h). One file per op family:
 //   backend_cuda.cu  memory, stream, cuBLASLt handle, scratch, registry, add/scale/dropout
-//   embedding.cu rmsnorm.cu rope.cu swiglu.cu adamw.cu (adamw + sumsq)
+//   embedding.cu rmsnorm.cu rope.cu swiglu.cu adamw.cu (adamw_multi + sumsq) dpo.cu
 //   matmul.cu (cuBLASLt)  logprob.cu (fused linear log-prob)  attention.cu  decode.cu
+//   select.cu (decoding's top-k / log-softmax normaliser / allowed-column gather)
 // Numerics of this first version: activations, gradients and weights are fp32
 // at the interface (the host's buffers are float*); GEMMs run on tensor cores
 // in TF32 (SPREC_CUDA_TF32=0 for full fp32); statistics fp32; KV cache bf16.
@@ -12,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "../backend.h"   // AdamwTensor
 
 #ifdef __cplusplus
 extern "C" {
@@ -46,10 +48,14 @@ void cuda_logprob_fwd(float *logprob, float *lse, const float *h, const float *w
 void cuda_logprob_bwd(float *dh, float *dw, const float *h, const float *w,
                       const int *rows, const int *targets, const float *lse,
                       const float *weight, int n, int C, int V);
-void cuda_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr,
-                float beta1, float beta2, float eps, float wd, float bc1, float bc2,
-                float grad_scale);
+void cuda_adamw_multi(float *p, const float *g, float *m, float *v, size_t n, const AdamwTensor *table,
+                      int n_tensors, float lr, float beta1, float beta2, float eps, float wd, float bc1,
+                      float bc2, float grad_scale);
 double cuda_sumsq(const float *x, size_t n);
+void cuda_seq_logprob(double *seq_lp, const float *lp, const float *mask, const int *seq, int n, int S);
+void cuda_dpo_loss(double *out, double *w, float *tw, const double *lp, const double *ref,
+                   const double *pair_weight, double beta, int n, const int *seq, const float *mask,
+                   int n_rows);
 void *cuda_kv_alloc(size_t n);
 void cuda_rope_at_fwd(float *x, const float *cos_tab, const float *sin_tab, const int *pos,
                       int N, int H, int D);
@@ -60,6 +66,9 @@ void cuda_attention_cached_fwd(float *out, const float *q, const void *kc, const
                                int NH, int NKV, int D);
 void cuda_kv_gather(void *cache, const int *src, int R, int len, int P, int W);
 void cuda_gather_rows(float *out, const float *inp, const int *rows, int N, int C);
+// select.cu: token selection without the [N x V] download
+void cuda_logits_lse_topk(double *lse, int *top_id, float *top_val, const float *logits, int N, int V, int k);
+void cuda_gather_cols(float *out, const float *logits, const int *off, const int *cols, int N, int V);
 
 #ifdef __cplusplus
 }

@@ -405,29 +405,88 @@ static void test_logprob(int n, int Nh, int C, int V) {
 
 // ---- optimizer -----------------------------------------------------------------
 
+// adamw_multi over a flat buffer of n values carved into tensors of assorted
+// sizes (tiny, odd, the bulk), with and without decay, and a gap of 5 values
+// that belongs to no tensor and must stay as it was
 static void test_adamw(size_t n) {
     char nm[96];
+    const AdamwTensor tab[] = {{0, 1, 0}, {1, 577, 1}, {578, 64, 0}, {647, n - 647 - 3, 1}, {n - 3, 3, 0}};
+    const int nt = (int)(sizeof tab / sizeof tab[0]);   // [642, 647) is the gap
     float *p = frand(n, 1.0f), *m = frand(n, 0.01f), *v = frand(n, 1.0f);
     for (size_t i = 0; i < n; i++) v[i] = fabsf(v[i]) * 1e-4f;
     float *d_p = up(p, n), *d_m = up(m, n), *d_v = up(v, n);
+    AdamwTensor *d_tab = up_bytes(tab, sizeof tab);
     for (int step = 1; step <= 3; step++) {
         float *g = frand(n, 0.1f), *d_g = up(g, n);
         const float bc1 = 1.0f - powf(0.9f, (float)step), bc2 = 1.0f - powf(0.999f, (float)step);
-        H->adamw(p, g, m, v, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, bc1, bc2, step == 2 ? 0.5f : 1.0f);
-        G->adamw(d_p, d_g, d_m, d_v, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, bc1, bc2, step == 2 ? 0.5f : 1.0f);
+        const float sc = step == 2 ? 0.5f : 1.0f;
+        H->adamw_multi(p, g, m, v, n, tab, nt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, bc1, bc2, sc);
+        G->adamw_multi(d_p, d_g, d_m, d_v, n, d_tab, nt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, bc1, bc2, sc);
         G->free(d_g); free(g);
     }
-    snprintf(nm, sizeof nm, "adamw x3 params n%zu", n);
+    snprintf(nm, sizeof nm, "adamw_multi x3 params n%zu", n);
     compare_dev(nm, d_p, p, n, TOL_ELEM);
-    snprintf(nm, sizeof nm, "adamw x3 m n%zu", n);
+    snprintf(nm, sizeof nm, "adamw_multi x3 m n%zu", n);
     compare_dev(nm, d_m, m, n, TOL_ELEM);
-    snprintf(nm, sizeof nm, "adamw x3 v n%zu", n);
+    snprintf(nm, sizeof nm, "adamw_multi x3 v n%zu", n);
     compare_dev(nm, d_v, v, n, TOL_ELEM);
     const double s_cpu = H->sumsq(p, n), s_gpu = G->sumsq(d_p, n);
     snprintf(nm, sizeof nm, "sumsq n%zu", n);
     record(nm, fabs(s_gpu - s_cpu) / s_cpu, fabs(s_gpu - s_cpu), TOL_REDUCE);
-    G->free(d_p); G->free(d_m); G->free(d_v);
+    G->free(d_p); G->free(d_m); G->free(d_v); G->free(d_tab);
     free(p); free(m); free(v);
+}
+
+// ---- DPO -----------------------------------------------------------------------
+
+// relative error of double results d (device) against want (host)
+static void compare_f64(const char *name, const double *d, const double *want, size_t n, double tol) {
+    double *h = xmalloc((n ? n : 1) * sizeof(double)), num = 0, den = 0, mx = 0;
+    G->download(h, d, n * sizeof(double));
+    for (size_t i = 0; i < n; i++) {
+        const double e = fabs(h[i] - want[i]);
+        num += e * e; den += want[i] * want[i]; mx = e > mx ? e : mx;
+    }
+    record(name, den > 0 ? sqrt(num / den) : sqrt(num), mx, tol);
+    free(h);
+}
+
+// seq_logprob and dpo_loss on np pairs and nrows head rows in shuffled order
+// (rows of 2*np sequences, any order allowed). The sequence sums are
+// sequential double sums of exact products on both sides: bit-identical. The
+// loss side differs only by the device's exp/log1p (a few ulp of a double).
+static void test_dpo_ops(int np, int nrows, int weighted) {
+    char nm[96];
+    const int S = 2 * np;
+    float *lp = frand((size_t)nrows, 3.0f), *mask = frand((size_t)nrows, 1.0f);
+    int *seq = xmalloc((size_t)nrows * sizeof(int));
+    for (int i = 0; i < nrows; i++) { seq[i] = (int)rng_below(&rng, (uint64_t)S); mask[i] = fabsf(mask[i]) + 0.5f; }
+    double *ref = xmalloc((size_t)S * sizeof(double)), *pw = xmalloc((size_t)np * sizeof(double));
+    for (int i = 0; i < np; i++) pw[i] = 0.5 + rng_uniform(&rng);
+    double *slp = xmalloc((size_t)S * sizeof(double)), *w = xmalloc((size_t)S * sizeof(double)), out[DPO_OUT_COUNT];
+    float *tw = xmalloc((size_t)nrows * sizeof(float));
+    H->seq_logprob(slp, lp, mask, seq, nrows, S);
+    for (int s = 0; s < S; s++) ref[s] = slp[s] + 20.0 * (rng_uniform(&rng) - 0.5);   // margins of a few units
+    const double beta = 0.1;
+    H->dpo_loss(out, w, tw, slp, ref, weighted ? pw : NULL, beta, np, seq, mask, nrows);
+    float *d_lp = up(lp, (size_t)nrows), *d_mask = up(mask, (size_t)nrows), *d_tw = G->alloc((size_t)nrows * 4 + 4);
+    int *d_seq = upi(seq, (size_t)nrows);
+    double *d_slp = G->alloc((size_t)S * 8), *d_w = G->alloc((size_t)S * 8), *d_out = G->alloc(DPO_OUT_COUNT * 8);
+    double *d_ref = up_bytes(ref, (size_t)S * 8), *d_pw = up_bytes(pw, (size_t)np * 8);
+    G->seq_logprob(d_slp, d_lp, d_mask, d_seq, nrows, S);
+    G->dpo_loss(d_out, d_w, d_tw, d_slp, d_ref, weighted ? d_pw : NULL, beta, np, d_seq, d_mask, nrows);
+    const char *tag = weighted ? " weighted" : "";
+    snprintf(nm, sizeof nm, "seq_logprob rows%d seqs%d", nrows, S);
+    compare_f64(nm, d_slp, slp, (size_t)S, TOL_EXACT);
+    snprintf(nm, sizeof nm, "dpo_loss loss+stats pairs%d%s", np, tag);
+    compare_f64(nm, d_out, out, DPO_OUT_COUNT, 1e-14);
+    snprintf(nm, sizeof nm, "dpo_loss pair weights pairs%d%s", np, tag);
+    compare_f64(nm, d_w, w, (size_t)S, 1e-14);
+    snprintf(nm, sizeof nm, "dpo_loss token weights rows%d%s", nrows, tag);
+    compare_dev(nm, d_tw, tw, (size_t)nrows, 1e-7);   // a double rounded to float: at most 1 float ulp apart
+    G->free(d_lp); G->free(d_mask); G->free(d_tw); G->free(d_seq); G->free(d_slp); G->free(d_w); G->free(d_out);
+    G->free(d_ref); G->free(d_pw);
+    free(lp); free(mask); free(seq); free(ref); free(pw); free(slp); free(w); free(tw);
 }
 
 // ---- KV cache and decode ops ---------------------------------------------------
@@ -507,6 +566,70 @@ static void test_decode_ops(int NH, int NKV, int D) {
     G->free(d_kn); G->free(d_vn); G->free(d_q); G->free(d_out); G->free(d_src); G->free(d_src2);
     G->free(d_inp); G->free(d_g); G->free(d_rows);
     free(k0); free(v0); free(kn); free(vn); free(q); free(out); free(inp); free(g);
+}
+
+// ---- decoding's token selection ----------------------------------------------------
+
+// logits_lse_topk and gather_cols: N rows of V logits on a coarse grid (ties),
+// some -inf, one row all -inf, one with fewer finite entries than k. The top
+// ids and values and the gathered logits must be exact (they are copies); the
+// normaliser is a reduction (double, another order).
+static void test_select_ops(int N, int V, int k) {
+    char nm[128];
+    float *x = xmalloc((size_t)N * V * sizeof(float));
+    for (int n = 0; n < N; n++)
+        for (int v = 0; v < V; v++) {
+            float t = roundf(8.0f * (float)(2.0 * rng_uniform(&rng) - 1.0)) * 0.5f;
+            if (n % 4 == 1 && v % 3 == 0) t = -INFINITY;
+            if (n == 2) t = -INFINITY;
+            if (n == 3) t = v % 997 == 5 ? (float)(v % 7) : -INFINITY;
+            x[(size_t)n * V + v] = t;
+        }
+    double *lse = xmalloc((size_t)N * sizeof(double)), *g_lse = xmalloc((size_t)N * sizeof(double));
+    int *ti = xmalloc((size_t)N * k * sizeof(int)), *g_ti = xmalloc((size_t)N * k * sizeof(int));
+    float *tv = xmalloc((size_t)N * k * sizeof(float)), *g_tv = xmalloc((size_t)N * k * sizeof(float));
+    float *d_x = up(x, (size_t)N * V);
+    double *d_lse = G->alloc((size_t)N * sizeof(double));
+    int *d_ti = G->alloc((size_t)N * k * sizeof(int));
+    float *d_tv = G->alloc((size_t)N * k * sizeof(float));
+    H->logits_lse_topk(lse, ti, tv, x, N, V, k);
+    G->logits_lse_topk(d_lse, d_ti, d_tv, d_x, N, V, k);
+    G->download(g_lse, d_lse, (size_t)N * sizeof(double));
+    G->download(g_ti, d_ti, (size_t)N * k * sizeof(int));
+    G->download(g_tv, d_tv, (size_t)N * k * sizeof(float));
+    float *fl = xmalloc((size_t)N * sizeof(float)), *g_fl = xmalloc((size_t)N * sizeof(float));
+    for (int n = 0; n < N; n++) { fl[n] = (float)lse[n]; g_fl[n] = (float)g_lse[n]; }
+    snprintf(nm, sizeof nm, "logits_lse_topk lse N%d V%d", N, V);
+    compare(nm, g_fl, fl, (size_t)N, TOL_REDUCE);
+    int bad = 0;
+    for (size_t i = 0; i < (size_t)N * k; i++) bad += g_ti[i] != ti[i];
+    snprintf(nm, sizeof nm, "logits_lse_topk ids N%d V%d k%d (share wrong)", N, V, k);
+    record(nm, (double)bad / ((double)N * k), bad, TOL_EXACT);
+    snprintf(nm, sizeof nm, "logits_lse_topk values N%d V%d k%d", N, V, k);
+    compare(nm, g_tv, tv, (size_t)N * k, TOL_EXACT);
+    // lse only (k = 0, no top arrays)
+    G->logits_lse_topk(d_lse, NULL, NULL, d_x, N, V, 0);
+    G->download(g_lse, d_lse, (size_t)N * sizeof(double));
+    for (int n = 0; n < N; n++) g_fl[n] = (float)g_lse[n];
+    snprintf(nm, sizeof nm, "logits_lse_topk lse only N%d V%d", N, V);
+    compare(nm, g_fl, fl, (size_t)N, TOL_REDUCE);
+
+    // gather_cols: row n takes (n * 37) % 50 columns, row 0 none, repeats allowed
+    int *off = xmalloc((size_t)(N + 1) * sizeof(int)), total = 0;
+    for (int n = 0; n < N; n++) { off[n] = total; total += (n * 37) % 50; }
+    off[N] = total;
+    int *cols = xmalloc((size_t)(total ? total : 1) * sizeof(int));
+    for (int j = 0; j < total; j++) cols[j] = j % 5 == 0 ? V - 1 : (int)rng_below(&rng, (uint64_t)V);
+    float *out = frand((size_t)total, 1.0f), *d_out = up(out, (size_t)total);
+    int *d_off = upi(off, (size_t)N + 1), *d_cols = upi(cols, (size_t)total);
+    H->gather_cols(out, x, off, cols, N, V);
+    G->gather_cols(d_out, d_x, d_off, d_cols, N, V);
+    snprintf(nm, sizeof nm, "gather_cols N%d V%d (%d columns)", N, V, total);
+    compare_dev(nm, d_out, out, (size_t)total, TOL_EXACT);
+
+    G->free(d_x); G->free(d_lse); G->free(d_ti); G->free(d_tv); G->free(d_out); G->free(d_off); G->free(d_cols);
+    free(x); free(lse); free(g_lse); free(ti); free(g_ti); free(tv); free(g_tv); free(fl); free(g_fl);
+    free(off); free(cols); free(out);
 }
 
 static void test_memory(void) {
@@ -864,8 +987,13 @@ int main(int argc, char **argv) {
     if (!quick) test_logprob(300, 320, 576, 49152);
     test_adamw(10007);
     test_adamw(1000003);
+    test_dpo_ops(8, 700, 0);
+    test_dpo_ops(37, 5000, 1);     // several shared-memory tiles, more pairs than a warp
     test_decode_ops(6, 2, 64);
     test_decode_ops(6, 2, 80);
+    test_select_ops(40, 49152, 40);   // a 20-beam step over SmolLM2's vocabulary
+    test_select_ops(7, 1009, 64);
+    test_select_ops(3, 5, 8);         // k > V: padding
 
     printf("\n== whole models ==\n");
     test_fixtures();

@@ -306,6 +306,68 @@ static void test_dpo_training_separates_pairs(void **state) {
     model_free(&m);
 }
 
+// dpo_step (sequence sums, loss and token weights on the backend: seq_logprob,
+// dpo_loss) against the host path it replaced (sums of the downloaded head
+// log-probs, dpo_loss_and_weights, token weights built on the host, uploaded
+// by model_backward): the same loss, statistics and gradients, bit for bit
+static void test_dpo_step_matches_host_path(void **state) {
+    (void)state;
+    enum { NP = 4, T = 9 };
+    ModelConfig mc = {.vocab_size = 40, .dim = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .head_dim = 8,
+                      .ffn_dim = 64, .max_seq_len = 16, .rope_theta = 1e4f, .rms_eps = 1e-5f, .tie_embeddings = 1};
+    Model m;
+    model_create(&m, &mc, backend_cpu());
+    model_init_random(&m, 6, 0.1f);
+    int tc[NP * T], tr[NP * T], lc_[NP], lr_[NP];
+    float mkc[NP * T], mkr[NP * T];
+    Rng r;
+    rng_seed(&r, 10);
+    for (int b = 0; b < NP; b++) {
+        lc_[b] = 5 + b; lr_[b] = T - b;   // different lengths, so rows are padded differently
+        for (int t = 0; t < T; t++) {
+            tc[b * T + t] = (int)rng_below(&r, 40);
+            tr[b * T + t] = (int)rng_below(&r, 40);
+            mkc[b * T + t] = t >= 3 ? 1.0f + 0.25f * (float)(t % 3) : 0.0f;   // non-binary mask weights
+            mkr[b * T + t] = t >= 2 ? 1.0f : 0.0f;
+        }
+    }
+    Batch chosen = {.B = NP, .T = T, .tokens = tc, .mask = mkc, .lengths = lc_};
+    Batch rejected = {.B = NP, .T = T, .tokens = tr, .mask = mkr, .lengths = lr_};
+    double ref_c[NP], ref_r[NP], pw[NP] = {0.5, 1.5, 1.0, 1.0};
+    for (int i = 0; i < NP; i++) { ref_c[i] = -40.0 + i; ref_r[i] = -38.0 - i; }
+    const double beta = 0.3;
+    float *g_new = malloc(m.numel * sizeof(float)), *g_old = malloc(m.numel * sizeof(float));
+    DpoStats st_new, st_old;
+    memset(&st_new, 0, sizeof st_new); memset(&st_old, 0, sizeof st_old);   // padding compared too
+    m.be->zero(m.grads, m.numel * sizeof(float));
+    const double loss_new = dpo_step(&m, &chosen, &rejected, ref_c, ref_r, pw, beta, &st_new);
+    m.be->download(g_new, m.grads, m.numel * sizeof(float));
+    // the host path
+    Batch both;
+    dpo_concat_pairs(&chosen, &rejected, &both);
+    const int nh = model_forward(&m, &both, 0);
+    double lp[2 * NP] = {0}, w[2 * NP];
+    for (int i = 0; i < nh; i++)
+        lp[m.head_pos[i] / both.T] += (double)both.mask[m.head_pos[i]] * (double)m.head_lp[i];
+    const double loss_old = dpo_loss_and_weights(NP, lp, lp + NP, ref_c, ref_r, pw, beta, &st_old, w, w + NP);
+    float *tw = malloc((size_t)nh * sizeof(float));
+    for (int i = 0; i < nh; i++) tw[i] = (float)(-w[m.head_pos[i] / both.T] * (double)both.mask[m.head_pos[i]]);
+    m.be->zero(m.grads, m.numel * sizeof(float));
+    model_backward(&m, tw);
+    m.be->download(g_old, m.grads, m.numel * sizeof(float));
+    print_message("  dpo_step vs host path: loss %.17g vs %.17g\n", loss_new, loss_old);
+    assert_true(loss_new == loss_old);
+    assert_memory_equal(&st_new, &st_old, sizeof st_new);
+    assert_memory_equal(g_new, g_old, m.numel * sizeof(float));
+    double lp_c[NP], lp_r[NP];   // the reference pass gives the same sums as well
+    dpo_pair_logprobs(&m, &chosen, &rejected, lp_c, lp_r);
+    assert_memory_equal(lp_c, lp, sizeof lp_c);
+    assert_memory_equal(lp_r, lp + NP, sizeof lp_r);
+    free(tw); free(g_new); free(g_old);
+    batch_free(&both);
+    model_free(&m);
+}
+
 // a pair whose completion is empty (mask 0 everywhere) is a data error, not a silent zero
 static void empty_completion(void *arg) {
     (void)arg;
@@ -336,4 +398,5 @@ DEFINE_TEST_GROUP(test_dpo,
     cmocka_unit_test(test_dpo_weights_finite_differences),
     cmocka_unit_test(test_dpo_extreme_margins),
     cmocka_unit_test(test_dpo_training_separates_pairs),
+    cmocka_unit_test(test_dpo_step_matches_host_path),
     cmocka_unit_test(test_dpo_rejects_empty_completion))

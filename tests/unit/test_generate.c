@@ -533,8 +533,160 @@ static void test_gen_cli_text(void **state) {
     assert_true(strchr(out, stop[0]) - out < (long)n - 1);   // that contains the first occurrence
 }
 
+
+// ---- token selection ops (logits_lse_topk, gather_cols) -----------------------
+
+typedef struct { float v; int id; } RankedTok;
+static int ranked_tok_cmp(const void *pa, const void *pb) {
+    const RankedTok *a = pa, *b = pb;
+    if (a->v != b->v) return a->v > b->v ? -1 : 1;
+    return (a->id > b->id) - (a->id < b->id);
+}
+
+// the CPU twins against a naive double computation: ties (values on a coarse
+// grid), -inf entries, a row of -inf only, a row with fewer finite entries than
+// k, V a prime
+static void test_gen_select_ops(void **state) {
+    (void)state;
+    const Backend *be = backend_cpu();
+    rng_seed(&trng, 21);
+    enum { N = 6, V = 1009, K = 7 };
+    float *x = malloc(sizeof(float) * N * V);
+    for (int n = 0; n < N; n++)
+        for (int v = 0; v < V; v++) {
+            float t = roundf(frnd() * 8.0f) / 2.0f;              // 17 levels: many ties
+            if (n == 1 && v % 3 == 0) t = -INFINITY;
+            if (n == 2) t = -INFINITY;                          // the whole row
+            if (n == 3) t = v % 200 == 7 ? (float)(v % 3) : -INFINITY;   // 5 finite entries < K
+            if (n == 5) t = frnd() * 30.0f;                     // no ties, wide range
+            x[(size_t)n * V + v] = t;
+        }
+    double lse[N], lse0[N];
+    int ti[N * K];
+    float tv[N * K];
+    for (int i = 0; i < N * K; i++) { ti[i] = -7; tv[i] = 7.0f; }
+    be->logits_lse_topk(lse, ti, tv, x, N, V, K);
+    be->logits_lse_topk(lse0, NULL, NULL, x, N, V, 0);   // k = 0: lse only
+    RankedTok *all = malloc(sizeof(RankedTok) * V);
+    for (int n = 0; n < N; n++) {
+        const float *row = x + (size_t)n * V;
+        // exactly host/sampler.c's logsumexp; and a naive double reference
+        assert_memory_equal(&lse[n], &lse0[n], sizeof(double));
+        const double want = logsumexp(row, V);
+        assert_memory_equal(&lse[n], &want, sizeof(double));
+        double mx = -INFINITY, s = 0;
+        for (int v = 0; v < V; v++) mx = fmax(mx, row[v]);
+        if (mx == -INFINITY) assert_true(lse[n] == -INFINITY);
+        else {
+            for (int v = 0; v < V; v++) s += exp((double)row[v] - mx);
+            assert_true(fabs(lse[n] - (mx + log(s))) < 1e-12 * fmax(1.0, fabs(lse[n])));
+        }
+        // top K: the finite entries sorted by (value desc, id asc), then -1 / -inf
+        int nf = 0;
+        for (int v = 0; v < V; v++) if (row[v] != -INFINITY) all[nf++] = (RankedTok){row[v], v};
+        qsort(all, (size_t)nf, sizeof *all, ranked_tok_cmp);
+        for (int i = 0; i < K; i++) {
+            if (i < nf) {
+                assert_int_equal(ti[n * K + i], all[i].id);
+                assert_true(tv[n * K + i] == all[i].v);
+            } else {
+                assert_int_equal(ti[n * K + i], -1);
+                assert_true(tv[n * K + i] == -INFINITY);
+            }
+        }
+        // and the same as sampler.c's top_n
+        int top[K];
+        const int k = top_n(row, V, K, top);
+        assert_int_equal(k, nf < K ? nf : K);
+        assert_memory_equal(top, ti + n * K, sizeof(int) * (size_t)k);
+    }
+    // k larger than V: every finite entry, then padding
+    {
+        enum { V2 = 5, K2 = 8 };
+        const float y[V2] = {1.0f, -INFINITY, 1.0f, 3.0f, -2.0f};
+        double l;
+        int id2[K2];
+        float v2[K2];
+        be->logits_lse_topk(&l, id2, v2, y, 1, V2, K2);
+        const int want[K2] = {3, 0, 2, 4, -1, -1, -1, -1};
+        assert_memory_equal(id2, want, sizeof want);
+        assert_true(v2[0] == 3.0f && v2[3] == -2.0f && v2[4] == -INFINITY && v2[7] == -INFINITY);
+    }
+    // gather_cols: CSR lists, an empty row, repeated and boundary columns
+    {
+        const int off[N + 1] = {0, 3, 3, 4, 7, 8, 10};
+        const int cols[10] = {0, V - 1, 500, 9, 3, 3, 7, 1008, 0, 1};
+        float out[10];
+        be->gather_cols(out, x, off, cols, N, V);
+        for (int n = 0; n < N; n++)
+            for (int j = off[n]; j < off[n + 1]; j++)
+                assert_memory_equal(&out[j], &x[(size_t)n * V + cols[j]], sizeof(float));
+    }
+    free(x); free(all);
+}
+
+// generate()'s choices on the device ops == the choices on downloaded rows
+// (the previous host loop: mask, argmax / top_n, logsumexp), bit for bit:
+// greedy with a hook that returns unsorted, repeated and out-of-range ids,
+// only out-of-range ids (argmax of an all -inf row: token 0) or no constraint, prompts prefilled in 2-row chunks (the staged prefill)
+static int allow_messy(void *ctx, int seq, const int *gen, int n, int *out, int cap) {
+    (void)ctx; (void)gen;
+    if ((seq + n) % 3 == 2) return -1;                    // no constraint this step
+    if (seq == 0 && n == 4) { out[0] = 50; out[1] = -1; return 2; }   // nothing in range: token 0
+    const int ids[] = {31, 45, 4, 31, -2, 17, 9, 4, 26, 1000};
+    int k = 0;
+    for (int i = 0; i < 10 && k < cap; i++) out[k++] = (ids[i] + 5 * n) % 1000 == ids[i] + 5 * n ? ids[i] + 5 * n : ids[i];
+    return k;
+}
+
+static void test_gen_select_matches_host_choice(void **state) {
+    (void)state;
+    ModelConfig c = tiny_config(40, 4, 2, 1, 0, 0);
+    Model m;
+    rng_seed(&trng, 8);
+    tiny_model(&m, &c, 5);
+    const int V = 40, STEPS = 6, B = 3;
+    GenOpts o;
+    gen_opts_default(&o);
+    o.max_new_tokens = STEPS;
+    o.allowed = allow_messy;
+    o.prefill_rows = 2;
+    GenOutput g[3];
+    generate(&m, PROMPTS, LENS, B, &o, g);
+    // the reference: decoder rows downloaded, the host choice of the old loop
+    Decoder d;
+    decoder_create(&d, &m, B, 24, 2);
+    float *lg = malloc(sizeof(float) * B * V), row[40];
+    int ids[40], gen[3][8], ng[3] = {0, 0, 0}, next[3], n_new[3] = {1, 1, 1};
+    unsigned char mark[40] = {0};
+    double lp[3] = {0, 0, 0};
+    decoder_prefill(&d, PROMPTS, LENS, B, lg);
+    for (int step = 0; step < STEPS; step++) {
+        for (int b = 0; b < B; b++) {
+            memcpy(row, lg + (size_t)b * V, sizeof row);
+            const int k = allow_messy(NULL, b, gen[b], ng[b], ids, V);
+            if (k > 0) mask_allowed(row, V, ids, k, mark);
+            const int t = sample_argmax(row, V);
+            lp[b] += lg[(size_t)b * V + t] - logsumexp(lg + (size_t)b * V, V);
+            gen[b][ng[b]++] = next[b] = t;
+        }
+        if (step + 1 < STEPS) decoder_step(&d, next, n_new, B, 1, lg);
+    }
+    for (int b = 0; b < B; b++) {
+        assert_int_equal(g[b].hyps[0].n, STEPS);
+        assert_memory_equal(g[b].hyps[0].tokens, gen[b], sizeof(int) * STEPS);
+        assert_memory_equal(&g[b].hyps[0].logprob, &lp[b], sizeof(double));
+    }
+    decoder_free(&d);
+    free(lg);
+    gen_output_free(g, B);
+    model_free(&m);
+}
+
 DEFINE_TEST_GROUP(test_generate,
     cmocka_unit_test(test_gen_ops),
+    cmocka_unit_test(test_gen_select_ops),
+    cmocka_unit_test(test_gen_select_matches_host_choice),
     cmocka_unit_test(test_gen_cache_matches_full_forward),
     cmocka_unit_test(test_gen_greedy_and_sampling),
     cmocka_unit_test(test_gen_stops_and_allowed),

@@ -86,7 +86,8 @@ static void test_ops_registry_memory(void **state) {
     assert_true(be->matmul_fwd && be->matmul_bwd && be->embedding_fwd && be->embedding_bwd);
     assert_true(be->rmsnorm_fwd && be->rmsnorm_bwd && be->rope_fwd && be->rope_bwd);
     assert_true(be->attention_fwd && be->attention_bwd && be->swiglu_fwd && be->swiglu_bwd);
-    assert_true(be->add && be->logprob_fwd && be->logprob_bwd && be->adamw && be->sumsq);
+    assert_true(be->add && be->logprob_fwd && be->logprob_bwd && be->adamw_multi && be->sumsq);
+    assert_true(be->seq_logprob && be->dpo_loss);
 
     size_t n = 1001;
     float *d = be->alloc(n * sizeof(float));
@@ -582,13 +583,20 @@ static void test_ops_logprob(void **state) {
 
 // ---- optimizer ------------------------------------------------------------
 
+// adamw_multi over a flat buffer of several tensors (a gap between two that
+// must stay untouched, decay on some, a tensor above the parallel threshold)
+// against a naive double AdamW, and bit for bit against stepping each tensor
+// alone (the per-tensor path the optimizer used to take).
 static void test_ops_adamw(void **state) {
     (void)state;
     seed(19);
     const Backend *be = backend_cpu();
-    size_t n = 20011;   // above the parallel threshold
+    const AdamwTensor tab[] = {{0, 20011, 1}, {20011, 7, 0}, {20030, 300, 1}, {20330, 1, 0}};
+    const int nt = 4;
+    const size_t n = 20331;   // [20018, 20030) belongs to no tensor
     float lr = 1e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, scale = 0.7f;
     float *p = frand(n, 1.0), *m = calloc(n, sizeof(float)), *v = calloc(n, sizeof(float));
+    float *p1 = fdup(p, n), *m1 = calloc(n, sizeof(float)), *v1 = calloc(n, sizeof(float));
     double *rp = to_double(p, n), *rm = calloc(n, sizeof(double)), *rv = calloc(n, sizeof(double));
     float *p0 = fdup(p, n);
     double *want = malloc(n * sizeof(double));
@@ -596,13 +604,18 @@ static void test_ops_adamw(void **state) {
         float *g = frand(n, 1.0);
         g[0] = 0.0f;   // zero gradient, zero moments: the update is decay only
         float bc1 = 1.0f - powf(b1, step), bc2 = 1.0f - powf(b2, step);
-        be->adamw(p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, scale);
-        for (size_t i = 0; i < n; i++) {
-            double gi = (double)g[i] * scale;
-            rm[i] = b1 * rm[i] + (1.0 - b1) * gi;
-            rv[i] = b2 * rv[i] + (1.0 - b2) * gi * gi;
-            rp[i] = rp[i] * (1.0 - (double)lr * wd)
-                  - lr / bc1 * rm[i] / (sqrt(rv[i]) / sqrt((double)bc2) + eps);
+        be->adamw_multi(p, g, m, v, n, tab, nt, lr, b1, b2, eps, wd, bc1, bc2, scale);
+        for (int t = 0; t < nt; t++)   // one tensor per call: the old per-tensor path
+            be->adamw_multi(p1, g, m1, v1, n, &tab[t], 1, lr, b1, b2, eps, wd, bc1, bc2, scale);
+        for (int t = 0; t < nt; t++) {
+            const double wdt = tab[t].decay ? wd : 0.0;
+            for (size_t i = tab[t].offset; i < tab[t].offset + tab[t].numel; i++) {
+                double gi = (double)g[i] * scale;
+                rm[i] = b1 * rm[i] + (1.0 - b1) * gi;
+                rv[i] = b2 * rv[i] + (1.0 - b2) * gi * gi;
+                rp[i] = rp[i] * (1.0 - (double)lr * wdt)
+                      - lr / bc1 * rm[i] / (sqrt(rv[i]) / sqrt((double)bc2) + eps);
+            }
         }
         free(g);
     }
@@ -610,7 +623,12 @@ static void test_ops_adamw(void **state) {
     EXPECT_ERR("adamw v", rel_err(v, NULL, rv, n), 1e-6);
     for (size_t i = 0; i < n; i++) want[i] = rp[i] - p0[i];   // compare the updates
     EXPECT_ERR("adamw p update", rel_err(p, p0, want, n), 1e-4);
-    free(p); free(m); free(v); free(rp); free(rm); free(rv); free(p0); free(want);
+    for (size_t i = 20018; i < 20030; i++) assert_true(p[i] == p0[i] && m[i] == 0.0f && v[i] == 0.0f);
+    assert_true(p[20011] != p0[20011]);   // undecayed tensors still step
+    assert_memory_equal(p, p1, n * sizeof(float));
+    assert_memory_equal(m, m1, n * sizeof(float));
+    assert_memory_equal(v, v1, n * sizeof(float));
+    free(p); free(m); free(v); free(p1); free(m1); free(v1); free(rp); free(rm); free(rv); free(p0); free(want);
 }
 
 static void test_ops_sumsq(void **state) {
@@ -628,6 +646,62 @@ static void test_ops_sumsq(void **state) {
     free(x);
 }
 
+// ---- DPO --------------------------------------------------------------------
+
+// seq_logprob: rows in shuffled order (the contract allows any), sums in
+// increasing row order, against a naive loop; a sequence with no rows is 0
+static void test_ops_seq_logprob(void **state) {
+    (void)state;
+    seed(21);
+    const Backend *be = backend_cpu();
+    enum { N = 3001, S = 9 };
+    float *lp = frand(N, 5.0), *mask = frand(N, 1.0);
+    int seq[N];
+    for (int i = 0; i < N; i++) seq[i] = irand(S - 1);   // sequence S-1 gets no row
+    double got[S], want[S] = {0};
+    for (int i = 0; i < N; i++) want[seq[i]] += (double)mask[i] * (double)lp[i];
+    be->seq_logprob(got, lp, mask, seq, N, S);
+    assert_memory_equal(got, want, sizeof got);
+    assert_true(got[S - 1] == 0.0);
+    free(lp); free(mask);
+}
+
+// dpo_loss against a naive double evaluation of docs/dpo.md (log(1 + exp(-z))
+// directly: fine for the moderate margins used here), with and without pair
+// weights, and the token weights against -w[seq] * mask
+static void test_ops_dpo_loss(void **state) {
+    (void)state;
+    seed(22);
+    const Backend *be = backend_cpu();
+    enum { NP = 5, R = 40 };
+    double lp[2 * NP], ref[2 * NP], pw[NP];
+    for (int i = 0; i < 2 * NP; i++) { lp[i] = -20 + 10 * urand(); ref[i] = lp[i] + 3 * urand(); }
+    for (int i = 0; i < NP; i++) pw[i] = 1 + urand();
+    int seq[R];
+    float mask[R];
+    for (int r = 0; r < R; r++) { seq[r] = irand(2 * NP); mask[r] = (float)(urand() + 1.0); }
+    for (int weighted = 0; weighted < 2; weighted++) {
+        const double beta = weighted ? 0.5 : 0.1;
+        double out[DPO_OUT_COUNT], w[2 * NP];
+        float tw[R];
+        be->dpo_loss(out, w, tw, lp, ref, weighted ? pw : NULL, beta, NP, seq, mask, R);
+        double loss = 0, rc = 0, rr = 0, acc = 0, lc = 0, lr = 0, err = 0;
+        for (int i = 0; i < NP; i++) {
+            const double c = beta * (lp[i] - ref[i]), r = beta * (lp[NP + i] - ref[NP + i]), z = c - r;
+            const double wi = weighted ? pw[i] : 1.0;
+            loss += wi * log(1 + exp(-z)) / NP;
+            const double g = -beta * wi / (1 + exp(z)) / NP;
+            err = fmax(err, fabs(w[i] - g) / fabs(g));
+            assert_true(w[NP + i] == -w[i]);
+            rc += c / NP; rr += r / NP; acc += (c > r) / (double)NP; lc += lp[i] / NP; lr += lp[NP + i] / NP;
+        }
+        const double want[DPO_OUT_COUNT] = {loss, rc, rr, rc - rr, acc, lc, lr};
+        for (int k = 0; k < DPO_OUT_COUNT; k++) err = fmax(err, fabs(out[k] - want[k]) / fmax(fabs(want[k]), 1e-3));
+        EXPECT_ERR(weighted ? "dpo_loss weighted" : "dpo_loss", err, 1e-13);
+        for (int r = 0; r < R; r++) assert_true(tw[r] == (float)(-w[seq[r]] * (double)mask[r]));
+    }
+}
+
 DEFINE_TEST_GROUP(test_ops,
     cmocka_unit_test(test_ops_registry_memory),
     cmocka_unit_test(test_ops_add),
@@ -641,4 +715,6 @@ DEFINE_TEST_GROUP(test_ops,
     cmocka_unit_test(test_ops_logprob),
     cmocka_unit_test(test_ops_adamw),
     cmocka_unit_test(test_ops_sumsq),
+    cmocka_unit_test(test_ops_seq_logprob),
+    cmocka_unit_test(test_ops_dpo_loss),
 )
