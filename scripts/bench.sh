@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# make bench: the engine's CPU training step side by side with PyTorch CPU
-# (bench/torch_cpu.py) on the same shapes and thread count, in one run.
-# Prints the JSON lines of both and a table with the ratio.
-# make bench DEVICE=cuda: `sprec bench --device cuda` side by side with PyTorch on
-# the GPU (bench/torch_cuda.py: bf16 autocast, SDPA) on a SmolLM2-135M and a
-# Llama-3.2-1B shape at seq 512, plus PyTorch's DPO step and its materialised
-# log-prob head; ratio and MFU tables. BENCH_COMPILE=1 adds torch.compile rows;
-# BENCH_TIMEOUT (s, default 180) bounds each run; BENCH_OUT the JSONL path.
+# make bench: the engine (`sprec bench`) side by side with PyTorch on the same shapes and thread
+# count, in one run; prints the JSON lines of both and tables with the ratio.
+# DEVICE=cpu (default): SFT steps on three shapes against bench/torch_cpu.py, plus a small DPO step
+#   and the log-prob head alone (sprec's fused head vs PyTorch's materialised log_softmax + gather).
+# DEVICE=cuda: against bench/torch_cuda.py (bf16 autocast, SDPA) on a SmolLM2-135M and a Llama-3.2-1B
+#   shape at seq 512: SFT step, DPO step (precomputed reference log-probs on both sides; PyTorch also
+#   with a reference forward per step), catalogue-constrained generation (greedy and beam 4), and the
+#   log-prob head alone at 8192 tokens, vocab 49152 and 128256. Ratio, MFU and memory tables.
+#   BENCH_COMPILE=1 adds torch.compile SFT rows.
+# BENCH_TIMEOUT (s, default 180) bounds each run; BENCH_OUT the JSONL path; STEPS, THREADS.
+# bench/README.md defines every mode and field.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${THREADS:-$(nproc)}
@@ -25,77 +28,86 @@ if [[ ${DEVICE:-cpu} == cuda ]]; then
       "llama3.2-1b 4 --dim 2048 --layers 16 --heads 32 --kv-heads 8 --ffn 8192 --vocab 128256 --seq 512"
     )
     run() { timeout "$limit" "$@" | tee -a "$out" || echo "bench: failed or timed out (${limit}s): $*" >&2; }
+    common="--steps $steps --warmup 2"
+    gen="--prompts 64 --beams 4 --items 1000 --prompt-len 64"
     for s in "${gpu_shapes[@]}"; do
         read -r name batch args <<< "$s"
-        args="$args --batch $batch"
-        echo "bench: $name: sprec (cuda) ..." >&2
-        run build/sprec bench --device cuda --name "$name" $args --steps "$steps" --warmup 2
+        # DPO: batch/2 pairs, the same number of sequences as the SFT step
+        sft="$args --batch $batch" dpo="$args --batch $((batch / 2))"
+        echo "bench: $name: sprec (cuda) sft, dpo, generate ..." >&2
+        run build/sprec bench --device cuda --mode sft --name "$name" $sft $common
+        run build/sprec bench --device cuda --mode dpo --name "$name" $dpo $common
+        run build/sprec bench --device cuda --mode generate --name "$name-gen" $args $gen $common
         if ((have_torch)); then
-            echo "bench: $name: pytorch sft, dpo ..." >&2
-            run python3 bench/torch_cuda.py --mode sft --name "$name" $args --tied --steps "$steps" --warmup 2 --json-only
-            [[ ${BENCH_COMPILE:-0} == 1 ]] &&
-                run python3 bench/torch_cuda.py --mode sft --compile --name "$name" $args --tied --steps "$steps" --warmup 2 --json-only
-            # DPO: batch/2 pairs, the same number of sequences as the SFT step
-            run python3 bench/torch_cuda.py --mode dpo --name "$name" ${args% --batch *} --batch $((batch / 2)) --tied \
-                --steps "$steps" --warmup 2 --json-only
+            echo "bench: $name: pytorch sft, dpo, generate ..." >&2
+            run python3 bench/torch_cuda.py --mode sft --name "$name" $sft --tied $common --json-only
+            if [[ ${BENCH_COMPILE:-0} == 1 ]]; then
+                run python3 bench/torch_cuda.py --mode sft --compile --name "$name" $sft --tied $common --json-only
+            fi
+            run python3 bench/torch_cuda.py --mode dpo --name "$name" $dpo --tied $common --json-only
+            run python3 bench/torch_cuda.py --mode dpo --dpo-ref model --name "$name" $dpo --tied $common --json-only
+            run python3 bench/torch_cuda.py --mode generate --name "$name-gen" $args $gen --tied $common --json-only
         fi
     done
-    if ((have_torch)); then
-        for vd in "49152 576" "128256 2048"; do
-            set -- $vd
-            echo "bench: materialised log-prob head, vocab $1 ..." >&2
-            run python3 bench/torch_cuda.py --mode logprob --name "logprob-v$1" --vocab "$1" --dim "$2" --tokens 8192 \
-                --steps "$steps" --warmup 2 --json-only
-        done
-    fi
+    for vd in "49152 576" "128256 2048"; do
+        set -- $vd
+        echo "bench: log-prob head, vocab $1 ..." >&2
+        lp="--vocab $1 --dim $2 --tokens 8192 $common"
+        run build/sprec bench --device cuda --mode logprob --name "logprob-v$1" $lp
+        if ((have_torch)); then run python3 bench/torch_cuda.py --mode logprob --name "logprob-v$1" $lp --json-only; fi
+    done
     python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
-peak = next((r["gflops"] / r["mfu"] for r in rows if r.get("mfu")), None)   # GFLOP/s of the GPU's bf16 peak
+rows = [r for r in rows if r.get("device") != "cpu" and r.get("impl") != "openblas"]
 gb = lambda b: "-" if b is None else f"{b / 2**30:.2f} GB"
-mfu = lambda r: "-" if not r else f'{r["mfu"]:.1%}' if r.get("mfu") is not None else \
-    (f'{r["gflops"] / peak:.1%}' if peak and r.get("gflops") is not None else "-")
+pct = lambda x: "-" if x is None else f"{x:.1%}"
+key = lambda r: (r["name"], r.get("mode", "sft"))
+sprec = {key(r): r for r in rows if r["impl"] == "sprec"}
 print()
-print("| shape | step | sprec tok/s | PyTorch tok/s | ratio | sprec MFU | PyTorch MFU | sprec peak | PyTorch peak |")
-print("|---|---|---|---|---|---|---|---|---|")
-for name in dict.fromkeys(r["name"] for r in rows if r.get("device") != "cpu" and not r["name"].startswith("logprob")):
-    s = next((r for r in rows if r["name"] == name and r["impl"] == "sprec"), None)
-    for t in [r for r in rows if r["name"] == name and r["impl"].startswith("pytorch")] or [None]:
-        s_ = None if (t or {}).get("mode") == "dpo" else s     # sprec bench has no DPO step yet
-        st, tt = (s_ or {}).get("tokens_per_s"), (t or {}).get("tokens_per_s")
-        ratio = f"{st / tt:.2f}x" if st and tt else "-"
-        step = (t or {}).get("mode", "sft") + (" (compiled)" if t and t["impl"].endswith("compile") else "")
-        print(f'| {name} | {step} | {st or "-"} | {tt or "-"} | {ratio} | {mfu(s_)} | {mfu(t)} | '
-              f'{gb((s_ or {}).get("peak_bytes"))} | {gb((t or {}).get("peak_bytes"))} |')
-print()
-print("| materialised log_softmax + gather (PyTorch, bf16 GEMM, fp32 softmax) | tokens | ms fwd+bwd | peak GPU memory | MFU |")
-print("|---|---|---|---|---|")
-for r in rows:
-    if r["name"].startswith("logprob") and r.get("ms_per_step") is not None:
-        print(f'| vocab {r["vocab"]}, dim {r["dim"]} | {r["tokens"]} | {r["ms_per_step"]} | {gb(r["peak_bytes"])} | {mfu(r)} |')
-print("\nsprec's MFU is against the same bf16 peak (its GEMMs run in TF32, whose peak is half), its peak is host RSS:")
-print("`sprec bench` does not report GPU memory yet.")
+print("| shape | mode | sprec tok/s | PyTorch tok/s | ratio | sprec ms/step | PyTorch ms/step | sprec MFU (TF32 / bf16 peak) "
+      "| PyTorch MFU (bf16 peak) | sprec peak | PyTorch peak | sprec extra | PyTorch extra |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for k in dict.fromkeys(key(r) for r in rows):
+    s = sprec.get(k) or {}
+    for t in [r for r in rows if key(r) == k and r["impl"].startswith("pytorch")] or [{}]:
+        same = t.get("ref", "precomputed") == "precomputed"      # the PyTorch DPO row with a reference forward is extra work
+        mode = k[1] + ("" if same else " (+ref fwd)") + (" (compiled)" if t.get("impl", "").endswith("compile") else "")
+        st, tt = s.get("tokens_per_s"), t.get("tokens_per_s")
+        ratio = f"{st / tt:.2f}x" if st and tt and same else "-"
+        print(f'| {k[0]} | {mode} | {st or "-"} | {tt or "-"} | {ratio} | {s.get("ms_per_step", "-")} | '
+              f'{t.get("ms_per_step", "-")} | {pct(s.get("mfu"))} / {pct(s.get("mfu_bf16"))} | {pct(t.get("mfu"))} | '
+              f'{gb(s.get("peak_bytes"))} | {gb(t.get("peak_bytes"))} | {gb(s.get("extra_bytes"))} | '
+              f'{gb(t.get("extra_bytes"))} |')
+print("\nsprec: fp32 weights/activations with TF32 GEMMs (its MFU is against the TF32 peak, then the bf16 one);")
+print("PyTorch: bf16 autocast (MFU against the bf16 peak). peak = device memory at its peak (sprec: its allocator's")
+print("counters; PyTorch: max_memory_allocated); extra = the peak minus what was held before the step.")
+print("generate: tokens = output tokens of the returned titles; ms/step = all prompts decoded once.")
 PY
     exit 0
 fi
 [[ ${DEVICE:-cpu} == cpu ]] || { echo "bench: DEVICE must be cpu or cuda, got '$DEVICE'" >&2; exit 2; }
+# name, mode, flags; the dpo shape's --batch is pairs (8 sequences, as the SFT shapes)
 shapes=(
-  "small  --dim 256 --layers 4 --heads 4 --kv-heads 4 --ffn 688  --vocab 8192 --seq 256 --batch 8"
-  "small-fullloss --dim 256 --layers 4 --heads 4 --kv-heads 4 --ffn 688  --vocab 8192 --seq 256 --batch 8"
-  "medium --dim 576 --layers 4 --heads 9 --kv-heads 3 --ffn 1536 --vocab 8192 --seq 512 --batch 8"
+  "small  sft --dim 256 --layers 4 --heads 4 --kv-heads 4 --ffn 688  --vocab 8192 --seq 256 --batch 8"
+  "small-fullloss sft --dim 256 --layers 4 --heads 4 --kv-heads 4 --ffn 688  --vocab 8192 --seq 256 --batch 8"
+  "medium sft --dim 576 --layers 4 --heads 9 --kv-heads 3 --ffn 1536 --vocab 8192 --seq 512 --batch 8"
+  "small-dpo dpo --dim 256 --layers 4 --heads 4 --kv-heads 4 --ffn 688  --vocab 8192 --seq 256 --batch 4"
+  "logprob-v8192 logprob --dim 256 --vocab 8192 --tokens 2048"
 )
 have_torch=1
 python3 -c "import torch, transformers" 2>/dev/null || { have_torch=0; echo "bench: torch/transformers missing (scripts/setup.sh --python installs them); engine only" >&2; }
 for s in "${shapes[@]}"; do
-    name=${s%% *}; args=${s#* }
+    read -r name mode args <<< "$s"
     echo "bench: $name: sprec ..." >&2
     # PyTorch computes the head on every position either way; sprec only on the loss positions,
     # so the -fullloss shape (loss on every position) compares the rest of the engine
     extra=""; [[ $name == *fullloss ]] && extra="--loss-frac 1"
-    build/sprec bench --name "$name" $args $extra --threads "$threads" --steps "$steps" --warmup 2 | tee -a "$out"
+    build/sprec bench --mode "$mode" --name "$name" $args $extra --threads "$threads" --steps "$steps" --warmup 2 | tee -a "$out"
     if ((have_torch)); then
         echo "bench: $name: pytorch ..." >&2
-        python3 bench/torch_cpu.py --name "$name" $args --threads "$threads" --steps "$steps" --warmup 2 --tied --json-only | tee -a "$out"
+        python3 bench/torch_cpu.py --mode "$mode" --name "$name" $args --threads "$threads" --steps "$steps" --warmup 2 \
+            --tied --json-only | tee -a "$out"
     fi
 done
 python3 - "$out" <<'PY'
@@ -103,16 +115,20 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 sgemm = [r for r in rows if r["name"].startswith("sgemm")]
 steps = [r for r in rows if not r["name"].startswith("sgemm")]
+g = sgemm[0]["gflops"] if sgemm else float("nan")
 print()
-print(f"| shape | threads | sprec tok/s | PyTorch tok/s | ratio | sprec GFLOP/s | PyTorch GFLOP/s | OpenBLAS sgemm GFLOP/s |")
-print("|---|---|---|---|---|---|---|---|")
+print(f"| shape | mode | threads | sprec tok/s | PyTorch tok/s | ratio | sprec GFLOP/s | PyTorch GFLOP/s | OpenBLAS sgemm GFLOP/s |")
+print("|---|---|---|---|---|---|---|---|---|")
 for name in dict.fromkeys(r["name"] for r in steps):
     s = next(r for r in steps if r["name"] == name and r["impl"] == "sprec")
     t = next((r for r in steps if r["name"] == name and r["impl"] == "pytorch"), None)
-    g = sgemm[0]["gflops"] if sgemm else float("nan")
-    shape = f'{name} (dim {s["dim"]}, {s["layers"]} layers, seq {s["seq"]}, batch {s["batch"]})'
-    if t:
-        print(f'| {shape} | {s["threads"]} | {s["tokens_per_s"]:.0f} | {t["tokens_per_s"]:.0f} | {s["tokens_per_s"]/t["tokens_per_s"]:.2f}x | {s["gflops"]:.1f} | {t["gflops"]:.1f} | {g:.1f} |')
+    mode = s.get("mode", "sft")
+    if mode == "logprob":
+        shape = f'{name} ({s["tokens"]} tokens, dim {s["dim"]}, vocab {s["vocab"]})'
     else:
-        print(f'| {shape} | {s["threads"]} | {s["tokens_per_s"]:.0f} | - | - | {s["gflops"]:.1f} | - | {g:.1f} |')
+        shape = f'{name} (dim {s["dim"]}, {s["layers"]} layers, seq {s["seq"]}, batch {s["batch"]})'
+    if t:
+        print(f'| {shape} | {mode} | {s["threads"]} | {s["tokens_per_s"]:.0f} | {t["tokens_per_s"]:.0f} | {s["tokens_per_s"]/t["tokens_per_s"]:.2f}x | {s["gflops"]:.1f} | {t["gflops"]:.1f} | {g:.1f} |')
+    else:
+        print(f'| {shape} | {mode} | {s["threads"]} | {s["tokens_per_s"]:.0f} | - | - | {s["gflops"]:.1f} | - | {g:.1f} |')
 PY
