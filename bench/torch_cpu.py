@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch side of the CPU benchmark: full SFT training steps of a random Llama on the CPU, timed.
+(--mode dpo: DPO steps; --mode logprob: the materialised log-prob head alone; see the end of this text.)
 
 One step = forward of a [batch, seq] token batch through LlamaForCausalLM (fp32, SDPA attention), the loss
 (masked mean of -log p(target) over the completion span, the last half of each sequence, from the logits by
@@ -21,6 +22,13 @@ the FLOP figure is a model-work rate, comparable across implementations; tokens_
 
     python3 bench/torch_cpu.py --dim 256 --layers 4 --heads 4 --kv-heads 4 --ffn 688 --vocab 8192 \
         --seq 256 --batch 8 --steps 10 --warmup 2 --threads 2
+
+--mode dpo: one DPO step on --batch pairs (2*batch sequences, rows 0,2,.. chosen, 1,3,.. rejected), the same
+completion span, sigmoid loss with beta 0.1 against reference log-probs computed once before timing by the
+initial policy (as `sprec bench --mode dpo`), backward, AdamW; tokens = 2 * batch * seq, FLOPs = the formula
+above for those tokens. --mode logprob: logits = h[tokens, dim] @ W[vocab, dim]^T in fp32, log_softmax, gather,
+mean, backward into h and W (the [tokens x vocab] tensors a fused head never builds); FLOPs 6 * tokens * vocab *
+dim. Both in the bench/torch_cuda.py definitions, fp32 on the CPU.
 """
 import argparse
 import json
@@ -39,12 +47,16 @@ def linear_params(a):
 
 
 def flops_per_step(a):
+    if a.mode == "logprob":
+        return 6 * a.tokens * a.vocab * a.dim
     fwd_per_token = 2 * linear_params(a) + 2 * a.layers * a.seq * a.dim
-    return 3 * fwd_per_token * a.batch * a.seq
+    return 3 * fwd_per_token * a.batch * a.seq * (2 if a.mode == "dpo" else 1)
 
 
 def parse_args():
     ap = argparse.ArgumentParser(description="Time PyTorch CPU SFT training steps of a random Llama.")
+    ap.add_argument("--mode", choices=["sft", "dpo", "logprob"], default="sft")
+    ap.add_argument("--tokens", type=int, default=8192, help="rows of the logprob mode")
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=4)
@@ -59,10 +71,11 @@ def parse_args():
     ap.add_argument("--tied", action="store_true", help="tie the LM head to the embedding")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--name", default="sft_step", help="result name (match the engine's for side-by-side rows)")
+    ap.add_argument("--name", default=None, help="result name (match the engine's for side-by-side rows)")
     ap.add_argument("--json-only", action="store_true", help="print only the JSON line (no progress on stderr)")
     a = ap.parse_args()
     a.kv_heads = a.kv_heads or a.heads
+    a.name = a.name or {"sft": "sft_step", "dpo": "dpo_step"}.get(a.mode, a.mode)
     if a.dim % a.heads or a.heads % a.kv_heads or a.seq < 2 or a.steps < 1 or a.warmup < 0 or a.threads < 1:
         ap.error("need dim % heads == 0, heads % kv_heads == 0, seq >= 2, steps >= 1, warmup >= 0, threads >= 1")
     return a
@@ -76,6 +89,8 @@ def main():
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
+    if a.mode == "logprob":
+        return logprob_main(a, log, torch)
     config = LlamaConfig(vocab_size=a.vocab, hidden_size=a.dim, intermediate_size=a.ffn, num_hidden_layers=a.layers,
                          num_attention_heads=a.heads, num_key_value_heads=a.kv_heads,
                          max_position_embeddings=max(a.seq, 2048), tie_word_embeddings=a.tied, use_cache=False)
@@ -83,22 +98,80 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr)
     n_params = sum(p.numel() for p in model.parameters())
 
-    tokens = torch.randint(0, a.vocab, (a.batch, a.seq))
+    rows = a.batch * (2 if a.mode == "dpo" else 1)
+    tokens = torch.randint(0, a.vocab, (rows, a.seq))
     targets = tokens[:, 1:]
-    mask = torch.zeros(a.batch, a.seq - 1)
+    mask = torch.zeros(rows, a.seq - 1)
     mask[:, a.seq // 2 - 1:] = 1.0            # targets tokens[:, seq//2:], the completion span
 
+    def token_logp():
+        logits = model(input_ids=tokens, use_cache=False).logits                       # [rows, T, V]
+        return torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+
+    if a.mode == "dpo":
+        with torch.no_grad():
+            ref = (mask * token_logp()).sum(-1)     # the reference pass, once: the initial policy
+
     def step():
-        logits = model(input_ids=tokens, use_cache=False).logits                       # [B, T, V]
-        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, targets[..., None]).squeeze(-1)
-        loss = -(mask * logp).sum() / mask.sum()
+        if a.mode == "dpo":
+            lp = (mask * token_logp()).sum(-1)
+            margin = (lp[0::2] - ref[0::2]) - (lp[1::2] - ref[1::2])
+            loss = -torch.nn.functional.logsigmoid(0.1 * margin).mean()
+        else:
+            loss = -(mask * token_logp()).sum() / mask.sum()
         loss.backward()
         opt.step()
         opt.zero_grad()
         return loss.item()
 
-    log(f"{a.name}: params {n_params / 1e6:.2f}M, batch {a.batch} x seq {a.seq}, {a.threads} threads, "
+    log(f"{a.name}: {a.mode}, params {n_params / 1e6:.2f}M, {rows} x seq {a.seq}, {a.threads} threads, "
         f"{a.warmup} warm-up + {a.steps} timed steps")
+    times, loss = run_steps(a, log, step)
+    sec = statistics.median(times)          # robust to interference from other jobs on a shared machine
+    flops = flops_per_step(a)
+    print(json.dumps({
+        "name": a.name, "impl": "pytorch", "device": "cpu", "threads": a.threads,
+        **({"mode": a.mode, "pairs": a.batch} if a.mode == "dpo" else {}),
+        "dim": a.dim, "layers": a.layers, "heads": a.heads, "kv_heads": a.kv_heads, "ffn": a.ffn,
+        "vocab": a.vocab, "seq": a.seq, "batch": a.batch, "tied": int(a.tied), "steps": a.steps,
+        "params": n_params, "flops_per_step": flops, "tokens": rows * a.seq,
+        "tokens_per_s": round(rows * a.seq / sec, 1), "ms_per_step": round(1e3 * sec, 2),
+        "ms_per_step_mean": round(1e3 * statistics.mean(times), 2), "ms_per_step_min": round(1e3 * min(times), 2),
+        "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "gflops": round(flops / sec / 1e9, 2), "mfu": None, "final_loss": round(loss, 6),
+        "torch_version": str(torch.__version__),
+    }), flush=True)
+
+
+def logprob_main(a, log, torch):
+    h = torch.randn(a.tokens, a.dim, requires_grad=True)
+    w = (torch.randn(a.vocab, a.dim) * a.dim ** -0.5).requires_grad_()
+    targets = torch.randint(0, a.vocab, (a.tokens,))
+
+    def step():
+        logp = torch.log_softmax(h @ w.t(), dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+        loss = -logp.mean()
+        loss.backward()
+        h.grad = None
+        w.grad = None
+        return loss.item()
+
+    log(f"{a.name}: logprob, {a.tokens} x {a.dim} against vocab {a.vocab}, {a.threads} threads")
+    times, loss = run_steps(a, log, step)
+    sec = statistics.median(times)
+    flops = flops_per_step(a)
+    print(json.dumps({
+        "name": a.name, "impl": "pytorch", "device": "cpu", "threads": a.threads, "mode": "logprob",
+        "dim": a.dim, "vocab": a.vocab, "tokens": a.tokens, "steps": a.steps, "flops_per_step": flops,
+        "tokens_per_s": round(a.tokens / sec, 1), "ms_per_step": round(1e3 * sec, 3),
+        "ms_per_step_mean": round(1e3 * statistics.mean(times), 3), "ms_per_step_min": round(1e3 * min(times), 3),
+        "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "gflops": round(flops / sec / 1e9, 2), "mfu": None, "final_loss": round(loss, 6),
+        "torch_version": str(torch.__version__),
+    }), flush=True)
+
+
+def run_steps(a, log, step):
     for i in range(a.warmup):
         t0 = time.perf_counter()
         loss = step()
@@ -110,19 +183,7 @@ def main():
         times.append(time.perf_counter() - t0)
         log(f"  step {i}: {1e3 * times[-1]:.1f} ms, loss {loss:.4f}")
 
-    sec = statistics.median(times)          # robust to interference from other jobs on a shared machine
-    flops = flops_per_step(a)
-    print(json.dumps({
-        "name": a.name, "impl": "pytorch", "device": "cpu", "threads": a.threads,
-        "dim": a.dim, "layers": a.layers, "heads": a.heads, "kv_heads": a.kv_heads, "ffn": a.ffn,
-        "vocab": a.vocab, "seq": a.seq, "batch": a.batch, "tied": int(a.tied), "steps": a.steps,
-        "params": n_params, "flops_per_step": flops,
-        "tokens_per_s": round(a.batch * a.seq / sec, 1), "ms_per_step": round(1e3 * sec, 2),
-        "ms_per_step_mean": round(1e3 * statistics.mean(times), 2), "ms_per_step_min": round(1e3 * min(times), 2),
-        "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "gflops": round(flops / sec / 1e9, 2), "mfu": None,
-        "torch_version": str(torch.__version__),
-    }), flush=True)
+    return times, loss
 
 
 if __name__ == "__main__":

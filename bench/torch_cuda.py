@@ -6,12 +6,22 @@ Modes (--mode):
   sft      one SFT step: forward of a [batch, seq] batch, loss = masked mean of -log p(target) over the
            completion span (the last half of each sequence; logits -> log_softmax -> gather, as
            bench/torch_cpu.py), backward, torch.optim.AdamW step (fused when available), zero_grad.
-  dpo      one DPO step on --batch pairs (2*batch sequences of --seq): policy forward+backward on chosen and
-           rejected, the reference model's forward under no_grad (a frozen copy), the sigmoid DPO loss
-           (beta 0.1) on the completion-span sequence log-probs, AdamW step.
+  dpo      one DPO step on --batch pairs (2*batch sequences of --seq, rows 0,2,4.. chosen, 1,3,5.. rejected):
+           policy forward+backward on both, the sigmoid DPO loss (beta 0.1) on the completion-span sequence
+           log-probs, AdamW step. --dpo-ref precomputed (default; what `sprec bench --mode dpo` does, and TRL's
+           precompute_ref_log_probs): the reference log-probs are computed once before timing by the initial
+           policy; --dpo-ref model: a frozen copy runs its forward under no_grad inside every step (TRL's default).
   logprob  the materialised head alone: logits = h[tokens, dim] @ W[vocab, dim]^T, float32 log_softmax,
            gather, forward + backward into h and W, for --tokens rows: the [tokens x vocab] tensor a fused
-           log-prob kernel never builds. Reports its time and peak memory.
+           log-prob kernel never builds. Reports its time, peak memory and extra_bytes = the peak minus the
+           memory held before the step (h, W, targets): what the head needs beyond its inputs.
+  generate catalogue-constrained decoding with transformers' generate(prefix_allowed_tokens_fn=...) over a
+           trie of --items random titles (4..12 tokens from 1..vocab-2, then the end token vocab-1, which is
+           also the EOS), for --prompts prompts of --prompt-len random tokens, all in one batch: greedy, then
+           beam search of width --beams (num_beams, length_penalty 0, early_stopping); one JSON line each,
+           named NAME_greedy / NAME_beamW. The titles and prompts come from the same splitmix64 stream
+           (seed 12345) as `sprec bench --mode generate`, so both sides decode over the same trie.
+           tokens = the output tokens of the returned sequences (up to and including the end token).
 Weights are fp32 masters with bf16 autocast (--precision amp, default) or pure bf16 (--precision bf16).
 Warm-up steps are not timed; ms_per_step is the median over the timed steps (CUDA-synchronised), and
 tokens_per_s = tokens per step / median step time. Prints one JSON object per line with the fields of
@@ -21,8 +31,9 @@ FLOPs (the formula of bench/torch_cpu.py and host/cmd_bench.c: matmul FLOPs of t
 position, backward = 2 x forward):
     fwd_per_token = 2 * linear_params + 2 * layers * seq * NH*D
     sft:  3 * fwd_per_token * batch * seq
-    dpo:  (3 + 1) * fwd_per_token * 2 * batch * seq      (policy fwd+bwd, reference fwd)
+    dpo:  3 * fwd_per_token * 2 * batch * seq            (policy fwd+bwd; --dpo-ref model: 4 *, + reference fwd)
     logprob: 3 * 2 * tokens * vocab * dim
+    generate: 2 * linear_params * (prompts * prompt_len + beams * output tokens)   (an estimate: no attention)
 mfu = FLOP/s / the GPU's dense bf16 peak (H100/H200 SXM 989 TFLOP/s, A100 312; --peak-tflops overrides;
 null when unknown or on the CPU).
 
@@ -48,19 +59,72 @@ def linear_params(a):
     return a.layers * per_layer + a.vocab * a.dim
 
 
-def flops_per_step(a):
+def flops_per_step(a, beams=1, out_tokens=0):
     if a.mode == "logprob":
         return 3 * 2 * a.tokens * a.vocab * a.dim
+    if a.mode == "generate":
+        return 2 * linear_params(a) * (a.prompts * a.prompt_len + beams * out_tokens)
     fwd_per_token = 2 * linear_params(a) + 2 * a.layers * a.seq * a.dim
     if a.mode == "sft":
         return 3 * fwd_per_token * a.batch * a.seq
-    return 4 * fwd_per_token * 2 * a.batch * a.seq
+    return (4 if a.dpo_ref == "model" else 3) * fwd_per_token * 2 * a.batch * a.seq
+
+
+TITLE_MIN, TITLE_MAX, M64 = 4, 12, (1 << 64) - 1
+
+
+def splitmix64(state):
+    """host/rng.h's splitmix64: returns (new state, output)."""
+    state = (state + 0x9E3779B97F4A7C15) & M64
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return state, z ^ (z >> 31)
+
+
+def catalogue(items, vocab, prompts, prompt_len):
+    """The titles (deduplicated, first copy kept) and prompts of `sprec bench --mode generate`."""
+    s, titles, seen = 12345, [], set()
+    drawn = []
+    for _ in range(items):
+        s, r = splitmix64(s)
+        n = TITLE_MIN + r % (TITLE_MAX - TITLE_MIN + 1)
+        toks = []
+        for _ in range(n):
+            s, r = splitmix64(s)
+            toks.append(1 + r % (vocab - 2))
+        drawn.append(tuple(toks + [vocab - 1]))
+    ps = []
+    for _ in range(prompts):
+        row = []
+        for _ in range(prompt_len):
+            s, r = splitmix64(s)
+            row.append(1 + r % (vocab - 2))
+        ps.append(row)
+    for t in drawn:
+        if t not in seen:
+            seen.add(t)
+            titles.append(t)
+    return titles, ps
+
+
+def build_trie(titles):
+    """Nested dicts token -> subtree; returns (root, node count including the root)."""
+    root, nodes = {}, 1
+    for t in titles:
+        node = root
+        for tok in t:
+            if tok not in node:
+                node[tok] = {}
+                nodes += 1
+            node = node[tok]
+    return root, nodes
 
 
 def parse_args():
     ap = argparse.ArgumentParser(description="Time PyTorch GPU SFT / DPO steps of a random Llama, or the "
                                              "materialised log-prob head.")
-    ap.add_argument("--mode", choices=["sft", "dpo", "logprob"], default="sft")
+    ap.add_argument("--mode", choices=["sft", "dpo", "logprob", "generate"], default="sft")
     ap.add_argument("--dim", type=int, default=576)
     ap.add_argument("--layers", type=int, default=30)
     ap.add_argument("--heads", type=int, default=9)
@@ -70,6 +134,12 @@ def parse_args():
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--batch", type=int, default=8, help="sequences (sft) or pairs (dpo)")
     ap.add_argument("--tokens", type=int, default=8192, help="rows of the logprob mode")
+    ap.add_argument("--dpo-ref", choices=["precomputed", "model"], default="precomputed",
+                    help="dpo: reference log-probs computed once before timing, or a reference forward per step")
+    ap.add_argument("--prompts", type=int, default=64, help="generate: prompts (one batch)")
+    ap.add_argument("--beams", type=int, default=4, help="generate: beam width of the beam line (1: greedy only)")
+    ap.add_argument("--items", type=int, default=1000, help="generate: catalogue titles")
+    ap.add_argument("--prompt-len", type=int, default=64, help="generate: tokens per prompt")
     ap.add_argument("--steps", type=int, default=10, help="timed steps")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     ap.add_argument("--tied", action="store_true", help="tie the LM head to the embedding")
@@ -87,6 +157,10 @@ def parse_args():
     a.name = a.name or a.mode
     if a.dim % a.heads or a.heads % a.kv_heads or a.seq < 4 or a.steps < 1 or a.warmup < 0:
         ap.error("need dim % heads == 0, heads % kv_heads == 0, seq >= 4, steps >= 1, warmup >= 0")
+    if min(a.prompts, a.beams, a.items, a.prompt_len) < 1 or a.vocab < 3:
+        ap.error("need --prompts, --beams, --items, --prompt-len >= 1 and --vocab >= 3")
+    if a.mode == "generate":
+        a.seq = max(a.seq, a.prompt_len + TITLE_MAX + 2)   # the model's context (max_position_embeddings)
     return a
 
 
@@ -134,6 +208,7 @@ def main():
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=a.precision == "amp")
     n_params, compiled, model = 0, False, None
+    runs = []   # (name suffix, step, extra JSON fields); a step returns its loss (generate: its output tokens)
 
     if a.mode == "logprob":
         dtype = torch.bfloat16
@@ -151,12 +226,49 @@ def main():
             w.grad = None
             return loss.item()
         tokens_per_step = a.tokens
+        runs.append(("", step, {}))
+    elif a.mode == "generate":
+        model = build_model(a, torch).eval()
+        n_params = sum(p.numel() for p in model.parameters())
+        titles, prompts = catalogue(a.items, a.vocab, a.prompts, a.prompt_len)
+        trie, trie_nodes = build_trie(titles)
+        end = a.vocab - 1
+        ids = torch.tensor(prompts, device=dev)
+        L = a.prompt_len
+
+        def allowed(batch_id, input_ids):   # the children of the trie node the generated tokens reach
+            node = trie
+            for tok in input_ids[L:].tolist():
+                node = node.get(tok)
+                if node is None:
+                    return [end]
+            return list(node.keys()) or [end]
+
+        def make_step(beams):
+            def step():
+                # beams: score = the plain log-prob sum (length_penalty 0), as the engine's recommend_topk
+                beam_opts = dict(length_penalty=0.0, early_stopping=True) if beams > 1 else {}
+                with torch.inference_mode(), autocast:
+                    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                         max_new_tokens=TITLE_MAX + 1, num_beams=beams, do_sample=False,
+                                         num_return_sequences=1, prefix_allowed_tokens_fn=allowed,
+                                         eos_token_id=end, pad_token_id=0, use_cache=True, **beam_opts)
+                n = 0
+                for row in out[:, L:].tolist():   # output tokens up to and including the end token
+                    n += row.index(end) + 1 if end in row else len(row)
+                return n
+            return step
+        for beams in dict.fromkeys([1, a.beams]):
+            runs.append(("_greedy" if beams == 1 else f"_beam{beams}", make_step(beams),
+                         {"prompts": a.prompts, "prompt_len": a.prompt_len, "beams": beams,
+                          "items": len(titles), "trie_nodes": trie_nodes}))
+        tokens_per_step = None   # the output tokens: counted by the step
     else:
         model = build_model(a, torch)
         n_params = sum(p.numel() for p in model.parameters())
         opt = make_optimizer(a, torch, model.parameters())
         ref = None
-        if a.mode == "dpo":
+        if a.mode == "dpo" and a.dpo_ref == "model":
             import copy
             ref = copy.deepcopy(model).eval().requires_grad_(False)
         fwd = model
@@ -176,13 +288,21 @@ def main():
             logits = m(input_ids=ids, use_cache=False).logits                    # [rows, T, V]
             return torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
 
+        ref_pre = None
+        if a.mode == "dpo" and ref is None:   # the reference pass before the epoch: the initial policy
+            with torch.no_grad(), autocast:
+                ref_pre = (mask * token_logp(model, tokens)).sum(-1)
+
         def step():
             with autocast:
                 if a.mode == "sft":
                     loss = -(mask * token_logp(fwd, tokens)).sum() / mask.sum()
                 else:
-                    with torch.no_grad():
-                        ref_seq = (mask * token_logp(ref, tokens)).sum(-1)
+                    if ref_pre is not None:
+                        ref_seq = ref_pre
+                    else:
+                        with torch.no_grad():
+                            ref_seq = (mask * token_logp(ref, tokens)).sum(-1)
                     pol_seq = (mask * token_logp(fwd, tokens)).sum(-1)
                     margin = (pol_seq[0::2] - ref_seq[0::2]) - (pol_seq[1::2] - ref_seq[1::2])
                     loss = -F.logsigmoid(0.1 * margin).mean()
@@ -191,58 +311,70 @@ def main():
             opt.zero_grad(set_to_none=True)
             return loss.item()
         tokens_per_step = rows * a.seq
+        runs.append(("", step, {"pairs": a.batch, "beta": 0.1, "ref": a.dpo_ref} if a.mode == "dpo" else {}))
 
-    log(f"{a.name}: {a.mode}, params {n_params / 1e6:.1f}M, {tokens_per_step} tokens/step, {a.precision}, "
-        f"{a.warmup} warm-up + {a.steps} timed steps on {a.device}")
-    try:
-        for i in range(a.warmup):
-            t0 = time.perf_counter()
-            try:
-                loss = step()
-            except Exception as e:   # noqa: BLE001 - torch.compile fails lazily, at the first call
-                if not compiled or i > 0:
-                    raise
-                log(f"torch.compile failed at the first step ({type(e).__name__}: {e}); timing eager")
-                fwd, compiled = model, False
-                loss = step()
-            sync()
-            log(f"  warm-up {i}: {1e3 * (time.perf_counter() - t0):.1f} ms, loss {loss:.4f}")
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        times = []
-        for i in range(a.steps):
-            sync()
-            t0 = time.perf_counter()
-            loss = step()
-            sync()
-            times.append(time.perf_counter() - t0)
-            log(f"  step {i}: {1e3 * times[-1]:.1f} ms, loss {loss:.4f}")
-    except torch.cuda.OutOfMemoryError as e:   # report it as a row rather than a traceback
-        print(json.dumps({"name": a.name, "impl": "pytorch", "device": a.device, "mode": a.mode,
-                          "tokens_per_s": None, "ms_per_step": None, "peak_bytes": None, "mfu": None,
-                          "error": f"out of memory: {str(e).splitlines()[0]}"}), flush=True)
-        return
-
-    sec = statistics.median(times)
-    flops = flops_per_step(a)
     peak = peak_flops(a, torch)
-    if cuda:
-        peak_bytes = torch.cuda.max_memory_allocated()
-    else:
-        import resource
-        peak_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({
-        "name": a.name, "impl": "pytorch" + ("-compile" if compiled else ""), "device": a.device, "mode": a.mode,
-        "gpu": torch.cuda.get_device_name() if cuda else None, "precision": a.precision,
-        "dim": a.dim, "layers": a.layers, "heads": a.heads, "kv_heads": a.kv_heads, "ffn": a.ffn,
-        "vocab": a.vocab, "seq": a.seq, "batch": a.batch, "tokens": tokens_per_step, "tied": int(a.tied),
-        "steps": a.steps, "params": n_params, "flops_per_step": flops,
-        "tokens_per_s": round(tokens_per_step / sec, 1), "ms_per_step": round(1e3 * sec, 3),
-        "ms_per_step_mean": round(1e3 * statistics.mean(times), 3), "ms_per_step_min": round(1e3 * min(times), 3),
-        "peak_bytes": peak_bytes, "gflops": round(flops / sec / 1e9, 2),
-        "mfu": round(flops / sec / peak, 4) if peak else None,
-        "torch_version": str(torch.__version__),
-    }), flush=True)
+    for suffix, step, extra in runs:
+        name = a.name + suffix
+        log(f"{name}: {a.mode}, params {n_params / 1e6:.1f}M, {tokens_per_step or 'output'} tokens/step, "
+            f"{a.precision}, {a.warmup} warm-up + {a.steps} timed steps on {a.device}")
+        try:
+            for i in range(a.warmup):
+                t0 = time.perf_counter()
+                try:
+                    loss = step()
+                except Exception as e:   # noqa: BLE001 - torch.compile fails lazily, at the first call
+                    if not compiled or i > 0:
+                        raise
+                    log(f"torch.compile failed at the first step ({type(e).__name__}: {e}); timing eager")
+                    fwd, compiled = model, False   # step() reads fwd from this scope
+                    loss = step()
+                sync()
+                log(f"  warm-up {i}: {1e3 * (time.perf_counter() - t0):.1f} ms, loss {loss:.4f}")
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            held = torch.cuda.memory_allocated() if cuda else None
+            times = []
+            for i in range(a.steps):
+                sync()
+                t0 = time.perf_counter()
+                loss = step()
+                sync()
+                times.append(time.perf_counter() - t0)
+                log(f"  step {i}: {1e3 * times[-1]:.1f} ms, loss {loss:.4f}")
+        except torch.cuda.OutOfMemoryError as e:   # report it as a row rather than a traceback
+            print(json.dumps({"name": name, "impl": "pytorch", "device": a.device, "mode": a.mode,
+                              "tokens_per_s": None, "ms_per_step": None, "peak_bytes": None, "mfu": None,
+                              "error": f"out of memory: {str(e).splitlines()[0]}"}), flush=True)
+            continue
+
+        sec = statistics.median(times)
+        if a.mode == "generate":
+            tokens_run = loss   # output tokens of the last step
+            flops = flops_per_step(a, extra["beams"], tokens_run)
+            extra = dict(extra, prompts_per_s=round(a.prompts / sec, 2))
+        else:
+            tokens_run = tokens_per_step
+            flops = flops_per_step(a)
+            extra = dict(extra, final_loss=round(loss, 6))
+        if cuda:
+            peak_bytes = torch.cuda.max_memory_allocated()
+            extra = dict(extra, extra_bytes=peak_bytes - held)
+        else:
+            import resource
+            peak_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(json.dumps({
+            "name": name, "impl": "pytorch" + ("-compile" if compiled else ""), "device": a.device, "mode": a.mode,
+            "gpu": torch.cuda.get_device_name() if cuda else None, "precision": a.precision,
+            "dim": a.dim, "layers": a.layers, "heads": a.heads, "kv_heads": a.kv_heads, "ffn": a.ffn,
+            "vocab": a.vocab, "seq": a.seq, "batch": a.batch, **extra, "tokens": tokens_run, "tied": int(a.tied),
+            "steps": a.steps, "params": n_params, "flops_per_step": flops,
+            "tokens_per_s": round(tokens_run / sec, 1), "ms_per_step": round(1e3 * sec, 3),
+            "ms_per_step_mean": round(1e3 * statistics.mean(times), 3), "ms_per_step_min": round(1e3 * min(times), 3),
+            "peak_bytes": peak_bytes, "gflops": round(flops / sec / 1e9, 2),
+            "mfu": round(flops / sec / peak, 4) if peak else None,
+            "torch_version": str(torch.__version__),
+        }), flush=True)
 
 
 if __name__ == "__main__":

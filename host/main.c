@@ -12,7 +12,7 @@ static const struct { const char *name; int (*run)(int, char **); const char *he
     {"toydata", cmd_toydata, "-o FILE.h5 [...]           a built-in memorisable dataset (reverse the prompt)"},
     {"import",  cmd_import,  "SRC -o CKPT.h5             a Hugging Face folder or .gguf file as a checkpoint"},
     {"export",  cmd_export,  "CKPT.h5 -o DIR             a folder Hugging Face transformers loads"},
-    {"bench",   cmd_bench,   "[--dim ...]                training-step throughput, JSON lines"},
+    {"bench",   cmd_bench,   "[--mode sft|dpo|logprob|generate] throughput, JSON lines"},
     {"generate", cmd_generate, "--model CKPT --prompt TEXT  text generation (greedy, sampling, beams)"},
     {"prepare", cmd_prepare, "CONFIG.ini [-o OUT.h5]     a recommendation dataset (goodreads, movielens, synthetic)"},
     {"eval",    cmd_eval,    "CONFIG.ini [--model CKPT]  top-K recommendations and metrics on a split"},

@@ -34,6 +34,17 @@ typedef struct {
 enum { DPO_OUT_LOSS, DPO_OUT_REWARDS_CHOSEN, DPO_OUT_REWARDS_REJECTED, DPO_OUT_REWARDS_MARGINS,
        DPO_OUT_REWARDS_ACCURACIES, DPO_OUT_LOGPS_CHOSEN, DPO_OUT_LOGPS_REJECTED, DPO_OUT_COUNT };
 
+// mem_stats's answer (device memory as the backend's allocator sees it; the
+// driver's context and other processes are not counted).
+typedef struct {
+    size_t current;              // bytes held now: alloc / kv_alloc buffers + scratch + library workspace
+    size_t peak;                 // the largest `current` since the backend started (never reset)
+    size_t scratch;              // part of current: the backend's own grow-only scratch buffers
+                                 // (e.g. the log-prob head's chunk buffers)
+    size_t total;                // the device's memory
+    char device_name[256];       // e.g. "NVIDIA H200" (cudaDeviceProp::name is 256 chars)
+} BackendMemStats;
+
 typedef struct Backend {
     const char *name;
 
@@ -206,6 +217,12 @@ typedef struct Backend {
     // catalogue-trie constraint: cols = the allowed children of each row's node.
     void (*gather_cols)(float *out, const float *logits, const int *off, const int *cols,
                         int N, int V);
+
+    // ---- introspection (optional) -----------------------------------------
+    // Device memory counters and the device's name, into a host struct; used by
+    // `sprec bench`. NULL on backends whose buffers are host memory (CPU: the
+    // process's resident set is the measure there).
+    void (*mem_stats)(BackendMemStats *out);
 } Backend;
 
 // The dropout mask every backend uses: a splitmix64 finaliser of key + i,

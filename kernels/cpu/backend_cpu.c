@@ -136,6 +136,7 @@ const Backend *backend_cpu(void) {
         .gather_rows = cpu_gather_rows,
         .logits_lse_topk = cpu_logits_lse_topk,
         .gather_cols = cpu_gather_cols,
+        .mem_stats = NULL,   // optional op: buffers are host memory (sprec bench reports the process RSS)
     };
     return &cpu;
 }

@@ -375,7 +375,8 @@ static void chk_gather_cols(float *out, const float *logits, const int *off, con
 }
 
 // a new Backend op needs its wrapper here: this count fails the build until then
-_Static_assert(sizeof(Backend) == sizeof(const char *) + 36 * sizeof(void (*)(void)),
+// (mem_stats, optional and NULL on the CPU, has none: it touches no device buffer)
+_Static_assert(sizeof(Backend) == sizeof(const char *) + 37 * sizeof(void (*)(void)),
                "kernels/backend.h changed: wrap the new op in kernels/cpu/checked.c and update this count");
 
 const Backend *backend_cpu_checked(void) {
@@ -395,6 +396,7 @@ const Backend *backend_cpu_checked(void) {
         .kv_alloc = chk_kv_alloc, .rope_at_fwd = chk_rope_at_fwd, .kv_write = chk_kv_write,
         .attention_cached_fwd = chk_attention_cached_fwd, .kv_gather = chk_kv_gather,
         .gather_rows = chk_gather_rows, .logits_lse_topk = chk_logits_lse_topk, .gather_cols = chk_gather_cols,
+        .mem_stats = NULL,   // as the CPU backend's: host memory, measured by the process RSS
     };
     if (!cpu) {
         cpu = backend_cpu();

@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <unordered_map>
 #include "../backend.h"
 #include "cuda_ops.h"
 #include "cuda_common.cuh"
@@ -28,6 +29,25 @@
             detail ? detail : "(no detail)");
     exit(1);
 }
+
+// ---- memory accounting (mem_stats) --------------------------------------------
+// Every cudaMalloc of the backend goes through these counters: alloc/free
+// (sizes kept per pointer), the scratch slots and the cuBLASLt workspace. Host
+// thread model as above (one at a time), so plain counters suffice.
+static size_t mem_current, mem_peak, mem_scratch;
+
+static void mem_add(size_t bytes) {
+    mem_current += bytes;
+    if (mem_current > mem_peak) mem_peak = mem_current;
+}
+static void mem_sub(size_t bytes) { mem_current -= bytes < mem_current ? bytes : mem_current; }
+
+static std::unordered_map<void *, size_t> &alloc_sizes(void) {
+    static std::unordered_map<void *, size_t> m;
+    return m;
+}
+
+size_t cuda_scratch_bytes(void) { return mem_scratch; }
 
 // ---- stream, cuBLASLt, scratch --------------------------------------------
 
@@ -57,6 +77,7 @@ static BlasLt make_blaslt(void) {
     (void)cuda_stream();   // "created once, with the stream": keep the order stream -> handle
     CUBLAS_CHECK(cublasLtCreate(&b.handle));
     CUDA_CHECK(cudaMalloc(&b.workspace, BLASLT_WORKSPACE_BYTES));
+    mem_add(BLASLT_WORKSPACE_BYTES);
     return b;
 }
 
@@ -93,6 +114,8 @@ void *cuda_scratch(int slot, size_t bytes) {
         if (buf[slot]) {
             CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
             CUDA_CHECK(cudaFree(buf[slot]));
+            mem_sub(cap[slot]);
+            mem_scratch -= cap[slot];
             buf[slot] = NULL;
             cap[slot] = 0;
         }
@@ -103,6 +126,8 @@ void *cuda_scratch(int slot, size_t bytes) {
             exit(1);
         }
         cap[slot] = want;
+        mem_add(want);
+        mem_scratch += want;
     }
     return buf[slot];
 }
@@ -120,6 +145,8 @@ static void *cuda_alloc(size_t bytes) {
                 bytes, cudaGetErrorString(err));
         exit(1);
     }
+    alloc_sizes()[p] = padded;
+    mem_add(padded);
     cudaStream_t s = cuda_stream();
     CUDA_CHECK(cudaMemsetAsync(p, 0, padded, s));
     // the caller may hand p to another stream or to the host API (cudaMemcpy)
@@ -133,6 +160,25 @@ static void cuda_free(void *p) {
     // kernels still queued on the stream may read or write p
     CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
     CUDA_CHECK(cudaFree(p));
+    auto &sizes = alloc_sizes();
+    auto it = sizes.find(p);
+    if (it != sizes.end()) {
+        mem_sub(it->second);
+        sizes.erase(it);
+    }
+}
+
+void cuda_mem_stats(BackendMemStats *out) {
+    memset(out, 0, sizeof *out);
+    out->current = mem_current;
+    out->peak = mem_peak;
+    out->scratch = mem_scratch;
+    int dev = 0;
+    cudaDeviceProp prop;
+    if (cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess) {
+        out->total = prop.totalGlobalMem;
+        memcpy(out->device_name, prop.name, sizeof out->device_name - 1);   // NUL-terminated by the memset
+    }
 }
 
 static void cuda_upload(void *dst, const void *src, size_t bytes) {
@@ -314,6 +360,7 @@ static Backend make_backend(void) {
     be.gather_rows = cuda_gather_rows;
     be.logits_lse_topk = cuda_logits_lse_topk;
     be.gather_cols = cuda_gather_cols;
+    be.mem_stats = cuda_mem_stats;
     return be;
 }
 

@@ -69,6 +69,10 @@ void cuda_gather_rows(float *out, const float *inp, const int *rows, int N, int 
 // select.cu: token selection without the [N x V] download
 void cuda_logits_lse_topk(double *lse, int *top_id, float *top_val, const float *logits, int N, int V, int k);
 void cuda_gather_cols(float *out, const float *logits, const int *off, const int *cols, int N, int V);
+// backend_cuda.cu: device memory counters (alloc/free, scratch, cuBLASLt workspace) and the device name
+void cuda_mem_stats(BackendMemStats *out);
+// of which scratch: the bytes the grow-only scratch slots hold now
+size_t cuda_scratch_bytes(void);
 
 #ifdef __cplusplus
 }

@@ -203,6 +203,22 @@ static void test_device_check_dump_sft_bench(void **state) {
     assert_int_equal(strcspn(la, "}"), strcspn(lb, "}"));
     assert_memory_equal(la, lb, strcspn(la, "}"));
     assert_non_null(strstr(out[1], "\"device\": \"cpu-checked\""));
+    // the other bench modes: same loss (dpo, logprob) and the same decoded tokens (generate)
+    const char *modes[][2] = {{"dpo", "\"final_loss\""}, {"logprob --tokens 40", "\"final_loss\""},
+                              {"generate --prompts 3 --beams 2 --items 20 --prompt-len 5", "\"tokens\""}};
+    for (int i = 0; i < 3; i++) {
+        char tmpl[1024];
+        snprintf(tmpl, sizeof tmpl, "build/sprec bench --device %%1$s --dim 32 --layers 1 --heads 2 --kv-heads 1 "
+                 "--ffn 64 --vocab 256 --seq 16 --batch 2 --steps 2 --warmup 1 --mode %s", modes[i][0]);
+        run_both(tmpl, out);
+        for (const char *a = strstr(out[0], modes[i][1]), *b = strstr(out[1], modes[i][1]); a || b;
+             a = strstr(a + 1, modes[i][1]), b = strstr(b + 1, modes[i][1])) {
+            assert_non_null(a);
+            assert_non_null(b);
+            assert_int_equal(strcspn(a, ","), strcspn(b, ","));
+            assert_memory_equal(a, b, strcspn(a, ","));
+        }
+    }
 }
 
 static void test_device_check_world(void **state) {
