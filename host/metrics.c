@@ -189,7 +189,7 @@ void metrics_print_table(FILE *f, const char *label, const Metrics *m, int n) {
     for (int i = 0; i < n; i++)
         fprintf(f, "%-16.16s %4d %8.4f %8.4f %9.4f %8.4f %8.4f %8.4f\n", i == 0 ? label : "", m[i].k, m[i].ndcg,
                 m[i].hr, m[i].div_ratio, m[i].or_ratio, m[i].mgu, m[i].dgu);
-    if (n > 0) fprintf(f, "%-16s (N = %d test rows, M = %d with the true item in the catalogue)\n", "",
+    if (n > 0) fprintf(f, "%-16s (N = %d rows, M = %d with the true item in the catalogue)\n", "",
                        m[0].n_rows, m[0].n_in_catalogue);
 }
 

@@ -281,7 +281,7 @@ static void test_metrics_jsonl(void **state) {
     fclose(f);
     assert_non_null(strstr(buf, "DivRatio"));
     assert_non_null(strstr(buf, "0.2500"));   // NDCG@1
-    assert_non_null(strstr(buf, "N = 4 test rows, M = 3"));
+    assert_non_null(strstr(buf, "N = 4 rows, M = 3"));
     free(buf);
 }
 
