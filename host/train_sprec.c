@@ -155,9 +155,10 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
     const char *ka = getenv("SPREC_TEST_KILL_AT_STEP");
     const long kill_at = ka ? atol(ka) : 0;
     const char *neg_label = spdpo ? "self+spdpo" : "self";
-    for (int t = (int)st.epoch + 1; t <= T; t++) {
+    const int first_t = (int)st.epoch + 1;   // only this iteration can be partly done (a resume)
+    for (int t = first_t; t <= T; t++) {
         double t0 = now_seconds();
-        const int resumed = resume && t == st.epoch + 1;
+        const int resumed = resume && t == first_t;
         const int skip_sft = resumed && (done_sft || done_dpo), skip_dpo = resumed && done_dpo;
         // 1. n prompts, seeded by the iteration
         for (int r = 0, k = 0; r < sp->n; r++) if (sp->target[r] >= 0) elig[k++] = r;

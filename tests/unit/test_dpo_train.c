@@ -253,14 +253,15 @@ static void test_spdpo_weighting(void **state) {
     assert_int_equal(count_lines(TMP "/dpot-ka/train_log.jsonl", "\"stage\": \"dpo\""), 4);
     assert_int_equal(count_lines(TMP "/dpot-ka/metrics.jsonl", NULL), 2);
     assert_false(access(TMP "/dpot-ka/metrics-valid.jsonl", F_OK) == 0);
-    // killed at global step 5 = the first DPO step of iteration 2 (steps: 1 sft, 2-3 dpo, 4 sft, 5-6 dpo)
-    snprintf(cmd, sizeof cmd, "SPREC_TEST_KILL_AT_STEP=5 build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-kb%s", args);
+    // killed at global step 2 = the first DPO step of iteration 1 (steps: 1 sft, 2-3 dpo, 4 sft, 5-6 dpo): the
+    // resumed run finishes iteration 1 from its SFT stage checkpoint, then runs iteration 2 in full
+    snprintf(cmd, sizeof cmd, "SPREC_TEST_KILL_AT_STEP=2 build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-kb%s", args);
     char outbuf[8192];
     assert_int_not_equal(run_capture(cmd, outbuf, sizeof outbuf), 0);
     assert_int_equal(check_spdpo_pairs(TMP "/dpot-kb", &d, 2), 16);   // the interrupted iteration's pairs
     snprintf(cmd, sizeof cmd, "build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-kb --resume%s", args);
     assert_int_equal(run_capture(cmd, outbuf, sizeof outbuf), 0);
-    assert_non_null(strstr(outbuf, "after iteration 1 + its SFT stage"));
+    assert_non_null(strstr(outbuf, "after iteration 0 + its SFT stage"));
     char *ma = slurp(TMP "/dpot-ka/metrics.jsonl"), *mb = slurp(TMP "/dpot-kb/metrics.jsonl");
     char *la = slurp(TMP "/dpot-ka/train_log.jsonl"), *lb = slurp(TMP "/dpot-kb/train_log.jsonl");
     assert_string_equal(ma, mb);
