@@ -24,7 +24,8 @@ stage() {   # stage NAME CMD...
     echo
 }
 print_times() {   # the stage times and their sum as a two-column table, also into $out/times.txt
-    for name in "${stage_names[@]}"; do printf '  %-10s %8s\n' "$name" "$(cat "$out/$name.time")"; done > "$out/times.txt"
+    local s
+    for s in "${stage_names[@]}"; do printf '  %-10s %8s\n' "$s" "$(cat "$out/$s.time")"; done > "$out/times.txt"
     awk '{ s += $2 } END { printf "  %-10s %8.1f\n", "total", s }' "$out/times.txt" >> "$out/times.txt"
     cat "$out/times.txt"
 }
