@@ -347,6 +347,26 @@ static uint64_t seq_seed(uint64_t seed, uint64_t stream) {
     return splitmix64(&x);
 }
 
+// One step of a single-hypothesis row b (greedy, sampled): tok < 0 means nothing
+// was allowed (ends with GEN_CONSTRAINT); else tok is appended with log-prob lp,
+// and the row ends on a stop condition or at the length limit. Returns 1 while
+// the row stays live (it then feeds tok to the next decoder step).
+static int advance_single(const GenOpts *o, const Decoder *d, int P, int b, GenHyp *h, int tok, double lp) {
+    int finish = GEN_CONSTRAINT;
+    if (tok >= 0) {
+        h->logprob += lp;
+        h->tokens[h->n++] = tok;
+        if (o->on_token) o->on_token(o->cb_ctx, b, h->tokens, h->n);
+        finish = stop_reason(o, b, h->tokens, h->n);
+        if (!finish && (h->n == o->max_new_tokens || d->kv.len[b] + 1 > P)) finish = GEN_LENGTH;
+    }
+    if (!finish) return 1;
+    h->finish = finish;
+    h->score = h->logprob;
+    if (o->on_finish) o->on_finish(o->cb_ctx, b, h);
+    return 0;
+}
+
 // Greedy: one hypothesis per prompt, B cache rows; the choices read only the
 // picked numbers (Picker). Same tokens and log-probs as generate_sampled's
 // argmax on the downloaded rows: the first maximum among the allowed tokens
@@ -415,26 +435,9 @@ static void generate_greedy(Model *m, const int *const *prompts, const int *lens
         for (int b = 0; b < B; b++) {
             n_new[b] = 0;
             if (!live[b]) continue;
-            GenHyp *h = &out[b].hyps[0];
-            int finish = 0;
-            if (kind[b] == 0) {
-                finish = GEN_CONSTRAINT;
-            } else {
-                h->logprob += val[b] - lse[b];
-                h->tokens[h->n++] = next[b];
-                if (o->on_token) o->on_token(o->cb_ctx, b, h->tokens, h->n);
-                finish = stop_reason(o, b, h->tokens, h->n);
-                if (!finish && (h->n == o->max_new_tokens || d.kv.len[b] + 1 > P)) finish = GEN_LENGTH;
-            }
-            if (finish) {
-                h->finish = finish;
-                h->score = h->logprob;
-                live[b] = 0;
-                n_live--;
-                if (o->on_finish) o->on_finish(o->cb_ctx, b, h);
-            } else {
-                n_new[b] = 1;
-            }
+            if (kind[b] == 0) next[b] = -1;
+            n_new[b] = advance_single(o, &d, P, b, &out[b].hyps[0], next[b], kind[b] == 0 ? 0.0 : val[b] - lse[b]);
+            if (!n_new[b]) { live[b] = 0; n_live--; }
         }
         if (n_live > 0) decoder_step(&d, next, n_new, B, 1, NULL);
     }
@@ -473,27 +476,14 @@ static void generate_sampled(Model *m, const int *const *prompts, const int *len
             GenHyp *h = &out[b].hyps[0];
             const float *lg = logits + (size_t)b * V;
             memcpy(row, lg, (size_t)V * sizeof(float));
-            int finish = 0;
-            if (!apply_allowed(o, b, h->tokens, h->n, row, V, iscratch, mark)) {
-                finish = GEN_CONSTRAINT;
-            } else {
-                const int tok = sample_token(row, V, &sc, &rng[b], fscratch, iscratch);
-                h->logprob += lg[tok] - logsumexp(lg, V);
-                h->tokens[h->n++] = tok;
-                if (o->on_token) o->on_token(o->cb_ctx, b, h->tokens, h->n);
-                finish = stop_reason(o, b, h->tokens, h->n);
-                if (!finish && (h->n == o->max_new_tokens || d.kv.len[b] + 1 > P)) finish = GEN_LENGTH;
-                next[b] = tok;
+            next[b] = -1;
+            double lp = 0;
+            if (apply_allowed(o, b, h->tokens, h->n, row, V, iscratch, mark)) {
+                next[b] = sample_token(row, V, &sc, &rng[b], fscratch, iscratch);
+                lp = lg[next[b]] - logsumexp(lg, V);
             }
-            if (finish) {
-                h->finish = finish;
-                h->score = h->logprob;
-                live[b] = 0;
-                n_live--;
-                if (o->on_finish) o->on_finish(o->cb_ctx, b, h);
-            } else {
-                n_new[b] = 1;
-            }
+            n_new[b] = advance_single(o, &d, P, b, h, next[b], lp);
+            if (!n_new[b]) { live[b] = 0; n_live--; }
         }
         if (n_live > 0) decoder_step(&d, next, n_new, B, 1, logits);
     }
