@@ -358,10 +358,8 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
     set_threads(cfg->run.threads);
     if (cfg->data.train[0]) fail("[train] method = dpo needs a prepared dataset ([data] dataset), not a token file ([data] train)");
     const LoraConfig lc = train_lora_config(cfg);
-    char ckpt_path[4096], log_path[4096], cfg_path[4096], pairs_path[4096];
+    char ckpt_path[4096], pairs_path[4096];
     train_prepare_run_dir(cfg->run.out_dir, resume, ckpt_path, sizeof ckpt_path);
-    snprintf(log_path, sizeof log_path, "%s/train_log.jsonl", cfg->run.out_dir);
-    snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", cfg->run.out_dir);
     snprintf(pairs_path, sizeof pairs_path, "%s/pairs.h5", cfg->run.out_dir);
     if (resume && !file_exists(pairs_path)) fail("--resume: no pairs at %s", pairs_path);
     const int spdpo = !strcmp(cfg->dpo.weighting, "spdpo");
@@ -379,8 +377,7 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
     const ModelConfig mc = model.cfg;
     if (resume) train_check_resume_lora(ckpt_path, cfg->lora.enabled);
     AdamW opt;
-    adamw_create(&opt, &model, cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
-                 cfg->train.grad_clip, cfg->train.decay_norms);
+    train_optimizer(cfg, &model, &opt);
     TrainState st;
     memset(&st, 0, sizeof st);
     snprintf(st.stage, sizeof st.stage, "dpo");
@@ -441,12 +438,8 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
         printf("dpo: checkpoint is at step %ld of %d: nothing to do\n", st.step, total);
         goto done;
     }
-    FILE *cf = fopen(cfg_path, "w");
-    if (!cf) fail("cannot write %s: %s", cfg_path, strerror(errno));
-    config_write(cfg, cf);
-    fclose(cf);
-    FILE *log = fopen(log_path, resume ? "a" : "w");
-    if (!log) fail("cannot write %s: %s", log_path, strerror(errno));
+    train_write_config(cfg);
+    FILE *log = train_open_log(cfg, "train_log.jsonl", resume);
     printf("dpo: %s:/train | %d pairs, negatives %s%s | beta %g | %zu parameters | %d steps of %d pairs (%d x %d) | device %s\n",
            cfg->data.dataset, p.n, cfg->dpo.negatives, spdpo ? " (spdpo weights)" : "", (double)cfg->dpo.beta, model.numel, total, bs * ga, bs, ga, be->name);
     if (model.lora) printf("dpo: LoRA rank %d: %zu trainable parameters, base frozen\n", model.lora->cfg.rank, model.lora->numel);

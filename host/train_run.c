@@ -1,4 +1,6 @@
 // The set-up shared by the trainers (train_run.h).
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include "train_run.h"
 #include "checkpoint.h"
@@ -54,8 +56,29 @@ void train_load_start(const Config *cfg, const char *source, const char *stage, 
     if (m->lora && !cfg->lora.enabled) {   // full fine-tuning of a LoRA run: start from the merged model
         model_merge_lora(m);
         adamw_free(opt, m);
-        adamw_create(opt, m, cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
-                     cfg->train.grad_clip, cfg->train.decay_norms);
+        train_optimizer(cfg, m, opt);
         printf("%s: %s has LoRA adapters: merged into the base weights, training all weights\n", stage, source);
     }
+}
+
+void train_optimizer(const Config *cfg, Model *m, AdamW *opt) {
+    adamw_create(opt, m, cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
+                 cfg->train.grad_clip, cfg->train.decay_norms);
+}
+
+void train_write_config(const Config *cfg) {
+    char path[CONFIG_PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/config.ini", cfg->run.out_dir);
+    FILE *f = fopen(path, "w");
+    if (!f) fail("cannot write %s: %s", path, strerror(errno));
+    config_write(cfg, f);
+    if (fclose(f) != 0) fail("cannot write %s: %s", path, strerror(errno));
+}
+
+FILE *train_open_log(const Config *cfg, const char *name, int resume) {
+    char path[CONFIG_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/%s", cfg->run.out_dir, name);
+    FILE *f = fopen(path, resume ? "a" : "w");
+    if (!f) fail("cannot write %s: %s", path, strerror(errno));
+    return f;
 }

@@ -5,6 +5,7 @@
 #ifndef SPREC_TRAIN_RUN_H
 #define SPREC_TRAIN_RUN_H
 
+#include <stdio.h>
 #include "config.h"
 #include "lora.h"
 #include "optimizer.h"
@@ -23,5 +24,11 @@ void train_check_resume_lora(const char *ckpt_path, int lora_enabled);
 // Fresh run: load the starting checkpoint (a LoRA one with LoRA off is merged
 // and all weights train: the optimizer is re-created) or initialise randomly.
 void train_load_start(const Config *cfg, const char *source, const char *stage, Model *m, AdamW *opt);
+// A fresh AdamW over what m trains, with the [train] hyperparameters.
+void train_optimizer(const Config *cfg, Model *m, AdamW *opt);
+// Writes out_dir/config.ini (the resolved config, so a run can be repeated).
+void train_write_config(const Config *cfg);
+// Opens out_dir/NAME for the run's log lines: appended to on resume, else new.
+FILE *train_open_log(const Config *cfg, const char *name, int resume);
 
 #endif

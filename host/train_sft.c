@@ -83,10 +83,8 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     const int loss_all = strcmp(cfg->sft.loss_on, "all") == 0;
     const LoraConfig lc = train_lora_config(cfg);
 
-    char ckpt_path[4096], log_path[4096], cfg_path[4096];
+    char ckpt_path[4096];
     train_prepare_run_dir(cfg->run.out_dir, resume, ckpt_path, sizeof ckpt_path);
-    snprintf(log_path, sizeof log_path, "%s/train_log.jsonl", cfg->run.out_dir);
-    snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", cfg->run.out_dir);
 
     // model: resumed run, a starting checkpoint, or a fresh random init
     Model model;
@@ -94,8 +92,7 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     const ModelConfig mc = model.cfg;
     if (resume) train_check_resume_lora(ckpt_path, cfg->lora.enabled);
     AdamW opt;
-    adamw_create(&opt, &model, cfg->train.beta1, cfg->train.beta2, cfg->train.eps,
-                 cfg->train.weight_decay, cfg->train.grad_clip, cfg->train.decay_norms);
+    train_optimizer(cfg, &model, &opt);
     TrainState st;
     memset(&st, 0, sizeof st);
     snprintf(st.stage, sizeof st.stage, "sft");
@@ -126,12 +123,8 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
         goto done;
     }
 
-    FILE *cf = fopen(cfg_path, "w");
-    if (!cf) fail("cannot write %s: %s", cfg_path, strerror(errno));
-    config_write(cfg, cf);
-    fclose(cf);
-    FILE *log = fopen(log_path, resume ? "a" : "w");
-    if (!log) fail("cannot write %s: %s", log_path, strerror(errno));
+    train_write_config(cfg);
+    FILE *log = train_open_log(cfg, "train_log.jsonl", resume);
 
     printf("sft: %s | %d rows x %d positions | loss on %s (%.0f scored tokens) | %zu parameters | %d steps of %d rows "
            "(%d x %d) | device %s\n", data_name, data.N, data.T, cfg->sft.loss_on, scored_all, model.numel, total,

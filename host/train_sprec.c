@@ -77,13 +77,6 @@ static void truncate_log(const char *path, long done, int keep_sft, int keep_dpo
     if (rename(tmp, path) != 0) fail("cannot rename %s to %s: %s", tmp, path, strerror(errno));
 }
 
-static AdamW stage_optimizer(const Config *cfg, Model *m) {
-    AdamW o;
-    adamw_create(&o, m, cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
-                 cfg->train.grad_clip, cfg->train.decay_norms);
-    return o;
-}
-
 void sprec_train(const Config *cfg, int resume, int stop_at) {
     Ctx x = {.cfg = cfg, .be = backend_select(cfg->run.device), .mc = cfg->model};
     set_threads(cfg->run.threads);
@@ -94,10 +87,9 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
     if (n_ks == 0) fail("[eval] ks = %s: %s", cfg->eval.ks, kerr);
     for (int i = 0; i < n_ks; i++) if (ks[i] > max_k) max_k = ks[i];
     const char *out = cfg->run.out_dir;
-    char ckpt_path[4096], log_path[4096], cfg_path[4096], met_path[4096], valid_path[4096], pairs_path[4096];
+    char ckpt_path[4096], log_path[4096], met_path[4096], valid_path[4096], pairs_path[4096];
     train_prepare_run_dir(out, resume, ckpt_path, sizeof ckpt_path);
     snprintf(log_path, sizeof log_path, "%s/train_log.jsonl", out);
-    snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", out);
     snprintf(met_path, sizeof met_path, "%s/metrics.jsonl", out);
     snprintf(valid_path, sizeof valid_path, "%s/metrics-valid.jsonl", out);
     snprintf(pairs_path, sizeof pairs_path, "%s/pairs.h5", out);
@@ -131,10 +123,7 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
     const int eval_rows = cfg->sprec.eval_rows > 0 ? cfg->sprec.eval_rows : cfg->eval.max_rows;
     const int eval_valid = cfg->sprec.eval_valid && d.split[SPLIT_VALID].n > 0;
     int *chosen = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
-    FILE *cf = fopen(cfg_path, "w");
-    if (!cf) fail("cannot write %s: %s", cfg_path, strerror(errno));
-    config_write(cfg, cf);
-    fclose(cf);
+    train_write_config(cfg);
     // where an interrupted iteration stopped: "sprec" = between iterations,
     // "sprec:sft" / "sprec:dpo" = that stage of iteration st.epoch + 1 is done
     const int done_sft = !strcmp(st.stage, "sprec:sft"), done_dpo = !strcmp(st.stage, "sprec:dpo");
@@ -143,9 +132,8 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
         truncate_log(met_path, st.epoch, 0, 0);
         truncate_log(valid_path, st.epoch, 0, 0);
     }
-    FILE *log = fopen(log_path, resume ? "a" : "w"), *mf = fopen(met_path, resume ? "a" : "w");
-    FILE *vf = eval_valid ? fopen(valid_path, resume ? "a" : "w") : NULL;
-    if (!log || !mf || (eval_valid && !vf)) fail("cannot write the logs in %s: %s", out, strerror(errno));
+    FILE *log = train_open_log(cfg, "train_log.jsonl", resume), *mf = train_open_log(cfg, "metrics.jsonl", resume);
+    FILE *vf = eval_valid ? train_open_log(cfg, "metrics-valid.jsonl", resume) : NULL;
     printf("sprec: %s | %d iterations of %d prompts%s | steps of %d rows (%d x %d) | sft lr %g, dpo lr %g, beta %g%s\n",
            cfg->data.dataset, T, n, spdpo ? " x spdpo_k negatives" : "", per_step, bs, ga, (double)cfg->sprec.sft_lr,
            (double)cfg->sprec.dpo_lr, (double)cfg->dpo.beta, model.lora ? " | LoRA" : "");
@@ -186,7 +174,8 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
             }
             generator_done(&model, g);
             // 3. an SFT epoch on the n positives
-            AdamW opt = stage_optimizer(cfg, &model);
+            AdamW opt;
+            train_optimizer(cfg, &model, &opt);
             double sft_loss = 0;
             for (int a = 0; a < n; a += per_step, steps++) {
                 const int m = a + per_step < n ? per_step : n - a;
@@ -212,7 +201,8 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
             // 4. reference = the model after the SFT epoch, computed once
             dpo_pairs_reference(&model, &d, &p, bs);
             // 5. a DPO epoch on the pairs
-            AdamW opt = stage_optimizer(cfg, &model);
+            AdamW opt;
+            train_optimizer(cfg, &model, &opt);
             DpoStats s, sum = {0};
             steps = 0;
             for (int a = 0; a < p.n; a += per_step, steps++) {

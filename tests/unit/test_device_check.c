@@ -131,25 +131,12 @@ static void run_both(const char *tmpl, char out[2][8192]) {
     }
 }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) print_message("cannot open %s\n", path);
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = calloc((size_t)n + 1, 1);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    return buf;
-}
-
 // TMP/NAME-cpu/FILE == TMP/NAME-cpu-checked/FILE (text files, byte for byte)
 static void same_file(const char *name, const char *file) {
     char a[512], b[512];
     snprintf(a, sizeof a, TMP "/%.100s-cpu/%.100s", name, file);
     snprintf(b, sizeof b, TMP "/%.100s-cpu-checked/%.100s", name, file);
-    char *ta = slurp(a), *tb = slurp(b);
+    char *ta = read_text_file(a, NULL), *tb = read_text_file(b, NULL);
     assert_true(strlen(ta) > 0);
     if (strcmp(ta, tb) != 0) print_message("%s and %s differ\n", a, b);
     assert_string_equal(ta, tb);

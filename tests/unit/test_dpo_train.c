@@ -136,18 +136,6 @@ static int count_lines(const char *path, const char *needle) {
     return n;
 }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = calloc((size_t)n + 1, 1);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    return buf;
-}
-
 // the SPRec loop (LoRA, dropout 0.1): 2 iterations write 2 "sprec" metrics lines
 // (iterations 1 and 2) and an SFT and a DPO stage each; stopping after iteration 1
 // and resuming gives the same train log and metrics byte for byte
@@ -171,8 +159,8 @@ static void test_sprec_loop_resume(void **state) {
     assert_int_equal(count_lines(TMP "/dpot-pb/metrics.jsonl", NULL), 1);
     snprintf(cmd, sizeof cmd, "build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-pb --resume%s", args);
     run_ok(cmd);
-    char *ma = slurp(TMP "/dpot-pa/metrics.jsonl"), *mb = slurp(TMP "/dpot-pb/metrics.jsonl");
-    char *la = slurp(TMP "/dpot-pa/train_log.jsonl"), *lb = slurp(TMP "/dpot-pb/train_log.jsonl");
+    char *ma = read_text_file(TMP "/dpot-pa/metrics.jsonl", NULL), *mb = read_text_file(TMP "/dpot-pb/metrics.jsonl", NULL);
+    char *la = read_text_file(TMP "/dpot-pa/train_log.jsonl", NULL), *lb = read_text_file(TMP "/dpot-pb/train_log.jsonl", NULL);
     assert_string_equal(ma, mb);
     assert_string_equal(la, lb);
     // killed (SIGKILL) after the first DPO step of iteration 2 (global step 7 of 8), then resumed
@@ -185,11 +173,11 @@ static void test_sprec_loop_resume(void **state) {
     assert_int_equal(count_lines(TMP "/dpot-pc/train_log.jsonl", "\"iteration\": 2,"), 3);   // 2 SFT + 1 DPO step
     snprintf(cmd, sizeof cmd, "build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-pc --resume%s", args);
     run_ok(cmd);
-    char *mc = slurp(TMP "/dpot-pc/metrics.jsonl"), *lc = slurp(TMP "/dpot-pc/train_log.jsonl");
+    char *mc = read_text_file(TMP "/dpot-pc/metrics.jsonl", NULL), *lc = read_text_file(TMP "/dpot-pc/train_log.jsonl", NULL);
     assert_string_equal(ma, mc);
     assert_string_equal(la, lc);
     // the valid split is evaluated too (sprec.eval_valid, default true), and resumes identically
-    char *va = slurp(TMP "/dpot-pa/metrics-valid.jsonl"), *vc = slurp(TMP "/dpot-pc/metrics-valid.jsonl");
+    char *va = read_text_file(TMP "/dpot-pa/metrics-valid.jsonl", NULL), *vc = read_text_file(TMP "/dpot-pc/metrics-valid.jsonl", NULL);
     assert_int_equal(count_lines(TMP "/dpot-pa/metrics-valid.jsonl", "\"label\": \"sprec\""), 2);
     assert_string_equal(va, vc);
     print_message("  SPRec: 2 iterations, 2 test + 2 valid metrics lines; 1 + resume + 1 and killed mid-DPO + resume: identical\n");
@@ -262,8 +250,8 @@ static void test_spdpo_weighting(void **state) {
     snprintf(cmd, sizeof cmd, "build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-kb --resume%s", args);
     assert_int_equal(run_capture(cmd, outbuf, sizeof outbuf), 0);
     assert_non_null(strstr(outbuf, "after iteration 0 + its SFT stage"));
-    char *ma = slurp(TMP "/dpot-ka/metrics.jsonl"), *mb = slurp(TMP "/dpot-kb/metrics.jsonl");
-    char *la = slurp(TMP "/dpot-ka/train_log.jsonl"), *lb = slurp(TMP "/dpot-kb/train_log.jsonl");
+    char *ma = read_text_file(TMP "/dpot-ka/metrics.jsonl", NULL), *mb = read_text_file(TMP "/dpot-kb/metrics.jsonl", NULL);
+    char *la = read_text_file(TMP "/dpot-ka/train_log.jsonl", NULL), *lb = read_text_file(TMP "/dpot-kb/train_log.jsonl", NULL);
     assert_string_equal(ma, mb);
     assert_string_equal(la, lb);
     print_message("  SPDPO: groups of k pairs, weights sum to k; SPRec killed mid-DPO, resumed from its SFT stage: identical\n");

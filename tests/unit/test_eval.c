@@ -48,19 +48,6 @@ static void setup(void) {
     done = 1;
 }
 
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *s = malloc((size_t)n + 1);
-    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = 0;
-    fclose(f);
-    return s;
-}
-
 static void read_ints(const cJSON *arr, int *out, int n) {
     assert_true(cJSON_IsArray(arr));
     assert_int_equal(cJSON_GetArraySize(arr), n);
@@ -89,7 +76,7 @@ static void test_eval_topk_and_metrics(void **state) {
     recdata_load(&d, TMP "/outside.h5");
     const RecSplit *sp = &d.split[SPLIT_TEST];
 
-    char *text = read_text(TMP "/run/topk-test.jsonl");
+    char *text = read_text_file(TMP "/run/topk-test.jsonl", NULL);
     int ranked[N_TEST * KMAX], hist[64], lines = 0;
     for (char *line = text, *nl; *line; line = nl + 1, lines++) {
         nl = strchr(line, '\n');
@@ -119,7 +106,7 @@ static void test_eval_topk_and_metrics(void **state) {
     assert_int_equal(lines, N_TEST);
     free(text);
 
-    text = read_text(TMP "/run/metrics.jsonl");
+    text = read_text_file(TMP "/run/metrics.jsonl", NULL);
     assert_non_null(strchr(text, '\n'));
     assert_int_equal(strchr(text, '\n')[1], 0);   // exactly one line
     cJSON *o = cJSON_Parse(text);
@@ -164,13 +151,13 @@ static void test_eval_topk_and_metrics(void **state) {
     run_ok("build/sprec eval " TMP "/eval.ini --split valid -o " TMP "/run2 --model " TMP "/model.h5 "
            "--eval.label=dpo --eval.max_rows=4");
     run_ok("build/sprec eval " TMP "/eval.ini --split=valid -o " TMP "/run2 --eval.ks=3");
-    text = read_text(TMP "/run2/metrics.jsonl");
+    text = read_text_file(TMP "/run2/metrics.jsonl", NULL);
     char *second = strchr(text, '\n');
     assert_non_null(second);
     assert_non_null(strstr(text, "\"label\": \"dpo\", \"iteration\": null, \"N\": 4,"));
     assert_non_null(strstr(second, "\"NDCG@3\""));
     free(text);
-    text = read_text(TMP "/run2/topk-valid.jsonl");
+    text = read_text_file(TMP "/run2/topk-valid.jsonl", NULL);
     int n = 0;
     for (char *p = text; *p; p++) n += *p == '\n';
     assert_int_equal(n, 10);   // the second run: every valid row, 3 items each

@@ -186,19 +186,6 @@ static const char *const INI =
     "[run]\nout_dir = " TMP "/run\n"
     "[eval]\nmodel = " TMP "/model.h5\nks = 1,5,10\nbatch = 4\nmax_rows = 6\nmode = unconstrained\n";
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *s = malloc((size_t)n + 1);
-    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = 0;
-    fclose(f);
-    return s;
-}
-
 // runs eval, requires exit 0 and `needle` in its output; returns the top-K file
 static char *eval_run(const char *args, const char *needle) {
     char cmd[2048], out[16384];
@@ -207,7 +194,7 @@ static char *eval_run(const char *args, const char *needle) {
     if (rc != 0 || !strstr(out, needle)) print_message("%s\nexit %d:\n%s\n(wanted '%s')\n", cmd, rc, out, needle);
     assert_int_equal(rc, 0);
     assert_non_null(strstr(out, needle));
-    return slurp(TMP "/run/topk-test.jsonl");
+    return read_text_file(TMP "/run/topk-test.jsonl", NULL);
 }
 
 static int n_groups(const char *path) {

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <cJSON.h>
 #include "tests.h"
 #include "../../host/metrics.h"
@@ -149,17 +150,10 @@ static void test_metrics_empty_history(void **state) {
 // ----------------------------------------------------------------------------
 // agreement with tests/ref/evaluate_ref.py
 
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("cannot open %s (run python3 tests/ref/make_metrics_fixtures.py)", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = 0;
-    fclose(f);
-    return s;
+// the fixture, with a hint when it is missing
+static char *read_fixture(const char *path) {
+    if (access(path, R_OK) != 0) fail_msg("cannot open %s (run python3 tests/ref/make_metrics_fixtures.py)", path);
+    return read_text_file(path, NULL);
 }
 
 // a JSON array of int arrays -> offsets [n + 1] and the concatenation (either may be NULL)
@@ -222,7 +216,7 @@ static double check_case(const cJSON *c) {
 
 static void test_metrics_python_reference(void **state) {
     (void)state;
-    char *text = read_text(FIXTURE);
+    char *text = read_fixture(FIXTURE);
     cJSON *root = cJSON_Parse(text);
     assert_non_null(root);
     const cJSON *cases = cJSON_GetObjectItem(root, "cases"), *c;

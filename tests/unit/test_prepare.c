@@ -309,14 +309,7 @@ static void test_prepare_tokenized_mask(void **state) {
     recdata_load(&d, TMP "/tok.h5");
     assert_true(d.tokenized);
     size_t len;
-    FILE *f = fopen(TMP "/gpt2.json", "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    len = (size_t)ftell(f);
-    rewind(f);
-    char *json = malloc(len);
-    assert_int_equal(fread(json, 1, len, f), len);
-    fclose(f);
+    char *json = read_text_file(TMP "/gpt2.json", &len);
     Tokenizer *tok = tokenizer_from_json(json, len, NULL, 0, "gpt2.json");
     free(json);
     for (int i = 0; i < d.n_items; i++) {   // catalogue tokens = the completion text alone

@@ -27,6 +27,8 @@ int run_capture(const char *cmd, char *out, size_t cap);
 // Runs cmd and requires: exit status 1, no sanitizer report, and exactly one
 // line "sprec: error: ..." containing each non-NULL needle.
 void expect_error(const char *cmd, const char *needle1, const char *needle2);
+// Reads a file whole, NUL-terminated (*len = its size when len != NULL); a missing file fails the test.
+char *read_text_file(const char *path, size_t *len);
 // Reads a gzipped fixture whole (gzip -dc keeps zlib out of the link line); NUL-terminated.
 char *read_gz(const char *path, size_t *len);
 // The values of "key" in each line of a JSONL log (every line must have it); returns the count.
