@@ -211,6 +211,13 @@ static void random_batch(Batch *batch, int B, int T, int V, double loss_frac, Rn
     }
 }
 
+// The benchmarked model (random weights, seed 1) and its AdamW (no decay, clip 1.0).
+static void bench_train_model(const Bench *bn, Model *m, AdamW *opt) {
+    model_create(m, &bn->c, bn->be);
+    model_init_random(m, 1, 0.02f);
+    adamw_create(opt, m, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, 0);
+}
+
 // ---- sft ---------------------------------------------------------------------------------
 
 static void bench_sft(Bench *bn) {
@@ -218,10 +225,8 @@ static void bench_sft(Bench *bn) {
     const int B = bn->B, T = bn->T, steps = bn->steps, warmup = bn->warmup;
     ModelConfig c = bn->c;
     Model m;
-    model_create(&m, &c, be);
-    model_init_random(&m, 1, 0.02f);
     AdamW opt;
-    adamw_create(&opt, &m, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, 0);
+    bench_train_model(bn, &m, &opt);
     Batch batch;
     Rng r;
     rng_seed(&r, 7);
@@ -289,10 +294,8 @@ static void bench_dpo(Bench *bn) {
     const int P = bn->B, T = bn->T, steps = bn->steps, warmup = bn->warmup;
     ModelConfig c = bn->c;
     Model m;
-    model_create(&m, &c, be);
-    model_init_random(&m, 1, 0.02f);
     AdamW opt;
-    adamw_create(&opt, &m, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, 0);
+    bench_train_model(bn, &m, &opt);
     Batch chosen, rejected;
     Rng r;
     rng_seed(&r, 7);
