@@ -5,7 +5,8 @@
 # a one-minute SFT from scratch on the built-in sequence-reversal task.
 CC      ?= gcc
 OPT     ?= -O3 -march=native
-BASE_CFLAGS := -fno-math-errno -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -g
+# -Wpointer-arith: act buffers are void * (kernels/backend.h); arithmetic on them must go through act_at
+BASE_CFLAGS := -fno-math-errno -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wpointer-arith -fopenmp -g
 CFLAGS  += $(OPT) $(BASE_CFLAGS)
 # build/asan/sprec: the same program under AddressSanitizer + UBSan; the
 # bad-input tests run it so a malformed file can never hide a memory error

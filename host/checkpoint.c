@@ -382,6 +382,7 @@ int checkpoint_load(const char *path, Model *m, AdamW *opt, TrainState *st) {
         if (big > biggest) { free(host); host = xmalloc(big * sizeof(float)); biggest = big; }
         load_table(f, path, "lora/params", m->be, lo->table, lo->n_params, lo->params, host);
     }
+    model_sync_compute(m);   // the ops read the compute copy
     free(m->tokenizer_json);
     free(m->tokenizer_config_json);
     m->tokenizer_json = read_text(f, path, "tokenizer.json", &m->tokenizer_json_len);

@@ -13,8 +13,9 @@
 // + 6 * layers * T * NH*D                            causal attention (QK^T, PV)
 // The LM head is counted for every token, as a plain PyTorch step computes it;
 // sprec evaluates it only on completion positions, which is part of its speed.
-// On CUDA, mfu = model FLOP/s / the GPU's dense TF32 peak (the GEMM precision of
-// this CUDA version) and mfu_bf16 against its dense bf16 peak.
+// On CUDA, mfu = model FLOP/s / the GPU's dense bf16 tensor-core peak (the
+// precision of the backend's GEMMs, and what PyTorch's bf16 runs are measured
+// against in bench/torch_cuda.py).
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include <sys/resource.h>
 #include <cblas.h>
 #include <omp.h>
+#include "act.h"
 #include "commands.h"
 #include "dataset.h"
 #include "device.h"
@@ -120,14 +122,14 @@ static long host_current_bytes(void) {
     return resident * sysconf(_SC_PAGESIZE);
 }
 
-// Dense peaks (TFLOP/s) of the GPUs we know, by device name; SXM parts (PCIe
-// H100s are slower and not listed: their MFU is reported as null).
-static int gpu_peaks(const char *name, double *tf32, double *bf16) {
-    static const struct { const char *key; double tf32, bf16; } table[] = {
-        {"H200", 494.7, 989.4}, {"H100", 494.7, 989.4}, {"A100", 156.0, 312.0}};
+// Dense bf16 peaks (TFLOP/s) of the GPUs we know, by device name; SXM parts
+// (PCIe H100s are slower and not listed: their MFU is reported as null).
+static int gpu_peak_bf16(const char *name, double *bf16) {
+    static const struct { const char *key; double bf16; } table[] = {
+        {"H200", 989.4}, {"H100", 989.4}, {"A100", 312.0}};
     if (!name || strstr(name, "PCIe")) return 0;
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (strstr(name, table[i].key)) { *tf32 = table[i].tf32; *bf16 = table[i].bf16; return 1; }
+        if (strstr(name, table[i].key)) { *bf16 = table[i].bf16; return 1; }
     return 0;
 }
 
@@ -135,13 +137,13 @@ static int gpu_peaks(const char *name, double *tf32, double *bf16) {
 // FLOPs per step (0: gflops and mfu null); tokens: tokens per step.
 static void print_tail(const Backend *be, const Stats *st, double tokens, double flops, long peak_dev, long extra) {
     long peak = host_peak_bytes();
-    double tf32 = 0, bf16 = 0;
+    double bf16 = 0;
     int have_peak = 0;
     BackendMemStats ms;
     memset(&ms, 0, sizeof ms);
     if (be->mem_stats) {
         be->mem_stats(&ms);
-        have_peak = gpu_peaks(ms.device_name, &tf32, &bf16);
+        have_peak = gpu_peak_bf16(ms.device_name, &bf16);
     }
     printf("\"tokens\": %.0f, \"flops_per_step\": %.6g, \"tokens_per_s\": %.1f, \"ms_per_step\": %.3f, "
            "\"ms_per_step_mean\": %.3f, \"ms_per_step_min\": %.3f, \"peak_bytes\": %ld, ",
@@ -153,10 +155,9 @@ static void print_tail(const Backend *be, const Stats *st, double tokens, double
     if (be->mem_stats) {
         printf("\"host_peak_bytes\": %ld, \"gpu\": \"%s\", ", peak, ms.device_name);
         if (have_peak && flops > 0)
-            printf("\"mfu\": %.4f, \"mfu_bf16\": %.4f, \"peak_tflops_tf32\": %.1f, \"peak_tflops_bf16\": %.1f}\n",
-                   flops / st->median / (tf32 * 1e12), flops / st->median / (bf16 * 1e12), tf32, bf16);
+            printf("\"mfu\": %.4f, \"peak_tflops_bf16\": %.1f}\n", flops / st->median / (bf16 * 1e12), bf16);
         else
-            printf("\"mfu\": null, \"mfu_bf16\": null, \"peak_tflops_tf32\": null, \"peak_tflops_bf16\": null}\n");
+            printf("\"mfu\": null, \"peak_tflops_bf16\": null}\n");
     } else {
         printf("\"mfu\": null}\n");
     }
@@ -254,18 +255,13 @@ static void bench_sft(Bench *bn) {
     if (be->mem_stats) {
         BackendMemStats ms;
         be->mem_stats(&ms);
-        double tf32, bf16;
+        double bf16;
         const double rate = flops_tok * tokens / st.median;
-        if (gpu_peaks(ms.device_name, &tf32, &bf16)) {
-            snprintf(mfu, sizeof mfu, "%.4f", rate / (tf32 * 1e12));
-            snprintf(extra, sizeof extra, ", \"mode\": \"sft\", \"host_peak_bytes\": %ld, \"gpu\": \"%.200s\", "
-                     "\"mfu_bf16\": %.4f, \"peak_tflops_tf32\": %.1f, \"peak_tflops_bf16\": %.1f",
-                     peak, ms.device_name, rate / (bf16 * 1e12), tf32, bf16);
-        } else {
-            snprintf(extra, sizeof extra, ", \"mode\": \"sft\", \"host_peak_bytes\": %ld, \"gpu\": \"%.200s\", "
-                     "\"mfu_bf16\": null, \"peak_tflops_tf32\": null, \"peak_tflops_bf16\": null",
-                     peak, ms.device_name);
-        }
+        const int have_peak = gpu_peak_bf16(ms.device_name, &bf16);
+        if (have_peak) snprintf(mfu, sizeof mfu, "%.4f", rate / (bf16 * 1e12));
+        snprintf(extra, sizeof extra, ", \"mode\": \"sft\", \"host_peak_bytes\": %ld, \"gpu\": \"%.200s\", "
+                 "\"peak_tflops_bf16\": %s", peak, ms.device_name, have_peak ? "" : "null");
+        if (have_peak) snprintf(extra + strlen(extra), sizeof extra - strlen(extra), "%.1f", bf16);
         peak = (long)ms.peak;
     }
     printf("{\"name\": \"%s\", \"impl\": \"sprec\", \"device\": \"%s\", \"threads\": %d, \"dim\": %d, \"layers\": %d, "
@@ -343,10 +339,10 @@ static void bench_logprob(Bench *bn, int N) {
     for (size_t i = 0; i < (size_t)N * C; i++) hh[i] = 2.0f * (float)rng_uniform(&r) - 1.0f;
     for (size_t i = 0; i < (size_t)V * C; i++) wh[i] = ws * (2.0f * (float)rng_uniform(&r) - 1.0f);
     for (int i = 0; i < N; i++) { rows_h[i] = i; tg_h[i] = (int)rng_below(&r, (uint64_t)V); }
-    float *h = be->alloc((size_t)N * C * sizeof(float)), *w = be->alloc((size_t)V * C * sizeof(float));
+    void *h = act_alloc(be, (size_t)N * C), *w = act_alloc(be, (size_t)V * C);   // act, as in training
     int *rows = be->alloc((size_t)N * sizeof(int)), *tg = be->alloc((size_t)N * sizeof(int));
-    be->upload(h, hh, (size_t)N * C * sizeof(float));
-    be->upload(w, wh, (size_t)V * C * sizeof(float));
+    act_upload(be, h, hh, (size_t)N * C);
+    act_upload(be, w, wh, (size_t)V * C);
     be->upload(rows, rows_h, (size_t)N * sizeof(int));
     be->upload(tg, tg_h, (size_t)N * sizeof(int));
     free(hh); free(wh); free(rows_h); free(tg_h);
@@ -505,7 +501,7 @@ static void bench_generate(Bench *bn, int P, int W, int items, int Lp) {
 
 int cmd_bench(int argc, char **argv) {
     if (cli_has_flag(argc, argv, "--help")) {
-        printf("usage: sprec bench [--mode sft|dpo|logprob|generate] [--name NAME] [--device cpu|cuda] [--threads N]\n"
+        printf("usage: sprec bench [--mode sft|dpo|logprob|generate] [--name NAME] [--device cpu|cpu-bf16|cuda] [--threads N]\n"
                "                   [--dim 256] [--layers 4] [--heads 4] [--kv-heads 4] [--ffn 688] [--vocab 8192]\n"
                "                   [--seq 256] [--batch 8] [--steps 5] [--warmup 2] [--loss-frac 0.5]\n"
                "                   [--tokens 8192] (logprob)\n"

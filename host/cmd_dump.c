@@ -1,4 +1,4 @@
-// sprec dump --model CKPT.h5 --batch BATCH.h5 -o OUT.h5 [--device cpu|cuda]
+// sprec dump --model CKPT.h5 --batch BATCH.h5 -o OUT.h5 [--device cpu|cpu-bf16|cuda]
 // The debugging / oracle entry (DESIGN.md contract): logits, per-token
 // log-probs, sequence log-probs, the masked mean loss and its gradient for
 // every parameter under its Hugging Face name.
@@ -15,7 +15,7 @@
 
 int cmd_dump(int argc, char **argv) {
     if (cli_has_flag(argc, argv, "--help")) {
-        printf("usage: sprec dump --model CKPT.h5 --batch BATCH.h5 -o OUT.h5 [--device cpu|cuda] [--threads N]\n"
+        printf("usage: sprec dump --model CKPT.h5 --batch BATCH.h5 -o OUT.h5 [--device cpu|cpu-bf16|cuda] [--threads N]\n"
                "BATCH.h5: tokens int32 [B,T], mask float32 [B,T] (column 0 is 0), optional lengths int32 [B].\n"
                "OUT.h5:   logits [B,T,V], logprobs [B,T], seq_logprob [B], loss (scalar),\n"
                "          grad/NAME for every parameter (gradient of loss), all float32.\n");

@@ -25,7 +25,7 @@
 int cmd_eval(int argc, char **argv) {
     if (cli_has_flag(argc, argv, "--help")) {
         printf("usage: sprec eval CONFIG.ini [--model CKPT.h5] [--split test|valid] [-o DIR] [--iteration N]\n"
-               "         [--device cpu|cuda] [--section.key=value ...]\n"
+               "         [--device cpu|cpu-bf16|cuda] [--section.key=value ...]\n"
                "Ranks every row of a split of [data] dataset (prepared with the model's tokenizer) by\n"
                "catalogue-constrained beam search ([eval] mode = unconstrained: one greedy title per row, items\n"
                "ranked by L2 distance of mean-pooled hidden states, catalogue embeddings cached in the dataset\n"

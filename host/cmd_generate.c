@@ -25,7 +25,7 @@ static void usage(void) {
     printf("usage: sprec generate --model CKPT.h5 (--prompt TEXT | --prompts FILE | --prompt-ids \"1 2 3\")\n"
            "         [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
            "         [--beams W] [--length-alpha A] [--stop STR] [--eos-id ID] [--ids] [--no-bos]\n"
-           "         [--batch-size N] [--device cpu|cuda] [--threads N]\n"
+           "         [--batch-size N] [--device cpu|cpu-bf16|cuda] [--threads N]\n"
            "  --prompts FILE    one prompt per line, generated in batches of --batch-size (default 16)\n"
            "  --prompt-ids      token ids, for models without a tokenizer\n"
            "  --max-new-tokens  default 64;  --temperature 0 (default) = greedy\n"

@@ -93,6 +93,7 @@ static void import_hf(const char *dir, Model *m) {
         m->be->upload(m->params + p->offset, host, p->numel * sizeof(float));
         free(host);
     }
+    model_sync_compute(m);
     st_close(&st);
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     m->tokenizer_json = slurp(path, &m->tokenizer_json_len);
@@ -168,6 +169,7 @@ static void import_gguf(const char *path, Model *m) {
         seen[p - m->table] = p;
     }
     free(seen);
+    model_sync_compute(m);
     m->tokenizer_json = gguf_tokenizer_json_of(&g, &m->tokenizer_json_len);
     m->tokenizer_config_json = gguf_tokenizer_config_json_of(&g, &m->tokenizer_config_json_len);
     gguf_close(&g);

@@ -9,7 +9,7 @@
 
 int cmd_train(int argc, char **argv) {
     if (cli_has_flag(argc, argv, "--help")) {
-        printf("usage: sprec train CONFIG.ini [--resume] [--stop-at STEP] [--device cpu|cuda] [--section.key=value ...]\n"
+        printf("usage: sprec train CONFIG.ini [--resume] [--stop-at STEP] [--device cpu|cpu-bf16|cuda] [--section.key=value ...]\n"
                "Supervised fine-tuning on [data] train (a token file) or, when that is empty, on the [sft] split of\n"
                "the prepared dataset [data] dataset (docs/training.md); LoRA with [lora] enabled = true.\n"
                "[train] method = dpo: DPO on pairs of the dataset's train rows ([dpo] keys); also writes pairs.h5.\n"

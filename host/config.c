@@ -125,7 +125,7 @@ static const Key KEYS[] = {
     KSTR("lora", "targets", lora.targets, "q,k,v,o,gate,up,down", "adapted linear layers: any of q,k,v,o,gate,up,down, or all"),
     KU64("lora", "seed", lora.seed, "1234", "seed of the adapter initialisation and the dropout masks"),
 
-    KENUM("run", "device", run.device, "cpu", "cpu|cpu-checked|cuda", "compute backend"),
+    KENUM("run", "device", run.device, "cpu", "cpu|cpu-checked|cpu-bf16|cuda", "compute backend"),
     KSTR("run", "out_dir", run.out_dir, "runs/default", "run folder: logs, checkpoints, resolved config"),
     KINT("run", "threads", run.threads, "0", 0, "CPU threads; 0 = all cores (OpenMP default)"),
 

@@ -7,13 +7,14 @@
 const Backend *backend_select(const char *name) {
     if (strcmp(name, "cpu") == 0) return backend_cpu();
     if (strcmp(name, "cpu-checked") == 0) return backend_cpu_checked();
+    if (strcmp(name, "cpu-bf16") == 0) return backend_cpu_bf16();
     if (strcmp(name, "cuda") == 0) {
         const Backend *be = backend_cuda();
         if (!be) fail("device 'cuda' is not available: this sprec was built without the CUDA backend "
                       "(nvcc was not found when it was built)");
         return be;
     }
-    fail("unknown device '%s' (expected cpu, cpu-checked or cuda)", name);
+    fail("unknown device '%s' (expected cpu, cpu-checked, cpu-bf16 or cuda)", name);
 }
 
 void set_threads(int threads) {

@@ -5,6 +5,7 @@
 #include "model.h"
 #include "check.h"
 #include "lora.h"
+#include "act.h"
 
 // ---- activation buffers ----------------------------------------------------
 
@@ -21,7 +22,7 @@ void acts_free(Model *m) {
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(bufs[i]);
     }
     free(a->layers);
-    void *bufs[] = {a->out, a->lnf, a->rstdf, a->rope_cos, a->rope_sin, a->tokens, a->lengths,
+    void *bufs[] = {a->out, a->lnf, a->rstdf, a->tmp, a->rope_cos, a->rope_sin, a->tokens, a->lengths,
                     a->rows, a->targets, a->head_lp, a->head_lse, a->head_w, a->dres, a->dtmp,
                     a->dwide1, a->dwide2, a->dwide3, a->dq, a->dk, a->dv};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(bufs[i]);
@@ -45,13 +46,14 @@ static void acts_ensure(Model *m, int B, int T) {
     a->layers = xcalloc((size_t)c->n_layers, sizeof *a->layers);
     for (int l = 0; l < c->n_layers; l++) {
         LayerActs *L = &a->layers[l];
-        L->x = falloc(be, N * C);      L->ln1 = falloc(be, N * C);   L->rstd1 = falloc(be, N);
-        L->q = falloc(be, N * QD);     L->k = falloc(be, N * KVD);   L->v = falloc(be, N * KVD);
-        L->att = falloc(be, N * QD);   L->lse = falloc(be, N * c->n_heads);
-        L->x2 = falloc(be, N * C);     L->ln2 = falloc(be, N * C);   L->rstd2 = falloc(be, N);
-        L->gate = falloc(be, N * F);   L->up = falloc(be, N * F);    L->act = falloc(be, N * F);
+        L->x = act_alloc(be, N * C);    L->ln1 = act_alloc(be, N * C); L->rstd1 = falloc(be, N);
+        L->q = act_alloc(be, N * QD);   L->k = act_alloc(be, N * KVD); L->v = act_alloc(be, N * KVD);
+        L->att = act_alloc(be, N * QD); L->lse = falloc(be, N * c->n_heads);
+        L->x2 = act_alloc(be, N * C);   L->ln2 = act_alloc(be, N * C); L->rstd2 = falloc(be, N);
+        L->gate = act_alloc(be, N * F); L->up = act_alloc(be, N * F);  L->act = act_alloc(be, N * F);
     }
-    a->out = falloc(be, N * C); a->lnf = falloc(be, N * C); a->rstdf = falloc(be, N);
+    a->out = act_alloc(be, N * C); a->lnf = act_alloc(be, N * C); a->rstdf = falloc(be, N);
+    a->tmp = act_alloc(be, N * C);
     a->rope_cos = falloc(be, (size_t)T * c->head_dim / 2);
     a->rope_sin = falloc(be, (size_t)T * c->head_dim / 2);
     a->tokens = be->alloc(N * sizeof(int)); a->lengths = be->alloc((size_t)B * sizeof(int));
@@ -122,13 +124,15 @@ int model_forward(Model *m, const Batch *batch, int all_positions) {
     Lora *lo = m->lora;       // adapters add their path after each targeted matmul
     if (lo) lora_acts_ensure(m, N);
 #define LORA_FWD(t, out, inp) do { if (lo) lora_fwd(m, l, t, out, inp, N); } while (0)
-    float *x = a->layers[0].x;
-    be->embedding_fwd(x, a->tokens, m->w.embed, N, C);                      // x[N,C]
+    // each residual add is fused with the norm that reads its result: the
+    // layer's ln2, and the next layer's ln1 (the final norm after the last)
+    be->embedding_fwd(a->layers[0].x, a->tokens, m->w.embed, N, C);         // x[N,C]
+    be->rmsnorm_fwd(a->layers[0].ln1, a->layers[0].rstd1, a->layers[0].x, m->w.layers[0].ln1, c->rms_eps, N, C);
     for (int l = 0; l < c->n_layers; l++) {
         LayerWeights *w = &m->w.layers[l];
         LayerActs *L = &a->layers[l];
-        float *next = l + 1 < c->n_layers ? a->layers[l + 1].x : a->out;
-        be->rmsnorm_fwd(L->ln1, L->rstd1, L->x, w->ln1, c->rms_eps, N, C);  // ln1[N,C]
+        const int last = l + 1 == c->n_layers;
+        LayerActs *Ln = last ? NULL : &a->layers[l + 1];
         be->matmul_fwd(L->q, L->ln1, w->wq, w->bq, N, C, QD);                // q[B,T,NH,D]
         be->matmul_fwd(L->k, L->ln1, w->wk, w->bk, N, C, KVD);               // k[B,T,NKV,D]
         be->matmul_fwd(L->v, L->ln1, w->wv, w->bv, N, C, KVD);               // v[B,T,NKV,D]
@@ -138,21 +142,21 @@ int model_forward(Model *m, const Batch *batch, int all_positions) {
         be->rope_fwd(L->q, a->rope_cos, a->rope_sin, B, T, NH, D);
         be->rope_fwd(L->k, a->rope_cos, a->rope_sin, B, T, NKV, D);
         be->attention_fwd(L->att, L->lse, L->q, L->k, L->v, a->lengths, B, T, NH, NKV, D);
-        be->matmul_fwd(a->dtmp, L->att, w->wo, NULL, N, QD, C);              // o[N,C]
-        LORA_FWD(LORA_O, a->dtmp, L->att);
-        be->add(L->x2, L->x, a->dtmp, (size_t)N * C);                        // x2 = x + o
-        be->rmsnorm_fwd(L->ln2, L->rstd2, L->x2, w->ln2, c->rms_eps, N, C);
+        be->matmul_fwd(a->tmp, L->att, w->wo, NULL, N, QD, C);               // o[N,C]
+        LORA_FWD(LORA_O, a->tmp, L->att);
+        be->residual_rmsnorm_fwd(L->x2, L->ln2, L->rstd2, L->x, a->tmp, w->ln2, c->rms_eps, N, C);   // x2 = x + o; ln2
         be->matmul_fwd(L->gate, L->ln2, w->wgate, NULL, N, C, F);            // gate[N,F]
         be->matmul_fwd(L->up, L->ln2, w->wup, NULL, N, C, F);                // up[N,F]
         LORA_FWD(LORA_GATE, L->gate, L->ln2);
         LORA_FWD(LORA_UP, L->up, L->ln2);
         be->swiglu_fwd(L->act, L->gate, L->up, (size_t)N * F);               // act[N,F]
-        be->matmul_fwd(a->dtmp, L->act, w->wdown, NULL, N, F, C);            // mlp out[N,C]
-        LORA_FWD(LORA_DOWN, a->dtmp, L->act);
-        be->add(next, L->x2, a->dtmp, (size_t)N * C);                        // x' = x2 + mlp
+        be->matmul_fwd(a->tmp, L->act, w->wdown, NULL, N, F, C);             // mlp out[N,C]
+        LORA_FWD(LORA_DOWN, a->tmp, L->act);
+        // x' = x2 + mlp, then the next layer's ln1 (or the final norm: lnf)
+        be->residual_rmsnorm_fwd(last ? a->out : Ln->x, last ? a->lnf : Ln->ln1, last ? a->rstdf : Ln->rstd1,
+                                 L->x2, a->tmp, last ? m->w.norm : m->w.layers[l + 1].ln1, c->rms_eps, N, C);
     }
 #undef LORA_FWD
-    be->rmsnorm_fwd(a->lnf, a->rstdf, a->out, m->w.norm, c->rms_eps, N, C);
     if (n > 0) {
         be->logprob_fwd(a->head_lp, a->head_lse, a->lnf, m->w.lm_head, a->rows, a->targets, n, C,
                         c->vocab_size);
@@ -241,11 +245,11 @@ void model_logits(Model *m, const Batch *batch, float *logits_host) {
     const Backend *be = m->be;
     const int T = m->acts.cur_T, N = m->acts.cur_B * T, C = m->cfg.dim, V = m->cfg.vocab_size;
     const int chunk = 64;
-    float *buf = be->alloc((size_t)chunk * V * sizeof(float));
+    void *buf = act_alloc(be, (size_t)chunk * V);
     for (int r = 0; r < N; r += chunk) {
         int rows = N - r < chunk ? N - r : chunk;
-        be->matmul_fwd(buf, m->acts.lnf + (size_t)r * C, m->w.lm_head, NULL, rows, C, V);
-        be->download(logits_host + (size_t)r * V, buf, (size_t)rows * V * sizeof(float));
+        be->matmul_fwd(buf, act_at(be, m->acts.lnf, (size_t)r * C), m->w.lm_head, NULL, rows, C, V);
+        act_download(be, logits_host + (size_t)r * V, buf, (size_t)rows * V);
     }
     be->free(buf);
     for (int i = 0; i < N; i++)
@@ -262,7 +266,7 @@ void model_hidden(Model *m, const Batch *batch, float *hidden_host) {
     b.mask = zero;
     model_forward(m, &b, 0);
     free(zero);
-    m->be->download(hidden_host, m->acts.lnf, (size_t)B * T * C * sizeof(float));
+    act_download(m->be, hidden_host, m->acts.lnf, (size_t)B * T * C);
     for (int i = 0; i < B * T; i++)
         if (i % T >= batch->lengths[i / T]) memset(hidden_host + (size_t)i * C, 0, (size_t)C * sizeof(float));
 }

@@ -6,6 +6,7 @@
 #include "generate.h"
 #include "sampler.h"
 #include "check.h"
+#include "act.h"
 
 // ---- decode forward --------------------------------------------------------------
 
@@ -24,12 +25,12 @@ void decoder_create(Decoder *d, Model *m, int R, int P, int max_rows) {
     d->max_rows = max_rows;
     const size_t N = (size_t)max_rows, C = c->dim, F = c->ffn_dim, V = c->vocab_size;
     const size_t QD = (size_t)c->n_heads * c->head_dim, KVD = (size_t)c->n_kv_heads * c->head_dim;
-    d->x = falloc(be, N * C); d->ln = falloc(be, N * C); d->rstd = falloc(be, N);
-    d->q = falloc(be, N * QD); d->k = falloc(be, N * KVD); d->v = falloc(be, N * KVD);
-    d->att = falloc(be, N * QD); d->x2 = falloc(be, N * C); d->tmp = falloc(be, N * C);
-    d->gate = falloc(be, N * F); d->up = falloc(be, N * F); d->act = falloc(be, N * F);
-    d->last = falloc(be, (size_t)R * C); d->last_ln = falloc(be, (size_t)R * C);
-    d->last_rstd = falloc(be, (size_t)R); d->logits = falloc(be, (size_t)R * V);
+    d->x = act_alloc(be, N * C); d->ln = act_alloc(be, N * C); d->rstd = falloc(be, N);
+    d->q = act_alloc(be, N * QD); d->k = act_alloc(be, N * KVD); d->v = act_alloc(be, N * KVD);
+    d->att = act_alloc(be, N * QD); d->x2 = act_alloc(be, N * C); d->tmp = act_alloc(be, N * C);
+    d->gate = act_alloc(be, N * F); d->up = act_alloc(be, N * F); d->act = act_alloc(be, N * F);
+    d->last = act_alloc(be, (size_t)R * C); d->last_ln = act_alloc(be, (size_t)R * C);
+    d->last_rstd = falloc(be, (size_t)R); d->logits = act_alloc(be, (size_t)R * V);
     d->tokens = be->alloc(N * sizeof(int)); d->pos = be->alloc(N * sizeof(int));
     d->start = be->alloc((size_t)R * sizeof(int)); d->n_new = be->alloc((size_t)R * sizeof(int));
     d->rows = be->alloc((size_t)R * sizeof(int));
@@ -83,10 +84,12 @@ void decoder_step(Decoder *d, const int *tokens, const int *n_new, int R, int S,
     be->upload(d->n_new, n_new, (size_t)R * sizeof(int));
     be->upload(d->rows, rows, (size_t)n_act * sizeof(int));
 
+    // residual adds fused with the norm after them, as in the training forward
+    // (the last layer's plain add: the final norm runs on the gathered rows)
     be->embedding_fwd(d->x, d->tokens, m->w.embed, N, C);                    // x[N,C]
+    be->rmsnorm_fwd(d->ln, d->rstd, d->x, m->w.layers[0].ln1, c->rms_eps, N, C);   // ln1[N,C]
     for (int l = 0; l < c->n_layers; l++) {
         LayerWeights *w = &m->w.layers[l];
-        be->rmsnorm_fwd(d->ln, d->rstd, d->x, w->ln1, c->rms_eps, N, C);      // ln1[N,C]
         be->matmul_fwd(d->q, d->ln, w->wq, w->bq, N, C, QD);                  // q[R,S,NH,D]
         be->matmul_fwd(d->k, d->ln, w->wk, w->bk, N, C, KVD);                 // k[R,S,NKV,D]
         be->matmul_fwd(d->v, d->ln, w->wv, w->bv, N, C, KVD);                 // v[R,S,NKV,D]
@@ -96,13 +99,15 @@ void decoder_step(Decoder *d, const int *tokens, const int *n_new, int R, int S,
         be->kv_write(kv->v[l], d->v, d->start, d->n_new, R, S, P, KVD);
         be->attention_cached_fwd(d->att, d->q, kv->k[l], kv->v[l], d->start, d->n_new, R, S, P, NH, NKV, D);
         be->matmul_fwd(d->tmp, d->att, w->wo, NULL, N, QD, C);               // o[N,C]
-        be->add(d->x2, d->x, d->tmp, (size_t)N * C);                          // x2 = x + o
-        be->rmsnorm_fwd(d->ln, d->rstd, d->x2, w->ln2, c->rms_eps, N, C);     // ln2[N,C]
+        be->residual_rmsnorm_fwd(d->x2, d->ln, d->rstd, d->x, d->tmp, w->ln2, c->rms_eps, N, C);   // x2 = x + o; ln2
         be->matmul_fwd(d->gate, d->ln, w->wgate, NULL, N, C, F);              // gate[N,F]
         be->matmul_fwd(d->up, d->ln, w->wup, NULL, N, C, F);                  // up[N,F]
         be->swiglu_fwd(d->act, d->gate, d->up, (size_t)N * F);                // act[N,F]
         be->matmul_fwd(d->tmp, d->act, w->wdown, NULL, N, F, C);              // mlp out[N,C]
-        be->add(d->x, d->x2, d->tmp, (size_t)N * C);                          // x' = x2 + mlp
+        if (l + 1 < c->n_layers)                                              // x' = x2 + mlp; next ln1
+            be->residual_rmsnorm_fwd(d->x, d->ln, d->rstd, d->x2, d->tmp, m->w.layers[l + 1].ln1, c->rms_eps, N, C);
+        else
+            be->add(d->x, d->x2, d->tmp, (size_t)N * C);
     }
     for (int r = 0; r < R; r++) kv->len[r] += n_new[r];
 
@@ -117,7 +122,7 @@ void decoder_step(Decoder *d, const int *tokens, const int *n_new, int R, int S,
         be->matmul_fwd(d->logits, d->last_ln, m->w.lm_head, NULL, n_act, C, V);  // logits[n_act,V]
         for (int i = 0; i < n_act; i++) d->slot[active[i]] = i;
         if (logits_host) {
-            be->download(d->logits_host, d->logits, (size_t)n_act * V * sizeof(float));
+            act_download(be, d->logits_host, d->logits, (size_t)n_act * V);
             for (int i = 0; i < n_act; i++)
                 memcpy(logits_host + (size_t)active[i] * V, d->logits_host + (size_t)i * V,
                        (size_t)V * sizeof(float));
@@ -142,7 +147,7 @@ void decoder_prefill(Decoder *d, const int *const *prompts, const int *lens, int
     const Backend *be = d->m->be;
     const size_t V = (size_t)d->m->cfg.vocab_size;
     const int staged = !logits_host && maxlen > S;
-    if (staged && !d->plogits) d->plogits = be->alloc((size_t)d->kv.R * V * sizeof(float));
+    if (staged && !d->plogits) d->plogits = act_alloc(be, (size_t)d->kv.R * V);
     int *tok = xcalloc((size_t)R * S, sizeof(int)), *n_new = xcalloc((size_t)R, sizeof(int));
     for (int c0 = 0; c0 < maxlen; c0 += S) {
         for (int r = 0; r < R; r++) {
@@ -154,7 +159,8 @@ void decoder_prefill(Decoder *d, const int *const *prompts, const int *lens, int
         if (staged)
             for (int r = 0; r < R; r++)   // the rows whose prompt ends in this chunk
                 if (n_new[r] > 0 && lens[r] <= c0 + S)
-                    be->copy(d->plogits + r * V, d->logits + (size_t)d->slot[r] * V, V * sizeof(float));
+                    be->copy(act_at(be, d->plogits, r * V), act_at(be, d->logits, (size_t)d->slot[r] * V),
+                             V * be->act_bytes);
     }
     if (staged) {
         for (int r = 0; r < d->kv.R; r++) d->slot[r] = r < R ? r : -1;
@@ -295,7 +301,7 @@ static void pick_cols(Picker *p, int i, const int *ids, int cnt, int V) {
 
 // Runs the step on logits[n, V] (device): lse for every row, the top k of
 // every row (k = 0: none), the gathered columns.
-static void pick_run(Picker *p, const float *logits, int V, int k) {
+static void pick_run(Picker *p, const void *logits, int V, int k) {
     const Backend *be = p->be;
     const int n = p->n;
     int *off = pick_off(p);
@@ -322,7 +328,7 @@ static void pick_run(Picker *p, const float *logits, int V, int k) {
         } else {   // download the rows, run the CPU twins on them
             const Backend *cpu = backend_cpu();
             p->rows = grow(p->rows, &p->rcap, (size_t)n * V * sizeof(float));
-            be->download(p->rows, logits, (size_t)n * V * sizeof(float));
+            act_download(be, p->rows, logits, (size_t)n * V);
             char *hb = p->hbuf;
             cpu->logits_lse_topk((double *)hb, (int *)(hb + o_ti), (float *)(hb + o_tv), p->rows, n, V, k);
             if (p->total > 0) cpu->gather_cols((float *)(hb + o_val), p->rows, off, pick_cols_of(p), n, V);

@@ -17,15 +17,16 @@ typedef struct {
     KVCache kv;
     int max_rows;                // token rows one step may carry (scratch capacity)
     // scratch, [max_rows, width]: the training forward's activations, not kept
-    float *x, *ln, *rstd, *q, *k, *v, *att, *x2, *tmp, *gate, *up, *act;
-    float *last, *last_ln, *last_rstd, *logits;   // [R,C] [R,C] [R] [R,V]
+    void *x, *ln, *q, *k, *v, *att, *x2, *tmp, *gate, *up, *act;   // act (backend.h)
+    float *rstd, *last_rstd;                      // [N] [R]
+    void *last, *last_ln, *logits;                // act [R,C] [R,C] [R,V]
     int *tokens, *pos, *start, *n_new, *rows;     // device copies of a step's inputs
     float *logits_host;                           // [R,V] staging
     // the last step's logits, left on the device: cache row r's are at
-    // cur + slot[r] * V (slot[r] = -1: the row got none), rows 0..n_cur-1 of cur
-    const float *cur;
+    // act element slot[r] * V of cur (slot[r] = -1: the row got none), rows 0..n_cur-1 of cur
+    const void *cur;
     int *slot, n_cur;                             // host [R]
-    float *plogits;                               // device [R,V]: prefill's rows when the
+    void *plogits;                                // device [R,V]: prefill's rows when the
                                                   // prompts end in different chunks (lazy)
 } Decoder;
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "lora.h"
+#include "act.h"
 #include "check.h"
 #include "rng.h"
 
@@ -88,6 +89,7 @@ void model_enable_lora(Model *m, const LoraConfig *cfg) {
     lo->table = xcalloc((size_t)slots * 2, sizeof *lo->table);
     lo->w = xcalloc((size_t)slots, sizeof *lo->w);
     lo->g = xcalloc((size_t)slots, sizeof *lo->g);
+    lo->master = xcalloc((size_t)slots, sizeof *lo->master);
     int *ia = xmalloc((size_t)slots * sizeof *ia);   // table index of A per slot, -1 when not targeted
     for (int l = 0; l < c->n_layers; l++)
         for (int t = 0; t < LORA_N_TARGETS; t++) {
@@ -104,6 +106,7 @@ void model_enable_lora(Model *m, const LoraConfig *cfg) {
         }
     lo->params = be->alloc(lo->numel * sizeof(float));   // zero-filled: B = 0
     lo->grads = be->alloc(lo->numel * sizeof(float));
+    lo->wc = be->act_bytes == sizeof(float) ? (void *)lo->params : be->alloc(lo->numel * be->act_bytes);
     // PEFT init_lora_weights=True: nn.init.kaiming_uniform_(A, a=sqrt(5)), i.e.
     // gain sqrt(2/(1+5)), bound = gain * sqrt(3/fan_in) = 1/sqrt(in); B zeros
     Rng rng;
@@ -111,19 +114,26 @@ void model_enable_lora(Model *m, const LoraConfig *cfg) {
     for (int s = 0; s < slots; s++) {
         if (ia[s] < 0) continue;
         const ParamInfo *pa = &lo->table[ia[s]], *pb = &lo->table[ia[s] + 1];
-        LoraPair *w = &lo->w[s], *g = &lo->g[s];
-        w->in = g->in = pa->shape[1];
-        w->out = g->out = pb->shape[0];
-        w->A = lo->params + pa->offset; w->B = lo->params + pb->offset;
+        LoraPair *w = &lo->w[s], *g = &lo->g[s], *mw = &lo->master[s];
+        w->in = g->in = mw->in = pa->shape[1];
+        w->out = g->out = mw->out = pb->shape[0];
+        w->A = act_at(be, lo->wc, pa->offset); w->B = act_at(be, lo->wc, pb->offset);
         g->A = lo->grads + pa->offset;  g->B = lo->grads + pb->offset;
+        mw->A = lo->params + pa->offset; mw->B = lo->params + pb->offset;
         const float bound = 1.0f / sqrtf((float)w->in);
         float *host = xmalloc(pa->numel * sizeof(float));
         for (size_t j = 0; j < pa->numel; j++) host[j] = (float)((2.0 * rng_uniform(&rng) - 1.0) * bound);
-        be->upload(w->A, host, pa->numel * sizeof(float));
+        be->upload(mw->A, host, pa->numel * sizeof(float));
         free(host);
     }
     free(ia);
     m->lora = lo;
+    lora_sync_compute(m);
+}
+
+void lora_sync_compute(Model *m) {
+    Lora *lo = m->lora;
+    m->be->act_from_f32(lo->wc, lo->params, lo->numel);
 }
 
 static void lora_acts_free(Lora *lo, const Backend *be) {
@@ -137,9 +147,10 @@ void lora_free(Model *m) {
     Lora *lo = m->lora;
     if (!lo) return;
     lora_acts_free(lo, m->be);
+    if (lo->wc != (void *)lo->params) m->be->free(lo->wc);
     m->be->free(lo->params);
     m->be->free(lo->grads);
-    free(lo->table); free(lo->w); free(lo->g);
+    free(lo->table); free(lo->w); free(lo->g); free(lo->master);
     free(lo);
     m->lora = NULL;
 }
@@ -154,10 +165,10 @@ void lora_acts_ensure(Model *m, int N) {
     const int QD = c->n_heads * c->head_dim;
     int wide = c->dim > c->ffn_dim ? c->dim : c->ffn_dim;
     if (QD > wide) wide = QD;
-    lo->h = be->alloc(slots * N * r * sizeof(float));
-    lo->xd = be->alloc((size_t)N * wide * sizeof(float));
+    lo->h = act_alloc(be, slots * N * r);
+    lo->xd = act_alloc(be, (size_t)N * wide);
     lo->dxd = be->alloc((size_t)N * wide * sizeof(float));
-    lo->ybuf = be->alloc((size_t)N * wide * sizeof(float));
+    lo->ybuf = act_alloc(be, (size_t)N * wide);
     lo->dh = be->alloc((size_t)N * r * sizeof(float));
     lo->cap_N = N;
 }
@@ -177,33 +188,33 @@ static uint64_t module_key(const Lora *lo, int slot) {
 
 static int dropout_on(const Lora *lo) { return lo->training && lo->cfg.dropout > 0.0f; }
 
-void lora_fwd(Model *m, int layer, int target, float *out, const float *inp, int N) {
+void lora_fwd(Model *m, int layer, int target, void *out, const void *inp, int N) {
     Lora *lo = m->lora;
     const int slot = layer * LORA_N_TARGETS + target;
     const LoraPair *p = &lo->w[slot];
     if (!p->A) return;
     const Backend *be = m->be;
     const int r = lo->cfg.rank;
-    const float *x = inp;
+    const void *x = inp;
     if (dropout_on(lo)) {
         be->dropout_fwd(lo->xd, inp, (size_t)N * p->in, lo->cfg.dropout, module_key(lo, slot));
         x = lo->xd;
     }
-    float *h = lo->h + (size_t)slot * lo->cap_N * r;
+    void *h = act_at(be, lo->h, (size_t)slot * lo->cap_N * r);
     be->matmul_fwd(h, x, p->A, NULL, N, p->in, r);                 // h[N,r] = x A^T
-    be->scale(h, lo->scale, (size_t)N * r);                         // h *= alpha/r
+    be->scale_act(h, lo->scale, (size_t)N * r);                     // h *= alpha/r
     be->matmul_fwd(lo->ybuf, h, p->B, NULL, N, r, p->out);          // y[N,out] = h B^T
     be->add(out, out, lo->ybuf, (size_t)N * p->out);
 }
 
-void lora_bwd(Model *m, int layer, int target, float *dinp, const float *dout, const float *inp, int N) {
+void lora_bwd(Model *m, int layer, int target, float *dinp, const float *dout, const void *inp, int N) {
     Lora *lo = m->lora;
     const int slot = layer * LORA_N_TARGETS + target;
     const LoraPair *p = &lo->w[slot], *g = &lo->g[slot];
     if (!p->A) return;
     const Backend *be = m->be;
     const int r = lo->cfg.rank;
-    const float *h = lo->h + (size_t)slot * lo->cap_N * r;
+    const void *h = act_at(be, lo->h, (size_t)slot * lo->cap_N * r);
     be->zero(lo->dh, (size_t)N * r * sizeof(float));
     be->matmul_bwd(lo->dh, g->B, NULL, dout, h, p->B, N, r, p->out);   // dh = dy B; dB += dy^T h
     be->scale(lo->dh, lo->scale, (size_t)N * r);
@@ -218,10 +229,10 @@ void lora_bwd(Model *m, int layer, int target, float *dinp, const float *dout, c
     }
 }
 
-// base weight [out, in] of (layer, target)
+// fp32 master base weight [out, in] of (layer, target)
 static float *base_weight(Model *m, int l, int t) {
-    LayerWeights *w = &m->w.layers[l];
-    float *ws[LORA_N_TARGETS] = {w->wq, w->wk, w->wv, w->wo, w->wgate, w->wup, w->wdown};
+    LayerWeights *w = &m->master.layers[l];
+    void *ws[LORA_N_TARGETS] = {w->wq, w->wk, w->wv, w->wo, w->wgate, w->wup, w->wdown};
     return ws[t];
 }
 
@@ -235,14 +246,17 @@ void model_merge_lora(Model *m) {
     float *sb = be->alloc(biggest * sizeof(float));
     for (int l = 0; l < m->cfg.n_layers; l++)
         for (int t = 0; t < LORA_N_TARGETS; t++) {
-            const LoraPair *p = &lo->w[l * LORA_N_TARGETS + t];
+            const LoraPair *p = &lo->w[l * LORA_N_TARGETS + t], *mw = &lo->master[l * LORA_N_TARGETS + t];
             if (!p->A) continue;
             // W[out,in] += (scale B)[out,r] @ A[r,in]: the input-gradient half of
-            // matmul_bwd with N = out rows, C = in, OC = r (inp is not read without dw)
-            be->copy(sb, p->B, (size_t)p->out * r * sizeof(float));
+            // matmul_bwd with N = out rows, C = in, OC = r (inp is not read without
+            // dw). Into the fp32 master; A comes from the compute copy, as the
+            // adapted forward used it.
+            be->copy(sb, mw->B, (size_t)p->out * r * sizeof(float));
             be->scale(sb, lo->scale, (size_t)p->out * r);
             be->matmul_bwd(base_weight(m, l, t), NULL, NULL, sb, p->A, p->A, p->out, p->in, r);
         }
     be->free(sb);
     lora_free(m);
+    model_sync_compute(m);
 }

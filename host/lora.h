@@ -20,20 +20,24 @@ typedef struct {
     uint64_t seed;               // A's initialisation and the dropout masks
 } LoraConfig;
 
-typedef struct { float *A, *B; int in, out; } LoraPair;   // A [r,in], B [out,r]; NULL when not targeted
+// A [r,in], B [out,r]; NULL when not targeted. The elements are the buffer's:
+// act in the compute views, fp32 in the master and gradient views.
+typedef struct { void *A, *B; int in, out; } LoraPair;
 
 typedef struct Lora {
     LoraConfig cfg;
     float scale;                 // alpha / rank
     ParamInfo *table; int n_params; size_t numel;   // PEFT names, layer by layer, A then B
-    float *params, *grads;       // flat device buffers, numel floats each
-    LoraPair *w, *g;             // [n_layers * LORA_N_TARGETS] views into params / grads
+    float *params, *grads;       // flat device buffers, numel floats each (master, gradients)
+    void *wc;                    // compute copy of params (act; == params when act_bytes is 4)
+    LoraPair *w, *g, *master;    // [n_layers * LORA_N_TARGETS] views into wc / grads / params
     int training;                // 1: dropout active (see lora_set_train)
     uint64_t key;                // dropout key of the current micro-batch
     // activations: h[l][t] = scale * (dropout(x) A^T) [N, r], kept for the backward
     int cap_N;
-    float *h;                    // [n_layers * LORA_N_TARGETS, cap_N, r]
-    float *xd, *dxd, *ybuf, *dh; // scratch [N, max in], [N, max in], [N, max out], [N, r]
+    void *h;                     // act [n_layers * LORA_N_TARGETS, cap_N, r]
+    void *xd, *ybuf;             // act scratch [N, max in], [N, max out]
+    float *dxd, *dh;             // fp32 scratch [N, max in], [N, r]
 } Lora;
 
 // Short names "q","k","v","o","gate","up","down" and their module paths.
@@ -54,6 +58,8 @@ void model_enable_lora(Model *m, const LoraConfig *c);
 void model_merge_lora(Model *m);
 // Frees the adapters without merging (model_free calls it).
 void lora_free(Model *m);
+// The adapters' compute copy from their master weights (model_sync_compute).
+void lora_sync_compute(Model *m);
 // Dropout switch for the next forward/backward pair: training = 1 applies
 // dropout with the mask of micro-batch `micro_index` (use the global micro-batch
 // count, step * grad_accum + micro, so a resumed run redraws the same masks);
@@ -65,7 +71,8 @@ void lora_set_train(Model *m, int training, uint64_t micro_index);
 // no-op when that module is not targeted. lora_bwd adds d inp and the adapter
 // gradients. inp must be the same buffer contents as in the forward.
 void lora_acts_ensure(Model *m, int N);
-void lora_fwd(Model *m, int layer, int target, float *out, const float *inp, int N);
-void lora_bwd(Model *m, int layer, int target, float *dinp, const float *dout, const float *inp, int N);
+// out, inp act; dinp, dout fp32.
+void lora_fwd(Model *m, int layer, int target, void *out, const void *inp, int N);
+void lora_bwd(Model *m, int layer, int target, float *dinp, const float *dout, const void *inp, int N);
 
 #endif

@@ -24,7 +24,7 @@ static void usage(FILE *f) {
                "usage: sprec COMMAND [ARGS]   (sprec COMMAND --help for details)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
-    fprintf(f, "\ncommon: --device cpu|cpu-checked|cuda (or run.device), --section.key=value overrides any config key\n"
+    fprintf(f, "\ncommon: --device cpu|cpu-checked|cpu-bf16|cuda (or run.device), --section.key=value overrides any config key\n"
                "docs: docs/ (config keys: docs/config.md, formats: docs/formats.md, checkpoints: docs/checkpoint.md)\n");
 }
 

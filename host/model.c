@@ -91,10 +91,11 @@ const ParamInfo *param_find(const ParamInfo *table, int count, const char *name)
 }
 
 // The table order is fixed (model_param_table), so views are taken by walking it.
-void weights_view(Weights *w, const ModelConfig *c, const ParamInfo *table, int count, float *flat) {
+void weights_view(Weights *w, const ModelConfig *c, const ParamInfo *table, int count, void *flat,
+                  size_t elem_bytes) {
     int i = 0;
     check(count >= 3, "parameter table too short");
-#define NEXT() (flat + table[i++].offset)
+#define NEXT() ((char *)flat + table[i++].offset * elem_bytes)
     w->embed = NEXT();
     w->layers = xcalloc((size_t)c->n_layers, sizeof *w->layers);
     for (int l = 0; l < c->n_layers; l++) {
@@ -123,8 +124,15 @@ void model_create(Model *m, const ModelConfig *c, const Backend *be) {
     m->table = model_param_table(c, &m->n_params, &m->numel);
     m->params = be->alloc(m->numel * sizeof(float));
     m->grads = be->alloc(m->numel * sizeof(float));
-    weights_view(&m->w, c, m->table, m->n_params, m->params);
-    weights_view(&m->g, c, m->table, m->n_params, m->grads);
+    m->wc = be->act_bytes == sizeof(float) ? (void *)m->params : be->alloc(m->numel * be->act_bytes);
+    weights_view(&m->w, c, m->table, m->n_params, m->wc, be->act_bytes);
+    weights_view(&m->g, c, m->table, m->n_params, m->grads, sizeof(float));
+    weights_view(&m->master, c, m->table, m->n_params, m->params, sizeof(float));
+}
+
+void model_sync_compute(Model *m) {
+    m->be->act_from_f32(m->wc, m->params, m->numel);
+    if (m->lora) lora_sync_compute(m);
 }
 
 void model_init_random(Model *m, uint64_t seed, float std) {
@@ -140,6 +148,7 @@ void model_init_random(Model *m, uint64_t seed, float std) {
         m->be->upload(m->params + p->offset, host, p->numel * sizeof(float));
         free(host);
     }
+    model_sync_compute(m);
 }
 
 void model_free(Model *m) {
@@ -147,6 +156,8 @@ void model_free(Model *m) {
     lora_free(m);
     weights_free_view(&m->w);
     weights_free_view(&m->g);
+    weights_free_view(&m->master);
+    if (m->wc != (void *)m->params) m->be->free(m->wc);
     m->be->free(m->params);
     m->be->free(m->grads);
     free(m->table);

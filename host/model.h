@@ -32,47 +32,53 @@ typedef struct {
     int decay;                   // 1 for matrices; 0 for norms and biases
 } ParamInfo;
 
-// Per-layer views into the flat parameter (or gradient) buffer.
+// Per-layer views into a flat buffer laid out by the parameter table: the
+// compute copy (act elements), the fp32 master weights or the fp32 gradients.
+// void * because the element type depends on the buffer (kernels/backend.h).
 typedef struct {
-    float *ln1;                  // [C]            input_layernorm.weight
-    float *wq, *wk, *wv;         // [NH*D,C] [NKV*D,C] [NKV*D,C]
-    float *bq, *bk, *bv;         // [NH*D] [NKV*D] [NKV*D], NULL without qkv_bias
-    float *wo;                   // [C, NH*D]
-    float *ln2;                  // [C]            post_attention_layernorm.weight
-    float *wgate, *wup;          // [F, C]
-    float *wdown;                // [C, F]
+    void *ln1;                   // [C]            input_layernorm.weight
+    void *wq, *wk, *wv;          // [NH*D,C] [NKV*D,C] [NKV*D,C]
+    void *bq, *bk, *bv;          // [NH*D] [NKV*D] [NKV*D], NULL without qkv_bias
+    void *wo;                    // [C, NH*D]
+    void *ln2;                   // [C]            post_attention_layernorm.weight
+    void *wgate, *wup;           // [F, C]
+    void *wdown;                 // [C, F]
 } LayerWeights;
 
 typedef struct {
-    float *embed;                // [V, C]
+    void *embed;                 // [V, C]
     LayerWeights *layers;        // [n_layers]
-    float *norm;                 // [C]
-    float *lm_head;              // [V, C]; == embed when tied
+    void *norm;                  // [C]
+    void *lm_head;               // [V, C]; == embed when tied
 } Weights;
 
 // Parameter table of a config, in a fixed order. Caller frees with free().
 ParamInfo *model_param_table(const ModelConfig *c, int *count, size_t *total_numel);
-// Carve a flat buffer (params or grads) into named views. layers array is allocated.
-void weights_view(Weights *w, const ModelConfig *c, const ParamInfo *table, int count, float *flat);
+// Carve a flat buffer of elem_bytes-sized elements (params, grads: 4; the
+// compute copy: the backend's act_bytes) into named views. layers is allocated.
+void weights_view(Weights *w, const ModelConfig *c, const ParamInfo *table, int count, void *flat,
+                  size_t elem_bytes);
 void weights_free_view(Weights *w);
 const ParamInfo *param_find(const ParamInfo *table, int count, const char *name);
 
 // Activations kept from forward for backward, sized for a [B, T] batch.
+// void *: act elements (the backend's storage type); float *: fp32.
 typedef struct {
-    float *x;                    // [N,C] residual stream entering the layer
-    float *ln1; float *rstd1;    // [N,C] [N]
-    float *q, *k, *v;            // [N,NH*D] [N,NKV*D] [N,NKV*D], q/k after RoPE
-    float *att; float *lse;      // [N,NH*D] [B,NH,T]
-    float *x2;                   // [N,C] after the attention residual
-    float *ln2; float *rstd2;    // [N,C] [N]
-    float *gate, *up, *act;      // [N,F] each; act = silu(gate)*up
+    void *x;                     // [N,C] residual stream entering the layer
+    void *ln1; float *rstd1;     // [N,C] [N]
+    void *q, *k, *v;             // [N,NH*D] [N,NKV*D] [N,NKV*D], q/k after RoPE
+    void *att; float *lse;       // [N,NH*D] [B,NH,T]
+    void *x2;                    // [N,C] after the attention residual
+    void *ln2; float *rstd2;     // [N,C] [N]
+    void *gate, *up, *act;       // [N,F] each; act = silu(gate)*up
 } LayerActs;
 
 typedef struct {
     int B, T;                    // capacity
     LayerActs *layers;
-    float *out;                  // [N,C] residual after the last layer
-    float *lnf; float *rstdf;    // [N,C] [N] final norm output (the head input)
+    void *out;                   // [N,C] residual after the last layer
+    void *lnf; float *rstdf;     // [N,C] [N] final norm output (the head input)
+    void *tmp;                   // [N,C] a branch's output before its residual add
     float *rope_cos, *rope_sin;  // [T, D/2]
     int *tokens, *lengths;       // device copies of the batch
     int *rows, *targets;         // [N] head rows/targets for the current batch
@@ -86,8 +92,10 @@ typedef struct {
     ModelConfig cfg;
     const Backend *be;
     ParamInfo *table; int n_params; size_t numel;
-    float *params, *grads;       // flat device buffers, numel floats each
-    Weights w, g;                // views into params / grads
+    float *params, *grads;       // flat device buffers, numel floats each (master weights, gradients)
+    void *wc;                    // compute copy of params, numel act elements (== params when
+                                 // act_bytes is 4); refreshed by the optimizer and model_sync_compute
+    Weights w, g, master;        // views into wc (what the ops read) / grads / params
     Acts acts; int acts_ready;
     int n_head; int *head_pos; float *head_lp;   // host results of the last forward
     // tokenizer.json / tokenizer_config.json text as imported (NULL when the
@@ -100,6 +108,10 @@ typedef struct {
 } Model;
 
 void model_create(Model *m, const ModelConfig *c, const Backend *be);   // params zeroed
+// Refreshes the compute copy (base and LoRA adapters) from the fp32 master
+// weights: call after anything but the optimizer wrote m->params (load,
+// import, init, merge, a test's perturbation).
+void model_sync_compute(Model *m);
 void model_free(Model *m);
 void acts_free(Model *m);          // activation buffers (re-made on the next forward)
 // Random init: N(0, std) for matrices and embeddings, 1 for norms, 0 for biases.

@@ -58,7 +58,8 @@ double adamw_step(AdamW *o, Model *model, float lr) {
     const float bc1 = 1.0f - powf(o->beta1, (float)o->step);
     const float bc2 = 1.0f - powf(o->beta2, (float)o->step);
     float *params = lo ? lo->params : model->params, *grads = lo ? lo->grads : model->grads;
-    be->adamw_multi(params, grads, o->m, o->v, o->numel, o->tensors, o->n_tensors, lr, o->beta1, o->beta2,
+    void *compute = lo ? lo->wc : model->wc;   // refreshed in the same pass
+    be->adamw_multi(params, compute, grads, o->m, o->v, o->numel, o->tensors, o->n_tensors, lr, o->beta1, o->beta2,
                     o->eps, o->weight_decay, bc1, bc2, scale);
     return norm;
 }

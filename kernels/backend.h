@@ -16,6 +16,18 @@
 //    even NaN, is harmless) and padded rows of outputs are written as 0.
 //  - Every op is deterministic for a fixed thread count / device: reductions
 //    run in a fixed order, never with racing float adds.
+//
+// Two element types (docs/numerics.md):
+//  - "act" (void * below): activations and the compute copy of the weights,
+//    in the backend's storage type: act_bytes per element, fp32 (4) on the CPU
+//    backend, bf16 (2, round-to-nearest-even) on CUDA and on the CPU's bf16
+//    emulation (`--device cpu-bf16`). The host never reads one directly: it
+//    moves them with host/act.h (converting on the host) or act_from_f32.
+//  - fp32 (float *): master weights, every gradient (of parameters and of
+//    activations), optimizer moments, statistics (rstd, lse, log-probs,
+//    weights of rows), rotary tables. double where noted.
+// Ops compute in fp32 (or double) whatever the storage: an act input is
+// widened on load and an act output rounded once on store.
 #ifndef SPREC_BACKEND_H
 #define SPREC_BACKEND_H
 
@@ -26,7 +38,7 @@
 // One tensor of the flat buffer adamw_multi steps (table entries live on
 // the device). Same layout in C and CUDA C++.
 typedef struct {
-    size_t offset, numel;        // floats into p, g, m, v
+    size_t offset, numel;        // elements into p, g, m, v (floats) and pc (act)
     int decay;                   // nonzero: apply weight decay
 } AdamwTensor;
 
@@ -47,6 +59,8 @@ typedef struct {
 
 typedef struct Backend {
     const char *name;
+    // Bytes of one act element: 4 = fp32, 2 = bf16 (bf16_from_f32 below).
+    size_t act_bytes;
 
     // ---- memory -----------------------------------------------------------
     void *(*alloc)(size_t bytes);                 // zero-filled, 64-byte aligned; exits on failure
@@ -55,69 +69,85 @@ typedef struct Backend {
     void (*download)(void *dst, const void *src, size_t bytes);  // device -> host
     void (*copy)(void *dst, const void *src, size_t bytes);      // device -> device
     void (*zero)(void *p, size_t bytes);
+    // dst[i] = act(src[i]) for i < n: the compute copy of fp32 master weights.
+    // dst == src is allowed when act_bytes == 4 (then it does nothing).
+    void (*act_from_f32)(void *dst, const float *src, size_t n);
 
     // ---- dense layers -----------------------------------------------------
-    // out[N,OC] = inp[N,C] @ w[OC,C]^T (+ bias[OC] when bias != NULL)
-    void (*matmul_fwd)(float *out, const float *inp, const float *w, const float *bias,
+    // out[N,OC] = inp[N,C] @ w[OC,C]^T (+ bias[OC] when bias != NULL); all act
+    void (*matmul_fwd)(void *out, const void *inp, const void *w, const void *bias,
                        int N, int C, int OC);
     // dinp[N,C] += dout @ w;  dw[OC,C] += dout^T @ inp;  dbias[OC] += colsum(dout)
+    // dinp, dw, dbias, dout fp32; inp, w act (a backend may round dout to act
+    // for its GEMMs: the products then match an act-precision framework's)
     void (*matmul_bwd)(float *dinp, float *dw, float *dbias, const float *dout,
-                       const float *inp, const float *w, int N, int C, int OC);
+                       const void *inp, const void *w, int N, int C, int OC);
 
-    // out[N,C] = wte[tokens[n], :]   (tokens already range-checked by the host)
-    void (*embedding_fwd)(float *out, const int *tokens, const float *wte, int N, int C);
+    // out[N,C] = wte[tokens[n], :]   (act; tokens already range-checked by the host)
+    void (*embedding_fwd)(void *out, const int *tokens, const void *wte, int N, int C);
     // dwte[tokens[n], :] += dout[n, :]   (deterministic: no racing adds)
     void (*embedding_bwd)(float *dwte, const float *dout, const int *tokens, int N, int C, int V);
 
     // out = inp * rstd * weight, rstd[n] = 1/sqrt(mean(inp[n]^2) + eps)
-    void (*rmsnorm_fwd)(float *out, float *rstd, const float *inp, const float *weight,
+    // (out, inp, weight act; rstd fp32)
+    void (*rmsnorm_fwd)(void *out, float *rstd, const void *inp, const void *weight,
                         float eps, int N, int C);
-    void (*rmsnorm_bwd)(float *dinp, float *dweight, const float *dout, const float *inp,
-                        const float *weight, const float *rstd, int N, int C);
+    void (*rmsnorm_bwd)(float *dinp, float *dweight, const float *dout, const void *inp,
+                        const void *weight, const float *rstd, int N, int C);
+    // The residual add fused with the RMSNorm after it, one pass over the rows:
+    // res = a + b (act, rounded once), then out, rstd = rmsnorm_fwd of the
+    // stored res; the same values as add followed by rmsnorm_fwd. res may alias
+    // a or b. (The backward needs no twin: rmsnorm_bwd adds into the residual's
+    // gradient.)
+    void (*residual_rmsnorm_fwd)(void *res, void *out, float *rstd, const void *a, const void *b,
+                                 const void *weight, float eps, int N, int C);
 
     // Rotary embedding, rotate-half convention, in place on x[B,T,H,D] (D even)
-    // with position t for row (b,t). cos/sin are tables [T, D/2].
-    void (*rope_fwd)(float *x, const float *cos, const float *sin, int B, int T, int H, int D);
-    // Inverse rotation of the gradient, in place (RoPE is orthogonal).
+    // with position t for row (b,t). cos/sin are tables [T, D/2]. x is act.
+    void (*rope_fwd)(void *x, const float *cos, const float *sin, int B, int T, int H, int D);
+    // Inverse rotation of the gradient (fp32), in place (RoPE is orthogonal).
     void (*rope_bwd)(float *dx, const float *cos, const float *sin, int B, int T, int H, int D);
 
     // Causal grouped-query attention over right-padded sequences.
     // q[B,T,NH,D], k,v[B,T,NKV,D] (NH % NKV == 0, head h reads kv head h/(NH/NKV)),
     // out[B,T,NH,D], lse[B,NH,T] (log-sum-exp of the scaled scores, kept for the
     // backward). Scale 1/sqrt(D). Rows t >= lengths[b] get out = 0, lse = 0.
-    void (*attention_fwd)(float *out, float *lse, const float *q, const float *k, const float *v,
+    // q, k, v, out act; lse and every gradient fp32.
+    void (*attention_fwd)(void *out, float *lse, const void *q, const void *k, const void *v,
                           const int *lengths, int B, int T, int NH, int NKV, int D);
-    void (*attention_bwd)(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                          const float *lse, const float *q, const float *k, const float *v,
+    void (*attention_bwd)(float *dq, float *dk, float *dv, const float *dout, const void *out,
+                          const float *lse, const void *q, const void *k, const void *v,
                           const int *lengths, int B, int T, int NH, int NKV, int D);
 
-    // out[n] = silu(gate[n]) * up[n] over n elements
-    void (*swiglu_fwd)(float *out, const float *gate, const float *up, size_t n);
-    void (*swiglu_bwd)(float *dgate, float *dup, const float *dout, const float *gate,
-                       const float *up, size_t n);
+    // out[n] = silu(gate[n]) * up[n] over n elements (act)
+    void (*swiglu_fwd)(void *out, const void *gate, const void *up, size_t n);
+    void (*swiglu_bwd)(float *dgate, float *dup, const float *dout, const void *gate,
+                       const void *up, size_t n);
 
-    // out[n] = a[n] + b[n]   (out may alias a or b)
-    void (*add)(float *out, const float *a, const float *b, size_t n);
-    // x[n] *= s, in place
+    // out[n] = a[n] + b[n]   (act; out may alias a or b)
+    void (*add)(void *out, const void *a, const void *b, size_t n);
+    // x[n] *= s, in place: scale on fp32, scale_act on act
     void (*scale)(float *x, float s, size_t n);
+    void (*scale_act)(void *x, float s, size_t n);
     // Inverted dropout with a stateless mask (LoRA): element i is kept iff
     // dropout_keep(key, i, p) (below), and out[i] = kept ? inp[i] / (1 - p) : 0.
     // The mask is a pure function of (key, i, p), so the backward regenerates
     // it and every backend draws the same mask. dropout_bwd ADDS:
-    // dinp[i] += kept ? dout[i] / (1 - p) : 0. 0 <= p < 1.
-    void (*dropout_fwd)(float *out, const float *inp, size_t n, float p, uint64_t key);
+    // dinp[i] += kept ? dout[i] / (1 - p) : 0. 0 <= p < 1. fwd on act, bwd on fp32.
+    void (*dropout_fwd)(void *out, const void *inp, size_t n, float p, uint64_t key);
     void (*dropout_bwd)(float *dinp, const float *dout, size_t n, float p, uint64_t key);
 
     // ---- language-model head: log-probs of chosen rows only ---------------
     // For i < n: r = rows[i] indexes h[*,C]; logits = h[r] @ w[V,C]^T;
     // logprob[i] = logits[targets[i]] - logsumexp(logits); lse[i] kept.
-    // Processed in chunks of rows, so no [n x V] tensor ever exists.
-    void (*logprob_fwd)(float *logprob, float *lse, const float *h, const float *w,
+    // Processed in chunks of rows, so no [n x V] tensor ever exists. h, w act;
+    // logits, log-sum-exp and everything out fp32.
+    void (*logprob_fwd)(float *logprob, float *lse, const void *h, const void *w,
                         const int *rows, const int *targets, int n, int C, int V);
     // Gradient of the loss -sum_i weight[i] * logprob[i]: dh[rows[i]] += ...,
     // dw += ... (dw may be NULL: frozen head). rows must be distinct; lse comes
     // from logprob_fwd on the same h and w. Rows with weight 0 cost nothing.
-    void (*logprob_bwd)(float *dh, float *dw, const float *h, const float *w,
+    void (*logprob_bwd)(float *dh, float *dw, const void *h, const void *w,
                         const int *rows, const int *targets, const float *lse,
                         const float *weight, int n, int C, int V);
 
@@ -131,8 +161,10 @@ typedef struct Backend {
     // includes the schedule; bc1/bc2 are the bias corrections 1-beta1^t,
     // 1-beta2^t. As torch.optim.AdamW: decoupled decay first, p *= 1 - lr*wd,
     // then p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps). Elementwise, so the
-    // result does not depend on the thread count or the launch shape.
-    void (*adamw_multi)(float *p, const float *g, float *m, float *v, size_t n,
+    // result does not depend on the thread count or the launch shape. pc is
+    // the compute copy (act, same layout): each stepped element is also stored
+    // as pc[i] = act(p[i]); pc == p is allowed when act_bytes == 4.
+    void (*adamw_multi)(float *p, void *pc, const float *g, float *m, float *v, size_t n,
                         const AdamwTensor *table, int n_tensors, float lr, float beta1,
                         float beta2, float eps, float wd, float bc1, float bc2, float grad_scale);
     // Sum of squares of x[0..n), accumulated in double in a fixed order (the
@@ -165,7 +197,8 @@ typedef struct Backend {
     // ---- generation: KV-cache decoding (forward only) ----------------------
     // A KV cache is one buffer per layer and per K/V, [R, P, W] with R rows
     // (sequences or beams), P positions and W = NKV*D, in the backend's cache
-    // dtype (fp32 on CPU; bf16 on CUDA), so the host never reads it directly.
+    // dtype (fp32 on the CPU backends, holding bf16 values on cpu-bf16; bf16 on
+    // CUDA), so the host never reads it directly.
     // In the ops below, row b holds start[b] valid positions before the call
     // and n_new[b] (0 <= n_new[b] <= S, start[b] + n_new[b] <= P) new ones
     // arrive in an [R,S,...] block, right-padded as everywhere else.
@@ -174,31 +207,31 @@ typedef struct Backend {
     void *(*kv_alloc)(size_t n);
     // Rotary embedding at explicit positions, in place on x[N,H,D]: row n is
     // rotated by the angle of position pos[n]; cos/sin are tables [P, D/2]
-    // and 0 <= pos[n] < P. Same arithmetic as rope_fwd.
-    void (*rope_at_fwd)(float *x, const float *cos, const float *sin, const int *pos,
+    // and 0 <= pos[n] < P. Same arithmetic as rope_fwd. x is act.
+    void (*rope_at_fwd)(void *x, const float *cos, const float *sin, const int *pos,
                         int N, int H, int D);
-    // cache[b, start[b] + s, :] = x[b, s, :] for s < n_new[b];  x[R,S,W]
-    void (*kv_write)(void *cache, const float *x, const int *start, const int *n_new,
+    // cache[b, start[b] + s, :] = x[b, s, :] for s < n_new[b];  x[R,S,W] act
+    void (*kv_write)(void *cache, const void *x, const int *start, const int *n_new,
                      int R, int S, int P, int W);
     // Attention of the new queries q[R,S,NH,D] against the cache (which already
     // holds the new keys/values): query (b, s) sits at position start[b] + s
     // and sees cache positions 0 .. start[b] + s (causal within the new block),
     // GQA as attention_fwd, scale 1/sqrt(D). out[R,S,NH,D]; rows s >= n_new[b]
-    // are written as 0. kc, vc: [R,P,NKV,D].
-    void (*attention_cached_fwd)(float *out, const float *q, const void *kc, const void *vc,
+    // are written as 0. kc, vc: [R,P,NKV,D]. q, out act.
+    void (*attention_cached_fwd)(void *out, const void *q, const void *kc, const void *vc,
                                  const int *start, const int *n_new, int R, int S, int P,
                                  int NH, int NKV, int D);
     // Beam reorder: cache[i, 0..len) = old cache[src[i], 0..len) for i < R
     // (src may repeat rows and read rows that are overwritten: it is a gather
     // from the state before the call). cache [>= R, P, W].
     void (*kv_gather)(void *cache, const int *src, int R, int len, int P, int W);
-    // out[n, :] = inp[rows[n], :] for n < N;  out[N,C]
-    void (*gather_rows)(float *out, const float *inp, const int *rows, int N, int C);
+    // out[n, :] = inp[rows[n], :] for n < N;  out[N,C] (act)
+    void (*gather_rows)(void *out, const void *inp, const int *rows, int N, int C);
 
     // ---- generation: choosing tokens without downloading logits -------------
     // Decoding reads a few numbers per row of logits[N,V] (device) instead of
-    // the whole row; the host downloads only these. Logits are finite or
-    // -INFINITY (never NaN).
+    // the whole row; the host downloads only these. Logits (act) are finite
+    // or -INFINITY (never NaN); values out are the act values widened to fp32.
     //
     // lse[n] = log sum_v exp(logits[n,v]) in double, -INFINITY when the whole
     // row is -INFINITY. The CPU backend computes it exactly as host/sampler.c's
@@ -210,12 +243,12 @@ typedef struct Backend {
     // beyond the row's listed entries get id -1 and value -INFINITY. k = 0:
     // lse only (top_id, top_val unused, may be NULL). k is small (a beam's
     // 2W; the CUDA kernel costs one pass over V plus k short rescans per row).
-    void (*logits_lse_topk)(double *lse, int *top_id, float *top_val, const float *logits,
+    void (*logits_lse_topk)(double *lse, int *top_id, float *top_val, const void *logits,
                             int N, int V, int k);
     // Chosen columns of each row, CSR: out[j] = logits[n, cols[j]] for
     // off[n] <= j < off[n+1], n < N (off[0] = 0, 0 <= cols[j] < V). The
     // catalogue-trie constraint: cols = the allowed children of each row's node.
-    void (*gather_cols)(float *out, const float *logits, const int *off, const int *cols,
+    void (*gather_cols)(float *out, const void *logits, const int *off, const int *cols,
                         int N, int V);
 
     // ---- introspection (optional) -----------------------------------------
@@ -235,12 +268,29 @@ static inline int dropout_keep(uint64_t key, uint64_t i, float p) {
     return (float)(z >> 40) * 0x1.0p-24f >= p;
 }
 
-// The DPO pair arithmetic every backend uses (double; device code too under nvcc).
 #ifdef __CUDACC__
 #define SPREC_HOST_DEVICE __host__ __device__
 #else
 #define SPREC_HOST_DEVICE
 #endif
+
+// bf16 as every part of sprec stores it: the top 16 bits of the fp32, rounded
+// to nearest, ties to even; NaN stays a (quiet) NaN, infinities stay infinite,
+// finite values past the bf16 range round to infinity (as PyTorch's .bfloat16()).
+static inline SPREC_HOST_DEVICE uint16_t bf16_from_f32(float x) {
+    union { float f; uint32_t u; } v;
+    v.f = x;
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x0040u);
+    v.u += 0x7fffu + ((v.u >> 16) & 1u);
+    return (uint16_t)(v.u >> 16);
+}
+static inline SPREC_HOST_DEVICE float f32_from_bf16(uint16_t h) {
+    union { float f; uint32_t u; } v;
+    v.u = (uint32_t)h << 16;
+    return v.f;
+}
+
+// The DPO pair arithmetic every backend uses (double; device code too under nvcc).
 // log sigmoid(x) = -log(1 + exp(-x)) = min(x, 0) - log1p(exp(-|x|)): finite for every finite x
 static inline SPREC_HOST_DEVICE double dpo_log_sigmoid(double x) {
     return (x < 0 ? x : 0.0) - log1p(exp(-fabs(x)));
@@ -258,6 +308,10 @@ static inline SPREC_HOST_DEVICE double dpo_sigmoid(double x) {
 extern "C" {
 #endif
 const Backend *backend_cpu(void);
+// The CPU ops with bf16 act storage (kernels/cpu/bf16_emulated.c): every act
+// input widened, the fp32 op run, every act output rounded, exactly as the
+// CUDA backend stores; `--device cpu-bf16`, the GPU's numerics on any machine.
+const Backend *backend_cpu_bf16(void);
 // backend_cuda: NULL when sprec was built without nvcc; when built with it but
 // no GPU is usable, it exits with a one-line message.
 const Backend *backend_cuda(void);

@@ -65,8 +65,8 @@ pct = lambda x: "-" if x is None else f"{x:.1%}"
 key = lambda r: (r["name"], r.get("mode", "sft"))
 sprec = {key(r): r for r in rows if r["impl"] == "sprec"}
 print()
-print("| shape | mode | sprec tok/s | PyTorch tok/s | ratio | sprec ms/step | PyTorch ms/step | sprec MFU (TF32 / bf16 peak) "
-      "| PyTorch MFU (bf16 peak) | sprec peak | PyTorch peak | sprec extra | PyTorch extra |")
+print("| shape | mode | sprec tok/s | PyTorch tok/s | ratio | sprec ms/step | PyTorch ms/step | sprec MFU "
+      "| PyTorch MFU | sprec peak | PyTorch peak | sprec extra | PyTorch extra |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for k in dict.fromkeys(key(r) for r in rows):
     s = sprec.get(k) or {}
@@ -76,11 +76,11 @@ for k in dict.fromkeys(key(r) for r in rows):
         st, tt = s.get("tokens_per_s"), t.get("tokens_per_s")
         ratio = f"{st / tt:.2f}x" if st and tt and same else "-"
         print(f'| {k[0]} | {mode} | {st or "-"} | {tt or "-"} | {ratio} | {s.get("ms_per_step", "-")} | '
-              f'{t.get("ms_per_step", "-")} | {pct(s.get("mfu"))} / {pct(s.get("mfu_bf16"))} | {pct(t.get("mfu"))} | '
+              f'{t.get("ms_per_step", "-")} | {pct(s.get("mfu"))} | {pct(t.get("mfu"))} | '
               f'{gb(s.get("peak_bytes"))} | {gb(t.get("peak_bytes"))} | {gb(s.get("extra_bytes"))} | '
               f'{gb(t.get("extra_bytes"))} |')
-print("\nsprec: fp32 weights/activations with TF32 GEMMs (its MFU is against the TF32 peak, then the bf16 one);")
-print("PyTorch: bf16 autocast (MFU against the bf16 peak). peak = device memory at its peak (sprec: its allocator's")
+print("\nsprec: bf16 activations and compute weights, fp32 masters/gradients/moments, bf16 GEMMs; PyTorch: bf16")
+print("autocast. MFU: model FLOP/s over the GPU's dense bf16 peak. peak = device memory at its peak (sprec: its allocator's")
 print("counters; PyTorch: max_memory_allocated); extra = the peak minus what was held before the step.")
 print("generate: tokens = output tokens of the returned titles; ms/step = all prompts decoded once.")
 PY

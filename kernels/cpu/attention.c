@@ -59,8 +59,10 @@ static void causal_cols_gemm(float *c, int ldc, const float *p, const float *y, 
 }
 
 // out[B,T,NH,D], lse[B,NH,T]; q[B,T,NH,D], k,v[B,T,NKV,D]; lengths[B]
-void cpu_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+void cpu_attention_fwd(void *out_, float *lse, const void *q_, const void *k_, const void *v_,
                        const int *lengths, int B, int T, int NH, int NKV, int D) {
+    float *out = out_;
+    const float *q = q_, *k = k_, *v = v_;
     int group = NH / NKV, ldq = NH * D, ldk = NKV * D;
     float scale = 1.0f / sqrtf((float)D);
     // one [L,L] score/probability matrix per thread
@@ -127,9 +129,10 @@ static void add_head_partials(float *d, const float *part, const int *lengths,
 // dout,out[B,T,NH,D], lse[B,NH,T], q[B,T,NH,D], k,v[B,T,NKV,D], lengths[B].
 // With P = softmax(S), S = scale Q K^T:  dV = P^T dO;  dP = dO V^T;
 // dS = P * (dP - rowsum(dO * O));  dQ = scale dS K;  dK = scale dS^T Q.
-void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                       const float *lse, const float *q, const float *k, const float *v,
+void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const void *out_,
+                       const float *lse, const void *q_, const void *k_, const void *v_,
                        const int *lengths, int B, int T, int NH, int NKV, int D) {
+    const float *out = out_, *q = q_, *k = k_, *v = v_;
     int group = NH / NKV, ldq = NH * D, ldk = NKV * D;
     float scale = 1.0f / sqrtf((float)D);
     // With GQA several q heads feed one kv head. Rather than racing on dk/dv,

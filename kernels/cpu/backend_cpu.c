@@ -21,19 +21,29 @@ static void cpu_free(void *p) { free(p); }
 static void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
 static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
 
+// act is fp32 here, so the compute copy is a plain copy (none when in place)
+static void cpu_act_from_f32(void *dst, const float *src, size_t n) {
+    if (dst != src) memcpy(dst, src, n * sizeof(float));
+}
+
 // out[n] = a[n] + b[n]; out may alias a or b (elementwise, so that is safe)
-static void cpu_add(float *out, const float *a, const float *b, size_t n) {
+static void cpu_add(void *out_, const void *a_, const void *b_, size_t n) {
+    float *out = out_;
+    const float *a = a_, *b = b_;
     #pragma omp parallel for simd if (n >= CPU_PAR_MIN)
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
-
 
 static void cpu_scale(float *x, float s, size_t n) {
     #pragma omp parallel for simd if (n >= CPU_PAR_MIN)
     for (size_t i = 0; i < n; i++) x[i] *= s;
 }
+// act is fp32: the same op
+static void cpu_scale_act(void *x, float s, size_t n) { cpu_scale(x, s, n); }
 
-static void cpu_dropout_fwd(float *out, const float *inp, size_t n, float p, uint64_t key) {
+static void cpu_dropout_fwd(void *out_, const void *inp_, size_t n, float p, uint64_t key) {
+    float *out = out_;
+    const float *inp = inp_;
     const float k = 1.0f / (1.0f - p);
     #pragma omp parallel for if (n >= CPU_PAR_MIN)
     for (size_t i = 0; i < n; i++) out[i] = dropout_keep(key, i, p) ? inp[i] * k : 0.0f;
@@ -63,8 +73,9 @@ static void adamw_tensor(float *p, const float *g, float *m, float *v, size_t n,
     }
 }
 
-// The whole flat buffer, tensor by tensor (table is host memory here).
-static void cpu_adamw_multi(float *p, const float *g, float *m, float *v, size_t n,
+// The whole flat buffer, tensor by tensor (table is host memory here). The
+// compute copy pc is fp32 too: a copy of each stepped tensor, none when pc == p.
+static void cpu_adamw_multi(float *p, void *pc, const float *g, float *m, float *v, size_t n,
                             const AdamwTensor *table, int n_tensors, float lr, float beta1,
                             float beta2, float eps, float wd, float bc1, float bc2, float grad_scale) {
     for (int t = 0; t < n_tensors; t++) {
@@ -73,6 +84,7 @@ static void cpu_adamw_multi(float *p, const float *g, float *m, float *v, size_t
               "adamw: tensor %d [%zu, +%zu) outside the %zu-value buffer", t, e->offset, e->numel, n);
         adamw_tensor(p + e->offset, g + e->offset, m + e->offset, v + e->offset, e->numel, lr, beta1,
                      beta2, eps, e->decay ? wd : 0.0f, bc1, bc2, grad_scale);
+        cpu_act_from_f32((float *)pc + e->offset, p + e->offset, e->numel);
     }
 }
 
@@ -100,18 +112,21 @@ static double cpu_sumsq(const float *x, size_t n) {
 const Backend *backend_cpu(void) {
     static const Backend cpu = {
         .name = "cpu",
+        .act_bytes = sizeof(float),
         .alloc = cpu_alloc,
         .free = cpu_free,
         .upload = cpu_copy,
         .download = cpu_copy,
         .copy = cpu_copy,
         .zero = cpu_zero,
+        .act_from_f32 = cpu_act_from_f32,
         .matmul_fwd = cpu_matmul_fwd,
         .matmul_bwd = cpu_matmul_bwd,
         .embedding_fwd = cpu_embedding_fwd,
         .embedding_bwd = cpu_embedding_bwd,
         .rmsnorm_fwd = cpu_rmsnorm_fwd,
         .rmsnorm_bwd = cpu_rmsnorm_bwd,
+        .residual_rmsnorm_fwd = cpu_residual_rmsnorm_fwd,
         .rope_fwd = cpu_rope_fwd,
         .rope_bwd = cpu_rope_bwd,
         .attention_fwd = cpu_attention_fwd,
@@ -120,6 +135,7 @@ const Backend *backend_cpu(void) {
         .swiglu_bwd = cpu_swiglu_bwd,
         .add = cpu_add,
         .scale = cpu_scale,
+        .scale_act = cpu_scale_act,
         .dropout_fwd = cpu_dropout_fwd,
         .dropout_bwd = cpu_dropout_bwd,
         .logprob_fwd = cpu_logprob_fwd,

@@ -213,6 +213,8 @@ static void leave(void) {
 #define RUN(op, call, ...) do { const Arg args_[] = {__VA_ARGS__}; \
         enter(op, args_, (int)(sizeof args_ / sizeof args_[0])); call; leave(); } while (0)
 #define FL(n) ((size_t)(n) * sizeof(float))
+// act elements: this backend wraps the plain CPU ops, whose act type is fp32
+#define AC(n) ((size_t)(n) * sizeof(float))
 #define IN(n) ((size_t)(n) * sizeof(int))
 #define NN(x) ((x) > 0 ? (size_t)(x) : 0)
 
@@ -228,95 +230,106 @@ static void chk_copy(void *dst, const void *src, size_t bytes) {
     RUN("copy", cpu->copy(dst, src, bytes), DEV(dst, bytes), DEV(src, bytes));
 }
 static void chk_zero(void *p, size_t bytes) { RUN("zero", cpu->zero(p, bytes), DEV(p, bytes)); }
+static void chk_act_from_f32(void *dst, const float *src, size_t n) {
+    RUN("act_from_f32", cpu->act_from_f32(dst, src, n), DEV(dst, AC(n)), DEV(src, FL(n)));
+}
 
 // ---- ops: the CPU backend's, behind the checks ------------------------------------
 
-static void chk_matmul_fwd(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC) {
+static void chk_matmul_fwd(void *out, const void *inp, const void *w, const void *bias, int N, int C, int OC) {
     RUN("matmul_fwd", cpu->matmul_fwd(out, inp, w, bias, N, C, OC),
-        DEV(out, FL(NN(N) * OC)), DEV(inp, FL(NN(N) * C)), DEV(w, FL((size_t)OC * C)), OPT(bias, FL(OC)));
+        DEV(out, AC(NN(N) * OC)), DEV(inp, AC(NN(N) * C)), DEV(w, AC((size_t)OC * C)), OPT(bias, AC(OC)));
 }
-static void chk_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
-                           const float *w, int N, int C, int OC) {
+static void chk_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, const void *inp,
+                           const void *w, int N, int C, int OC) {
     RUN("matmul_bwd", cpu->matmul_bwd(dinp, dw, dbias, dout, inp, w, N, C, OC),
         OPT(dinp, FL(NN(N) * C)), OPT(dw, FL((size_t)OC * C)), OPT(dbias, FL(OC)), DEV(dout, FL(NN(N) * OC)),
         // inp is read only for dw, w only for dinp (model_merge_lora passes a stand-in inp)
-        {inp, dw ? FL(NN(N) * C) : 0, "inp", !dw}, {w, dinp ? FL((size_t)OC * C) : 0, "w", !dinp});
+        {inp, dw ? AC(NN(N) * C) : 0, "inp", !dw}, {w, dinp ? AC((size_t)OC * C) : 0, "w", !dinp});
 }
-static void chk_embedding_fwd(float *out, const int *tokens, const float *wte, int N, int C) {
+static void chk_embedding_fwd(void *out, const int *tokens, const void *wte, int N, int C) {
     RUN("embedding_fwd", cpu->embedding_fwd(out, tokens, wte, N, C),
-        DEV(out, FL(NN(N) * C)), DEV(tokens, IN(NN(N))), DEV(wte, FL(C)));
+        DEV(out, AC(NN(N) * C)), DEV(tokens, IN(NN(N))), DEV(wte, AC(C)));
 }
 static void chk_embedding_bwd(float *dwte, const float *dout, const int *tokens, int N, int C, int V) {
     RUN("embedding_bwd", cpu->embedding_bwd(dwte, dout, tokens, N, C, V),
         DEV(dwte, FL((size_t)V * C)), DEV(dout, FL(NN(N) * C)), DEV(tokens, IN(NN(N))));
 }
-static void chk_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *weight, float eps, int N, int C) {
+static void chk_rmsnorm_fwd(void *out, float *rstd, const void *inp, const void *weight, float eps, int N, int C) {
     RUN("rmsnorm_fwd", cpu->rmsnorm_fwd(out, rstd, inp, weight, eps, N, C),
-        DEV(out, FL(NN(N) * C)), DEV(rstd, FL(NN(N))), DEV(inp, FL(NN(N) * C)), DEV(weight, FL(C)));
+        DEV(out, AC(NN(N) * C)), DEV(rstd, FL(NN(N))), DEV(inp, AC(NN(N) * C)), DEV(weight, AC(C)));
 }
-static void chk_rmsnorm_bwd(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+static void chk_rmsnorm_bwd(float *dinp, float *dweight, const float *dout, const void *inp, const void *weight,
                             const float *rstd, int N, int C) {
     RUN("rmsnorm_bwd", cpu->rmsnorm_bwd(dinp, dweight, dout, inp, weight, rstd, N, C),
-        OPT(dinp, FL(NN(N) * C)), OPT(dweight, FL(C)), DEV(dout, FL(NN(N) * C)), DEV(inp, FL(NN(N) * C)),
-        DEV(weight, FL(C)), DEV(rstd, FL(NN(N))));
+        OPT(dinp, FL(NN(N) * C)), OPT(dweight, FL(C)), DEV(dout, FL(NN(N) * C)), DEV(inp, AC(NN(N) * C)),
+        DEV(weight, AC(C)), DEV(rstd, FL(NN(N))));
 }
-static void chk_rope_fwd(float *x, const float *cos, const float *sin, int B, int T, int H, int D) {
+static void chk_residual_rmsnorm_fwd(void *res, void *out, float *rstd, const void *a, const void *b,
+                                     const void *weight, float eps, int N, int C) {
+    const size_t n = NN(N) * C;
+    RUN("residual_rmsnorm_fwd", cpu->residual_rmsnorm_fwd(res, out, rstd, a, b, weight, eps, N, C),
+        DEV(res, AC(n)), DEV(out, AC(n)), DEV(rstd, FL(NN(N))), DEV(a, AC(n)), DEV(b, AC(n)), DEV(weight, AC(C)));
+}
+static void chk_rope_fwd(void *x, const float *cos, const float *sin, int B, int T, int H, int D) {
     RUN("rope_fwd", cpu->rope_fwd(x, cos, sin, B, T, H, D),
-        DEV(x, FL(NN(B) * T * H * D)), DEV(cos, FL((size_t)T * (D / 2))), DEV(sin, FL((size_t)T * (D / 2))));
+        DEV(x, AC(NN(B) * T * H * D)), DEV(cos, FL((size_t)T * (D / 2))), DEV(sin, FL((size_t)T * (D / 2))));
 }
 static void chk_rope_bwd(float *dx, const float *cos, const float *sin, int B, int T, int H, int D) {
     RUN("rope_bwd", cpu->rope_bwd(dx, cos, sin, B, T, H, D),
         DEV(dx, FL(NN(B) * T * H * D)), DEV(cos, FL((size_t)T * (D / 2))), DEV(sin, FL((size_t)T * (D / 2))));
 }
-static void chk_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+static void chk_attention_fwd(void *out, float *lse, const void *q, const void *k, const void *v,
                               const int *lengths, int B, int T, int NH, int NKV, int D) {
     const size_t nq = NN(B) * T * NH * D, nk = NN(B) * T * NKV * D;
     RUN("attention_fwd", cpu->attention_fwd(out, lse, q, k, v, lengths, B, T, NH, NKV, D),
-        DEV(out, FL(nq)), DEV(lse, FL(NN(B) * NH * T)), DEV(q, FL(nq)), DEV(k, FL(nk)), DEV(v, FL(nk)),
+        DEV(out, AC(nq)), DEV(lse, FL(NN(B) * NH * T)), DEV(q, AC(nq)), DEV(k, AC(nk)), DEV(v, AC(nk)),
         DEV(lengths, IN(NN(B))));
 }
-static void chk_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
-                              const float *q, const float *k, const float *v, const int *lengths,
+static void chk_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const void *out, const float *lse,
+                              const void *q, const void *k, const void *v, const int *lengths,
                               int B, int T, int NH, int NKV, int D) {
     const size_t nq = NN(B) * T * NH * D, nk = NN(B) * T * NKV * D;
     RUN("attention_bwd", cpu->attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, lengths, B, T, NH, NKV, D),
-        OPT(dq, FL(nq)), OPT(dk, FL(nk)), OPT(dv, FL(nk)), DEV(dout, FL(nq)), DEV(out, FL(nq)),
-        DEV(lse, FL(NN(B) * NH * T)), DEV(q, FL(nq)), DEV(k, FL(nk)), DEV(v, FL(nk)), DEV(lengths, IN(NN(B))));
+        OPT(dq, FL(nq)), OPT(dk, FL(nk)), OPT(dv, FL(nk)), DEV(dout, FL(nq)), DEV(out, AC(nq)),
+        DEV(lse, FL(NN(B) * NH * T)), DEV(q, AC(nq)), DEV(k, AC(nk)), DEV(v, AC(nk)), DEV(lengths, IN(NN(B))));
 }
-static void chk_swiglu_fwd(float *out, const float *gate, const float *up, size_t n) {
-    RUN("swiglu_fwd", cpu->swiglu_fwd(out, gate, up, n), DEV(out, FL(n)), DEV(gate, FL(n)), DEV(up, FL(n)));
+static void chk_swiglu_fwd(void *out, const void *gate, const void *up, size_t n) {
+    RUN("swiglu_fwd", cpu->swiglu_fwd(out, gate, up, n), DEV(out, AC(n)), DEV(gate, AC(n)), DEV(up, AC(n)));
 }
-static void chk_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n) {
+static void chk_swiglu_bwd(float *dgate, float *dup, const float *dout, const void *gate, const void *up, size_t n) {
     RUN("swiglu_bwd", cpu->swiglu_bwd(dgate, dup, dout, gate, up, n),
-        OPT(dgate, FL(n)), OPT(dup, FL(n)), DEV(dout, FL(n)), DEV(gate, FL(n)), DEV(up, FL(n)));
+        OPT(dgate, FL(n)), OPT(dup, FL(n)), DEV(dout, FL(n)), DEV(gate, AC(n)), DEV(up, AC(n)));
 }
-static void chk_add(float *out, const float *a, const float *b, size_t n) {
-    RUN("add", cpu->add(out, a, b, n), DEV(out, FL(n)), DEV(a, FL(n)), DEV(b, FL(n)));
+static void chk_add(void *out, const void *a, const void *b, size_t n) {
+    RUN("add", cpu->add(out, a, b, n), DEV(out, AC(n)), DEV(a, AC(n)), DEV(b, AC(n)));
 }
 static void chk_scale(float *x, float s, size_t n) { RUN("scale", cpu->scale(x, s, n), DEV(x, FL(n))); }
-static void chk_dropout_fwd(float *out, const float *inp, size_t n, float p, uint64_t key) {
-    RUN("dropout_fwd", cpu->dropout_fwd(out, inp, n, p, key), DEV(out, FL(n)), DEV(inp, FL(n)));
+static void chk_scale_act(void *x, float s, size_t n) { RUN("scale_act", cpu->scale_act(x, s, n), DEV(x, AC(n))); }
+static void chk_dropout_fwd(void *out, const void *inp, size_t n, float p, uint64_t key) {
+    RUN("dropout_fwd", cpu->dropout_fwd(out, inp, n, p, key), DEV(out, AC(n)), DEV(inp, AC(n)));
 }
 static void chk_dropout_bwd(float *dinp, const float *dout, size_t n, float p, uint64_t key) {
     RUN("dropout_bwd", cpu->dropout_bwd(dinp, dout, n, p, key), DEV(dinp, FL(n)), DEV(dout, FL(n)));
 }
-static void chk_logprob_fwd(float *logprob, float *lse, const float *h, const float *w, const int *rows,
+static void chk_logprob_fwd(float *logprob, float *lse, const void *h, const void *w, const int *rows,
                             const int *targets, int n, int C, int V) {
     RUN("logprob_fwd", cpu->logprob_fwd(logprob, lse, h, w, rows, targets, n, C, V),
-        DEV(logprob, FL(NN(n))), DEV(lse, FL(NN(n))), DEV(h, FL(C)), DEV(w, FL((size_t)V * C)),
+        DEV(logprob, FL(NN(n))), DEV(lse, FL(NN(n))), DEV(h, AC(C)), DEV(w, AC((size_t)V * C)),
         DEV(rows, IN(NN(n))), DEV(targets, IN(NN(n))));
 }
-static void chk_logprob_bwd(float *dh, float *dw, const float *h, const float *w, const int *rows, const int *targets,
+static void chk_logprob_bwd(float *dh, float *dw, const void *h, const void *w, const int *rows, const int *targets,
                             const float *lse, const float *weight, int n, int C, int V) {
     RUN("logprob_bwd", cpu->logprob_bwd(dh, dw, h, w, rows, targets, lse, weight, n, C, V),
-        OPT(dh, FL(C)), OPT(dw, FL((size_t)V * C)), DEV(h, FL(C)), DEV(w, FL((size_t)V * C)),
+        OPT(dh, FL(C)), OPT(dw, FL((size_t)V * C)), DEV(h, AC(C)), DEV(w, AC((size_t)V * C)),
         DEV(rows, IN(NN(n))), DEV(targets, IN(NN(n))), DEV(lse, FL(NN(n))), DEV(weight, FL(NN(n))));
 }
-static void chk_adamw_multi(float *p, const float *g, float *m, float *v, size_t n, const AdamwTensor *table,
-                      int n_tensors, float lr, float beta1, float beta2, float eps, float wd, float bc1, float bc2,
-                      float grad_scale) {
-    RUN("adamw_multi", cpu->adamw_multi(p, g, m, v, n, table, n_tensors, lr, beta1, beta2, eps, wd, bc1, bc2, grad_scale),
-        DEV(p, FL(n)), DEV(g, FL(n)), DEV(m, FL(n)), DEV(v, FL(n)),
+static void chk_adamw_multi(float *p, void *pc, const float *g, float *m, float *v, size_t n,
+                            const AdamwTensor *table, int n_tensors, float lr, float beta1, float beta2, float eps,
+                            float wd, float bc1, float bc2, float grad_scale) {
+    RUN("adamw_multi",
+        cpu->adamw_multi(p, pc, g, m, v, n, table, n_tensors, lr, beta1, beta2, eps, wd, bc1, bc2, grad_scale),
+        DEV(p, FL(n)), DEV(pc, AC(n)), DEV(g, FL(n)), DEV(m, FL(n)), DEV(v, FL(n)),
         DEV(table, (size_t)NN(n_tensors) * sizeof(AdamwTensor)));
 }
 static double chk_sumsq(const float *x, size_t n) {
@@ -338,59 +351,61 @@ static void chk_dpo_loss(double *out, double *w, float *tw, const double *lp, co
         {rows[0].p, rows[0].need, rows[0].name, n_rows <= 0}, {rows[1].p, rows[1].need, rows[1].name, n_rows <= 0},
         {rows[2].p, rows[2].need, rows[2].name, n_rows <= 0});
 }
-static void chk_rope_at_fwd(float *x, const float *cos, const float *sin, const int *pos, int N, int H, int D) {
+static void chk_rope_at_fwd(void *x, const float *cos, const float *sin, const int *pos, int N, int H, int D) {
     RUN("rope_at_fwd", cpu->rope_at_fwd(x, cos, sin, pos, N, H, D),
-        DEV(x, FL(NN(N) * H * D)), DEV(cos, FL(D / 2)), DEV(sin, FL(D / 2)), DEV(pos, IN(NN(N))));
+        DEV(x, AC(NN(N) * H * D)), DEV(cos, FL(D / 2)), DEV(sin, FL(D / 2)), DEV(pos, IN(NN(N))));
 }
-static void chk_kv_write(void *cache, const float *x, const int *start, const int *n_new, int R, int S, int P, int W) {
+static void chk_kv_write(void *cache, const void *x, const int *start, const int *n_new, int R, int S, int P, int W) {
     RUN("kv_write", cpu->kv_write(cache, x, start, n_new, R, S, P, W),
-        DEV(cache, FL(NN(R) * P * W)), DEV(x, FL(NN(R) * S * W)), DEV(start, IN(NN(R))), DEV(n_new, IN(NN(R))));
+        DEV(cache, FL(NN(R) * P * W)), DEV(x, AC(NN(R) * S * W)), DEV(start, IN(NN(R))), DEV(n_new, IN(NN(R))));
 }
-static void chk_attention_cached_fwd(float *out, const float *q, const void *kc, const void *vc, const int *start,
+static void chk_attention_cached_fwd(void *out, const void *q, const void *kc, const void *vc, const int *start,
                                      const int *n_new, int R, int S, int P, int NH, int NKV, int D) {
     const size_t nq = NN(R) * S * NH * D, nc = NN(R) * P * NKV * D;
     RUN("attention_cached_fwd", cpu->attention_cached_fwd(out, q, kc, vc, start, n_new, R, S, P, NH, NKV, D),
-        DEV(out, FL(nq)), DEV(q, FL(nq)), DEV(kc, FL(nc)), DEV(vc, FL(nc)), DEV(start, IN(NN(R))),
+        DEV(out, AC(nq)), DEV(q, AC(nq)), DEV(kc, FL(nc)), DEV(vc, FL(nc)), DEV(start, IN(NN(R))),
         DEV(n_new, IN(NN(R))));
 }
 static void chk_kv_gather(void *cache, const int *src, int R, int len, int P, int W) {
     RUN("kv_gather", cpu->kv_gather(cache, src, R, len, P, W), DEV(cache, FL(NN(R) * P * W)), DEV(src, IN(NN(R))));
 }
-static void chk_gather_rows(float *out, const float *inp, const int *rows, int N, int C) {
+static void chk_gather_rows(void *out, const void *inp, const int *rows, int N, int C) {
     RUN("gather_rows", cpu->gather_rows(out, inp, rows, N, C),
-        DEV(out, FL(NN(N) * C)), DEV(inp, FL(C)), DEV(rows, IN(NN(N))));
+        DEV(out, AC(NN(N) * C)), DEV(inp, AC(C)), DEV(rows, IN(NN(N))));
 }
 
-static void chk_logits_lse_topk(double *lse, int *top_id, float *top_val, const float *logits, int N, int V, int k) {
+static void chk_logits_lse_topk(double *lse, int *top_id, float *top_val, const void *logits, int N, int V, int k) {
     const size_t nk = NN(N) * NN(k);
     const Arg top[] = {DEV(top_id, IN(nk)), DEV(top_val, FL(nk))};
     RUN("logits_lse_topk", cpu->logits_lse_topk(lse, top_id, top_val, logits, N, V, k),
-        DEV(lse, NN(N) * sizeof(double)), DEV(logits, FL(NN(N) * V)),   // top_*: unused (may be NULL) when k = 0
+        DEV(lse, NN(N) * sizeof(double)), DEV(logits, AC(NN(N) * V)),   // top_*: unused (may be NULL) when k = 0
         {top[0].p, top[0].need, top[0].name, k <= 0}, {top[1].p, top[1].need, top[1].name, k <= 0});
 }
 // out and cols hold off[N] entries (a device value): only their start is checked
-static void chk_gather_cols(float *out, const float *logits, const int *off, const int *cols, int N, int V) {
+static void chk_gather_cols(float *out, const void *logits, const int *off, const int *cols, int N, int V) {
     RUN("gather_cols", cpu->gather_cols(out, logits, off, cols, N, V),
-        DEV(out, 0), DEV(logits, FL(NN(N) * V)), DEV(off, IN(NN(N) + 1)), DEV(cols, 0));
+        DEV(out, 0), DEV(logits, AC(NN(N) * V)), DEV(off, IN(NN(N) + 1)), DEV(cols, 0));
 }
 
 // a new Backend op needs its wrapper here: this count fails the build until then
 // (mem_stats, optional and NULL on the CPU, has none: it touches no device buffer)
-_Static_assert(sizeof(Backend) == sizeof(const char *) + 37 * sizeof(void (*)(void)),
+_Static_assert(sizeof(Backend) == sizeof(const char *) + sizeof(size_t) + 40 * sizeof(void (*)(void)),
                "kernels/backend.h changed: wrap the new op in kernels/cpu/checked.c and update this count");
 
 const Backend *backend_cpu_checked(void) {
     static const Backend checked = {
         .name = "cpu-checked",
+        .act_bytes = sizeof(float),   // the CPU ops' act type (AC above)
         .alloc = chk_alloc, .free = chk_free, .upload = chk_upload, .download = chk_download,
-        .copy = chk_copy, .zero = chk_zero,
+        .copy = chk_copy, .zero = chk_zero, .act_from_f32 = chk_act_from_f32,
         .matmul_fwd = chk_matmul_fwd, .matmul_bwd = chk_matmul_bwd,
         .embedding_fwd = chk_embedding_fwd, .embedding_bwd = chk_embedding_bwd,
         .rmsnorm_fwd = chk_rmsnorm_fwd, .rmsnorm_bwd = chk_rmsnorm_bwd,
+        .residual_rmsnorm_fwd = chk_residual_rmsnorm_fwd,
         .rope_fwd = chk_rope_fwd, .rope_bwd = chk_rope_bwd,
         .attention_fwd = chk_attention_fwd, .attention_bwd = chk_attention_bwd,
         .swiglu_fwd = chk_swiglu_fwd, .swiglu_bwd = chk_swiglu_bwd,
-        .add = chk_add, .scale = chk_scale, .dropout_fwd = chk_dropout_fwd, .dropout_bwd = chk_dropout_bwd,
+        .add = chk_add, .scale = chk_scale, .scale_act = chk_scale_act, .dropout_fwd = chk_dropout_fwd, .dropout_bwd = chk_dropout_bwd,
         .logprob_fwd = chk_logprob_fwd, .logprob_bwd = chk_logprob_bwd,
         .adamw_multi = chk_adamw_multi, .sumsq = chk_sumsq, .seq_logprob = chk_seq_logprob, .dpo_loss = chk_dpo_loss,
         .kv_alloc = chk_kv_alloc, .rope_at_fwd = chk_rope_at_fwd, .kv_write = chk_kv_write,

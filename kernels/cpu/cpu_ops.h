@@ -43,29 +43,34 @@ static inline float cpu_expf(float x) {
     return x < -87.0f ? 0.0f : x > 88.0f ? INFINITY : y;
 }
 
-void cpu_matmul_fwd(float *out, const float *inp, const float *w, const float *bias,
+// The act arguments (void *, see kernels/backend.h) are fp32 on this backend
+// (act_bytes == sizeof(float)): a definition takes them as NAME_ and computes
+// on a float *NAME local, so the arithmetic is exactly the fp32 one.
+void cpu_matmul_fwd(void *out, const void *inp, const void *w, const void *bias,
                     int N, int C, int OC);
 void cpu_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout,
-                    const float *inp, const float *w, int N, int C, int OC);
-void cpu_embedding_fwd(float *out, const int *tokens, const float *wte, int N, int C);
+                    const void *inp, const void *w, int N, int C, int OC);
+void cpu_embedding_fwd(void *out, const int *tokens, const void *wte, int N, int C);
 void cpu_embedding_bwd(float *dwte, const float *dout, const int *tokens, int N, int C, int V);
-void cpu_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *weight,
+void cpu_rmsnorm_fwd(void *out, float *rstd, const void *inp, const void *weight,
                      float eps, int N, int C);
-void cpu_rmsnorm_bwd(float *dinp, float *dweight, const float *dout, const float *inp,
-                     const float *weight, const float *rstd, int N, int C);
-void cpu_rope_fwd(float *x, const float *cos_tab, const float *sin_tab, int B, int T, int H, int D);
+void cpu_residual_rmsnorm_fwd(void *res, void *out, float *rstd, const void *a, const void *b,
+                              const void *weight, float eps, int N, int C);
+void cpu_rmsnorm_bwd(float *dinp, float *dweight, const float *dout, const void *inp,
+                     const void *weight, const float *rstd, int N, int C);
+void cpu_rope_fwd(void *x, const float *cos_tab, const float *sin_tab, int B, int T, int H, int D);
 void cpu_rope_bwd(float *dx, const float *cos_tab, const float *sin_tab, int B, int T, int H, int D);
-void cpu_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+void cpu_attention_fwd(void *out, float *lse, const void *q, const void *k, const void *v,
                        const int *lengths, int B, int T, int NH, int NKV, int D);
-void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                       const float *lse, const float *q, const float *k, const float *v,
+void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const void *out,
+                       const float *lse, const void *q, const void *k, const void *v,
                        const int *lengths, int B, int T, int NH, int NKV, int D);
-void cpu_swiglu_fwd(float *out, const float *gate, const float *up, size_t n);
-void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
-                    const float *up, size_t n);
-void cpu_logprob_fwd(float *logprob, float *lse, const float *h, const float *w,
+void cpu_swiglu_fwd(void *out, const void *gate, const void *up, size_t n);
+void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const void *gate,
+                    const void *up, size_t n);
+void cpu_logprob_fwd(float *logprob, float *lse, const void *h, const void *w,
                      const int *rows, const int *targets, int n, int C, int V);
-void cpu_logprob_bwd(float *dh, float *dw, const float *h, const float *w,
+void cpu_logprob_bwd(float *dh, float *dw, const void *h, const void *w,
                      const int *rows, const int *targets, const float *lse,
                      const float *weight, int n, int C, int V);
 // dpo.c: sequence log-probs and the DPO loss with its reweighting (double)
@@ -75,14 +80,14 @@ void cpu_dpo_loss(double *out, double *w, float *tw, const double *lp, const dou
                   int n_rows);
 // decode.c: KV-cache decoding (forward only)
 void *cpu_kv_alloc(size_t n);
-void cpu_rope_at_fwd(float *x, const float *cos_tab, const float *sin_tab, const int *pos, int N, int H, int D);
-void cpu_kv_write(void *cache, const float *x, const int *start, const int *n_new, int R, int S, int P, int W);
-void cpu_attention_cached_fwd(float *out, const float *q, const void *kc, const void *vc, const int *start,
+void cpu_rope_at_fwd(void *x, const float *cos_tab, const float *sin_tab, const int *pos, int N, int H, int D);
+void cpu_kv_write(void *cache, const void *x, const int *start, const int *n_new, int R, int S, int P, int W);
+void cpu_attention_cached_fwd(void *out, const void *q, const void *kc, const void *vc, const int *start,
                               const int *n_new, int R, int S, int P, int NH, int NKV, int D);
 void cpu_kv_gather(void *cache, const int *src, int R, int len, int P, int W);
-void cpu_gather_rows(float *out, const float *inp, const int *rows, int N, int C);
+void cpu_gather_rows(void *out, const void *inp, const int *rows, int N, int C);
 // select.c: token selection without the [N x V] download
-void cpu_logits_lse_topk(double *lse, int *top_id, float *top_val, const float *logits, int N, int V, int k);
-void cpu_gather_cols(float *out, const float *logits, const int *off, const int *cols, int N, int V);
+void cpu_logits_lse_topk(double *lse, int *top_id, float *top_val, const void *logits, int N, int V, int k);
+void cpu_gather_cols(float *out, const void *logits, const int *off, const int *cols, int N, int V);
 
 #endif

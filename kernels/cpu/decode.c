@@ -15,8 +15,9 @@ void *cpu_kv_alloc(size_t n) { return backend_cpu()->alloc(n * sizeof(float)); }
 
 // x[N,H,D] in place; row n rotated by the angle of position pos[n];
 // cos_tab, sin_tab [P, D/2]. Same arithmetic as rope.c's forward rotation.
-void cpu_rope_at_fwd(float *x, const float *cos_tab, const float *sin_tab, const int *pos,
+void cpu_rope_at_fwd(void *x_, const float *cos_tab, const float *sin_tab, const int *pos,
                      int N, int H, int D) {
+    float *x = x_;
     int half = D / 2;
     #pragma omp parallel for if ((size_t)N * H * D >= CPU_PAR_MIN)
     for (int n = 0; n < N; n++) {
@@ -34,9 +35,10 @@ void cpu_rope_at_fwd(float *x, const float *cos_tab, const float *sin_tab, const
 }
 
 // cache[R,P,W]: row (b, start[b]+s) <- x[b,s,:] for s < n_new[b];  x[R,S,W]
-void cpu_kv_write(void *cache, const float *x, const int *start, const int *n_new,
+void cpu_kv_write(void *cache, const void *x_, const int *start, const int *n_new,
                   int R, int S, int P, int W) {
     float *c = cache;
+    const float *x = x_;
     for (int b = 0; b < R; b++)
         if (n_new[b] > 0)
             memcpy(c + ((size_t)b * P + start[b]) * W, x + (size_t)b * S * W,
@@ -46,10 +48,11 @@ void cpu_kv_write(void *cache, const float *x, const int *start, const int *n_ne
 // out[R,S,NH,D]; q[R,S,NH,D]; kc, vc [R,P,NKV,D]. One (row, new position,
 // head) per task: a decode step has few queries, each against a long cache,
 // so a dot product per key beats an sgemm call here.
-void cpu_attention_cached_fwd(float *out, const float *q, const void *kc, const void *vc,
+void cpu_attention_cached_fwd(void *out_, const void *q_, const void *kc, const void *vc,
                               const int *start, const int *n_new, int R, int S, int P,
                               int NH, int NKV, int D) {
-    const float *k = kc, *v = vc;
+    float *out = out_;
+    const float *q = q_, *k = kc, *v = vc;
     const int group = NH / NKV, W = NKV * D;
     const float scale = 1.0f / sqrtf((float)D);
     float *scratch = xmalloc((size_t)omp_get_max_threads() * P * sizeof(float));
@@ -114,7 +117,9 @@ void cpu_kv_gather(void *cache, const int *src, int R, int len, int P, int W) {
 }
 
 // out[N,C] = inp[rows[n], :]
-void cpu_gather_rows(float *out, const float *inp, const int *rows, int N, int C) {
+void cpu_gather_rows(void *out_, const void *inp_, const int *rows, int N, int C) {
+    float *out = out_;
+    const float *inp = inp_;
     for (int n = 0; n < N; n++)
         memcpy(out + (size_t)n * C, inp + (size_t)rows[n] * C, (size_t)C * sizeof(float));
 }

@@ -4,7 +4,9 @@
 #include "cpu_ops.h"
 
 // out[N,C] = wte[tokens[n], :], tokens[N], wte[V,C]
-void cpu_embedding_fwd(float *out, const int *tokens, const float *wte, int N, int C) {
+void cpu_embedding_fwd(void *out_, const int *tokens, const void *wte_, int N, int C) {
+    float *out = out_;
+    const float *wte = wte_;
     #pragma omp parallel for
     for (int n = 0; n < N; n++)
         memcpy(out + (size_t)n * C, wte + (size_t)tokens[n] * C, (size_t)C * sizeof(float));

@@ -48,8 +48,9 @@ static float logsumexp(const float *x, int V) {
 }
 
 // logprob[n], lse[n]; h[*,C], w[V,C]; rows[n], targets[n]
-void cpu_logprob_fwd(float *logprob, float *lse, const float *h, const float *w,
+void cpu_logprob_fwd(float *logprob, float *lse, const void *h_, const void *w_,
                      const int *rows, const int *targets, int n, int C, int V) {
+    const float *h = h_, *w = w_;
     int R = chunk_rows(n, V);
     float *hc = xmalloc((size_t)R * C * sizeof(float));
     float *logits = xmalloc((size_t)R * V * sizeof(float));
@@ -73,9 +74,10 @@ void cpu_logprob_fwd(float *logprob, float *lse, const float *h, const float *w,
 // Loss -sum_i weight[i] * logprob[i]:  dlogits = weight * (softmax - onehot(target)).
 // dh[rows[i],:] += dlogits @ w;  dw[V,C] += dlogits^T @ h[rows]  (dh or dw may be NULL).
 // h[*,C], w[V,C]; rows[n] (distinct), targets[n], lse[n] from the forward, weight[n].
-void cpu_logprob_bwd(float *dh, float *dw, const float *h, const float *w,
+void cpu_logprob_bwd(float *dh, float *dw, const void *h_, const void *w_,
                      const int *rows, const int *targets, const float *lse,
                      const float *weight, int n, int C, int V) {
+    const float *h = h_, *w = w_;
     // rows of weight 0 have no gradient: drop them before any product
     int *live = xmalloc((size_t)n * sizeof(int));
     int nl = 0;

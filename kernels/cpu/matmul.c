@@ -4,8 +4,10 @@
 #include "cpu_ops.h"
 
 // out[N,OC] = inp[N,C] @ w[OC,C]^T (+ bias[OC], or NULL)
-void cpu_matmul_fwd(float *out, const float *inp, const float *w, const float *bias,
+void cpu_matmul_fwd(void *out_, const void *inp_, const void *w_, const void *bias_,
                     int N, int C, int OC) {
+    float *out = out_;
+    const float *inp = inp_, *w = w_, *bias = bias_;
     if (bias) {
         // seed out with the bias, then let sgemm accumulate onto it (beta = 1)
         #pragma omp parallel for
@@ -19,7 +21,8 @@ void cpu_matmul_fwd(float *out, const float *inp, const float *w, const float *b
 // dinp[N,C] += dout[N,OC] @ w[OC,C];  dw[OC,C] += dout^T @ inp[N,C];
 // dbias[OC] += colsum(dout). Any gradient output may be NULL.
 void cpu_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout,
-                    const float *inp, const float *w, int N, int C, int OC) {
+                    const void *inp_, const void *w_, int N, int C, int OC) {
+    const float *inp = inp_, *w = w_;
     if (dinp)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC,
                     1.0f, dout, OC, w, C, 1.0f, dinp, C);

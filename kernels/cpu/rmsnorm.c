@@ -5,27 +5,46 @@
 #include "../../host/check.h"
 #include "cpu_ops.h"
 
+// One row: y = weight * (x * rstd); returns rstd.
+static inline float norm_row(float *y, const float *x, const float *weight, float eps, int C) {
+    double ss = 0.0;   // double: the mean of squares must not lose the small terms
+    #pragma omp simd reduction(+:ss)
+    for (int c = 0; c < C; c++) ss += (double)x[c] * x[c];
+    float r = (float)(1.0 / sqrt(ss / C + eps));
+    for (int c = 0; c < C; c++) y[c] = weight[c] * (x[c] * r);
+    return r;
+}
+
 // out[N,C], rstd[N], inp[N,C], weight[C]
-void cpu_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *weight,
+void cpu_rmsnorm_fwd(void *out_, float *rstd, const void *inp_, const void *weight_,
                      float eps, int N, int C) {
+    float *out = out_;
+    const float *inp = inp_, *weight = weight_;
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) rstd[n] = norm_row(out + (size_t)n * C, inp + (size_t)n * C, weight, eps, C);
+}
+
+// res[N,C] = a + b, then out[N,C], rstd[N] = rmsnorm(res): row by row, so the
+// row is still in cache for the norm (res may alias a or b: each element is
+// read before it is written).
+void cpu_residual_rmsnorm_fwd(void *res_, void *out_, float *rstd, const void *a_, const void *b_,
+                              const void *weight_, float eps, int N, int C) {
+    float *res = res_, *out = out_;
+    const float *a = a_, *b = b_, *weight = weight_;
     #pragma omp parallel for
     for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        float *y = out + (size_t)n * C;
-        double ss = 0.0;   // double: the mean of squares must not lose the small terms
-        #pragma omp simd reduction(+:ss)
-        for (int c = 0; c < C; c++) ss += (double)x[c] * x[c];
-        float r = (float)(1.0 / sqrt(ss / C + eps));
-        for (int c = 0; c < C; c++) y[c] = weight[c] * (x[c] * r);
-        rstd[n] = r;
+        const size_t o = (size_t)n * C;
+        for (int c = 0; c < C; c++) res[o + c] = a[o + c] + b[o + c];
+        rstd[n] = norm_row(out + o, res + o, weight, eps, C);
     }
 }
 
 // dinp[N,C] += dL/dx;  dweight[C] += sum_n dout * x * rstd   (either may be NULL)
 // dout[N,C], inp[N,C], weight[C], rstd[N] from the forward.
 // With y = w x r:  dx_j = r w_j g_j - x_j r^3/C * sum_i g_i w_i x_i.
-void cpu_rmsnorm_bwd(float *dinp, float *dweight, const float *dout, const float *inp,
-                     const float *weight, const float *rstd, int N, int C) {
+void cpu_rmsnorm_bwd(float *dinp, float *dweight, const float *dout, const void *inp_,
+                     const void *weight_, const float *rstd, int N, int C) {
+    const float *inp = inp_, *weight = weight_;
     // dweight sums over rows: one partial per thread over a static row split,
     // added in thread order afterwards, so runs are bit-identical.
     int nt = omp_get_max_threads();

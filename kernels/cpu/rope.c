@@ -24,7 +24,7 @@ static void rotate(float *x, const float *cos_tab, const float *sin_tab,
 }
 
 // x[B,T,H,D] in place; cos_tab, sin_tab [T, D/2]
-void cpu_rope_fwd(float *x, const float *cos_tab, const float *sin_tab, int B, int T, int H, int D) {
+void cpu_rope_fwd(void *x, const float *cos_tab, const float *sin_tab, int B, int T, int H, int D) {
     rotate(x, cos_tab, sin_tab, B, T, H, D, 1.0f);
 }
 

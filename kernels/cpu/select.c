@@ -38,14 +38,16 @@ static void lse_topk_row(double *lse, int *ti, float *tv, const float *x, int V,
     for (int i = n; i < k; i++) { ti[i] = -1; tv[i] = -INFINITY; }
 }
 
-void cpu_logits_lse_topk(double *lse, int *top_id, float *top_val, const float *logits, int N, int V, int k) {
+void cpu_logits_lse_topk(double *lse, int *top_id, float *top_val, const void *logits_, int N, int V, int k) {
+    const float *logits = logits_;
     #pragma omp parallel for schedule(dynamic) if ((size_t)N * V >= CPU_PAR_MIN)
     for (int n = 0; n < N; n++)
         lse_topk_row(lse + n, k > 0 ? top_id + (size_t)n * k : NULL, k > 0 ? top_val + (size_t)n * k : NULL,
                      logits + (size_t)n * V, V, k);
 }
 
-void cpu_gather_cols(float *out, const float *logits, const int *off, const int *cols, int N, int V) {
+void cpu_gather_cols(float *out, const void *logits_, const int *off, const int *cols, int N, int V) {
+    const float *logits = logits_;
     for (int n = 0; n < N; n++)
         for (int j = off[n]; j < off[n + 1]; j++) out[j] = logits[(size_t)n * V + cols[j]];
 }

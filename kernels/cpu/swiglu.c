@@ -5,15 +5,18 @@
 static inline float sigmoidf(float g) { return 1.0f / (1.0f + cpu_expf(-g)); }
 
 // out, gate, up: [n]
-void cpu_swiglu_fwd(float *out, const float *gate, const float *up, size_t n) {
+void cpu_swiglu_fwd(void *out_, const void *gate_, const void *up_, size_t n) {
+    float *out = out_;
+    const float *gate = gate_, *up = up_;
     #pragma omp parallel for simd if (n >= CPU_PAR_MIN)
     for (size_t i = 0; i < n; i++) out[i] = gate[i] * sigmoidf(gate[i]) * up[i];
 }
 
 // dgate[n] += dout * up * silu'(gate);  dup[n] += dout * silu(gate)   (either may be NULL)
 // silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g)
-void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
-                    const float *up, size_t n) {
+void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const void *gate_,
+                    const void *up_, size_t n) {
+    const float *gate = gate_, *up = up_;
     #pragma omp parallel for simd if (n >= CPU_PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float g = gate[i], s = sigmoidf(g);

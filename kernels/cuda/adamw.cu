@@ -20,9 +20,11 @@
 // and takes its grid-stride share of each tensor, so every tensor, large or
 // small, is spread over the whole grid and no per-tensor launch is needed.
 // The table entry is read by every thread of a block at once (a broadcast).
-__global__ void adamw_multi_kernel(float *p, const float *g, float *m, float *v, const AdamwTensor *table,
-                                   int n_tensors, float lr, float beta1, float beta2, float eps, float wd,
-                                   float bc1, float bc2, float grad_scale) {
+// pc is the bf16 compute copy: each new p is also stored rounded once (round
+// to nearest even), so the next forward needs no separate conversion pass.
+__global__ void adamw_multi_kernel(float *p, act_t *pc, const float *g, float *m, float *v,
+                                   const AdamwTensor *table, int n_tensors, float lr, float beta1,
+                                   float beta2, float eps, float wd, float bc1, float bc2, float grad_scale) {
     const float step = __fdiv_rn(lr, bc1);
     const float bc2_sqrt = __fsqrt_rn(bc2);
     const float om_b1 = __fsub_rn(1.0f, beta1), om_b2 = __fsub_rn(1.0f, beta2);
@@ -30,6 +32,7 @@ __global__ void adamw_multi_kernel(float *p, const float *g, float *m, float *v,
         const AdamwTensor e = table[t];
         const float decay = __fsub_rn(1.0f, __fmul_rn(lr, e.decay ? wd : 0.0f));
         float *pt = p + e.offset, *mt = m + e.offset, *vt = v + e.offset;
+        act_t *pct = pc + e.offset;
         const float *gt = g + e.offset;
         for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < e.numel;
              i += (size_t)gridDim.x * blockDim.x) {
@@ -43,20 +46,27 @@ __global__ void adamw_multi_kernel(float *p, const float *g, float *m, float *v,
             vt[i] = vi;
             // p = p * decay - step * (mi / (sqrt(vi) / bc2_sqrt + eps))
             const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bc2_sqrt), eps);
-            pt[i] = __fsub_rn(__fmul_rn(pt[i], decay), __fmul_rn(step, __fdiv_rn(mi, denom)));
+            const float pi = __fsub_rn(__fmul_rn(pt[i], decay), __fmul_rn(step, __fdiv_rn(mi, denom)));
+            pt[i] = pi;
+            act_st(pct, i, pi);
         }
     }
 }
 
 // n (the buffer's size) sizes the grid; the table itself stays on the device.
-void cuda_adamw_multi(float *p, const float *g, float *m, float *v, size_t n, const AdamwTensor *table,
-                      int n_tensors, float lr, float beta1, float beta2, float eps, float wd, float bc1,
-                      float bc2, float grad_scale) {
+// pc (act, same layout as p) is required: on this backend act is bf16, so it
+// is always a separate buffer (pc == p is only allowed when act is fp32).
+void cuda_adamw_multi(float *p, void *pc, const float *g, float *m, float *v, size_t n,
+                      const AdamwTensor *table, int n_tensors, float lr, float beta1, float beta2,
+                      float eps, float wd, float bc1, float bc2, float grad_scale) {
     if (n == 0 || n_tensors <= 0) return;
+    if (!pc || pc == (void *)p)
+        cuda_fail("adamw_multi", "the bf16 compute copy pc must be a buffer of its own", __FILE__, __LINE__);
     size_t blocks = (n + 255) / 256;
     if (blocks > 4096) blocks = 4096;   // grid-stride beyond that: enough to fill any current GPU
-    adamw_multi_kernel<<<(unsigned)blocks, 256, 0, cuda_stream()>>>(p, g, m, v, table, n_tensors, lr, beta1,
-                                                                    beta2, eps, wd, bc1, bc2, grad_scale);
+    adamw_multi_kernel<<<(unsigned)blocks, 256, 0, cuda_stream()>>>(p, (act_t *)pc, g, m, v, table, n_tensors,
+                                                                    lr, beta1, beta2, eps, wd, bc1, bc2,
+                                                                    grad_scale);
     LAUNCH_CHECK();
 }
 

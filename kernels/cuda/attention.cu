@@ -20,6 +20,16 @@
 //
 // Padded rows (t >= lengths[b]) are never read: tiles are zero-filled there,
 // and masked scores get probability exactly 0 (never 0 * garbage).
+//
+// Storage: q, k, v and the forward's out are act (bf16); lse, dout and every
+// gradient fp32. Tiles are widened to fp32 as they are loaded into shared
+// memory (the widening is exact), so the compute loops are the fp32 ones,
+// unchanged; the only extra rounding is out's, once, on store. fp32 tiles
+// keep the shared-memory layout and bank analysis above as they were (bf16
+// tiles would halve the footprint but put a conversion in the inner loops).
+// The backward reads the stored (bf16) out for delta = sum dout * out, as a
+// bf16 framework's attention backward does. Loads are scalar: rows of a
+// tile are D contiguous elements, so a warp's loads are still coalesced.
 #include <cmath>
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
@@ -31,14 +41,19 @@ enum { PS = BK + 4 };
 static_assert(BQ == BK, "query and key tiles must align (causal tile skipping)");
 static_assert(THREADS == 4 * BQ, "four threads per tile row");
 
-// tile[rr, d] = src[row rr] for rows q0 + rr < L (row stride ld, D floats),
+// Widening loads: act (bf16) or fp32 (dout) sources fill the same fp32 tiles.
+static __device__ __forceinline__ float ld_f32(const float *p, size_t i) { return p[i]; }
+static __device__ __forceinline__ float ld_f32(const act_t *p, size_t i) { return act_ld(p, i); }
+
+// tile[rr, d] = src[row rr] for rows q0 + rr < L (row stride ld, D elements),
 // 0 for rows at or past L; tile rows have stride DP. All threads take part.
-__device__ __forceinline__ void load_tile(float *tile, const float *src, size_t ld, int r0,
+template <typename Src>
+__device__ __forceinline__ void load_tile(float *tile, const Src *src, size_t ld, int r0,
                                           int L, int D, int DP) {
     for (int idx = threadIdx.x; idx < BQ * D; idx += THREADS) {
         int rr = idx / D, d = idx - rr * D;
         int t = r0 + rr;
-        tile[rr * DP + d] = t < L ? src[(size_t)t * ld + d] : 0.0f;
+        tile[rr * DP + d] = t < L ? ld_f32(src, (size_t)t * ld + d) : 0.0f;
     }
 }
 
@@ -47,22 +62,22 @@ __device__ __forceinline__ void load_tile(float *tile, const float *src, size_t 
 // key tiles 0 .. the diagonal one; out = (sum p v) / l, lse = m + log l.
 template <int DMAX>
 static __global__ void __launch_bounds__(THREADS)
-attn_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
+attn_fwd_kernel(act_t *out, float *lse, const act_t *q, const act_t *k, const act_t *v,
                 const int *lengths, int T, int NH, int NKV, int D, float scale) {
     extern __shared__ float smem[];
     const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * BQ;
     const int L = lengths[b], g = h / (NH / NKV);
     const size_t ldq = (size_t)NH * D, ldk = (size_t)NKV * D;
-    const float *qb = q + (size_t)b * T * ldq + (size_t)h * D;
-    const float *kb = k + (size_t)b * T * ldk + (size_t)g * D;
-    const float *vb = v + (size_t)b * T * ldk + (size_t)g * D;
-    float *ob = out + (size_t)b * T * ldq + (size_t)h * D;
+    const act_t *qb = q + (size_t)b * T * ldq + (size_t)h * D;
+    const act_t *kb = k + (size_t)b * T * ldk + (size_t)g * D;
+    const act_t *vb = v + (size_t)b * T * ldk + (size_t)g * D;
+    act_t *ob = out + (size_t)b * T * ldq + (size_t)h * D;
     float *lb = lse + ((size_t)b * NH + h) * T;
 
     if (q0 >= L) {   // the whole tile is padding: zeros (block-uniform exit)
         for (int idx = threadIdx.x; idx < BQ * D; idx += THREADS) {
             int rr = idx / D, d = idx - rr * D;
-            if (q0 + rr < T) ob[(size_t)(q0 + rr) * ldq + d] = 0.0f;
+            if (q0 + rr < T) act_st(ob, (size_t)(q0 + rr) * ldq + d, 0.0f);
         }
         if (threadIdx.x < BQ && q0 + (int)threadIdx.x < T) lb[q0 + threadIdx.x] = 0.0f;
         return;
@@ -128,19 +143,19 @@ attn_fwd_kernel(float *out, float *lse, const float *q, const float *k, const fl
     }
 
     if (t < T) {
-        float *orow = ob + (size_t)t * ldq;
+        act_t *orow = ob + (size_t)t * ldq;
         float inv = row_ok ? 1.0f / l : 0.0f;
 #pragma unroll
-        for (int i = 0; i < DMAX / 4; i++)
-            if (c4 + 4 * i < D) orow[c4 + 4 * i] = row_ok ? o[i] * inv : 0.0f;
+        for (int i = 0; i < DMAX / 4; i++)   // fp32 result, rounded once to bf16
+            if (c4 + 4 * i < D) act_st(orow, c4 + 4 * i, row_ok ? o[i] * inv : 0.0f);
         if (c4 == 0) lb[t] = row_ok ? m + logf(l) : 0.0f;
     }
 }
 
 // ---------------------------------------------------------------------------
 // Backward, step 1: delta[b,h,t] = sum_d dout * out (0 on padded rows), one
-// warp per (b, t, h) row, fixed shuffle tree.
-static __global__ void attn_delta_kernel(float *delta, const float *dout, const float *out,
+// warp per (b, t, h) row, fixed shuffle tree. out is the stored bf16 output.
+static __global__ void attn_delta_kernel(float *delta, const float *dout, const act_t *out,
                                          const int *lengths, int B, int T, int NH, int D) {
     size_t row = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
@@ -150,8 +165,9 @@ static __global__ void attn_delta_kernel(float *delta, const float *dout, const 
     int t = (int)(bt % T), b = (int)(bt / T);
     float s = 0.0f;
     if (t < lengths[b]) {
-        const float *x = dout + row * D, *y = out + row * D;
-        for (int d = lane; d < D; d += 32) s += x[d] * y[d];
+        const float *x = dout + row * D;
+        const act_t *y = out + row * D;
+        for (int d = lane; d < D; d += 32) s += x[d] * act_ld(y, d);
     }
     for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
     if (lane == 0) delta[((size_t)b * NH + h) * T + t] = s;
@@ -163,7 +179,7 @@ static __global__ void attn_delta_kernel(float *delta, const float *dout, const 
 template <int DMAX>
 static __global__ void __launch_bounds__(THREADS)
 attn_dq_kernel(float *dq, const float *dout, const float *lse, const float *delta,
-               const float *q, const float *k, const float *v, const int *lengths,
+               const act_t *q, const act_t *k, const act_t *v, const int *lengths,
                int T, int NH, int NKV, int D, float scale) {
     extern __shared__ float smem[];
     const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * BQ;
@@ -171,8 +187,8 @@ attn_dq_kernel(float *dq, const float *dout, const float *lse, const float *delt
     if (q0 >= L) return;   // padded rows get no gradient (block-uniform)
     const size_t ldq = (size_t)NH * D, ldk = (size_t)NKV * D;
     const size_t qoff = (size_t)b * T * ldq + (size_t)h * D;
-    const float *kb = k + (size_t)b * T * ldk + (size_t)g * D;
-    const float *vb = v + (size_t)b * T * ldk + (size_t)g * D;
+    const act_t *kb = k + (size_t)b * T * ldk + (size_t)g * D;
+    const act_t *vb = v + (size_t)b * T * ldk + (size_t)g * D;
 
     const int DP = D + 1;
     float *Qs = smem, *dOs = Qs + BQ * DP, *Ks = dOs + BQ * DP, *Vs = Ks + BK * DP,
@@ -240,7 +256,7 @@ attn_dq_kernel(float *dq, const float *dout, const float *lse, const float *delt
 template <int DMAX>
 static __global__ void __launch_bounds__(THREADS)
 attn_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, const float *delta,
-                const float *q, const float *k, const float *v, const int *lengths,
+                const act_t *q, const act_t *k, const act_t *v, const int *lengths,
                 int T, int NH, int NKV, int D, float scale) {
     extern __shared__ float smem[];
     const int b = blockIdx.z, g = blockIdx.y, j0 = blockIdx.x * BK;
@@ -341,7 +357,7 @@ static void check_dims(int NH, int NKV, int D) {
 }
 
 template <int DMAX>
-static void fwd_launch(float *out, float *lse, const float *q, const float *k, const float *v,
+static void fwd_launch(act_t *out, float *lse, const act_t *q, const act_t *k, const act_t *v,
                        const int *lengths, int B, int T, int NH, int NKV, int D) {
     size_t sm = fwd_smem(D);
     allow_smem(attn_fwd_kernel<DMAX>, sm);
@@ -351,18 +367,21 @@ static void fwd_launch(float *out, float *lse, const float *q, const float *k, c
     LAUNCH_CHECK();
 }
 
-// out[B,T,NH,D], lse[B,NH,T]; q[B,T,NH,D], k,v[B,T,NKV,D]; lengths[B] (device)
-void cuda_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+// out[B,T,NH,D], lse[B,NH,T]; q[B,T,NH,D], k,v[B,T,NKV,D]; lengths[B] (device).
+// out, q, k, v act (bf16); lse fp32.
+void cuda_attention_fwd(void *out, float *lse, const void *q, const void *k, const void *v,
                         const int *lengths, int B, int T, int NH, int NKV, int D) {
     if (B <= 0 || T <= 0 || NH <= 0) return;
     check_dims(NH, NKV, D);
-    if (D <= 64) fwd_launch<64>(out, lse, q, k, v, lengths, B, T, NH, NKV, D);
-    else fwd_launch<128>(out, lse, q, k, v, lengths, B, T, NH, NKV, D);
+    act_t *o = (act_t *)out;
+    const act_t *qa = (const act_t *)q, *ka = (const act_t *)k, *va = (const act_t *)v;
+    if (D <= 64) fwd_launch<64>(o, lse, qa, ka, va, lengths, B, T, NH, NKV, D);
+    else fwd_launch<128>(o, lse, qa, ka, va, lengths, B, T, NH, NKV, D);
 }
 
 template <int DMAX>
 static void bwd_launch(float *dq, float *dk, float *dv, const float *dout, const float *lse,
-                       const float *delta, const float *q, const float *k, const float *v,
+                       const float *delta, const act_t *q, const act_t *k, const act_t *v,
                        const int *lengths, int B, int T, int NH, int NKV, int D) {
     const float scale = 1.0f / sqrtf((float)D);
     if (dq) {
@@ -384,16 +403,18 @@ static void bwd_launch(float *dq, float *dk, float *dv, const float *dout, const
 }
 
 // dq[B,T,NH,D], dk,dv[B,T,NKV,D] += gradients (each may be NULL). Scratch:
-// delta [B,NH,T] floats in SCRATCH_ATTN.
-void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                        const float *lse, const float *q, const float *k, const float *v,
+// delta [B,NH,T] floats in SCRATCH_ATTN. out, q, k, v act (bf16); dout, lse fp32.
+void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const void *out,
+                        const float *lse, const void *q, const void *k, const void *v,
                         const int *lengths, int B, int T, int NH, int NKV, int D) {
     if (B <= 0 || T <= 0 || NH <= 0 || (!dq && !dk && !dv)) return;
     check_dims(NH, NKV, D);
+    const act_t *qa = (const act_t *)q, *ka = (const act_t *)k, *va = (const act_t *)v;
     size_t rows = (size_t)B * T * NH;
     float *delta = (float *)cuda_scratch(SCRATCH_ATTN, rows * sizeof(float));
-    attn_delta_kernel<<<cdiv(rows, 8), 256, 0, cuda_stream()>>>(delta, dout, out, lengths, B, T, NH, D);
+    attn_delta_kernel<<<cdiv(rows, 8), 256, 0, cuda_stream()>>>(delta, dout, (const act_t *)out,
+                                                                 lengths, B, T, NH, D);
     LAUNCH_CHECK();
-    if (D <= 64) bwd_launch<64>(dq, dk, dv, dout, lse, delta, q, k, v, lengths, B, T, NH, NKV, D);
-    else bwd_launch<128>(dq, dk, dv, dout, lse, delta, q, k, v, lengths, B, T, NH, NKV, D);
+    if (D <= 64) bwd_launch<64>(dq, dk, dv, dout, lse, delta, qa, ka, va, lengths, B, T, NH, NKV, D);
+    else bwd_launch<128>(dq, dk, dv, dout, lse, delta, qa, ka, va, lengths, B, T, NH, NKV, D);
 }

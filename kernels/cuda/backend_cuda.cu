@@ -1,6 +1,17 @@
 // The CUDA backend's core: error reporting, the one stream, the cuBLASLt handle
 // and workspace, backend-owned scratch, memory ops, the small elementwise ops
-// (add, scale, dropout) and the registry that fills the Backend table.
+// (act_from_f32, add, scale, scale_act, dropout) and the registry that fills
+// the Backend table.
+//
+// Storage (kernels/backend.h): act buffers (activations, the compute copy of
+// the weights) are bf16 (act_t, act_bytes = 2); gradients, master weights,
+// Adam moments and statistics fp32. Every op widens act inputs to fp32,
+// computes in fp32 (or double) and rounds each act output once (round to
+// nearest even, the bits of bf16_from_f32), as the CPU's bf16 emulation does.
+// GEMMs (matmul.cu, logprob.cu) take bf16 operands on tensor cores with fp32
+// accumulation; their backward passes also round the fp32 output gradient
+// (dout, dlogits) to bf16 for the products, as a bf16 framework does, and add
+// into fp32 gradients. No TF32 anywhere (SPREC_CUDA_TF32 is gone).
 //
 // Ordering model: every op is queued on cuda_stream() and returns without
 // waiting, except the ones that hand data to the host (download, sumsq) or
@@ -219,15 +230,31 @@ static unsigned ew_blocks(size_t n) {
 // a*b+c into an FMA. nvcc would, so where a product meets a sum we use the
 // _rn intrinsics (never contracted) to get the same IEEE results bit for bit.
 
-__global__ void add_kernel(float *out, const float *a, const float *b, size_t n) {
+// dst[i] = bf16(src[i]): the compute copy of fp32 master weights (dst != src:
+// the two widths would overlap in place)
+static __global__ void act_from_f32_kernel(act_t *dst, const float *src, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
-        out[i] = a[i] + b[i];   // elementwise: out aliasing a or b is safe
+        act_st(dst, i, src[i]);
 }
 
-void cuda_add(float *out, const float *a, const float *b, size_t n) {
+void cuda_act_from_f32(void *dst, const float *src, size_t n) {
     if (n == 0) return;
-    add_kernel<<<ew_blocks(n), EW_THREADS, 0, cuda_stream()>>>(out, a, b, n);
+    act_from_f32_kernel<<<ew_blocks(n), EW_THREADS, 0, cuda_stream()>>>((act_t *)dst, src, n);
+    LAUNCH_CHECK();
+}
+
+// widened, added in fp32, rounded once (the emulation's bf16(float(a) + float(b)))
+static __global__ void add_kernel(act_t *out, const act_t *a, const act_t *b, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        act_st(out, i, act_ld(a, i) + act_ld(b, i));   // elementwise: out aliasing a or b is safe
+}
+
+void cuda_add(void *out, const void *a, const void *b, size_t n) {
+    if (n == 0) return;
+    add_kernel<<<ew_blocks(n), EW_THREADS, 0, cuda_stream()>>>((act_t *)out, (const act_t *)a,
+                                                              (const act_t *)b, n);
     LAUNCH_CHECK();
 }
 
@@ -240,6 +267,18 @@ __global__ void scale_kernel(float *x, float s, size_t n) {
 void cuda_scale(float *x, float s, size_t n) {
     if (n == 0) return;
     scale_kernel<<<ew_blocks(n), EW_THREADS, 0, cuda_stream()>>>(x, s, n);
+    LAUNCH_CHECK();
+}
+
+static __global__ void scale_act_kernel(act_t *x, float s, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        act_st(x, i, act_ld(x, i) * s);
+}
+
+void cuda_scale_act(void *x, float s, size_t n) {
+    if (n == 0) return;
+    scale_act_kernel<<<ew_blocks(n), EW_THREADS, 0, cuda_stream()>>>((act_t *)x, s, n);
     LAUNCH_CHECK();
 }
 
@@ -256,11 +295,12 @@ __device__ __forceinline__ bool dropout_keep_dev(uint64_t key, uint64_t i, float
 }
 
 // k = 1 / (1 - p), computed on the host exactly as the CPU does
-__global__ void dropout_fwd_kernel(float *out, const float *inp, size_t n, float p, float k,
-                                   uint64_t key) {
+// (act in and out: the product is formed in fp32 and rounded once)
+static __global__ void dropout_fwd_kernel(act_t *out, const act_t *inp, size_t n, float p, float k,
+                                          uint64_t key) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
-        out[i] = dropout_keep_dev(key, i, p) ? __fmul_rn(inp[i], k) : 0.0f;
+        act_st(out, i, dropout_keep_dev(key, i, p) ? __fmul_rn(act_ld(inp, i), k) : 0.0f);
 }
 
 __global__ void dropout_bwd_kernel(float *dinp, const float *dout, size_t n, float p, float k,
@@ -270,10 +310,11 @@ __global__ void dropout_bwd_kernel(float *dinp, const float *dout, size_t n, flo
         if (dropout_keep_dev(key, i, p)) dinp[i] = __fadd_rn(dinp[i], __fmul_rn(dout[i], k));
 }
 
-void cuda_dropout_fwd(float *out, const float *inp, size_t n, float p, uint64_t key) {
+void cuda_dropout_fwd(void *out, const void *inp, size_t n, float p, uint64_t key) {
     if (n == 0) return;
     const float k = 1.0f / (1.0f - p);
-    dropout_fwd_kernel<<<ew_blocks(n), EW_THREADS, 0, cuda_stream()>>>(out, inp, n, p, k, key);
+    dropout_fwd_kernel<<<ew_blocks(n), EW_THREADS, 0, cuda_stream()>>>((act_t *)out, (const act_t *)inp,
+                                                                      n, p, k, key);
     LAUNCH_CHECK();
 }
 
@@ -319,23 +360,31 @@ static void select_device(void) {
     if (err != cudaSuccess) no_gpu(cudaGetErrorString(err));
 }
 
+static_assert(sizeof(act_t) == CUDA_ACT_BYTES, "act_bytes must describe act_t");
+// a new Backend op needs its entry below (the CPU wrappers count the same way)
+static_assert(sizeof(Backend) == sizeof(const char *) + sizeof(size_t) + 40 * sizeof(void (*)(void)),
+              "kernels/backend.h changed: set the new op in make_backend and update this count");
+
 static Backend make_backend(void) {
     select_device();
     Backend be;
     memset(&be, 0, sizeof be);
     be.name = "cuda";
+    be.act_bytes = CUDA_ACT_BYTES;
     be.alloc = cuda_alloc;
     be.free = cuda_free;
     be.upload = cuda_upload;
     be.download = cuda_download;
     be.copy = cuda_copy;
     be.zero = cuda_zero;
+    be.act_from_f32 = cuda_act_from_f32;
     be.matmul_fwd = cuda_matmul_fwd;
     be.matmul_bwd = cuda_matmul_bwd;
     be.embedding_fwd = cuda_embedding_fwd;
     be.embedding_bwd = cuda_embedding_bwd;
     be.rmsnorm_fwd = cuda_rmsnorm_fwd;
     be.rmsnorm_bwd = cuda_rmsnorm_bwd;
+    be.residual_rmsnorm_fwd = cuda_residual_rmsnorm_fwd;
     be.rope_fwd = cuda_rope_fwd;
     be.rope_bwd = cuda_rope_bwd;
     be.attention_fwd = cuda_attention_fwd;
@@ -344,6 +393,7 @@ static Backend make_backend(void) {
     be.swiglu_bwd = cuda_swiglu_bwd;
     be.add = cuda_add;
     be.scale = cuda_scale;
+    be.scale_act = cuda_scale_act;
     be.dropout_fwd = cuda_dropout_fwd;
     be.dropout_bwd = cuda_dropout_bwd;
     be.logprob_fwd = cuda_logprob_fwd;

@@ -40,4 +40,12 @@ enum { SCRATCH_LOGITS = 0, SCRATCH_REDUCE = 1, SCRATCH_ATTN = 2, SCRATCH_MISC = 
 
 static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 
+// Act storage (kernels/backend.h): bf16 on this backend. Every act input is
+// widened with act_ld and every act output rounded once with act_st
+// (round-to-nearest-even, the same bits as bf16_from_f32 in backend.h).
+typedef __nv_bfloat16 act_t;
+#define CUDA_ACT_BYTES 2
+__device__ __forceinline__ float act_ld(const act_t *p, size_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ void act_st(act_t *p, size_t i, float x) { p[i] = __float2bfloat16_rn(x); }
+
 #endif

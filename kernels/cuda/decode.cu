@@ -1,8 +1,14 @@
 // KV-cache decoding ops (forward only; CUDA twin of kernels/cpu/decode.c):
 // rotary embedding at explicit positions, writing new K/V rows into the bf16
 // cache, attention of a block of new queries against the cache, beam reorder
-// of cache rows, and a row gather. The cache is bf16 (round to nearest even
-// on write); all arithmetic is fp32. All index arrays are device pointers.
+// of cache rows, and a row gather. All index arrays are device pointers.
+//
+// Numerics: x, q, out and the gathered rows are act (bf16), and so is the KV
+// cache, so writing K/V into the cache is a plain copy (the rounding happened
+// when the projection stored k, v). act inputs are widened to fp32 on load,
+// all arithmetic is fp32, act outputs are rounded once on store. rope_at uses
+// rope_fwd's exact unfused (_rn) arithmetic, so a key rotated here has the same
+// bits as the training forward's (and the CPU's, which does not contract).
 #include <cmath>
 #include "../backend.h"
 #include "cuda_common.cuh"
@@ -15,46 +21,58 @@ typedef __nv_bfloat16 bf16;
 void *cuda_kv_alloc(size_t n) { return backend_cuda()->alloc(n * sizeof(bf16)); }
 
 // ---------------------------------------------------------------------------
-// x[N,H,D] in place; row n rotated by the angle of position pos[n];
-// cos_tab, sin_tab [P, D/2]. One thread per rotated pair (i, i + D/2).
-static __global__ void rope_at_kernel(float *x, const float *cos_tab, const float *sin_tab,
+// x[N,H,D] (bf16) in place; row n rotated by the angle of position pos[n];
+// cos_tab, sin_tab [P, D/2]. One thread per rotated pair (i, i + D/2): both
+// halves are read before either is stored.
+static __global__ void rope_at_kernel(bf16 *x, const float *cos_tab, const float *sin_tab,
                                       const int *pos, int N, int H, int half) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)N * H * half) return;
     int i = (int)(idx % half);
     size_t nh = idx / half;                 // n * H + h
     int n = (int)(nh / H);
-    float *x1 = x + nh * 2 * half + i, *x2 = x1 + half;
+    bf16 *x1 = x + nh * 2 * half + i, *x2 = x1 + half;
     size_t tab = (size_t)pos[n] * half + i;
-    float c = cos_tab[tab], s = sin_tab[tab], a = *x1, b = *x2;
-    *x1 = a * c - b * s;
-    *x2 = b * c + a * s;
+    float c = cos_tab[tab], s = sin_tab[tab], a = act_ld(x1, 0), b = act_ld(x2, 0);
+    act_st(x1, 0, __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)));   // a*c - b*s, as rope_fwd
+    act_st(x2, 0, __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s)));   // b*c + a*s
 }
 
-void cuda_rope_at_fwd(float *x, const float *cos_tab, const float *sin_tab, const int *pos,
+void cuda_rope_at_fwd(void *x, const float *cos_tab, const float *sin_tab, const int *pos,
                       int N, int H, int D) {
     size_t pairs = (size_t)N * H * (D / 2);
     if (pairs == 0) return;
-    rope_at_kernel<<<cdiv(pairs, 256), 256, 0, cuda_stream()>>>(x, cos_tab, sin_tab, pos, N, H, D / 2);
+    rope_at_kernel<<<cdiv(pairs, 256), 256, 0, cuda_stream()>>>((bf16 *)x, cos_tab, sin_tab, pos, N, H,
+                                                                D / 2);
     LAUNCH_CHECK();
 }
 
 // ---------------------------------------------------------------------------
-// cache[b, start[b] + s, :] = bf16(x[b, s, :]) for s < n_new[b]. One block per
-// (b, s) row of x.
-static __global__ void kv_write_kernel(bf16 *cache, const float *x, const int *start,
-                                       const int *n_new, int S, int P, int W) {
+// cache[b, start[b] + s, :] = x[b, s, :] for s < n_new[b]: both bf16, so a
+// plain copy of W elements, moved as `words` Words each (W elements = words
+// Words). One block per (b, s) row of x.
+template <typename Word>
+static __global__ void kv_write_kernel(Word *cache, const Word *x, const int *start,
+                                       const int *n_new, int S, int P, int words) {
     int row = blockIdx.x, b = row / S, s = row - b * S;
     if (s >= n_new[b]) return;
-    bf16 *dst = cache + ((size_t)b * P + start[b] + s) * W;
-    const float *src = x + (size_t)row * W;
-    for (int w = threadIdx.x; w < W; w += blockDim.x) dst[w] = __float2bfloat16_rn(src[w]);
+    Word *dst = cache + ((size_t)b * P + start[b] + s) * words;
+    const Word *src = x + (size_t)row * words;
+    for (int w = threadIdx.x; w < words; w += blockDim.x) dst[w] = src[w];
 }
 
-void cuda_kv_write(void *cache, const float *x, const int *start, const int *n_new,
+void cuda_kv_write(void *cache, const void *x, const int *start, const int *n_new,
                    int R, int S, int P, int W) {
     if (R <= 0 || S <= 0 || W <= 0) return;
-    kv_write_kernel<<<(unsigned)R * S, 256, 0, cuda_stream()>>>((bf16 *)cache, x, start, n_new, S, P, W);
+    // 4-byte words when every row starts 4-byte aligned (W even, both bases
+    // aligned: x may be a slice of a larger buffer), else bf16 elements
+    const unsigned blocks = (unsigned)R * S;
+    if (W % 2 == 0 && ((uintptr_t)cache & 3) == 0 && ((uintptr_t)x & 3) == 0)
+        kv_write_kernel<uint32_t><<<blocks, 256, 0, cuda_stream()>>>(
+            (uint32_t *)cache, (const uint32_t *)x, start, n_new, S, P, W / 2);
+    else
+        kv_write_kernel<uint16_t><<<blocks, 256, 0, cuda_stream()>>>(
+            (uint16_t *)cache, (const uint16_t *)x, start, n_new, S, P, W);
     LAUNCH_CHECK();
 }
 
@@ -69,29 +87,31 @@ void cuda_kv_write(void *cache, const float *x, const int *start, const int *n_n
 enum { DEC_WARPS = 4 };
 
 static __global__ void __launch_bounds__(DEC_WARPS * 32)
-attn_cached_kernel(float *out, const float *q, const bf16 *kc, const bf16 *vc,
+attn_cached_kernel(bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
                    const int *start, const int *n_new, int S, int P, int NH, int NKV, int D,
                    float scale) {
     __shared__ float sm_m[DEC_WARPS], sm_l[DEC_WARPS], sm_o[DEC_WARPS][128];
     const int h = blockIdx.x % NH;
     const size_t bs = blockIdx.x / NH;      // b * S + s
     const int s = (int)(bs % S), b = (int)(bs / S);
-    float *o = out + (bs * NH + h) * D;
+    bf16 *o = out + (bs * NH + h) * D;
     if (s >= n_new[b]) {   // padded query: zeros (block-uniform exit)
-        for (int d = threadIdx.x; d < D; d += blockDim.x) o[d] = 0.0f;
+        for (int d = threadIdx.x; d < D; d += blockDim.x) act_st(o, d, 0.0f);
         return;
     }
     const int L = start[b] + s + 1;         // visible positions
     const int g = h / (NH / NKV), W = NKV * D, half = D / 2;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 
-    // this lane's query pairs, pre-scaled; pairs past D/2 stay 0
-    const float *qh = q + (bs * NH + h) * D;
+    // this lane's query pairs, widened and pre-scaled; pairs past D/2 stay 0.
+    // Scalar loads: q may be a slice of a larger buffer (no alignment promise).
+    const bf16 *qh = q + (bs * NH + h) * D;
     float2 qv[2];
 #pragma unroll
     for (int u = 0; u < 2; u++) {
         int pi = lane + 32 * u;
-        qv[u] = pi < half ? make_float2(qh[2 * pi] * scale, qh[2 * pi + 1] * scale) : make_float2(0.0f, 0.0f);
+        qv[u] = pi < half ? make_float2(act_ld(qh, 2 * pi) * scale, act_ld(qh, 2 * pi + 1) * scale)
+                          : make_float2(0.0f, 0.0f);
     }
     const bf16 *kb = kc + (size_t)b * P * W + (size_t)g * D;
     const bf16 *vb = vc + (size_t)b * P * W + (size_t)g * D;
@@ -145,11 +165,11 @@ attn_cached_kernel(float *out, const float *q, const bf16 *kc, const bf16 *vc,
         float acc_d = 0.0f;
         for (int w = 0; w < DEC_WARPS; w++)
             if (sm_l[w] > 0.0f) acc_d += sm_o[w][d] * f[w];   // skip never-written rows
-        o[d] = acc_d * inv;
+        act_st(o, d, acc_d * inv);   // fp32 result, rounded once
     }
 }
 
-void cuda_attention_cached_fwd(float *out, const float *q, const void *kc, const void *vc,
+void cuda_attention_cached_fwd(void *out, const void *q, const void *kc, const void *vc,
                                const int *start, const int *n_new, int R, int S, int P,
                                int NH, int NKV, int D) {
     if (R <= 0 || S <= 0 || NH <= 0) return;
@@ -159,7 +179,7 @@ void cuda_attention_cached_fwd(float *out, const float *q, const void *kc, const
         cuda_fail("attention_cached_fwd", "NH must be a multiple of NKV", __FILE__, __LINE__);
     size_t blocks = (size_t)R * S * NH;
     attn_cached_kernel<<<(unsigned)blocks, DEC_WARPS * 32, 0, cuda_stream()>>>(
-        out, q, (const bf16 *)kc, (const bf16 *)vc, start, n_new, S, P, NH, NKV, D,
+        (bf16 *)out, (const bf16 *)q, (const bf16 *)kc, (const bf16 *)vc, start, n_new, S, P, NH, NKV, D,
         1.0f / sqrtf((float)D));
     LAUNCH_CHECK();
 }
@@ -213,16 +233,24 @@ void cuda_kv_gather(void *cache, const int *src, int R, int len, int P, int W) {
 }
 
 // ---------------------------------------------------------------------------
-// out[n, :] = inp[rows[n], :] for n < N; one block per row
-static __global__ void gather_rows_kernel(float *out, const float *inp, const int *rows, int C) {
+// out[n, :] = inp[rows[n], :] for n < N (act rows: a bit copy, no conversion);
+// one block per row, `words` Words per row (4-byte words when C is even and
+// both bases are 4-byte aligned, else bf16 elements)
+template <typename Word>
+static __global__ void gather_rows_kernel(Word *out, const Word *inp, const int *rows, int words) {
     int n = blockIdx.x;
-    const float *s = inp + (size_t)rows[n] * C;
-    float *d = out + (size_t)n * C;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) d[c] = s[c];
+    const Word *s = inp + (size_t)rows[n] * words;
+    Word *d = out + (size_t)n * words;
+    for (int c = threadIdx.x; c < words; c += blockDim.x) d[c] = s[c];
 }
 
-void cuda_gather_rows(float *out, const float *inp, const int *rows, int N, int C) {
+void cuda_gather_rows(void *out, const void *inp, const int *rows, int N, int C) {
     if (N <= 0 || C <= 0) return;
-    gather_rows_kernel<<<N, 256, 0, cuda_stream()>>>(out, inp, rows, C);
+    if (C % 2 == 0 && ((uintptr_t)out & 3) == 0 && ((uintptr_t)inp & 3) == 0)
+        gather_rows_kernel<uint32_t><<<N, 256, 0, cuda_stream()>>>((uint32_t *)out, (const uint32_t *)inp,
+                                                                   rows, C / 2);
+    else
+        gather_rows_kernel<uint16_t><<<N, 256, 0, cuda_stream()>>>((uint16_t *)out, (const uint16_t *)inp,
+                                                                   rows, C);
     LAUNCH_CHECK();
 }

@@ -1,4 +1,6 @@
 // Token embedding lookup and its scatter-add backward (twin of kernels/cpu/embedding.c).
+// The forward copies act (bf16) rows of the compute copy of wte; the backward
+// adds fp32 dout rows into the fp32 dwte.
 //
 // Backward without float atomics. Repeated tokens add into the same dwte row,
 // and the CPU adds them in token order n: dwte[t] = ((dwte[t] + d_n0) + d_n1) + ...
@@ -20,32 +22,34 @@
 
 // ---- forward ------------------------------------------------------------------
 
-// One block per row; float4 when rows are 16-byte aligned.
-__global__ void embedding_fwd_kernel(float *out, const int *tokens, const float *wte, int C) {
+// One block per row: the act (bf16) row of wte copied as is (no arithmetic, so
+// no rounding). 16 bytes (8 bf16) at a time when rows are 16-byte aligned.
+static __global__ void embedding_fwd_kernel(act_t *out, const int *tokens, const act_t *wte, int C) {
     const size_t n = blockIdx.x;
-    const float *src = wte + (size_t)tokens[n] * C;
-    float *dst = out + n * C;
+    const act_t *src = wte + (size_t)tokens[n] * C;
+    act_t *dst = out + n * C;
     for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = src[c];
 }
 
-__global__ void embedding_fwd_kernel4(float4 *out, const int *tokens, const float4 *wte, int C4) {
+static __global__ void embedding_fwd_kernel16(uint4 *out, const int *tokens, const uint4 *wte, int C16) {
     const size_t n = blockIdx.x;
-    const float4 *src = wte + (size_t)tokens[n] * C4;
-    float4 *dst = out + n * C4;
-    for (int c = threadIdx.x; c < C4; c += blockDim.x) dst[c] = src[c];
+    const uint4 *src = wte + (size_t)tokens[n] * C16;
+    uint4 *dst = out + n * C16;
+    for (int c = threadIdx.x; c < C16; c += blockDim.x) dst[c] = src[c];
 }
 
-void cuda_embedding_fwd(float *out, const int *tokens, const float *wte, int N, int C) {
+void cuda_embedding_fwd(void *out, const int *tokens, const void *wte, int N, int C) {
     if (N <= 0 || C <= 0) return;
     cudaStream_t s = cuda_stream();
-    bool vec = C % 4 == 0 && ((uintptr_t)out % 16) == 0 && ((uintptr_t)wte % 16) == 0;
+    const int per16 = 16 / (int)sizeof(act_t);   // elements per 16 bytes
+    bool vec = C % per16 == 0 && ((uintptr_t)out % 16) == 0 && ((uintptr_t)wte % 16) == 0;
     if (vec) {
-        int C4 = C / 4;
-        int threads = C4 >= 256 ? 256 : (C4 + 31) / 32 * 32;
-        embedding_fwd_kernel4<<<N, threads, 0, s>>>((float4 *)out, tokens, (const float4 *)wte, C4);
+        int C16 = C / per16;
+        int threads = C16 >= 256 ? 256 : (C16 + 31) / 32 * 32;
+        embedding_fwd_kernel16<<<N, threads, 0, s>>>((uint4 *)out, tokens, (const uint4 *)wte, C16);
     } else {
         int threads = C >= 256 ? 256 : (C + 31) / 32 * 32;
-        embedding_fwd_kernel<<<N, threads, 0, s>>>(out, tokens, wte, C);
+        embedding_fwd_kernel<<<N, threads, 0, s>>>((act_t *)out, tokens, (const act_t *)wte, C);
     }
     LAUNCH_CHECK();
 }

@@ -1,18 +1,24 @@
 // Language-model head restricted to the rows that carry a loss (CUDA twin of
 // kernels/cpu/logprob.c): log-probs of the targets, a chunk of rows at a time
 // so the [n, V] logits never exist at once. Each chunk gathers its hidden rows
-// into a contiguous block, computes the chunk's logits with one cuBLASLt GEMM
-// and reduces every row with one block. Peak extra memory: chunk x (V + 2C)
-// floats in scratch slot SCRATCH_LOGITS.
+// (bf16, as stored) into a contiguous block, computes the chunk's logits with
+// one cuBLASLt GEMM (bf16 x bf16, fp32 accumulate, fp32 logits) and reduces
+// every row with one block, in fp32. The backward recomputes the fp32 logits,
+// rounds (softmax - onehot) * weight once to bf16 for its two GEMMs (fp32
+// results) and adds into the fp32 gradients. Peak extra memory: chunk x V x
+// (4 + 2 in the backward) bytes plus chunk x C x (2 + 4) in scratch slot
+// SCRATCH_LOGITS.
 #include <cmath>
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
 
 // The backend's GEMM (kernels/cuda/matmul.cu): row-major C[M,N] =
-// op(A)[M,K] @ op(B)[K,N] + beta * C (+ bias[N]); ta: A stored [K,M]; tb: B stored [N,K].
-void cuda_gemm_rm(bool ta, bool tb, int M, int N, int K, const float *A, int64_t lda,
-                  const float *B, int64_t ldb, float *C, int64_t ldc, float beta,
-                  const float *bias);
+// op(A)[M,K] @ op(B)[K,N] + beta * C (+ bias[N]); ta: A stored [K,M]; tb: B
+// stored [N,K]; element types CUDA_R_16BF (act) or CUDA_R_32F; fp32 accumulate.
+void cuda_gemm_rm(bool ta, bool tb, int M, int N, int K,
+                  const void *A, cudaDataType_t at, int64_t lda,
+                  const void *B, cudaDataType_t bt, int64_t ldb,
+                  void *C, cudaDataType_t ct, int64_t ldc, float beta, const void *bias);
 
 // Logits per chunk: at most this many floats (128 MiB), but at least one row.
 static const size_t LOGITS_BUDGET = (size_t)32 << 20;
@@ -25,34 +31,54 @@ static int chunk_rows(int n, int V) {
     return (int)r;
 }
 
-static size_t align_up(size_t x) { return (x + 63) & ~(size_t)63; }   // floats: 256 bytes
+static size_t align_up(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
+// a row stride of n elements of `size` bytes, rounded up to 16 bytes
+static int stride16(int n, size_t size) {
+    const int per = (int)(16 / size);
+    return (n + per - 1) / per * per;
+}
 
-// Carve the chunk buffers out of one scratch slot: logits/grad [R,V],
-// gathered hidden rows [R,C], and (backward with dh) dh rows [R,C].
-struct Chunk { float *logits, *hc, *dhc; };
-static Chunk chunk_buffers(int R, int C, int V, bool with_dhc) {
-    size_t nl = align_up((size_t)R * V), nh = align_up((size_t)R * C);
-    size_t total = nl + nh + (with_dhc ? nh : 0);
-    float *base = (float *)cuda_scratch(SCRATCH_LOGITS, total * sizeof(float));
+// Carve the chunk buffers out of one scratch slot: fp32 logits [R,V], the
+// backward's bf16 dlogits [R,V], gathered bf16 hidden rows [R,C] and (backward
+// with dh) fp32 dh rows [R,C]. Pieces start 256-byte aligned and rows 16-byte
+// aligned (ld* are the padded row strides, in elements; the padding is never
+// read), so cuBLASLt can pick its vectorised tensor-core kernels whatever V
+// and C are.
+struct Chunk {
+    float *logits; act_t *g; act_t *hc; float *dhc;
+    int ldl, ldg, ldh, ldd;
+};
+static Chunk chunk_buffers(int R, int C, int V, bool with_g, bool with_dhc) {
     Chunk c;
-    c.logits = base;
-    c.hc = base + nl;
-    c.dhc = with_dhc ? base + nl + nh : NULL;
+    c.ldl = stride16(V, sizeof(float));
+    c.ldg = stride16(V, sizeof(act_t));
+    c.ldh = stride16(C, sizeof(act_t));
+    c.ldd = stride16(C, sizeof(float));
+    const size_t nl = align_up((size_t)R * c.ldl * sizeof(float));
+    const size_t ng = with_g ? align_up((size_t)R * c.ldg * sizeof(act_t)) : 0;
+    const size_t nh = align_up((size_t)R * c.ldh * sizeof(act_t));
+    const size_t nd = with_dhc ? align_up((size_t)R * c.ldd * sizeof(float)) : 0;
+    char *base = (char *)cuda_scratch(SCRATCH_LOGITS, nl + ng + nh + nd);
+    c.logits = (float *)base;
+    c.g = with_g ? (act_t *)(base + nl) : NULL;
+    c.hc = (act_t *)(base + nl + ng);
+    c.dhc = with_dhc ? (float *)(base + nl + ng + nh) : NULL;
     return c;
 }
 
-// hc[i, :] = h[rows[i], :] for i < m (one block per row). With weight != NULL,
-// rows of weight 0 are written as 0 instead: they carry no gradient, and a
-// zero row keeps even a NaN in h out of dw.
-static __global__ void gather_kernel(float *hc, const float *h, const int *rows,
+// hc[i, :] = h[rows[i], :] for i < m (one block per row; bf16 copied as is;
+// hc's row stride ldh). With weight != NULL, rows of weight 0 are written as
+// 0 instead: they carry no gradient, and a zero row keeps even a NaN in h out
+// of dw.
+static __global__ void gather_kernel(act_t *hc, int ldh, const act_t *h, const int *rows,
                                      const float *weight, int C) {
     int i = blockIdx.x;
-    float *dst = hc + (size_t)i * C;
+    act_t *dst = hc + (size_t)i * ldh;
     if (weight && weight[i] == 0.0f) {
-        for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = 0.0f;
+        for (int c = threadIdx.x; c < C; c += blockDim.x) act_st(dst, c, 0.0f);
         return;
     }
-    const float *src = h + (size_t)rows[i] * C;
+    const act_t *src = h + (size_t)rows[i] * C;
     for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = src[c];
 }
 
@@ -64,14 +90,14 @@ __device__ __forceinline__ void lse_merge(float &m1, float &s1, float m2, float 
     m1 = m;
 }
 
-// One block per row of the chunk: lse of logits[i, 0..V) (online max/sum per
-// thread over a fixed stride, then a fixed-shape tree: deterministic), and
-// logprob = logits[target] - lse.
+// One block per row of the chunk: lse of logits[i, 0..V) (row stride ldl;
+// online max/sum per thread over a fixed stride, then a fixed-shape tree:
+// deterministic), and logprob = logits[target] - lse.
 static __global__ void __launch_bounds__(ROW_THREADS)
-lse_kernel(float *logprob, float *lse, const float *logits, const int *targets, int V) {
+lse_kernel(float *logprob, float *lse, const float *logits, int ldl, const int *targets, int V) {
     __shared__ float sm[ROW_THREADS / 32], ss[ROW_THREADS / 32];
     int i = blockIdx.x;
-    const float *x = logits + (size_t)i * V;
+    const float *x = logits + (size_t)i * ldl;
     float m = -INFINITY, s = 0.0f;
     for (int j = threadIdx.x; j < V; j += blockDim.x) {
         float v = x[j];
@@ -95,77 +121,85 @@ lse_kernel(float *logprob, float *lse, const float *logits, const int *targets, 
     }
 }
 
-// In place: g[i, j] = weight[i] * (exp(logits[i, j] - lse[i]) - [j == target[i]]),
+// g[i, j] = bf16(weight[i] * (exp(logits[i, j] - lse[i]) - [j == target[i]])),
 // the gradient of -weight * logprob with respect to the logits (as the CPU:
-// w * softmax, then w subtracted at the target). Rows of weight 0 become 0.
-static __global__ void grad_kernel(float *g, const int *targets, const float *lse,
-                                   const float *weight, int V) {
+// w * softmax, then w subtracted at the target; computed in fp32 from the fp32
+// logits and rounded once for the bf16 GEMMs). Rows of weight 0 become 0.
+static __global__ void grad_kernel(act_t *g, int ldg, const float *logits, int ldl, const int *targets,
+                                   const float *lse, const float *weight, int V) {
     int i = blockIdx.x;
-    float *x = g + (size_t)i * V;
+    const float *x = logits + (size_t)i * ldl;
+    act_t *gi = g + (size_t)i * ldg;
     float wi = weight[i], l = lse[i];
     int t = targets[i];
     if (wi == 0.0f) {
-        for (int j = threadIdx.x; j < V; j += blockDim.x) x[j] = 0.0f;
+        for (int j = threadIdx.x; j < V; j += blockDim.x) act_st(gi, j, 0.0f);
         return;
     }
     for (int j = threadIdx.x; j < V; j += blockDim.x) {
         float v = wi * expf(x[j] - l);
         if (j == t) v -= wi;
-        x[j] = v;
+        act_st(gi, j, v);
     }
 }
 
-// dh[rows[i], :] += dhc[i, :] (rows are distinct: no two blocks share a row)
-static __global__ void scatter_add_kernel(float *dh, const float *dhc, const int *rows, int C) {
+// dh[rows[i], :] += dhc[i, :] (dhc's row stride ldd; rows are distinct: no
+// two blocks share a row)
+static __global__ void scatter_add_kernel(float *dh, const float *dhc, int ldd, const int *rows, int C) {
     int i = blockIdx.x;
     float *dst = dh + (size_t)rows[i] * C;
-    const float *src = dhc + (size_t)i * C;
+    const float *src = dhc + (size_t)i * ldd;
     for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] += src[c];
 }
 
-// logprob[n], lse[n]; h[*,C], w[V,C]; rows[n], targets[n] (device pointers)
-void cuda_logprob_fwd(float *logprob, float *lse, const float *h, const float *w,
+// logprob[n], lse[n]; h[*,C], w[V,C] act; rows[n], targets[n] (device pointers)
+void cuda_logprob_fwd(float *logprob, float *lse, const void *h, const void *w,
                       const int *rows, const int *targets, int n, int C, int V) {
     if (n <= 0) return;
     const int R = chunk_rows(n, V);
-    Chunk cb = chunk_buffers(R, C, V, false);
+    Chunk cb = chunk_buffers(R, C, V, false, false);
     cudaStream_t st = cuda_stream();
     for (int i0 = 0; i0 < n; i0 += R) {
         int m = n - i0 < R ? n - i0 : R;
-        gather_kernel<<<m, 256, 0, st>>>(cb.hc, h, rows + i0, NULL, C);
+        gather_kernel<<<m, 256, 0, st>>>(cb.hc, cb.ldh, (const act_t *)h, rows + i0, NULL, C);
         LAUNCH_CHECK();
-        // logits[m,V] = hc[m,C] @ w[V,C]^T
-        cuda_gemm_rm(false, true, m, V, C, cb.hc, C, w, C, cb.logits, V, 0.0f, NULL);
-        lse_kernel<<<m, ROW_THREADS, 0, st>>>(logprob + i0, lse + i0, cb.logits, targets + i0, V);
+        // logits[m,V] (fp32) = hc[m,C] @ w[V,C]^T (bf16 operands)
+        cuda_gemm_rm(false, true, m, V, C, cb.hc, CUDA_R_16BF, cb.ldh, w, CUDA_R_16BF, C,
+                     cb.logits, CUDA_R_32F, cb.ldl, 0.0f, NULL);
+        lse_kernel<<<m, ROW_THREADS, 0, st>>>(logprob + i0, lse + i0, cb.logits, cb.ldl, targets + i0, V);
         LAUNCH_CHECK();
     }
 }
 
 // Gradient of -sum_i weight[i] * logprob[i]: dh[rows[i], :] += g @ w,
-// dw[V,C] += g^T @ h[rows] (dh or dw may be NULL). Rows of weight 0 are part
-// of the chunks but contribute exact zeros.
-void cuda_logprob_bwd(float *dh, float *dw, const float *h, const float *w,
+// dw[V,C] += g^T @ h[rows] (dh or dw may be NULL), g the bf16 dlogits. Rows
+// of weight 0 are part of the chunks but contribute exact zeros.
+void cuda_logprob_bwd(float *dh, float *dw, const void *h, const void *w,
                       const int *rows, const int *targets, const float *lse,
                       const float *weight, int n, int C, int V) {
     if (n <= 0 || (!dh && !dw)) return;
     const int R = chunk_rows(n, V);
-    Chunk cb = chunk_buffers(R, C, V, dh != NULL);
+    Chunk cb = chunk_buffers(R, C, V, true, dh != NULL);
     cudaStream_t st = cuda_stream();
     for (int i0 = 0; i0 < n; i0 += R) {
         int m = n - i0 < R ? n - i0 : R;
-        gather_kernel<<<m, 256, 0, st>>>(cb.hc, h, rows + i0, weight + i0, C);
+        gather_kernel<<<m, 256, 0, st>>>(cb.hc, cb.ldh, (const act_t *)h, rows + i0, weight + i0, C);
         LAUNCH_CHECK();
-        // recompute the chunk's logits, then turn them into dlogits in place
-        cuda_gemm_rm(false, true, m, V, C, cb.hc, C, w, C, cb.logits, V, 0.0f, NULL);
-        grad_kernel<<<m, ROW_THREADS, 0, st>>>(cb.logits, targets + i0, lse + i0, weight + i0, V);
+        // recompute the chunk's fp32 logits, then the bf16 dlogits from them
+        cuda_gemm_rm(false, true, m, V, C, cb.hc, CUDA_R_16BF, cb.ldh, w, CUDA_R_16BF, C,
+                     cb.logits, CUDA_R_32F, cb.ldl, 0.0f, NULL);
+        grad_kernel<<<m, ROW_THREADS, 0, st>>>(cb.g, cb.ldg, cb.logits, cb.ldl, targets + i0, lse + i0,
+                                               weight + i0, V);
         LAUNCH_CHECK();
         if (dh) {
-            // dhc[m,C] = g[m,V] @ w[V,C], then added to the scattered rows
-            cuda_gemm_rm(false, false, m, C, V, cb.logits, V, w, C, cb.dhc, C, 0.0f, NULL);
-            scatter_add_kernel<<<m, 256, 0, st>>>(dh, cb.dhc, rows + i0, C);
+            // dhc[m,C] (fp32) = g[m,V] @ w[V,C], then added to the scattered rows
+            cuda_gemm_rm(false, false, m, C, V, cb.g, CUDA_R_16BF, cb.ldg, w, CUDA_R_16BF, C,
+                         cb.dhc, CUDA_R_32F, cb.ldd, 0.0f, NULL);
+            scatter_add_kernel<<<m, 256, 0, st>>>(dh, cb.dhc, cb.ldd, rows + i0, C);
             LAUNCH_CHECK();
         }
         if (dw)   // dw[V,C] += g^T @ hc: g stored [m,V] used transposed
-            cuda_gemm_rm(true, false, V, C, m, cb.logits, V, cb.hc, C, dw, C, 1.0f, NULL);
+            cuda_gemm_rm(true, false, V, C, m, cb.g, CUDA_R_16BF, cb.ldg, cb.hc, CUDA_R_16BF, cb.ldh,
+                         dw, CUDA_R_32F, C, 1.0f, NULL);
     }
 }

@@ -1,24 +1,16 @@
-// Dense layer out = inp @ w^T + bias on cuBLASLt (fp32 storage; TF32 tensor
-// cores by default, full fp32 with SPREC_CUDA_TF32=0). The weight keeps its
-// PyTorch [OC, C] layout. Besides the two backend ops this file exports
-// cuda_gemm_rm, the one GEMM entry point of the CUDA backend (logprob.cu uses
-// it too), which caches cuBLASLt descriptors and the chosen algorithm per
-// shape/alignment.
+// Dense layer out = inp @ w^T + bias on cuBLASLt. The weight keeps its
+// PyTorch [OC, C] layout. Numerics: bf16 operands (act) on tensor cores with
+// fp32 accumulation (CUBLAS_COMPUTE_32F, fp32 alpha/beta); the forward writes
+// bf16 (one rounding of the fp32 result, bias included); the backward rounds
+// the fp32 dout to bf16 once and accumulates into the fp32 gradients. Besides
+// the two backend ops this file exports cuda_gemm_rm, the one GEMM entry point
+// of the CUDA backend (logprob.cu uses it too), which caches cuBLASLt
+// descriptors and the chosen algorithm per shape/alignment/data types.
 #include <cstring>
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
 
 // ---------------------------------------------------------------------------
-// compute type: read SPREC_CUDA_TF32 once (any value but "0" keeps TF32)
-static cublasComputeType_t compute_type(void) {
-    static int tf32 = -1;
-    if (tf32 < 0) {
-        const char *e = getenv("SPREC_CUDA_TF32");
-        tf32 = (e && strcmp(e, "0") == 0) ? 0 : 1;
-    }
-    return tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-}
-
 // Largest power of two (<= 256) dividing the address. cuBLASLt's heuristic
 // assumes 256-byte aligned operands unless told otherwise, and our operands
 // are often views into larger buffers (a head's rows, a chunk of a batch).
@@ -39,7 +31,7 @@ struct GemmKey {
     int64_t lda, ldb, ldc;
     int bias_epi;               // 1: BIAS epilogue
     uint32_t al_a, al_b, al_c, al_bias;
-    int compute;
+    int at, bt, ct;             // cudaDataType_t of A, B and C (= D; the bias is ct too)
 };
 
 struct GemmEntry {
@@ -59,7 +51,7 @@ static bool key_eq(const GemmKey &a, const GemmKey &b) {
     return a.ta == b.ta && a.tb == b.tb && a.M == b.M && a.N == b.N && a.K == b.K &&
            a.lda == b.lda && a.ldb == b.ldb && a.ldc == b.ldc && a.bias_epi == b.bias_epi &&
            a.al_a == b.al_a && a.al_b == b.al_b && a.al_c == b.al_c && a.al_bias == b.al_bias &&
-           a.compute == b.compute;
+           a.at == b.at && a.bt == b.bt && a.ct == b.ct;
 }
 
 static void entry_destroy(GemmEntry *e) {
@@ -75,7 +67,7 @@ static void entry_destroy(GemmEntry *e) {
 // heuristic inspects for alignment when the epilogue is on). Returns the
 // entry; entry->ok == 0 when cuBLASLt has no algorithm for it (remembered, so
 // a failing epilogue lookup is not repeated on every call).
-static GemmEntry *entry_get(const GemmKey &k, const float *bias) {
+static GemmEntry *entry_get(const GemmKey &k, const void *bias) {
     for (int i = 0; i < GEMM_CACHE; i++)
         if (gemm_cache[i].used && key_eq(gemm_cache[i].key, k)) return &gemm_cache[i];
 
@@ -94,18 +86,21 @@ static GemmEntry *entry_get(const GemmKey &k, const float *bias) {
     cublasOperation_t opb = k.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
     uint64_t a_rows = k.tb ? (uint64_t)k.K : (uint64_t)k.N, a_cols = k.tb ? (uint64_t)k.N : (uint64_t)k.K;
     uint64_t b_rows = k.ta ? (uint64_t)k.M : (uint64_t)k.K, b_cols = k.ta ? (uint64_t)k.K : (uint64_t)k.M;
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&e->la, CUDA_R_32F, a_rows, a_cols, k.ldb));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&e->lb, CUDA_R_32F, b_rows, b_cols, k.lda));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&e->lc, CUDA_R_32F, (uint64_t)k.N, (uint64_t)k.M, k.ldc));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&e->la, (cudaDataType_t)k.bt, a_rows, a_cols, k.ldb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&e->lb, (cudaDataType_t)k.at, b_rows, b_cols, k.lda));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&e->lc, (cudaDataType_t)k.ct, (uint64_t)k.N, (uint64_t)k.M, k.ldc));
 
-    CUBLAS_CHECK(cublasLtMatmulDescCreate(&e->desc, (cublasComputeType_t)k.compute, CUDA_R_32F));
+    // fp32 accumulation and fp32 alpha/beta whatever the storage (bf16 x bf16
+    // -> bf16 or -> fp32 are both supported with COMPUTE_32F); no TF32: the
+    // operands that reach here are bf16 (or fp32 where precision is wanted)
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&e->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
     if (k.bias_epi) {
         // bias[N] runs along the rows of the column-major D (= our columns)
         cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-        cudaDataType_t bt = CUDA_R_32F;
+        cudaDataType_t bt = (cudaDataType_t)k.ct;   // the bias is stored as the output
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     }
@@ -138,35 +133,109 @@ static GemmEntry *entry_get(const GemmKey &k, const float *bias) {
     return e;
 }
 
+// Typed element access: C (and its bias) is fp32 or act (bf16).
+static __device__ __forceinline__ float ld(const float *p, size_t i) { return p[i]; }
+static __device__ __forceinline__ float ld(const act_t *p, size_t i) { return act_ld(p, i); }
+static __device__ __forceinline__ void st(float *p, size_t i, float x) { p[i] = x; }
+static __device__ __forceinline__ void st(act_t *p, size_t i, float x) { act_st(p, i, x); }
+
 // C[i, j] = (beta == 0 ? 0 : beta * C[i, j]) + (bias ? bias[j] : 0) over C[M,N]
-// (row stride ldc). Used for K == 0 and for the unaligned-bias fallback
-// (beta = 1: adds the bias after the product).
-static __global__ void bias_rows_kernel(float *C, const float *bias, float beta, int M, int N, int64_t ldc) {
+// (row stride ldc), computed in fp32 and stored once. The K == 0 product.
+template <typename T>
+static __global__ void fill_rows_kernel(T *C, const T *bias, float beta, int M, int N, int64_t ldc) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
-    int i = blockIdx.y;
     if (j >= N) return;
-    for (; i < M; i += gridDim.y) {
-        float *c = C + (size_t)i * ldc + j;
-        float v = beta == 0.0f ? 0.0f : beta * *c;
-        *c = v + (bias ? bias[j] : 0.0f);
+    for (int i = blockIdx.y; i < M; i += gridDim.y) {
+        size_t at = (size_t)i * ldc + j;
+        float v = beta == 0.0f ? 0.0f : beta * ld(C, at);
+        st(C, at, v + (bias ? ld(bias, (size_t)j) : 0.0f));
     }
 }
 
-static void bias_rows(float *C, const float *bias, float beta, int M, int N, int64_t ldc) {
-    dim3 grid(cdiv((size_t)N, 256), (unsigned)(M < 65535 ? M : 65535));
-    bias_rows_kernel<<<grid, 256, 0, cuda_stream()>>>(C, bias, beta, M, N, ldc);
+// C[i, j] = P[i, j] + bias[j] over [M,N], P fp32 (row stride ldp) and C
+// (row stride ldc) fp32 or bf16, stored once: the bias step when cuBLASLt's
+// fused epilogue is not available. P may be C itself when C is fp32.
+template <typename T>
+static __global__ void add_bias_kernel(T *C, int64_t ldc, const float *P, int64_t ldp, const T *bias,
+                                       int M, int N) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= N) return;
+    const float b = ld(bias, (size_t)j);
+    for (int i = blockIdx.y; i < M; i += gridDim.y)
+        st(C, (size_t)i * ldc + j, P[(size_t)i * ldp + j] + b);
+}
+
+static dim3 rows_grid(int M, int N) {
+    return dim3(cdiv((size_t)N, 256), (unsigned)(M < 65535 ? M : 65535));
+}
+
+static void fill_rows(void *C, cudaDataType_t ct, const void *bias, float beta, int M, int N, int64_t ldc) {
+    if (ct == CUDA_R_16BF)
+        fill_rows_kernel<act_t><<<rows_grid(M, N), 256, 0, cuda_stream()>>>(
+            (act_t *)C, (const act_t *)bias, beta, M, N, ldc);
+    else
+        fill_rows_kernel<float><<<rows_grid(M, N), 256, 0, cuda_stream()>>>(
+            (float *)C, (const float *)bias, beta, M, N, ldc);
     LAUNCH_CHECK();
 }
+
+static void add_bias(void *C, cudaDataType_t ct, int64_t ldc, const float *P, int64_t ldp, const void *bias,
+                     int M, int N) {
+    if (ct == CUDA_R_16BF)
+        add_bias_kernel<act_t><<<rows_grid(M, N), 256, 0, cuda_stream()>>>(
+            (act_t *)C, ldc, P, ldp, (const act_t *)bias, M, N);
+    else
+        add_bias_kernel<float><<<rows_grid(M, N), 256, 0, cuda_stream()>>>(
+            (float *)C, ldc, P, ldp, (const float *)bias, M, N);
+    LAUNCH_CHECK();
+}
+
+static const char *type_name(cudaDataType_t t) {
+    return t == CUDA_R_16BF ? "bf16" : t == CUDA_R_32F ? "fp32" : "?";
+}
+
+// The cached entry for k, or a fatal error naming the shape if cuBLASLt has
+// no algorithm for it.
+static GemmEntry *entry_need(const GemmKey &k, const void *bias) {
+    GemmEntry *e = entry_get(k, bias);
+    if (!e->ok) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "no cuBLASLt algorithm for M=%d N=%d K=%d ta=%d tb=%d A=%s B=%s C=%s%s",
+                 k.M, k.N, k.K, k.ta, k.tb, type_name((cudaDataType_t)k.at), type_name((cudaDataType_t)k.bt),
+                 type_name((cudaDataType_t)k.ct), k.bias_epi ? " +bias" : "");
+        cuda_fail("cublasLtMatmulAlgoGetHeuristic", msg, __FILE__, __LINE__);
+    }
+    return e;
+}
+
+static void gemm_run(GemmEntry *e, const void *A, const void *B, void *C, float beta) {
+    size_t ws_bytes = 0;
+    void *ws = cuda_blaslt_workspace(&ws_bytes);
+    const float alpha = 1.0f;
+    // A' = B, B' = A (see entry_get); C and D are the same buffer
+    CUBLAS_CHECK(cublasLtMatmul(cuda_blaslt(), e->desc, &alpha, B, e->la, A, e->lb, &beta,
+                                C, e->lc, C, e->lc, &e->algo, ws, ws_bytes, cuda_stream()));
+}
+
+static bool gemm_type_ok(cudaDataType_t t) { return t == CUDA_R_16BF || t == CUDA_R_32F; }
 
 // Row-major GEMM: C[M,N] = op(A)[M,K] @ op(B)[K,N] + beta * C (+ bias[N] added
 // to every row when bias != NULL). ta: A is stored [K,M] (else [M,K]); tb: B
 // is stored [N,K] (else [K,N]); lda/ldb/ldc are the row strides (elements) of
-// the stored matrices. beta == 0 never reads C (it may hold NaN).
-void cuda_gemm_rm(bool ta, bool tb, int M, int N, int K, const float *A, int64_t lda,
-                  const float *B, int64_t ldb, float *C, int64_t ldc, float beta,
-                  const float *bias) {
+// the stored matrices; at/bt/ct their element types (CUDA_R_16BF = act, or
+// CUDA_R_32F). The bias has C's type and needs beta == 0. Accumulation and
+// the bias add are fp32; C is rounded once. beta == 0 never reads C (it may
+// hold NaN).
+void cuda_gemm_rm(bool ta, bool tb, int M, int N, int K,
+                  const void *A, cudaDataType_t at, int64_t lda,
+                  const void *B, cudaDataType_t bt, int64_t ldb,
+                  void *C, cudaDataType_t ct, int64_t ldc, float beta, const void *bias) {
     if (M <= 0 || N <= 0) return;
-    if (K <= 0) { bias_rows(C, bias, beta, M, N, ldc); return; }
+    if (!gemm_type_ok(at) || !gemm_type_ok(bt) || !gemm_type_ok(ct))
+        cuda_fail("cuda_gemm_rm", "operand type is neither bf16 nor fp32", __FILE__, __LINE__);
+    if (bias && beta != 0.0f)
+        cuda_fail("cuda_gemm_rm", "a bias needs beta == 0", __FILE__, __LINE__);
+    if (K <= 0) { fill_rows(C, ct, bias, beta, M, N, ldc); return; }
     // The fused BIAS epilogue wants a 16-byte aligned bias vector; otherwise
     // the bias is added by a small kernel after the product.
     bool epi = bias && ptr_align(bias) >= 16;
@@ -177,35 +246,41 @@ void cuda_gemm_rm(bool ta, bool tb, int M, int N, int K, const float *A, int64_t
     k.bias_epi = epi;
     k.al_a = ptr_align(A); k.al_b = ptr_align(B); k.al_c = ptr_align(C);
     k.al_bias = epi ? ptr_align(bias) : 0;
-    k.compute = (int)compute_type();
+    k.at = (int)at; k.bt = (int)bt; k.ct = (int)ct;
     GemmEntry *e = entry_get(k, epi ? bias : NULL);
-    if (!e->ok && epi) {   // no algorithm with the fused bias: plain product + bias kernel
-        epi = false;
-        k.bias_epi = 0;
-        k.al_bias = 0;
-        e = entry_get(k, NULL);
-    }
-    if (!e->ok) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "no cuBLASLt algorithm for M=%d N=%d K=%d ta=%d tb=%d",
-                 M, N, K, (int)ta, (int)tb);
-        cuda_fail("cublasLtMatmulAlgoGetHeuristic", msg, __FILE__, __LINE__);
-    }
-    if (epi)   // the cached descriptor carries the previous call's bias pointer
+    if (e->ok && epi) {
+        // the cached descriptor carries the previous call's bias pointer
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-    size_t ws_bytes = 0;
-    void *ws = cuda_blaslt_workspace(&ws_bytes);
-    const float alpha = 1.0f;
-    CUBLAS_CHECK(cublasLtMatmul(cuda_blaslt(), e->desc, &alpha, B, e->la, A, e->lb, &beta,
-                                C, e->lc, C, e->lc, &e->algo, ws, ws_bytes, cuda_stream()));
-    if (bias && !epi) bias_rows(C, bias, 1.0f, M, N, ldc);
+        gemm_run(e, A, B, C, beta);
+        return;
+    }
+    if (!bias) { gemm_run(entry_need(k, NULL), A, B, C, beta); return; }
+
+    // A bias without the fused epilogue (unaligned, or no algorithm for it):
+    // the product in fp32 (C itself when C is fp32, else a scratch block),
+    // then one kernel adds the bias and stores, so a bf16 C is still rounded
+    // once, as the epilogue would.
+    k.bias_epi = 0;
+    k.al_bias = 0;
+    float *P = (float *)C;
+    int64_t ldp = ldc;
+    if (ct != CUDA_R_32F) {
+        P = (float *)cuda_scratch(SCRATCH_MISC, (size_t)M * N * sizeof(float));
+        ldp = N;
+        k.ct = (int)CUDA_R_32F;
+        k.ldc = ldp;
+        k.al_c = ptr_align(P);
+    }
+    gemm_run(entry_need(k, NULL), A, B, P, 0.0f);
+    add_bias(C, ct, ldc, P, ldp, bias, M, N);
 }
 
 // ---------------------------------------------------------------------------
-// out[N,OC] = inp[N,C] @ w[OC,C]^T (+ bias[OC])
-void cuda_matmul_fwd(float *out, const float *inp, const float *w, const float *bias,
+// out[N,OC] = inp[N,C] @ w[OC,C]^T (+ bias[OC]); all act
+void cuda_matmul_fwd(void *out, const void *inp, const void *w, const void *bias,
                      int N, int C, int OC) {
-    cuda_gemm_rm(false, true, N, OC, C, inp, C, w, C, out, OC, 0.0f, bias);
+    cuda_gemm_rm(false, true, N, OC, C, inp, CUDA_R_16BF, C, w, CUDA_R_16BF, C, out, CUDA_R_16BF, OC,
+                 0.0f, bias);
 }
 
 // Column sums of dout[N,OC], deterministic. Stage 1: block (column tile of 32,
@@ -243,13 +318,26 @@ static __global__ void colsum_final_kernel(float *dbias, const float *part, int 
 }
 
 // dinp[N,C] += dout[N,OC] @ w[OC,C];  dw[OC,C] += dout^T @ inp[N,C];
-// dbias[OC] += colsum(dout). NULL outputs are skipped.
+// dbias[OC] += colsum(dout). NULL outputs are skipped. dout, dinp, dw, dbias
+// fp32; inp, w act. The GEMMs take dout rounded once to bf16 (the contract
+// allows it: the products then match a bf16 framework's) and accumulate in
+// fp32 into the fp32 gradients (beta = 1); dbias sums the fp32 dout.
 void cuda_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout,
-                     const float *inp, const float *w, int N, int C, int OC) {
-    if (dinp)   // [N,OC] @ [OC,C]
-        cuda_gemm_rm(false, false, N, C, OC, dout, OC, w, C, dinp, C, 1.0f, NULL);
-    if (dw)     // dout stored [N,OC] used transposed: [OC,N] @ [N,C]
-        cuda_gemm_rm(true, false, OC, C, N, dout, OC, inp, C, dw, C, 1.0f, NULL);
+                     const void *inp, const void *w, int N, int C, int OC) {
+    if ((dinp || dw) && N > 0 && OC > 0) {
+        // The bf16 copy of dout shares the log-prob head's scratch slot: the
+        // two ops never overlap (each finishes queuing before the next asks
+        // for the slot), and the head's chunk buffer (~128 MiB once the head
+        // has run) usually holds a layer's dout already, so no extra memory.
+        act_t *dout16 = (act_t *)cuda_scratch(SCRATCH_LOGITS, (size_t)N * OC * sizeof(act_t));
+        cuda_act_from_f32(dout16, dout, (size_t)N * OC);
+        if (dinp)   // [N,OC] @ [OC,C]
+            cuda_gemm_rm(false, false, N, C, OC, dout16, CUDA_R_16BF, OC, w, CUDA_R_16BF, C,
+                         dinp, CUDA_R_32F, C, 1.0f, NULL);
+        if (dw)     // dout stored [N,OC] used transposed: [OC,N] @ [N,C]
+            cuda_gemm_rm(true, false, OC, C, N, dout16, CUDA_R_16BF, OC, inp, CUDA_R_16BF, C,
+                         dw, CUDA_R_32F, C, 1.0f, NULL);
+    }
     if (dbias && N > 0 && OC > 0) {
         unsigned chunks = cdiv((size_t)N, DB_ROWS);
         if (chunks > 65535) cuda_fail("matmul_bwd", "too many rows for the bias reduction", __FILE__, __LINE__);

@@ -4,7 +4,9 @@
 // downloads N*k + (allowed) numbers per step instead of N*V logits.
 // Deterministic: fixed reduction trees, and a total order (value, then id) for
 // the top k. The normaliser is summed in double, in a different order than
-// the CPU's index order (last-bit differences only).
+// the CPU's index order (last-bit differences only). Logits are act (bf16):
+// every entry is widened to fp32 on load, so the values reported are the
+// stored values exactly.
 #include <cmath>
 #include "../backend.h"
 #include "cuda_common.cuh"
@@ -49,10 +51,10 @@ static __device__ Cand block_best(Cand c, Cand *sm) {
 
 // this thread's best entry x[v] (v = tid, tid + T, ...) ranked after `after`
 // (after.id < 0: no bound); -INFINITY entries never count
-static __device__ Cand thread_best(const float *x, int V, Cand after) {
+static __device__ Cand thread_best(const act_t *x, int V, Cand after) {
     Cand c{-INFINITY, -1};
     for (int v = threadIdx.x; v < V; v += SEL_THREADS) {
-        const float xv = x[v];
+        const float xv = act_ld(x, v);
         if (xv == -INFINITY) continue;
         const Cand e{xv, v};
         if (after.id >= 0 && !before(after, e)) continue;
@@ -66,15 +68,15 @@ static __device__ Cand thread_best(const float *x, int V, Cand after) {
 // best entry not yet listed, so after a round only the winner's owner rescans
 // its V/T entries.
 static __global__ void __launch_bounds__(SEL_THREADS)
-lse_topk_kernel(double *lse, int *top_id, float *top_val, const float *logits, int V, int k) {
+lse_topk_kernel(double *lse, int *top_id, float *top_val, const act_t *logits, int V, int k) {
     __shared__ Cand sm_c[SEL_WARPS + 1];
     __shared__ float sm_f[SEL_WARPS];
     __shared__ double sm_d[SEL_WARPS];
     const int n = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const float *x = logits + (size_t)n * V;
+    const act_t *x = logits + (size_t)n * V;
 
     float mx = -INFINITY;
-    for (int v = threadIdx.x; v < V; v += SEL_THREADS) mx = fmaxf(mx, x[v]);
+    for (int v = threadIdx.x; v < V; v += SEL_THREADS) mx = fmaxf(mx, act_ld(x, v));
     for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
     if (lane == 0) sm_f[warp] = mx;
     __syncthreads();
@@ -83,7 +85,7 @@ lse_topk_kernel(double *lse, int *top_id, float *top_val, const float *logits, i
 
     double s = 0.0;
     if (mx != -INFINITY)
-        for (int v = threadIdx.x; v < V; v += SEL_THREADS) s += exp((double)x[v] - (double)mx);
+        for (int v = threadIdx.x; v < V; v += SEL_THREADS) s += exp((double)act_ld(x, v) - (double)mx);
     for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
     if (lane == 0) sm_d[warp] = s;
     __syncthreads();
@@ -108,21 +110,23 @@ lse_topk_kernel(double *lse, int *top_id, float *top_val, const float *logits, i
     }
 }
 
-void cuda_logits_lse_topk(double *lse, int *top_id, float *top_val, const float *logits, int N, int V, int k) {
+void cuda_logits_lse_topk(double *lse, int *top_id, float *top_val, const void *logits, int N, int V, int k) {
     if (N <= 0) return;
-    lse_topk_kernel<<<(unsigned)N, SEL_THREADS, 0, cuda_stream()>>>(lse, top_id, top_val, logits, V, k);
+    lse_topk_kernel<<<(unsigned)N, SEL_THREADS, 0, cuda_stream()>>>(lse, top_id, top_val,
+                                                                   (const act_t *)logits, V, k);
     LAUNCH_CHECK();
 }
 
 // out[j] = logits[n, cols[j]] for off[n] <= j < off[n+1]; one block per row
-static __global__ void gather_cols_kernel(float *out, const float *logits, const int *off, const int *cols, int V) {
+// (widened: out is fp32)
+static __global__ void gather_cols_kernel(float *out, const act_t *logits, const int *off, const int *cols, int V) {
     const int n = blockIdx.x;
-    const float *x = logits + (size_t)n * V;
-    for (int j = off[n] + (int)threadIdx.x; j < off[n + 1]; j += blockDim.x) out[j] = x[cols[j]];
+    const act_t *x = logits + (size_t)n * V;
+    for (int j = off[n] + (int)threadIdx.x; j < off[n + 1]; j += blockDim.x) out[j] = act_ld(x, cols[j]);
 }
 
-void cuda_gather_cols(float *out, const float *logits, const int *off, const int *cols, int N, int V) {
+void cuda_gather_cols(float *out, const void *logits, const int *off, const int *cols, int N, int V) {
     if (N <= 0) return;
-    gather_cols_kernel<<<(unsigned)N, 128, 0, cuda_stream()>>>(out, logits, off, cols, V);
+    gather_cols_kernel<<<(unsigned)N, 128, 0, cuda_stream()>>>(out, (const act_t *)logits, off, cols, V);
     LAUNCH_CHECK();
 }

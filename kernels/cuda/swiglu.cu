@@ -4,6 +4,12 @@
 // instruction (same constants, same range reduction, same unfused IEEE float
 // ops via _rn intrinsics, which nvcc never contracts into FMAs), so the
 // results are bit-identical to the CPU's. Elementwise, grid-stride.
+//
+// Numerics: gate, up and the forward's out are act (bf16): inputs widened to
+// fp32 on load, the fp32 formula unchanged, out rounded once on store (what
+// the CPU's bf16 emulation does around the fp32 op). Gradients are fp32.
+// Loads are scalar bf16 (a warp still reads 64 contiguous bytes): n and the
+// pointers' alignment are arbitrary, and the kernels are memory-bound either way.
 #include "../backend.h"
 #include "cuda_ops.h"
 #include "cuda_common.cuh"
@@ -33,23 +39,24 @@ __device__ __forceinline__ float sigmoid_dev(float g) {
     return __fdiv_rn(1.0f, __fadd_rn(1.0f, sprec_expf(-g)));
 }
 
-__global__ void swiglu_fwd_kernel(float *out, const float *gate, const float *up, size_t n) {
+__global__ void swiglu_fwd_kernel(act_t *out, const act_t *gate, const act_t *up, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        const float g = gate[i];
-        out[i] = __fmul_rn(__fmul_rn(g, sigmoid_dev(g)), up[i]);   // CPU: gate * sigmoid * up
+        const float g = act_ld(gate, i);
+        act_st(out, i, __fmul_rn(__fmul_rn(g, sigmoid_dev(g)), act_ld(up, i)));   // CPU: gate * sigmoid * up
     }
 }
 
 // dgate += dout * up * silu'(g), silu'(g) = s (1 + g (1 - s));  dup += dout * g * s
-__global__ void swiglu_bwd_kernel(float *dgate, float *dup, const float *dout, const float *gate,
-                                  const float *up, size_t n) {
+// (gate, up act; dgate, dup, dout fp32)
+__global__ void swiglu_bwd_kernel(float *dgate, float *dup, const float *dout, const act_t *gate,
+                                  const act_t *up, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        const float g = gate[i], s = sigmoid_dev(g), d = dout[i];
+        const float g = act_ld(gate, i), s = sigmoid_dev(g), d = dout[i];
         if (dgate) {
             const float dsilu = __fadd_rn(1.0f, __fmul_rn(g, __fsub_rn(1.0f, s)));
-            dgate[i] = __fadd_rn(dgate[i], __fmul_rn(__fmul_rn(__fmul_rn(d, up[i]), s), dsilu));
+            dgate[i] = __fadd_rn(dgate[i], __fmul_rn(__fmul_rn(__fmul_rn(d, act_ld(up, i)), s), dsilu));
         }
         if (dup) dup[i] = __fadd_rn(dup[i], __fmul_rn(__fmul_rn(d, g), s));
     }
@@ -60,15 +67,17 @@ static unsigned ew_blocks(size_t n) {
     return (unsigned)(b < 65536 ? b : 65536);   // grid-stride beyond that
 }
 
-void cuda_swiglu_fwd(float *out, const float *gate, const float *up, size_t n) {
+void cuda_swiglu_fwd(void *out, const void *gate, const void *up, size_t n) {
     if (n == 0) return;
-    swiglu_fwd_kernel<<<ew_blocks(n), 256, 0, cuda_stream()>>>(out, gate, up, n);
+    swiglu_fwd_kernel<<<ew_blocks(n), 256, 0, cuda_stream()>>>((act_t *)out, (const act_t *)gate,
+                                                               (const act_t *)up, n);
     LAUNCH_CHECK();
 }
 
-void cuda_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
-                     const float *up, size_t n) {
+void cuda_swiglu_bwd(float *dgate, float *dup, const float *dout, const void *gate,
+                     const void *up, size_t n) {
     if (n == 0 || (!dgate && !dup)) return;
-    swiglu_bwd_kernel<<<ew_blocks(n), 256, 0, cuda_stream()>>>(dgate, dup, dout, gate, up, n);
+    swiglu_bwd_kernel<<<ew_blocks(n), 256, 0, cuda_stream()>>>(dgate, dup, dout, (const act_t *)gate,
+                                                               (const act_t *)up, n);
     LAUNCH_CHECK();
 }

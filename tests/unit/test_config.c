@@ -254,7 +254,7 @@ static void test_config_bad_override(void **state) {
         {"train.lr=abc", "command line: --train.lr=abc: not a number"},
         {"train.lrr=1", "command line: --train.lrr=1: unknown key 'lrr' in [train] (did you mean 'lr'?)"},
         {"trian.lr=1", "command line: --trian.lr=1: unknown section [trian] (did you mean [train]?)"},
-        {"run.device=tpu", "command line: --run.device=tpu: must be one of cpu|cpu-checked|cuda"},
+        {"run.device=tpu", "command line: --run.device=tpu: must be one of cpu|cpu-checked|cpu-bf16|cuda"},
         {"train.lr", "command line: --train.lr: expected --train.lr=VALUE"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

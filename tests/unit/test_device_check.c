@@ -53,6 +53,18 @@ static void too_short(void *arg) {
     float *a = be->alloc(10 * sizeof(float));
     be->scale(a + 4, 2.0f, 7);    // 7 floats from element 4 of 10
 }
+// adamw_multi's compute copy pc is a device pointer like the rest
+static void host_pc_to_adamw(void *arg) {
+    (void)arg;
+    const Backend *be = backend_cpu_checked();
+    float *d = be->alloc(4 * 8 * sizeof(float)), h[8] = {0};
+    const AdamwTensor t = {0, 8, 1};
+    AdamwTensor *tab = be->alloc(sizeof t);
+    be->upload(tab, &t, sizeof t);
+    float *p = d, *g = d + 8, *m = d + 16, *v = d + 24;
+    be->adamw_multi(p, p, g, m, v, 8, tab, 1, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.1f, 0.05f, 1.0f);   // fine
+    be->adamw_multi(p, h, g, m, v, 8, tab, 1, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.1f, 0.05f, 1.0f);
+}
 static void upload_from_device(void *arg) {
     (void)arg;
     const Backend *be = backend_cpu_checked();
@@ -81,7 +93,12 @@ static void api_only(void *arg) {
     be->add(b, b, a, 5);
     be->download(back, b, sizeof back);
     for (int i = 0; i < 5; i++) if (back[i] != 2 * h[i]) _exit(9);
-    be->free(a); be->free(b);
+    float *c = be->alloc(sizeof h);   // the act ops: c = b / 2 = h
+    be->act_from_f32(c, b, 5);
+    be->scale_act(c, 0.5f, 5);
+    be->download(back, c, sizeof back);
+    for (int i = 0; i < 5; i++) if (back[i] != h[i]) _exit(10);
+    be->free(a); be->free(b); be->free(c);
 }
 
 static void expect_caught(void (*fn)(void *), const char *needle1, const char *needle2) {
@@ -105,6 +122,7 @@ static void test_device_check_catches(void **state) {
     expect_caught(host_ptr_to_op, "add argument a is not device memory", NULL);
     expect_caught(host_int_ptr_to_op, "embedding_fwd argument tokens is not device memory", NULL);
     expect_caught(too_short, "scale argument x needs 28 bytes of device memory but only 24 are left", NULL);
+    expect_caught(host_pc_to_adamw, "adamw_multi argument pc is not device memory", NULL);
     expect_caught(upload_from_device, "upload argument src is device memory", NULL);
     expect_caught(download_to_device, "download argument dst is device memory", NULL);
     expect_caught(free_host, "free argument p is not device memory", NULL);

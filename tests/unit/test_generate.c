@@ -36,6 +36,7 @@ static void tiny_model(Model *m, const ModelConfig *c, uint64_t seed) {
     for (int i = 0; i < m->n_params; i++)
         if (strstr(m->table[i].name, ".bias"))
             for (size_t j = 0; j < m->table[i].numel; j++) m->params[m->table[i].offset + j] = 0.5f * frnd();
+    model_sync_compute(m);
 }
 
 // logits after the last token of seq[0..n), by the training forward on the whole prefix

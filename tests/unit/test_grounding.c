@@ -64,7 +64,7 @@ static void test_grounding_embed_direct(void **state) {
             double mean = 0, dot = 0;
             for (int t = 0; t < lens[i]; t++) mean += logits[(size_t)t * V + v];
             mean /= lens[i];
-            for (int k = 0; k < C; k++) dot += (double)emb[i * C + k] * m.w.lm_head[(size_t)v * C + k];
+            for (int k = 0; k < C; k++) dot += (double)emb[i * C + k] * ((const float *)m.master.lm_head)[(size_t)v * C + k];
             assert_true(fabs(dot - mean) <= 1e-5 * (1 + fabs(mean)));
         }
         free(logits);

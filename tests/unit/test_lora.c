@@ -54,10 +54,12 @@ static void randomize_b(Model *m, uint64_t seed, float std) {
         if (!strstr(p->name, "lora_B")) continue;
         for (size_t j = 0; j < p->numel; j++) lo->params[p->offset + j] = std * (float)rng_normal(&r);
     }
+    lora_sync_compute(m);
 }
 
 // -sum of the scored log-probs, accumulated in double
 static double loss_of(Model *m, const Batch *b) {
+    model_sync_compute(m);   // the caller may have perturbed the master weights
     int n = model_forward(m, b, 0);
     double s = 0;
     for (int i = 0; i < n; i++) s -= m->head_lp[i];
@@ -264,13 +266,13 @@ static void test_lora_merge(void **state) {
     model_forward(&m, &tb.b, 1);            // training off: no dropout
     model_logits(&m, &tb.b, before);
     float *wk = malloc((size_t)8 * 16 * sizeof(float));
-    memcpy(wk, m.w.layers[1].wk, (size_t)8 * 16 * sizeof(float));
+    memcpy(wk, m.master.layers[1].wk, (size_t)8 * 16 * sizeof(float));
     float *wq = malloc((size_t)16 * 16 * sizeof(float));
-    memcpy(wq, m.w.layers[1].wq, (size_t)16 * 16 * sizeof(float));
+    memcpy(wq, m.master.layers[1].wq, (size_t)16 * 16 * sizeof(float));
     model_merge_lora(&m);
     assert_null(m.lora);
-    assert_memory_equal(wk, m.w.layers[1].wk, (size_t)8 * 16 * sizeof(float));   // not targeted
-    assert_true(memcmp(wq, m.w.layers[1].wq, (size_t)16 * 16 * sizeof(float)) != 0);
+    assert_memory_equal(wk, m.master.layers[1].wk, (size_t)8 * 16 * sizeof(float));   // not targeted
+    assert_true(memcmp(wq, m.master.layers[1].wq, (size_t)16 * 16 * sizeof(float)) != 0);
     model_forward(&m, &tb.b, 1);
     model_logits(&m, &tb.b, after);
     double e = rel_err(after, before, nl);

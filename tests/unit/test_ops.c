@@ -83,6 +83,7 @@ static void test_ops_registry_memory(void **state) {
     assert_non_null(be);
     assert_string_equal(be->name, "cpu");
     assert_true(be->alloc && be->free && be->upload && be->download && be->copy && be->zero);
+    assert_true(be->act_bytes == sizeof(float) && be->act_from_f32 && be->scale && be->scale_act);
     assert_true(be->matmul_fwd && be->matmul_bwd && be->embedding_fwd && be->embedding_bwd);
     assert_true(be->rmsnorm_fwd && be->rmsnorm_bwd && be->rope_fwd && be->rope_bwd);
     assert_true(be->attention_fwd && be->attention_bwd && be->swiglu_fwd && be->swiglu_bwd);
@@ -604,9 +605,9 @@ static void test_ops_adamw(void **state) {
         float *g = frand(n, 1.0);
         g[0] = 0.0f;   // zero gradient, zero moments: the update is decay only
         float bc1 = 1.0f - powf(b1, step), bc2 = 1.0f - powf(b2, step);
-        be->adamw_multi(p, g, m, v, n, tab, nt, lr, b1, b2, eps, wd, bc1, bc2, scale);
+        be->adamw_multi(p, p, g, m, v, n, tab, nt, lr, b1, b2, eps, wd, bc1, bc2, scale);
         for (int t = 0; t < nt; t++)   // one tensor per call: the old per-tensor path
-            be->adamw_multi(p1, g, m1, v1, n, &tab[t], 1, lr, b1, b2, eps, wd, bc1, bc2, scale);
+            be->adamw_multi(p1, p1, g, m1, v1, n, &tab[t], 1, lr, b1, b2, eps, wd, bc1, bc2, scale);
         for (int t = 0; t < nt; t++) {
             const double wdt = tab[t].decay ? wd : 0.0;
             for (size_t i = tab[t].offset; i < tab[t].offset + tab[t].numel; i++) {
@@ -629,6 +630,73 @@ static void test_ops_adamw(void **state) {
     assert_memory_equal(m, m1, n * sizeof(float));
     assert_memory_equal(v, v1, n * sizeof(float));
     free(p); free(m); free(v); free(p1); free(m1); free(v1); free(rp); free(rm); free(rv); free(p0); free(want);
+}
+
+// The act ops on the CPU backend, whose act type is fp32: act_from_f32 is a
+// copy (nothing in place), scale_act is scale; adamw_multi with a separate
+// compute copy pc gives p's bits and leaves pc alone outside the table.
+static void test_ops_act(void **state) {
+    (void)state;
+    seed(23);
+    const Backend *be = backend_cpu();
+    const size_t n = 40001;   // above the parallel threshold
+    float *x = frand(n, 2.0), *y = malloc(n * sizeof(float)), *x0 = fdup(x, n);
+    be->act_from_f32(y, x, n);
+    assert_memory_equal(y, x, n * sizeof(float));
+    be->act_from_f32(x, x, n);   // in place: nothing to do
+    assert_memory_equal(x, x0, n * sizeof(float));
+    be->scale(x, 0.37f, n);
+    be->scale_act(y, 0.37f, n);
+    assert_memory_equal(y, x, n * sizeof(float));
+
+    const AdamwTensor tab[] = {{0, 20011, 1}, {20030, 300, 0}};   // [20011, 20030) and the tail in no tensor
+    const size_t np = 20400;
+    float *p = frand(np, 1.0), *p1 = fdup(p, np), *g = frand(np, 1.0);
+    float *m = calloc(np, sizeof(float)), *v = calloc(np, sizeof(float));
+    float *m1 = calloc(np, sizeof(float)), *v1 = calloc(np, sizeof(float)), *pc = malloc(np * sizeof(float));
+    for (size_t i = 0; i < np; i++) pc[i] = 7.0f;   // untouched outside the table
+    be->adamw_multi(p, pc, g, m, v, np, tab, 2, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.1f, 0.05f, 0.7f);
+    be->adamw_multi(p1, p1, g, m1, v1, np, tab, 2, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.1f, 0.05f, 0.7f);
+    assert_memory_equal(p, p1, np * sizeof(float));   // pc changes nothing of the step
+    assert_memory_equal(m, m1, np * sizeof(float));
+    assert_memory_equal(v, v1, np * sizeof(float));
+    for (int t = 0; t < 2; t++)
+        assert_memory_equal(pc + tab[t].offset, p + tab[t].offset, tab[t].numel * sizeof(float));
+    for (size_t i = 20011; i < 20030; i++) assert_true(pc[i] == 7.0f);
+    for (size_t i = 20330; i < np; i++) assert_true(pc[i] == 7.0f);
+    free(x); free(y); free(x0); free(p); free(p1); free(g); free(m); free(v); free(m1); free(v1); free(pc);
+}
+
+// residual_rmsnorm_fwd == add then rmsnorm_fwd, bit for bit, on fp32 and on
+// bf16 storage (where the norm must read the rounded sum), res aliasing a too.
+static void test_ops_residual_rmsnorm(void **state) {
+    (void)state;
+    seed(29);
+    const int N = 37, C = 200;
+    const size_t n = (size_t)N * C;
+    float *a = frand(n, 3.0), *b = frand(n, 1.0), *w = frand((size_t)C, 1.0);
+    const Backend *bes[] = {backend_cpu(), backend_cpu_bf16()};
+    for (int k = 0; k < 2; k++) {
+        const Backend *be = bes[k];
+        const size_t ab = be->act_bytes;
+        void *da = be->alloc(n * ab), *db = be->alloc(n * ab), *dw = be->alloc(C * ab);
+        void *res1 = be->alloc(n * ab), *out1 = be->alloc(n * ab), *res2 = be->alloc(n * ab), *out2 = be->alloc(n * ab);
+        float *r1 = malloc(N * sizeof(float)), *r2 = malloc(N * sizeof(float));
+        be->act_from_f32(da, a, n); be->act_from_f32(db, b, n); be->act_from_f32(dw, w, (size_t)C);
+        be->add(res1, da, db, n);
+        be->rmsnorm_fwd(out1, r1, res1, dw, 1e-5f, N, C);
+        be->residual_rmsnorm_fwd(res2, out2, r2, da, db, dw, 1e-5f, N, C);
+        assert_memory_equal(res1, res2, n * ab);
+        assert_memory_equal(out1, out2, n * ab);
+        assert_memory_equal(r1, r2, N * sizeof(float));
+        be->residual_rmsnorm_fwd(da, out2, r2, da, db, dw, 1e-5f, N, C);   // in place into a
+        assert_memory_equal(da, res1, n * ab);
+        assert_memory_equal(out1, out2, n * ab);
+        void *bufs[] = {da, db, dw, res1, out1, res2, out2};
+        for (int i = 0; i < 7; i++) be->free(bufs[i]);
+        free(r1); free(r2);
+    }
+    free(a); free(b); free(w);
 }
 
 static void test_ops_sumsq(void **state) {
@@ -708,12 +776,14 @@ DEFINE_TEST_GROUP(test_ops,
     cmocka_unit_test(test_ops_matmul),
     cmocka_unit_test(test_ops_embedding),
     cmocka_unit_test(test_ops_rmsnorm),
+    cmocka_unit_test(test_ops_residual_rmsnorm),
     cmocka_unit_test(test_ops_rope),
     cmocka_unit_test(test_ops_swiglu),
     cmocka_unit_test(test_ops_attention_gqa),
     cmocka_unit_test(test_ops_attention_mha),
     cmocka_unit_test(test_ops_logprob),
     cmocka_unit_test(test_ops_adamw),
+    cmocka_unit_test(test_ops_act),
     cmocka_unit_test(test_ops_sumsq),
     cmocka_unit_test(test_ops_seq_logprob),
     cmocka_unit_test(test_ops_dpo_loss),
