@@ -22,6 +22,16 @@ Modes (--mode):
            named NAME_greedy / NAME_beamW. The titles and prompts come from the same splitmix64 stream
            (seed 12345) as `sprec bench --mode generate`, so both sides decode over the same trie.
            tokens = the output tokens of the returned sequences (up to and including the end token).
+  attention  causal grouped-query attention alone, the PyTorch side of `sprec bench --mode attention` (the
+           measurement that decides the engine's own flash-style kernel vs cuDNN's fused SDPA): bf16 leaves
+           q[batch, seq, heads, head-dim], k, v[batch, seq, kv-heads, head-dim] (requires_grad), transposed to
+           [batch, heads, seq, head-dim] views as Hugging Face does, F.scaled_dot_product_attention(is_causal=True,
+           enable_gqa=True when kv-heads < heads), then out.backward(a fixed random bf16 dout); grads set to None
+           after each step. One line per SDPA backend, forced with torch.nn.attention.sdpa_kernel: impl
+           pytorch-sdpa-cudnn, pytorch-sdpa-flash, pytorch-sdpa-efficient. When a backend refuses the native GQA
+           call (or the torch has no enable_gqa), k and v are repeat_interleave'd to heads inside the step (as
+           HF's repeat_kv; "gqa": "repeat_interleave" in the line). A backend that refuses the shape altogether
+           (or runs out of memory) gives a line with "error" and null numbers. Every sequence is full length.
 Weights are fp32 masters with bf16 autocast (--precision amp, default) or pure bf16 (--precision bf16).
 Warm-up steps are not timed; ms_per_step is the median over the timed steps (CUDA-synchronised), and
 tokens_per_s = tokens per step / median step time. Prints one JSON object per line with the fields of
@@ -34,12 +44,16 @@ position, backward = 2 x forward):
     dpo:  3 * fwd_per_token * 2 * batch * seq            (policy fwd+bwd; --dpo-ref model: 4 *, + reference fwd)
     logprob: 3 * 2 * tokens * vocab * dim
     generate: 2 * linear_params * (prompts * prompt_len + beams * output tokens)   (an estimate: no attention)
+    attention: fwd = 2 * 2 * batch * heads * seq^2 * head_dim / 2   (QK^T and PV, half for causality)
+               bwd = 2.5 * fwd (FlashAttention's convention), step = 3.5 * fwd
 mfu = FLOP/s / the GPU's dense bf16 peak (H100/H200 SXM 989 TFLOP/s, A100 312; --peak-tflops overrides;
 null when unknown or on the CPU).
 
     python3 bench/torch_cuda.py --mode sft --dim 576 --layers 30 --heads 9 --kv-heads 3 --ffn 1536 \
         --vocab 49152 --seq 512 --batch 8 --tied --name smollm2-135m
     python3 bench/torch_cuda.py --mode logprob --dim 576 --vocab 49152 --tokens 8192 --name logprob-v49152
+    python3 bench/torch_cuda.py --mode attention --batch 16 --seq 512 --heads 9 --kv-heads 3 --head-dim 64 \
+        --name attn-smollm2-135m-t512
 (--device cpu runs the same code on the CPU, for a smoke test of the script with tiny shapes.)
 """
 import argparse
@@ -59,7 +73,14 @@ def linear_params(a):
     return a.layers * per_layer + a.vocab * a.dim
 
 
+def attention_fwd_flops(a):
+    """QK^T and PV, 2 * seq^2 * head_dim FLOPs each per head, halved for causality."""
+    return 2 * 2 * a.batch * a.heads * a.seq * a.seq * a.head_dim // 2
+
+
 def flops_per_step(a, beams=1, out_tokens=0):
+    if a.mode == "attention":
+        return 7 * attention_fwd_flops(a) // 2   # forward + backward (2.5 x forward): 3.5 x forward
     if a.mode == "logprob":
         return 3 * 2 * a.tokens * a.vocab * a.dim
     if a.mode == "generate":
@@ -71,6 +92,9 @@ def flops_per_step(a, beams=1, out_tokens=0):
 
 
 TITLE_MIN, TITLE_MAX, M64 = 4, 12, (1 << 64) - 1
+# --mode attention: the SDPA backends timed (one line each) -> SDPBackend member
+SDPA_BACKENDS = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
+                 "math": "MATH"}
 
 
 def splitmix64(state):
@@ -124,7 +148,7 @@ def build_trie(titles):
 def parse_args():
     ap = argparse.ArgumentParser(description="Time PyTorch GPU SFT / DPO steps of a random Llama, or the "
                                              "materialised log-prob head.")
-    ap.add_argument("--mode", choices=["sft", "dpo", "logprob", "generate"], default="sft")
+    ap.add_argument("--mode", choices=["sft", "dpo", "logprob", "generate", "attention"], default="sft")
     ap.add_argument("--dim", type=int, default=576)
     ap.add_argument("--layers", type=int, default=30)
     ap.add_argument("--heads", type=int, default=9)
@@ -134,6 +158,9 @@ def parse_args():
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--batch", type=int, default=8, help="sequences (sft) or pairs (dpo)")
     ap.add_argument("--tokens", type=int, default=8192, help="rows of the logprob mode")
+    ap.add_argument("--head-dim", type=int, default=64, help="attention: head size (--dim is not used)")
+    ap.add_argument("--sdpa-backends", default="cudnn,flash,efficient",
+                    help="attention: comma-separated SDPA backends to time, of cudnn, flash, efficient, math")
     ap.add_argument("--dpo-ref", choices=["precomputed", "model"], default="precomputed",
                     help="dpo: reference log-probs computed once before timing, or a reference forward per step")
     ap.add_argument("--prompts", type=int, default=64, help="generate: prompts (one batch)")
@@ -155,8 +182,19 @@ def parse_args():
     a = ap.parse_args()
     a.kv_heads = a.kv_heads or a.heads
     a.name = a.name or a.mode
-    if a.dim % a.heads or a.heads % a.kv_heads or a.seq < 4 or a.steps < 1 or a.warmup < 0:
-        ap.error("need dim % heads == 0, heads % kv_heads == 0, seq >= 4, steps >= 1, warmup >= 0")
+    if a.mode == "attention":
+        if a.heads % a.kv_heads or not 1 <= a.head_dim <= 256 or a.seq < 1 or a.batch < 1:
+            ap.error("attention needs heads % kv_heads == 0, 1 <= head_dim <= 256, seq >= 1, batch >= 1")
+        a.sdpa_backends = [b.strip() for b in a.sdpa_backends.split(",") if b.strip()]
+        bad = [b for b in a.sdpa_backends if b not in SDPA_BACKENDS]
+        if bad or not a.sdpa_backends:
+            ap.error(f"--sdpa-backends: unknown {bad}; choose from {', '.join(SDPA_BACKENDS)}")
+    elif a.dim % a.heads:
+        ap.error("need dim % heads == 0")
+    if a.heads % a.kv_heads or a.seq < 1 or a.steps < 1 or a.warmup < 0:
+        ap.error("need heads % kv_heads == 0, seq >= 1, steps >= 1, warmup >= 0")
+    if a.mode != "attention" and a.seq < 4:
+        ap.error("need seq >= 4")
     if min(a.prompts, a.beams, a.items, a.prompt_len) < 1 or a.vocab < 3:
         ap.error("need --prompts, --beams, --items, --prompt-len >= 1 and --vocab >= 3")
     if a.mode == "generate":
@@ -193,9 +231,141 @@ def make_optimizer(a, torch, params):
         return torch.optim.AdamW(params, lr=a.lr)
 
 
+def attention_main(a, log):
+    """--mode attention: one JSON line per SDPA backend (see the module docstring)."""
+    import resource
+    import warnings
+    import torch
+    import torch.nn.functional as F
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:   # torch < 2.3: no backend selection; every line is an error row
+        SDPBackend = sdpa_kernel = None
+
+    torch.manual_seed(a.seed)
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    B, T, NH, NKV, D = a.batch, a.seq, a.heads, a.kv_heads, a.head_dim
+    dt = torch.bfloat16
+
+    def uniform(*shape):   # U(-1, 1), as `sprec bench --mode attention` draws its inputs
+        return (torch.rand(*shape, device=dev) * 2 - 1).to(dt)
+    q = uniform(B, T, NH, D).requires_grad_()   # the engine's layout [B, T, heads, D]
+    k = uniform(B, T, NKV, D).requires_grad_()
+    v = uniform(B, T, NKV, D).requires_grad_()
+    dout = uniform(B, T, NH, D).transpose(1, 2)   # the gradient of out [B, NH, T, D], as HF's layout gives it
+    try:   # enable_gqa exists from torch 2.5
+        F.scaled_dot_product_attention(*(torch.zeros(1, n, 2, 4) for n in (2, 1, 1)), enable_gqa=True)
+        native_gqa = True
+    except TypeError:
+        native_gqa = False
+
+    def sdpa(gqa):
+        qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if gqa == "native":
+            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=True)
+        if gqa == "repeat_interleave":   # head h reads kv head h // (NH / NKV), as HF's repeat_kv
+            kt, vt = (x.repeat_interleave(NH // NKV, dim=2).transpose(1, 2) for x in (k, v))
+        return F.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
+
+    def step(backend, gqa, keep=None):
+        with sdpa_kernel([backend]):
+            out = sdpa(gqa)
+            out.backward(dout)
+        q.grad = k.grad = v.grad = None   # fresh gradients every step
+        if keep is not None:
+            keep.append(out.detach())
+
+    peak = peak_flops(a, torch)
+    fwd = attention_fwd_flops(a)
+    flops = flops_per_step(a)
+    tokens = B * T
+    gqa_modes = ["none"] if NKV == NH else (["native"] if native_gqa else []) + ["repeat_interleave"]
+    for name in a.sdpa_backends:
+        impl = "pytorch-sdpa-" + name
+        line = {"name": a.name, "impl": impl, "device": a.device, "mode": "attention",
+                "gpu": torch.cuda.get_device_name() if cuda else None, "precision": "bf16",
+                "batch": B, "seq": T, "heads": NH, "kv_heads": NKV, "head_dim": D, "causal": 1, "ragged": 0,
+                "sdpa_backend": name, "gqa": None, "tokens": tokens, "steps": a.steps, "flops_fwd": fwd,
+                "flops_per_step": flops, "tokens_per_s": None, "ms_per_step": None, "ms_per_step_mean": None,
+                "ms_per_step_min": None, "peak_bytes": None, "extra_bytes": None, "gflops": None, "mfu": None,
+                "final_loss": None, "torch_version": str(torch.__version__)}
+        backend = getattr(SDPBackend, SDPA_BACKENDS[name], None) if SDPBackend is not None else None
+        if backend is None:
+            line["error"] = f"this torch has no SDPBackend.{SDPA_BACKENDS[name]} / sdpa_kernel"
+            print(json.dumps(line), flush=True)
+            continue
+        # the first GQA form the backend accepts, forward and backward (one untimed step)
+        gqa, errors = None, []
+        for mode in gqa_modes:
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    step(backend, mode)
+                    sync()
+                gqa = mode
+                break
+            except Exception as e:   # noqa: BLE001 - a backend refusing the shape is a result, not a crash
+                q.grad = k.grad = v.grad = None
+                why = "; ".join(str(w.message).splitlines()[0] for w in caught[:3])
+                errors.append(f"{mode}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                              + (f" ({why})" if why else ""))
+                if cuda:
+                    torch.cuda.empty_cache()
+                if isinstance(e, torch.cuda.OutOfMemoryError):
+                    break   # the repeated k, v would need more
+        if gqa is None:
+            line["error"] = " | ".join(errors)
+            log(f"{a.name} {impl}: refused: {line['error']}")
+            print(json.dumps(line), flush=True)
+            continue
+        line["gqa"] = gqa
+        log(f"{a.name} {impl}: B {B} T {T} NH {NH} NKV {NKV} D {D}, gqa {gqa}, "
+            f"{a.warmup} warm-up + {a.steps} timed steps on {a.device}")
+        try:
+            for _ in range(max(a.warmup - 1, 0)):   # the trial step above was the first warm-up
+                step(backend, gqa)
+            sync()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            held = torch.cuda.memory_allocated() if cuda else None
+            times, keep = [], []
+            for i in range(a.steps):
+                sync()
+                t0 = time.perf_counter()
+                step(backend, gqa, keep if i == a.steps - 1 else None)
+                sync()
+                times.append(time.perf_counter() - t0)
+                log(f"  step {i}: {1e3 * times[-1]:.3f} ms")
+        except Exception as e:   # noqa: BLE001 - e.g. out of memory after the trial
+            line["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            q.grad = k.grad = v.grad = None
+            print(json.dumps(line), flush=True)
+            continue
+        sec = statistics.median(times)
+        if cuda:
+            peak_bytes = torch.cuda.max_memory_allocated()
+            line["extra_bytes"] = peak_bytes - held
+        else:
+            peak_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        line.update({
+            "tokens_per_s": round(tokens / sec, 1), "ms_per_step": round(1e3 * sec, 3),
+            "ms_per_step_mean": round(1e3 * statistics.mean(times), 3), "ms_per_step_min": round(1e3 * min(times), 3),
+            "peak_bytes": peak_bytes, "gflops": round(flops / sec / 1e9, 2),
+            "mfu": round(flops / sec / peak, 4) if peak else None,
+            "final_loss": round(keep[0].float().mean().item(), 6)})
+        del keep
+        print(json.dumps(line), flush=True)
+        if cuda:
+            torch.cuda.empty_cache()
+
+
 def main():
     a = parse_args()
     log = (lambda *m: None) if a.json_only else (lambda *m: print(*m, file=sys.stderr, flush=True))
+    if a.mode == "attention":
+        return attention_main(a, log)
     import torch
     import torch.nn.functional as F
 

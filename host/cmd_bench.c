@@ -7,6 +7,8 @@
 //                    precomputed reference log-probs, then AdamW)
 //   --mode logprob   the fused linear log-prob head alone (logprob_fwd + _bwd)
 //   --mode generate  catalogue-constrained greedy and beam decoding (recommend_topk)
+//   --mode attention causal GQA attention alone (attention_fwd + _bwd): the backend's
+//                    own kernel, against PyTorch's SDPA backends (cuDNN, flash, efficient)
 // tokens_per_s and ms_per_step come from the median step (as the PyTorch side).
 // Model FLOPs per token (the same formula as bench/torch_cpu.py):
 //   6 * (linear weights per layer * layers + V*C)   matmuls, forward + backward
@@ -36,27 +38,43 @@
 #include "rng.h"
 #include "trie.h"
 
-// every flag takes a value ("--flag V" or "--flag=V"); --help is handled first
+// every flag takes a value ("--flag V" or "--flag=V") but the switches in
+// SWITCHES, which take none; --help is handled first
 static const char *const FLAGS[] = {
     "--name", "--mode", "--device", "--dim", "--layers", "--heads", "--kv-heads", "--ffn", "--vocab", "--seq",
     "--batch", "--steps", "--warmup", "--threads", "--loss-frac", "--tokens", "--prompts", "--beams", "--items",
-    "--prompt-len", NULL};
+    "--prompt-len", "--head-dim", NULL};
+static const char *const SWITCHES[] = {"--ragged", NULL};
 
-static void check_flags(int argc, char **argv) {
+static int in_list(const char *const *list, const char *a, size_t len) {
+    for (int k = 0; list[k]; k++)
+        if (strlen(list[k]) == len && !strncmp(list[k], a, len)) return 1;
+    return 0;
+}
+
+// Validates argv; returns a bit mask of the switches given (bit k: SWITCHES[k]).
+static unsigned check_flags(int argc, char **argv) {
+    unsigned switches = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0) fail("sprec bench: unexpected argument '%s' (see sprec bench --help)", a);
         const size_t len = strcspn(a, "=");
-        int known = 0;
-        for (int k = 0; FLAGS[k] && !known; k++) known = strlen(FLAGS[k]) == len && !strncmp(FLAGS[k], a, len);
-        if (!known) fail("sprec bench: unknown flag '%.*s' (see sprec bench --help)", (int)len, a);
+        const int sw = in_list(SWITCHES, a, len);
+        if (!sw && !in_list(FLAGS, a, len)) fail("sprec bench: unknown flag '%.*s' (see sprec bench --help)", (int)len, a);
         for (int j = 1; j < i; j++)   // cli_flag_value would read the first one only
             if (!strncmp(argv[j], a, len) && (argv[j][len] == 0 || argv[j][len] == '='))
                 fail("sprec bench: %.*s given twice", (int)len, a);
+        if (sw) {
+            if (a[len] == '=') fail("sprec bench: %.*s takes no value", (int)len, a);
+            for (int k = 0; SWITCHES[k]; k++)
+                if (!strcmp(SWITCHES[k], a)) switches |= 1u << k;
+            continue;
+        }
         if (a[len] == '=') continue;
         if (i + 1 >= argc) fail("sprec bench: %s needs a value", a);
         i++;
     }
+    return switches;
 }
 
 static int opt_int(int argc, char **argv, const char *flag, int dflt) {
@@ -389,6 +407,97 @@ static void bench_logprob(Bench *bn, int N) {
     be->free(lp); be->free(lse); be->free(wt); be->free(dh); be->free(dw);
 }
 
+// ---- attention -----------------------------------------------------------------------------
+
+// The backend's causal GQA attention alone (the measurement that decides its
+// own flash-style kernel vs cuDNN's fused SDPA; bench/torch_cuda.py --mode
+// attention is the PyTorch side): q[B,T,NH,D], k,v[B,T,NKV,D] (act, uniform
+// in [-1, 1], seed 7), a fixed random dout; a step zeroes dq, dk, dv (as a
+// training step's fresh gradients), then attention_fwd + attention_bwd.
+// Lengths: every sequence T, or with --ragged T, 3T/4, T/2, T/4, T, ... by row.
+// FLOPs (the FlashAttention benchmarks' convention; bench/README.md):
+//   fwd  = sum over sequences of 2 * 2 * NH * L*L * D / 2   QK^T and PV, half for causality
+//   bwd  = 2.5 * fwd                                        dQ, dK, dV, dP and the recomputed QK^T
+//   step = 3.5 * fwd                  (= 7 * B * NH * T^2 * D when every sequence has T tokens)
+// tokens = the valid tokens (B * T without --ragged); final_loss = the mean of
+// out over valid rows, a checksum of the same inputs across devices.
+// extra_bytes: the memory beyond the inputs q, k, v, dout, lengths (out, lse,
+// dq, dk, dv and any scratch), measured as in the logprob mode.
+static void bench_attention(Bench *bn, int NH, int NKV, int D, int ragged) {
+    const Backend *be = bn->be;
+    const int B = bn->B, T = bn->T, steps = bn->steps, warmup = bn->warmup;
+    const size_t nq = (size_t)B * T * NH * D, nkv = (size_t)B * T * NKV * D;
+    Rng r;
+    rng_seed(&r, 7);
+    float *qh = xmalloc(nq * sizeof(float)), *kh = xmalloc(nkv * sizeof(float)), *vh = xmalloc(nkv * sizeof(float));
+    float *douth = xmalloc(nq * sizeof(float));
+    for (size_t i = 0; i < nq; i++) qh[i] = 2.0f * (float)rng_uniform(&r) - 1.0f;
+    for (size_t i = 0; i < nkv; i++) kh[i] = 2.0f * (float)rng_uniform(&r) - 1.0f;
+    for (size_t i = 0; i < nkv; i++) vh[i] = 2.0f * (float)rng_uniform(&r) - 1.0f;
+    for (size_t i = 0; i < nq; i++) douth[i] = 2.0f * (float)rng_uniform(&r) - 1.0f;
+    int *len_h = xmalloc((size_t)B * sizeof(int));
+    double valid = 0, sq = 0;   // valid tokens, sum of L^2
+    for (int b = 0; b < B; b++) {
+        len_h[b] = ragged ? T - (b % 4) * (T / 4) : T;   // >= 1 for every T >= 1
+        valid += len_h[b];
+        sq += (double)len_h[b] * len_h[b];
+    }
+    void *q = act_alloc(be, nq), *k = act_alloc(be, nkv), *v = act_alloc(be, nkv);
+    float *dout = be->alloc(nq * sizeof(float));
+    int *lengths = be->alloc((size_t)B * sizeof(int));
+    act_upload(be, q, qh, nq);
+    act_upload(be, k, kh, nkv);
+    act_upload(be, v, vh, nkv);
+    be->upload(dout, douth, nq * sizeof(float));
+    be->upload(lengths, len_h, (size_t)B * sizeof(int));
+    free(kh); free(vh); free(douth);
+    BackendMemStats ms0;
+    memset(&ms0, 0, sizeof ms0);
+    if (be->mem_stats) be->mem_stats(&ms0);
+    const long rss0 = host_current_bytes();
+    void *out = act_alloc(be, nq);
+    float *lse = be->alloc((size_t)B * NH * T * sizeof(float));
+    float *dq = be->alloc(nq * sizeof(float)), *dk = be->alloc(nkv * sizeof(float)),
+          *dv = be->alloc(nkv * sizeof(float));
+    double *times = xmalloc((size_t)steps * sizeof(double));
+    for (int s = 0; s < warmup + steps; s++) {
+        double t0 = now_seconds();
+        be->zero(dq, nq * sizeof(float));
+        be->zero(dk, nkv * sizeof(float));
+        be->zero(dv, nkv * sizeof(float));
+        be->attention_fwd(out, lse, q, k, v, lengths, B, T, NH, NKV, D);
+        be->attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, lengths, B, T, NH, NKV, D);
+        device_sync(be, dv);
+        if (s >= warmup) times[s - warmup] = now_seconds() - t0;
+    }
+    long extra, scratch = -1;
+    if (be->mem_stats) {
+        BackendMemStats ms;
+        be->mem_stats(&ms);
+        extra = (long)(ms.peak - ms0.current);
+        scratch = (long)ms.scratch;
+    } else {
+        extra = host_peak_bytes() - rss0;
+        if (extra < 0) extra = 0;
+    }
+    act_download(be, qh, out, nq);   // the checksum: mean of out over the valid rows
+    double sum = 0;
+    for (int b = 0; b < B; b++)
+        for (size_t i = (size_t)b * T * NH * D; i < ((size_t)b * T + len_h[b]) * NH * D; i++) sum += qh[i];
+    const double fwd = 2.0 * NH * D * sq;   // 2 * 2 * NH * L*L * D / 2 per sequence
+    const Stats st = stats_of(times, steps);
+    printf("{\"name\": \"%s\", \"impl\": \"sprec\", \"mode\": \"attention\", \"device\": \"%s\", \"threads\": %d, "
+           "\"batch\": %d, \"seq\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, \"causal\": 1, "
+           "\"ragged\": %d, \"flops_fwd\": %.0f, \"final_loss\": %.6f, ",
+           bn->name, be->name, omp_get_max_threads(), B, T, NH, NKV, D, ragged, fwd,
+           sum / (valid * NH * D));
+    if (scratch >= 0) printf("\"scratch_bytes\": %ld, ", scratch);
+    print_tail(be, &st, valid, 3.5 * fwd, -1, extra);
+    free(times); free(qh); free(len_h);
+    be->free(q); be->free(k); be->free(v); be->free(dout); be->free(lengths);
+    be->free(out); be->free(lse); be->free(dq); be->free(dk); be->free(dv);
+}
+
 // ---- generate ------------------------------------------------------------------------------
 
 enum { TITLE_MIN = 4, TITLE_MAX = 12 };   // content tokens per title, plus the end token
@@ -501,11 +610,13 @@ static void bench_generate(Bench *bn, int P, int W, int items, int Lp) {
 
 int cmd_bench(int argc, char **argv) {
     if (cli_has_flag(argc, argv, "--help")) {
-        printf("usage: sprec bench [--mode sft|dpo|logprob|generate] [--name NAME] [--device cpu|cpu-bf16|cuda] [--threads N]\n"
+        printf("usage: sprec bench [--mode sft|dpo|logprob|generate|attention] [--name NAME] [--device cpu|cpu-bf16|cuda]\n"
+               "                   [--threads N]\n"
                "                   [--dim 256] [--layers 4] [--heads 4] [--kv-heads 4] [--ffn 688] [--vocab 8192]\n"
                "                   [--seq 256] [--batch 8] [--steps 5] [--warmup 2] [--loss-frac 0.5]\n"
                "                   [--tokens 8192] (logprob)\n"
                "                   [--prompts 64] [--beams 4] [--items 1000] [--prompt-len 64] (generate)\n"
+               "                   [--head-dim 64] [--ragged] (attention: --batch, --seq, --heads, --kv-heads)\n"
                "Times the engine on random weights and tokens; prints one JSON object per result line.\n"
                "  sft       full SFT steps (forward, backward, AdamW) on --batch sequences of --seq, the loss on\n"
                "            the last --loss-frac of each; then the machine's sgemm rate\n"
@@ -514,16 +625,24 @@ int cmd_bench(int argc, char **argv) {
                "  logprob   the fused log-prob head alone: --tokens rows of --dim against --vocab, fwd + bwd\n"
                "  generate  catalogue-constrained greedy and --beams beam decoding of --prompts prompts of\n"
                "            --prompt-len tokens over a random trie of --items titles (one line each)\n"
+               "  attention causal GQA attention alone: attention_fwd + attention_bwd on q[batch, seq, heads,\n"
+               "            head-dim], k, v[batch, seq, kv-heads, head-dim]; --ragged: lengths seq, 3seq/4, seq/2,\n"
+               "            seq/4, seq, ... instead of all seq\n"
                "See bench/README.md for the exact definitions of every field.\n");
         return 0;
     }
-    check_flags(argc, argv);
+    const unsigned switches = check_flags(argc, argv);
+    const int ragged = (switches & 1u) != 0;
     Bench bn;
     memset(&bn, 0, sizeof bn);
     const char *mode = cli_flag_value(argc, argv, "--mode");
     bn.mode = mode ? mode : "sft";
-    if (strcmp(bn.mode, "sft") && strcmp(bn.mode, "dpo") && strcmp(bn.mode, "logprob") && strcmp(bn.mode, "generate"))
-        fail("sprec bench: --mode must be sft, dpo, logprob or generate, got '%s'", bn.mode);
+    const int attention = !strcmp(bn.mode, "attention");
+    if (strcmp(bn.mode, "sft") && strcmp(bn.mode, "dpo") && strcmp(bn.mode, "logprob") && strcmp(bn.mode, "generate") &&
+        !attention)
+        fail("sprec bench: --mode must be sft, dpo, logprob, generate or attention, got '%s'", bn.mode);
+    if (!attention && (ragged || cli_flag_value(argc, argv, "--head-dim")))
+        fail("sprec bench: --head-dim and --ragged are for --mode attention");
     const char *name = cli_flag_value(argc, argv, "--name");
     if (name && (strchr(name, '"') || strchr(name, '\\') || strlen(name) > 200))
         fail("sprec bench: --name must be at most 200 characters without quotes or backslashes");
@@ -536,9 +655,13 @@ int cmd_bench(int argc, char **argv) {
     c->n_kv_heads = opt_int(argc, argv, "--kv-heads", c->n_heads);
     c->ffn_dim = opt_int(argc, argv, "--ffn", 688);
     c->vocab_size = opt_int(argc, argv, "--vocab", 8192);
-    if (c->dim % c->n_heads || (c->dim / c->n_heads) % 2 || c->n_heads % c->n_kv_heads)
+    // attention: the kernels take head dims 1..128 (kernels/cuda/attention.cu); --dim is not used
+    const int head_dim = opt_int(argc, argv, "--head-dim", 64);
+    if (attention && (c->n_heads % c->n_kv_heads || head_dim > 128))
+        fail("sprec bench: --mode attention needs --heads divisible by --kv-heads and --head-dim <= 128");
+    if (!attention && (c->dim % c->n_heads || (c->dim / c->n_heads) % 2 || c->n_heads % c->n_kv_heads))
         fail("sprec bench: need --dim divisible by --heads into an even head size, and --heads by --kv-heads");
-    c->head_dim = c->dim / c->n_heads;
+    c->head_dim = attention ? head_dim : c->dim / c->n_heads;
     bn.T = opt_int(argc, argv, "--seq", 256);
     bn.B = opt_int(argc, argv, "--batch", 8);
     bn.steps = opt_int(argc, argv, "--steps", 5);
@@ -559,6 +682,7 @@ int cmd_bench(int argc, char **argv) {
     if (!strcmp(bn.mode, "sft")) bench_sft(&bn);
     else if (!strcmp(bn.mode, "dpo")) bench_dpo(&bn);
     else if (!strcmp(bn.mode, "logprob")) bench_logprob(&bn, tokens);
+    else if (attention) bench_attention(&bn, c->n_heads, c->n_kv_heads, c->head_dim, ragged);
     else bench_generate(&bn, prompts, beams, items, prompt_len);
     return 0;
 }

@@ -220,31 +220,46 @@ static int stop_reason(const GenOpts *o, int seq, const int *gen, int n) {
 // Applies the allowed-tokens hook to row[V]; returns 0 when nothing may follow.
 static int apply_allowed(const GenOpts *o, int seq, const int *gen, int n, float *row, int V,
                          int *ids, unsigned char *mark) {
-    if (!o->allowed) return 1;
-    int k = o->allowed(o->allowed_ctx, seq, gen, n, ids, V);
+    int k;
+    const int *allowed = ids;
+    if (o->allowed_slice) {   // the slice of the table (checked as the picker checks it)
+        int start = 0;
+        k = o->allowed_slice(o->allowed_ctx, seq, gen, n, &start);
+        check(k <= 0 || (start >= 0 && start + k <= o->allowed_table_len),
+              "allowed slice [%d, %d) outside the table of %d", start, start + k, o->allowed_table_len);
+        allowed = o->allowed_table + start;
+    } else if (o->allowed) {
+        k = o->allowed(o->allowed_ctx, seq, gen, n, ids, V);
+    } else {
+        return 1;
+    }
     if (k < 0) return 1;
     if (k == 0) return 0;
-    mask_allowed(row, V, ids, k > V ? V : k, mark);
+    mask_allowed(row, V, allowed, k > V ? V : k, mark);
     return 1;
 }
 
 // ---- choosing on the device ------------------------------------------------------
 // A step's choices read, per row of the decoder's device logits, the log-softmax
 // normaliser, the top k (unconstrained rows) and the logits of the allowed
-// tokens (constrained rows: the hook's ids, uploaded as a CSR list), through
-// the backend's logits_lse_topk and gather_cols; one upload and one download
-// of those few numbers per step instead of the [rows x V] logits. A backend
-// without these ops gets its rows downloaded and the CPU twins run on them
-// (the same numbers, the old cost).
+// tokens, through the backend's logits_lse_topk and gather_cols; one upload
+// and one download of those few numbers per step instead of the [rows x V]
+// logits. Constrained rows come as lists (the allowed hook's ids, uploaded as
+// a CSR list) or as slices of a table that went to the device once
+// (allowed_slice: a catalogue trie's child tokens; the step uploads each row's
+// offset and start only). A backend without these ops gets its rows
+// downloaded and the CPU twins run on them (the same numbers, the old cost).
 
 typedef struct {
     const Backend *be;
     int dev;                     // the backend has the selection ops
     char *dbuf; size_t dcap;     // device: results (lse, top val, top id, gathered), then off + cols
     char *hbuf; size_t hcap;     // host copy of the results
-    int *csr; size_t ccap;       // host: off[n + 1], then cols
+    int *csr; size_t ccap;       // host: off[n + 1], then cols (lists) or src[n] (slices)
     float *rows; size_t rcap;    // fallback: the downloaded rows
+    const int *table; int *dtable; int table_len;   // slices' table (host, device), or NULL
     int n, next, total, k;
+    int slices;                  // this run: -1 no constrained row yet, 0 lists, 1 slices
     double *lse; float *top_val; int *top_id; float *val;   // results, after pick_run
 } Picker;
 
@@ -264,22 +279,60 @@ static void pick_init(Picker *p, const Backend *be) {
 
 static void pick_free(Picker *p) {
     if (p->dbuf) p->be->free(p->dbuf);
+    if (p->dtable) p->be->free(p->dtable);
     free(p->hbuf); free(p->csr); free(p->rows);
+}
+
+// The table that slices index (ids in [0, V), each slice ascending without
+// repeats), on the device for the picker's lifetime.
+static void pick_table(Picker *p, const int *table, int len, int V) {
+    check(table && len >= 0, "allowed_slice without allowed_table");
+    for (int i = 0; i < len; i++)
+        if (table[i] < 0 || table[i] >= V)
+            fail("generation: allowed token id %d outside the vocabulary [0, %d)", table[i], V);
+    p->table = table;
+    p->table_len = len;
+    if (p->dev && len > 0) {
+        p->dtable = p->be->alloc((size_t)len * sizeof(int));
+        p->be->upload(p->dtable, table, (size_t)len * sizeof(int));
+    }
 }
 
 // A step over rows 0..n-1 of the logits.
 static void pick_begin(Picker *p, int n) {
-    p->n = n; p->next = 0; p->total = 0;
-    p->csr = grow(p->csr, &p->ccap, (size_t)(n + 1) * sizeof(int));
+    p->n = n; p->next = 0; p->total = 0; p->slices = -1;
+    p->csr = grow(p->csr, &p->ccap, (size_t)(2 * n + 1) * sizeof(int));
+    for (int i = 0; i < n; i++) p->csr[n + 1 + i] = 0;   // src of rows without a slice
 }
 
 static int *pick_off(const Picker *p) { return p->csr; }
 static int *pick_cols_of(const Picker *p) { return p->csr + p->n + 1; }
+// The allowed ids of row i, in the order of its gathered values
+// (val[off[i] ..]): its list, or its slice of the table.
+static const int *pick_ids(const Picker *p, int i) {
+    return p->slices == 1 ? p->table + pick_cols_of(p)[i] : pick_cols_of(p) + pick_off(p)[i];
+}
+
+// Row i (ascending across calls) reads the logits at table[start .. start + cnt).
+static void pick_slice(Picker *p, int i, int start, int cnt) {
+    check(i >= p->next && i < p->n, "picker row %d out of order", i);
+    check(p->slices != 0, "picker: lists and slices in one run");
+    check(start >= 0 && cnt >= 0 && start + cnt <= p->table_len, "allowed slice [%d, %d) outside the table of %d",
+          start, start + cnt, p->table_len);
+    p->slices = 1;
+    int *off = pick_off(p);
+    for (int r = p->next; r <= i; r++) off[r] = p->total;
+    p->next = i + 1;
+    pick_cols_of(p)[i] = start;
+    p->total += cnt;
+}
 
 // Row i (ascending across calls) reads the logits at ids[0..cnt): kept are
 // the ids in [0, V), ascending, without repeats (the set mask_allowed keeps).
 static void pick_cols(Picker *p, int i, const int *ids, int cnt, int V) {
     check(i >= p->next && i < p->n, "picker row %d out of order", i);
+    check(p->slices != 1, "picker: lists and slices in one run");
+    p->slices = 0;
     int *off = pick_off(p);
     for (int r = p->next; r <= i; r++) off[r] = p->total;
     p->next = i + 1;
@@ -310,7 +363,9 @@ static void pick_run(Picker *p, const void *logits, int V, int k) {
     p->k = k;
     const size_t o_tv = (size_t)n * sizeof(double), o_ti = o_tv + (size_t)n * k * sizeof(float);
     const size_t o_val = o_ti + (size_t)n * k * sizeof(int), down = o_val + (size_t)p->total * sizeof(float);
-    const size_t o_csr = (down + 7) / 8 * 8, up = (size_t)(n + 1 + p->total) * sizeof(int);
+    // up: off[n + 1], then the lists' ids or the slices' starts
+    const int sl = p->slices == 1;
+    const size_t o_csr = (down + 7) / 8 * 8, up = (size_t)(n + 1 + (sl ? n : p->total)) * sizeof(int);
     p->hbuf = grow(p->hbuf, &p->hcap, down > 0 ? down : 8);
     if (n > 0) {
         if (p->dev) {
@@ -320,10 +375,12 @@ static void pick_run(Picker *p, const void *logits, int V, int k) {
                 p->dbuf = be->alloc(p->dcap);
             }
             char *db = p->dbuf;   // the upload first: it waits for the queue, so the two kernels then run back to back
-            const int *d_off = (const int *)(db + o_csr);
+            const int *d_off = (const int *)(db + o_csr), *d_list = d_off + n + 1;
             if (p->total > 0) be->upload(db + o_csr, p->csr, up);
             be->logits_lse_topk((double *)db, (int *)(db + o_ti), (float *)(db + o_tv), logits, n, V, k);
-            if (p->total > 0) be->gather_cols((float *)(db + o_val), logits, d_off, d_off + n + 1, n, V);
+            if (p->total > 0)   // lists: consecutive slices of the uploaded ids; slices: of the device table
+                be->gather_cols((float *)(db + o_val), logits, d_off, sl ? d_list : d_off, sl ? p->dtable : d_list,
+                                n, V);
             be->download(p->hbuf, db, down);
         } else {   // download the rows, run the CPU twins on them
             const Backend *cpu = backend_cpu();
@@ -331,7 +388,9 @@ static void pick_run(Picker *p, const void *logits, int V, int k) {
             act_download(be, p->rows, logits, (size_t)n * V);
             char *hb = p->hbuf;
             cpu->logits_lse_topk((double *)hb, (int *)(hb + o_ti), (float *)(hb + o_tv), p->rows, n, V, k);
-            if (p->total > 0) cpu->gather_cols((float *)(hb + o_val), p->rows, off, pick_cols_of(p), n, V);
+            if (p->total > 0)
+                cpu->gather_cols((float *)(hb + o_val), p->rows, off, sl ? pick_cols_of(p) : off,
+                                 sl ? p->table : pick_cols_of(p), n, V);
         }
     }
     p->lse = (double *)p->hbuf;
@@ -340,12 +399,22 @@ static void pick_run(Picker *p, const void *logits, int V, int k) {
     p->val = (float *)(p->hbuf + o_val);
 }
 
-// The allowed hook for one row: -1 no constraint, 0 nothing may follow,
-// else the number of ids written (at most V).
-static int call_allowed(const GenOpts *o, int seq, const int *gen, int n, int *ids, int V) {
+// The constraint of one row for this step, handed to the picker as the row
+// at slot (its allowed ids, or its slice of the table): -1 no constraint,
+// 0 nothing may follow, else the number of allowed ids (at most V). ids:
+// scratch [V].
+static int constrain(const GenOpts *o, Picker *pk, int slot, int seq, const int *gen, int n, int *ids, int V) {
+    if (o->allowed_slice) {
+        int start = 0;
+        const int k = o->allowed_slice(o->allowed_ctx, seq, gen, n, &start);
+        if (k > 0) pick_slice(pk, slot, start, k);
+        return k < 0 ? -1 : k;
+    }
     if (!o->allowed) return -1;
-    const int k = o->allowed(o->allowed_ctx, seq, gen, n, ids, V);
-    return k < 0 ? -1 : k > V ? V : k;
+    int k = o->allowed(o->allowed_ctx, seq, gen, n, ids, V);
+    k = k < 0 ? -1 : k > V ? V : k;
+    if (k > 0) pick_cols(pk, slot, ids, k, V);
+    return k;
 }
 
 static uint64_t seq_seed(uint64_t seed, uint64_t stream) {
@@ -384,6 +453,7 @@ static void generate_greedy(Model *m, const int *const *prompts, const int *lens
     decoder_create(&d, m, B, P, o->prefill_rows > 0 ? o->prefill_rows : 4096);
     Picker pk;
     pick_init(&pk, m->be);
+    if (o->allowed_slice) pick_table(&pk, o->allowed_table, o->allowed_table_len, V);
     int *ids = xmalloc((size_t)V * sizeof(int)), *next = xmalloc((size_t)B * sizeof(int));
     int *n_new = xcalloc((size_t)B, sizeof(int)), *kind = xmalloc((size_t)B * sizeof(int));
     int *need = xmalloc((size_t)B * sizeof(int)), *live = xmalloc((size_t)B * sizeof(int)), n_live = B;
@@ -403,9 +473,8 @@ static void generate_greedy(Model *m, const int *const *prompts, const int *lens
         for (int b = 0; b < B; b++) {
             if (!live[b]) continue;
             const GenHyp *h = &out[b].hyps[0];
-            kind[b] = call_allowed(o, b, h->tokens, h->n, ids, V);
+            kind[b] = constrain(o, &pk, d.slot[b], b, h->tokens, h->n, ids, V);
             if (kind[b] < 0) any_free = 1;
-            else if (kind[b] > 0) pick_cols(&pk, d.slot[b], ids, kind[b], V);
         }
         pick_run(&pk, d.cur, V, any_free ? 1 : 0);
         int n_need = 0;
@@ -419,14 +488,14 @@ static void generate_greedy(Model *m, const int *const *prompts, const int *lens
                 next[b] = t >= 0 ? t : 0;
                 val[b] = t >= 0 ? pk.top_val[i] : -INFINITY;   // no listed entry: the row is all -inf
             } else {
-                const int *off = pick_off(&pk), *cols = pick_cols_of(&pk);
+                const int *off = pick_off(&pk), *ids_i = pick_ids(&pk, i);   // ids_i[j]: the id of val[off[i] + j]
                 int best = -1;
                 float bv = -INFINITY;
                 for (int j = off[i]; j < off[i + 1]; j++) if (pk.val[j] > bv) { bv = pk.val[j]; best = j; }
-                if (best >= 0) { next[b] = cols[best]; val[b] = bv; }
+                if (best >= 0) { next[b] = ids_i[best - off[i]]; val[b] = bv; }
                 else {   // every allowed logit is -inf: token 0, whose logit is needed
                     next[b] = 0;
-                    need[b] = !(off[i + 1] > off[i] && cols[off[i]] == 0);
+                    need[b] = !(off[i + 1] > off[i] && ids_i[0] == 0);
                     if (!need[b]) val[b] = pk.val[off[i]];
                     n_need += need[b];
                 }
@@ -542,6 +611,7 @@ static void generate_beams(Model *m, const int *const *prompts, const int *lens,
     decoder_create(&d, m, R, P, o->prefill_rows > 0 ? o->prefill_rows : 4096);
     Picker pk;
     pick_init(&pk, m->be);
+    if (o->allowed_slice) pick_table(&pk, o->allowed_table, o->allowed_table_len, V);
     int *slot = xmalloc((size_t)R * sizeof(int)), *kind = xcalloc((size_t)R, sizeof(int));
     int *toks = xmalloc((size_t)R * L * sizeof(int)), *toks2 = xmalloc((size_t)R * L * sizeof(int));
     int *ntok = xcalloc((size_t)R, sizeof(int)), *ntok2 = xcalloc((size_t)R, sizeof(int));
@@ -570,12 +640,11 @@ static void generate_beams(Model *m, const int *const *prompts, const int *lens,
             for (int j = 0; j < W && !done[b]; j++) {
                 const int r = b * W + j;
                 if (!alive[r]) continue;
-                kind[r] = call_allowed(o, b, toks + (size_t)r * L, ntok[r], ids, V);
+                kind[r] = constrain(o, &pk, slot[r], b, toks + (size_t)r * L, ntok[r], ids, V);
                 if (kind[r] < 0) any_free = 1;
-                else if (kind[r] > 0) pick_cols(&pk, slot[r], ids, kind[r], V);
             }
         pick_run(&pk, d.cur, V, any_free ? 2 * W : 0);
-        const int *off = pick_off(&pk), *cols = pick_cols_of(&pk);
+        const int *off = pick_off(&pk);
         for (int b = 0; b < B; b++) {
             int nc = 0;
             for (int j = 0; j < W && !done[b]; j++) {
@@ -593,8 +662,9 @@ static void generate_beams(Model *m, const int *const *prompts, const int *lens,
                                             pk.top_id[(size_t)i * 2 * W + t]};
                 } else {             // the top 2W of the allowed logits (ascending ids: ties to the lower id)
                     const int k = top_n(pk.val + off[i], off[i + 1] - off[i], 2 * W, top);
+                    const int *ids_i = pick_ids(&pk, i);
                     for (int t = 0; t < k; t++)
-                        cand[nc++] = (Cand){sum[r] + (pk.val[off[i] + top[t]] - lse), j, cols[off[i] + top[t]]};
+                        cand[nc++] = (Cand){sum[r] + (pk.val[off[i] + top[t]] - lse), j, ids_i[top[t]]};
                 }
             }
             qsort(cand, (size_t)nc, sizeof *cand, cand_cmp);

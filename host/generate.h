@@ -89,6 +89,15 @@ typedef struct {
     int eos_id;                  // -1: none
     const int *stop_ids; int n_stop_ids;   // stop when the output ends with these tokens
     GenAllowedFn allowed; void *allowed_ctx;
+    // The allowed tokens as slices of one table instead of lists (used instead
+    // of `allowed` when set; same ctx): returns the count as `allowed` does
+    // and sets *start, the slice's first index in allowed_table[0 ..
+    // allowed_table_len) (ids in the vocabulary, each slice ascending without
+    // repeats: a Trie's child_tok, sliced at child_start[node]). The table goes
+    // to the device once per generate() call, so a constrained step uploads
+    // two ints per row instead of its allowed ids.
+    int (*allowed_slice)(void *ctx, int seq, const int *generated, int n_generated, int *start);
+    const int *allowed_table; int allowed_table_len;
     GenStopFn stop; void *stop_ctx;
     // streaming (greedy / sampling): after each appended token, and when a sequence ends
     void (*on_token)(void *ctx, int seq, const int *generated, int n_generated);

@@ -24,11 +24,14 @@ typedef struct {
     PrefixHit *hits; int n_hits, cap;
 } RecCtx;
 
-static int rec_allowed(void *ctx, int seq, const int *gen, int n, int *out_ids, int cap) {
+// The trie's children of the beam's node, as a slice of the trie's child
+// tokens (which generate() keeps on the device for the whole search).
+static int rec_allowed(void *ctx, int seq, const int *gen, int n, int *start) {
     RecCtx *c = ctx;
-    int item;
-    const int k = trie_allowed(c->t, gen, n, out_ids, cap, &item);
-    if (k < 0) return 0;
+    const int node = trie_walk(c->t, gen, n);
+    if (node < 0) return 0;
+    *start = c->t->child_start[node];
+    const int k = c->t->child_start[node + 1] - *start, item = c->t->item[node];
     if (item >= 0 && k > 0) {   // a live beam on an item with longer continuations
         for (int i = 0; i < c->n_hits; i++)
             if (c->hits[i].seq == seq && c->hits[i].item == item) return k;
@@ -74,7 +77,8 @@ static void recommend_batch(Model *m, const Trie *t, const int *const *prompts, 
     o.length_alpha = 0.0f;
     o.max_new_tokens = t->max_depth;
     o.eos_id = -1;
-    o.allowed = rec_allowed; o.allowed_ctx = &rc;
+    o.allowed_slice = rec_allowed; o.allowed_ctx = &rc;
+    o.allowed_table = t->child_tok; o.allowed_table_len = t->n_edges;
     o.stop = trie_gen_stop; o.stop_ctx = (void *)t;
     GenOutput *out = xcalloc((size_t)B, sizeof(GenOutput));
     generate(m, prompts, lens, B, &o, out);

@@ -157,6 +157,15 @@ int trie_gen_allowed(void *ctx, int seq, const int *generated, int n_generated, 
     return k < 0 ? 0 : k;
 }
 
+int trie_gen_allowed_slice(void *ctx, int seq, const int *generated, int n_generated, int *start) {
+    (void)seq;
+    const Trie *t = ctx;
+    const int node = trie_walk(t, generated, n_generated);
+    if (node < 0) return 0;
+    *start = t->child_start[node];
+    return t->child_start[node + 1] - *start;
+}
+
 int trie_gen_stop(void *ctx, int seq, const int *generated, int n_generated) {
     (void)seq;
     const Trie *t = ctx;

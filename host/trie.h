@@ -59,6 +59,9 @@ int trie_item(const Trie *t, const int *prefix, int n);
 // are the completion so far (the prompt's last token is the prompt's).
 // allowed: the trie's children (0 at a leaf or off the trie: the sequence ends).
 int trie_gen_allowed(void *ctx, int seq, const int *generated, int n_generated, int *out_ids, int cap);
+// The same as a slice (GenOpts.allowed_slice, with allowed_table = child_tok,
+// allowed_table_len = n_edges): the node's edges [child_start[node], ..+k).
+int trie_gen_allowed_slice(void *ctx, int seq, const int *generated, int n_generated, int *start);
 // stop: 1 once the output is a complete item with no longer continuation (a
 // leaf), so a beam ends on the step that completes it (as an EOS would). A
 // terminal node with children does not stop: generate() cannot both end and

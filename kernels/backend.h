@@ -245,10 +245,15 @@ typedef struct Backend {
     // 2W; the CUDA kernel costs one pass over V plus k short rescans per row).
     void (*logits_lse_topk)(double *lse, int *top_id, float *top_val, const void *logits,
                             int N, int V, int k);
-    // Chosen columns of each row, CSR: out[j] = logits[n, cols[j]] for
-    // off[n] <= j < off[n+1], n < N (off[0] = 0, 0 <= cols[j] < V). The
-    // catalogue-trie constraint: cols = the allowed children of each row's node.
-    void (*gather_cols)(float *out, const void *logits, const int *off, const int *cols,
+    // Chosen columns of each row: out[j] = logits[n, cols[src[n] + j - off[n]]]
+    // for off[n] <= j < off[n+1], n < N (off[0] = 0, every column read in
+    // [0, V)): row n reads its own slice of cols, starting at src[n]. With
+    // src = off the slices are consecutive: a CSR list of ids uploaded for the
+    // step. With cols = the catalogue trie's child tokens, kept on the device
+    // for a whole generation, and src[n] = the first child edge of row n's node,
+    // the constraint costs 2N + 1 uploaded ints per step whatever the number of
+    // allowed tokens (host/generate.c, GenOpts.allowed_slice).
+    void (*gather_cols)(float *out, const void *logits, const int *off, const int *src, const int *cols,
                         int N, int V);
 
     // ---- introspection (optional) -----------------------------------------

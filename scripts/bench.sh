@@ -6,7 +6,10 @@
 # DEVICE=cuda: against bench/torch_cuda.py (bf16 autocast, SDPA) on a SmolLM2-135M and a Llama-3.2-1B
 #   shape at seq 512: SFT step, DPO step (precomputed reference log-probs on both sides; PyTorch also
 #   with a reference forward per step), catalogue-constrained generation (greedy and beam 4), and the
-#   log-prob head alone at 8192 tokens, vocab 49152 and 128256. Ratio, MFU and memory tables.
+#   log-prob head alone at 8192 tokens, vocab 49152 and 128256; causal GQA attention alone (fwd + bwd)
+#   on the SmolLM2-135M (9/3 heads) and Llama-3.2-1B (32/8 heads) head shapes, D 64, at seq 512 (batch 16)
+#   and 2048 (batch 4): sprec's own kernel against every PyTorch SDPA backend (cuDNN, flash, efficient),
+#   the measurement that decides own kernel vs cuDNN SDPA. Ratio, MFU and memory tables.
 #   BENCH_COMPILE=1 adds torch.compile SFT rows.
 # BENCH_TIMEOUT (s, default 180) bounds each run; BENCH_OUT the JSONL path; STEPS, THREADS.
 # bench/README.md defines every mode and field.
@@ -49,6 +52,20 @@ if [[ ${DEVICE:-cpu} == cuda ]]; then
             run python3 bench/torch_cuda.py --mode generate --name "$name-gen" $args $gen --tied $common --json-only
         fi
     done
+    # attention alone: name, batch, seq, heads, kv-heads (head dim 64)
+    attn_shapes=(
+      "attn-smollm2-135m-t512 16 512 9 3"
+      "attn-smollm2-135m-t2048 4 2048 9 3"
+      "attn-llama3.2-1b-t512 16 512 32 8"
+      "attn-llama3.2-1b-t2048 4 2048 32 8"
+    )
+    for s in "${attn_shapes[@]}"; do
+        read -r name batch seq nh nkv <<< "$s"
+        at="--batch $batch --seq $seq --heads $nh --kv-heads $nkv --head-dim 64 $common"
+        echo "bench: $name: attention, sprec and pytorch SDPA (cudnn, flash, efficient) ..." >&2
+        run build/sprec bench --device cuda --mode attention --name "$name" $at
+        if ((have_torch)); then run python3 bench/torch_cuda.py --mode attention --name "$name" $at --json-only; fi
+    done
     for vd in "49152 576" "128256 2048"; do
         set -- $vd
         echo "bench: log-prob head, vocab $1 ..." >&2
@@ -73,16 +90,40 @@ for k in dict.fromkeys(key(r) for r in rows):
     for t in [r for r in rows if key(r) == k and r["impl"].startswith("pytorch")] or [{}]:
         same = t.get("ref", "precomputed") == "precomputed"      # the PyTorch DPO row with a reference forward is extra work
         mode = k[1] + ("" if same else " (+ref fwd)") + (" (compiled)" if t.get("impl", "").endswith("compile") else "")
+        if t.get("sdpa_backend"):   # attention: one PyTorch row per SDPA backend
+            mode += f' ({t["sdpa_backend"]}' + (", kv repeated" if t.get("gqa") == "repeat_interleave" else "") + \
+                    (", refused" if t.get("error") else "") + ")"
         st, tt = s.get("tokens_per_s"), t.get("tokens_per_s")
         ratio = f"{st / tt:.2f}x" if st and tt and same else "-"
-        print(f'| {k[0]} | {mode} | {st or "-"} | {tt or "-"} | {ratio} | {s.get("ms_per_step", "-")} | '
-              f'{t.get("ms_per_step", "-")} | {pct(s.get("mfu"))} | {pct(t.get("mfu"))} | '
+        print(f'| {k[0]} | {mode} | {st or "-"} | {tt or "-"} | {ratio} | {s.get("ms_per_step") or "-"} | '
+              f'{t.get("ms_per_step") or "-"} | {pct(s.get("mfu"))} | {pct(t.get("mfu"))} | '
               f'{gb(s.get("peak_bytes"))} | {gb(t.get("peak_bytes"))} | {gb(s.get("extra_bytes"))} | '
               f'{gb(t.get("extra_bytes"))} |')
 print("\nsprec: bf16 activations and compute weights, fp32 masters/gradients/moments, bf16 GEMMs; PyTorch: bf16")
 print("autocast. MFU: model FLOP/s over the GPU's dense bf16 peak. peak = device memory at its peak (sprec: its allocator's")
 print("counters; PyTorch: max_memory_allocated); extra = the peak minus what was held before the step.")
 print("generate: tokens = output tokens of the returned titles; ms/step = all prompts decoded once.")
+attn = [r for r in rows if r.get("mode") == "attention"]
+if attn:   # the own-kernel vs cuDNN SDPA decision: ms per fwd+bwd step, sprec / each backend = speed ratio
+    backends = list(dict.fromkeys(r["sdpa_backend"] for r in attn if r.get("sdpa_backend")))
+    print("\nAttention alone (causal GQA fwd + bwd, D 64): ms/step, and sprec speed / backend speed (>1: sprec faster)")
+    print("| shape | B x T | heads/kv | sprec ms | sprec TFLOP/s | " +
+          " | ".join(f"{b} ms | {b} TFLOP/s | sprec/{b}" for b in backends) + " |")
+    print("|---|---|---|---|---|" + "---|---|---|" * len(backends))
+    for name in dict.fromkeys(r["name"] for r in attn):
+        s = sprec.get((name, "attention")) or {}
+        any_r = s or next(r for r in attn if r["name"] == name)
+        tf = lambda r: "-" if r.get("gflops") is None else f'{r["gflops"] / 1e3:.1f}'
+        cells = []
+        for b in backends:
+            t = next((r for r in attn if r["name"] == name and r.get("sdpa_backend") == b), {})
+            sm, tm = s.get("ms_per_step"), t.get("ms_per_step")
+            cells += [("refused" if t.get("error") else "-") if tm is None else str(tm), tf(t),
+                      f"{tm / sm:.2f}x" if sm and tm else "-"]
+        print(f'| {name} | {any_r["batch"]} x {any_r["seq"]} | {any_r["heads"]}/{any_r["kv_heads"]} | '
+              f'{s.get("ms_per_step", "-")} | {tf(s)} | ' + " | ".join(cells) + " |")
+    print("FLOPs: fwd = 2*2*B*NH*T^2*D/2 (causal), bwd = 2.5 x fwd. sprec: bf16 q/k/v/out, fp32 dout and gradients;")
+    print("PyTorch: bf16 throughout. Results go to docs/PERFORMANCE.md (bench/README.md, mode attention).")
 PY
     exit 0
 fi

@@ -298,9 +298,10 @@ static void bf_logits_lse_topk(double *lse, int *top_id, float *top_val, const v
     cpu->logits_lse_topk(lse, top_id, top_val, fl, N, V, k);
     free(fl);
 }
-static void bf_gather_cols(float *out, const void *logits, const int *off, const int *cols, int N, int V) {
+static void bf_gather_cols(float *out, const void *logits, const int *off, const int *src, const int *cols,
+                           int N, int V) {
     float *fl = widen(logits, NN(N) * NN(V));
-    cpu->gather_cols(out, fl, off, cols, N, V);
+    cpu->gather_cols(out, fl, off, src, cols, N, V);
     free(fl);
 }
 

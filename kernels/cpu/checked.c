@@ -381,10 +381,12 @@ static void chk_logits_lse_topk(double *lse, int *top_id, float *top_val, const 
         DEV(lse, NN(N) * sizeof(double)), DEV(logits, AC(NN(N) * V)),   // top_*: unused (may be NULL) when k = 0
         {top[0].p, top[0].need, top[0].name, k <= 0}, {top[1].p, top[1].need, top[1].name, k <= 0});
 }
-// out and cols hold off[N] entries (a device value): only their start is checked
-static void chk_gather_cols(float *out, const void *logits, const int *off, const int *cols, int N, int V) {
-    RUN("gather_cols", cpu->gather_cols(out, logits, off, cols, N, V),
-        DEV(out, 0), DEV(logits, AC(NN(N) * V)), DEV(off, IN(NN(N) + 1)), DEV(cols, 0));
+// out holds off[N] entries and cols the rows' slices (device values): only
+// their start is checked
+static void chk_gather_cols(float *out, const void *logits, const int *off, const int *src, const int *cols,
+                            int N, int V) {
+    RUN("gather_cols", cpu->gather_cols(out, logits, off, src, cols, N, V),
+        DEV(out, 0), DEV(logits, AC(NN(N) * V)), DEV(off, IN(NN(N) + 1)), DEV(src, IN(NN(N))), DEV(cols, 0));
 }
 
 // a new Backend op needs its wrapper here: this count fails the build until then

@@ -88,6 +88,6 @@ void cpu_kv_gather(void *cache, const int *src, int R, int len, int P, int W);
 void cpu_gather_rows(void *out, const void *inp, const int *rows, int N, int C);
 // select.c: token selection without the [N x V] download
 void cpu_logits_lse_topk(double *lse, int *top_id, float *top_val, const void *logits, int N, int V, int k);
-void cpu_gather_cols(float *out, const void *logits, const int *off, const int *cols, int N, int V);
+void cpu_gather_cols(float *out, const void *logits, const int *off, const int *src, const int *cols, int N, int V);
 
 #endif

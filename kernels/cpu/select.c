@@ -46,8 +46,10 @@ void cpu_logits_lse_topk(double *lse, int *top_id, float *top_val, const void *l
                      logits + (size_t)n * V, V, k);
 }
 
-void cpu_gather_cols(float *out, const void *logits_, const int *off, const int *cols, int N, int V) {
+void cpu_gather_cols(float *out, const void *logits_, const int *off, const int *src, const int *cols, int N, int V) {
     const float *logits = logits_;
-    for (int n = 0; n < N; n++)
-        for (int j = off[n]; j < off[n + 1]; j++) out[j] = logits[(size_t)n * V + cols[j]];
+    for (int n = 0; n < N; n++) {
+        const int *c = cols + src[n];   // row n's slice
+        for (int j = off[n]; j < off[n + 1]; j++) out[j] = logits[(size_t)n * V + c[j - off[n]]];
+    }
 }

@@ -73,7 +73,7 @@ void cuda_kv_gather(void *cache, const int *src, int R, int len, int P, int W);
 void cuda_gather_rows(void *out, const void *inp, const int *rows, int N, int C);
 // select.cu: token selection without the [N x V] download
 void cuda_logits_lse_topk(double *lse, int *top_id, float *top_val, const void *logits, int N, int V, int k);
-void cuda_gather_cols(float *out, const void *logits, const int *off, const int *cols, int N, int V);
+void cuda_gather_cols(float *out, const void *logits, const int *off, const int *src, const int *cols, int N, int V);
 // backend_cuda.cu: device memory counters (alloc/free, scratch, cuBLASLt workspace) and the device name
 void cuda_mem_stats(BackendMemStats *out);
 // of which scratch: the bytes the grow-only scratch slots hold now

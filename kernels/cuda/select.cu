@@ -117,16 +117,18 @@ void cuda_logits_lse_topk(double *lse, int *top_id, float *top_val, const void *
     LAUNCH_CHECK();
 }
 
-// out[j] = logits[n, cols[j]] for off[n] <= j < off[n+1]; one block per row
-// (widened: out is fp32)
-static __global__ void gather_cols_kernel(float *out, const act_t *logits, const int *off, const int *cols, int V) {
+// out[j] = logits[n, cols[src[n] + j - off[n]]] for off[n] <= j < off[n+1];
+// one block per row (widened: out is fp32)
+static __global__ void gather_cols_kernel(float *out, const act_t *logits, const int *off, const int *src,
+                                          const int *cols, int V) {
     const int n = blockIdx.x;
     const act_t *x = logits + (size_t)n * V;
-    for (int j = off[n] + (int)threadIdx.x; j < off[n + 1]; j += blockDim.x) out[j] = act_ld(x, cols[j]);
+    const int *c = cols + src[n] - off[n];   // row n's slice, indexed by j
+    for (int j = off[n] + (int)threadIdx.x; j < off[n + 1]; j += blockDim.x) out[j] = act_ld(x, c[j]);
 }
 
-void cuda_gather_cols(float *out, const void *logits, const int *off, const int *cols, int N, int V) {
+void cuda_gather_cols(float *out, const void *logits, const int *off, const int *src, const int *cols, int N, int V) {
     if (N <= 0) return;
-    gather_cols_kernel<<<(unsigned)N, 128, 0, cuda_stream()>>>(out, (const act_t *)logits, off, cols, V);
+    gather_cols_kernel<<<(unsigned)N, 128, 0, cuda_stream()>>>(out, (const act_t *)logits, off, src, cols, V);
     LAUNCH_CHECK();
 }

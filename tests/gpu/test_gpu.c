@@ -931,10 +931,13 @@ static void test_select_ops(int N, int V, int k) {
     off[N] = total;
     int *cols = xmalloc((size_t)(total ? total : 1) * sizeof(int));
     for (int j = 0; j < total; j++) cols[j] = j % 5 == 0 ? V - 1 : (int)rng_below(&rng, (uint64_t)V);
+    // and the same lengths read from anywhere in cols: row n from src[n]
+    int *src = xmalloc((size_t)N * sizeof(int));
+    for (int n = 0; n < N; n++) src[n] = (int)rng_below(&rng, (uint64_t)(total - (off[n + 1] - off[n]) + 1));
     float *out0 = frand((size_t)total, 1.0f);
     double *lse[2], *lse0[2];
     int *ti[2];
-    float *tv[2], *gc[2];
+    float *tv[2], *gc[2], *gs[2];
     for (int s = 0; s < 2; s++) {   // copies and a double reduction: the emulation is the CPU op itself
         const Backend *be = be_of(s);
         void *d_x = put_act(be, x, (size_t)N * V);
@@ -951,10 +954,13 @@ static void test_select_ops(int N, int V, int k) {
         be->download(lse0[s], d_lse, (size_t)N * sizeof(double));
         float *d_out = put(be, out0, (size_t)total);
         int *d_off = puti(be, off, (size_t)N + 1), *d_cols = puti(be, cols, (size_t)total);
-        be->gather_cols(d_out, d_x, d_off, d_cols, N, V);
+        be->gather_cols(d_out, d_x, d_off, d_off, d_cols, N, V);
         gc[s] = get(be, d_out, (size_t)total);
+        int *d_src = puti(be, src, (size_t)N);   // slices anywhere in the table (the device trie's use)
+        be->gather_cols(d_out, d_x, d_off, d_src, d_cols, N, V);
+        gs[s] = get(be, d_out, (size_t)total);
         be->free(d_x); be->free(d_lse); be->free(d_ti); be->free(d_tv); be->free(d_out); be->free(d_off);
-        be->free(d_cols);
+        be->free(d_cols); be->free(d_src);
     }
     float *fl = xmalloc((size_t)N * sizeof(float)), *g_fl = xmalloc((size_t)N * sizeof(float));
     for (int n = 0; n < N; n++) { fl[n] = (float)lse[1][n]; g_fl[n] = (float)lse[0][n]; }
@@ -971,8 +977,10 @@ static void test_select_ops(int N, int V, int k) {
     compare(nm, g_fl, fl, (size_t)N, TOL_REDUCE);
     snprintf(nm, sizeof nm, "gather_cols N%d V%d (%d columns)", N, V, total);
     compare(nm, gc[0], gc[1], (size_t)total, TOL_EXACT);
-    for (int s = 0; s < 2; s++) { free(lse[s]); free(lse0[s]); free(ti[s]); free(tv[s]); free(gc[s]); }
-    free(x); free(fl); free(g_fl); free(off); free(cols); free(out0);
+    snprintf(nm, sizeof nm, "gather_cols N%d V%d slices of a table", N, V);
+    compare(nm, gs[0], gs[1], (size_t)total, TOL_EXACT);
+    for (int s = 0; s < 2; s++) { free(lse[s]); free(lse0[s]); free(ti[s]); free(tv[s]); free(gc[s]); free(gs[s]); }
+    free(x); free(fl); free(g_fl); free(off); free(cols); free(out0); free(src);
 }
 // ---- whole models ----------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 // contract's fields (../shared/docs/DESIGN.md "Contracts": name, device,
 // tokens_per_s, ms_per_step, peak_bytes, mfu; null on the CPU), and bad flags
 // are one-line errors.
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <cJSON.h>
@@ -87,9 +88,92 @@ static void test_bench_modes(void **state) {
     assert_string_equal(names[0], "g_greedy");
 }
 
+// --mode attention: attention_fwd + attention_bwd alone on q[2,32,4,8], k,v[2,32,2,8]
+#define ATTN "build/sprec bench --threads 1 --mode attention --seq 32 --heads 4 --kv-heads 2 --head-dim 8 " \
+             "--steps 2 --warmup 1"
+
+static double num(const cJSON *j, const char *key) {
+    const cJSON *v = cJSON_GetObjectItem(j, key);
+    if (!cJSON_IsNumber(v)) print_message("\"%s\" is not a number\n", key);
+    assert_true(cJSON_IsNumber(v));
+    return v->valuedouble;
+}
+
+// Runs ATTN with extra flags; returns its one JSON line, checked for the fields
+// every attention line has (the caller frees it).
+static cJSON *attention_line(const char *extra, const char *device) {
+    char cmd[1024], out[8192];
+    snprintf(cmd, sizeof cmd, ATTN " --device %s %s 2>/dev/null", device, extra);
+    int rc = run_capture(cmd, out, sizeof out);
+    if (rc) print_message("%s: exit %d\n%s\n", cmd, rc, out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strchr(out, '\n'));
+    assert_int_equal(strchr(out, '\n')[1], 0);   // one line
+    cJSON *j = cJSON_Parse(out);
+    if (!j) print_message("not JSON: %s\n", out);
+    assert_non_null(j);
+    const char *str[][2] = {{"impl", "sprec"}, {"mode", "attention"}, {"device", device}};
+    for (int k = 0; k < 3; k++) {
+        const cJSON *v = cJSON_GetObjectItem(j, str[k][0]);
+        assert_true(cJSON_IsString(v));
+        assert_string_equal(v->valuestring, str[k][1]);
+    }
+    assert_true(cJSON_IsString(cJSON_GetObjectItem(j, "name")));
+    assert_int_equal((int)num(j, "seq"), 32);
+    assert_int_equal((int)num(j, "heads"), 4);
+    assert_int_equal((int)num(j, "kv_heads"), 2);
+    assert_int_equal((int)num(j, "head_dim"), 8);
+    assert_int_equal((int)num(j, "causal"), 1);
+    const char *pos[] = {"tokens", "tokens_per_s", "ms_per_step", "ms_per_step_mean", "ms_per_step_min",
+                         "peak_bytes", "gflops", "flops_fwd", "flops_per_step"};
+    for (int k = 0; k < 9; k++) {
+        const double x = num(j, pos[k]);
+        if (!(isfinite(x) && x > 0)) print_message("%s = %g\n", pos[k], x);
+        assert_true(isfinite(x) && x > 0);
+    }
+    assert_true(num(j, "extra_bytes") >= 0);
+    assert_true(isfinite(num(j, "final_loss")));
+    // step = fwd + bwd = 3.5 x fwd
+    assert_true(fabs(num(j, "flops_per_step") - 3.5 * num(j, "flops_fwd")) <= 1e-6 * num(j, "flops_per_step"));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(j, "mfu")));   // on the CPU
+    return j;
+}
+
+static void test_bench_attention(void **state) {
+    (void)state;
+    // full length: tokens = B*T, fwd FLOPs = 2*2*B*NH*T*T*D/2
+    cJSON *c = attention_line("--batch 2", "cpu");
+    assert_string_equal(cJSON_GetObjectItem(c, "name")->valuestring, "attention");
+    assert_int_equal((int)num(c, "batch"), 2);
+    assert_int_equal((int)num(c, "ragged"), 0);
+    assert_int_equal((int)num(c, "tokens"), 64);
+    assert_int_equal((long)num(c, "flops_fwd"), 2L * 2 * 2 * 4 * 32 * 32 * 8 / 2);
+    // the emulated bf16 backend on the same inputs: the checksum agrees to bf16 rounding
+    cJSON *h = attention_line("--batch 2 --name a16", "cpu-bf16");
+    assert_string_equal(cJSON_GetObjectItem(h, "name")->valuestring, "a16");
+    const double l32 = num(c, "final_loss"), l16 = num(h, "final_loss");
+    if (fabs(l32 - l16) > 2e-3) print_message("final_loss cpu %g vs cpu-bf16 %g\n", l32, l16);
+    assert_true(fabs(l32 - l16) <= 2e-3);
+    assert_true(l32 != 0);
+    cJSON_Delete(c);
+    cJSON_Delete(h);
+    // --ragged: lengths 32, 24, 16, 8, 32; tokens and FLOPs from the valid lengths
+    cJSON *r = attention_line("--batch 5 --ragged", "cpu");
+    assert_int_equal((int)num(r, "ragged"), 1);
+    assert_int_equal((int)num(r, "tokens"), 32 + 24 + 16 + 8 + 32);
+    assert_int_equal((long)num(r, "flops_fwd"), 2L * 4 * 8 * (32 * 32 + 24 * 24 + 16 * 16 + 8 * 8 + 32 * 32));
+    cJSON_Delete(r);
+    // and the contract fields every mode shares (batch 8: enough FLOPs that gflops never prints 0.00)
+    char out[8192], names[4][64];
+    const int rc = run_capture(ATTN " --device cpu --batch 8 2>/dev/null", out, sizeof out);
+    assert_int_equal(rc, 0);
+    assert_int_equal(check_lines(out, names, "attention"), 1);
+    assert_string_equal(names[0], "attention");
+}
+
 static void test_bench_bad_flags(void **state) {
     (void)state;
-    expect_error(TINY " --mode ppo", "--mode must be sft, dpo, logprob or generate", NULL);
+    expect_error(TINY " --mode ppo", "--mode must be sft, dpo, logprob, generate or attention", NULL);
     expect_error(TINY " --bogus 3", "unknown flag '--bogus'", NULL);
     expect_error(TINY " --mode logprob --tokens 0", "--tokens must be a positive integer", NULL);
     expect_error(TINY " --beams", "--beams needs a value", NULL);
@@ -101,9 +185,18 @@ static void test_bench_bad_flags(void **state) {
     expect_error("build/sprec bench --dim 32 --heads 4 --kv-heads 3", "--heads by --kv-heads", NULL);
     expect_error("build/sprec bench --mode generate --vocab 2", "--vocab >= 3", NULL);
     expect_error(TINY " --vocab 512", "--vocab given twice", NULL);
+    expect_error(ATTN " --heads 3", "--heads given twice", NULL);
+    expect_error("build/sprec bench --mode attention --heads 3 --kv-heads 2", "--heads divisible by --kv-heads", NULL);
+    expect_error("build/sprec bench --mode attention --head-dim 129", "--head-dim <= 128", NULL);
+    expect_error("build/sprec bench --mode attention --head-dim 0", "--head-dim must be a positive integer", NULL);
+    expect_error(ATTN " --ragged=1", "--ragged takes no value", NULL);
+    expect_error(ATTN " --ragged --ragged", "--ragged given twice", NULL);
+    expect_error(TINY " --ragged", "--head-dim and --ragged are for --mode attention", NULL);
+    expect_error(TINY " --head-dim 16", "--head-dim and --ragged are for --mode attention", NULL);
 }
 
 DEFINE_TEST_GROUP(test_bench,
     cmocka_unit_test(test_bench_modes),
+    cmocka_unit_test(test_bench_attention),
     cmocka_unit_test(test_bench_bad_flags),
 )

@@ -618,10 +618,16 @@ static void test_gen_select_ops(void **state) {
         const int off[N + 1] = {0, 3, 3, 4, 7, 8, 10};
         const int cols[10] = {0, V - 1, 500, 9, 3, 3, 7, 1008, 0, 1};
         float out[10];
-        be->gather_cols(out, x, off, cols, N, V);
+        be->gather_cols(out, x, off, off, cols, N, V);   // src = off: consecutive slices
         for (int n = 0; n < N; n++)
             for (int j = off[n]; j < off[n + 1]; j++)
                 assert_memory_equal(&out[j], &x[(size_t)n * V + cols[j]], sizeof(float));
+        // slices anywhere in a table (a trie's child tokens): out of order, overlapping, shared
+        const int src[N] = {6, 0, 2, 1, 9, 5};
+        be->gather_cols(out, x, off, src, cols, N, V);
+        for (int n = 0; n < N; n++)
+            for (int j = off[n]; j < off[n + 1]; j++)
+                assert_memory_equal(&out[j], &x[(size_t)n * V + cols[src[n] + j - off[n]]], sizeof(float));
     }
     free(x); free(all);
 }

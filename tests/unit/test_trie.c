@@ -377,6 +377,61 @@ static void test_recommend_topk_scores(void **state) {
     free_cat(&c);
 }
 
+// The trie as slices of its child tokens (kept on the device) constrains
+// generation exactly as the same children handed over as lists: greedy,
+// sampled and beam outputs bit-identical, on fp32 and on bf16 storage.
+static void test_trie_slices_equal_lists(void **state) {
+    (void)state;
+    Cat c;
+    make_cat(&c, 48, 4, 1, 17);
+    Trie t;
+    build_cat(&t, &c);
+    const Backend *bes[] = {backend_cpu(), backend_cpu_bf16()};
+    for (int k = 0; k < 2; k++) {
+        Model m;
+        tiny_model(&m, 9);
+        if (k) {   // the same weights on bf16 storage
+            Model b;
+            model_create(&b, &m.cfg, bes[k]);
+            memcpy(b.params, m.params, m.numel * sizeof(float));   // cpu buffers are host memory
+            model_sync_compute(&b);
+            model_free(&m);
+            m = b;
+        }
+        for (int mode = 0; mode < 3; mode++) {
+            GenOpts o;
+            gen_opts_default(&o);
+            o.max_new_tokens = t.max_depth;
+            o.stop = trie_gen_stop; o.stop_ctx = &t;
+            o.temperature = mode == 1 ? 0.9f : 0.0f;
+            o.seed = 5;
+            o.beams = mode == 2 ? 4 : 0;
+            GenOutput lists[3], slices[3];
+            o.allowed = trie_gen_allowed; o.allowed_ctx = &t;
+            generate(&m, PROMPTS, LENS, 3, &o, lists);
+            o.allowed = NULL;
+            o.allowed_slice = trie_gen_allowed_slice;
+            o.allowed_table = t.child_tok; o.allowed_table_len = t.n_edges;
+            generate(&m, PROMPTS, LENS, 3, &o, slices);
+            for (int b = 0; b < 3; b++) {
+                assert_int_equal(lists[b].n, slices[b].n);
+                for (int h = 0; h < lists[b].n; h++) {
+                    const GenHyp *x = &lists[b].hyps[h], *y = &slices[b].hyps[h];
+                    assert_int_equal(x->n, y->n);
+                    assert_memory_equal(x->tokens, y->tokens, (size_t)x->n * sizeof(int));
+                    assert_true(x->logprob == y->logprob && x->finish == y->finish);
+                    assert_true(trie_item(&t, x->tokens, x->n) >= 0 || x->finish == GEN_CONSTRAINT);
+                }
+            }
+            gen_output_free(lists, 3);
+            gen_output_free(slices, 3);
+        }
+        model_free(&m);
+    }
+    trie_free(&t);
+    free_cat(&c);
+}
+
 // brute force: the K best items by the training forward (ties to the lower index)
 static void brute_topk(Model *m, const Cat *c, int b, int K, int *best) {
     double *lp = malloc((size_t)c->n * sizeof(double));
@@ -486,6 +541,7 @@ DEFINE_TEST_GROUP(test_trie,
     cmocka_unit_test(test_trie_every_item_generable),
     cmocka_unit_test(test_trie_nothing_else_generable),
     cmocka_unit_test(test_recommend_topk_scores),
+    cmocka_unit_test(test_trie_slices_equal_lists),
     cmocka_unit_test(test_recommend_matches_brute_force),
     cmocka_unit_test(test_recommend_prefix_items),
     cmocka_unit_test(test_recommend_bad_k),
