@@ -373,24 +373,11 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
 
     // the policy: as in SFT (docs/training.md: LoRA enabled before any weights are loaded)
     Model model;
-    const char *source = train_create_model(cfg, be, &lc, ckpt_path, resume, &model);
-    const ModelConfig mc = model.cfg;
-    if (resume) train_check_resume_lora(ckpt_path, cfg->lora.enabled);
     AdamW opt;
-    train_optimizer(cfg, &model, &opt);
     TrainState st;
-    memset(&st, 0, sizeof st);
-    snprintf(st.stage, sizeof st.stage, "dpo");
-    Rng seeded;
-    rng_seed(&seeded, cfg->dpo.seed);
-    memcpy(st.rng, seeded.s, sizeof st.rng);
-    if (resume) {
-        if (!checkpoint_load(ckpt_path, &model, &opt, &st)) fail("%s has no optimizer state; cannot resume", ckpt_path);
-        if (memcmp(st.rng, seeded.s, sizeof st.rng) != 0 || strcmp(st.stage, "dpo") != 0)
-            fail("%s is not a DPO run with this [dpo] seed; resume with the run's own config.ini", ckpt_path);
-    } else {
-        train_load_start(cfg, source, "dpo", &model, &opt);
-    }
+    const char *source = train_begin(cfg, be, &lc, ckpt_path, resume, "dpo", cfg->dpo.seed, "dpo.seed", &model,
+                                     &opt, &st);
+    const ModelConfig mc = model.cfg;
     const RecSplit *sp = &d.split[SPLIT_TRAIN];
     const int bs = cfg->train.batch_size, ga = cfg->train.grad_accum;
 

@@ -7,6 +7,7 @@
 #include "fileio.h"
 #include "h5io.h"
 #include "check.h"
+#include "rng.h"
 
 LoraConfig train_lora_config(const Config *cfg) {
     LoraConfig lc = {.rank = cfg->lora.rank, .alpha = cfg->lora.alpha, .dropout = cfg->lora.dropout,
@@ -81,4 +82,27 @@ FILE *train_open_log(const Config *cfg, const char *name, int resume) {
     FILE *f = fopen(path, resume ? "a" : "w");
     if (!f) fail("cannot write %s: %s", path, strerror(errno));
     return f;
+}
+
+const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *lc, const char *ckpt_path,
+                        int resume, const char *stage, uint64_t seed, const char *seed_key, Model *m, AdamW *opt,
+                        TrainState *st) {
+    const char *source = train_create_model(cfg, be, lc, ckpt_path, resume, m);
+    if (resume) train_check_resume_lora(ckpt_path, cfg->lora.enabled);
+    train_optimizer(cfg, m, opt);
+    memset(st, 0, sizeof *st);
+    snprintf(st->stage, sizeof st->stage, "%s", stage);
+    // the generator state is recorded, so a resume with another seed (another
+    // data order) is caught
+    Rng seeded;
+    rng_seed(&seeded, seed);
+    memcpy(st->rng, seeded.s, sizeof st->rng);
+    if (resume) {
+        if (!checkpoint_load(ckpt_path, m, opt, st)) fail("%s has no optimizer state; cannot resume", ckpt_path);
+        if (memcmp(st->rng, seeded.s, sizeof st->rng) != 0 || strcmp(st->stage, stage) != 0)
+            fail("%s is not a %s run with this %s; resume with the run's own config.ini", ckpt_path, stage, seed_key);
+    } else {
+        train_load_start(cfg, source, stage, m, opt);
+    }
+    return source;
 }

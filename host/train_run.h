@@ -9,6 +9,7 @@
 #include "config.h"
 #include "lora.h"
 #include "optimizer.h"
+#include "checkpoint.h"
 
 // The [lora] section as a LoraConfig; targets parsed and validated when enabled.
 LoraConfig train_lora_config(const Config *cfg);
@@ -26,6 +27,16 @@ void train_check_resume_lora(const char *ckpt_path, int lora_enabled);
 void train_load_start(const Config *cfg, const char *source, const char *stage, Model *m, AdamW *opt);
 // A fresh AdamW over what m trains, with the [train] hyperparameters.
 void train_optimizer(const Config *cfg, Model *m, AdamW *opt);
+// The start of the SFT and DPO trainers, in order: the model
+// (train_create_model, then the resume LoRA check), its optimizer, a
+// TrainState of `stage` whose rng holds the generator seeded with `seed` (the
+// key named seed_key decides the run's data order), then either the resumed
+// checkpoint (which must be a `stage` run with that seed) or the starting
+// weights (train_load_start). Returns the source checkpoint as
+// train_create_model does.
+const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *lc, const char *ckpt_path,
+                        int resume, const char *stage, uint64_t seed, const char *seed_key, Model *m, AdamW *opt,
+                        TrainState *st);
 // Writes out_dir/config.ini (the resolved config, so a run can be repeated).
 void train_write_config(const Config *cfg);
 // Opens out_dir/NAME for the run's log lines: appended to on resume, else new.

@@ -88,26 +88,10 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
 
     // model: resumed run, a starting checkpoint, or a fresh random init
     Model model;
-    const char *source = train_create_model(cfg, be, &lc, ckpt_path, resume, &model);
-    const ModelConfig mc = model.cfg;
-    if (resume) train_check_resume_lora(ckpt_path, cfg->lora.enabled);
     AdamW opt;
-    train_optimizer(cfg, &model, &opt);
-    TrainState st;
-    memset(&st, 0, sizeof st);
-    snprintf(st.stage, sizeof st.stage, "sft");
-    // the data order derives from train.seed; its generator state is recorded so a
-    // resume with a different seed (a different data order) is caught
-    Rng seeded;
-    rng_seed(&seeded, cfg->train.seed);
-    memcpy(st.rng, seeded.s, sizeof st.rng);
-    if (resume) {
-        if (!checkpoint_load(ckpt_path, &model, &opt, &st)) fail("%s has no optimizer state; cannot resume", ckpt_path);
-        if (memcmp(st.rng, seeded.s, sizeof st.rng) != 0)
-            fail("%s was trained with another train.seed (data order); resume with the run's own config.ini", ckpt_path);
-    } else {
-        train_load_start(cfg, source, "sft", &model, &opt);
-    }
+    TrainState st;   // the data order derives from train.seed
+    train_begin(cfg, be, &lc, ckpt_path, resume, "sft", cfg->train.seed, "train.seed", &model, &opt, &st);
+    const ModelConfig mc = model.cfg;
 
     Dataset data;
     dataset_load_group(&data, data_path, data_group, mc.vocab_size);
