@@ -340,6 +340,20 @@ static void bench_dpo(Bench *bn) {
 
 // ---- logprob -------------------------------------------------------------------------------
 
+// The memory an op needed beyond what was held before it: on a device the
+// allocator's peak minus its count before (and *scratch = its scratch now),
+// on the CPU the peak RSS minus the RSS before.
+static long extra_bytes(const Backend *be, const BackendMemStats *before, long rss_before, long *scratch) {
+    if (!be->mem_stats) {
+        const long extra = host_peak_bytes() - rss_before;
+        return extra < 0 ? 0 : extra;
+    }
+    BackendMemStats ms;
+    be->mem_stats(&ms);
+    *scratch = (long)ms.scratch;
+    return (long)(ms.peak - before->current);
+}
+
 // The head alone: h[N,C] (N = --tokens), W[V,C], every row scored against a
 // random target; forward, then the backward of the mean -log p into dh and dW
 // (both zeroed first, like fresh gradients). extra_bytes: the memory the head
@@ -387,16 +401,7 @@ static void bench_logprob(Bench *bn, int N) {
     be->download(wt_h, lp, (size_t)N * sizeof(float));
     double loss = 0;
     for (int i = 0; i < N; i++) loss -= wt_h[i] / N;
-    long extra, scratch = -1;
-    if (be->mem_stats) {
-        BackendMemStats ms;
-        be->mem_stats(&ms);
-        extra = (long)(ms.peak - ms0.current);
-        scratch = (long)ms.scratch;
-    } else {
-        extra = host_peak_bytes() - rss0;
-        if (extra < 0) extra = 0;
-    }
+    long scratch = -1, extra = extra_bytes(be, &ms0, rss0, &scratch);
     const Stats st = stats_of(times, steps);
     print_head(bn);
     printf("\"final_loss\": %.6f, ", loss);
@@ -470,16 +475,7 @@ static void bench_attention(Bench *bn, int NH, int NKV, int D, int ragged) {
         device_sync(be, dv);
         if (s >= warmup) times[s - warmup] = now_seconds() - t0;
     }
-    long extra, scratch = -1;
-    if (be->mem_stats) {
-        BackendMemStats ms;
-        be->mem_stats(&ms);
-        extra = (long)(ms.peak - ms0.current);
-        scratch = (long)ms.scratch;
-    } else {
-        extra = host_peak_bytes() - rss0;
-        if (extra < 0) extra = 0;
-    }
+    long scratch = -1, extra = extra_bytes(be, &ms0, rss0, &scratch);
     act_download(be, qh, out, nq);   // the checksum: mean of out over the valid rows
     double sum = 0;
     for (int b = 0; b < B; b++)
