@@ -22,14 +22,16 @@
 // The table entry is read by every thread of a block at once (a broadcast).
 // pc is the bf16 compute copy: each new p is also stored rounded once (round
 // to nearest even), so the next forward needs no separate conversion pass.
-__global__ void adamw_multi_kernel(float *p, act_t *pc, const float *g, float *m, float *v,
-                                   const AdamwTensor *table, int n_tensors, float lr, float beta1,
-                                   float beta2, float eps, float wd, float bc1, float bc2, float grad_scale) {
+static __global__ void adamw_multi_kernel(float *p, act_t *pc, const float *g, float *m, float *v, size_t n,
+                                          const AdamwTensor *table, int n_tensors, float lr, float beta1,
+                                          float beta2, float eps, float wd, float bc1, float bc2,
+                                          float grad_scale) {
     const float step = __fdiv_rn(lr, bc1);
     const float bc2_sqrt = __fsqrt_rn(bc2);
     const float om_b1 = __fsub_rn(1.0f, beta1), om_b2 = __fsub_rn(1.0f, beta2);
     for (int t = 0; t < n_tensors; t++) {
         const AdamwTensor e = table[t];
+        if (e.offset > n || e.numel > n - e.offset) continue;   // outside the buffer (the CPU twin stops): untouched
         const float decay = __fsub_rn(1.0f, __fmul_rn(lr, e.decay ? wd : 0.0f));
         float *pt = p + e.offset, *mt = m + e.offset, *vt = v + e.offset;
         act_t *pct = pc + e.offset;
@@ -64,7 +66,7 @@ void cuda_adamw_multi(float *p, void *pc, const float *g, float *m, float *v, si
         cuda_fail("adamw_multi", "the bf16 compute copy pc must be a buffer of its own", __FILE__, __LINE__);
     size_t blocks = (n + 255) / 256;
     if (blocks > 4096) blocks = 4096;   // grid-stride beyond that: enough to fill any current GPU
-    adamw_multi_kernel<<<(unsigned)blocks, 256, 0, cuda_stream()>>>(p, (act_t *)pc, g, m, v, table, n_tensors,
+    adamw_multi_kernel<<<(unsigned)blocks, 256, 0, cuda_stream()>>>(p, (act_t *)pc, g, m, v, n, table, n_tensors,
                                                                     lr, beta1, beta2, eps, wd, bc1, bc2,
                                                                     grad_scale);
     LAUNCH_CHECK();

@@ -351,8 +351,9 @@ static void allow_smem(K kernel, size_t bytes) {
         CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
-static void check_dims(int NH, int NKV, int D) {
+static void check_dims(int B, int NH, int NKV, int D) {
     if (D < 1 || D > 128) cuda_fail("attention", "head dim must be in 1..128", __FILE__, __LINE__);
+    if (B > 65535) cuda_fail("attention", "batch must be at most 65535 sequences (the grid's z)", __FILE__, __LINE__);
     if (NKV < 1 || NH % NKV != 0) cuda_fail("attention", "NH must be a multiple of NKV", __FILE__, __LINE__);
 }
 
@@ -372,7 +373,7 @@ static void fwd_launch(act_t *out, float *lse, const act_t *q, const act_t *k, c
 void cuda_attention_fwd(void *out, float *lse, const void *q, const void *k, const void *v,
                         const int *lengths, int B, int T, int NH, int NKV, int D) {
     if (B <= 0 || T <= 0 || NH <= 0) return;
-    check_dims(NH, NKV, D);
+    check_dims(B, NH, NKV, D);
     act_t *o = (act_t *)out;
     const act_t *qa = (const act_t *)q, *ka = (const act_t *)k, *va = (const act_t *)v;
     if (D <= 64) fwd_launch<64>(o, lse, qa, ka, va, lengths, B, T, NH, NKV, D);
@@ -408,7 +409,7 @@ void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, cons
                         const float *lse, const void *q, const void *k, const void *v,
                         const int *lengths, int B, int T, int NH, int NKV, int D) {
     if (B <= 0 || T <= 0 || NH <= 0 || (!dq && !dk && !dv)) return;
-    check_dims(NH, NKV, D);
+    check_dims(B, NH, NKV, D);
     const act_t *qa = (const act_t *)q, *ka = (const act_t *)k, *va = (const act_t *)v;
     size_t rows = (size_t)B * T * NH;
     float *delta = (float *)cuda_scratch(SCRATCH_ATTN, rows * sizeof(float));

@@ -81,5 +81,16 @@ size_t cuda_scratch_bytes(void);
 
 #ifdef __cplusplus
 }
+
+// matmul.cu: the backend's one GEMM entry (logprob.cu uses it too): row-major
+// C[M,N] = op(A)[M,K] @ op(B)[K,N] + beta * C (+ bias[N] when bias != NULL,
+// then beta must be 0); ta: A stored [K,M]; tb: B stored [N,K]; lda/ldb/ldc
+// row strides in elements; element types CUDA_R_16BF (act) or CUDA_R_32F;
+// fp32 accumulation, C rounded once. (C++ only: it takes cudaDataType_t.)
+#include <library_types.h>
+void cuda_gemm_rm(bool ta, bool tb, int M, int N, int K,
+                  const void *A, cudaDataType_t at, int64_t lda,
+                  const void *B, cudaDataType_t bt, int64_t ldb,
+                  void *C, cudaDataType_t ct, int64_t ldc, float beta, const void *bias);
 #endif
 #endif

@@ -40,6 +40,7 @@ static __global__ void rope_at_kernel(bf16 *x, const float *cos_tab, const float
 
 void cuda_rope_at_fwd(void *x, const float *cos_tab, const float *sin_tab, const int *pos,
                       int N, int H, int D) {
+    if (D % 2) cuda_fail("rope_at_fwd", "head dim must be even", __FILE__, __LINE__);
     size_t pairs = (size_t)N * H * (D / 2);
     if (pairs == 0) return;
     rope_at_kernel<<<cdiv(pairs, 256), 256, 0, cuda_stream()>>>((bf16 *)x, cos_tab, sin_tab, pos, N, H,
@@ -103,15 +104,15 @@ attn_cached_kernel(bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
     const int g = h / (NH / NKV), W = NKV * D, half = D / 2;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 
-    // this lane's query pairs, widened and pre-scaled; pairs past D/2 stay 0.
+    // this lane's query pairs, widened; pairs past D/2 stay 0. The scale is
+    // applied to the finished dot product, as attention_fwd does.
     // Scalar loads: q may be a slice of a larger buffer (no alignment promise).
     const bf16 *qh = q + (bs * NH + h) * D;
     float2 qv[2];
 #pragma unroll
     for (int u = 0; u < 2; u++) {
         int pi = lane + 32 * u;
-        qv[u] = pi < half ? make_float2(act_ld(qh, 2 * pi) * scale, act_ld(qh, 2 * pi + 1) * scale)
-                          : make_float2(0.0f, 0.0f);
+        qv[u] = pi < half ? make_float2(act_ld(qh, 2 * pi), act_ld(qh, 2 * pi + 1)) : make_float2(0.0f, 0.0f);
     }
     const bf16 *kb = kc + (size_t)b * P * W + (size_t)g * D;
     const bf16 *vb = vc + (size_t)b * P * W + (size_t)g * D;
@@ -132,6 +133,7 @@ attn_cached_kernel(bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
             }
         }
         for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+        dot *= scale;
         const float mn = fmaxf(m, dot);
         const float corr = expf(m - mn);    // 0 for the warp's first position
         const float p = expf(dot - mn);
@@ -178,6 +180,7 @@ void cuda_attention_cached_fwd(void *out, const void *q, const void *kc, const v
     if (NKV < 1 || NH % NKV != 0)
         cuda_fail("attention_cached_fwd", "NH must be a multiple of NKV", __FILE__, __LINE__);
     size_t blocks = (size_t)R * S * NH;
+    if (blocks > 0x7fffffff) cuda_fail("attention_cached_fwd", "rows x new positions x heads exceeds the grid", __FILE__, __LINE__);
     attn_cached_kernel<<<(unsigned)blocks, DEC_WARPS * 32, 0, cuda_stream()>>>(
         (bf16 *)out, (const bf16 *)q, (const bf16 *)kc, (const bf16 *)vc, start, n_new, S, P, NH, NKV, D,
         1.0f / sqrtf((float)D));

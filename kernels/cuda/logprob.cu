@@ -12,14 +12,6 @@
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
 
-// The backend's GEMM (kernels/cuda/matmul.cu): row-major C[M,N] =
-// op(A)[M,K] @ op(B)[K,N] + beta * C (+ bias[N]); ta: A stored [K,M]; tb: B
-// stored [N,K]; element types CUDA_R_16BF (act) or CUDA_R_32F; fp32 accumulate.
-void cuda_gemm_rm(bool ta, bool tb, int M, int N, int K,
-                  const void *A, cudaDataType_t at, int64_t lda,
-                  const void *B, cudaDataType_t bt, int64_t ldb,
-                  void *C, cudaDataType_t ct, int64_t ldc, float beta, const void *bias);
-
 // Logits per chunk: at most this many floats (128 MiB), but at least one row.
 static const size_t LOGITS_BUDGET = (size_t)32 << 20;
 enum { ROW_THREADS = 512 };
@@ -101,6 +93,7 @@ lse_kernel(float *logprob, float *lse, const float *logits, int ldl, const int *
     float m = -INFINITY, s = 0.0f;
     for (int j = threadIdx.x; j < V; j += blockDim.x) {
         float v = x[j];
+        if (v == -INFINITY) continue;   // adds nothing (and -inf - -inf would be NaN)
         if (v > m) { s = s * expf(m - v) + 1.0f; m = v; }
         else s += expf(v - m);
     }
@@ -144,9 +137,12 @@ static __global__ void grad_kernel(act_t *g, int ldg, const float *logits, int l
 }
 
 // dh[rows[i], :] += dhc[i, :] (dhc's row stride ldd; rows are distinct: no
-// two blocks share a row)
-static __global__ void scatter_add_kernel(float *dh, const float *dhc, int ldd, const int *rows, int C) {
+// two blocks share a row). Rows of weight 0 are left untouched, as the CPU
+// skips them (their dhc row is exactly 0 anyway: this keeps a -0.0 in dh).
+static __global__ void scatter_add_kernel(float *dh, const float *dhc, int ldd, const int *rows,
+                                          const float *weight, int C) {
     int i = blockIdx.x;
+    if (weight[i] == 0.0f) return;
     float *dst = dh + (size_t)rows[i] * C;
     const float *src = dhc + (size_t)i * ldd;
     for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] += src[c];
@@ -195,7 +191,7 @@ void cuda_logprob_bwd(float *dh, float *dw, const void *h, const void *w,
             // dhc[m,C] (fp32) = g[m,V] @ w[V,C], then added to the scattered rows
             cuda_gemm_rm(false, false, m, C, V, cb.g, CUDA_R_16BF, cb.ldg, w, CUDA_R_16BF, C,
                          cb.dhc, CUDA_R_32F, cb.ldd, 0.0f, NULL);
-            scatter_add_kernel<<<m, 256, 0, st>>>(dh, cb.dhc, cb.ldd, rows + i0, C);
+            scatter_add_kernel<<<m, 256, 0, st>>>(dh, cb.dhc, cb.ldd, rows + i0, weight + i0, C);
             LAUNCH_CHECK();
         }
         if (dw)   // dw[V,C] += g^T @ hc: g stored [m,V] used transposed

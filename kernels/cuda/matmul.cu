@@ -236,9 +236,15 @@ void cuda_gemm_rm(bool ta, bool tb, int M, int N, int K,
     if (bias && beta != 0.0f)
         cuda_fail("cuda_gemm_rm", "a bias needs beta == 0", __FILE__, __LINE__);
     if (K <= 0) { fill_rows(C, ct, bias, beta, M, N, ldc); return; }
-    // The fused BIAS epilogue wants a 16-byte aligned bias vector; otherwise
-    // the bias is added by a small kernel after the product.
-    bool epi = bias && ptr_align(bias) >= 16;
+    // The fused BIAS epilogue wants a 16-byte aligned bias vector: an
+    // unaligned one (a view) is copied to aligned scratch first (N elements).
+    if (bias && ptr_align(bias) < 16) {
+        const size_t bytes = (size_t)N * (ct == CUDA_R_16BF ? sizeof(act_t) : sizeof(float));
+        void *aligned = cuda_scratch(SCRATCH_REDUCE, bytes);
+        CUDA_CHECK(cudaMemcpyAsync(aligned, bias, bytes, cudaMemcpyDeviceToDevice, cuda_stream()));
+        bias = aligned;
+    }
+    bool epi = bias != NULL;
     GemmKey k;
     memset(&k, 0, sizeof k);   // padding too: keys are compared field by field anyway
     k.ta = ta; k.tb = tb; k.M = M; k.N = N; k.K = K;
@@ -256,7 +262,7 @@ void cuda_gemm_rm(bool ta, bool tb, int M, int N, int K,
     }
     if (!bias) { gemm_run(entry_need(k, NULL), A, B, C, beta); return; }
 
-    // A bias without the fused epilogue (unaligned, or no algorithm for it):
+    // A bias without the fused epilogue (cuBLASLt has no algorithm with it):
     // the product in fp32 (C itself when C is fp32, else a scratch block),
     // then one kernel adds the bias and stores, so a bf16 C is still rounded
     // once, as the epilogue would.

@@ -106,10 +106,13 @@ void cuda_rmsnorm_fwd(void *out, float *rstd, const void *inp, const void *weigh
 
 // ---- the residual add fused with the norm after it ---------------------------------
 
-// res = bf16(a + b), then the forward above on the stored res: one warp per row,
-// the row read once from a and b, written once to res and out (the second
-// pass re-reads res from L1/L2: each lane reads only elements it wrote). Each
-// element is read before the same lane writes it, so res may alias a or b.
+// res = bf16(a + b), then the forward above on the stored res: one warp per
+// row, the same lane split and summation order as rmsnorm_fwd_kernel<VEC8>
+// (so out and rstd are bit for bit those of add + rmsnorm_fwd), the row read
+// once from a and b and written once to res and out (the second pass re-reads
+// res from cache: each lane reads only elements it wrote). Each element is
+// read before the same lane writes it, so res may alias a or b.
+template <bool VEC8>
 __global__ void residual_rmsnorm_fwd_kernel(act_t *res, act_t *out, float *rstd, const act_t *a,
                                             const act_t *b, const act_t *weight, float eps, int N, int C) {
     const int lane = threadIdx.x & 31;
@@ -117,23 +120,63 @@ __global__ void residual_rmsnorm_fwd_kernel(act_t *res, act_t *out, float *rstd,
     if (n >= N) return;
     const size_t o = (size_t)n * C;
     double ss = 0.0;
-    for (int c = lane; c < C; c += 32) {
-        act_st(res, o + c, __fadd_rn(act_ld(a, o + c), act_ld(b, o + c)));
-        const float x = act_ld(res, o + c);   // the stored (rounded) value, as the unfused pair reads it
-        ss += (double)x * x;
+    if (VEC8) {
+        const uint4 *a8 = (const uint4 *)(a + o), *b8 = (const uint4 *)(b + o);
+        uint4 *r8 = (uint4 *)(res + o);
+        for (int i = lane; i < C / 8; i += 32) {
+            const uint4 u = a8[i], v = b8[i];
+            const uint32_t aw[4] = {u.x, u.y, u.z, u.w}, bw[4] = {v.x, v.y, v.z, v.w};
+            uint32_t rw[4];
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                rw[k] = bf16_pack(__fadd_rn(bf16_lo(aw[k]), bf16_lo(bw[k])), __fadd_rn(bf16_hi(aw[k]), bf16_hi(bw[k])));
+                const float x0 = bf16_lo(rw[k]), x1 = bf16_hi(rw[k]);   // the stored values
+                ss += (double)x0 * x0; ss += (double)x1 * x1;
+            }
+            r8[i] = make_uint4(rw[0], rw[1], rw[2], rw[3]);
+        }
+    } else {
+        for (int c = lane; c < C; c += 32) {
+            const act_t r = __float2bfloat16_rn(__fadd_rn(act_ld(a, o + c), act_ld(b, o + c)));
+            res[o + c] = r;
+            const float x = __bfloat162float(r);
+            ss += (double)x * x;
+        }
     }
     ss = warp_sum(ss);
     const float r = (float)(1.0 / sqrt(ss / C + eps));
-    for (int c = lane; c < C; c += 32)
-        act_st(out, o + c, __fmul_rn(act_ld(weight, c), __fmul_rn(act_ld(res, o + c), r)));
+    if (VEC8) {
+        const uint4 *x8 = (const uint4 *)(res + o), *w8 = (const uint4 *)weight;
+        uint4 *y8 = (uint4 *)(out + o);
+        for (int i = lane; i < C / 8; i += 32) {
+            const uint4 u = x8[i], v = w8[i];
+            const uint32_t xw[4] = {u.x, u.y, u.z, u.w}, ww[4] = {v.x, v.y, v.z, v.w};
+            uint32_t q[4];
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+                q[k] = bf16_pack(__fmul_rn(bf16_lo(ww[k]), __fmul_rn(bf16_lo(xw[k]), r)),
+                                 __fmul_rn(bf16_hi(ww[k]), __fmul_rn(bf16_hi(xw[k]), r)));
+            y8[i] = make_uint4(q[0], q[1], q[2], q[3]);
+        }
+    } else {
+        for (int c = lane; c < C; c += 32)
+            act_st(out, o + c, __fmul_rn(act_ld(weight, c), __fmul_rn(act_ld(res, o + c), r)));
+    }
     if (lane == 0) rstd[n] = r;
 }
 
 void cuda_residual_rmsnorm_fwd(void *res, void *out, float *rstd, const void *a, const void *b,
                                const void *weight, float eps, int N, int C) {
     if (N <= 0 || C <= 0) return;
-    residual_rmsnorm_fwd_kernel<<<cdiv(N, ROWS_PER_BLOCK), 32 * ROWS_PER_BLOCK, 0, cuda_stream()>>>(
-        (act_t *)res, (act_t *)out, rstd, (const act_t *)a, (const act_t *)b, (const act_t *)weight, eps, N, C);
+    const unsigned blocks = cdiv(N, ROWS_PER_BLOCK);
+    act_t *rs = (act_t *)res, *o = (act_t *)out;
+    const act_t *x = (const act_t *)a, *y = (const act_t *)b, *w = (const act_t *)weight;
+    if (C % 8 == 0 && aligned16(res) && aligned16(out) && aligned16(a) && aligned16(b) && aligned16(weight))
+        residual_rmsnorm_fwd_kernel<true><<<blocks, 32 * ROWS_PER_BLOCK, 0, cuda_stream()>>>(rs, o, rstd, x, y, w,
+                                                                                             eps, N, C);
+    else
+        residual_rmsnorm_fwd_kernel<false><<<blocks, 32 * ROWS_PER_BLOCK, 0, cuda_stream()>>>(rs, o, rstd, x, y, w,
+                                                                                              eps, N, C);
     LAUNCH_CHECK();
 }
 

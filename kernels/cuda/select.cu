@@ -123,8 +123,8 @@ static __global__ void gather_cols_kernel(float *out, const act_t *logits, const
                                           const int *cols, int V) {
     const int n = blockIdx.x;
     const act_t *x = logits + (size_t)n * V;
-    const int *c = cols + src[n] - off[n];   // row n's slice, indexed by j
-    for (int j = off[n] + (int)threadIdx.x; j < off[n + 1]; j += blockDim.x) out[j] = act_ld(x, c[j]);
+    const int *c = cols + src[n];   // row n's slice
+    for (int j = off[n] + (int)threadIdx.x; j < off[n + 1]; j += blockDim.x) out[j] = act_ld(x, c[j - off[n]]);
 }
 
 void cuda_gather_cols(float *out, const void *logits, const int *off, const int *src, const int *cols, int N, int V) {
