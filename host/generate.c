@@ -217,28 +217,6 @@ static int stop_reason(const GenOpts *o, int seq, const int *gen, int n) {
     return 0;
 }
 
-// Applies the allowed-tokens hook to row[V]; returns 0 when nothing may follow.
-static int apply_allowed(const GenOpts *o, int seq, const int *gen, int n, float *row, int V,
-                         int *ids, unsigned char *mark) {
-    int k;
-    const int *allowed = ids;
-    if (o->allowed_slice) {   // the slice of the table (checked as the picker checks it)
-        int start = 0;
-        k = o->allowed_slice(o->allowed_ctx, seq, gen, n, &start);
-        check(k <= 0 || (start >= 0 && start + k <= o->allowed_table_len),
-              "allowed slice [%d, %d) outside the table of %d", start, start + k, o->allowed_table_len);
-        allowed = o->allowed_table + start;
-    } else if (o->allowed) {
-        k = o->allowed(o->allowed_ctx, seq, gen, n, ids, V);
-    } else {
-        return 1;
-    }
-    if (k < 0) return 1;
-    if (k == 0) return 0;
-    mask_allowed(row, V, allowed, k > V ? V : k, mark);
-    return 1;
-}
-
 // ---- choosing on the device ------------------------------------------------------
 // A step's choices read, per row of the decoder's device logits, the log-softmax
 // normaliser, the top k (unconstrained rows) and the logits of the allowed
@@ -417,7 +395,7 @@ static int constrain(const GenOpts *o, Picker *pk, int slot, int seq, const int 
     return k;
 }
 
-static uint64_t seq_seed(uint64_t seed, uint64_t stream) {
+uint64_t gen_stream_seed(uint64_t seed, uint64_t stream) {
     uint64_t x = seed ^ (0xD1B54A32D192ED03ull * (stream + 1));
     return splitmix64(&x);
 }
@@ -521,51 +499,117 @@ static void generate_greedy(Model *m, const int *const *prompts, const int *lens
     free(ids); free(next); free(n_new); free(kind); free(need); free(live); free(val); free(lse);
 }
 
-// Sampled (temperature > 0): one hypothesis per prompt, B cache rows. The draw
-// needs the whole distribution, so every step downloads the live rows' logits.
+// Unconstrained rows fetch the top_k + 1 best logits when a top-k filter
+// bounds the draw, up to this k (the device's top-k costs a rescan per entry).
+#define SAMPLE_TOPK_MAX 256
+
+typedef struct { int id; float val; } IdVal;
+
+static int id_val_cmp(const void *pa, const void *pb) {
+    const int a = ((const IdVal *)pa)->id, b = ((const IdVal *)pb)->id;
+    return (a > b) - (a < b);
+}
+
+// Sampled (temperature > 0): one hypothesis per prompt, B cache rows. A draw
+// filtered by the constraint (the allowed tokens' logits, gathered on the
+// device) or by top-k (the top_k + 1 best, fetched) reads only those numbers;
+// a row whose draw needs its whole distribution (no top-k, a larger one, or a
+// tie at the top-k boundary) downloads the row. The tokens are those of
+// sample_token on the whole masked row, drawn from each prompt's own stream.
 static void generate_sampled(Model *m, const int *const *prompts, const int *lens, int B, const GenOpts *o,
                              GenOutput *out) {
     const int V = m->cfg.vocab_size, P = positions_needed(m, lens, B, o);
+    const Backend *be = m->be;
     Decoder d;
     decoder_create(&d, m, B, P, o->prefill_rows > 0 ? o->prefill_rows : 4096);
-    float *logits = xmalloc((size_t)B * V * sizeof(float)), *row = xmalloc((size_t)V * sizeof(float));
-    float *fscratch = xmalloc((size_t)V * sizeof(float));
-    int *iscratch = xmalloc((size_t)V * sizeof(int)), *next = xmalloc((size_t)B * sizeof(int));
+    Picker pk;
+    pick_init(&pk, be);
+    if (o->allowed_slice) pick_table(&pk, o->allowed_table, o->allowed_table_len, V);
+    const SamplerCfg sc = {o->temperature, o->top_k, o->top_p};
+    const int kk = sc.top_k > 0 && sc.top_k < V && sc.top_k < SAMPLE_TOPK_MAX ? sc.top_k + 1 : 0;
+    float *row = xmalloc((size_t)V * sizeof(float)), *full = xmalloc((size_t)V * sizeof(float));
+    float *fscratch = xmalloc((size_t)V * sizeof(float)), *cval = xmalloc((size_t)(kk + 1) * sizeof(float));
+    int *iscratch = xmalloc((size_t)V * sizeof(int)), *ids = xmalloc((size_t)V * sizeof(int));
+    int *cid = xmalloc((size_t)(kk + 1) * sizeof(int));
+    IdVal *pair = xmalloc((size_t)(kk + 1) * sizeof(IdVal));
+    int *next = xmalloc((size_t)B * sizeof(int)), *kind = xmalloc((size_t)B * sizeof(int));
     int *n_new = xcalloc((size_t)B, sizeof(int));
     unsigned char *mark = xcalloc((size_t)V, 1);
     Rng *rng = xmalloc((size_t)B * sizeof(Rng));
     int *live = xmalloc((size_t)B * sizeof(int)), n_live = B;
-    const SamplerCfg sc = {o->temperature, o->top_k, o->top_p};
     for (int b = 0; b < B; b++) {
-        rng_seed(&rng[b], seq_seed(o->seed, o->stream_ids ? o->stream_ids[b] : (uint64_t)b));
+        rng_seed(&rng[b], gen_stream_seed(o->seed, o->stream_ids ? o->stream_ids[b] : (uint64_t)b));
         live[b] = 1;
         out[b].n = 1;
         out[b].hyps = xcalloc(1, sizeof(GenHyp));
         out[b].hyps[0].tokens = xmalloc((size_t)o->max_new_tokens * sizeof(int));
     }
-    decoder_prefill(&d, prompts, lens, B, logits);
+    decoder_prefill(&d, prompts, lens, B, NULL);
     for (int step = 0; step < o->max_new_tokens && n_live > 0; step++) {
+        int any_free = 0;
+        pick_begin(&pk, d.n_cur);
+        for (int b = 0; b < B; b++) {
+            if (!live[b]) continue;
+            const GenHyp *h = &out[b].hyps[0];
+            kind[b] = constrain(o, &pk, d.slot[b], b, h->tokens, h->n, ids, V);
+            if (kind[b] < 0) any_free = 1;
+        }
+        pick_run(&pk, d.cur, V, any_free ? kk : 0);
         for (int b = 0; b < B; b++) {
             n_new[b] = 0;
             if (!live[b]) continue;
             GenHyp *h = &out[b].hyps[0];
-            const float *lg = logits + (size_t)b * V;
-            memcpy(row, lg, (size_t)V * sizeof(float));
             next[b] = -1;
             double lp = 0;
-            if (apply_allowed(o, b, h->tokens, h->n, row, V, iscratch, mark)) {
-                next[b] = sample_token(row, V, &sc, &rng[b], fscratch, iscratch);
-                lp = lg[next[b]] - logsumexp(lg, V);
+            if (kind[b] != 0) {
+                const double u = rng_uniform(&rng[b]);   // one number per token, as sample_token draws it
+                const int i = d.slot[b];
+                int tok = -1;
+                float val = 0;
+                if (kind[b] > 0) {   // the allowed tokens' logits: the whole masked row, sparse
+                    const int c0 = pick_off(&pk)[i], cnt = pick_off(&pk)[i + 1] - c0;
+                    const int *ids_i = pick_ids(&pk, i);
+                    int finite = 0;
+                    for (int j = 0; j < cnt; j++) finite |= pk.val[c0 + j] != -INFINITY;
+                    if (finite) {   // (an all -inf row draws token 0, whose logit is in the row only)
+                        tok = sample_token_sparse(ids_i, pk.val + c0, cnt, &sc, u, fscratch, iscratch);
+                        for (int j = 0; j < cnt; j++) if (ids_i[j] == tok) val = pk.val[c0 + j];
+                    }
+                } else if (kk > 0) {   // the top_k + 1 best, best first
+                    const int *ti = pk.top_id + (size_t)i * kk;
+                    const float *tv = pk.top_val + (size_t)i * kk;
+                    int cnt = 0;
+                    while (cnt < kk && ti[cnt] >= 0) cnt++;
+                    if (cnt > 0 && sample_topk_decided(tv, cnt, kk, sc.top_k, sc.temperature)) {
+                        for (int j = 0; j < cnt; j++) pair[j] = (IdVal){ti[j], tv[j]};
+                        qsort(pair, (size_t)cnt, sizeof *pair, id_val_cmp);   // by id (distinct)
+                        for (int j = 0; j < cnt; j++) { cid[j] = pair[j].id; cval[j] = pair[j].val; }
+                        tok = sample_token_sparse(cid, cval, cnt, &sc, u, fscratch, iscratch);
+                        for (int j = 0; j < cnt; j++) if (cid[j] == tok) val = cval[j];
+                    }
+                }
+                if (tok < 0) {   // the whole row: downloaded, masked as the hook says
+                    act_download(be, full, act_at(be, d.cur, (size_t)i * V), (size_t)V);
+                    memcpy(row, full, (size_t)V * sizeof(float));
+                    if (kind[b] > 0)
+                        mask_allowed(row, V, pick_ids(&pk, i), pick_off(&pk)[i + 1] - pick_off(&pk)[i], mark);
+                    tok = sample_token_u(row, V, &sc, u, fscratch, iscratch);
+                    val = full[tok];
+                }
+                next[b] = tok;
+                lp = val - pk.lse[i];
             }
             n_new[b] = advance_single(o, &d, P, b, h, next[b], lp);
             if (!n_new[b]) { live[b] = 0; n_live--; }
         }
-        if (n_live > 0) decoder_step(&d, next, n_new, B, 1, logits);
+        if (n_live > 0) decoder_step(&d, next, n_new, B, 1, NULL);
     }
     decoder_free(&d);
-    free(logits); free(row); free(fscratch); free(iscratch); free(next); free(n_new); free(mark);
-    free(rng); free(live);
+    pick_free(&pk);
+    free(row); free(full); free(fscratch); free(cval); free(iscratch); free(ids); free(cid); free(pair);
+    free(next); free(kind); free(n_new); free(mark); free(rng); free(live);
 }
+
 
 // ---- beam search ---------------------------------------------------------------
 

@@ -60,7 +60,8 @@ void decoder_prefill(Decoder *d, const int *const *prompts, const int *lens, int
 // (beams) run first, in order, then the stop hooks and callbacks. Greedy and
 // beam search never download logits: the backend returns each row's
 // normaliser, its top k (unconstrained rows) and the logits at the allowed
-// ids (docs/generate.md); sampling downloads the live rows.
+// ids (docs/generate.md); sampling does too when top-k or the constraint bounds
+// the draw, and downloads a row otherwise.
 typedef int (*GenAllowedFn)(void *ctx, int seq, const int *generated, int n_generated, int *out_ids, int cap);
 // Extra stop test after a token is appended (e.g. a stop string on decoded text).
 typedef int (*GenStopFn)(void *ctx, int seq, const int *generated, int n_generated);
@@ -111,5 +112,7 @@ void gen_opts_default(GenOpts *o);   // greedy, 32 new tokens, no EOS, no hooks
 // out[b]: one hypothesis (greedy / sampling) or up to `beams` best finished ones.
 void generate(Model *m, const int *const *prompts, const int *lens, int B, const GenOpts *o, GenOutput *out);
 void gen_output_free(GenOutput *out, int B);
+// The seed of sampling stream `stream` (GenOpts.stream_ids) under GenOpts.seed.
+uint64_t gen_stream_seed(uint64_t seed, uint64_t stream);
 
 #endif

@@ -70,6 +70,32 @@ int top_n(const float *x, int V, int n, int *out) {
 int sample_token(const float *logits, int V, const SamplerCfg *cfg, Rng *rng, float *z, int *ids) {
     if (cfg->temperature <= 0.0f) return sample_argmax(logits, V);
     const double u = rng_uniform(rng);     // drawn first: one number per token, whatever the filters
+    return sample_token_u(logits, V, cfg, u, z, ids);
+}
+
+int sample_topk_decided(const float *best, int cnt, int want, int top_k, float temperature) {
+    if (cnt < want) return 1;
+    const float inv_t = 1.0f / temperature, zmin = best[cnt - 1] * inv_t;   // as sample_token scales
+    int above = 0;
+    for (int i = 0; i < cnt; i++) above += best[i] * inv_t > zmin;
+    return above >= top_k;
+}
+
+int sample_token_sparse(const int *ids, const float *vals, int m, const SamplerCfg *cfg, double u, float *z,
+                        int *iscratch) {
+    // the row's other entries are -inf: they never rank, weigh 0 in every sum
+    // and are skipped by the draw, so the compact row (ids ascending: ties to
+    // the lower index are ties to the lower id) gives the same token, except
+    // for an all -inf row, whose argmax is token 0
+    int finite = 0;
+    for (int i = 0; i < m; i++) finite |= vals[i] != -INFINITY;
+    if (!finite) return 0;
+    if (cfg->temperature <= 0.0f) return ids[sample_argmax(vals, m)];
+    return ids[sample_token_u(vals, m, cfg, u, z, iscratch)];
+}
+
+int sample_token_u(const float *logits, int V, const SamplerCfg *cfg, double u, float *z, int *ids) {
+    if (cfg->temperature <= 0.0f) return sample_argmax(logits, V);
     const float inv_t = 1.0f / cfg->temperature;
     for (int v = 0; v < V; v++) z[v] = logits[v] * inv_t;
     const int filtered = cfg->top_k > 0 || cfg->top_p < 1.0f;

@@ -21,6 +21,21 @@ int sample_argmax(const float *logits, int V);
 // rng_uniform per draw, so each sequence's stream is independent of others.
 // scratch: at least V floats and V ints (callers keep them across calls).
 int sample_token(const float *logits, int V, const SamplerCfg *cfg, Rng *rng, float *fscratch, int *iscratch);
+// The same with its uniform u in [0, 1) given (drawn by the caller).
+int sample_token_u(const float *logits, int V, const SamplerCfg *cfg, double u, float *fscratch, int *iscratch);
+// sample_token_u on a sparse row: -INFINITY except at ids[0..m) (ascending,
+// distinct) where it holds vals[0..m); the same token as on the full row,
+// without building it. Scratch: m floats and m ints.
+int sample_token_sparse(const int *ids, const float *vals, int m, const SamplerCfg *cfg, double u,
+                        float *fscratch, int *iscratch);
+// Whether a row's best entries decide sample_token's top-k draw: best[0..cnt)
+// are the row's largest logits, best first (ties to the lower id), fetched
+// as its top `want` (= top_k + 1). Yes when the row has no other finite entry
+// (cnt < want), or when the top_k best by z = x / T all lie strictly above the
+// smallest fetched z: an entry outside the fetch has z at most that, so it
+// cannot rank among them (distinct logits can share a z through the rounding
+// of x / T; then the whole row is needed).
+int sample_topk_decided(const float *best, int cnt, int want, int top_k, float temperature);
 // log sum_v exp(logits[v]), in double.
 double logsumexp(const float *logits, int V);
 // Sets every logit whose id is not in allowed[0..n) to -INFINITY. mark: V

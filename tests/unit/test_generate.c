@@ -307,6 +307,139 @@ static int allow_even(void *ctx, int seq, const int *gen, int n, int *out, int c
     return k;
 }
 
+// The sampling oracle: every step downloads the live rows' logits
+// (decoder_step's host copy), masks them with the allowed hook and draws with
+// sample_token from the prompt's stream: the plain algorithm, which
+// generate() must match token for token while downloading far less.
+static void sampled_ref(Model *m, const GenOpts *o, int B, int (*toks)[16], int *ntok) {
+    const int V = m->cfg.vocab_size;
+    Decoder d;
+    decoder_create(&d, m, B, m->cfg.max_seq_len, 64);
+    float *lg = malloc((size_t)B * V * sizeof(float)), *row = malloc((size_t)V * sizeof(float));
+    float *fs = malloc((size_t)V * sizeof(float));
+    int *is = malloc((size_t)V * sizeof(int)), ids[64], next[3], n_new[3], live[3];
+    unsigned char *mark = calloc((size_t)V, 1);
+    Rng rng[3];
+    const SamplerCfg sc = {o->temperature, o->top_k, o->top_p};
+    for (int b = 0; b < B; b++) { rng_seed(&rng[b], gen_stream_seed(o->seed, (uint64_t)b)); ntok[b] = 0; live[b] = 1; }
+    decoder_prefill(&d, PROMPTS, LENS, B, lg);
+    for (int step = 0; step < o->max_new_tokens; step++) {
+        for (int b = 0; b < B; b++) {
+            n_new[b] = 0;
+            next[b] = 0;
+            if (!live[b]) continue;
+            memcpy(row, lg + (size_t)b * V, (size_t)V * sizeof(float));
+            const int k = o->allowed ? o->allowed(o->allowed_ctx, b, toks[b], ntok[b], ids, 64) : -1;
+            if (k == 0) { live[b] = 0; continue; }
+            if (k > 0) mask_allowed(row, V, ids, k, mark);
+            next[b] = sample_token(row, V, &sc, &rng[b], fs, is);
+            toks[b][ntok[b]++] = next[b];
+            n_new[b] = ntok[b] < o->max_new_tokens;
+            live[b] = n_new[b];
+        }
+        decoder_step(&d, next, n_new, B, 1, lg);
+    }
+    decoder_free(&d);
+    free(lg); free(row); free(fs); free(is); free(mark);
+}
+
+// Sampling reads the top_k + 1 best (or the allowed tokens' logits) instead
+// of whole rows, falling back to the row when those cannot decide the draw:
+// the same tokens as the oracle in every case, on fp32 and on bf16 storage
+// (whose coarse logits tie often, so the top-k boundary fallback runs).
+static void test_gen_sampling_matches_rows(void **state) {
+    (void)state;
+    ModelConfig c = tiny_config(40, 4, 2, 1, 0, 0);
+    rng_seed(&trng, 8);
+    Model m32;
+    tiny_model(&m32, &c, 11);
+    const struct { float t; int k; float p; int constrained; } cfgs[] = {
+        {1.3f, 5, 1.0f, 0},    // top-k: the fetched 6 decide
+        {0.8f, 0, 0.9f, 0},    // top-p alone: the whole row
+        {2.0f, 3, 0.8f, 0},    // top-k then top-p
+        {1.0f, 0, 1.0f, 0},    // plain temperature: the whole row
+        {1.0f, 0, 1.0f, 1},    // allowed tokens only: gathered
+        {0.7f, 4, 0.95f, 1},   // allowed tokens, filtered
+        {3.0f, 1, 1.0f, 0},    // top-1 at a high temperature
+    };
+    const Backend *bes[] = {backend_cpu(), backend_cpu_bf16()};
+    for (int k = 0; k < 2; k++) {
+        Model mm;
+        model_create(&mm, &c, bes[k]);
+        memcpy(mm.params, m32.params, m32.numel * sizeof(float));   // cpu buffers are host memory
+        model_sync_compute(&mm);
+        for (size_t t = 0; t < sizeof cfgs / sizeof cfgs[0]; t++)
+            for (uint64_t seed = 1; seed <= 3; seed++) {
+                GenOpts o;
+                gen_opts_default(&o);
+                o.max_new_tokens = 10;
+                o.temperature = cfgs[t].t; o.top_k = cfgs[t].k; o.top_p = cfgs[t].p; o.seed = seed;
+                EvenCtx ec = {0, 0};
+                if (cfgs[t].constrained) { o.allowed = allow_even; o.allowed_ctx = &ec; }
+                int want[3][16], nw[3];
+                sampled_ref(&mm, &o, 3, want, nw);
+                GenOutput got[3];
+                generate(&mm, PROMPTS, LENS, 3, &o, got);
+                for (int b = 0; b < 3; b++) {
+                    if (got[b].hyps[0].n != nw[b] ||
+                        memcmp(got[b].hyps[0].tokens, want[b], (size_t)nw[b] * sizeof(int)) != 0)
+                        print_message("%s config %zu seed %llu prompt %d differs\n", bes[k]->name, t,
+                                      (unsigned long long)seed, b);
+                    assert_int_equal(got[b].hyps[0].n, nw[b]);
+                    assert_memory_equal(got[b].hyps[0].tokens, want[b], (size_t)nw[b] * sizeof(int));
+                }
+                gen_output_free(got, 3);
+            }
+        model_free(&mm);
+    }
+    model_free(&m32);
+}
+
+// sample_token_sparse == sample_token on the full row (-inf outside the
+// sparse entries), and sample_topk_decided against hand-made boundaries.
+static void test_sampler_sparse_and_topk_decided(void **state) {
+    (void)state;
+    enum { V = 97 };
+    Rng r;
+    rng_seed(&r, 21);
+    float row[V], fs[V], vals[V];
+    int is[V], ids[V];
+    for (int trial = 0; trial < 400; trial++) {
+        int m = 0;
+        for (int v = 0; v < V; v++) {
+            row[v] = -INFINITY;
+            if (rng_uniform(&r) < 0.3) {   // coarse values: ties are common
+                row[v] = (float)(int)(rng_uniform(&r) * 8) * 0.5f;
+                ids[m] = v; vals[m++] = row[v];
+            }
+        }
+        const SamplerCfg cfgs[] = {{1.0f, 0, 1.0f}, {0.7f, 3, 1.0f}, {1.5f, 0, 0.8f}, {2.0f, 5, 0.6f}, {0.0f, 0, 1.0f}};
+        for (int c = 0; c < 5; c++) {
+            const double u = rng_uniform(&r);
+            const int want = sample_token_u(row, V, &cfgs[c], u, fs, is);
+            const int got = m ? sample_token_sparse(ids, vals, m, &cfgs[c], u, fs + 0, is) : 0;
+            assert_int_equal(got, want);
+        }
+    }
+    // the boundary: the fetched best {3, 2, 1} decide top-2 (two values above the smallest) ...
+    const float best[3] = {3.0f, 2.0f, 1.0f}, flat[3] = {3.0f, 1.0f, 1.0f};
+    assert_true(sample_topk_decided(best, 3, 3, 2, 1.0f));
+    assert_false(sample_topk_decided(flat, 3, 3, 2, 1.0f));   // a tie at the boundary: an unfetched 1.0 may rank
+    assert_true(sample_topk_decided(flat, 2, 3, 2, 1.0f));    // fewer than fetched: the row has no more
+    // ... and distinct logits whose z = x / T round to the same float
+    const float T = 1.0f / 1.5f;
+    float x = 1.5f, y = 0;
+    for (int i = 0; i < 100000 && y == 0; i++) {
+        const float nx = nextafterf(x, 2.0f);
+        if (nx * (1.0f / T) == x * (1.0f / T)) y = nx;
+        else x = nx;
+    }
+    assert_true(y > x);   // such a pair exists
+    const float collapsed[2] = {y, x};
+    assert_false(sample_topk_decided(collapsed, 2, 2, 1, T));
+    assert_true(sample_topk_decided(collapsed, 2, 2, 1, 1.0f));
+}
+
 static void test_gen_stops_and_allowed(void **state) {
     (void)state;
     ModelConfig c = tiny_config(40, 4, 2, 0, 1, 0);
@@ -696,6 +829,8 @@ DEFINE_TEST_GROUP(test_generate,
     cmocka_unit_test(test_gen_select_matches_host_choice),
     cmocka_unit_test(test_gen_cache_matches_full_forward),
     cmocka_unit_test(test_gen_greedy_and_sampling),
+    cmocka_unit_test(test_gen_sampling_matches_rows),
+    cmocka_unit_test(test_sampler_sparse_and_topk_decided),
     cmocka_unit_test(test_gen_stops_and_allowed),
     cmocka_unit_test(test_gen_beam_width_one_is_greedy),
     cmocka_unit_test(test_gen_beam_exhaustive),
