@@ -47,6 +47,7 @@
 #include "../../host/check.h"
 #include "../../host/checkpoint.h"
 #include "../../host/dataset.h"
+#include "../../host/dpo.h"
 #include "../../host/generate.h"
 #include "../../host/h5io.h"
 #include "../../host/model.h"
@@ -1181,6 +1182,45 @@ static void test_model_vs_cpu(void) {
     batch_free(&b);
 }
 
+// A whole DPO step (chosen + rejected forward as one batch, the loss and its
+// reweighting on the device, the weighted backward) on the GPU vs cpu and
+// cpu-bf16: loss, reward statistics and every gradient.
+static void test_dpo_step_vs_cpu(void) {
+    enum { NP = 3, T = 41 };
+    const int lc[NP] = {41, 30, 17}, lr[NP] = {35, 41, 9};
+    Batch ch = random_batch(&BIG, NP, T, lc, 31), rj = random_batch(&BIG, NP, T, lr, 32);
+    const double ref_c[NP] = {-120.5, -88.25, -40.0}, ref_r[NP] = {-101.0, -130.75, -20.5};
+    const double pw[NP] = {0.5, 1.75, 0.75};
+    const Backend *bes[3] = {G, H, E};
+    double loss[3];
+    DpoStats st[3];
+    float *g[3];
+    Model m[3];
+    for (int s = 0; s < 3; s++) {
+        random_model(&m[s], &BIG, bes[s], 6, 0.05f);
+        model_zero_grad(&m[s]);
+        loss[s] = dpo_step(&m[s], &ch, &rj, ref_c, ref_r, pw, 0.1, &st[s]);
+        g[s] = xmalloc(m[s].numel * sizeof(float));
+        bes[s]->download(g[s], m[s].grads, m[s].numel * sizeof(float));
+    }
+    const char *what = "DPO step V1000 C192 GQA 3 pairs (SPDPO weights)";
+    char nm[160];
+    float l[3], rc[3], rr[3];
+    for (int s = 0; s < 3; s++) { l[s] = (float)loss[s]; rc[s] = (float)st[s].rewards_chosen; rr[s] = (float)st[s].rewards_rejected; }
+    snprintf(nm, sizeof nm, "%s: loss", what);
+    compare2(nm, &l[0], &l[1], &l[2], 1, TOL_MODEL_OUT, TOL_EMU_MODEL_OUT);
+    snprintf(nm, sizeof nm, "%s: rewards chosen", what);
+    compare2(nm, &rc[0], &rc[1], &rc[2], 1, TOL_MODEL_OUT, TOL_EMU_MODEL_OUT);
+    snprintf(nm, sizeof nm, "%s: rewards rejected", what);
+    compare2(nm, &rr[0], &rr[1], &rr[2], 1, TOL_MODEL_OUT, TOL_EMU_MODEL_OUT);
+    snprintf(nm, sizeof nm, "%s: [cpu]", what);
+    compare_grads(nm, &m[0], g[0], flat_grad, g[1], TOL_MODEL_GRAD);
+    snprintf(nm, sizeof nm, "%s: [cpu-bf16]", what);
+    compare_grads(nm, &m[0], g[0], flat_grad, g[2], TOL_EMU_MODEL_GRAD);
+    for (int s = 0; s < 3; s++) { free(g[s]); model_free(&m[s]); }
+    batch_free(&ch); batch_free(&rj);
+}
+
 // Two fresh runs of forward + backward + AdamW + forward on the GPU give the
 // same bytes (DESIGN.md: no float atomics in weight-gradient reductions).
 static void test_determinism(void) {
@@ -1367,6 +1407,7 @@ int main(int argc, char **argv) {
     printf("\n== whole models ==\n");
     test_fixtures();
     test_model_vs_cpu();
+    test_dpo_step_vs_cpu();
     test_determinism();
     ModelConfig tiny = {.vocab_size = 40, .dim = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .head_dim = 8,
                         .ffn_dim = 48, .max_seq_len = 24, .rope_theta = 10000.0f, .rms_eps = 1e-5f,
