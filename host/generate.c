@@ -420,6 +420,31 @@ static int advance_single(const GenOpts *o, const Decoder *d, int P, int b, GenH
     return 0;
 }
 
+// One hypothesis per prompt (greedy, sampling): every row live, room for max_new tokens.
+static void single_hyps(GenOutput *out, int B, int max_new, int *live) {
+    for (int b = 0; b < B; b++) {
+        live[b] = 1;
+        out[b].n = 1;
+        out[b].hyps = xcalloc(1, sizeof(GenHyp));
+        out[b].hyps[0].tokens = xmalloc((size_t)max_new * sizeof(int));
+    }
+}
+
+// A step's constraints of the live single-hypothesis rows, handed to the
+// picker (kind[b] as constrain returns it); returns whether a row is free.
+static int constrain_singles(const GenOpts *o, Picker *pk, const Decoder *d, const GenOutput *out,
+                             const int *live, int B, int *kind, int *ids, int V) {
+    int any_free = 0;
+    pick_begin(pk, d->n_cur);
+    for (int b = 0; b < B; b++) {
+        if (!live[b]) continue;
+        const GenHyp *h = &out[b].hyps[0];
+        kind[b] = constrain(o, pk, d->slot[b], b, h->tokens, h->n, ids, V);
+        if (kind[b] < 0) any_free = 1;
+    }
+    return any_free;
+}
+
 // Greedy: one hypothesis per prompt, B cache rows; the choices read only the
 // picked numbers (Picker). Same tokens and log-probs as generate_sampled's
 // argmax on the downloaded rows: the first maximum among the allowed tokens
@@ -437,23 +462,11 @@ static void generate_greedy(Model *m, const int *const *prompts, const int *lens
     int *need = xmalloc((size_t)B * sizeof(int)), *live = xmalloc((size_t)B * sizeof(int)), n_live = B;
     float *val = xmalloc((size_t)B * sizeof(float));
     double *lse = xmalloc((size_t)B * sizeof(double));
-    for (int b = 0; b < B; b++) {
-        live[b] = 1;
-        out[b].n = 1;
-        out[b].hyps = xcalloc(1, sizeof(GenHyp));
-        out[b].hyps[0].tokens = xmalloc((size_t)o->max_new_tokens * sizeof(int));
-    }
+    single_hyps(out, B, o->max_new_tokens, live);
     decoder_prefill(&d, prompts, lens, B, NULL);
     for (int step = 0; step < o->max_new_tokens && n_live > 0; step++) {
         // the allowed hooks, then one picker run for every live row
-        int any_free = 0;
-        pick_begin(&pk, d.n_cur);
-        for (int b = 0; b < B; b++) {
-            if (!live[b]) continue;
-            const GenHyp *h = &out[b].hyps[0];
-            kind[b] = constrain(o, &pk, d.slot[b], b, h->tokens, h->n, ids, V);
-            if (kind[b] < 0) any_free = 1;
-        }
+        const int any_free = constrain_singles(o, &pk, &d, out, live, B, kind, ids, V);
         pick_run(&pk, d.cur, V, any_free ? 1 : 0);
         int n_need = 0;
         for (int b = 0; b < B; b++) {
@@ -537,23 +550,12 @@ static void generate_sampled(Model *m, const int *const *prompts, const int *len
     unsigned char *mark = xcalloc((size_t)V, 1);
     Rng *rng = xmalloc((size_t)B * sizeof(Rng));
     int *live = xmalloc((size_t)B * sizeof(int)), n_live = B;
-    for (int b = 0; b < B; b++) {
+    for (int b = 0; b < B; b++)
         rng_seed(&rng[b], gen_stream_seed(o->seed, o->stream_ids ? o->stream_ids[b] : (uint64_t)b));
-        live[b] = 1;
-        out[b].n = 1;
-        out[b].hyps = xcalloc(1, sizeof(GenHyp));
-        out[b].hyps[0].tokens = xmalloc((size_t)o->max_new_tokens * sizeof(int));
-    }
+    single_hyps(out, B, o->max_new_tokens, live);
     decoder_prefill(&d, prompts, lens, B, NULL);
     for (int step = 0; step < o->max_new_tokens && n_live > 0; step++) {
-        int any_free = 0;
-        pick_begin(&pk, d.n_cur);
-        for (int b = 0; b < B; b++) {
-            if (!live[b]) continue;
-            const GenHyp *h = &out[b].hyps[0];
-            kind[b] = constrain(o, &pk, d.slot[b], b, h->tokens, h->n, ids, V);
-            if (kind[b] < 0) any_free = 1;
-        }
+        const int any_free = constrain_singles(o, &pk, &d, out, live, B, kind, ids, V);
         pick_run(&pk, d.cur, V, any_free ? kk : 0);
         for (int b = 0; b < B; b++) {
             n_new[b] = 0;

@@ -38,6 +38,30 @@ static __device__ __forceinline__ uint32_t bf16_pack(float lo, float hi) {
            ((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
 }
 
+// y = weight * (x * r) over one row, this lane's share, each element rounded
+// once: how both forward kernels end. VEC8: 8 elements per 16-byte move.
+template <bool VEC8>
+__device__ __forceinline__ void norm_row_store(act_t *y, const act_t *x, const act_t *weight, float r, int lane,
+                                               int C) {
+    if (VEC8) {
+        const uint4 *x8 = (const uint4 *)x, *w8 = (const uint4 *)weight;
+        uint4 *y8 = (uint4 *)y;
+        for (int i = lane; i < C / 8; i += 32) {
+            const uint4 u = x8[i], v = w8[i];
+            const uint32_t xw[4] = {u.x, u.y, u.z, u.w}, ww[4] = {v.x, v.y, v.z, v.w};
+            uint32_t o[4];
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+                o[k] = bf16_pack(__fmul_rn(bf16_lo(ww[k]), __fmul_rn(bf16_lo(xw[k]), r)),
+                                 __fmul_rn(bf16_hi(ww[k]), __fmul_rn(bf16_hi(xw[k]), r)));
+            y8[i] = make_uint4(o[0], o[1], o[2], o[3]);
+        }
+    } else {
+        for (int c = lane; c < C; c += 32)
+            act_st(y, c, __fmul_rn(act_ld(weight, c), __fmul_rn(act_ld(x, c), r)));
+    }
+}
+
 // VEC8: C % 8 == 0 and out, inp, weight 16-byte aligned (checked by the host),
 // so every row starts on a 16-byte boundary and 8 bf16 move as one uint4.
 // Per element the arithmetic is the same as the scalar path; only the order
@@ -67,23 +91,7 @@ __global__ void rmsnorm_fwd_kernel(act_t *out, float *rstd, const act_t *inp, co
     }
     ss = warp_sum(ss);
     const float r = (float)(1.0 / sqrt(ss / C + eps));   // same expression as the CPU, in double
-    if (VEC8) {
-        const uint4 *x8 = (const uint4 *)x, *w8 = (const uint4 *)weight;
-        uint4 *y8 = (uint4 *)y;
-        for (int i = lane; i < C / 8; i += 32) {
-            const uint4 u = x8[i], v = w8[i];
-            const uint32_t xw[4] = {u.x, u.y, u.z, u.w}, ww[4] = {v.x, v.y, v.z, v.w};
-            uint32_t o[4];
-#pragma unroll
-            for (int k = 0; k < 4; k++)
-                o[k] = bf16_pack(__fmul_rn(bf16_lo(ww[k]), __fmul_rn(bf16_lo(xw[k]), r)),
-                                 __fmul_rn(bf16_hi(ww[k]), __fmul_rn(bf16_hi(xw[k]), r)));
-            y8[i] = make_uint4(o[0], o[1], o[2], o[3]);
-        }
-    } else {
-        for (int c = lane; c < C; c += 32)
-            act_st(y, c, __fmul_rn(act_ld(weight, c), __fmul_rn(act_ld(x, c), r)));
-    }
+    norm_row_store<VEC8>(y, x, weight, r, lane, C);
     if (lane == 0) rstd[n] = r;
 }
 
@@ -145,23 +153,7 @@ __global__ void residual_rmsnorm_fwd_kernel(act_t *res, act_t *out, float *rstd,
     }
     ss = warp_sum(ss);
     const float r = (float)(1.0 / sqrt(ss / C + eps));
-    if (VEC8) {
-        const uint4 *x8 = (const uint4 *)(res + o), *w8 = (const uint4 *)weight;
-        uint4 *y8 = (uint4 *)(out + o);
-        for (int i = lane; i < C / 8; i += 32) {
-            const uint4 u = x8[i], v = w8[i];
-            const uint32_t xw[4] = {u.x, u.y, u.z, u.w}, ww[4] = {v.x, v.y, v.z, v.w};
-            uint32_t q[4];
-#pragma unroll
-            for (int k = 0; k < 4; k++)
-                q[k] = bf16_pack(__fmul_rn(bf16_lo(ww[k]), __fmul_rn(bf16_lo(xw[k]), r)),
-                                 __fmul_rn(bf16_hi(ww[k]), __fmul_rn(bf16_hi(xw[k]), r)));
-            y8[i] = make_uint4(q[0], q[1], q[2], q[3]);
-        }
-    } else {
-        for (int c = lane; c < C; c += 32)
-            act_st(out, o + c, __fmul_rn(act_ld(weight, c), __fmul_rn(act_ld(res, o + c), r)));
-    }
+    norm_row_store<VEC8>(out + o, res + o, weight, r, lane, C);
     if (lane == 0) rstd[n] = r;
 }
 
