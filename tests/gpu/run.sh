@@ -17,6 +17,7 @@
 #   sft       a 40-step SFT run (configs/demo.ini) on cpu and on cuda: losses within
 #             tolerance; cuda twice: train logs byte-identical
 #   bench     DEVICE=cuda scripts/bench.sh (sprec bench + bench/torch_cuda.py)
+#   demo      make demo's pipeline (SFT -> DPO-RN -> SPRec -> eval) with --run.device=cuda, when time is left
 # Then a table (check, max error, tolerance, pass/fail). Everything (logs,
 # results.json, test_gpu.jsonl, bench.jsonl) goes to $OUT when set, else build/gpu-run.
 #   tests/gpu/run.sh                  everything (RUN_BUDGET=480 seconds in all; later steps are
@@ -226,6 +227,18 @@ PY
     rows=$(grep -c '"tokens_per_s": [0-9]' "$log/bench.jsonl" 2>/dev/null)
     grep -q '"impl": "sprec"' "$log/bench.jsonl" 2>/dev/null; have_sprec=$(( $? == 0 ))
     record bench null null $((rc == 0 && have_sprec)) "$secs" "exit $rc, ${rows:-0} timed rows ($( ((have_sprec)) || echo 'no sprec row; ')tables in bench.log, rows in bench.jsonl)"
+
+    # ---- the demo pipeline on the GPU: SFT -> DPO-RN -> SPRec -> eval, end to end ------------------
+    # (its table next to the cpu-bf16 one in docs/RESULTS.md: the same storage, so close numbers)
+    step demo 150 bash -c "${run_env[*]} scripts/demo_sprec.sh --run.device=cuda"
+    if ((rc == 0)); then
+        sp=$(grep -m1 '^SPRec' <(grep -A4 'NDCG@10' "$log/demo.log") | awk '{print "NDCG@10 " $4 ", ORRatio@10 " $7}')
+        record demo_cuda null null 1 "$secs" "make demo's pipeline on cuda completed; SPRec it 3: ${sp:-?} (table in demo.log)"
+    elif ((rc == 124 && secs == 0)); then
+        record demo_cuda null null skip 0 "no time left (RUN_BUDGET)"
+    else
+        record demo_cuda null null 0 "$secs" "the demo pipeline failed on cuda (exit $rc, demo.log)"
+    fi
 fi
 
 # ---- summary ---------------------------------------------------------------------------------
