@@ -151,6 +151,9 @@ static int gpu_peak_bf16(const char *name, double *bf16) {
     return 0;
 }
 
+// The activation storage of the run, for the result lines: "fp32" or "bf16".
+static const char *storage_name(const Backend *be) { return be->act_bytes == 2 ? "bf16" : "fp32"; }
+
 // The fields every mode ends its line with, after its own ones. flops: model
 // FLOPs per step (0: gflops and mfu null); tokens: tokens per step.
 static void print_tail(const Backend *be, const Stats *st, double tokens, double flops, long peak_dev, long extra) {
@@ -163,9 +166,9 @@ static void print_tail(const Backend *be, const Stats *st, double tokens, double
         be->mem_stats(&ms);
         have_peak = gpu_peak_bf16(ms.device_name, &bf16);
     }
-    printf("\"tokens\": %.0f, \"flops_per_step\": %.6g, \"tokens_per_s\": %.1f, \"ms_per_step\": %.3f, "
-           "\"ms_per_step_mean\": %.3f, \"ms_per_step_min\": %.3f, \"peak_bytes\": %ld, ",
-           tokens, flops, tokens / st->median, 1e3 * st->median, 1e3 * st->mean, 1e3 * st->min,
+    printf("\"storage\": \"%s\", \"tokens\": %.0f, \"flops_per_step\": %.6g, \"tokens_per_s\": %.1f, "
+           "\"ms_per_step\": %.3f, \"ms_per_step_mean\": %.3f, \"ms_per_step_min\": %.3f, \"peak_bytes\": %ld, ",
+           storage_name(be), tokens, flops, tokens / st->median, 1e3 * st->median, 1e3 * st->mean, 1e3 * st->min,
            be->mem_stats ? (peak_dev >= 0 ? peak_dev : (long)ms.peak) : peak);
     if (extra >= 0) printf("\"extra_bytes\": %ld, ", extra);
     if (flops > 0) printf("\"gflops\": %.2f, ", flops / st->median / 1e9);
@@ -282,11 +285,11 @@ static void bench_sft(Bench *bn) {
         if (have_peak) snprintf(extra + strlen(extra), sizeof extra - strlen(extra), "%.1f", bf16);
         peak = (long)ms.peak;
     }
-    printf("{\"name\": \"%s\", \"impl\": \"sprec\", \"device\": \"%s\", \"threads\": %d, \"dim\": %d, \"layers\": %d, "
-           "\"heads\": %d, \"kv_heads\": %d, \"ffn\": %d, \"vocab\": %d, \"seq\": %d, \"batch\": %d, \"loss_frac\": %.3f, "
+    printf("{\"name\": \"%s\", \"impl\": \"sprec\", \"device\": \"%s\", \"storage\": \"%s\", \"threads\": %d, "
+           "\"dim\": %d, \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, \"ffn\": %d, \"vocab\": %d, \"seq\": %d, \"batch\": %d, \"loss_frac\": %.3f, "
            "\"tokens_per_s\": %.1f, \"ms_per_step\": %.2f, \"ms_per_step_mean\": %.2f, \"ms_per_step_min\": %.2f, "
            "\"peak_bytes\": %ld, \"gflops\": %.2f, \"mfu\": %s, \"final_loss\": %.6f%s}\n",
-           bn->name, be->name, omp_get_max_threads(), c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
+           bn->name, be->name, storage_name(be), omp_get_max_threads(), c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
            c.ffn_dim, c.vocab_size, T, B, bn->loss_frac, tokens / st.median, 1e3 * st.median, 1e3 * st.mean,
            1e3 * st.min, peak, flops_tok * tokens / st.median / 1e9, mfu, loss, extra);
     printf("{\"name\": \"sgemm_1024\", \"impl\": \"openblas\", \"device\": \"cpu\", \"threads\": %d, "
