@@ -268,6 +268,7 @@ static void test_bf16_every_host_path(void **state) {
         if (rc != 0) print_message("%s\n%s\n", cmd, out);
         assert_int_equal(rc, 0);
         assert_non_null(strstr(out, "\"device\": \"cpu-bf16\""));
+        assert_non_null(strstr(out, "\"storage\": \"bf16\""));
     }
 }
 
