@@ -250,8 +250,8 @@ void model_merge_lora(Model *m) {
             if (!p->A) continue;
             // W[out,in] += (scale B)[out,r] @ A[r,in]: the input-gradient half of
             // matmul_bwd with N = out rows, C = in, OC = r (inp is not read without
-            // dw). Into the fp32 master; A comes from the compute copy, as the
-            // adapted forward used it.
+            // dw). Into the fp32 master; A comes from the compute copy, (scale B)
+            // from B's master (a bf16 backend rounds it to bf16 for the GEMM).
             be->copy(sb, mw->B, (size_t)p->out * r * sizeof(float));
             be->scale(sb, lo->scale, (size_t)p->out * r);
             be->matmul_bwd(base_weight(m, l, t), NULL, NULL, sb, p->A, p->A, p->out, p->in, r);

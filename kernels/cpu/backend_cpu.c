@@ -10,6 +10,7 @@
 
 // Zero-filled and 64-byte aligned (one cache line, one AVX-512 vector).
 static void *cpu_alloc(size_t bytes) {
+    if (bytes > SIZE_MAX - 63) fail("out of memory allocating %zu bytes (a negative size?)", bytes);
     size_t padded = (bytes + 63) / 64 * 64;   // aligned_alloc wants a multiple of 64
     void *p = aligned_alloc(64, padded ? padded : 64);
     if (!p) fail("out of memory allocating %zu bytes", bytes);
@@ -50,6 +51,7 @@ static void cpu_dropout_fwd(void *out_, const void *inp_, size_t n, float p, uin
 }
 
 static void cpu_dropout_bwd(float *dinp, const float *dout, size_t n, float p, uint64_t key) {
+    if (!dinp) return;   // not needed (a NULL gradient output is skipped)
     const float k = 1.0f / (1.0f - p);
     #pragma omp parallel for if (n >= CPU_PAR_MIN)
     for (size_t i = 0; i < n; i++) if (dropout_keep(key, i, p)) dinp[i] += dout[i] * k;

@@ -218,6 +218,30 @@ static void leave(void) {
 #define IN(n) ((size_t)(n) * sizeof(int))
 #define NN(x) ((x) > 0 ? (size_t)(x) : 0)
 
+// Extents that depend on index values (rows addressed through tokens, rows,
+// pos, src, off): a host copy of the device int array idx[0..n), read under
+// the checks (the array alone opened), so the op's real extents can be checked
+// before it runs. Caller frees.
+static int *ints_of(const char *op, const char *name, const int *idx, size_t n) {
+    int *h = xmalloc(n * sizeof(int) + 1);
+    if (n == 0) return h;
+    const Arg a = {idx, IN(n), name, 0};
+    enter(op, &a, 1);
+    memcpy(h, idx, n * sizeof(int));
+    leave();
+    return h;
+}
+// rows read through idx[0..n): max(idx) + 1 (0 when n == 0; a negative index is an error)
+static size_t rows_of(const char *op, const char *name, const int *idx, size_t n) {
+    int *h = ints_of(op, name, idx, n), mx = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (h[i] < 0) die("%s argument %s holds a negative index (%d at %zu)", op, name, h[i], i);
+        if (h[i] > mx) mx = h[i];
+    }
+    free(h);
+    return (size_t)(mx + 1);
+}
+
 static void chk_upload(void *dst, const void *src, size_t bytes) {
     if (src && region_at(src, 0)) die("upload argument src is device memory, not host memory (device -> device is copy)");
     RUN("upload", if (bytes) memcpy(dst, src, bytes), DEV(dst, bytes));
@@ -248,12 +272,13 @@ static void chk_matmul_bwd(float *dinp, float *dw, float *dbias, const float *do
         {inp, dw ? AC(NN(N) * C) : 0, "inp", !dw}, {w, dinp ? AC((size_t)OC * C) : 0, "w", !dinp});
 }
 static void chk_embedding_fwd(void *out, const int *tokens, const void *wte, int N, int C) {
+    const size_t rows = rows_of("embedding_fwd", "tokens", tokens, NN(N));
     RUN("embedding_fwd", cpu->embedding_fwd(out, tokens, wte, N, C),
-        DEV(out, AC(NN(N) * C)), DEV(tokens, IN(NN(N))), DEV(wte, AC(C)));
+        DEV(out, AC(NN(N) * C)), DEV(tokens, IN(NN(N))), DEV(wte, AC(rows * C)));
 }
 static void chk_embedding_bwd(float *dwte, const float *dout, const int *tokens, int N, int C, int V) {
     RUN("embedding_bwd", cpu->embedding_bwd(dwte, dout, tokens, N, C, V),
-        DEV(dwte, FL((size_t)V * C)), DEV(dout, FL(NN(N) * C)), DEV(tokens, IN(NN(N))));
+        OPT(dwte, FL((size_t)V * C)), DEV(dout, FL(NN(N) * C)), DEV(tokens, IN(NN(N))));
 }
 static void chk_rmsnorm_fwd(void *out, float *rstd, const void *inp, const void *weight, float eps, int N, int C) {
     RUN("rmsnorm_fwd", cpu->rmsnorm_fwd(out, rstd, inp, weight, eps, N, C),
@@ -310,18 +335,20 @@ static void chk_dropout_fwd(void *out, const void *inp, size_t n, float p, uint6
     RUN("dropout_fwd", cpu->dropout_fwd(out, inp, n, p, key), DEV(out, AC(n)), DEV(inp, AC(n)));
 }
 static void chk_dropout_bwd(float *dinp, const float *dout, size_t n, float p, uint64_t key) {
-    RUN("dropout_bwd", cpu->dropout_bwd(dinp, dout, n, p, key), DEV(dinp, FL(n)), DEV(dout, FL(n)));
+    RUN("dropout_bwd", cpu->dropout_bwd(dinp, dout, n, p, key), OPT(dinp, FL(n)), DEV(dout, FL(n)));
 }
 static void chk_logprob_fwd(float *logprob, float *lse, const void *h, const void *w, const int *rows,
                             const int *targets, int n, int C, int V) {
+    const size_t hr = rows_of("logprob_fwd", "rows", rows, NN(n));
     RUN("logprob_fwd", cpu->logprob_fwd(logprob, lse, h, w, rows, targets, n, C, V),
-        DEV(logprob, FL(NN(n))), DEV(lse, FL(NN(n))), DEV(h, AC(C)), DEV(w, AC((size_t)V * C)),
+        DEV(logprob, FL(NN(n))), DEV(lse, FL(NN(n))), DEV(h, AC(hr * C)), DEV(w, AC((size_t)V * C)),
         DEV(rows, IN(NN(n))), DEV(targets, IN(NN(n))));
 }
 static void chk_logprob_bwd(float *dh, float *dw, const void *h, const void *w, const int *rows, const int *targets,
                             const float *lse, const float *weight, int n, int C, int V) {
+    const size_t hr = rows_of("logprob_bwd", "rows", rows, NN(n));
     RUN("logprob_bwd", cpu->logprob_bwd(dh, dw, h, w, rows, targets, lse, weight, n, C, V),
-        OPT(dh, FL(C)), OPT(dw, FL((size_t)V * C)), DEV(h, AC(C)), DEV(w, AC((size_t)V * C)),
+        OPT(dh, FL(hr * C)), OPT(dw, FL((size_t)V * C)), DEV(h, AC(hr * C)), DEV(w, AC((size_t)V * C)),
         DEV(rows, IN(NN(n))), DEV(targets, IN(NN(n))), DEV(lse, FL(NN(n))), DEV(weight, FL(NN(n))));
 }
 static void chk_adamw_multi(float *p, void *pc, const float *g, float *m, float *v, size_t n,
@@ -352,8 +379,9 @@ static void chk_dpo_loss(double *out, double *w, float *tw, const double *lp, co
         {rows[2].p, rows[2].need, rows[2].name, n_rows <= 0});
 }
 static void chk_rope_at_fwd(void *x, const float *cos, const float *sin, const int *pos, int N, int H, int D) {
+    const size_t tab = rows_of("rope_at_fwd", "pos", pos, NN(N)) * (size_t)(D / 2);   // [max pos + 1, D/2]
     RUN("rope_at_fwd", cpu->rope_at_fwd(x, cos, sin, pos, N, H, D),
-        DEV(x, AC(NN(N) * H * D)), DEV(cos, FL(D / 2)), DEV(sin, FL(D / 2)), DEV(pos, IN(NN(N))));
+        DEV(x, AC(NN(N) * H * D)), DEV(cos, FL(tab)), DEV(sin, FL(tab)), DEV(pos, IN(NN(N))));
 }
 static void chk_kv_write(void *cache, const void *x, const int *start, const int *n_new, int R, int S, int P, int W) {
     RUN("kv_write", cpu->kv_write(cache, x, start, n_new, R, S, P, W),
@@ -367,11 +395,15 @@ static void chk_attention_cached_fwd(void *out, const void *q, const void *kc, c
         DEV(n_new, IN(NN(R))));
 }
 static void chk_kv_gather(void *cache, const int *src, int R, int len, int P, int W) {
-    RUN("kv_gather", cpu->kv_gather(cache, src, R, len, P, W), DEV(cache, FL(NN(R) * P * W)), DEV(src, IN(NN(R))));
+    if (len > P) die("kv_gather: len %d exceeds the cache's %d positions", len, P);
+    size_t rows = rows_of("kv_gather", "src", src, NN(R));
+    if (rows < NN(R)) rows = NN(R);
+    RUN("kv_gather", cpu->kv_gather(cache, src, R, len, P, W), DEV(cache, FL(rows * P * W)), DEV(src, IN(NN(R))));
 }
 static void chk_gather_rows(void *out, const void *inp, const int *rows, int N, int C) {
+    const size_t ir = rows_of("gather_rows", "rows", rows, NN(N));
     RUN("gather_rows", cpu->gather_rows(out, inp, rows, N, C),
-        DEV(out, AC(NN(N) * C)), DEV(inp, AC(C)), DEV(rows, IN(NN(N))));
+        DEV(out, AC(NN(N) * C)), DEV(inp, AC(ir * C)), DEV(rows, IN(NN(N))));
 }
 
 static void chk_logits_lse_topk(double *lse, int *top_id, float *top_val, const void *logits, int N, int V, int k) {
@@ -381,12 +413,21 @@ static void chk_logits_lse_topk(double *lse, int *top_id, float *top_val, const 
         DEV(lse, NN(N) * sizeof(double)), DEV(logits, AC(NN(N) * V)),   // top_*: unused (may be NULL) when k = 0
         {top[0].p, top[0].need, top[0].name, k <= 0}, {top[1].p, top[1].need, top[1].name, k <= 0});
 }
-// out holds off[N] entries and cols the rows' slices (device values): only
-// their start is checked
+// out holds off[N] entries; cols must hold every row's slice, src[n] .. src[n] + off[n+1] - off[n]
 static void chk_gather_cols(float *out, const void *logits, const int *off, const int *src, const int *cols,
                             int N, int V) {
+    int *ho = ints_of("gather_cols", "off", off, NN(N) + 1), *hs = ints_of("gather_cols", "src", src, NN(N));
+    size_t ncols = 0;
+    for (int n = 0; n < N; n++) {
+        if (ho[n + 1] < ho[n] || hs[n] < 0) die("gather_cols: row %d has off %d..%d, src %d", n, ho[n], ho[n + 1], hs[n]);
+        const size_t end = (size_t)hs[n] + (size_t)(ho[n + 1] - ho[n]);
+        if (end > ncols) ncols = end;
+    }
+    const size_t nout = NN(N) ? (size_t)ho[N] : 0;
+    free(ho); free(hs);
     RUN("gather_cols", cpu->gather_cols(out, logits, off, src, cols, N, V),
-        DEV(out, 0), DEV(logits, AC(NN(N) * V)), DEV(off, IN(NN(N) + 1)), DEV(src, IN(NN(N))), DEV(cols, 0));
+        DEV(out, FL(nout)), DEV(logits, AC(NN(N) * V)), DEV(off, IN(NN(N) + 1)), DEV(src, IN(NN(N))),
+        DEV(cols, IN(ncols)));
 }
 
 // a new Backend op needs its wrapper here: this count fails the build until then

@@ -15,6 +15,7 @@ void cpu_embedding_fwd(void *out_, const int *tokens, const void *wte_, int N, i
 // dwte[V,C] += scatter of dout[N,C] by tokens[N]
 void cpu_embedding_bwd(float *dwte, const float *dout, const int *tokens, int N, int C, int V) {
     (void)V;   // the host has range-checked the tokens
+    if (!dwte) return;   // not needed (backend.h: a NULL gradient output is skipped)
     // Repeated tokens add into the same row, so split the channels, not the
     // tokens: each thread owns a column slice (whole 16-float groups) and adds
     // every token in order. Race-free, and the same result for any thread count.

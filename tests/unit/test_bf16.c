@@ -12,11 +12,31 @@
 #include "../../host/model.h"
 #include "../../host/optimizer.h"
 #include "../../host/rng.h"
+#include "../../kernels/cpu/checked.h"
+#include <stddef.h>
 
 #define TMP "build/test-tmp/bf16"
 
 static uint32_t bits_of(float x) { uint32_t u; memcpy(&u, &x, sizeof u); return u; }
 static float float_of(uint32_t u) { float x; memcpy(&x, &u, sizeof x); return x; }
+
+// Every op slot of the CPU-side backends is filled (the static assertions in
+// checked.c and bf16_emulated.c count the ops; this catches a counted but
+// forgotten initialiser). mem_stats is optional and NULL on host memory.
+static void test_bf16_backend_tables_complete(void **state) {
+    (void)state;
+    const Backend *bes[] = {backend_cpu(), backend_cpu_checked(), backend_cpu_bf16()};
+    const size_t first = offsetof(Backend, alloc), n = (sizeof(Backend) - first) / sizeof(void (*)(void));
+    for (int k = 0; k < 3; k++)
+        for (size_t i = 0; i < n; i++) {
+            const size_t at = first + i * sizeof(void (*)(void));
+            if (at == offsetof(Backend, mem_stats)) continue;
+            void (*fp)(void);
+            memcpy(&fp, (const char *)bes[k] + at, sizeof fp);
+            if (!fp) print_message("%s: op slot %zu (byte %zu) is NULL\n", bes[k]->name, i, at);
+            assert_non_null(fp);
+        }
+}
 
 // Hand-computed: bf16 keeps the top 16 bits, rounding the low 16 to nearest, ties to even.
 static void test_bf16_rounding(void **state) {
@@ -272,7 +292,7 @@ static void test_bf16_every_host_path(void **state) {
     }
 }
 
-DEFINE_TEST_GROUP(test_bf16, cmocka_unit_test(test_bf16_rounding), cmocka_unit_test(test_bf16_act_transfer),
+DEFINE_TEST_GROUP(test_bf16, cmocka_unit_test(test_bf16_backend_tables_complete), cmocka_unit_test(test_bf16_rounding), cmocka_unit_test(test_bf16_act_transfer),
                   cmocka_unit_test(test_bf16_forward_backward_vs_fp32), cmocka_unit_test(test_bf16_training_tracks_fp32),
                   cmocka_unit_test(test_bf16_decode_matches_forward),
                   cmocka_unit_test(test_bf16_checkpoint_keeps_fp32_master), cmocka_unit_test(test_bf16_every_host_path))

@@ -689,6 +689,11 @@ static void test_ops_residual_rmsnorm(void **state) {
         assert_memory_equal(res1, res2, n * ab);
         assert_memory_equal(out1, out2, n * ab);
         assert_memory_equal(r1, r2, N * sizeof(float));
+        be->act_from_f32(da, a, n);
+        be->residual_rmsnorm_fwd(db, out2, r2, da, db, dw, 1e-5f, N, C);   // in place into b
+        assert_memory_equal(db, res1, n * ab);
+        assert_memory_equal(out1, out2, n * ab);
+        be->act_from_f32(db, b, n);
         be->residual_rmsnorm_fwd(da, out2, r2, da, db, dw, 1e-5f, N, C);   // in place into a
         assert_memory_equal(da, res1, n * ab);
         assert_memory_equal(out1, out2, n * ab);
