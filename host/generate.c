@@ -34,7 +34,6 @@ void decoder_create(Decoder *d, Model *m, int R, int P, int max_rows) {
     d->tokens = be->alloc(N * sizeof(int)); d->pos = be->alloc(N * sizeof(int));
     d->start = be->alloc((size_t)R * sizeof(int)); d->n_new = be->alloc((size_t)R * sizeof(int));
     d->rows = be->alloc((size_t)R * sizeof(int));
-    d->logits_host = xmalloc((size_t)R * V * sizeof(float));
     d->slot = xmalloc((size_t)R * sizeof(int));
     for (int r = 0; r < R; r++) d->slot[r] = -1;
 }
@@ -121,7 +120,8 @@ void decoder_step(Decoder *d, const int *tokens, const int *n_new, int R, int S,
         be->rmsnorm_fwd(d->last_ln, d->last_rstd, d->last, m->w.norm, c->rms_eps, n_act, C);
         be->matmul_fwd(d->logits, d->last_ln, m->w.lm_head, NULL, n_act, C, V);  // logits[n_act,V]
         for (int i = 0; i < n_act; i++) d->slot[active[i]] = i;
-        if (logits_host) {
+        if (logits_host) {   // (the staging rows are allocated on first use: generate() never asks)
+            if (!d->logits_host) d->logits_host = xmalloc((size_t)d->kv.R * V * sizeof(float));
             act_download(be, d->logits_host, d->logits, (size_t)n_act * V);
             for (int i = 0; i < n_act; i++)
                 memcpy(logits_host + (size_t)active[i] * V, d->logits_host + (size_t)i * V,
@@ -298,6 +298,9 @@ static void pick_slice(Picker *p, int i, int start, int cnt) {
     check(start >= 0 && cnt >= 0 && start + cnt <= p->table_len, "allowed slice [%d, %d) outside the table of %d",
           start, start + cnt, p->table_len);
     p->slices = 1;
+    for (int j = 1; j < cnt; j++)   // the contract of allowed_table: each slice ascending, no repeats
+        check(p->table[start + j - 1] < p->table[start + j], "allowed slice [%d, %d) is not ascending at %d",
+              start, start + cnt, start + j);
     int *off = pick_off(p);
     for (int r = p->next; r <= i; r++) off[r] = p->total;
     p->next = i + 1;
@@ -540,7 +543,7 @@ static void generate_sampled(Model *m, const int *const *prompts, const int *len
     if (o->allowed_slice) pick_table(&pk, o->allowed_table, o->allowed_table_len, V);
     const SamplerCfg sc = {o->temperature, o->top_k, o->top_p};
     const int kk = sc.top_k > 0 && sc.top_k < V && sc.top_k < SAMPLE_TOPK_MAX ? sc.top_k + 1 : 0;
-    float *row = xmalloc((size_t)V * sizeof(float)), *full = xmalloc((size_t)V * sizeof(float));
+    float *row = xmalloc((size_t)V * sizeof(float)), *block = xmalloc((size_t)B * V * sizeof(float));
     float *fscratch = xmalloc((size_t)V * sizeof(float)), *cval = xmalloc((size_t)(kk + 1) * sizeof(float));
     int *iscratch = xmalloc((size_t)V * sizeof(int)), *ids = xmalloc((size_t)V * sizeof(int));
     int *cid = xmalloc((size_t)(kk + 1) * sizeof(int));
@@ -557,6 +560,7 @@ static void generate_sampled(Model *m, const int *const *prompts, const int *len
     for (int step = 0; step < o->max_new_tokens && n_live > 0; step++) {
         const int any_free = constrain_singles(o, &pk, &d, out, live, B, kind, ids, V);
         pick_run(&pk, d.cur, V, any_free ? kk : 0);
+        const float *rows = pk.dev ? NULL : pk.rows;   // the step's rows on the host, once needed
         for (int b = 0; b < B; b++) {
             n_new[b] = 0;
             if (!live[b]) continue;
@@ -590,8 +594,12 @@ static void generate_sampled(Model *m, const int *const *prompts, const int *len
                         for (int j = 0; j < cnt; j++) if (cid[j] == tok) val = cval[j];
                     }
                 }
-                if (tok < 0) {   // the whole row: downloaded, masked as the hook says
-                    act_download(be, full, act_at(be, d.cur, (size_t)i * V), (size_t)V);
+                if (tok < 0) {   // the whole row: the step's rows come down once, masked as the hook says
+                    if (!rows) {
+                        act_download(be, block, d.cur, (size_t)d.n_cur * V);
+                        rows = block;
+                    }
+                    const float *full = rows + (size_t)i * V;
                     memcpy(row, full, (size_t)V * sizeof(float));
                     if (kind[b] > 0)
                         mask_allowed(row, V, pick_ids(&pk, i), pick_off(&pk)[i + 1] - pick_off(&pk)[i], mark);
@@ -608,7 +616,7 @@ static void generate_sampled(Model *m, const int *const *prompts, const int *len
     }
     decoder_free(&d);
     pick_free(&pk);
-    free(row); free(full); free(fscratch); free(cval); free(iscratch); free(ids); free(cid); free(pair);
+    free(row); free(block); free(fscratch); free(cval); free(iscratch); free(ids); free(cid); free(pair);
     free(next); free(kind); free(n_new); free(mark); free(rng); free(live);
 }
 

@@ -76,6 +76,10 @@ int sample_token(const float *logits, int V, const SamplerCfg *cfg, Rng *rng, fl
 int sample_topk_decided(const float *best, int cnt, int want, int top_k, float temperature) {
     if (cnt < want) return 1;
     const float inv_t = 1.0f / temperature, zmin = best[cnt - 1] * inv_t;   // as sample_token scales
+    // 1/T a power of two (T = 1, 0.5, 2, ...): z = x / T is exact (normal values), so z ranks
+    // as x does, ties included, and the fetch (x desc, id asc) already is the top of the row
+    int e;
+    if (frexpf(inv_t, &e) == 0.5f && isnormal(zmin) && isnormal(best[0] * inv_t)) return 1;
     int above = 0;
     for (int i = 0; i < cnt; i++) above += best[i] * inv_t > zmin;
     return above >= top_k;

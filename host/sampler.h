@@ -34,7 +34,8 @@ int sample_token_sparse(const int *ids, const float *vals, int m, const SamplerC
 // (cnt < want), or when the top_k best by z = x / T all lie strictly above the
 // smallest fetched z: an entry outside the fetch has z at most that, so it
 // cannot rank among them (distinct logits can share a z through the rounding
-// of x / T; then the whole row is needed).
+// of x / T; then the whole row is needed), or when 1/T is a power of two (z
+// exact: the fetch ranks the row as z does).
 int sample_topk_decided(const float *best, int cnt, int want, int top_k, float temperature);
 // log sum_v exp(logits[v]), in double.
 double logsumexp(const float *logits, int V);

@@ -100,7 +100,8 @@ const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *
     if (resume) {
         if (!checkpoint_load(ckpt_path, m, opt, st)) fail("%s has no optimizer state; cannot resume", ckpt_path);
         if (memcmp(st->rng, seeded.s, sizeof st->rng) != 0 || strcmp(st->stage, stage) != 0)
-            fail("%s is not a %s run with this %s; resume with the run's own config.ini", ckpt_path, stage, seed_key);
+            fail("%s is not a '%s' run with this %s (a stage or seed mismatch); resume with the run's own config.ini",
+                 ckpt_path, stage, seed_key);
     } else {
         train_load_start(cfg, source, stage, m, opt);
     }

@@ -361,6 +361,7 @@ static void test_gen_sampling_matches_rows(void **state) {
         {1.0f, 0, 1.0f, 1},    // allowed tokens only: gathered
         {0.7f, 4, 0.95f, 1},   // allowed tokens, filtered
         {3.0f, 1, 1.0f, 0},    // top-1 at a high temperature
+        {1.0f, 10, 1.0f, 0},   // T = 1 (z exact): bf16 ties at the top-k boundary decided from the fetch
     };
     const Backend *bes[] = {backend_cpu(), backend_cpu_bf16()};
     for (int k = 0; k < 2; k++) {
@@ -423,9 +424,12 @@ static void test_sampler_sparse_and_topk_decided(void **state) {
     }
     // the boundary: the fetched best {3, 2, 1} decide top-2 (two values above the smallest) ...
     const float best[3] = {3.0f, 2.0f, 1.0f}, flat[3] = {3.0f, 1.0f, 1.0f};
-    assert_true(sample_topk_decided(best, 3, 3, 2, 1.0f));
-    assert_false(sample_topk_decided(flat, 3, 3, 2, 1.0f));   // a tie at the boundary: an unfetched 1.0 may rank
-    assert_true(sample_topk_decided(flat, 2, 3, 2, 1.0f));    // fewer than fetched: the row has no more
+    assert_true(sample_topk_decided(best, 3, 3, 2, 0.7f));
+    assert_false(sample_topk_decided(flat, 3, 3, 2, 0.7f));   // a tie at the boundary: an unfetched 1.0 may rank
+    assert_true(sample_topk_decided(flat, 2, 3, 2, 0.7f));    // fewer than fetched: the row has no more
+    // 1/T a power of two: z = x / T is exact, the fetch (x desc, id asc) ranks ties as top_n does
+    assert_true(sample_topk_decided(flat, 3, 3, 2, 1.0f));
+    assert_true(sample_topk_decided(flat, 3, 3, 2, 0.5f));
     // ... and distinct logits whose z = x / T round to the same float
     const float T = 1.0f / 1.5f;
     float x = 1.5f, y = 0;
