@@ -12,9 +12,9 @@
 // CUDA backend's rounding without a GPU (tests, debugging a bf16 divergence).
 // What still differs from CUDA:
 //  - accumulation order (OpenBLAS / OpenMP reductions vs cuBLAS / kernels);
-//  - the log-prob head: CUDA rounds its logit gradients to bf16 internally
-//    before the GEMMs into dh / dw; this backend does not (the CPU op keeps
-//    them fp32).
+//  - exp: CUDA's expf in attention and the log-prob head, the CPU's
+//    polynomial here (the head's logit gradient is rounded to bf16 before its
+//    products on both).
 // matmul_bwd rounds dout to bf16 precision before the GEMMs, as CUDA does, so
 // the products match an act-precision framework's; the bias gradient is the
 // column sum of the unrounded fp32 dout.
@@ -228,7 +228,8 @@ static void bf_logprob_fwd(float *logprob, float *lse, const void *h, const void
 static void bf_logprob_bwd(float *dh, float *dw, const void *h, const void *w, const int *rows,
                            const int *targets, const float *lse, const float *weight, int n, int C, int V) {
     float *fh = widen(h, head_rows(rows, n) * NN(C)), *fw = widen(w, NN(V) * NN(C));
-    cpu->logprob_bwd(dh, dw, fh, fw, rows, targets, lse, weight, n, C, V);
+    // the CPU head with the CUDA head's bf16 rounding of its logit gradient
+    cpu_logprob_bwd_bf16_grad(dh, dw, fh, fw, rows, targets, lse, weight, n, C, V);
     free(fh); free(fw);
 }
 

@@ -8,6 +8,7 @@
 #include <cblas.h>
 #include "../../host/check.h"
 #include "cpu_ops.h"
+#include "../backend.h"   // bf16_from_f32, f32_from_bf16
 
 int cpu_logprob_chunk_rows = 0;
 
@@ -74,10 +75,11 @@ void cpu_logprob_fwd(float *logprob, float *lse, const void *h_, const void *w_,
 // Loss -sum_i weight[i] * logprob[i]:  dlogits = weight * (softmax - onehot(target)).
 // dh[rows[i],:] += dlogits @ w;  dw[V,C] += dlogits^T @ h[rows]  (dh or dw may be NULL).
 // h[*,C], w[V,C]; rows[n] (distinct), targets[n], lse[n] from the forward, weight[n].
-void cpu_logprob_bwd(float *dh, float *dw, const void *h_, const void *w_,
-                     const int *rows, const int *targets, const float *lse,
-                     const float *weight, int n, int C, int V) {
-    const float *h = h_, *w = w_;
+// round_bf16: dlogits rounded to bf16 before the two products, as the CUDA
+// head rounds its gradient chunk (the bf16 emulation's head).
+static void logprob_bwd(float *dh, float *dw, const float *h, const float *w, const int *rows,
+                        const int *targets, const float *lse, const float *weight, int n, int C, int V,
+                        int round_bf16) {
     // rows of weight 0 have no gradient: drop them before any product
     int *live = xmalloc((size_t)n * sizeof(int));
     int nl = 0;
@@ -99,6 +101,8 @@ void cpu_logprob_bwd(float *dh, float *dw, const void *h_, const void *w_,
             #pragma omp simd
             for (int j = 0; j < V; j++) x[j] = wi * cpu_expf(x[j] - l);
             x[targets[idx[i]]] -= wi;
+            if (round_bf16)
+                for (int j = 0; j < V; j++) x[j] = f32_from_bf16(bf16_from_f32(x[j]));
         }
         if (dh) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, C, V,
@@ -119,4 +123,14 @@ void cpu_logprob_bwd(float *dh, float *dw, const void *h_, const void *w_,
     free(hc);
     free(g);
     free(dhc);
+}
+
+void cpu_logprob_bwd(float *dh, float *dw, const void *h, const void *w, const int *rows, const int *targets,
+                     const float *lse, const float *weight, int n, int C, int V) {
+    logprob_bwd(dh, dw, h, w, rows, targets, lse, weight, n, C, V, 0);
+}
+
+void cpu_logprob_bwd_bf16_grad(float *dh, float *dw, const float *h, const float *w, const int *rows,
+                               const int *targets, const float *lse, const float *weight, int n, int C, int V) {
+    logprob_bwd(dh, dw, h, w, rows, targets, lse, weight, n, C, V, 1);
 }

@@ -103,7 +103,7 @@
 // values and vs the fp32 CPU backend. The bf16 emulation in their place
 // (SPREC_TEST_GPU_SELFTEST=1) measures the pure storage cost: logits 0.9e-2 ..
 // 1.5e-2, log-probs <= 2.6e-3, losses <= 1.5e-3, the worst parameter's
-// gradient 2.0e-2 .. 3.9e-2 (a qkv bias); a 2x margin on each, and an indexing
+// gradient 2.0e-2 .. 4.1e-2 (a qkv bias); about 2x margin on each, and an indexing
 // bug is still O(1).
 #define TOL_MODEL_OUT 3e-2
 #define TOL_MODEL_GRAD 8e-2
@@ -128,10 +128,10 @@
 #define TOL_EMU_GEMM_ACT 2e-3
 // Whole models vs the emulation (0 in the self-test, by construction): the
 // forward differs only by the flips above (~1e-4 per stored tensor, amplified
-// ~10x as the storage error is, so ~1e-3); the gradients also by the log-prob
-// head's internal rounding of its logit gradients on CUDA (one bf16 rounding,
-// ~1.5e-3, of the gradient that enters the model, amplified up to ~5x in the
-// worst parameter's sum): ~1e-2. Both still 3-8x below the fp32 tolerances.
+// ~10x as the storage error is, so ~1e-3); the gradients also by flips in the
+// log-prob head's bf16 logit gradient (CUDA's expf vs the CPU's exp, both then
+// rounded), amplified up to ~5x in the worst parameter's sum: ~1e-2 at most.
+// Both still 4-6x below the fp32 tolerances. (Estimates: no GPU has run them.)
 #define TOL_EMU_MODEL_OUT 5e-3
 #define TOL_EMU_MODEL_GRAD 2e-2
 
@@ -686,12 +686,13 @@ static void test_logprob(int n, int Nh, int C, int V) {
     float *lp0 = frand(n, 1.0f), *lse0 = frand(n, 1.0f), *wt = frand(n, 1.0f);
     for (int i = 0; i < n; i++) wt[i] = i % 5 == 4 ? 0.0f : fabsf(wt[i]);   // weight-0 rows are skipped
     float *dh0 = frand(nh, 1.0f), *dw0 = frand(nw, 1.0f);
-    // fp32 outputs from the same act inputs: the emulation's head is the CPU's
-    // (except that CUDA rounds its logit gradients to bf16 for the backward
-    // GEMMs and the emulation does not), so the fp32 CPU is the one oracle
-    float *lp[2], *lse[2], *dh[2][2], *dw[2];
-    for (int k = 0; k < 2; k++) {   // the CPU first: both backwards run on the CPU's lse
-        const int s = 1 - k;
+    // the forward: fp32 outputs from the same act inputs, the emulation's is the
+    // CPU's. The backward rounds its logit gradient to bf16 before the products
+    // on CUDA and on the emulation (not on the fp32 CPU): both oracles
+    float *lp[NB], *lse[NB], *dh[NB][2], *dw[NB];
+    const int order[NB] = {1, 2, 0};   // the CPU first: every backward runs on the CPU's lse
+    for (int k = 0; k < NB; k++) {
+        const int s = order[k];
         const Backend *be = be_of(s);
         void *d_h = put_act(be, h, nh), *d_w = put_act(be, w, nw);
         float *d_lp = put(be, lp0, n), *d_lse = put(be, lse0, n), *d_wt = put(be, wt, n);
@@ -715,11 +716,11 @@ static void test_logprob(int n, int Nh, int C, int V) {
     compare(nm, lse[0], lse[1], n, TOL_GEMM);
     for (int frozen = 0; frozen < 2; frozen++) {
         snprintf(nm, sizeof nm, "logprob_bwd dh %s%s", shape, frozen ? " (frozen head)" : "");
-        compare_inc(nm, dh[0][frozen], dh[1][frozen], dh0, nh, TOL_F32_ONCE);
+        compare2_inc(nm, dh[0][frozen], dh[1][frozen], dh[2][frozen], dh0, nh, TOL_F32_ONCE, TOL_EMU_GEMM_ACT);
     }
     snprintf(nm, sizeof nm, "logprob_bwd dw %s", shape);
-    compare_inc(nm, dw[0], dw[1], dw0, nw, TOL_F32_ONCE);
-    for (int s = 0; s < 2; s++) { free(lp[s]); free(lse[s]); free(dh[s][0]); free(dh[s][1]); free(dw[s]); }
+    compare2_inc(nm, dw[0], dw[1], dw[2], dw0, nw, TOL_F32_ONCE, TOL_EMU_GEMM_ACT);
+    for (int s = 0; s < NB; s++) { free(lp[s]); free(lse[s]); free(dh[s][0]); free(dh[s][1]); free(dw[s]); }
     free(h); free(w); free(perm); free(tgt); free(lp0); free(lse0); free(wt); free(dh0); free(dw0);
 }
 
