@@ -13,8 +13,8 @@
 // What still differs from CUDA:
 //  - accumulation order (OpenBLAS / OpenMP reductions vs cuBLAS / kernels);
 //  - exp: CUDA's expf in attention and the log-prob head, the CPU's
-//    polynomial here (the head's logit gradient is rounded to bf16 before its
-//    products on both).
+//    polynomial here (the head's logit gradient enters its products as two
+//    bf16 parts, hi + lo, on both).
 // matmul_bwd rounds dout to bf16 precision before the GEMMs, as CUDA does, so
 // the products match an act-precision framework's; the bias gradient is the
 // column sum of the unrounded fp32 dout.
@@ -228,8 +228,8 @@ static void bf_logprob_fwd(float *logprob, float *lse, const void *h, const void
 static void bf_logprob_bwd(float *dh, float *dw, const void *h, const void *w, const int *rows,
                            const int *targets, const float *lse, const float *weight, int n, int C, int V) {
     float *fh = widen(h, head_rows(rows, n) * NN(C)), *fw = widen(w, NN(V) * NN(C));
-    // the CPU head with the CUDA head's bf16 rounding of its logit gradient
-    cpu_logprob_bwd_bf16_grad(dh, dw, fh, fw, rows, targets, lse, weight, n, C, V);
+    // the CPU head with the CUDA head's two-part bf16 logit gradient
+    cpu_logprob_bwd_bf16_split(dh, dw, fh, fw, rows, targets, lse, weight, n, C, V);
     free(fh); free(fw);
 }
 

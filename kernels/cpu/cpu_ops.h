@@ -73,10 +73,10 @@ void cpu_logprob_fwd(float *logprob, float *lse, const void *h, const void *w,
 void cpu_logprob_bwd(float *dh, float *dw, const void *h, const void *w,
                      const int *rows, const int *targets, const float *lse,
                      const float *weight, int n, int C, int V);
-// The log-prob backward with its logit gradient rounded to bf16 before the
-// two products (the CUDA head's arithmetic; kernels/cpu/bf16_emulated.c); h, w fp32.
-void cpu_logprob_bwd_bf16_grad(float *dh, float *dw, const float *h, const float *w, const int *rows,
-                               const int *targets, const float *lse, const float *weight, int n, int C, int V);
+// The log-prob backward with its logit gradient carried as two bf16 parts
+// (hi + lo), as the CUDA head does (kernels/cpu/bf16_emulated.c); h, w fp32.
+void cpu_logprob_bwd_bf16_split(float *dh, float *dw, const float *h, const float *w, const int *rows,
+                                const int *targets, const float *lse, const float *weight, int n, int C, int V);
 // dpo.c: sequence log-probs and the DPO loss with its reweighting (double)
 void cpu_seq_logprob(double *seq_lp, const float *lp, const float *mask, const int *seq, int n, int S);
 void cpu_dpo_loss(double *out, double *w, float *tw, const double *lp, const double *ref,

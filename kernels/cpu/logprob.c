@@ -75,11 +75,12 @@ void cpu_logprob_fwd(float *logprob, float *lse, const void *h_, const void *w_,
 // Loss -sum_i weight[i] * logprob[i]:  dlogits = weight * (softmax - onehot(target)).
 // dh[rows[i],:] += dlogits @ w;  dw[V,C] += dlogits^T @ h[rows]  (dh or dw may be NULL).
 // h[*,C], w[V,C]; rows[n] (distinct), targets[n], lse[n] from the forward, weight[n].
-// round_bf16: dlogits rounded to bf16 before the two products, as the CUDA
-// head rounds its gradient chunk (the bf16 emulation's head).
+// split_bf16: dlogits as the CUDA head carries it into its products, two
+// bf16 parts hi = bf16(g) and lo = bf16(g - hi) (the bf16 emulation's head;
+// hi + lo is exact in fp32, so one product of the sum stands for the two).
 static void logprob_bwd(float *dh, float *dw, const float *h, const float *w, const int *rows,
                         const int *targets, const float *lse, const float *weight, int n, int C, int V,
-                        int round_bf16) {
+                        int split_bf16) {
     // rows of weight 0 have no gradient: drop them before any product
     int *live = xmalloc((size_t)n * sizeof(int));
     int nl = 0;
@@ -101,8 +102,11 @@ static void logprob_bwd(float *dh, float *dw, const float *h, const float *w, co
             #pragma omp simd
             for (int j = 0; j < V; j++) x[j] = wi * cpu_expf(x[j] - l);
             x[targets[idx[i]]] -= wi;
-            if (round_bf16)
-                for (int j = 0; j < V; j++) x[j] = f32_from_bf16(bf16_from_f32(x[j]));
+            if (split_bf16)
+                for (int j = 0; j < V; j++) {
+                    const float hi = f32_from_bf16(bf16_from_f32(x[j]));
+                    x[j] = hi + f32_from_bf16(bf16_from_f32(x[j] - hi));
+                }
         }
         if (dh) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, C, V,
@@ -130,7 +134,7 @@ void cpu_logprob_bwd(float *dh, float *dw, const void *h, const void *w, const i
     logprob_bwd(dh, dw, h, w, rows, targets, lse, weight, n, C, V, 0);
 }
 
-void cpu_logprob_bwd_bf16_grad(float *dh, float *dw, const float *h, const float *w, const int *rows,
-                               const int *targets, const float *lse, const float *weight, int n, int C, int V) {
+void cpu_logprob_bwd_bf16_split(float *dh, float *dw, const float *h, const float *w, const int *rows,
+                                const int *targets, const float *lse, const float *weight, int n, int C, int V) {
     logprob_bwd(dh, dw, h, w, rows, targets, lse, weight, n, C, V, 1);
 }

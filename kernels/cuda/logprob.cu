@@ -3,10 +3,12 @@
 // so the [n, V] logits never exist at once. Each chunk gathers its hidden rows
 // (bf16, as stored) into a contiguous block, computes the chunk's logits with
 // one cuBLASLt GEMM (bf16 x bf16, fp32 accumulate, fp32 logits) and reduces
-// every row with one block, in fp32. The backward recomputes the fp32 logits,
-// rounds (softmax - onehot) * weight once to bf16 for its two GEMMs (fp32
-// results) and adds into the fp32 gradients. Peak extra memory: chunk x V x
-// (4 + 2 in the backward) bytes plus chunk x C x (2 + 4) in scratch slot
+// every row with one block, in fp32. The backward recomputes the fp32 logits
+// and carries g = (softmax - onehot) * weight into its two GEMMs as two bf16
+// parts, hi = bf16(g) and lo = bf16(g - hi) (~16 significant bits: a single
+// bf16 rounding measurably slowed training, docs/RESULTS.md), each product
+// accumulating in fp32 into the fp32 gradients. Peak extra memory: chunk x V x
+// (4 + 2 x 2 in the backward) bytes plus chunk x C x (2 + 4) in scratch slot
 // SCRATCH_LOGITS.
 #include <cmath>
 #include "cuda_common.cuh"
@@ -37,7 +39,7 @@ static int stride16(int n, size_t size) {
 // read), so cuBLASLt can pick its vectorised tensor-core kernels whatever V
 // and C are.
 struct Chunk {
-    float *logits; act_t *g; act_t *hc; float *dhc;
+    float *logits; act_t *g, *glo; act_t *hc; float *dhc;   // g, glo: the gradient's hi and lo parts
     int ldl, ldg, ldh, ldd;
 };
 static Chunk chunk_buffers(int R, int C, int V, bool with_g, bool with_dhc) {
@@ -47,12 +49,13 @@ static Chunk chunk_buffers(int R, int C, int V, bool with_g, bool with_dhc) {
     c.ldh = stride16(C, sizeof(act_t));
     c.ldd = stride16(C, sizeof(float));
     const size_t nl = align_up((size_t)R * c.ldl * sizeof(float));
-    const size_t ng = with_g ? align_up((size_t)R * c.ldg * sizeof(act_t)) : 0;
+    const size_t ng = with_g ? 2 * align_up((size_t)R * c.ldg * sizeof(act_t)) : 0;   // hi and lo
     const size_t nh = align_up((size_t)R * c.ldh * sizeof(act_t));
     const size_t nd = with_dhc ? align_up((size_t)R * c.ldd * sizeof(float)) : 0;
     char *base = (char *)cuda_scratch(SCRATCH_LOGITS, nl + ng + nh + nd);
     c.logits = (float *)base;
     c.g = with_g ? (act_t *)(base + nl) : NULL;
+    c.glo = with_g ? (act_t *)(base + nl + ng / 2) : NULL;
     c.hc = (act_t *)(base + nl + ng);
     c.dhc = with_dhc ? (float *)(base + nl + ng + nh) : NULL;
     return c;
@@ -114,25 +117,27 @@ lse_kernel(float *logprob, float *lse, const float *logits, int ldl, const int *
     }
 }
 
-// g[i, j] = bf16(weight[i] * (exp(logits[i, j] - lse[i]) - [j == target[i]])),
-// the gradient of -weight * logprob with respect to the logits (as the CPU:
-// w * softmax, then w subtracted at the target; computed in fp32 from the fp32
-// logits and rounded once for the bf16 GEMMs). Rows of weight 0 become 0.
-static __global__ void grad_kernel(act_t *g, int ldg, const float *logits, int ldl, const int *targets,
-                                   const float *lse, const float *weight, int V) {
+// v = weight[i] * (exp(logits[i, j] - lse[i]) - [j == target[i]]), the
+// gradient of -weight * logprob with respect to the logits (as the CPU: w *
+// softmax, then w subtracted at the target; fp32 from the fp32 logits), stored
+// as g = bf16(v) and glo = bf16(v - g) for the bf16 GEMMs. Rows of weight 0
+// become 0.
+static __global__ void grad_kernel(act_t *g, act_t *glo, int ldg, const float *logits, int ldl,
+                                   const int *targets, const float *lse, const float *weight, int V) {
     int i = blockIdx.x;
     const float *x = logits + (size_t)i * ldl;
-    act_t *gi = g + (size_t)i * ldg;
+    act_t *gi = g + (size_t)i * ldg, *li = glo + (size_t)i * ldg;
     float wi = weight[i], l = lse[i];
     int t = targets[i];
     if (wi == 0.0f) {
-        for (int j = threadIdx.x; j < V; j += blockDim.x) act_st(gi, j, 0.0f);
+        for (int j = threadIdx.x; j < V; j += blockDim.x) { act_st(gi, j, 0.0f); act_st(li, j, 0.0f); }
         return;
     }
     for (int j = threadIdx.x; j < V; j += blockDim.x) {
-        float v = wi * expf(x[j] - l);
-        if (j == t) v -= wi;
+        float v = __fmul_rn(wi, expf(x[j] - l));
+        if (j == t) v = __fsub_rn(v, wi);
         act_st(gi, j, v);
+        act_st(li, j, __fsub_rn(v, act_ld(gi, j)));
     }
 }
 
@@ -168,8 +173,9 @@ void cuda_logprob_fwd(float *logprob, float *lse, const void *h, const void *w,
 }
 
 // Gradient of -sum_i weight[i] * logprob[i]: dh[rows[i], :] += g @ w,
-// dw[V,C] += g^T @ h[rows] (dh or dw may be NULL), g the bf16 dlogits. Rows
-// of weight 0 are part of the chunks but contribute exact zeros.
+// dw[V,C] += g^T @ h[rows] (dh or dw may be NULL), g the dlogits as its two
+// bf16 parts (two products each). Rows of weight 0 are part of the chunks but
+// contribute exact zeros.
 void cuda_logprob_bwd(float *dh, float *dw, const void *h, const void *w,
                       const int *rows, const int *targets, const float *lse,
                       const float *weight, int n, int C, int V) {
@@ -184,18 +190,23 @@ void cuda_logprob_bwd(float *dh, float *dw, const void *h, const void *w,
         // recompute the chunk's fp32 logits, then the bf16 dlogits from them
         cuda_gemm_rm(false, true, m, V, C, cb.hc, CUDA_R_16BF, cb.ldh, w, CUDA_R_16BF, C,
                      cb.logits, CUDA_R_32F, cb.ldl, 0.0f, NULL);
-        grad_kernel<<<m, ROW_THREADS, 0, st>>>(cb.g, cb.ldg, cb.logits, cb.ldl, targets + i0, lse + i0,
+        grad_kernel<<<m, ROW_THREADS, 0, st>>>(cb.g, cb.glo, cb.ldg, cb.logits, cb.ldl, targets + i0, lse + i0,
                                                weight + i0, V);
         LAUNCH_CHECK();
         if (dh) {
-            // dhc[m,C] (fp32) = g[m,V] @ w[V,C], then added to the scattered rows
+            // dhc[m,C] (fp32) = (g + glo)[m,V] @ w[V,C], then added to the scattered rows
             cuda_gemm_rm(false, false, m, C, V, cb.g, CUDA_R_16BF, cb.ldg, w, CUDA_R_16BF, C,
                          cb.dhc, CUDA_R_32F, cb.ldd, 0.0f, NULL);
+            cuda_gemm_rm(false, false, m, C, V, cb.glo, CUDA_R_16BF, cb.ldg, w, CUDA_R_16BF, C,
+                         cb.dhc, CUDA_R_32F, cb.ldd, 1.0f, NULL);
             scatter_add_kernel<<<m, 256, 0, st>>>(dh, cb.dhc, cb.ldd, rows + i0, weight + i0, C);
             LAUNCH_CHECK();
         }
-        if (dw)   // dw[V,C] += g^T @ hc: g stored [m,V] used transposed
+        if (dw) {   // dw[V,C] += (g + glo)^T @ hc: g stored [m,V] used transposed
             cuda_gemm_rm(true, false, V, C, m, cb.g, CUDA_R_16BF, cb.ldg, cb.hc, CUDA_R_16BF, cb.ldh,
                          dw, CUDA_R_32F, C, 1.0f, NULL);
+            cuda_gemm_rm(true, false, V, C, m, cb.glo, CUDA_R_16BF, cb.ldg, cb.hc, CUDA_R_16BF, cb.ldh,
+                         dw, CUDA_R_32F, C, 1.0f, NULL);
+        }
     }
 }
