@@ -127,7 +127,6 @@ def main():
     log(f"{a.name}: {a.mode}, params {n_params / 1e6:.2f}M, {rows} x seq {a.seq}, {a.threads} threads, "
         f"{a.warmup} warm-up + {a.steps} timed steps")
     times, loss = run_steps(a, log, step)
-    sec = statistics.median(times)          # robust to interference from other jobs on a shared machine
     flops = flops_per_step(a)
     print(json.dumps({
         "name": a.name, "impl": "pytorch", "device": "cpu", "threads": a.threads,
@@ -135,11 +134,7 @@ def main():
         "dim": a.dim, "layers": a.layers, "heads": a.heads, "kv_heads": a.kv_heads, "ffn": a.ffn,
         "vocab": a.vocab, "seq": a.seq, "batch": a.batch, "tied": int(a.tied), "steps": a.steps,
         "params": n_params, "flops_per_step": flops, "tokens": rows * a.seq,
-        "tokens_per_s": round(rows * a.seq / sec, 1), "ms_per_step": round(1e3 * sec, 2),
-        "ms_per_step_mean": round(1e3 * statistics.mean(times), 2), "ms_per_step_min": round(1e3 * min(times), 2),
-        "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "gflops": round(flops / sec / 1e9, 2), "mfu": None, "final_loss": round(loss, 6),
-        "torch_version": str(torch.__version__),
+        **timing_fields(times, rows * a.seq, flops, loss, 2, torch),
     }), flush=True)
 
 
@@ -158,17 +153,26 @@ def logprob_main(a, log, torch):
 
     log(f"{a.name}: logprob, {a.tokens} x {a.dim} against vocab {a.vocab}, {a.threads} threads")
     times, loss = run_steps(a, log, step)
-    sec = statistics.median(times)
     flops = flops_per_step(a)
     print(json.dumps({
         "name": a.name, "impl": "pytorch", "device": "cpu", "threads": a.threads, "mode": "logprob",
         "dim": a.dim, "vocab": a.vocab, "tokens": a.tokens, "steps": a.steps, "flops_per_step": flops,
-        "tokens_per_s": round(a.tokens / sec, 1), "ms_per_step": round(1e3 * sec, 3),
-        "ms_per_step_mean": round(1e3 * statistics.mean(times), 3), "ms_per_step_min": round(1e3 * min(times), 3),
+        **timing_fields(times, a.tokens, flops, loss, 3, torch),
+    }), flush=True)
+
+
+def timing_fields(times, tokens, flops, loss, digits, torch):
+    """The fields every result line ends with: rates from the median step, robust to interference from
+    other jobs on a shared machine (ms rounded to `digits`)."""
+    sec = statistics.median(times)
+    return {
+        "tokens_per_s": round(tokens / sec, 1), "ms_per_step": round(1e3 * sec, digits),
+        "ms_per_step_mean": round(1e3 * statistics.mean(times), digits),
+        "ms_per_step_min": round(1e3 * min(times), digits),
         "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "gflops": round(flops / sec / 1e9, 2), "mfu": None, "final_loss": round(loss, 6),
         "torch_version": str(torch.__version__),
-    }), flush=True)
+    }
 
 
 def run_steps(a, log, step):

@@ -343,18 +343,36 @@ static void bench_dpo(Bench *bn) {
 
 // ---- logprob -------------------------------------------------------------------------------
 
-// The memory an op needed beyond what was held before it: on a device the
-// allocator's peak minus its count before (and *scratch = its scratch now),
-// on the CPU the peak RSS minus the RSS before.
-static long extra_bytes(const Backend *be, const BackendMemStats *before, long rss_before, long *scratch) {
+// The memory held before an op: the device allocator's counters (when the
+// backend has them) and the process RSS.
+typedef struct { BackendMemStats dev; long rss; } MemMark;
+static MemMark mem_mark(const Backend *be) {
+    MemMark m;
+    memset(&m, 0, sizeof m);
+    if (be->mem_stats) be->mem_stats(&m.dev);
+    m.rss = host_current_bytes();
+    return m;
+}
+
+// The memory an op needed beyond what was held at `before`: on a device the
+// allocator's peak minus its count then (and *scratch = its scratch now), on
+// the CPU the peak RSS minus the RSS then.
+static long extra_bytes(const Backend *be, const MemMark *before, long *scratch) {
     if (!be->mem_stats) {
-        const long extra = host_peak_bytes() - rss_before;
+        const long extra = host_peak_bytes() - before->rss;
         return extra < 0 ? 0 : extra;
     }
     BackendMemStats ms;
     be->mem_stats(&ms);
     *scratch = (long)ms.scratch;
-    return (long)(ms.peak - before->current);
+    return (long)(ms.peak - before->dev.current);
+}
+
+// n floats uniform in [-scale, scale], drawn from r in index order (host memory)
+static float *uniform_host(size_t n, float scale, Rng *r) {
+    float *x = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = scale * (2.0f * (float)rng_uniform(r) - 1.0f);
+    return x;
 }
 
 // The head alone: h[N,C] (N = --tokens), W[V,C], every row scored against a
@@ -368,11 +386,8 @@ static void bench_logprob(Bench *bn, int N) {
     const int C = bn->c.dim, V = bn->c.vocab_size, steps = bn->steps, warmup = bn->warmup;
     Rng r;
     rng_seed(&r, 7);
-    float *hh = xmalloc((size_t)N * C * sizeof(float)), *wh = xmalloc((size_t)V * C * sizeof(float));
+    float *hh = uniform_host((size_t)N * C, 1.0f, &r), *wh = uniform_host((size_t)V * C, 1.0f / sqrtf((float)C), &r);
     int *rows_h = xmalloc((size_t)N * sizeof(int)), *tg_h = xmalloc((size_t)N * sizeof(int));
-    const float ws = 1.0f / sqrtf((float)C);
-    for (size_t i = 0; i < (size_t)N * C; i++) hh[i] = 2.0f * (float)rng_uniform(&r) - 1.0f;
-    for (size_t i = 0; i < (size_t)V * C; i++) wh[i] = ws * (2.0f * (float)rng_uniform(&r) - 1.0f);
     for (int i = 0; i < N; i++) { rows_h[i] = i; tg_h[i] = (int)rng_below(&r, (uint64_t)V); }
     void *h = act_alloc(be, (size_t)N * C), *w = act_alloc(be, (size_t)V * C);   // act, as in training
     int *rows = be->alloc((size_t)N * sizeof(int)), *tg = be->alloc((size_t)N * sizeof(int));
@@ -381,10 +396,7 @@ static void bench_logprob(Bench *bn, int N) {
     be->upload(rows, rows_h, (size_t)N * sizeof(int));
     be->upload(tg, tg_h, (size_t)N * sizeof(int));
     free(hh); free(wh); free(rows_h); free(tg_h);
-    BackendMemStats ms0;
-    memset(&ms0, 0, sizeof ms0);
-    if (be->mem_stats) be->mem_stats(&ms0);
-    const long rss0 = host_current_bytes();
+    const MemMark mark = mem_mark(be);
     float *lp = be->alloc((size_t)N * sizeof(float)), *lse = be->alloc((size_t)N * sizeof(float));
     float *wt = be->alloc((size_t)N * sizeof(float));
     float *dh = be->alloc((size_t)N * C * sizeof(float)), *dw = be->alloc((size_t)V * C * sizeof(float));
@@ -404,7 +416,7 @@ static void bench_logprob(Bench *bn, int N) {
     be->download(wt_h, lp, (size_t)N * sizeof(float));
     double loss = 0;
     for (int i = 0; i < N; i++) loss -= wt_h[i] / N;
-    long scratch = -1, extra = extra_bytes(be, &ms0, rss0, &scratch);
+    long scratch = -1, extra = extra_bytes(be, &mark, &scratch);
     const Stats st = stats_of(times, steps);
     print_head(bn);
     printf("\"final_loss\": %.6f, ", loss);
@@ -437,12 +449,8 @@ static void bench_attention(Bench *bn, int NH, int NKV, int D, int ragged) {
     const size_t nq = (size_t)B * T * NH * D, nkv = (size_t)B * T * NKV * D;
     Rng r;
     rng_seed(&r, 7);
-    float *qh = xmalloc(nq * sizeof(float)), *kh = xmalloc(nkv * sizeof(float)), *vh = xmalloc(nkv * sizeof(float));
-    float *douth = xmalloc(nq * sizeof(float));
-    for (size_t i = 0; i < nq; i++) qh[i] = 2.0f * (float)rng_uniform(&r) - 1.0f;
-    for (size_t i = 0; i < nkv; i++) kh[i] = 2.0f * (float)rng_uniform(&r) - 1.0f;
-    for (size_t i = 0; i < nkv; i++) vh[i] = 2.0f * (float)rng_uniform(&r) - 1.0f;
-    for (size_t i = 0; i < nq; i++) douth[i] = 2.0f * (float)rng_uniform(&r) - 1.0f;
+    float *qh = uniform_host(nq, 1.0f, &r), *kh = uniform_host(nkv, 1.0f, &r), *vh = uniform_host(nkv, 1.0f, &r);
+    float *douth = uniform_host(nq, 1.0f, &r);
     int *len_h = xmalloc((size_t)B * sizeof(int));
     double valid = 0, sq = 0;   // valid tokens, sum of L^2
     for (int b = 0; b < B; b++) {
@@ -459,10 +467,7 @@ static void bench_attention(Bench *bn, int NH, int NKV, int D, int ragged) {
     be->upload(dout, douth, nq * sizeof(float));
     be->upload(lengths, len_h, (size_t)B * sizeof(int));
     free(kh); free(vh); free(douth);
-    BackendMemStats ms0;
-    memset(&ms0, 0, sizeof ms0);
-    if (be->mem_stats) be->mem_stats(&ms0);
-    const long rss0 = host_current_bytes();
+    const MemMark mark = mem_mark(be);
     void *out = act_alloc(be, nq);
     float *lse = be->alloc((size_t)B * NH * T * sizeof(float));
     float *dq = be->alloc(nq * sizeof(float)), *dk = be->alloc(nkv * sizeof(float)),
@@ -478,7 +483,7 @@ static void bench_attention(Bench *bn, int NH, int NKV, int D, int ragged) {
         device_sync(be, dv);
         if (s >= warmup) times[s - warmup] = now_seconds() - t0;
     }
-    long scratch = -1, extra = extra_bytes(be, &ms0, rss0, &scratch);
+    long scratch = -1, extra = extra_bytes(be, &mark, &scratch);
     act_download(be, qh, out, nq);   // the checksum: mean of out over the valid rows
     double sum = 0;
     for (int b = 0; b < B; b++)

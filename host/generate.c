@@ -449,8 +449,8 @@ static int constrain_singles(const GenOpts *o, Picker *pk, const Decoder *d, con
 }
 
 // Greedy: one hypothesis per prompt, B cache rows; the choices read only the
-// picked numbers (Picker). Same tokens and log-probs as generate_sampled's
-// argmax on the downloaded rows: the first maximum among the allowed tokens
+// picked numbers (Picker). Same tokens and log-probs as an argmax over the
+// whole masked row (sample_argmax): the first maximum among the allowed tokens
 // (token 0 when every allowed logit is -inf, as sample_argmax on the masked row).
 static void generate_greedy(Model *m, const int *const *prompts, const int *lens, int B, const GenOpts *o,
                             GenOutput *out) {
@@ -526,6 +526,15 @@ static int id_val_cmp(const void *pa, const void *pb) {
     return (a > b) - (a < b);
 }
 
+// sample_token_sparse on ids[0..cnt) (ascending) with logits vals, and the
+// drawn token's logit in *val
+static int draw_sparse(const int *ids, const float *vals, int cnt, const SamplerCfg *sc, double u, float *fs,
+                       int *is, float *val) {
+    const int tok = sample_token_sparse(ids, vals, cnt, sc, u, fs, is);
+    for (int j = 0; j < cnt; j++) if (ids[j] == tok) *val = vals[j];
+    return tok;
+}
+
 // Sampled (temperature > 0): one hypothesis per prompt, B cache rows. A draw
 // filtered by the constraint (the allowed tokens' logits, gathered on the
 // device) or by top-k (the top_k + 1 best, fetched) reads only those numbers;
@@ -577,10 +586,8 @@ static void generate_sampled(Model *m, const int *const *prompts, const int *len
                     const int *ids_i = pick_ids(&pk, i);
                     int finite = 0;
                     for (int j = 0; j < cnt; j++) finite |= pk.val[c0 + j] != -INFINITY;
-                    if (finite) {   // (an all -inf row draws token 0, whose logit is in the row only)
-                        tok = sample_token_sparse(ids_i, pk.val + c0, cnt, &sc, u, fscratch, iscratch);
-                        for (int j = 0; j < cnt; j++) if (ids_i[j] == tok) val = pk.val[c0 + j];
-                    }
+                    if (finite)   // (an all -inf row draws token 0, whose logit is in the row only)
+                        tok = draw_sparse(ids_i, pk.val + c0, cnt, &sc, u, fscratch, iscratch, &val);
                 } else if (kk > 0) {   // the top_k + 1 best, best first
                     const int *ti = pk.top_id + (size_t)i * kk;
                     const float *tv = pk.top_val + (size_t)i * kk;
@@ -590,8 +597,7 @@ static void generate_sampled(Model *m, const int *const *prompts, const int *len
                         for (int j = 0; j < cnt; j++) pair[j] = (IdVal){ti[j], tv[j]};
                         qsort(pair, (size_t)cnt, sizeof *pair, id_val_cmp);   // by id (distinct)
                         for (int j = 0; j < cnt; j++) { cid[j] = pair[j].id; cval[j] = pair[j].val; }
-                        tok = sample_token_sparse(cid, cval, cnt, &sc, u, fscratch, iscratch);
-                        for (int j = 0; j < cnt; j++) if (cid[j] == tok) val = cval[j];
+                        tok = draw_sparse(cid, cval, cnt, &sc, u, fscratch, iscratch, &val);
                     }
                 }
                 if (tok < 0) {   // the whole row: the step's rows come down once, masked as the hook says
@@ -619,7 +625,6 @@ static void generate_sampled(Model *m, const int *const *prompts, const int *len
     free(row); free(block); free(fscratch); free(cval); free(iscratch); free(ids); free(cid); free(pair);
     free(next); free(kind); free(n_new); free(mark); free(rng); free(live);
 }
-
 
 // ---- beam search ---------------------------------------------------------------
 
