@@ -6,7 +6,8 @@
 CC      ?= gcc
 OPT     ?= -O3 -march=native
 # -Wpointer-arith: act buffers are void * (kernels/backend.h); arithmetic on them must go through act_at
-BASE_CFLAGS := -fno-math-errno -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wpointer-arith -fopenmp -g
+# -I. -Ihost: host files include across folders as "model/model.h", kernels as "kernels/backend.h"
+BASE_CFLAGS := -fno-math-errno -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wpointer-arith -fopenmp -g -I. -Ihost
 CFLAGS  += $(OPT) $(BASE_CFLAGS)
 # build/asan/sprec: the same program under AddressSanitizer + UBSan; the
 # bad-input tests run it so a malformed file can never hide a memory error
@@ -47,7 +48,7 @@ NVCCFLAGS ?= -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-fPIC -I.
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lcublas -Wl,-rpath,$(CUDA_HOME)/lib64 -lstdc++
 
 KERNEL_SRC := $(wildcard kernels/cpu/*.c)
-HOST_SRC   := $(filter-out host/main.c,$(wildcard host/*.c))
+HOST_SRC   := $(filter-out host/cli/main.c,$(wildcard host/*/*.c host/*/*/*.c))
 ifeq ($(CUDA),1)
 # the CUDA objects replace the stand-in backend_cuda() of kernels/cpu/no_cuda.c
 LIB_OBJ    := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out kernels/cpu/no_cuda.c,$(KERNEL_SRC)) $(HOST_SRC)) \
@@ -60,7 +61,7 @@ LINK_LIBS  := $(LIBS)
 CUDA_NOTE  := without CUDA ($(if $(NVCC),CUDA=0,nvcc not found): --device cuda is unavailable)
 endif
 # the ASan build is CPU-only (kernels/cpu/no_cuda.c): the sanitizers do not see into GPU code anyway
-ASAN_OBJ   := $(patsubst %.c,$(BUILD)/asan/obj/%.o,host/main.c $(KERNEL_SRC) $(HOST_SRC))
+ASAN_OBJ   := $(patsubst %.c,$(BUILD)/asan/obj/%.o,host/cli/main.c $(KERNEL_SRC) $(HOST_SRC))
 TEST_SRC   := $(wildcard tests/unit/*.c)
 TEST_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRC))
 GPU_TEST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/gpu/*.c))
@@ -96,7 +97,7 @@ $(BUILD)/.nvcc-flags: FORCE
 # tests/gpu asks the CUDA runtime whether a GPU is there before touching the backend
 $(GPU_TEST_OBJ): INCS += -I$(CUDA_HOME)/include
 
-$(BUILD)/sprec: $(BUILD)/obj/host/main.o $(LIB_OBJ) $(BUILD)/.link-flags
+$(BUILD)/sprec: $(BUILD)/obj/host/cli/main.o $(LIB_OBJ) $(BUILD)/.link-flags
 	$(CC) $(CFLAGS) $(filter %.o,$^) -o $@ $(LINK_LIBS)
 
 $(BUILD)/asan/obj/%.o: %.c

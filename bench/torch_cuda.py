@@ -37,7 +37,7 @@ Warm-up steps are not timed; ms_per_step is the median over the timed steps (CUD
 tokens_per_s = tokens per step / median step time. Prints one JSON object per line with the fields of
 `sprec bench` (name, impl, device, tokens_per_s, ms_per_step, peak_bytes, gflops, mfu, ...).
 
-FLOPs (the formula of bench/torch_cpu.py and host/cmd_bench.c: matmul FLOPs of the model, LM head at every
+FLOPs (the formula of bench/torch_cpu.py and host/cli/cmd_bench.c: matmul FLOPs of the model, LM head at every
 position, backward = 2 x forward):
     fwd_per_token = 2 * linear_params + 2 * layers * seq * NH*D
     sft:  3 * fwd_per_token * batch * seq
@@ -98,7 +98,7 @@ SDPA_BACKENDS = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "effici
 
 
 def splitmix64(state):
-    """host/rng.h's splitmix64: returns (new state, output)."""
+    """host/base/rng.h's splitmix64: returns (new state, output)."""
     state = (state + 0x9E3779B97F4A7C15) & M64
     z = state
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64

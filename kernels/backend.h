@@ -22,7 +22,7 @@
 //    in the backend's storage type: act_bytes per element, fp32 (4) on the CPU
 //    backend, bf16 (2, round-to-nearest-even) on CUDA and on the CPU's bf16
 //    emulation (`--device cpu-bf16`). The host never reads one directly: it
-//    moves them with host/act.h (converting on the host) or act_from_f32.
+//    moves them with host/model/act.h (converting on the host) or act_from_f32.
 //  - fp32 (float *): master weights, every gradient (of parameters and of
 //    activations), optimizer moments, statistics (rstd, lse, log-probs,
 //    weights of rows), rotary tables. double where noted.
@@ -42,7 +42,7 @@ typedef struct {
     int decay;                   // nonzero: apply weight decay
 } AdamwTensor;
 
-// dpo_loss's out[]: the objective and TRL's statistics (host/dpo.h DpoStats)
+// dpo_loss's out[]: the objective and TRL's statistics (host/train/dpo.h DpoStats)
 enum { DPO_OUT_LOSS, DPO_OUT_REWARDS_CHOSEN, DPO_OUT_REWARDS_REJECTED, DPO_OUT_REWARDS_MARGINS,
        DPO_OUT_REWARDS_ACCURACIES, DPO_OUT_LOGPS_CHOSEN, DPO_OUT_LOGPS_REJECTED, DPO_OUT_COUNT };
 
@@ -234,7 +234,7 @@ typedef struct Backend {
     // or -INFINITY (never NaN); values out are the act values widened to fp32.
     //
     // lse[n] = log sum_v exp(logits[n,v]) in double, -INFINITY when the whole
-    // row is -INFINITY. The CPU backend computes it exactly as host/sampler.c's
+    // row is -INFINITY. The CPU backend computes it exactly as host/gen/sampler.c's
     // logsumexp (max m = logits[first argmax], then sum of exp((double)x - m) in
     // index order, m + log(sum)); other backends may sum in another order.
     // For k > 0 also the k largest entries of each row, best first, ties to
@@ -252,7 +252,7 @@ typedef struct Backend {
     // step. With cols = the catalogue trie's child tokens, kept on the device
     // for a whole generation, and src[n] = the first child edge of row n's node,
     // the constraint costs 2N + 1 uploaded ints per step whatever the number of
-    // allowed tokens (host/generate.c, GenOpts.allowed_slice).
+    // allowed tokens (host/gen/generate.c, GenOpts.allowed_slice).
     void (*gather_cols)(float *out, const void *logits, const int *off, const int *src, const int *cols,
                         int N, int V);
 
@@ -307,7 +307,7 @@ static inline SPREC_HOST_DEVICE double dpo_sigmoid(double x) {
     return e / (1.0 + e);
 }
 
-// Registry (host/device.c picks one by name). C linkage: backend_cuda is
+// Registry (host/model/device.c picks one by name). C linkage: backend_cuda is
 // defined in CUDA C++ (kernels/cuda/backend_cuda.cu).
 #ifdef __cplusplus
 extern "C" {

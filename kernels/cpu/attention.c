@@ -9,7 +9,7 @@
 #include <string.h>
 #include <omp.h>
 #include <cblas.h>
-#include "../../host/check.h"
+#include "../errors.h"
 #include "cpu_ops.h"
 
 int cpu_attention_block = 64;

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <omp.h>
 #include "../backend.h"
-#include "../../host/check.h"
+#include "../errors.h"
 #include "cpu_ops.h"
 
 // Zero-filled and 64-byte aligned (one cache line, one AVX-512 vector).

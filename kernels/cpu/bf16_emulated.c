@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../backend.h"
-#include "../../host/check.h"
+#include "../errors.h"
 #include "cpu_ops.h"
 
 static const Backend *cpu;   // the fp32 CPU backend, set by backend_cpu_bf16()

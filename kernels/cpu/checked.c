@@ -23,7 +23,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include "checked.h"
-#include "../../host/check.h"
+#include "../errors.h"
 
 // ---- the region table ----------------------------------------------------------
 

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <omp.h>
 #include "../backend.h"
-#include "../../host/check.h"
+#include "../errors.h"
 #include "cpu_ops.h"
 
 // the CPU cache is fp32, so it is plain backend memory

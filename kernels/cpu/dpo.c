@@ -1,7 +1,7 @@
 // DPO on the CPU backend: the segmented sum of head log-probs into sequence
 // log-probs and the loss with its reweighting (contracts in kernels/backend.h,
 // formulas in docs/dpo.md). All in double, sequential in index order: this is
-// the arithmetic host/dpo.c has always used, and the oracle for kernels/cuda/dpo.cu.
+// the arithmetic host/train/dpo.c has always used, and the oracle for kernels/cuda/dpo.cu.
 #include "../backend.h"
 #include "cpu_ops.h"
 

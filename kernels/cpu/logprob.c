@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cblas.h>
-#include "../../host/check.h"
+#include "../errors.h"
 #include "cpu_ops.h"
 #include "../backend.h"   // bf16_from_f32, f32_from_bf16
 

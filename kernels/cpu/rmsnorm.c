@@ -2,7 +2,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <omp.h>
-#include "../../host/check.h"
+#include "../errors.h"
 #include "cpu_ops.h"
 
 // One row: y = weight * (x * rstd); returns rstd. One out-of-line copy, so the

@@ -2,7 +2,7 @@
 // kernels/cuda/select.cu): per row of logits, the log-softmax normaliser and
 // the top k entries; and a CSR gather of chosen columns (the catalogue trie's
 // allowed children). The host then reads N*k + (allowed) numbers per step
-// instead of N*V. The normaliser is computed exactly as host/sampler.c's
+// instead of N*V. The normaliser is computed exactly as host/gen/sampler.c's
 // logsumexp, so generation on the CPU backend is bit-identical to choosing
 // on downloaded rows.
 #include <math.h>

@@ -33,7 +33,7 @@
 
 // ---- errors -----------------------------------------------------------------
 
-// One line on stderr, exit 1, like host/check.h's fail(): a CUDA error is not
+// One line on stderr, exit 1, like kernels/errors.h's fail(): a CUDA error is not
 // recoverable here (the stream's state is unknown), so the run ends.
 [[noreturn]] void cuda_fail(const char *what, const char *detail, const char *file, int line) {
     fprintf(stderr, "sprec: error: cuda: %s failed at %s:%d: %s\n", what, file, line,

@@ -11,7 +11,7 @@
 //               much tighter.
 // Act inputs are generated in fp32 and rounded to bf16 on the host first, so
 // every backend sees exactly the same values (the fp32 oracle gets the rounded
-// values in fp32); act outputs come back through act_download (host/act.h).
+// values in fp32); act outputs come back through act_download (host/model/act.h).
 //   1. every op of kernels/backend.h, forward and backward, on fresh seeded
 //      random inputs at sizes that are not multiples of any tile (N=37, C=77,
 //      OC=130, T=67, D=64 and 80, GQA 6/2, lengths with a 0 and a full one);
@@ -42,17 +42,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cuda_runtime_api.h>
-#include "../../kernels/backend.h"
-#include "../../host/act.h"
-#include "../../host/check.h"
-#include "../../host/checkpoint.h"
-#include "../../host/dataset.h"
-#include "../../host/dpo.h"
-#include "../../host/generate.h"
-#include "../../host/h5io.h"
-#include "../../host/model.h"
-#include "../../host/optimizer.h"
-#include "../../host/rng.h"
+#include "kernels/backend.h"
+#include "model/act.h"
+#include "kernels/errors.h"
+#include "io/checkpoint.h"
+#include "io/dataset.h"
+#include "train/dpo.h"
+#include "gen/generate.h"
+#include "base/h5io.h"
+#include "model/model.h"
+#include "model/optimizer.h"
+#include "base/rng.h"
 
 // ---- tolerances (on the relative error ||gpu - ref|| / ||ref||) ---------------
 // bf16 keeps 8 significant bits; round to nearest even moves a value by at most
@@ -298,7 +298,7 @@ static void test_memory(void) {
     free(h);
 
     // act buffers: zero-filled; act_upload + copy + act_download keeps bf16
-    // values exactly and rounds fp32 ones to nearest even (host/act.c)
+    // values exactly and rounds fp32 ones to nearest even (host/model/act.c)
     void *a_a = act_alloc(G, n), *a_b = act_alloc(G, n);
     h = get_act(G, a_a, n);
     compare("act_alloc is zero-filled (n 1000003)", h, zeros, n, TOL_EXACT);
@@ -991,7 +991,7 @@ typedef struct {
     float *logits, *logprobs, *seq, loss, *grads;   // grads: the flat gradient buffer, host copy
 } DumpOut;
 
-// What `sprec dump` computes (host/cmd_dump.c), on model m and batch b.
+// What `sprec dump` computes (host/cli/cmd_dump.c), on model m and batch b.
 static void dump(Model *m, const Batch *b, DumpOut *o) {
     const int B = b->B, T = b->T, V = m->cfg.vocab_size;
     const int n = model_forward(m, b, 1);

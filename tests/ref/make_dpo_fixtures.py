@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference fixture for the DPO objective (host/dpo.c, docs/dpo.md).
+"""PyTorch reference fixture for the DPO objective (host/train/dpo.c, docs/dpo.md).
 
 Builds a tiny random LlamaForCausalLM (the same builder and float64 treatment as tests/ref/make_fixtures.py), a batch
 of preference pairs, and reference log-probs from a DIFFERENT model (a small random perturbation of the policy), then

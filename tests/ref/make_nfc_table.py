@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes host/tokenizer_nfc_data.c: the Unicode tables NFC needs (tokenizer normalizer "NFC", Qwen2),
+"""Writes host/tokenizer/tokenizer_nfc_data.c: the Unicode tables NFC needs (tokenizer normalizer "NFC", Qwen2),
 from Python's unicodedata (its Unicode version is recorded in the file). Tables:
   nfc_ccc[]     cp << 8 | canonical combining class, for every cp with class != 0, sorted
   nfc_decomp[]  {cp, a, b}: canonical decomposition of cp into a (b) — one level, b = 0 for singletons

@@ -6,13 +6,13 @@
 #include <math.h>
 #include <string.h>
 #include "tests.h"
-#include "../../host/act.h"
-#include "../../host/checkpoint.h"
-#include "../../host/generate.h"
-#include "../../host/model.h"
-#include "../../host/optimizer.h"
-#include "../../host/rng.h"
-#include "../../kernels/cpu/checked.h"
+#include "model/act.h"
+#include "io/checkpoint.h"
+#include "gen/generate.h"
+#include "model/model.h"
+#include "model/optimizer.h"
+#include "base/rng.h"
+#include "kernels/cpu/checked.h"
 #include <stddef.h>
 
 #define TMP "build/test-tmp/bf16"

@@ -4,7 +4,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "tests.h"
-#include "../../host/h5io.h"
+#include "base/h5io.h"
 
 #define TMP "build/test-tmp/err"
 

@@ -8,7 +8,7 @@
 #include <sys/wait.h>
 #include <glob.h>
 #include "tests.h"
-#include "../../host/config.h"
+#include "io/config.h"
 
 
 // Writes text to a new temporary .ini file; path receives its name.

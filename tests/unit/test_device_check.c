@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "tests.h"
-#include "../../kernels/cpu/checked.h"
+#include "kernels/cpu/checked.h"
 
 #define TMP "build/test-tmp/dc"
 

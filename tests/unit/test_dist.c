@@ -1,11 +1,11 @@
-// host/dist.h: the shares of every rank tile [0, n) contiguously in rank order
+// host/base/dist.h: the shares of every rank tile [0, n) contiguously in rank order
 // with sizes differing by at most one, for any world size (including more ranks
 // than items); the single-process world is rank 0 of 1 and its combines are the
 // identity.
 #include <stdlib.h>
 #include <string.h>
 #include "tests.h"
-#include "../../host/dist.h"
+#include "base/dist.h"
 
 static void test_dist_shares(void **state) {
     (void)state;

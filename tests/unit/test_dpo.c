@@ -1,4 +1,4 @@
-// DPO objective (host/dpo.c): against a PyTorch float64 reference on a tiny
+// DPO objective (host/train/dpo.c): against a PyTorch float64 reference on a tiny
 // Llama (tests/ref/dpo, made by tests/ref/make_dpo_fixtures.py), the
 // reference == policy identity (loss log 2), the gradient weights against
 // finite differences, the stability of the log-sigmoid at extreme margins, and
@@ -7,12 +7,12 @@
 #include <stdio.h>
 #include <string.h>
 #include "tests.h"
-#include "../../host/dpo.h"
-#include "../../host/dataset.h"
-#include "../../host/checkpoint.h"
-#include "../../host/h5io.h"
-#include "../../host/optimizer.h"
-#include "../../host/rng.h"
+#include "train/dpo.h"
+#include "io/dataset.h"
+#include "io/checkpoint.h"
+#include "base/h5io.h"
+#include "model/optimizer.h"
+#include "base/rng.h"
 
 #define DPO_DIR "tests/ref/dpo"
 #define TOLERANCE 1e-4

@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 #include "tests.h"
-#include "../../host/h5io.h"
-#include "../../host/recdata.h"
+#include "base/h5io.h"
+#include "rec/recdata.h"
 
 #define TMP "build/test-tmp"
 

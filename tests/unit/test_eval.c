@@ -7,8 +7,8 @@
 #include <string.h>
 #include <cJSON.h>
 #include "tests.h"
-#include "../../host/recdata.h"
-#include "../../host/metrics.h"
+#include "rec/recdata.h"
+#include "rec/metrics.h"
 
 #define TMP "build/test-tmp/eval"
 #define N_ITEMS 30

@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 #include "tests.h"
-#include "../../host/generate.h"
-#include "../../host/sampler.h"
-#include "../../host/rng.h"
+#include "gen/generate.h"
+#include "gen/sampler.h"
+#include "base/rng.h"
 
 // ---- helpers -------------------------------------------------------------------
 
@@ -708,7 +708,7 @@ static void test_gen_select_ops(void **state) {
     RankedTok *all = malloc(sizeof(RankedTok) * V);
     for (int n = 0; n < N; n++) {
         const float *row = x + (size_t)n * V;
-        // exactly host/sampler.c's logsumexp; and a naive double reference
+        // exactly host/gen/sampler.c's logsumexp; and a naive double reference
         assert_memory_equal(&lse[n], &lse0[n], sizeof(double));
         const double want = logsumexp(row, V);
         assert_memory_equal(&lse[n], &want, sizeof(double));

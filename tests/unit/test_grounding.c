@@ -1,4 +1,4 @@
-// The unconstrained mode (host/grounding.h, docs/eval.md): the mean-pooled
+// The unconstrained mode (host/rec/grounding.h, docs/eval.md): the mean-pooled
 // embedding against the model's own head (e @ W^T = mean of the logits), the
 // L2 ranking against a brute-force one, a generated title equal to a catalogue
 // title at distance 0, and `sprec eval --eval.mode=unconstrained` with the
@@ -9,8 +9,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "tests.h"
-#include "../../host/grounding.h"
-#include "../../host/h5io.h"
+#include "rec/grounding.h"
+#include "base/h5io.h"
 
 #define TMP "build/test-tmp/grounding"
 

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "tests.h"
-#include "../../host/h5io.h"
+#include "base/h5io.h"
 
 
 // Under -fsanitize=address: HDF5 itself leaks a few bytes on some corrupt-file

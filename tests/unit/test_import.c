@@ -8,11 +8,11 @@
 #include <stdio.h>
 #include <string.h>
 #include "tests.h"
-#include "../../host/checkpoint.h"
-#include "../../host/device.h"
-#include "../../host/gguf.h"
-#include "../../host/h5io.h"
-#include "../../host/safetensors.h"
+#include "io/checkpoint.h"
+#include "model/device.h"
+#include "io/gguf.h"
+#include "base/h5io.h"
+#include "io/safetensors.h"
 
 #define FIX "tests/ref/import"
 #define TMP "build/test-tmp/import"

@@ -8,12 +8,12 @@
 #include <stdio.h>
 #include <string.h>
 #include "tests.h"
-#include "../../host/lora.h"
-#include "../../host/checkpoint.h"
-#include "../../host/optimizer.h"
-#include "../../host/device.h"
-#include "../../host/rng.h"
-#include "../../host/h5io.h"
+#include "model/lora.h"
+#include "io/checkpoint.h"
+#include "model/optimizer.h"
+#include "model/device.h"
+#include "base/rng.h"
+#include "base/h5io.h"
 
 #define TMP "build/test-tmp"
 

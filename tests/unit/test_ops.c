@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "tests.h"
-#include "../../kernels/backend.h"
-#include "../../kernels/cpu/cpu_ops.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_ops.h"
 
 // ---- helpers -------------------------------------------------------------
 

@@ -5,8 +5,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "tests.h"
-#include "../../host/recdata.h"
-#include "../../host/tokenizer.h"
+#include "rec/recdata.h"
+#include "tokenizer/tokenizer.h"
 
 #define TMP "build/test-tmp/prep"
 #define REAL_GOODREADS "../shared/data/goodreads"

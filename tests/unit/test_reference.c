@@ -10,8 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 #include "tests.h"
-#include "../../host/checkpoint.h"
-#include "../../host/h5io.h"
+#include "io/checkpoint.h"
+#include "base/h5io.h"
 
 #define FIXTURES "tests/ref/fixtures"
 #define TOLERANCE 1e-4

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include "tests.h"
-#include "../../host/checkpoint.h"
-#include "../../host/h5io.h"
-#include "../../host/lora.h"
+#include "io/checkpoint.h"
+#include "base/h5io.h"
+#include "model/lora.h"
 
 #define TMP "build/test-tmp"
 

@@ -9,7 +9,7 @@
 #include <unistd.h>
 #include <cJSON.h>
 #include "tests.h"
-#include "../../host/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #define FIXDIR "tests/ref/tokenizer/"
 #define DATADIR "../shared/data/"

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "tests.h"
-#include "../../host/checkpoint.h"
-#include "../../host/h5io.h"
+#include "io/checkpoint.h"
+#include "base/h5io.h"
 
 #define TMP "build/test-tmp"
 

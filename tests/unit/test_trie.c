@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <string.h>
 #include "tests.h"
-#include "../../host/trie.h"
-#include "../../host/recommend.h"
-#include "../../host/generate.h"
-#include "../../host/rng.h"
+#include "rec/trie.h"
+#include "rec/recommend.h"
+#include "gen/generate.h"
+#include "base/rng.h"
 
 #define V_TINY 16
 

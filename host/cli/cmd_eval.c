@@ -1,0 +1,131 @@
+// sprec eval CONFIG.ini [--model CKPT] [--split test|valid] [-o DIR] [--iteration N]
+// Ranks every row of a split of [data] dataset with catalogue-constrained beam
+// search (or, with [eval] mode = unconstrained, greedy text grounded to the
+// catalogue by L2 distance of hidden states) and reports NDCG, HR, DivRatio, ORRatio, MGU, DGU (docs/eval.md):
+// OUT/topk-SPLIT.jsonl (one line per row), one line appended to
+// OUT/metrics.jsonl, and the table on stdout.
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "commands.h"
+#include "io/checkpoint.h"
+#include "model/lora.h"
+#include "model/device.h"
+#include "rec/recdata.h"
+#include "rec/evaluate.h"
+#include "base/fileio.h"
+#include "kernels/errors.h"
+
+#define MAX_KS 16
+
+
+int cmd_eval(int argc, char **argv) {
+    if (cli_has_flag(argc, argv, "--help")) {
+        printf("usage: sprec eval CONFIG.ini [--model CKPT.h5] [--split test|valid] [-o DIR] [--iteration N]\n"
+               "         [--device cpu|cpu-bf16|cuda] [--section.key=value ...]\n"
+               "Ranks every row of a split of [data] dataset (prepared with the model's tokenizer) by\n"
+               "catalogue-constrained beam search ([eval] mode = unconstrained: one greedy title per row, items\n"
+               "ranked by L2 distance of mean-pooled hidden states, catalogue embeddings cached in the dataset\n"
+               "file) and computes NDCG, HR, DivRatio, ORRatio, MGU and DGU at each K (docs/eval.md). Writes\n"
+               "DIR/topk-SPLIT.jsonl (one line per row), appends one line to DIR/metrics.jsonl (label [eval]\n"
+               "label, iteration N or null) and prints the table.\n"
+               "  --model    overrides [eval] model;  --split overrides [eval] split;  -o overrides [eval] out_dir\n\n"
+               "keys ([eval] section; all keys: docs/config.md):\n");
+        char line[512];
+        FILE *mem = fmemopen(NULL, 1 << 16, "w+");
+        check(mem != NULL, "fmemopen failed");
+        config_print_help(mem);
+        rewind(mem);
+        while (fgets(line, sizeof line, mem)) if (strstr(line, "[eval] ")) fputs(line, stdout);
+        fclose(mem);
+        return 0;
+    }
+    Config cfg;
+    char *config_path;
+    static const char *const flags[] = {"--model=", "--split=", "-o=", "--iteration=", "--device=", NULL};
+    cli_load_config(&cfg, argc, argv, "eval", flags, &config_path);
+    const char *model_path = cli_flag_value(argc, argv, "--model");
+    if (!model_path) model_path = cfg.eval.model;
+    if (!*model_path) fail("sprec eval: no model (set [eval] model or give --model CKPT.h5)");
+    const char *split = cli_flag_value(argc, argv, "--split");
+    if (!split) split = cfg.eval.split;
+    if (strcmp(split, "test") && strcmp(split, "valid"))
+        fail("sprec eval: --split '%s': must be test or valid", split);
+    const char *out_dir = cli_flag_value(argc, argv, "-o");
+    if (!out_dir) out_dir = *cfg.eval.out_dir ? cfg.eval.out_dir : cfg.run.out_dir;
+    if (!*out_dir) fail("sprec eval: no output folder (set [eval] out_dir or [run] out_dir, or give -o DIR)");
+    int iteration = -1;
+    const char *it = cli_flag_value(argc, argv, "--iteration");
+    if (it) {
+        char *end;
+        errno = 0;
+        long v = strtol(it, &end, 10);
+        if (end == it || *end || errno || v < 0 || v > INT_MAX) fail("sprec eval: --iteration '%s' must be an integer >= 0", it);
+        iteration = (int)v;
+    }
+    int ks[MAX_KS];
+    char err[256];
+    const int n_ks = evaluate_parse_ks(cfg.eval.ks, ks, MAX_KS, err, sizeof err);
+    if (!n_ks) fail("%s: [eval] ks: %s", config_path, err);
+    if (!*cfg.data.dataset) fail("sprec eval: no dataset (set [data] dataset)");
+
+    RecData d;
+    recdata_load(&d, cfg.data.dataset);
+    for (int i = 0; i < n_ks; i++) metrics_check_k(ks[i], d.n_items);   // before the model is loaded
+    if (!d.tokenized)
+        fail("%s was prepared without a tokenizer: prepare it with [data] tokenizer = the model's checkpoint to "
+             "evaluate", cfg.data.dataset);
+
+    const Backend *be = backend_select(cfg.run.device);
+    set_threads(cfg.run.threads);
+    ModelConfig mc;
+    checkpoint_read_config(model_path, &mc);
+    Model m;
+    model_create(&m, &mc, be);
+    checkpoint_load(model_path, &m, NULL, NULL);
+    if (m.lora) model_merge_lora(&m);   // generation runs on the merged weights
+
+    make_dirs(out_dir);
+    char topk_path[4096], tmp_path[4200], metrics_path[4096], cfg_out[4096];
+    snprintf(topk_path, sizeof topk_path, "%s/topk-%s.jsonl", out_dir, split);
+    snprintf(tmp_path, sizeof tmp_path, "%s.tmp", topk_path);
+    snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", out_dir);
+    snprintf(cfg_out, sizeof cfg_out, "%s/eval-config.ini", out_dir);
+    FILE *cf = fopen(cfg_out, "w");
+    if (!cf) fail("cannot write %s: %s", cfg_out, strerror(errno));
+    config_write(&cfg, cf);
+    fclose(cf);
+
+    const RecSplit *sp = &d.split[strcmp(split, "test") == 0 ? SPLIT_TEST : SPLIT_VALID];
+    const int n_rows = cfg.eval.max_rows > 0 && cfg.eval.max_rows < sp->n ? cfg.eval.max_rows : sp->n;
+    int max_k = 0;
+    for (int i = 0; i < n_ks; i++) if (ks[i] > max_k) max_k = ks[i];
+    char how[64];
+    if (cfg.eval.mode == EVAL_UNCONSTRAINED) snprintf(how, sizeof how, "unconstrained (greedy + L2 grounding)");
+    else snprintf(how, sizeof how, "beams %d", cfg.eval.beams > max_k ? cfg.eval.beams : max_k);
+    fprintf(stderr, "eval: %s on %s split '%s' (%d of %d rows, %d items) | K = %s | %s | model %s\n",
+            model_path, cfg.data.dataset, split, n_rows, sp->n, d.n_items, cfg.eval.ks, how,
+            m.lora ? "with LoRA merged" : "as is");
+
+    FILE *topk = fopen(tmp_path, "w");
+    if (!topk) fail("cannot write %s: %s", tmp_path, strerror(errno));
+    Metrics met[MAX_KS];
+    evaluate_split_mode(&m, &d, split, ks, n_ks, cfg.eval.beams, cfg.eval.batch, cfg.eval.max_rows, cfg.eval.mode,
+                        cfg.data.dataset, topk, met);
+    if (fclose(topk) != 0) fail("cannot write %s: %s", tmp_path, strerror(errno));
+    if (rename(tmp_path, topk_path) != 0) { unlink(tmp_path); fail("cannot rename %s to %s", tmp_path, topk_path); }
+
+    FILE *mf = fopen(metrics_path, "a");
+    if (!mf) fail("cannot write %s: %s", metrics_path, strerror(errno));
+    metrics_write_jsonl(mf, cfg.eval.label, iteration, met, n_ks);
+    if (fclose(mf) != 0) fail("cannot write %s: %s", metrics_path, strerror(errno));
+
+    metrics_print_table(stdout, cfg.eval.label, met, n_ks);
+    printf("eval: wrote %s, appended to %s\n", topk_path, metrics_path);
+    model_free(&m);
+    recdata_free(&d);
+    return 0;
+}

@@ -1,0 +1,122 @@
+// sprec export CKPT.h5 -o DIR [--dtype fp32|bf16]: a folder Hugging Face
+// transformers loads with AutoModelForCausalLM.from_pretrained(DIR):
+// config.json, model.safetensors and, when the checkpoint carries them,
+// tokenizer.json / tokenizer_config.json. Written into DIR.tmp and renamed, so
+// an interrupted export never leaves a half folder under DIR.
+// A LoRA checkpoint is exported merged: W += (alpha/r) B A (model_merge_lora).
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "commands.h"
+#include "io/checkpoint.h"
+#include "model/device.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+#include "kernels/errors.h"
+#include "model/lora.h"
+
+static const char *const FILES[] = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"};
+
+// 1 when path is a directory with entries, 0 when empty, -1 when absent.
+static int dir_state(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) {
+        struct stat sb;
+        if (stat(path, &sb) == 0) fail("'%s' exists and is not a directory", path);
+        return -1;
+    }
+    struct dirent *e;
+    int any = 0;
+    while ((e = readdir(d))) any |= strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return any;
+}
+
+static void write_text(const char *dir, const char *name, const char *text, size_t len) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f) fail("cannot create '%s': %s", path, strerror(errno));
+    if (fwrite(text, 1, len, f) != len || fflush(f) || fsync(fileno(f)) || fclose(f))
+        fail("cannot write '%s' (disk full?)", path);
+}
+
+int cmd_export(int argc, char **argv) {
+    if (cli_has_flag(argc, argv, "--help")) {
+        printf("usage: sprec export CKPT.h5 -o DIR [--dtype fp32|bf16]\n"
+               "Writes DIR/config.json (LlamaForCausalLM, or Qwen2ForCausalLM with q/k/v bias),\n"
+               "DIR/model.safetensors (fp32 by default; bf16 rounds to nearest even) and the checkpoint's\n"
+               "tokenizer.json / tokenizer_config.json. LoRA adapters in the checkpoint are merged into\n"
+               "the weights. DIR must not exist or be empty.\n");
+        return 0;
+    }
+    const char *ckpt = NULL, *dir = cli_flag_value(argc, argv, "-o"), *dtype = cli_flag_value(argc, argv, "--dtype");
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-o") || !strcmp(argv[i], "--dtype")) { i++; continue; }
+        if (!strncmp(argv[i], "-o=", 3) || !strncmp(argv[i], "--dtype=", 8)) continue;
+        if (argv[i][0] == '-') fail("sprec export: unknown argument '%s' (see sprec export --help)", argv[i]);
+        if (ckpt) fail("sprec export: one CKPT only (got '%s' and '%s')", ckpt, argv[i]);
+        ckpt = argv[i];
+    }
+    if (!ckpt || !dir) fail("sprec export: needs CKPT.h5 -o DIR");
+    if (!dtype) dtype = "fp32";
+    if (strcmp(dtype, "fp32") && strcmp(dtype, "bf16")) fail("sprec export: --dtype must be fp32 or bf16 (got '%s')", dtype);
+    const int bf16 = !strcmp(dtype, "bf16");
+    const int state = dir_state(dir);
+    if (state == 1) fail("'%s' exists and is not empty; refusing to overwrite it", dir);
+
+    ModelConfig c;
+    checkpoint_read_config(ckpt, &c);
+    Model m;
+    model_create(&m, &c, backend_select("cpu"));
+    checkpoint_load(ckpt, &m, NULL, NULL);
+    const int merged = m.lora != NULL;
+    if (merged) model_merge_lora(&m);   // the exported weights are the adapted model
+
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", dir) >= sizeof tmp - 64) fail("path too long: '%s'", dir);
+    if (dir_state(tmp) >= 0) {   // a stale DIR.tmp from an interrupted export: remove what we write there
+        for (size_t i = 0; i < sizeof FILES / sizeof FILES[0]; i++) {
+            char p[4200];
+            snprintf(p, sizeof p, "%s/%s", tmp, FILES[i]);
+            unlink(p);
+        }
+        if (rmdir(tmp) != 0) fail("cannot remove the stale '%s': %s", tmp, strerror(errno));
+    }
+    if (mkdir(tmp, 0755) != 0) fail("cannot create '%s': %s", tmp, strerror(errno));
+
+    char *cfg = hf_config_write(&c, bf16 ? "bfloat16" : "float32");
+    write_text(tmp, "config.json", cfg, strlen(cfg));
+    free(cfg);
+    const char **names = xmalloc((size_t)m.n_params * sizeof *names);
+    int *ranks = xmalloc((size_t)m.n_params * sizeof *ranks);
+    long (*shapes)[2] = xmalloc((size_t)m.n_params * sizeof *shapes);
+    float **data = xmalloc((size_t)m.n_params * sizeof *data);
+    for (int i = 0; i < m.n_params; i++) {
+        const ParamInfo *p = &m.table[i];
+        names[i] = p->name;
+        ranks[i] = p->rank;
+        shapes[i][0] = p->shape[0];
+        shapes[i][1] = p->shape[1];
+        data[i] = xmalloc(p->numel * sizeof(float));
+        m.be->download(data[i], m.params + p->offset, p->numel * sizeof(float));
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+    st_write(path, m.n_params, names, ranks, (const long (*)[2])shapes, (const float *const *)data, bf16);
+    for (int i = 0; i < m.n_params; i++) free(data[i]);
+    free(data); free(names); free(ranks); free(shapes);
+    if (m.tokenizer_json) write_text(tmp, "tokenizer.json", m.tokenizer_json, m.tokenizer_json_len);
+    if (m.tokenizer_config_json)
+        write_text(tmp, "tokenizer_config.json", m.tokenizer_config_json, m.tokenizer_config_json_len);
+
+    if (state == 0 && rmdir(dir) != 0) fail("cannot replace the empty '%s': %s", dir, strerror(errno));
+    if (rename(tmp, dir) != 0) fail("cannot rename '%s' to '%s': %s", tmp, dir, strerror(errno));
+    printf("export: %s -> %s (%s, %d tensors, tokenizer %s%s)\n", ckpt, dir, dtype, m.n_params,
+           m.tokenizer_json ? "included" : "none", merged ? ", LoRA merged" : "");
+    model_free(&m);
+    return 0;
+}

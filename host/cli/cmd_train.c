@@ -1,0 +1,40 @@
+// sprec train CONFIG.ini [--resume] [--stop-at N]
+#include <stdlib.h>
+#include <string.h>
+#include "commands.h"
+#include "train/train_sft.h"
+#include "train/train_dpo.h"
+#include "train/train_sprec.h"
+#include "kernels/errors.h"
+
+int cmd_train(int argc, char **argv) {
+    if (cli_has_flag(argc, argv, "--help")) {
+        printf("usage: sprec train CONFIG.ini [--resume] [--stop-at STEP] [--device cpu|cpu-bf16|cuda] [--section.key=value ...]\n"
+               "Supervised fine-tuning on [data] train (a token file) or, when that is empty, on the [sft] split of\n"
+               "the prepared dataset [data] dataset (docs/training.md); LoRA with [lora] enabled = true.\n"
+               "[train] method = dpo: DPO on pairs of the dataset's train rows ([dpo] keys); also writes pairs.h5.\n"
+               "[train] method = sprec: the SPRec self-play loop ([sprec] keys; --stop-at counts iterations).\n"
+               "Writes run.out_dir/config.ini (resolved), train_log.jsonl (one line per step) and\n"
+               "checkpoint.h5 (every train.ckpt_every steps and at the end).\n"
+               "  --resume        continue from run.out_dir/checkpoint.h5 (model, optimizer, data order)\n"
+               "  --stop-at STEP  stop after STEP with a checkpoint, as an interrupted run would\n\nconfig keys:\n");
+        config_print_help(stdout);
+        return 0;
+    }
+    static const char *const flags[] = {"--resume", "--stop-at=", "--device=", NULL};
+    Config cfg;
+    char *path;
+    cli_load_config(&cfg, argc, argv, "train", flags, &path);
+    int stop_at = 0;
+    const char *s = cli_flag_value(argc, argv, "--stop-at");
+    if (s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (*end || v < 1 || v > 1000000000) fail("sprec train: --stop-at needs a positive step number, got '%s'", s);
+        stop_at = (int)v;
+    }
+    if (strcmp(cfg.train.method, "sprec") == 0) sprec_train(&cfg, cli_has_flag(argc, argv, "--resume"), stop_at);
+    else if (strcmp(cfg.train.method, "dpo") == 0) dpo_train(&cfg, cli_has_flag(argc, argv, "--resume"), stop_at);
+    else sft_train(&cfg, cli_has_flag(argc, argv, "--resume"), stop_at);
+    return 0;
+}

@@ -1,0 +1,540 @@
+// Checkpoints: the layout is documented in docs/checkpoint.md. Saving goes to
+// PATH.tmp and is renamed over PATH only after the data is on disk; loading
+// checks that the file holds exactly the model's tensors with the model's shapes.
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+#include <unistd.h>
+#include "checkpoint.h"
+#include "base/h5io.h"
+#include "kernels/errors.h"
+#include "model/lora.h"
+
+#define CKPT_FORMAT "sprec-checkpoint"
+#define CKPT_VERSION 1
+
+// ModelConfig <-> /config attributes, one row per field, so save, load,
+// compare and info cannot drift apart. rope_scaling is a string, done apart.
+typedef struct { const char *name; int is_float; size_t off; } CfgField;
+#define CI(f) { #f, 0, offsetof(ModelConfig, f) }
+#define CF(f) { #f, 1, offsetof(ModelConfig, f) }
+static const CfgField CFG[] = {
+    CI(vocab_size), CI(dim), CI(n_layers), CI(n_heads), CI(n_kv_heads), CI(head_dim), CI(ffn_dim),
+    CI(max_seq_len), CI(tie_embeddings), CI(qkv_bias), CI(rope_original_max_pos),
+    CF(rope_theta), CF(rms_eps), CF(rope_factor), CF(rope_low_freq_factor), CF(rope_high_freq_factor),
+};
+#define N_CFG ((int)(sizeof CFG / sizeof CFG[0]))
+static const char *ROPE_SCALING[] = {"none", "llama3"};
+static const char *rope_name(int v) { return v == 0 || v == 1 ? ROPE_SCALING[v] : "(invalid)"; }
+
+static int *cfg_int(ModelConfig *c, const CfgField *f) { return (int *)((char *)c + f->off); }
+static float *cfg_float(ModelConfig *c, const CfgField *f) { return (float *)((char *)c + f->off); }
+
+// ---- saving -----------------------------------------------------------------
+
+// The temporary file being written; removed if the process exits before the
+// rename (every error path ends in exit via fail()).
+static char pending_tmp[PATH_MAX];
+static void remove_pending_tmp(void) {
+    if (pending_tmp[0]) unlink(pending_tmp);
+}
+
+static void fsync_path(const char *path, int dir) {
+    int fd = open(path, dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+    if (fd < 0) fail("cannot open '%s' to sync it: %s", path, strerror(errno));
+    // some file systems cannot sync a directory (EINVAL); the rename is still atomic there
+    if (fsync(fd) < 0 && !(dir && (errno == EINVAL || errno == ENOTSUP)))
+        fail("cannot sync '%s' to disk: %s", path, strerror(errno));
+    close(fd);
+}
+
+static void write_config(hid_t f, const ModelConfig *c) {
+    hid_t g = h5_group(f, "config");
+    ModelConfig cc = *c;
+    for (int i = 0; i < N_CFG; i++) {
+        if (CFG[i].is_float) h5_attr_write_f64(g, CFG[i].name, *cfg_float(&cc, &CFG[i]));
+        else h5_attr_write_i64(g, CFG[i].name, *cfg_int(&cc, &CFG[i]));
+    }
+    check(c->rope_scaling == 0 || c->rope_scaling == 1, "bad rope_scaling %d", c->rope_scaling);
+    h5_attr_write_str(g, "rope_scaling", rope_name(c->rope_scaling));
+    check(H5Gclose(g) >= 0, "H5Gclose failed");
+}
+
+// Writes one flat device buffer laid out like a parameter table (params or a
+// moment) as named tensors under group name, staging each tensor through host.
+static void save_table(hid_t f, const char *name, const Backend *be, const ParamInfo *table, int count,
+                       const float *flat, float *host) {
+    hid_t g = h5_group(f, name);
+    for (int i = 0; i < count; i++) {
+        const ParamInfo *p = &table[i];
+        long dims[MAX_PARAM_RANK];
+        for (int r = 0; r < p->rank; r++) dims[r] = p->shape[r];
+        be->download(host, flat + p->offset, p->numel * sizeof(float));
+        h5_write_f32(g, p->name, p->rank, dims, host);
+    }
+    check(H5Gclose(g) >= 0, "H5Gclose failed");
+}
+
+static void save_tensors(hid_t f, const char *name, const Model *m, const float *flat, float *host) {
+    save_table(f, name, m->be, m->table, m->n_params, flat, host);
+}
+
+// /lora: the adapter config as attributes (see docs/checkpoint.md)
+static void write_lora_config(hid_t f, const LoraConfig *c) {
+    char targets[64];
+    hid_t g = h5_group(f, "lora");
+    h5_attr_write_i64(g, "rank", c->rank);
+    h5_attr_write_f64(g, "alpha", c->alpha);
+    h5_attr_write_f64(g, "dropout", c->dropout);
+    lora_targets_str(c->targets, targets, sizeof targets);
+    h5_attr_write_str(g, "targets", targets);
+    h5_attr_write_u64v(g, "seed", &c->seed, 1);
+    check(H5Gclose(g) >= 0, "H5Gclose failed");
+}
+
+
+// ---- tokenizer text ---------------------------------------------------------
+
+// A file's text as a 1-D uint8 dataset (bytes verbatim, no NUL), chunked with the
+// Fletcher-32 filter like the tensors, so a flipped byte is caught on load.
+static void write_text(hid_t g, const char *name, const char *text, size_t len) {
+    hsize_t dims[1] = {len}, chunk[1] = {len < (1u << 20) ? (len ? len : 1) : (1u << 20)};
+    hid_t space = H5Screate_simple(1, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    check(space >= 0 && dcpl >= 0, "H5Screate/H5Pcreate failed");
+    check(H5Pset_chunk(dcpl, 1, chunk) >= 0 && H5Pset_fletcher32(dcpl) >= 0, "H5Pset_chunk failed");
+    hid_t ds = H5Dcreate2(g, name, H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (ds < 0) fail("cannot create dataset tokenizer/%s (file not writable?)", name);
+    if (len && H5Dwrite(ds, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, text) < 0)
+        fail("cannot write dataset tokenizer/%s (disk full?)", name);
+    check(H5Dclose(ds) >= 0 && H5Pclose(dcpl) >= 0 && H5Sclose(space) >= 0, "HDF5 close failed");
+}
+
+// Reads tokenizer/<name> (1-D, 1-byte integers) into a malloc'd NUL-terminated
+// string; NULL when absent.
+static char *read_text(hid_t f, const char *path, const char *name, size_t *len) {
+    char full[128];
+    snprintf(full, sizeof full, "tokenizer/%s", name);
+    *len = 0;
+    if (!h5_exists(f, full)) return NULL;
+    hid_t ds = H5Dopen2(f, full, H5P_DEFAULT);
+    if (ds < 0) fail("%s: cannot open dataset '%s' (file corrupt?)", path, full);
+    hid_t type = H5Dget_type(ds), space = H5Dget_space(ds);
+    hsize_t n = 0;
+    if (type < 0 || space < 0 || H5Tget_class(type) != H5T_INTEGER || H5Tget_size(type) != 1 ||
+        H5Sget_simple_extent_ndims(space) != 1 || H5Sget_simple_extent_dims(space, &n, NULL) != 1)
+        fail("%s: dataset '%s' must be a 1-D array of bytes", path, full);
+    char *text = xmalloc((size_t)n + 1);
+    if (n && H5Dread(ds, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, text) < 0)
+        fail("%s: dataset '%s': checksum mismatch or read error (file corrupt?)", path, full);
+    text[n] = 0;
+    check(H5Tclose(type) >= 0 && H5Sclose(space) >= 0 && H5Dclose(ds) >= 0, "HDF5 close failed");
+    *len = (size_t)n;
+    return text;
+}
+
+void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const TrainState *st) {
+    static int registered;
+    if (!registered) { check(atexit(remove_pending_tmp) == 0, "atexit failed"); registered = 1; }
+    if ((size_t)snprintf(pending_tmp, sizeof pending_tmp, "%s.tmp", path) >= sizeof pending_tmp)
+        fail("checkpoint path too long: '%s'", path);
+
+    size_t biggest = 0;
+    for (int i = 0; i < m->n_params; i++) if (m->table[i].numel > biggest) biggest = m->table[i].numel;
+    float *host = xmalloc(biggest * sizeof(float));
+    const Lora *lo = m->lora;
+
+    hid_t f = h5_create(pending_tmp);
+    h5_attr_write_str(f, "format", CKPT_FORMAT);
+    h5_attr_write_i64(f, "version", CKPT_VERSION);
+    write_config(f, &m->cfg);
+    save_tensors(f, "params", m, m->params, host);
+    if (m->tokenizer_json) {
+        hid_t g = h5_group(f, "tokenizer");
+        write_text(g, "tokenizer.json", m->tokenizer_json, m->tokenizer_json_len);
+        if (m->tokenizer_config_json)
+            write_text(g, "tokenizer_config.json", m->tokenizer_config_json, m->tokenizer_config_json_len);
+        check(H5Gclose(g) >= 0, "H5Gclose failed");
+    }
+    if (lo) {
+        write_lora_config(f, &lo->cfg);
+        save_table(f, "lora/params", m->be, lo->table, lo->n_params, lo->params, host);
+    }
+    if (opt) {
+        const size_t want = lo ? lo->numel : m->numel;
+        check(opt->numel == want, "optimizer has %zu moments for %zu trainable values", opt->numel, want);
+        hid_t g = h5_group(f, "optim");
+        h5_attr_write_i64(g, "step", opt->step);
+        h5_attr_write_f64(g, "beta1", opt->beta1);
+        h5_attr_write_f64(g, "beta2", opt->beta2);
+        h5_attr_write_f64(g, "eps", opt->eps);
+        h5_attr_write_f64(g, "weight_decay", opt->weight_decay);
+        h5_attr_write_f64(g, "grad_clip", opt->grad_clip);
+        h5_attr_write_i64(g, "decay_norms", opt->decay_norms);
+        check(H5Gclose(g) >= 0, "H5Gclose failed");
+        if (lo) {   // the base is frozen: moments of the adapters only
+            save_table(f, "lora/optim/m", m->be, lo->table, lo->n_params, opt->m, host);
+            save_table(f, "lora/optim/v", m->be, lo->table, lo->n_params, opt->v, host);
+        } else {
+            save_tensors(f, "optim/m", m, opt->m, host);
+            save_tensors(f, "optim/v", m, opt->v, host);
+        }
+    }
+    if (st) {
+        hid_t g = h5_group(f, "state");
+        h5_attr_write_i64(g, "step", st->step);
+        h5_attr_write_i64(g, "epoch", st->epoch);
+        h5_attr_write_i64(g, "epoch_pos", st->epoch_pos);
+        h5_attr_write_u64v(g, "rng", st->rng, 4);
+        h5_attr_write_f64(g, "last_loss", st->last_loss);
+        h5_attr_write_str(g, "stage", st->stage);
+        check(H5Gclose(g) >= 0, "H5Gclose failed");
+    }
+    free(host);
+    if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) fail("%s: flushing failed (disk full?)", pending_tmp);
+    h5_close(f);
+    fsync_path(pending_tmp, 0);
+    if (rename(pending_tmp, path) < 0) fail("cannot rename '%s' to '%s': %s", pending_tmp, path, strerror(errno));
+    pending_tmp[0] = 0;   // it is the real checkpoint now
+    // make the rename itself durable
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir) dir[1] = 0;
+    else if (slash) *slash = 0;
+    else strcpy(dir, ".");
+    fsync_path(dir, 1);
+}
+
+// ---- loading ----------------------------------------------------------------
+
+static int read_format(hid_t f, const char *path) {
+    char format[64];
+    if (!h5_attr_has(f, "format")) fail("%s: not a sprec checkpoint (no 'format' attribute on /)", path);
+    h5_attr_read_str(f, path, "format", format, sizeof format);
+    if (strcmp(format, CKPT_FORMAT) != 0) fail("%s: not a sprec checkpoint (format is '%s')", path, format);
+    int64_t version = h5_attr_read_i64(f, path, "version");
+    if (version > CKPT_VERSION)
+        fail("%s: checkpoint version %lld is newer than this sprec reads (%d); update sprec", path,
+             (long long)version, CKPT_VERSION);
+    if (version < 1) fail("%s: invalid checkpoint version %lld", path, (long long)version);
+    return (int)version;
+}
+
+// Reads /config without judging the values (info shows odd files too).
+static void read_config(hid_t f, const char *path, ModelConfig *c) {
+    if (!h5_exists(f, "config")) fail("%s: missing group /config", path);
+    hid_t g = h5_group(f, "config");
+    memset(c, 0, sizeof *c);
+    for (int i = 0; i < N_CFG; i++) {
+        if (CFG[i].is_float) {
+            double v = h5_attr_read_f64(g, path, CFG[i].name);
+            if (!isfinite((float)v)) fail("%s: config attribute %s = %g is not a finite float32", path, CFG[i].name, v);
+            *cfg_float(c, &CFG[i]) = (float)v;
+        } else {
+            int64_t v = h5_attr_read_i64(g, path, CFG[i].name);
+            if (v < INT_MIN || v > INT_MAX) fail("%s: config attribute %s = %lld is out of range", path, CFG[i].name,
+                                                 (long long)v);
+            *cfg_int(c, &CFG[i]) = (int)v;
+        }
+    }
+    char s[32];
+    h5_attr_read_str(g, path, "rope_scaling", s, sizeof s);
+    c->rope_scaling = -1;
+    for (int i = 0; i < 2; i++) if (strcmp(s, ROPE_SCALING[i]) == 0) c->rope_scaling = i;
+    if (c->rope_scaling < 0) fail("%s: config attribute rope_scaling = '%s' (expected 'none' or 'llama3')", path, s);
+    check(H5Gclose(g) >= 0, "H5Gclose failed");
+}
+
+void checkpoint_read_config(const char *path, ModelConfig *c) {
+    hid_t f = h5_open_read(path);
+    read_format(f, path);
+    read_config(f, path, c);
+    h5_close(f);
+    model_config_validate(c, path);
+}
+
+static void shape_str(char *buf, size_t cap, int rank, const long *dims) {
+    size_t n = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < rank && n < cap; i++) n += (size_t)snprintf(buf + n, cap - n, "%s%ld", i ? "," : "", dims[i]);
+    if (n < cap) snprintf(buf + n, cap - n, "]");
+}
+
+// Checks that group name holds exactly the model's tensors, with the model's
+// shapes, then uploads each into flat (a device buffer laid out like m->params).
+static void load_table(hid_t f, const char *path, const char *name, const Backend *be, const ParamInfo *table,
+                       int count, float *flat, float *host) {
+    if (!h5_exists(f, name)) fail("%s: missing group /%s", path, name);
+    int n;
+    char **names = h5_list(f, path, name, &n);
+    for (int i = 0; i < n; i++)
+        if (!param_find(table, count, names[i]))
+            fail("%s: unexpected tensor %s/%s (not a parameter of this model)", path, name, names[i]);
+    h5_list_free(names, n);
+
+    hid_t g = h5_group(f, name);
+    // all names and shapes first, so a mismatch fails before any slow read
+    for (int i = 0; i < count; i++) {
+        const ParamInfo *p = &table[i];
+        long dims[8], want[MAX_PARAM_RANK];
+        char have_s[128], want_s[128];
+        if (!h5_exists(g, p->name)) fail("%s: missing tensor %s/%s", path, name, p->name);
+        int rank = h5_shape(g, path, p->name, dims);
+        int ok = rank == p->rank;
+        for (int r = 0; r < p->rank; r++) {
+            want[r] = p->shape[r];
+            ok = ok && r < rank && dims[r] == want[r];
+        }
+        if (!ok) {
+            shape_str(have_s, sizeof have_s, rank, dims);
+            shape_str(want_s, sizeof want_s, p->rank, want);
+            fail("%s: %s/%s has shape %s, model expects %s", path, name, p->name, have_s, want_s);
+        }
+    }
+    for (int i = 0; i < count; i++) {
+        const ParamInfo *p = &table[i];
+        long dims[MAX_PARAM_RANK];
+        for (int r = 0; r < p->rank; r++) dims[r] = p->shape[r];
+        h5_read_f32_into(g, path, p->name, p->rank, dims, host);
+        be->upload(flat + p->offset, host, p->numel * sizeof(float));
+    }
+    check(H5Gclose(g) >= 0, "H5Gclose failed");
+}
+
+static void load_tensors(hid_t f, const char *path, const char *name, const Model *m, float *flat, float *host) {
+    load_table(f, path, name, m->be, m->table, m->n_params, flat, host);
+}
+
+// Reads /lora's attributes into c (validated).
+static void read_lora_config(hid_t f, const char *path, LoraConfig *c) {
+    hid_t g = h5_group(f, "lora");
+    char targets[128], err[160];
+    memset(c, 0, sizeof *c);
+    int64_t rank = h5_attr_read_i64(g, path, "rank");
+    if (rank < 1 || rank > INT_MAX) fail("%s: lora rank = %lld is out of range", path, (long long)rank);
+    c->rank = (int)rank;
+    c->alpha = (float)h5_attr_read_f64(g, path, "alpha");
+    c->dropout = (float)h5_attr_read_f64(g, path, "dropout");
+    h5_attr_read_str(g, path, "targets", targets, sizeof targets);
+    if (lora_parse_targets(targets, &c->targets, err, sizeof err) != 0) fail("%s: lora targets: %s", path, err);
+    h5_attr_read_u64v(g, path, "seed", &c->seed, 1);
+    check(H5Gclose(g) >= 0, "H5Gclose failed");
+    lora_config_validate(c, path);
+}
+
+// Names the first differing field of two configs, or returns 0.
+static int config_diff(const ModelConfig *a, const ModelConfig *b, char *buf, size_t cap) {
+    ModelConfig x = *a, y = *b;
+    for (int i = 0; i < N_CFG; i++) {
+        const CfgField *fl = &CFG[i];
+        if (fl->is_float && *cfg_float(&x, fl) != *cfg_float(&y, fl)) {
+            snprintf(buf, cap, "%s = %.9g in the file, %.9g in the model", fl->name, (double)*cfg_float(&x, fl),
+                     (double)*cfg_float(&y, fl));
+            return 1;
+        }
+        if (!fl->is_float && *cfg_int(&x, fl) != *cfg_int(&y, fl)) {
+            snprintf(buf, cap, "%s = %d in the file, %d in the model", fl->name, *cfg_int(&x, fl), *cfg_int(&y, fl));
+            return 1;
+        }
+    }
+    if (x.rope_scaling != y.rope_scaling) {
+        snprintf(buf, cap, "rope_scaling = %s in the file, %s in the model", rope_name(x.rope_scaling),
+                 rope_name(y.rope_scaling));
+        return 1;
+    }
+    return 0;
+}
+
+int checkpoint_load(const char *path, Model *m, AdamW *opt, TrainState *st) {
+    hid_t f = h5_open_read(path);
+    read_format(f, path);
+    ModelConfig c;
+    char diff[256];
+    read_config(f, path, &c);
+    if (config_diff(&c, &m->cfg, diff, sizeof diff)) fail("%s: config mismatch: %s", path, diff);
+
+    size_t biggest = 0;
+    for (int i = 0; i < m->n_params; i++) if (m->table[i].numel > biggest) biggest = m->table[i].numel;
+    float *host = xmalloc(biggest * sizeof(float));
+    load_tensors(f, path, "params", m, m->params, host);
+    // adapters: a LoRA checkpoint enables LoRA on a model without it (export,
+    // evaluation); a model with LoRA needs the same adapter config. A model
+    // with LoRA loading a checkpoint without /lora keeps its fresh adapters
+    // (starting LoRA training from a base model).
+    const int has_lora = h5_exists(f, "lora");
+    if (has_lora) {
+        LoraConfig lc;
+        read_lora_config(f, path, &lc);
+        if (!m->lora) model_enable_lora(m, &lc);
+        const LoraConfig *mc = &m->lora->cfg;
+        if (mc->rank != lc.rank || mc->alpha != lc.alpha || mc->dropout != lc.dropout || mc->targets != lc.targets ||
+            mc->seed != lc.seed)
+            fail("%s: LoRA config mismatch: the file has rank %d alpha %g dropout %g targets 0x%x seed %llu, the model "
+                 "rank %d alpha %g dropout %g targets 0x%x seed %llu", path, lc.rank, lc.alpha, lc.dropout, lc.targets,
+                 (unsigned long long)lc.seed, mc->rank, mc->alpha, mc->dropout, mc->targets,
+                 (unsigned long long)mc->seed);
+        const Lora *lo = m->lora;
+        size_t big = 0;
+        for (int i = 0; i < lo->n_params; i++) if (lo->table[i].numel > big) big = lo->table[i].numel;
+        if (big > biggest) { free(host); host = xmalloc(big * sizeof(float)); biggest = big; }
+        load_table(f, path, "lora/params", m->be, lo->table, lo->n_params, lo->params, host);
+    }
+    model_sync_compute(m);   // the ops read the compute copy
+    free(m->tokenizer_json);
+    free(m->tokenizer_config_json);
+    m->tokenizer_json = read_text(f, path, "tokenizer.json", &m->tokenizer_json_len);
+    m->tokenizer_config_json = read_text(f, path, "tokenizer_config.json", &m->tokenizer_config_json_len);
+
+    int has_optim = h5_exists(f, "optim");
+    if (has_optim && opt) {
+        const Lora *lo = m->lora;
+        if (lo && !has_lora)
+            fail("%s: the checkpoint has full fine-tuning optimizer state but the model trains LoRA adapters", path);
+        if (!lo && has_lora) fail("%s: internal: LoRA checkpoint loaded without adapters", path);
+        const size_t want = lo ? lo->numel : m->numel;
+        check(opt->numel == want, "optimizer has %zu moments for %zu trainable values (create it after enabling LoRA)",
+              opt->numel, want);
+        hid_t g = h5_group(f, "optim");
+        int64_t step = h5_attr_read_i64(g, path, "step");
+        if (step < 0) fail("%s: optim step = %lld is negative", path, (long long)step);
+        opt->step = (long)step;
+        check(H5Gclose(g) >= 0, "H5Gclose failed");
+        if (lo) {
+            load_table(f, path, "lora/optim/m", m->be, lo->table, lo->n_params, opt->m, host);
+            load_table(f, path, "lora/optim/v", m->be, lo->table, lo->n_params, opt->v, host);
+        } else {
+            load_tensors(f, path, "optim/m", m, opt->m, host);
+            load_tensors(f, path, "optim/v", m, opt->v, host);
+        }
+    }
+    if (st && h5_exists(f, "state")) {
+        hid_t g = h5_group(f, "state");
+        st->step = (long)h5_attr_read_i64(g, path, "step");
+        st->epoch = (long)h5_attr_read_i64(g, path, "epoch");
+        st->epoch_pos = (long)h5_attr_read_i64(g, path, "epoch_pos");
+        h5_attr_read_u64v(g, path, "rng", st->rng, 4);
+        st->last_loss = h5_attr_read_f64(g, path, "last_loss");
+        h5_attr_read_str(g, path, "stage", st->stage, sizeof st->stage);
+        check(H5Gclose(g) >= 0, "H5Gclose failed");
+    }
+    free(host);
+    h5_close(f);
+    return has_optim;
+}
+
+// ---- info -------------------------------------------------------------------
+
+// "layers.2" before "layers.10": compare digit runs as numbers.
+static int natural_cmp(const void *pa, const void *pb) {
+    const char *a = *(char *const *)pa, *b = *(char *const *)pb;
+    while (*a && *b) {
+        if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
+            char *ea, *eb;
+            unsigned long na = strtoul(a, &ea, 10), nb = strtoul(b, &eb, 10);
+            if (na != nb) return na < nb ? -1 : 1;
+            a = ea;
+            b = eb;
+        } else {
+            if (*a != *b) return (unsigned char)*a - (unsigned char)*b;
+            a++;
+            b++;
+        }
+    }
+    return (unsigned char)*a - (unsigned char)*b;
+}
+
+// Lists the tensors of a group; returns the number of elements in them.
+static size_t list_tensors(hid_t f, const char *path, const char *name, FILE *out, int verbose, int *count) {
+    int n;
+    char **names = h5_list(f, path, name, &n);
+    qsort(names, (size_t)n, sizeof *names, natural_cmp);
+    hid_t g = h5_group(f, name);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        long dims[8];
+        char s[160];
+        int rank = h5_shape(g, path, names[i], dims);
+        size_t numel = 1;
+        for (int r = 0; r < rank; r++) numel *= (size_t)dims[r];
+        total += numel;
+        shape_str(s, sizeof s, rank, dims);
+        if (verbose) fprintf(out, "  %-52s %-16s %zu\n", names[i], s, numel);
+    }
+    check(H5Gclose(g) >= 0, "H5Gclose failed");
+    h5_list_free(names, n);
+    *count = n;
+    return total;
+}
+
+void checkpoint_info(const char *path, FILE *out) {
+    hid_t f = h5_open_read(path);
+    int version = read_format(f, path);
+    ModelConfig c;
+    read_config(f, path, &c);
+    fprintf(out, "%s: %s version %d\n\nconfig:\n", path, CKPT_FORMAT, version);
+    for (int i = 0; i < N_CFG; i++) {
+        if (CFG[i].is_float) fprintf(out, "  %-24s %g\n", CFG[i].name, (double)*cfg_float(&c, &CFG[i]));
+        else fprintf(out, "  %-24s %d\n", CFG[i].name, *cfg_int(&c, &CFG[i]));
+    }
+    fprintf(out, "  %-24s %s\n", "rope_scaling", rope_name(c.rope_scaling));
+
+    int n;
+    size_t total = list_tensors(f, path, "params", out, 0, &n);
+    fprintf(out, "\nparams: %d tensors, %zu parameters (%.2f M, %.1f MiB as float32)\n", n, total, total / 1e6,
+            total * 4.0 / (1 << 20));
+    list_tensors(f, path, "params", out, 1, &n);
+
+    size_t tlen, clen;
+    char *tok = read_text(f, path, "tokenizer.json", &tlen), *tcfg = read_text(f, path, "tokenizer_config.json", &clen);
+    if (tok) fprintf(out, "\ntokenizer: tokenizer.json %zu bytes, tokenizer_config.json %s\n", tlen,
+                     tcfg ? "present" : "absent");
+    else fprintf(out, "\ntokenizer: none\n");
+    free(tok);
+    free(tcfg);
+
+    if (h5_exists(f, "lora")) {
+        LoraConfig lc;
+        char targets[64];
+        read_lora_config(f, path, &lc);
+        lora_targets_str(lc.targets, targets, sizeof targets);
+        size_t nl = list_tensors(f, path, "lora/params", out, 0, &n);
+        fprintf(out, "\nlora: rank %d, alpha %g, dropout %g, targets %s, seed %llu; %d adapter tensors, %zu parameters "
+                "(%.2f M)%s\n", lc.rank, lc.alpha, lc.dropout, targets, (unsigned long long)lc.seed, n, nl, nl / 1e6,
+                h5_exists(f, "lora/optim") ? ", with AdamW moments" : "");
+    }
+
+    if (h5_exists(f, "optim")) {
+        hid_t g = h5_group(f, "optim");
+        fprintf(out, "\noptimizer: AdamW step %lld, beta1 %g, beta2 %g, eps %g, weight_decay %g, grad_clip %g, "
+                "decay_norms %lld\n", (long long)h5_attr_read_i64(g, path, "step"), h5_attr_read_f64(g, path, "beta1"),
+                h5_attr_read_f64(g, path, "beta2"), h5_attr_read_f64(g, path, "eps"),
+                h5_attr_read_f64(g, path, "weight_decay"), h5_attr_read_f64(g, path, "grad_clip"),
+                (long long)h5_attr_read_i64(g, path, "decay_norms"));
+        check(H5Gclose(g) >= 0, "H5Gclose failed");
+        int nm = 0, nv = 0;
+        if (h5_exists(f, "optim/m")) list_tensors(f, path, "optim/m", out, 0, &nm);
+        if (h5_exists(f, "optim/v")) list_tensors(f, path, "optim/v", out, 0, &nv);
+        fprintf(out, "  moments: %d m and %d v tensors\n", nm, nv);
+    } else {
+        fprintf(out, "\noptimizer: none (model-only checkpoint)\n");
+    }
+    if (h5_exists(f, "state")) {
+        hid_t g = h5_group(f, "state");
+        char stage[64];
+        uint64_t rng[4];
+        h5_attr_read_str(g, path, "stage", stage, sizeof stage);
+        h5_attr_read_u64v(g, path, "rng", rng, 4);
+        fprintf(out, "state: stage '%s', step %lld, epoch %lld, epoch_pos %lld, last_loss %.6g\n", stage,
+                (long long)h5_attr_read_i64(g, path, "step"), (long long)h5_attr_read_i64(g, path, "epoch"),
+                (long long)h5_attr_read_i64(g, path, "epoch_pos"), h5_attr_read_f64(g, path, "last_loss"));
+        fprintf(out, "  rng: %016llx %016llx %016llx %016llx\n", (unsigned long long)rng[0],
+                (unsigned long long)rng[1], (unsigned long long)rng[2], (unsigned long long)rng[3]);
+        check(H5Gclose(g) >= 0, "H5Gclose failed");
+    } else {
+        fprintf(out, "state: none\n");
+    }
+    h5_close(f);
+}

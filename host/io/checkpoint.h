@@ -1,0 +1,33 @@
+// HDF5 checkpoints (layout in docs/checkpoint.md): model config as attributes,
+// parameters under Hugging Face names, optional AdamW moments and training
+// state. Written to PATH.tmp, flushed, then renamed, so a crash never leaves a
+// half-written file under the real name. Every dataset carries a Fletcher-32
+// checksum, so corruption is detected on load.
+#ifndef SPREC_CHECKPOINT_H
+#define SPREC_CHECKPOINT_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "model/model.h"
+#include "model/optimizer.h"
+
+typedef struct {
+    long step;                   // optimizer steps done
+    uint64_t rng[4];             // xoshiro256** state of the data order
+    long epoch, epoch_pos;       // data cursor: epoch and rows consumed in it
+    double last_loss;
+    char stage[32];              // e.g. "sft" (free text, shown by info)
+} TrainState;
+
+void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const TrainState *st);
+// Reads only the config (to create the model before loading).
+void checkpoint_read_config(const char *path, ModelConfig *c);
+// Loads parameters into an already created model of the same config; when opt/st
+// are non-NULL and present in the file, loads them too (opt: step and moments,
+// not the hyperparameters; st is left untouched when the file has no /state).
+// Returns 1 if optimizer state was present, 0 otherwise.
+int checkpoint_load(const char *path, Model *m, AdamW *opt, TrainState *st);
+// Prints a human summary (config, tensors, state) of a checkpoint.
+void checkpoint_info(const char *path, FILE *out);
+
+#endif

@@ -1,0 +1,121 @@
+// Experiment configuration: INI files (inih) with [model] [train] [data] [run]
+// sections, every key with a documented default, and --section.key=value
+// command-line overrides. Unknown keys and bad values are errors naming file:line.
+#ifndef SPREC_CONFIG_H
+#define SPREC_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "model/model.h"
+
+#define CONFIG_PATH_MAX 1024
+
+typedef struct {
+    ModelConfig model;
+    float init_std;              // model.init_std
+    uint64_t init_seed;          // model.seed
+
+    struct {
+        char method[8];               // sft | dpo | sprec
+        char init[CONFIG_PATH_MAX];   // checkpoint to start from ("" = random init)
+        float lr, min_lr;             // peak and final learning rate
+        int warmup_steps;
+        char schedule[16];            // constant | linear | cosine
+        int max_steps;                // optimizer steps; 0 = derive from epochs
+        int epochs;
+        int batch_size;               // rows per micro-batch
+        int grad_accum;               // micro-batches per optimizer step
+        float weight_decay, beta1, beta2, eps, grad_clip;   // grad_clip 0 = off
+        int decay_norms;              // also decay norm weights and biases
+        uint64_t seed;                // data order
+        int log_every, ckpt_every;    // steps; ckpt_every 0 = only at the end
+    } train;
+
+    struct {
+        char train[CONFIG_PATH_MAX];  // tokenized dataset (HDF5, docs/formats.md)
+        int shuffle;
+        // sprec prepare (docs/recdata.md)
+        char source[16];              // goodreads | movielens | synthetic
+        char dir[CONFIG_PATH_MAX];    // source folder ("" = data/goodreads or data/movielens-small)
+        char dataset[CONFIG_PATH_MAX];   // the prepared recommendation dataset (HDF5)
+        char tokenizer[CONFIG_PATH_MAX]; // checkpoint or tokenizer.json ("" = text only)
+        uint64_t seed;                // split and synthetic generator
+        int train_rows, valid_rows, test_rows;   // train 0 = all the rest
+        int history;                  // titles per prompt (movielens, synthetic)
+        int synth_items, synth_users, synth_genres;
+        float synth_zipf;             // popularity exponent
+    } data;
+
+    struct {
+        char split[8];                // train | valid | test: the group of data.dataset trained on
+        char loss_on[16];             // completion (the file's mask) | all (every position t >= 1)
+    } sft;
+
+    struct {                          // DPO trainer (docs/training.md)
+        float beta;
+        char negatives[16];           // random | popular | self
+        int n_pairs;                  // 0 = every train row
+        uint64_t seed;                // row sample and random/popular negatives
+        int log_every;                // 0 = train.log_every
+        int beams;                    // self negatives: beam width (>= 2)
+        char weighting[8];            // none | spdpo (several self negatives per prompt, weighted)
+        int spdpo_k;                  // spdpo: negatives per prompt
+    } dpo;
+
+    struct {                          // SPRec self-play loop (docs/training.md)
+        int iterations;               // T
+        int n;                        // prompts per iteration
+        float sft_lr, dpo_lr;
+        uint64_t seed;
+        int eval_rows;                // 0 = eval.max_rows
+        int eval_valid;               // also evaluate the valid split each iteration
+    } sprec;
+
+    struct {
+        int enabled;                  // train LoRA adapters (base frozen) instead of all weights
+        int rank;
+        float alpha, dropout;
+        char targets[64];             // "q,k,v,o,gate,up,down" (any subset) or "all"
+        uint64_t seed;                // adapter init and dropout masks
+    } lora;
+
+    struct {
+        char device[16];              // cpu | cuda
+        char out_dir[CONFIG_PATH_MAX];
+        int threads;                  // 0 = OpenMP default
+    } run;
+
+    struct {                          // sprec eval (docs/eval.md)
+        char model[CONFIG_PATH_MAX];  // checkpoint to evaluate
+        char split[8];                // test | valid
+        char ks[64];                  // "1,5,10"
+        int mode;                     // EvalMode (host/rec/evaluate.h): 0 constrained, 1 unconstrained
+        int beams;                    // beam width (at least max K is used)
+        int batch;                    // prompts per generate() call
+        int max_rows;                 // 0 = every row of the split
+        char out_dir[CONFIG_PATH_MAX];   // "" = run.out_dir
+        char label[64];               // label of the metrics.jsonl line
+    } eval;
+} Config;
+
+void config_defaults(Config *c);
+// Parse an INI file into c (on top of whatever c holds). Exits with
+// "FILE:LINE: ..." on unknown sections/keys or malformed values.
+void config_load(Config *c, const char *path);
+// Apply one "section.key=value" override (without the leading "--").
+// Returns 0 if arg does not look like an override (no '.' before '='), 1 if applied;
+// exits on an unknown key or a bad value.
+int config_override(Config *c, const char *arg);
+// Fill in derived values: head_dim = dim / n_heads when head_dim is 0.
+// Idempotent; config_validate calls it.
+void config_resolve(Config *c);
+// Call once after the file and all overrides are applied: resolves derived
+// values (config_resolve), then checks every value's range and the cross-field
+// constraints (model_config_validate, min_lr <= lr, ...); fails naming `where`.
+void config_validate(Config *c, const char *where);
+// Write the resolved configuration as an INI file (every key).
+void config_write(const Config *c, FILE *f);
+// Print every key with its default and one-line description (for --help).
+void config_print_help(FILE *f);
+
+#endif

@@ -1,0 +1,19 @@
+// Hugging Face config.json <-> ModelConfig for the Llama family (Llama,
+// Qwen2, Mistral without sliding window, SmolLM...). Anything the engine
+// cannot run exactly (other architectures, biases on o_proj/MLP, sliding
+// window, rope types other than default/llama3, non-SiLU) is an error.
+#ifndef SPREC_HF_CONFIG_H
+#define SPREC_HF_CONFIG_H
+
+#include "model/model.h"
+
+// Parses config.json text; `path` names the file in messages.
+void hf_config_parse(const char *text, const char *path, ModelConfig *c);
+// config.json text for an exported model (malloc'd): LlamaForCausalLM, or
+// Qwen2ForCausalLM when qkv_bias. dtype: "float32" or "bfloat16".
+char *hf_config_write(const ModelConfig *c, const char *dtype);
+// Defaults for the llama3 rope fields when a model has no scaling (Llama 3.1's
+// values, as tests/ref/make_fixtures.py writes them).
+void hf_config_rope_defaults(ModelConfig *c);
+
+#endif

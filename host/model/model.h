@@ -1,0 +1,153 @@
+// A decoder-only Llama-family model: configuration, the parameter layout
+// (one allocation carved into tensors with Hugging Face names), and the
+// forward/backward orchestration over a Backend.
+#ifndef SPREC_MODEL_H
+#define SPREC_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "kernels/backend.h"
+
+typedef struct {
+    int vocab_size, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, max_seq_len;
+    float rope_theta, rms_eps;
+    int tie_embeddings, qkv_bias;
+    // Llama-3.1-style frequency scaling; rope_scaling = 0 (none) or 1 (llama3)
+    int rope_scaling;
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_max_pos;
+} ModelConfig;
+
+// Checks ranges and divisibility; on a problem calls fail() naming `where`.
+void model_config_validate(const ModelConfig *c, const char *where);
+
+#define MAX_PARAM_NAME 96
+#define MAX_PARAM_RANK 2
+
+typedef struct {
+    char name[MAX_PARAM_NAME];   // Hugging Face name, e.g. model.layers.3.mlp.up_proj.weight
+    int rank;                    // 1 or 2
+    int shape[MAX_PARAM_RANK];   // Hugging Face shape
+    size_t offset, numel;        // position inside the flat parameter buffer (floats)
+    int decay;                   // 1 for matrices; 0 for norms and biases
+} ParamInfo;
+
+// Per-layer views into a flat buffer laid out by the parameter table: the
+// compute copy (act elements), the fp32 master weights or the fp32 gradients.
+// void * because the element type depends on the buffer (kernels/backend.h).
+typedef struct {
+    void *ln1;                   // [C]            input_layernorm.weight
+    void *wq, *wk, *wv;          // [NH*D,C] [NKV*D,C] [NKV*D,C]
+    void *bq, *bk, *bv;          // [NH*D] [NKV*D] [NKV*D], NULL without qkv_bias
+    void *wo;                    // [C, NH*D]
+    void *ln2;                   // [C]            post_attention_layernorm.weight
+    void *wgate, *wup;           // [F, C]
+    void *wdown;                 // [C, F]
+} LayerWeights;
+
+typedef struct {
+    void *embed;                 // [V, C]
+    LayerWeights *layers;        // [n_layers]
+    void *norm;                  // [C]
+    void *lm_head;               // [V, C]; == embed when tied
+} Weights;
+
+// Parameter table of a config, in a fixed order. Caller frees with free().
+ParamInfo *model_param_table(const ModelConfig *c, int *count, size_t *total_numel);
+// Carve a flat buffer of elem_bytes-sized elements (params, grads: 4; the
+// compute copy: the backend's act_bytes) into named views. layers is allocated.
+void weights_view(Weights *w, const ModelConfig *c, const ParamInfo *table, int count, void *flat,
+                  size_t elem_bytes);
+void weights_free_view(Weights *w);
+const ParamInfo *param_find(const ParamInfo *table, int count, const char *name);
+
+// Activations kept from forward for backward, sized for a [B, T] batch.
+// void *: act elements (the backend's storage type); float *: fp32.
+typedef struct {
+    void *x;                     // [N,C] residual stream entering the layer
+    void *ln1; float *rstd1;     // [N,C] [N]
+    void *q, *k, *v;             // [N,NH*D] [N,NKV*D] [N,NKV*D], q/k after RoPE
+    void *att; float *lse;       // [N,NH*D] [B,NH,T]
+    void *x2;                    // [N,C] after the attention residual
+    void *ln2; float *rstd2;     // [N,C] [N]
+    void *gate, *up, *act;       // [N,F] each; act = silu(gate)*up
+} LayerActs;
+
+typedef struct {
+    int B, T;                    // capacity
+    LayerActs *layers;
+    void *out;                   // [N,C] residual after the last layer
+    void *lnf; float *rstdf;     // [N,C] [N] final norm output (the head input)
+    void *tmp;                   // [N,C] a branch's output before its residual add
+    float *rope_cos, *rope_sin;  // [T, D/2]
+    int *tokens, *lengths;       // device copies of the batch
+    int *rows, *targets;         // [N] head rows/targets for the current batch
+    float *head_lp, *head_lse, *head_w;   // [N]
+    int cur_B, cur_T, n_head;    // shape and head rows of the last forward
+    // backward scratch: dres, dtmp [N,C]; dwide1..3 [N, max(F, NH*D)]; dq [N,NH*D]; dk, dv [N,NKV*D]
+    float *dres, *dtmp, *dwide1, *dwide2, *dwide3, *dq, *dk, *dv;
+} Acts;
+
+typedef struct {
+    ModelConfig cfg;
+    const Backend *be;
+    ParamInfo *table; int n_params; size_t numel;
+    float *params, *grads;       // flat device buffers, numel floats each (master weights, gradients)
+    void *wc;                    // compute copy of params, numel act elements (== params when
+                                 // act_bytes is 4); refreshed by the optimizer and model_sync_compute
+    Weights w, g, master;        // views into wc (what the ops read) / grads / params
+    Acts acts; int acts_ready;
+    int n_head; int *head_pos; float *head_lp;   // host results of the last forward
+    // tokenizer.json / tokenizer_config.json text as imported (NULL when the
+    // model has none, e.g. `sprec init`); kept in the checkpoint verbatim
+    char *tokenizer_json; size_t tokenizer_json_len;
+    char *tokenizer_config_json; size_t tokenizer_config_json_len;
+    // LoRA adapters (host/model/lora.h); NULL = full fine-tuning. While set, the base
+    // parameters are frozen: model_backward leaves m->grads untouched.
+    struct Lora *lora;
+} Model;
+
+void model_create(Model *m, const ModelConfig *c, const Backend *be);   // params zeroed
+// Refreshes the compute copy (base and LoRA adapters) from the fp32 master
+// weights: call after anything but the optimizer wrote m->params (load,
+// import, init, merge, a test's perturbation).
+void model_sync_compute(Model *m);
+void model_free(Model *m);
+void acts_free(Model *m);          // activation buffers (re-made on the next forward)
+// Random init: N(0, std) for matrices and embeddings, 1 for norms, 0 for biases.
+void model_init_random(Model *m, uint64_t seed, float std);
+
+// A batch on the host: tokens [B,T] int32, mask [B,T] float, lengths [B].
+typedef struct {
+    int B, T;
+    int *tokens; float *mask; int *lengths;
+} Batch;
+
+// Forward over a batch (B*T must fit the model's context: T <= max_seq_len).
+// Scores every position (b, t) with 1 <= t < lengths[b] and, unless
+// all_positions, mask[b,t] != 0: log p(tokens[b,t] | tokens[b,<t]).
+// Returns their count n; m->head_pos[i] = b*T + t and m->head_lp[i] (host).
+int model_forward(Model *m, const Batch *batch, int all_positions);
+// Backward of loss = -sum_i weight[i] * logprob[i] over the n positions of the
+// last forward (weight_host[n]). Adds into m->grads. weight_host NULL: the
+// weights are already on the device in m->acts.head_w (dpo_step writes them
+// there with be->dpo_loss, so they never pass through the host).
+void model_backward(Model *m, const float *weight_host);
+// Full logits [B,T,V] of the last forward on this batch (debugging / dump
+// only); padded positions are 0.
+void model_logits(Model *m, const Batch *batch, float *logits_host);
+// Runs the forward over batch (no head) and writes the final-normed hidden
+// states [B,T,C] (the LM head's input, Hugging Face's last_hidden_state);
+// padded positions are 0.
+void model_hidden(Model *m, const Batch *batch, float *hidden_host);
+// Rotary cos/sin tables [P, D/2] of a config, on the host, computed exactly as
+// the training forward computes them (Hugging Face's float32 angles, Llama-3.1
+// frequency scaling when configured).
+void rope_tables_host(const ModelConfig *c, int P, float *cos_out, float *sin_out);
+// Global L2 norm of the gradient of the trainable parameters (the adapters
+// when LoRA is enabled), double accumulation.
+double model_grad_norm(Model *m);
+// Zeroes the gradient of the trainable parameters (base and adapters).
+void model_zero_grad(Model *m);
+
+#endif

@@ -1,0 +1,256 @@
+// Reading and writing recommendation dataset files (docs/recdata.md).
+// Text lists are stored as one byte array NAME (uint8, no NUL) plus
+// NAME_offsets (int32 [n+1]): string i = NAME[offsets[i] .. offsets[i+1]).
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+#include "recdata.h"
+#include "base/h5io.h"
+#include "kernels/errors.h"
+
+const char *const SPLIT_NAMES[N_SPLITS] = {"train", "valid", "test"};
+
+#define RECDATA_FORMAT "sprec-recdata"
+#define RECDATA_VERSION 1
+
+// ---- writing --------------------------------------------------------------
+
+static void write_bytes(hid_t loc, const char *name, const char *data, size_t len) {
+    hsize_t dims[1] = {len}, chunk[1] = {len < (1u << 22) ? len : (1u << 22)};
+    hid_t space = H5Screate_simple(1, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    check(space >= 0 && dcpl >= 0, "H5Screate/H5Pcreate failed");
+    if (len) check(H5Pset_chunk(dcpl, 1, chunk) >= 0 && H5Pset_fletcher32(dcpl) >= 0, "H5Pset_chunk failed");
+    else check(H5Pset_layout(dcpl, H5D_COMPACT) >= 0, "H5Pset_layout failed");
+    hid_t ds = H5Dcreate2(loc, name, H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (ds < 0) fail("cannot create dataset '%s' (file not writable?)", name);
+    if (len && H5Dwrite(ds, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+        fail("cannot write dataset '%s' (disk full?)", name);
+    check(H5Dclose(ds) >= 0 && H5Pclose(dcpl) >= 0 && H5Sclose(space) >= 0, "HDF5 close failed");
+}
+
+static void write_texts(hid_t g, const char *name, char *const *texts, int n) {
+    int *off = xmalloc((size_t)(n + 1) * sizeof(int));
+    size_t total = 0;
+    off[0] = 0;
+    for (int i = 0; i < n; i++) {
+        total += strlen(texts[i]);
+        if (total > INT_MAX) fail("%s: more than 2 GiB of text in one array", name);
+        off[i + 1] = (int)total;
+    }
+    char *buf = xmalloc(total);
+    for (int i = 0; i < n; i++) memcpy(buf + off[i], texts[i], (size_t)(off[i + 1] - off[i]));
+    write_bytes(g, name, buf, total);
+    char oname[128];
+    snprintf(oname, sizeof oname, "%s_offsets", name);
+    long dims[1] = {n + 1};
+    h5_write_i32(g, oname, 1, dims, off);
+    free(buf);
+    free(off);
+}
+
+static void write_split(hid_t f, const RecData *d, int s) {
+    const RecSplit *sp = &d->split[s];
+    hid_t g = h5_group(f, SPLIT_NAMES[s]);
+    long n1[1] = {sp->n + 1}, n[1] = {sp->n}, nh[1] = {sp->hist_offsets[sp->n]};
+    h5_write_i32(g, "history_offsets", 1, n1, sp->hist_offsets);
+    h5_write_i32(g, "history_items", 1, nh, sp->hist_items);
+    h5_write_i32(g, "target", 1, n, sp->target);
+    h5_write_i32(g, "source_row", 1, n, sp->source_row);
+    write_texts(g, "prompts", sp->prompt, sp->n);
+    write_texts(g, "completions", sp->completion, sp->n);
+    long out_t = 0, out_h = 0;
+    for (int r = 0; r < sp->n; r++) out_t += sp->target[r] < 0;
+    for (int i = 0; i < sp->hist_offsets[sp->n]; i++) out_h += sp->hist_items[i] < 0;
+    h5_attr_write_i64(g, "n_rows", sp->n);
+    h5_attr_write_i64(g, "n_target_outside", out_t);
+    h5_attr_write_i64(g, "n_history_outside", out_h);
+    if (d->tokenized) {
+        long nt[2] = {sp->n, sp->T};
+        h5_write_i32(g, "tokens", 2, nt, sp->tokens);
+        h5_write_f32(g, "mask", 2, nt, sp->mask);
+        h5_write_i32(g, "lengths", 1, n, sp->lengths);
+        h5_write_i32(g, "prompt_lengths", 1, n, sp->prompt_len);
+    }
+    check(H5Gclose(g) >= 0, "H5Gclose failed");
+}
+
+void recdata_save(const RecData *d, const char *path) {
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) fail("output path too long: '%s'", path);
+    hid_t f = h5_create(tmp);
+    h5_attr_write_str(f, "format", RECDATA_FORMAT);
+    h5_attr_write_i64(f, "version", RECDATA_VERSION);
+    h5_attr_write_str(f, "source", d->source);
+    h5_attr_write_str(f, "instruction", d->instruction);
+    h5_attr_write_i64(f, "tokenized", d->tokenized);
+    hid_t g = h5_group(f, "catalogue");
+    h5_attr_write_i64(g, "n_items", d->n_items);
+    h5_attr_write_i64(g, "n_genres", d->n_genres);
+    long ni[1] = {d->n_items}, ni1[1] = {d->n_items + 1}, ng[1] = {d->genre_offsets[d->n_items]};
+    write_texts(g, "titles", d->titles, d->n_items);
+    write_texts(g, "genre_names", d->genre_names, d->n_genres);
+    h5_write_i32(g, "genre_offsets", 1, ni1, d->genre_offsets);
+    h5_write_i32(g, "genre_ids", 1, ng, d->genre_ids);
+    h5_write_i32(g, "popularity", 1, ni, d->popularity);
+    if (d->tokenized) {
+        long nt[1] = {d->item_tok_offsets[d->n_items]};
+        h5_write_i32(g, "completion_offsets", 1, ni1, d->item_tok_offsets);
+        h5_write_i32(g, "completion_tokens", 1, nt, d->item_tok);
+    }
+    check(H5Gclose(g) >= 0, "H5Gclose failed");
+    for (int s = 0; s < N_SPLITS; s++) write_split(f, d, s);
+    h5_close(f);
+    if (rename(tmp, path) != 0) { unlink(tmp); fail("cannot rename %s to %s", tmp, path); }
+}
+
+// ---- reading --------------------------------------------------------------
+
+char *recdata_read_bytes(hid_t loc, const char *path, const char *name, long *len) {
+    *len = 0;
+    if (!h5_exists(loc, name)) return NULL;
+    hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (ds < 0) fail("%s: cannot open dataset '%s' (file corrupt?)", path, name);
+    hid_t type = H5Dget_type(ds), space = H5Dget_space(ds);
+    hsize_t n = 0;
+    if (type < 0 || space < 0 || H5Tget_class(type) != H5T_INTEGER || H5Tget_size(type) != 1 ||
+        H5Sget_simple_extent_ndims(space) != 1 || H5Sget_simple_extent_dims(space, &n, NULL) != 1 || n > INT_MAX)
+        fail("%s: dataset '%s' must be a 1-D array of bytes", path, name);
+    char *text = xmalloc((size_t)n + 1);
+    if (n && H5Dread(ds, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, text) < 0)
+        fail("%s: dataset '%s': checksum mismatch or read error (file corrupt?)", path, name);
+    text[n] = 0;
+    check(H5Tclose(type) >= 0 && H5Sclose(space) >= 0 && H5Dclose(ds) >= 0, "HDF5 close failed");
+    *len = (long)n;
+    return text;
+}
+
+// Offsets must start at 0, never decrease and end at total.
+static void check_offsets(const char *path, const char *what, const int *off, int n, long total) {
+    if (off[0] != 0) fail("%s: %s[0] = %d, must be 0", path, what, off[0]);
+    for (int i = 0; i < n; i++)
+        if (off[i + 1] < off[i]) fail("%s: %s decreases at %d", path, what, i);
+    if (off[n] != total) fail("%s: %s ends at %d but the data has %ld entries", path, what, off[n], total);
+}
+
+static char **read_texts(hid_t g, const char *path, const char *name, int n) {
+    char label[160], oname[128];
+    snprintf(oname, sizeof oname, "%s_offsets", name);
+    long len, dims[1] = {n + 1};
+    char *buf = recdata_read_bytes(g, path, name, &len);
+    if (!buf) fail("%s: dataset '%s' not found", path, name);
+    int *off = h5_read_i32(g, path, oname, 1, dims);
+    snprintf(label, sizeof label, "'%s'", oname);
+    check_offsets(path, label, off, n, len);
+    char **out = xmalloc((size_t)(n ? n : 1) * sizeof(char *));
+    for (int i = 0; i < n; i++) {
+        size_t k = (size_t)(off[i + 1] - off[i]);
+        out[i] = xmalloc(k + 1);
+        memcpy(out[i], buf + off[i], k);
+        out[i][k] = 0;
+    }
+    free(buf);
+    free(off);
+    return out;
+}
+
+static void check_ids(const char *path, const char *what, const int *ids, long n, int lo, int hi) {
+    for (long i = 0; i < n; i++)
+        if (ids[i] < lo || ids[i] >= hi) fail("%s: %s[%ld] = %d outside [%d, %d)", path, what, i, ids[i], lo, hi);
+}
+
+static void read_split(hid_t f, const char *path, RecData *d, int s) {
+    RecSplit *sp = &d->split[s];
+    const char *sn = SPLIT_NAMES[s];
+    if (!h5_exists(f, sn)) fail("%s: split '%s' not found (not a sprec prepare file?)", path, sn);
+    hid_t g = H5Gopen2(f, sn, H5P_DEFAULT);
+    if (g < 0) fail("%s: cannot open group '%s'", path, sn);
+    long dn[1] = {-1};
+    sp->target = h5_read_i32(g, path, "target", 1, dn);
+    sp->n = (int)dn[0];
+    long n1[1] = {sp->n + 1}, n[1] = {sp->n}, any[1] = {-1};
+    sp->hist_offsets = h5_read_i32(g, path, "history_offsets", 1, n1);
+    sp->hist_items = h5_read_i32(g, path, "history_items", 1, any);
+    sp->source_row = h5_read_i32(g, path, "source_row", 1, n);
+    char what[64];
+    snprintf(what, sizeof what, "%s/history_offsets", sn);
+    check_offsets(path, what, sp->hist_offsets, sp->n, any[0]);
+    snprintf(what, sizeof what, "%s/history_items", sn);
+    check_ids(path, what, sp->hist_items, any[0], -1, d->n_items);
+    snprintf(what, sizeof what, "%s/target", sn);
+    check_ids(path, what, sp->target, sp->n, -1, d->n_items);
+    sp->prompt = read_texts(g, path, "prompts", sp->n);
+    sp->completion = read_texts(g, path, "completions", sp->n);
+    if (d->tokenized) {
+        long nt[2] = {sp->n, -1};
+        sp->tokens = h5_read_i32(g, path, "tokens", 2, nt);
+        sp->T = (int)nt[1];
+        sp->mask = h5_read_f32(g, path, "mask", 2, nt);
+        sp->lengths = h5_read_i32(g, path, "lengths", 1, n);
+        sp->prompt_len = h5_read_i32(g, path, "prompt_lengths", 1, n);
+        for (int r = 0; r < sp->n; r++)
+            if (sp->prompt_len[r] < 1 || sp->prompt_len[r] > sp->lengths[r] || sp->lengths[r] > sp->T)
+                fail("%s: %s row %d: prompt length %d, length %d, T %d are inconsistent", path, sn, r,
+                     sp->prompt_len[r], sp->lengths[r], sp->T);
+    }
+    check(H5Gclose(g) >= 0, "H5Gclose failed");
+}
+
+void recdata_load(RecData *d, const char *path) {
+    memset(d, 0, sizeof *d);
+    hid_t f = h5_open_read(path);
+    char fmt[64];
+    if (!h5_attr_has(f, "format")) fail("%s: not a sprec recommendation dataset (no 'format' attribute)", path);
+    h5_attr_read_str(f, path, "format", fmt, sizeof fmt);
+    if (strcmp(fmt, RECDATA_FORMAT) != 0) fail("%s: format '%s', expected '%s'", path, fmt, RECDATA_FORMAT);
+    long version = (long)h5_attr_read_i64(f, path, "version");
+    if (version != RECDATA_VERSION) fail("%s: recdata version %ld, this build reads %d", path, version, RECDATA_VERSION);
+    h5_attr_read_str(f, path, "source", d->source, sizeof d->source);
+    h5_attr_read_str(f, path, "instruction", d->instruction, sizeof d->instruction);
+    d->tokenized = h5_attr_read_i64(f, path, "tokenized") != 0;
+    hid_t g = H5Gopen2(f, "catalogue", H5P_DEFAULT);
+    if (g < 0) fail("%s: group 'catalogue' not found", path);
+    long ni[1] = {-1};
+    d->popularity = h5_read_i32(g, path, "popularity", 1, ni);
+    d->n_items = (int)ni[0];
+    if (d->n_items < 1) fail("%s: empty catalogue", path);
+    long ni1[1] = {d->n_items + 1}, any[1] = {-1}, gn[8];
+    d->titles = read_texts(g, path, "titles", d->n_items);
+    d->genre_offsets = h5_read_i32(g, path, "genre_offsets", 1, ni1);
+    d->genre_ids = h5_read_i32(g, path, "genre_ids", 1, any);
+    if (h5_shape(g, path, "genre_names_offsets", gn) != 1) fail("%s: catalogue/genre_names_offsets is not 1-D", path);
+    d->n_genres = (int)gn[0] - 1;
+    if (d->n_genres < 0) fail("%s: catalogue/genre_names_offsets is empty", path);
+    d->genre_names = read_texts(g, path, "genre_names", d->n_genres);
+    check_offsets(path, "catalogue/genre_offsets", d->genre_offsets, d->n_items, any[0]);
+    check_ids(path, "catalogue/genre_ids", d->genre_ids, any[0], 0, d->n_genres);
+    if (d->tokenized) {
+        long nt[1] = {-1};
+        d->item_tok_offsets = h5_read_i32(g, path, "completion_offsets", 1, ni1);
+        d->item_tok = h5_read_i32(g, path, "completion_tokens", 1, nt);
+        check_offsets(path, "catalogue/completion_offsets", d->item_tok_offsets, d->n_items, nt[0]);
+    }
+    check(H5Gclose(g) >= 0, "H5Gclose failed");
+    for (int s = 0; s < N_SPLITS; s++) read_split(f, path, d, s);
+    h5_close(f);
+}
+
+static void free_texts(char **t, int n) {
+    if (!t) return;
+    for (int i = 0; i < n; i++) free(t[i]);
+    free(t);
+}
+
+void recdata_free(RecData *d) {
+    free_texts(d->titles, d->n_items);
+    free_texts(d->genre_names, d->n_genres);
+    free(d->genre_offsets); free(d->genre_ids); free(d->popularity);
+    free(d->item_tok_offsets); free(d->item_tok);
+    for (int s = 0; s < N_SPLITS; s++) {
+        RecSplit *sp = &d->split[s];
+        free(sp->hist_offsets); free(sp->hist_items); free(sp->target); free(sp->source_row);
+        free_texts(sp->prompt, sp->n);
+        free_texts(sp->completion, sp->n);
+        free(sp->tokens); free(sp->mask); free(sp->lengths); free(sp->prompt_len);
+    }
+    memset(d, 0, sizeof *d);
+}

@@ -1,0 +1,109 @@
+// The set-up shared by the trainers (train_run.h).
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include "train_run.h"
+#include "io/checkpoint.h"
+#include "base/fileio.h"
+#include "base/h5io.h"
+#include "kernels/errors.h"
+#include "base/rng.h"
+
+LoraConfig train_lora_config(const Config *cfg) {
+    LoraConfig lc = {.rank = cfg->lora.rank, .alpha = cfg->lora.alpha, .dropout = cfg->lora.dropout,
+                     .seed = cfg->lora.seed};
+    if (cfg->lora.enabled) {
+        char err[128];
+        if (lora_parse_targets(cfg->lora.targets, &lc.targets, err, sizeof err) != 0)
+            fail("[lora] targets = %s: %s", cfg->lora.targets, err);
+        lora_config_validate(&lc, "[lora]");
+    }
+    return lc;
+}
+
+void train_prepare_run_dir(const char *out_dir, int resume, char *ckpt_path, size_t cap) {
+    make_dirs(out_dir);
+    snprintf(ckpt_path, cap, "%s/checkpoint.h5", out_dir);
+    if (resume && !file_exists(ckpt_path)) fail("--resume: no checkpoint at %s", ckpt_path);
+    if (!resume && file_exists(ckpt_path))
+        fail("%s already holds a checkpoint; pass --resume to continue it or choose another run.out_dir", out_dir);
+}
+
+const char *train_create_model(const Config *cfg, const Backend *be, const LoraConfig *lc, const char *ckpt_path,
+                               int resume, Model *m) {
+    ModelConfig mc = cfg->model;
+    const char *source = resume ? ckpt_path : cfg->train.init[0] ? cfg->train.init : NULL;
+    if (source) checkpoint_read_config(source, &mc);
+    model_create(m, &mc, be);
+    // a plain checkpoint then keeps these fresh adapters; a LoRA checkpoint's
+    // adapters are continued (checkpoint_load requires its config to equal [lora])
+    if (cfg->lora.enabled) model_enable_lora(m, lc);
+    return source;
+}
+
+void train_check_resume_lora(const char *ckpt_path, int lora_enabled) {
+    hid_t f = h5_open_read(ckpt_path);
+    const int has_lora = h5_exists(f, "lora");
+    h5_close(f);
+    if (has_lora && !lora_enabled)
+        fail("%s holds LoRA adapters but [lora] enabled = false; resume with the run's own config.ini", ckpt_path);
+    if (!has_lora && lora_enabled)
+        fail("%s is a full fine-tuning run but [lora] enabled = true; resume with the run's own config.ini", ckpt_path);
+}
+
+void train_load_start(const Config *cfg, const char *source, const char *stage, Model *m, AdamW *opt) {
+    if (!source) { model_init_random(m, cfg->init_seed, cfg->init_std); return; }
+    checkpoint_load(source, m, NULL, NULL);
+    if (m->lora && !cfg->lora.enabled) {   // full fine-tuning of a LoRA run: start from the merged model
+        model_merge_lora(m);
+        adamw_free(opt, m);
+        train_optimizer(cfg, m, opt);
+        printf("%s: %s has LoRA adapters: merged into the base weights, training all weights\n", stage, source);
+    }
+}
+
+void train_optimizer(const Config *cfg, Model *m, AdamW *opt) {
+    adamw_create(opt, m, cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
+                 cfg->train.grad_clip, cfg->train.decay_norms);
+}
+
+void train_write_config(const Config *cfg) {
+    char path[CONFIG_PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/config.ini", cfg->run.out_dir);
+    FILE *f = fopen(path, "w");
+    if (!f) fail("cannot write %s: %s", path, strerror(errno));
+    config_write(cfg, f);
+    if (fclose(f) != 0) fail("cannot write %s: %s", path, strerror(errno));
+}
+
+FILE *train_open_log(const Config *cfg, const char *name, int resume) {
+    char path[CONFIG_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/%s", cfg->run.out_dir, name);
+    FILE *f = fopen(path, resume ? "a" : "w");
+    if (!f) fail("cannot write %s: %s", path, strerror(errno));
+    return f;
+}
+
+const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *lc, const char *ckpt_path,
+                        int resume, const char *stage, uint64_t seed, const char *seed_key, Model *m, AdamW *opt,
+                        TrainState *st) {
+    const char *source = train_create_model(cfg, be, lc, ckpt_path, resume, m);
+    if (resume) train_check_resume_lora(ckpt_path, cfg->lora.enabled);
+    train_optimizer(cfg, m, opt);
+    memset(st, 0, sizeof *st);
+    snprintf(st->stage, sizeof st->stage, "%s", stage);
+    // the generator state is recorded, so a resume with another seed (another
+    // data order) is caught
+    Rng seeded;
+    rng_seed(&seeded, seed);
+    memcpy(st->rng, seeded.s, sizeof st->rng);
+    if (resume) {
+        if (!checkpoint_load(ckpt_path, m, opt, st)) fail("%s has no optimizer state; cannot resume", ckpt_path);
+        if (memcmp(st->rng, seeded.s, sizeof st->rng) != 0 || strcmp(st->stage, stage) != 0)
+            fail("%s is not a '%s' run with this %s (a stage or seed mismatch); resume with the run's own config.ini",
+                 ckpt_path, stage, seed_key);
+    } else {
+        train_load_start(cfg, source, stage, m, opt);
+    }
+    return source;
+}

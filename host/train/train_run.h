@@ -1,0 +1,45 @@
+// What every trainer (SFT, DPO, SPRec) does first: read the [lora] settings,
+// prepare the run folder, and create the policy model from the resumed
+// checkpoint, train.init or [model], with LoRA enabled before any weights load
+// (so the optimizer created after holds adapter moments only).
+#ifndef SPREC_TRAIN_RUN_H
+#define SPREC_TRAIN_RUN_H
+
+#include <stdio.h>
+#include "io/config.h"
+#include "model/lora.h"
+#include "model/optimizer.h"
+#include "io/checkpoint.h"
+
+// The [lora] section as a LoraConfig; targets parsed and validated when enabled.
+LoraConfig train_lora_config(const Config *cfg);
+// Creates out_dir, writes OUT/checkpoint.h5 into ckpt_path, and refuses
+// --resume without a checkpoint or a fresh run over an existing one.
+void train_prepare_run_dir(const char *out_dir, int resume, char *ckpt_path, size_t cap);
+// Creates the model with the config of its source and enables LoRA when
+// [lora] enabled. Returns the source checkpoint (NULL = random init follows).
+const char *train_create_model(const Config *cfg, const Backend *be, const LoraConfig *lc, const char *ckpt_path,
+                               int resume, Model *m);
+// A resumed checkpoint must have LoRA adapters exactly when [lora] enabled.
+void train_check_resume_lora(const char *ckpt_path, int lora_enabled);
+// Fresh run: load the starting checkpoint (a LoRA one with LoRA off is merged
+// and all weights train: the optimizer is re-created) or initialise randomly.
+void train_load_start(const Config *cfg, const char *source, const char *stage, Model *m, AdamW *opt);
+// A fresh AdamW over what m trains, with the [train] hyperparameters.
+void train_optimizer(const Config *cfg, Model *m, AdamW *opt);
+// The start of the SFT and DPO trainers, in order: the model
+// (train_create_model, then the resume LoRA check), its optimizer, a
+// TrainState of `stage` whose rng holds the generator seeded with `seed` (the
+// key named seed_key decides the run's data order), then either the resumed
+// checkpoint (which must be a `stage` run with that seed) or the starting
+// weights (train_load_start). Returns the source checkpoint as
+// train_create_model does.
+const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *lc, const char *ckpt_path,
+                        int resume, const char *stage, uint64_t seed, const char *seed_key, Model *m, AdamW *opt,
+                        TrainState *st);
+// Writes out_dir/config.ini (the resolved config, so a run can be repeated).
+void train_write_config(const Config *cfg);
+// Opens out_dir/NAME for the run's log lines: appended to on resume, else new.
+FILE *train_open_log(const Config *cfg, const char *name, int resume);
+
+#endif

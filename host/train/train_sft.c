@@ -1,0 +1,179 @@
+// Supervised fine-tuning: minimise -sum(mask * log p) / sum(mask) over each
+// optimizer step's rows (token-weighted over the whole step, so the loss does
+// not depend on how the step is split into micro-batches), with AdamW, clipping,
+// a warm-up + decay schedule, periodic checkpoints and exact resumption.
+// Data: a token file ([data] train) or a split of a prepared recommendation
+// dataset ([data] dataset, [sft] split); loss on the mask or on the whole text
+// ([sft] loss_on); all weights or LoRA adapters ([lora]). Design: docs/training.md.
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "train_sft.h"
+#include "base/dist.h"
+#include "train_run.h"
+#include "io/checkpoint.h"
+#include "model/lora.h"
+#include "io/dataset.h"
+#include "model/device.h"
+#include "base/progress.h"
+#include "kernels/errors.h"
+#include "base/rng.h"
+#include "base/h5io.h"
+
+// The row order of an epoch depends only on (seed, epoch), so a resumed run
+// rebuilds it from the checkpointed cursor.
+static void epoch_order(int *perm, int N, uint64_t seed, long epoch, int shuffle) {
+    for (int i = 0; i < N; i++) perm[i] = i;
+    if (!shuffle) return;
+    Rng r;
+    rng_seed(&r, seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(epoch + 1)));
+    for (int i = N - 1; i > 0; i--) {
+        int j = (int)rng_below(&r, (uint64_t)i + 1);
+        int t = perm[i]; perm[i] = perm[j]; perm[j] = t;
+    }
+}
+
+
+
+double sft_step(Model *m, AdamW *opt, const Dataset *data, const int *ids, int n_ids, int batch_size,
+                uint64_t micro0, float lr, double *gnorm, double *mask_sum_out, long *tokens) {
+    double mask_sum = 0;
+    for (int i = 0; i < n_ids; i++)
+        for (int t = 0; t < data->T; t++) mask_sum += data->mask[(size_t)ids[i] * data->T + t];
+    *mask_sum_out = mask_sum;
+    if (mask_sum <= 0) return 0;
+    model_zero_grad(m);
+    double loss = 0;
+    // this rank's micro-batches of the step (the mask sum above is the whole step's)
+    const Dist *dist = dist_world();
+    int mlo, mhi;
+    dist_share(dist, (n_ids + batch_size - 1) / batch_size, &mlo, &mhi);
+    for (int mb = mlo, a = mlo * batch_size; mb < mhi; a += batch_size, mb++) {
+        Batch batch;
+        dataset_batch(data, ids + a, a + batch_size < n_ids ? batch_size : n_ids - a, &batch);
+        // dropout masks keyed by the global micro-batch index: a resumed run redraws the same ones
+        if (m->lora) lora_set_train(m, 1, micro0 + (uint64_t)mb);
+        int n = model_forward(m, &batch, 0);
+        float *w = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+        for (int i = 0; i < n; i++) {
+            w[i] = (float)(batch.mask[m->head_pos[i]] / mask_sum);
+            loss -= (double)w[i] * m->head_lp[i];
+        }
+        model_backward(m, w);
+        if (tokens) for (int b = 0; b < batch.B; b++) *tokens += batch.lengths[b];
+        free(w);
+        batch_free(&batch);
+    }
+    dist_sum_host(dist, &loss, 1);
+    *gnorm = adamw_step(opt, m, lr);
+    return loss;
+}
+
+void sft_train(const Config *cfg, int resume, int stop_at) {
+    const Backend *be = backend_select(cfg->run.device);
+    set_threads(cfg->run.threads);
+    // data: a token file wins over a split of the prepared dataset
+    const char *data_path = cfg->data.train[0] ? cfg->data.train : cfg->data.dataset;
+    const char *data_group = cfg->data.train[0] ? NULL : cfg->sft.split;
+    if (!data_path[0])
+        fail("no training data: set [data] train = TOKENS.h5 or [data] dataset = PREPARED.h5 (with [sft] split)");
+    char data_name[CONFIG_PATH_MAX + 32];
+    snprintf(data_name, sizeof data_name, "%s%s%s", data_path, data_group ? ":/" : "", data_group ? data_group : "");
+    const int loss_all = strcmp(cfg->sft.loss_on, "all") == 0;
+    const LoraConfig lc = train_lora_config(cfg);
+
+    char ckpt_path[4096];
+    train_prepare_run_dir(cfg->run.out_dir, resume, ckpt_path, sizeof ckpt_path);
+
+    // model: resumed run, a starting checkpoint, or a fresh random init
+    Model model;
+    AdamW opt;
+    TrainState st;   // the data order derives from train.seed
+    train_begin(cfg, be, &lc, ckpt_path, resume, "sft", cfg->train.seed, "train.seed", &model, &opt, &st);
+    const ModelConfig mc = model.cfg;
+
+    Dataset data;
+    dataset_load_group(&data, data_path, data_group, mc.vocab_size);
+    if (data.T > mc.max_seq_len) fail("%s: sequences of %d positions exceed the model's max_seq_len %d", data_name, data.T, mc.max_seq_len);
+    double scored_all = 0;
+    if (loss_all) scored_all = dataset_mask_all(&data);
+    else for (size_t k = 0; k < (size_t)data.N * data.T; k++) scored_all += data.mask[k];
+    const int rows_per_step = cfg->train.batch_size * cfg->train.grad_accum;
+    const int steps_per_epoch = (data.N + rows_per_step - 1) / rows_per_step;
+    const int total = cfg->train.max_steps > 0 ? cfg->train.max_steps : cfg->train.epochs * steps_per_epoch;
+    if (st.step >= total) {
+        printf("sft: checkpoint is at step %ld of %d: nothing to do\n", st.step, total);
+        goto done;
+    }
+
+    train_write_config(cfg);
+    FILE *log = train_open_log(cfg, "train_log.jsonl", resume);
+
+    printf("sft: %s | %d rows x %d positions | loss on %s (%.0f scored tokens) | %zu parameters | %d steps of %d rows "
+           "(%d x %d) | device %s\n", data_name, data.N, data.T, cfg->sft.loss_on, scored_all, model.numel, total,
+           rows_per_step, cfg->train.batch_size, cfg->train.grad_accum, be->name);
+    if (model.lora) {
+        char tg[64];
+        lora_targets_str(model.lora->cfg.targets, tg, sizeof tg);
+        printf("sft: LoRA rank %d, alpha %g, dropout %g, targets %s: %zu trainable parameters, base frozen\n",
+               model.lora->cfg.rank, model.lora->cfg.alpha, model.lora->cfg.dropout, tg, model.lora->numel);
+    }
+    if (resume) printf("sft: resuming %s at step %ld (epoch %ld, row %ld)\n", ckpt_path, st.step, st.epoch, st.epoch_pos);
+
+    int *perm = xmalloc((size_t)data.N * sizeof(int)), *ids = xmalloc((size_t)rows_per_step * sizeof(int));
+    epoch_order(perm, data.N, cfg->train.seed, st.epoch, cfg->data.shuffle);
+    double t_start = now_seconds(), t_window = t_start;
+    long tokens_window = 0, step0 = st.step;
+    double loss_window = 0;
+    int window_steps = 0;
+
+    while (st.step < total) {
+        for (int i = 0; i < rows_per_step; i++) {
+            if (st.epoch_pos == data.N) {
+                st.epoch++;
+                st.epoch_pos = 0;
+                epoch_order(perm, data.N, cfg->train.seed, st.epoch, cfg->data.shuffle);
+            }
+            ids[i] = perm[st.epoch_pos++];
+        }
+        double mask_sum, gnorm;
+        const float lr = lr_at((int)st.step, total, cfg->train.warmup_steps, cfg->train.lr, cfg->train.min_lr,
+                               cfg->train.schedule);
+        const double loss = sft_step(&model, &opt, &data, ids, rows_per_step, cfg->train.batch_size,
+                                     (uint64_t)st.step * (uint64_t)cfg->train.grad_accum, lr, &gnorm, &mask_sum,
+                                     &tokens_window);
+        if (mask_sum <= 0) fail("%s: step %ld has rows whose mask sums to 0 (no completion tokens)", data_name, st.step + 1);
+        st.step++;
+        st.last_loss = loss;
+        loss_window += loss;
+        window_steps++;
+        fprintf(log, "{\"step\": %ld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.17g, \"scored\": %.17g}\n", st.step, loss,
+                lr, gnorm, mask_sum);
+
+        const int last = st.step == total || st.step == stop_at;
+        if (st.step % cfg->train.log_every == 0 || last || st.step == step0 + 1) {
+            double t = now_seconds(), rate = tokens_window / (t - t_window + 1e-9);
+            double per_step = (t - t_start) / (double)(st.step - step0);
+            char eta[32];
+            printf("step %5ld/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | ETA %s\n", st.step, total,
+                   loss_window / window_steps, lr, gnorm, rate,
+                   fmt_duration(per_step * (double)(total - st.step), eta, sizeof eta));
+            fflush(stdout);
+            t_window = t; tokens_window = 0; loss_window = 0; window_steps = 0;
+        }
+        if (last || (cfg->train.ckpt_every > 0 && st.step % cfg->train.ckpt_every == 0)) {
+            fflush(log);
+            checkpoint_save(ckpt_path, &model, &opt, &st);
+        }
+        if (st.step == stop_at) { printf("sft: stopped at step %d as asked (--stop-at)\n", stop_at); break; }
+    }
+    fclose(log);
+    if (model.lora) lora_set_train(&model, 0, 0);
+    printf("sft: checkpoint %s (step %ld, loss %.4f)\n", ckpt_path, st.step, st.last_loss);
+    free(perm); free(ids);
+done:
+    dataset_free(&data);
+    adamw_free(&opt, &model);
+    model_free(&model);
+}
