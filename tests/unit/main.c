@@ -1,5 +1,8 @@
 // The sprec test runner: all groups in one cmocka run (one summary line).
-// SPREC_TEST_FILTER=pattern runs only the matching tests.
+// Run from the repository root after `make build/test_sprec` (which also builds the two
+// programs the tests run: build/sprec and the sanitized build/asan/sprec).
+// SPREC_TEST_FILTER=pattern runs only the tests whose name matches (cmocka's
+// filter: '*' and '?' wildcards), e.g. SPREC_TEST_FILTER='test_lora*' build/test_sprec.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +144,14 @@ void expect_error(const char *cmd, const char *needle1, const char *needle2) {
 }
 
 int main(void) {
+    // the end-to-end tests run these programs: say so once instead of failing dozens of tests
+    const char *programs[] = {"build/sprec", "build/asan/sprec"};
+    for (size_t i = 0; i < sizeof programs / sizeof programs[0]; i++)
+        if (access(programs[i], X_OK) != 0) {
+            fprintf(stderr, "test_sprec: %s is missing: run from the repository root after "
+                            "`make build/test_sprec` (or `make test`)\n", programs[i]);
+            return 1;
+        }
     size_t total = 0, k = 0;
 #define COUNT(g) total += g##_count;
     GROUPS(COUNT)
