@@ -208,12 +208,10 @@ static Tokenizer *load_tokenizer(const char *path) {
     size_t len = 0, clen = 0;
     if (ends_with(path, ".h5")) {
         hid_t f = h5_open_read(path);
-        long l = 0, cl = 0;
-        json = recdata_read_bytes(f, path, "tokenizer/tokenizer.json", &l);
+        json = h5_read_bytes(f, path, "tokenizer/tokenizer.json", &len);
         if (!json) fail("%s: the checkpoint has no tokenizer (import a model, or give a tokenizer.json)", path);
-        cfg = recdata_read_bytes(f, path, "tokenizer/tokenizer_config.json", &cl);
+        cfg = h5_read_bytes(f, path, "tokenizer/tokenizer_config.json", &clen);
         h5_close(f);
-        len = (size_t)l; clen = (size_t)cl;
     } else if (ends_with(path, ".gguf")) {
         Gguf g;
         gguf_open(&g, path);
