@@ -47,7 +47,7 @@ CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=c
 NVCCFLAGS ?= -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-fPIC -I.
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lcublas -Wl,-rpath,$(CUDA_HOME)/lib64 -lstdc++
 
-KERNEL_SRC := $(wildcard kernels/cpu/*.c)
+KERNEL_SRC := $(wildcard kernels/*.c kernels/cpu/*.c)
 HOST_SRC   := $(filter-out host/cli/main.c,$(wildcard host/*/*.c host/*/*/*.c))
 ifeq ($(CUDA),1)
 # the CUDA objects replace the stand-in backend_cuda() of kernels/cpu/no_cuda.c

@@ -1,4 +1,5 @@
-// The one interface every compute backend implements (CPU now, CUDA later).
+// The one interface every compute backend implements (the fp32 CPU reference,
+// its checked and bf16-emulating twins, CUDA), and the registry that picks one.
 // Host code reaches the math only through a Backend chosen at run time, so the
 // same model/trainer code runs on any device.
 //
@@ -307,19 +308,47 @@ static inline SPREC_HOST_DEVICE double dpo_sigmoid(double x) {
     return e / (1.0 + e);
 }
 
-// Registry (host/model/device.c picks one by name). C linkage: backend_cuda is
-// defined in CUDA C++ (kernels/cuda/backend_cuda.cu).
+// ---- the backends and their registry (kernels/registry.c) -------------------
+// C linkage: backend_cuda is defined in CUDA C++ (kernels/cuda/backend_cuda.cu).
 #ifdef __cplusplus
 extern "C" {
 #endif
+// The fp32 reference (kernels/cpu/backend_cpu.c); `--device cpu`.
 const Backend *backend_cpu(void);
 // The CPU ops with bf16 act storage (kernels/cpu/bf16_emulated.c): every act
 // input widened, the fp32 op run, every act output rounded, exactly as the
 // CUDA backend stores; `--device cpu-bf16`, the GPU's numerics on any machine.
 const Backend *backend_cpu_bf16(void);
-// backend_cuda: NULL when sprec was built without nvcc; when built with it but
-// no GPU is usable, it exits with a one-line message.
+// The CPU ops behind a wall that makes the host's device-memory mistakes fail
+// at once, as on a GPU (kernels/cpu/checked.c); `--device cpu-checked`.
+const Backend *backend_cpu_checked(void);
+// backend_cuda: NULL when sprec was built without nvcc (kernels/cpu/no_cuda.c);
+// when built with it but no GPU is usable, it exits with a one-line message.
 const Backend *backend_cuda(void);
+
+// Every backend by the name --device / run.device gives it, in the order the
+// error messages list them.
+typedef struct {
+    const char *name;
+    const Backend *(*get)(void);   // the backend; NULL when it is not in this build
+    const char *about;             // one line: what it is for
+} BackendEntry;
+extern const BackendEntry BACKENDS[];
+extern const int N_BACKENDS;
+
+// The backend called name. Exits with a one-line error listing the names when
+// there is none, or saying why when it is not in this build (cuda without nvcc).
+const Backend *backend_select(const char *name);
+
+// What a backend can do beyond the training ops every backend has: each
+// capability is a group of ops, all present or all absent (NULL).
+typedef enum {
+    BACKEND_KV_DECODE,     // KV-cache decoding: kv_alloc, rope_at_fwd, kv_write, attention_cached_fwd,
+                           // kv_gather, gather_rows
+    BACKEND_DEVICE_PICK,   // choosing tokens without downloading logits: logits_lse_topk, gather_cols
+    BACKEND_MEM_STATS,     // device memory counters: mem_stats (the CPU backends use the process RSS)
+} BackendCapability;
+int backend_supports(const Backend *be, BackendCapability cap);
 #ifdef __cplusplus
 }
 #endif

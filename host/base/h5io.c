@@ -103,6 +103,23 @@ hid_t h5_create(const char *path) {
     return f;
 }
 
+hid_t h5_open_rw(const char *path) {
+    h5_quiet();
+    int fd = open(path, O_RDWR);   // for a plain errno message (missing, permission)
+    if (fd < 0) fail("cannot open '%s' for writing: %s", path, strerror(errno));
+    close(fd);
+    hid_t fapl = file_access();
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, fapl);
+    check(H5Pclose(fapl) >= 0, "H5Pclose failed");
+    if (f < 0) fail("%s: cannot open for writing (not an HDF5 file, or in use by another process?)", path);
+    return f;
+}
+
+void h5_flush(hid_t f) {
+    char name[1024];
+    if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) fail("%s: flushing failed (disk full?)", file_of(f, NULL, name, sizeof name));
+}
+
 void h5_close(hid_t f) {
     char name[1024];
     file_of(f, NULL, name, sizeof name);
@@ -148,6 +165,18 @@ hid_t h5_group(hid_t loc, const char *name) {
                     obj_label(loc, name, lb, sizeof lb));
     return g;
 }
+
+hid_t h5_group_open(hid_t loc, const char *path, const char *name) {
+    char fb[1024], lb[1024];
+    const char *file = file_of(loc, path, fb, sizeof fb);
+    obj_label(loc, name, lb, sizeof lb);
+    if (!h5_exists(loc, name)) fail("%s: group '%s' not found", file, lb);
+    hid_t g = H5Gopen2(loc, name, H5P_DEFAULT);
+    if (g < 0) fail("%s: '%s' is not a group (file corrupt?)", file, lb);
+    return g;
+}
+
+void h5_group_close(hid_t g) { check(H5Gclose(g) >= 0, "H5Gclose failed"); }
 
 char **h5_list(hid_t loc, const char *path, const char *name, int *count) {
     char fb[1024], lb[1024];
@@ -231,6 +260,16 @@ void h5_write_f32(hid_t loc, const char *name, int rank, const long *dims, const
 
 void h5_write_i32(hid_t loc, const char *name, int rank, const long *dims, const int *data) {
     write_dataset(loc, name, rank, dims, H5T_STD_I32LE, H5T_NATIVE_INT, data);
+}
+
+void h5_write_f64(hid_t loc, const char *name, int rank, const long *dims, const double *data) {
+    write_dataset(loc, name, rank, dims, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, data);
+}
+
+void h5_write_bytes(hid_t loc, const char *name, const void *data, size_t len) {
+    check(len <= LONG_MAX, "byte array too long");
+    const long dims[1] = {(long)len};
+    write_dataset(loc, name, 1, dims, H5T_STD_U8LE, H5T_NATIVE_UCHAR, data);
 }
 
 int h5_shape(hid_t loc, const char *path, const char *name, long dims[8]) {
@@ -321,6 +360,34 @@ float *h5_read_f32(hid_t loc, const char *path, const char *name, int rank, long
 
 int *h5_read_i32(hid_t loc, const char *path, const char *name, int rank, long *dims) {
     return read_dataset(loc, path, name, rank, dims, H5T_NATIVE_INT, 1, NULL);
+}
+
+double *h5_read_f64(hid_t loc, const char *path, const char *name, int rank, long *dims) {
+    return read_dataset(loc, path, name, rank, dims, H5T_NATIVE_DOUBLE, 0, NULL);
+}
+
+// Any 1-D dataset of 1-byte integers (h5py writes numpy uint8 or int8).
+char *h5_read_bytes(hid_t loc, const char *path, const char *name, size_t *len) {
+    char fb[1024], lb[1024];
+    const char *file = file_of(loc, path, fb, sizeof fb);
+    obj_label(loc, name, lb, sizeof lb);
+    *len = 0;
+    if (!h5_exists(loc, name)) return NULL;
+    hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (ds < 0) fail("%s: cannot open dataset '%s' (file corrupt?)", file, lb);
+    hid_t type = H5Dget_type(ds), space = H5Dget_space(ds);
+    hsize_t n = 0;
+    if (type < 0 || space < 0 || H5Tget_class(type) != H5T_INTEGER || H5Tget_size(type) != 1 ||
+        H5Sget_simple_extent_ndims(space) != 1 || H5Sget_simple_extent_dims(space, &n, NULL) != 1 ||
+        n >= SIZE_MAX)
+        fail("%s: dataset '%s' must be a 1-D array of bytes", file, lb);
+    char *text = xmalloc((size_t)n + 1);
+    if (n && H5Dread(ds, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, text) < 0)
+        fail("%s: dataset '%s': checksum mismatch or read error (file corrupt?)", file, lb);
+    text[n] = 0;
+    check(H5Tclose(type) >= 0 && H5Sclose(space) >= 0 && H5Dclose(ds) >= 0, "HDF5 close failed");
+    *len = (size_t)n;
+    return text;
 }
 
 void h5_read_f32_into(hid_t loc, const char *path, const char *name, int rank, const long *dims, float *dst) {

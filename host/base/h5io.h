@@ -1,6 +1,7 @@
 // Small typed helpers over HDF5 with checked errors: read a whole dataset with
 // a rank/shape check, write a dataset (chunked + Fletcher-32 checksum).
-// Every failure is a one-line error naming the file and the dataset.
+// Every failure is a one-line error naming the file and the dataset. The rest
+// of sprec calls HDF5 only through these (hid_t values are passed through).
 #ifndef SPREC_H5IO_H
 #define SPREC_H5IO_H
 
@@ -10,9 +11,14 @@
 void h5_quiet(void);                        // silence HDF5's own error stack printing
 hid_t h5_open_read(const char *path);       // fails clearly if missing / not HDF5
 hid_t h5_create(const char *path);          // truncates
-void h5_close(hid_t f);
+hid_t h5_open_rw(const char *path);         // an existing file, read-write, locked as h5_open_read locks
+void h5_flush(hid_t f);                     // everything written so far to the OS (fails on a full disk)
+void h5_close(hid_t f);                     // flushes; fails on a full disk
 int h5_exists(hid_t loc, const char *name); // path exists (handles nested groups)
 hid_t h5_group(hid_t loc, const char *name);   // create nested groups as needed
+// An existing group (`path` names the file in messages); fails if missing.
+hid_t h5_group_open(hid_t loc, const char *path, const char *name);
+void h5_group_close(hid_t g);
 // Names of the links in group loc/name, sorted by name; fails if the group is
 // missing. Free with h5_list_free.
 char **h5_list(hid_t loc, const char *path, const char *name, int *count);
@@ -27,8 +33,15 @@ float *h5_read_f32(hid_t loc, const char *path, const char *name, int rank, long
 int *h5_read_i32(hid_t loc, const char *path, const char *name, int rank, long *dims);
 // Read into a caller buffer of exactly prod(dims) elements (shape must match).
 void h5_read_f32_into(hid_t loc, const char *path, const char *name, int rank, const long *dims, float *dst);
+double *h5_read_f64(hid_t loc, const char *path, const char *name, int rank, long *dims);
 void h5_write_f32(hid_t loc, const char *name, int rank, const long *dims, const float *data);
 void h5_write_i32(hid_t loc, const char *name, int rank, const long *dims, const int *data);
+void h5_write_f64(hid_t loc, const char *name, int rank, const long *dims, const double *data);
+// Bytes verbatim (a text file, a list of strings) as a 1-D uint8 dataset,
+// checksummed like every other; read back NUL-terminated (the caller frees),
+// or NULL with *len = 0 when the dataset is absent.
+void h5_write_bytes(hid_t loc, const char *name, const void *data, size_t len);
+char *h5_read_bytes(hid_t loc, const char *path, const char *name, size_t *len);
 // Scalar attributes
 void h5_attr_write_i64(hid_t obj, const char *name, int64_t v);
 void h5_attr_write_f64(hid_t obj, const char *name, double v);

@@ -162,18 +162,19 @@ static void print_tail(const Backend *be, const Stats *st, double tokens, double
     int have_peak = 0;
     BackendMemStats ms;
     memset(&ms, 0, sizeof ms);
-    if (be->mem_stats) {
+    const int dev = backend_supports(be, BACKEND_MEM_STATS);
+    if (dev) {
         be->mem_stats(&ms);
         have_peak = gpu_peak_bf16(ms.device_name, &bf16);
     }
     printf("\"storage\": \"%s\", \"tokens\": %.0f, \"flops_per_step\": %.6g, \"tokens_per_s\": %.1f, "
            "\"ms_per_step\": %.3f, \"ms_per_step_mean\": %.3f, \"ms_per_step_min\": %.3f, \"peak_bytes\": %ld, ",
            storage_name(be), tokens, flops, tokens / st->median, 1e3 * st->median, 1e3 * st->mean, 1e3 * st->min,
-           be->mem_stats ? (peak_dev >= 0 ? peak_dev : (long)ms.peak) : peak);
+           dev ? (peak_dev >= 0 ? peak_dev : (long)ms.peak) : peak);
     if (extra >= 0) printf("\"extra_bytes\": %ld, ", extra);
     if (flops > 0) printf("\"gflops\": %.2f, ", flops / st->median / 1e9);
     else printf("\"gflops\": null, ");
-    if (be->mem_stats) {
+    if (dev) {
         printf("\"host_peak_bytes\": %ld, \"gpu\": \"%s\", ", peak, ms.device_name);
         if (have_peak && flops > 0)
             printf("\"mfu\": %.4f, \"peak_tflops_bf16\": %.1f}\n", flops / st->median / (bf16 * 1e12), bf16);
@@ -273,7 +274,7 @@ static void bench_sft(Bench *bn) {
     // the CPU line is the contract's original one; a device backend adds its memory and MFU
     char mfu[96] = "null", extra[512] = "";
     long peak = host_peak_bytes();
-    if (be->mem_stats) {
+    if (backend_supports(be, BACKEND_MEM_STATS)) {
         BackendMemStats ms;
         be->mem_stats(&ms);
         double bf16;
@@ -349,7 +350,7 @@ typedef struct { BackendMemStats dev; long rss; } MemMark;
 static MemMark mem_mark(const Backend *be) {
     MemMark m;
     memset(&m, 0, sizeof m);
-    if (be->mem_stats) be->mem_stats(&m.dev);
+    if (backend_supports(be, BACKEND_MEM_STATS)) be->mem_stats(&m.dev);
     m.rss = host_current_bytes();
     return m;
 }
@@ -358,7 +359,7 @@ static MemMark mem_mark(const Backend *be) {
 // allocator's peak minus its count then (and *scratch = its scratch now), on
 // the CPU the peak RSS minus the RSS then.
 static long extra_bytes(const Backend *be, const MemMark *before, long *scratch) {
-    if (!be->mem_stats) {
+    if (!backend_supports(be, BACKEND_MEM_STATS)) {
         const long extra = host_peak_bytes() - before->rss;
         return extra < 0 ? 0 : extra;
     }

@@ -4,12 +4,12 @@
 // every parameter under its Hugging Face name.
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 #include "commands.h"
 #include "io/checkpoint.h"
 #include "model/lora.h"
 #include "io/dataset.h"
 #include "model/device.h"
+#include "base/atomic_write.h"
 #include "base/h5io.h"
 #include "kernels/errors.h"
 
@@ -74,9 +74,8 @@ int cmd_dump(int argc, char **argv) {
     model_zero_grad(&m);
     model_backward(&m, w);
 
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", out_path);
-    hid_t f = h5_create(tmp);
+    AtomicFile *out = atomic_begin(out_path, NULL);
+    hid_t f = h5_create(out->tmp);
     long dims[3] = {B, T, V};
     h5_write_f32(f, "logits", 3, dims, logits);
     h5_write_f32(f, "logprobs", 2, dims, logprobs);
@@ -91,9 +90,9 @@ int cmd_dump(int argc, char **argv) {
         h5_write_f32(g, p->name, p->rank, pd, host);
         free(host);
     }
-    H5Gclose(g);
+    h5_group_close(g);
     h5_close(f);
-    if (rename(tmp, out_path) != 0) { unlink(tmp); fail("cannot rename %s to %s", tmp, out_path); }
+    atomic_commit(out);
     printf("dump: %s (B=%d T=%d V=%d, %d scored positions, loss %.6f)\n", out_path, B, T, V, n, loss);
     free(w); free(logits); free(logprobs); free(seq);
     dataset_free(&d);

@@ -8,14 +8,13 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include "commands.h"
 #include "io/checkpoint.h"
 #include "model/lora.h"
 #include "model/device.h"
 #include "rec/recdata.h"
 #include "rec/evaluate.h"
+#include "base/atomic_write.h"
 #include "base/fileio.h"
 #include "kernels/errors.h"
 
@@ -89,15 +88,13 @@ int cmd_eval(int argc, char **argv) {
     if (m.lora) model_merge_lora(&m);   // generation runs on the merged weights
 
     make_dirs(out_dir);
-    char topk_path[4096], tmp_path[4200], metrics_path[4096], cfg_out[4096];
+    char topk_path[4096], metrics_path[4096], cfg_out[4096];
     snprintf(topk_path, sizeof topk_path, "%s/topk-%s.jsonl", out_dir, split);
-    snprintf(tmp_path, sizeof tmp_path, "%s.tmp", topk_path);
     snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", out_dir);
     snprintf(cfg_out, sizeof cfg_out, "%s/eval-config.ini", out_dir);
-    FILE *cf = fopen(cfg_out, "w");
-    if (!cf) fail("cannot write %s: %s", cfg_out, strerror(errno));
-    config_write(&cfg, cf);
-    fclose(cf);
+    AtomicFile *cfg_file = atomic_begin(cfg_out, NULL);
+    config_write(&cfg, atomic_fopen(cfg_file, "w"));
+    atomic_commit(cfg_file);
 
     const RecSplit *sp = &d.split[strcmp(split, "test") == 0 ? SPLIT_TEST : SPLIT_VALID];
     const int n_rows = cfg.eval.max_rows > 0 && cfg.eval.max_rows < sp->n ? cfg.eval.max_rows : sp->n;
@@ -110,13 +107,11 @@ int cmd_eval(int argc, char **argv) {
             model_path, cfg.data.dataset, split, n_rows, sp->n, d.n_items, cfg.eval.ks, how,
             m.lora ? "with LoRA merged" : "as is");
 
-    FILE *topk = fopen(tmp_path, "w");
-    if (!topk) fail("cannot write %s: %s", tmp_path, strerror(errno));
+    AtomicFile *topk = atomic_begin(topk_path, NULL);
     Metrics met[MAX_KS];
     evaluate_split_mode(&m, &d, split, ks, n_ks, cfg.eval.beams, cfg.eval.batch, cfg.eval.max_rows, cfg.eval.mode,
-                        cfg.data.dataset, topk, met);
-    if (fclose(topk) != 0) fail("cannot write %s: %s", tmp_path, strerror(errno));
-    if (rename(tmp_path, topk_path) != 0) { unlink(tmp_path); fail("cannot rename %s to %s", tmp_path, topk_path); }
+                        cfg.data.dataset, atomic_fopen(topk, "w"), met);
+    atomic_commit(topk);
 
     FILE *mf = fopen(metrics_path, "a");
     if (!mf) fail("cannot write %s: %s", metrics_path, strerror(errno));

@@ -2,7 +2,7 @@
 // transformers loads with AutoModelForCausalLM.from_pretrained(DIR):
 // config.json, model.safetensors and, when the checkpoint carries them,
 // tokenizer.json / tokenizer_config.json. Written into DIR.tmp and renamed, so
-// an interrupted export never leaves a half folder under DIR.
+// an interrupted export never leaves a half folder under DIR (base/atomic_write.h).
 // A LoRA checkpoint is exported merged: W += (alpha/r) B A (model_merge_lora).
 #include <dirent.h>
 #include <errno.h>
@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "commands.h"
+#include "base/atomic_write.h"
 #include "io/checkpoint.h"
 #include "model/device.h"
 #include "io/hf_config.h"
@@ -35,13 +36,13 @@ static int dir_state(const char *path) {
     return any;
 }
 
+// dir/name = text (not synced here: the atomic commit syncs every file of the folder)
 static void write_text(const char *dir, const char *name, const char *text, size_t len) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "wb");
     if (!f) fail("cannot create '%s': %s", path, strerror(errno));
-    if (fwrite(text, 1, len, f) != len || fflush(f) || fsync(fileno(f)) || fclose(f))
-        fail("cannot write '%s' (disk full?)", path);
+    if (fwrite(text, 1, len, f) != len || fclose(f)) fail("cannot write '%s' (disk full?)", path);
 }
 
 int cmd_export(int argc, char **argv) {
@@ -86,7 +87,7 @@ int cmd_export(int argc, char **argv) {
         }
         if (rmdir(tmp) != 0) fail("cannot remove the stale '%s': %s", tmp, strerror(errno));
     }
-    if (mkdir(tmp, 0755) != 0) fail("cannot create '%s': %s", tmp, strerror(errno));
+    AtomicFile *out = atomic_begin_dir(dir);   // creates tmp, DIR.tmp
 
     char *cfg = hf_config_write(&c, bf16 ? "bfloat16" : "float32");
     write_text(tmp, "config.json", cfg, strlen(cfg));
@@ -114,7 +115,7 @@ int cmd_export(int argc, char **argv) {
         write_text(tmp, "tokenizer_config.json", m.tokenizer_config_json, m.tokenizer_config_json_len);
 
     if (state == 0 && rmdir(dir) != 0) fail("cannot replace the empty '%s': %s", dir, strerror(errno));
-    if (rename(tmp, dir) != 0) fail("cannot rename '%s' to '%s': %s", tmp, dir, strerror(errno));
+    atomic_commit(out);
     printf("export: %s -> %s (%s, %d tensors, tokenizer %s%s)\n", ckpt, dir, dtype, m.n_params,
            m.tokenizer_json ? "included" : "none", merged ? ", LoRA merged" : "");
     model_free(&m);

@@ -15,8 +15,7 @@ static float *falloc(const Backend *be, size_t n) { return be->alloc(n * sizeof(
 void decoder_create(Decoder *d, Model *m, int R, int P, int max_rows) {
     const ModelConfig *c = &m->cfg;
     const Backend *be = m->be;
-    if (!be->kv_alloc || !be->rope_at_fwd || !be->kv_write || !be->attention_cached_fwd || !be->kv_gather ||
-        !be->gather_rows)
+    if (!backend_supports(be, BACKEND_KV_DECODE))
         fail("device '%s' has no KV-cache decoding ops yet: generate with --device cpu", be->name);
     memset(d, 0, sizeof *d);
     d->m = m;

@@ -1,15 +1,14 @@
 // Checkpoints: the layout is documented in docs/checkpoint.md. Saving goes to
-// PATH.tmp and is renamed over PATH only after the data is on disk; loading
+// PATH.tmp and is renamed over PATH only after the data is on disk
+// (base/atomic_write.h); loading
 // checks that the file holds exactly the model's tensors with the model's shapes.
 #include <ctype.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
-#include <unistd.h>
 #include "checkpoint.h"
+#include "base/atomic_write.h"
 #include "base/h5io.h"
 #include "kernels/errors.h"
 #include "model/lora.h"
@@ -36,22 +35,6 @@ static float *cfg_float(ModelConfig *c, const CfgField *f) { return (float *)((c
 
 // ---- saving -----------------------------------------------------------------
 
-// The temporary file being written; removed if the process exits before the
-// rename (every error path ends in exit via fail()).
-static char pending_tmp[PATH_MAX];
-static void remove_pending_tmp(void) {
-    if (pending_tmp[0]) unlink(pending_tmp);
-}
-
-static void fsync_path(const char *path, int dir) {
-    int fd = open(path, dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-    if (fd < 0) fail("cannot open '%s' to sync it: %s", path, strerror(errno));
-    // some file systems cannot sync a directory (EINVAL); the rename is still atomic there
-    if (fsync(fd) < 0 && !(dir && (errno == EINVAL || errno == ENOTSUP)))
-        fail("cannot sync '%s' to disk: %s", path, strerror(errno));
-    close(fd);
-}
-
 static void write_config(hid_t f, const ModelConfig *c) {
     hid_t g = h5_group(f, "config");
     ModelConfig cc = *c;
@@ -61,7 +44,7 @@ static void write_config(hid_t f, const ModelConfig *c) {
     }
     check(c->rope_scaling == 0 || c->rope_scaling == 1, "bad rope_scaling %d", c->rope_scaling);
     h5_attr_write_str(g, "rope_scaling", rope_name(c->rope_scaling));
-    check(H5Gclose(g) >= 0, "H5Gclose failed");
+    h5_group_close(g);
 }
 
 // Writes one flat device buffer laid out like a parameter table (params or a
@@ -76,7 +59,7 @@ static void save_table(hid_t f, const char *name, const Backend *be, const Param
         be->download(host, flat + p->offset, p->numel * sizeof(float));
         h5_write_f32(g, p->name, p->rank, dims, host);
     }
-    check(H5Gclose(g) >= 0, "H5Gclose failed");
+    h5_group_close(g);
 }
 
 static void save_tensors(hid_t f, const char *name, const Model *m, const float *flat, float *host) {
@@ -93,71 +76,37 @@ static void write_lora_config(hid_t f, const LoraConfig *c) {
     lora_targets_str(c->targets, targets, sizeof targets);
     h5_attr_write_str(g, "targets", targets);
     h5_attr_write_u64v(g, "seed", &c->seed, 1);
-    check(H5Gclose(g) >= 0, "H5Gclose failed");
+    h5_group_close(g);
 }
 
 
 // ---- tokenizer text ---------------------------------------------------------
 
-// A file's text as a 1-D uint8 dataset (bytes verbatim, no NUL), chunked with the
-// Fletcher-32 filter like the tensors, so a flipped byte is caught on load.
-static void write_text(hid_t g, const char *name, const char *text, size_t len) {
-    hsize_t dims[1] = {len}, chunk[1] = {len < (1u << 20) ? (len ? len : 1) : (1u << 20)};
-    hid_t space = H5Screate_simple(1, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    check(space >= 0 && dcpl >= 0, "H5Screate/H5Pcreate failed");
-    check(H5Pset_chunk(dcpl, 1, chunk) >= 0 && H5Pset_fletcher32(dcpl) >= 0, "H5Pset_chunk failed");
-    hid_t ds = H5Dcreate2(g, name, H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    if (ds < 0) fail("cannot create dataset tokenizer/%s (file not writable?)", name);
-    if (len && H5Dwrite(ds, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, text) < 0)
-        fail("cannot write dataset tokenizer/%s (disk full?)", name);
-    check(H5Dclose(ds) >= 0 && H5Pclose(dcpl) >= 0 && H5Sclose(space) >= 0, "HDF5 close failed");
-}
-
-// Reads tokenizer/<name> (1-D, 1-byte integers) into a malloc'd NUL-terminated
-// string; NULL when absent.
+// tokenizer/<name>: a file's text, bytes verbatim (h5_write_bytes); NULL when absent.
 static char *read_text(hid_t f, const char *path, const char *name, size_t *len) {
     char full[128];
     snprintf(full, sizeof full, "tokenizer/%s", name);
-    *len = 0;
-    if (!h5_exists(f, full)) return NULL;
-    hid_t ds = H5Dopen2(f, full, H5P_DEFAULT);
-    if (ds < 0) fail("%s: cannot open dataset '%s' (file corrupt?)", path, full);
-    hid_t type = H5Dget_type(ds), space = H5Dget_space(ds);
-    hsize_t n = 0;
-    if (type < 0 || space < 0 || H5Tget_class(type) != H5T_INTEGER || H5Tget_size(type) != 1 ||
-        H5Sget_simple_extent_ndims(space) != 1 || H5Sget_simple_extent_dims(space, &n, NULL) != 1)
-        fail("%s: dataset '%s' must be a 1-D array of bytes", path, full);
-    char *text = xmalloc((size_t)n + 1);
-    if (n && H5Dread(ds, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, text) < 0)
-        fail("%s: dataset '%s': checksum mismatch or read error (file corrupt?)", path, full);
-    text[n] = 0;
-    check(H5Tclose(type) >= 0 && H5Sclose(space) >= 0 && H5Dclose(ds) >= 0, "HDF5 close failed");
-    *len = (size_t)n;
-    return text;
+    return h5_read_bytes(f, path, full, len);
 }
 
 void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const TrainState *st) {
-    static int registered;
-    if (!registered) { check(atexit(remove_pending_tmp) == 0, "atexit failed"); registered = 1; }
-    if ((size_t)snprintf(pending_tmp, sizeof pending_tmp, "%s.tmp", path) >= sizeof pending_tmp)
-        fail("checkpoint path too long: '%s'", path);
-
+    AtomicFile *out = atomic_begin(path, NULL);
     size_t biggest = 0;
     for (int i = 0; i < m->n_params; i++) if (m->table[i].numel > biggest) biggest = m->table[i].numel;
     float *host = xmalloc(biggest * sizeof(float));
     const Lora *lo = m->lora;
 
-    hid_t f = h5_create(pending_tmp);
+    hid_t f = h5_create(out->tmp);
     h5_attr_write_str(f, "format", CKPT_FORMAT);
     h5_attr_write_i64(f, "version", CKPT_VERSION);
     write_config(f, &m->cfg);
     save_tensors(f, "params", m, m->params, host);
     if (m->tokenizer_json) {
         hid_t g = h5_group(f, "tokenizer");
-        write_text(g, "tokenizer.json", m->tokenizer_json, m->tokenizer_json_len);
+        h5_write_bytes(g, "tokenizer.json", m->tokenizer_json, m->tokenizer_json_len);
         if (m->tokenizer_config_json)
-            write_text(g, "tokenizer_config.json", m->tokenizer_config_json, m->tokenizer_config_json_len);
-        check(H5Gclose(g) >= 0, "H5Gclose failed");
+            h5_write_bytes(g, "tokenizer_config.json", m->tokenizer_config_json, m->tokenizer_config_json_len);
+        h5_group_close(g);
     }
     if (lo) {
         write_lora_config(f, &lo->cfg);
@@ -174,7 +123,7 @@ void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const T
         h5_attr_write_f64(g, "weight_decay", opt->weight_decay);
         h5_attr_write_f64(g, "grad_clip", opt->grad_clip);
         h5_attr_write_i64(g, "decay_norms", opt->decay_norms);
-        check(H5Gclose(g) >= 0, "H5Gclose failed");
+        h5_group_close(g);
         if (lo) {   // the base is frozen: moments of the adapters only
             save_table(f, "lora/optim/m", m->be, lo->table, lo->n_params, opt->m, host);
             save_table(f, "lora/optim/v", m->be, lo->table, lo->n_params, opt->v, host);
@@ -191,22 +140,12 @@ void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const T
         h5_attr_write_u64v(g, "rng", st->rng, 4);
         h5_attr_write_f64(g, "last_loss", st->last_loss);
         h5_attr_write_str(g, "stage", st->stage);
-        check(H5Gclose(g) >= 0, "H5Gclose failed");
+        h5_group_close(g);
     }
     free(host);
-    if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) fail("%s: flushing failed (disk full?)", pending_tmp);
+    h5_flush(f);
     h5_close(f);
-    fsync_path(pending_tmp, 0);
-    if (rename(pending_tmp, path) < 0) fail("cannot rename '%s' to '%s': %s", pending_tmp, path, strerror(errno));
-    pending_tmp[0] = 0;   // it is the real checkpoint now
-    // make the rename itself durable
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir) dir[1] = 0;
-    else if (slash) *slash = 0;
-    else strcpy(dir, ".");
-    fsync_path(dir, 1);
+    atomic_commit(out);
 }
 
 // ---- loading ----------------------------------------------------------------
@@ -246,7 +185,7 @@ static void read_config(hid_t f, const char *path, ModelConfig *c) {
     c->rope_scaling = -1;
     for (int i = 0; i < 2; i++) if (strcmp(s, ROPE_SCALING[i]) == 0) c->rope_scaling = i;
     if (c->rope_scaling < 0) fail("%s: config attribute rope_scaling = '%s' (expected 'none' or 'llama3')", path, s);
-    check(H5Gclose(g) >= 0, "H5Gclose failed");
+    h5_group_close(g);
 }
 
 void checkpoint_read_config(const char *path, ModelConfig *c) {
@@ -301,7 +240,7 @@ static void load_table(hid_t f, const char *path, const char *name, const Backen
         h5_read_f32_into(g, path, p->name, p->rank, dims, host);
         be->upload(flat + p->offset, host, p->numel * sizeof(float));
     }
-    check(H5Gclose(g) >= 0, "H5Gclose failed");
+    h5_group_close(g);
 }
 
 static void load_tensors(hid_t f, const char *path, const char *name, const Model *m, float *flat, float *host) {
@@ -321,7 +260,7 @@ static void read_lora_config(hid_t f, const char *path, LoraConfig *c) {
     h5_attr_read_str(g, path, "targets", targets, sizeof targets);
     if (lora_parse_targets(targets, &c->targets, err, sizeof err) != 0) fail("%s: lora targets: %s", path, err);
     h5_attr_read_u64v(g, path, "seed", &c->seed, 1);
-    check(H5Gclose(g) >= 0, "H5Gclose failed");
+    h5_group_close(g);
     lora_config_validate(c, path);
 }
 
@@ -401,7 +340,7 @@ int checkpoint_load(const char *path, Model *m, AdamW *opt, TrainState *st) {
         int64_t step = h5_attr_read_i64(g, path, "step");
         if (step < 0) fail("%s: optim step = %lld is negative", path, (long long)step);
         opt->step = (long)step;
-        check(H5Gclose(g) >= 0, "H5Gclose failed");
+        h5_group_close(g);
         if (lo) {
             load_table(f, path, "lora/optim/m", m->be, lo->table, lo->n_params, opt->m, host);
             load_table(f, path, "lora/optim/v", m->be, lo->table, lo->n_params, opt->v, host);
@@ -418,7 +357,7 @@ int checkpoint_load(const char *path, Model *m, AdamW *opt, TrainState *st) {
         h5_attr_read_u64v(g, path, "rng", st->rng, 4);
         st->last_loss = h5_attr_read_f64(g, path, "last_loss");
         h5_attr_read_str(g, path, "stage", st->stage, sizeof st->stage);
-        check(H5Gclose(g) >= 0, "H5Gclose failed");
+        h5_group_close(g);
     }
     free(host);
     h5_close(f);
@@ -463,7 +402,7 @@ static size_t list_tensors(hid_t f, const char *path, const char *name, FILE *ou
         shape_str(s, sizeof s, rank, dims);
         if (verbose) fprintf(out, "  %-52s %-16s %zu\n", names[i], s, numel);
     }
-    check(H5Gclose(g) >= 0, "H5Gclose failed");
+    h5_group_close(g);
     h5_list_free(names, n);
     *count = n;
     return total;
@@ -513,7 +452,7 @@ void checkpoint_info(const char *path, FILE *out) {
                 h5_attr_read_f64(g, path, "beta2"), h5_attr_read_f64(g, path, "eps"),
                 h5_attr_read_f64(g, path, "weight_decay"), h5_attr_read_f64(g, path, "grad_clip"),
                 (long long)h5_attr_read_i64(g, path, "decay_norms"));
-        check(H5Gclose(g) >= 0, "H5Gclose failed");
+        h5_group_close(g);
         int nm = 0, nv = 0;
         if (h5_exists(f, "optim/m")) list_tensors(f, path, "optim/m", out, 0, &nm);
         if (h5_exists(f, "optim/v")) list_tensors(f, path, "optim/v", out, 0, &nv);
@@ -532,7 +471,7 @@ void checkpoint_info(const char *path, FILE *out) {
                 (long long)h5_attr_read_i64(g, path, "epoch_pos"), h5_attr_read_f64(g, path, "last_loss"));
         fprintf(out, "  rng: %016llx %016llx %016llx %016llx\n", (unsigned long long)rng[0],
                 (unsigned long long)rng[1], (unsigned long long)rng[2], (unsigned long long)rng[3]);
-        check(H5Gclose(g) >= 0, "H5Gclose failed");
+        h5_group_close(g);
     } else {
         fprintf(out, "state: none\n");
     }

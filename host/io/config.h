@@ -80,7 +80,7 @@ typedef struct {
     } lora;
 
     struct {
-        char device[16];              // cpu | cuda
+        char device[16];              // cpu | cpu-checked | cpu-bf16 | cuda (kernels/registry.c)
         char out_dir[CONFIG_PATH_MAX];
         int threads;                  // 0 = OpenMP default
     } run;

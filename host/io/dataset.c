@@ -2,8 +2,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 #include "dataset.h"
+#include "base/atomic_write.h"
 #include "base/h5io.h"
 #include "kernels/errors.h"
 
@@ -65,15 +65,14 @@ void dataset_free(Dataset *d) {
 }
 
 void dataset_save(const Dataset *d, const char *path) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = h5_create(tmp);
+    AtomicFile *out = atomic_begin(path, NULL);
+    hid_t f = h5_create(out->tmp);
     long dims[2] = {d->N, d->T};
     h5_write_i32(f, "tokens", 2, dims, d->tokens);
     h5_write_f32(f, "mask", 2, dims, d->mask);
     h5_write_i32(f, "lengths", 1, dims, d->lengths);
     h5_close(f);
-    if (rename(tmp, path) != 0) { unlink(tmp); fail("cannot rename %s to %s", tmp, path); }
+    atomic_commit(out);
 }
 
 void dataset_batch(const Dataset *d, const int *ids, int n, Batch *out) {

@@ -197,5 +197,5 @@ void st_write(const char *path, int n, const char *const *names, const int *rank
             ok = fputc(b & 0xff, f) != EOF && fputc(b >> 8, f) != EOF;
         }
     }
-    if (!ok || fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0) fail("cannot write '%s' (disk full?)", path);
+    if (!ok || fclose(f) != 0) fail("cannot write '%s' (disk full?)", path);
 }

@@ -35,7 +35,8 @@ const StTensor *st_find(const SafeTensors *st, const char *name);   // NULL if a
 void st_to_f32(const StTensor *t, float *dst);
 
 // Writes tensors (fp32 in memory) as one file, stored as F32 or BF16
-// (round-to-nearest-even). shapes[i] has ranks[i] entries.
+// (round-to-nearest-even). shapes[i] has ranks[i] entries. Not synced: write
+// into an atomic write's temporary (base/atomic_write.h), whose commit syncs.
 void st_write(const char *path, int n, const char *const *names, const int *ranks, const long (*shapes)[2],
               const float *const *data, int bf16);
 

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "grounding.h"
+#include "base/atomic_write.h"
 #include "base/h5io.h"
 #include "base/progress.h"
 #include "kernels/errors.h"
@@ -151,18 +152,7 @@ static float *cache_read(const char *path, const char *group, int n_items, int d
     return e;
 }
 
-// The copy being written; an error exit (fail) on the way removes it.
-static char tmp_copy[PATH_MAX + 64];
-static void remove_tmp_copy(void) { if (tmp_copy[0]) unlink(tmp_copy); }
-
-static int fsync_path(const char *p, int flags) {
-    int fd = open(p, flags);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
+// dst: a new file (O_EXCL) with src's bytes; 0 with errno set on failure
 static int copy_file(const char *src, const char *dst, mode_t mode) {
     int in = open(src, O_RDONLY), out = in < 0 ? -1 : open(dst, O_WRONLY | O_CREAT | O_EXCL, mode & 07777);
     int ok = in >= 0 && out >= 0;
@@ -180,7 +170,6 @@ static int copy_file(const char *src, const char *dst, mode_t mode) {
     }
     const int err = errno;
     free(buf);
-    if (ok && fsync(out) != 0) ok = 0;
     if (in >= 0) close(in);
     if (out >= 0 && close(out) != 0) ok = 0;
     if (!ok) errno = err ? err : EIO;
@@ -188,9 +177,9 @@ static int copy_file(const char *src, const char *dst, mode_t mode) {
 }
 
 // Adds /group/embeddings to the dataset file at path without ever modifying it
-// in place: copy it to PATH.grounding-PID.tmp, add the group there, flush,
-// fsync, and rename the copy over the original if the original is still the
-// file that was copied. Returns 1 when cached; otherwise says why on stderr.
+// in place: copy it to PATH.grounding-PID.tmp, add the group there, and
+// replace the original by the copy (base/atomic_write.h) if the original is
+// still the file that was copied. Returns 1 when cached; otherwise says why on stderr.
 static int cache_write(const char *path, const char *group, const float *emb, int n_items, int dim,
                        uint64_t fp, const char *backend) {
     char real[PATH_MAX], dir[PATH_MAX];
@@ -207,34 +196,24 @@ static int cache_write(const char *path, const char *group, const float *emb, in
                 "caching\n", path);
         return 0;
     }
-    static int registered = 0;
-    if (!registered) { atexit(remove_tmp_copy); registered = 1; }
-    snprintf(tmp_copy, sizeof tmp_copy, "%s.grounding-%ld.tmp", real, (long)getpid());
-    unlink(tmp_copy);
-    if (!copy_file(real, tmp_copy, st0.st_mode)) {
-        fprintf(stderr, "grounding: cannot copy %s to %s (%s): catalogue embeddings not cached\n", path, tmp_copy,
+    char suffix[64];
+    snprintf(suffix, sizeof suffix, ".grounding-%ld.tmp", (long)getpid());
+    AtomicFile *copy = atomic_begin(real, suffix);
+    unlink(copy->tmp);
+    if (!copy_file(real, copy->tmp, st0.st_mode)) {
+        fprintf(stderr, "grounding: cannot copy %s to %s (%s): catalogue embeddings not cached\n", path, copy->tmp,
                 strerror(errno));
-        unlink(tmp_copy);
-        tmp_copy[0] = 0;
+        atomic_abandon(copy);
         return 0;
     }
-    h5_quiet();
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    check(fapl >= 0, "H5Pcreate failed");
-#if H5_VERSION_GE(1, 10, 7)
-    check(H5Pset_file_locking(fapl, 1, 1) >= 0, "H5Pset_file_locking failed");
-#endif
-    hid_t f = H5Fopen(tmp_copy, H5F_ACC_RDWR, fapl);
-    check(H5Pclose(fapl) >= 0, "H5Pclose failed");
-    if (f < 0) fail("cannot open the copy %s of %s for writing", tmp_copy, path);
+    hid_t f = h5_open_rw(copy->tmp);
     if (!h5_exists(f, group)) {   // (another process may have cached this model since we read the file)
         char name[96], hex[32];
         snprintf(name, sizeof name, "%s/embeddings", group);
         snprintf(hex, sizeof hex, "%016llx", (unsigned long long)fp);
         const long dims[2] = {n_items, dim};
         h5_write_f32(f, name, 2, dims, emb);   // creates /grounding and the group
-        hid_t g = H5Gopen2(f, group, H5P_DEFAULT);
-        check(g >= 0, "H5Gopen2 %s failed", group);
+        hid_t g = h5_group_open(f, copy->tmp, group);
         h5_attr_write_str(g, "what", "catalogue embeddings for sprec eval's unconstrained mode (docs/eval.md): "
                                      "row i = item i's title tokens (catalogue/completion_tokens without the last, "
                                      "line-ending token) embedded by the model identified by 'fingerprint'");
@@ -243,27 +222,19 @@ static int cache_write(const char *path, const char *group, const float *emb, in
         h5_attr_write_str(g, "backend", backend);
         h5_attr_write_i64(g, "n_items", n_items);
         h5_attr_write_i64(g, "dim", dim);
-        check(H5Gclose(g) >= 0, "H5Gclose failed");
+        h5_group_close(g);
     }
-    if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0 || H5Fclose(f) < 0 || fsync_path(tmp_copy, O_RDONLY) != 0)
-        fail("cannot write the copy %s of %s (disk full?); the dataset file is unchanged", tmp_copy, path);
+    h5_flush(f);
+    h5_close(f);
     // the original must still be the file that was copied (nobody replaced or changed it meanwhile)
     if (stat(real, &st1) != 0 || st1.st_dev != st0.st_dev || st1.st_ino != st0.st_ino ||
         st1.st_size != st0.st_size || st1.st_mtim.tv_sec != st0.st_mtim.tv_sec ||
         st1.st_mtim.tv_nsec != st0.st_mtim.tv_nsec) {
         fprintf(stderr, "grounding: %s changed while the cache was written: not cached\n", path);
-        unlink(tmp_copy);
-        tmp_copy[0] = 0;
+        atomic_abandon(copy);
         return 0;
     }
-    if (rename(tmp_copy, real) != 0) {
-        fprintf(stderr, "grounding: cannot rename %s to %s (%s): not cached\n", tmp_copy, real, strerror(errno));
-        unlink(tmp_copy);
-        tmp_copy[0] = 0;
-        return 0;
-    }
-    tmp_copy[0] = 0;
-    fsync_path(dir, O_RDONLY | O_DIRECTORY);   // the rename itself (best effort)
+    atomic_commit(copy);
     return 1;
 }
 

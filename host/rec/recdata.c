@@ -3,8 +3,8 @@
 // NAME_offsets (int32 [n+1]): string i = NAME[offsets[i] .. offsets[i+1]).
 #include <limits.h>
 #include <string.h>
-#include <unistd.h>
 #include "recdata.h"
+#include "base/atomic_write.h"
 #include "base/h5io.h"
 #include "kernels/errors.h"
 
@@ -14,19 +14,6 @@ const char *const SPLIT_NAMES[N_SPLITS] = {"train", "valid", "test"};
 #define RECDATA_VERSION 1
 
 // ---- writing --------------------------------------------------------------
-
-static void write_bytes(hid_t loc, const char *name, const char *data, size_t len) {
-    hsize_t dims[1] = {len}, chunk[1] = {len < (1u << 22) ? len : (1u << 22)};
-    hid_t space = H5Screate_simple(1, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    check(space >= 0 && dcpl >= 0, "H5Screate/H5Pcreate failed");
-    if (len) check(H5Pset_chunk(dcpl, 1, chunk) >= 0 && H5Pset_fletcher32(dcpl) >= 0, "H5Pset_chunk failed");
-    else check(H5Pset_layout(dcpl, H5D_COMPACT) >= 0, "H5Pset_layout failed");
-    hid_t ds = H5Dcreate2(loc, name, H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    if (ds < 0) fail("cannot create dataset '%s' (file not writable?)", name);
-    if (len && H5Dwrite(ds, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-        fail("cannot write dataset '%s' (disk full?)", name);
-    check(H5Dclose(ds) >= 0 && H5Pclose(dcpl) >= 0 && H5Sclose(space) >= 0, "HDF5 close failed");
-}
 
 static void write_texts(hid_t g, const char *name, char *const *texts, int n) {
     int *off = xmalloc((size_t)(n + 1) * sizeof(int));
@@ -39,7 +26,7 @@ static void write_texts(hid_t g, const char *name, char *const *texts, int n) {
     }
     char *buf = xmalloc(total);
     for (int i = 0; i < n; i++) memcpy(buf + off[i], texts[i], (size_t)(off[i + 1] - off[i]));
-    write_bytes(g, name, buf, total);
+    h5_write_bytes(g, name, buf, total);
     char oname[128];
     snprintf(oname, sizeof oname, "%s_offsets", name);
     long dims[1] = {n + 1};
@@ -71,13 +58,12 @@ static void write_split(hid_t f, const RecData *d, int s) {
         h5_write_i32(g, "lengths", 1, n, sp->lengths);
         h5_write_i32(g, "prompt_lengths", 1, n, sp->prompt_len);
     }
-    check(H5Gclose(g) >= 0, "H5Gclose failed");
+    h5_group_close(g);
 }
 
 void recdata_save(const RecData *d, const char *path) {
-    char tmp[4096];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) fail("output path too long: '%s'", path);
-    hid_t f = h5_create(tmp);
+    AtomicFile *out = atomic_begin(path, NULL);
+    hid_t f = h5_create(out->tmp);
     h5_attr_write_str(f, "format", RECDATA_FORMAT);
     h5_attr_write_i64(f, "version", RECDATA_VERSION);
     h5_attr_write_str(f, "source", d->source);
@@ -97,32 +83,13 @@ void recdata_save(const RecData *d, const char *path) {
         h5_write_i32(g, "completion_offsets", 1, ni1, d->item_tok_offsets);
         h5_write_i32(g, "completion_tokens", 1, nt, d->item_tok);
     }
-    check(H5Gclose(g) >= 0, "H5Gclose failed");
+    h5_group_close(g);
     for (int s = 0; s < N_SPLITS; s++) write_split(f, d, s);
     h5_close(f);
-    if (rename(tmp, path) != 0) { unlink(tmp); fail("cannot rename %s to %s", tmp, path); }
+    atomic_commit(out);
 }
 
 // ---- reading --------------------------------------------------------------
-
-char *recdata_read_bytes(hid_t loc, const char *path, const char *name, long *len) {
-    *len = 0;
-    if (!h5_exists(loc, name)) return NULL;
-    hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
-    if (ds < 0) fail("%s: cannot open dataset '%s' (file corrupt?)", path, name);
-    hid_t type = H5Dget_type(ds), space = H5Dget_space(ds);
-    hsize_t n = 0;
-    if (type < 0 || space < 0 || H5Tget_class(type) != H5T_INTEGER || H5Tget_size(type) != 1 ||
-        H5Sget_simple_extent_ndims(space) != 1 || H5Sget_simple_extent_dims(space, &n, NULL) != 1 || n > INT_MAX)
-        fail("%s: dataset '%s' must be a 1-D array of bytes", path, name);
-    char *text = xmalloc((size_t)n + 1);
-    if (n && H5Dread(ds, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, text) < 0)
-        fail("%s: dataset '%s': checksum mismatch or read error (file corrupt?)", path, name);
-    text[n] = 0;
-    check(H5Tclose(type) >= 0 && H5Sclose(space) >= 0 && H5Dclose(ds) >= 0, "HDF5 close failed");
-    *len = (long)n;
-    return text;
-}
 
 // Offsets must start at 0, never decrease and end at total.
 static void check_offsets(const char *path, const char *what, const int *off, int n, long total) {
@@ -135,12 +102,13 @@ static void check_offsets(const char *path, const char *what, const int *off, in
 static char **read_texts(hid_t g, const char *path, const char *name, int n) {
     char label[160], oname[128];
     snprintf(oname, sizeof oname, "%s_offsets", name);
-    long len, dims[1] = {n + 1};
-    char *buf = recdata_read_bytes(g, path, name, &len);
+    long dims[1] = {n + 1};
+    size_t len;
+    char *buf = h5_read_bytes(g, path, name, &len);
     if (!buf) fail("%s: dataset '%s' not found", path, name);
     int *off = h5_read_i32(g, path, oname, 1, dims);
     snprintf(label, sizeof label, "'%s'", oname);
-    check_offsets(path, label, off, n, len);
+    check_offsets(path, label, off, n, (long)len);
     char **out = xmalloc((size_t)(n ? n : 1) * sizeof(char *));
     for (int i = 0; i < n; i++) {
         size_t k = (size_t)(off[i + 1] - off[i]);
@@ -162,8 +130,7 @@ static void read_split(hid_t f, const char *path, RecData *d, int s) {
     RecSplit *sp = &d->split[s];
     const char *sn = SPLIT_NAMES[s];
     if (!h5_exists(f, sn)) fail("%s: split '%s' not found (not a sprec prepare file?)", path, sn);
-    hid_t g = H5Gopen2(f, sn, H5P_DEFAULT);
-    if (g < 0) fail("%s: cannot open group '%s'", path, sn);
+    hid_t g = h5_group_open(f, path, sn);
     long dn[1] = {-1};
     sp->target = h5_read_i32(g, path, "target", 1, dn);
     sp->n = (int)dn[0];
@@ -192,7 +159,7 @@ static void read_split(hid_t f, const char *path, RecData *d, int s) {
                 fail("%s: %s row %d: prompt length %d, length %d, T %d are inconsistent", path, sn, r,
                      sp->prompt_len[r], sp->lengths[r], sp->T);
     }
-    check(H5Gclose(g) >= 0, "H5Gclose failed");
+    h5_group_close(g);
 }
 
 void recdata_load(RecData *d, const char *path) {
@@ -207,8 +174,7 @@ void recdata_load(RecData *d, const char *path) {
     h5_attr_read_str(f, path, "source", d->source, sizeof d->source);
     h5_attr_read_str(f, path, "instruction", d->instruction, sizeof d->instruction);
     d->tokenized = h5_attr_read_i64(f, path, "tokenized") != 0;
-    hid_t g = H5Gopen2(f, "catalogue", H5P_DEFAULT);
-    if (g < 0) fail("%s: group 'catalogue' not found", path);
+    hid_t g = h5_group_open(f, path, "catalogue");
     long ni[1] = {-1};
     d->popularity = h5_read_i32(g, path, "popularity", 1, ni);
     d->n_items = (int)ni[0];
@@ -229,7 +195,7 @@ void recdata_load(RecData *d, const char *path) {
         d->item_tok = h5_read_i32(g, path, "completion_tokens", 1, nt);
         check_offsets(path, "catalogue/completion_offsets", d->item_tok_offsets, d->n_items, nt[0]);
     }
-    check(H5Gclose(g) >= 0, "H5Gclose failed");
+    h5_group_close(g);
     for (int s = 0; s < N_SPLITS; s++) read_split(f, path, d, s);
     h5_close(f);
 }

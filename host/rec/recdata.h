@@ -6,8 +6,6 @@
 #ifndef SPREC_RECDATA_H
 #define SPREC_RECDATA_H
 
-#include <hdf5.h>
-
 enum { SPLIT_TRAIN, SPLIT_VALID, SPLIT_TEST, N_SPLITS };
 extern const char *const SPLIT_NAMES[N_SPLITS];   // "train", "valid", "test"
 
@@ -42,14 +40,10 @@ typedef struct {
     int *item_tok;           // [item_tok_offsets[n_items]]
 } RecData;
 
-// Writes PATH.tmp and renames it to PATH (so PATH is never half written).
+// Writes PATH.tmp and renames it to PATH (so PATH is never half written: base/atomic_write.h).
 void recdata_save(const RecData *d, const char *path);
 // Loads and validates (offsets, ids in range, sizes); one-line error on a bad file.
 void recdata_load(RecData *d, const char *path);
 void recdata_free(RecData *d);
-
-// A 1-D byte dataset of an open HDF5 file as a malloc'd NUL-terminated string,
-// or NULL when absent (also used to read the tokenizer out of a checkpoint).
-char *recdata_read_bytes(hid_t loc, const char *path, const char *name, long *len);
 
 #endif

@@ -9,6 +9,4 @@
 // Every device-check error exits with this status (one line on stderr).
 #define DEVICE_CHECK_EXIT 3
 
-const Backend *backend_cpu_checked(void);
-
 #endif

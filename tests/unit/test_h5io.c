@@ -529,6 +529,65 @@ static void test_h5_flipped_byte_sweep(void **state) {
     unlink(path);
 }
 
+// The helpers the rest of sprec uses instead of HDF5 calls: checksummed byte
+// arrays, float64 datasets, groups opened for reading, read-write files.
+static void group_open_child(void *path) {
+    hid_t h = h5_open_read(path);
+    h5_group_open(h, path, "nope/deeper");
+}
+
+static void rw_child(void *path) { h5_close(h5_open_rw(path)); }
+
+static void test_h5_helpers(void **state) {
+    (void)state;
+    char path[64], want[256];
+    tmp_h5(path);
+    const char text[] = "{\"model\": \"bpe\"}\n\xc3\xa9";
+    const double d[3] = {0.1, -1e300, 5e-324};
+    hid_t h = h5_create(path);
+    hid_t g = h5_group(h, "tokenizer");
+    h5_write_bytes(g, "tokenizer.json", text, sizeof text - 1);
+    h5_write_bytes(g, "empty", "", 0);
+    h5_group_close(g);
+    h5_write_f64(h, "w", 1, (long[]){3}, d);
+    h5_flush(h);
+    h5_close(h);
+
+    h = h5_open_read(path);
+    size_t len;
+    char *t = h5_read_bytes(h, path, "tokenizer/tokenizer.json", &len);
+    assert_int_equal(len, sizeof text - 1);
+    assert_memory_equal(t, text, sizeof text);   // NUL-terminated
+    free(t);
+    g = h5_group_open(h, path, "tokenizer");
+    t = h5_read_bytes(g, path, "empty", &len);
+    assert_true(t && len == 0 && t[0] == 0);
+    free(t);
+    len = 7;
+    assert_null(h5_read_bytes(g, path, "absent", &len));
+    assert_int_equal(len, 0);
+    h5_group_close(g);
+    long n[1] = {-1};
+    double *back = h5_read_f64(h, path, "w", 1, n);
+    assert_int_equal(n[0], 3);
+    assert_memory_equal(back, d, sizeof d);
+    free(back);
+    h5_close(h);
+
+    // read-write: add to an existing file, keep what was there
+    h = h5_open_rw(path);
+    h5_write_i32(h, "added/x", 1, (long[]){1}, (int[]){7});
+    h5_close(h);
+    h = h5_open_read(path);
+    assert_true(h5_exists(h, "added/x") && h5_exists(h, "tokenizer/tokenizer.json"));
+    h5_close(h);
+
+    snprintf(want, sizeof want, "sprec: error: %s: group 'nope/deeper' not found", path);
+    expect_child_error(group_open_child, path, want);
+    expect_child_error(rw_child, "/nonexistent/x.h5", "sprec: error: cannot open '/nonexistent/x.h5' for writing: No such file");
+    unlink(path);
+}
+
 DEFINE_TEST_GROUP(test_h5io,
     cmocka_unit_test(test_h5_roundtrip),
     cmocka_unit_test(test_h5_chunked),
@@ -540,4 +599,5 @@ DEFINE_TEST_GROUP(test_h5io,
     cmocka_unit_test(test_h5_flipped_byte),
     cmocka_unit_test(test_h5_truncated),
     cmocka_unit_test(test_h5_flipped_byte_sweep),
+    cmocka_unit_test(test_h5_helpers),
 )

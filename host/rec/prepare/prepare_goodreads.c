@@ -11,7 +11,8 @@
 // containing `", "` stays one piece unless splitting it yields catalogue titles.
 #include <string.h>
 #include <cjson/cJSON.h>
-#include "prepare.h"
+#include "sources.h"
+#include "base/fileio.h"
 #include "kernels/errors.h"
 
 // Parses a whole JSON file; a syntax error names the file and line.

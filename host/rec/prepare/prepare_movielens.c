@@ -7,7 +7,8 @@
 // appear under several movieIds (ml-latest-small has 5) are one catalogue item
 // (the first movieId's genres), so titles stay unique for the trie.
 #include <string.h>
-#include "prepare.h"
+#include "sources.h"
+#include "base/fileio.h"
 #include "kernels/errors.h"
 
 static const char *REF_GENRES[] = {"Action", "Adventure", "Sci-Fi", "Thriller", "Drama", "Comedy", "Fantasy",

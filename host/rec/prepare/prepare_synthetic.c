@@ -9,7 +9,7 @@
 // One row per user; the rows are split like Goodreads (valid_rows, test_rows).
 #include <math.h>
 #include <string.h>
-#include "prepare.h"
+#include "sources.h"
 #include "base/rng.h"
 #include "kernels/errors.h"
 
