@@ -207,12 +207,12 @@ void h5_list_free(char **names, int count) {
 
 // ---- datasets -----------------------------------------------------------
 
-// Chunk shape of at most CHUNK_BYTES, filled from the last dimension backwards,
+// Chunk shape of at most max_bytes, filled from the last dimension backwards,
 // so small tensors are one chunk and big ones split along the leading dims.
-static void chunk_dims(int rank, const hsize_t *dims, size_t esize, hsize_t *chunk) {
+static void chunk_dims(int rank, const hsize_t *dims, size_t esize, size_t max_bytes, hsize_t *chunk) {
     size_t bytes = esize;
     for (int d = rank - 1; d >= 0; d--) {
-        size_t fit = CHUNK_BYTES / bytes;
+        size_t fit = max_bytes / bytes;
         if (fit == 0) fit = 1;
         chunk[d] = dims[d] < fit ? dims[d] : fit;
         bytes *= chunk[d];
@@ -220,7 +220,7 @@ static void chunk_dims(int rank, const hsize_t *dims, size_t esize, hsize_t *chu
 }
 
 static void write_dataset(hid_t loc, const char *name, int rank, const long *dims, hid_t ftype,
-                          hid_t mtype, const void *data) {
+                          hid_t mtype, const void *data, size_t chunk_bytes) {
     char fb[1024], lb[1024];
     check(rank >= 0 && rank <= H5IO_MAX_RANK, "rank %d out of range", rank);
     hsize_t hd[H5IO_MAX_RANK], chunk[H5IO_MAX_RANK];
@@ -240,7 +240,7 @@ static void write_dataset(hid_t loc, const char *name, int rank, const long *dim
         // object header, which the v2 header checksum protects
         check(H5Pset_layout(dcpl, H5D_COMPACT) >= 0, "H5Pset_layout failed");
     } else {
-        chunk_dims(rank, hd, H5Tget_size(mtype), chunk);
+        chunk_dims(rank, hd, H5Tget_size(mtype), chunk_bytes, chunk);
         check(H5Pset_chunk(dcpl, rank, chunk) >= 0, "H5Pset_chunk failed");
         check(H5Pset_fletcher32(dcpl) >= 0, "H5Pset_fletcher32 failed");
     }
@@ -255,21 +255,21 @@ static void write_dataset(hid_t loc, const char *name, int rank, const long *dim
 }
 
 void h5_write_f32(hid_t loc, const char *name, int rank, const long *dims, const float *data) {
-    write_dataset(loc, name, rank, dims, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, data);
+    write_dataset(loc, name, rank, dims, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, data, CHUNK_BYTES);
 }
 
 void h5_write_i32(hid_t loc, const char *name, int rank, const long *dims, const int *data) {
-    write_dataset(loc, name, rank, dims, H5T_STD_I32LE, H5T_NATIVE_INT, data);
+    write_dataset(loc, name, rank, dims, H5T_STD_I32LE, H5T_NATIVE_INT, data, CHUNK_BYTES);
 }
 
 void h5_write_f64(hid_t loc, const char *name, int rank, const long *dims, const double *data) {
-    write_dataset(loc, name, rank, dims, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, data);
+    write_dataset(loc, name, rank, dims, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, data, CHUNK_BYTES);
 }
 
-void h5_write_bytes(hid_t loc, const char *name, const void *data, size_t len) {
+void h5_write_bytes(hid_t loc, const char *name, const void *data, size_t len, size_t chunk_bytes) {
     check(len <= LONG_MAX, "byte array too long");
     const long dims[1] = {(long)len};
-    write_dataset(loc, name, 1, dims, H5T_STD_U8LE, H5T_NATIVE_UCHAR, data);
+    write_dataset(loc, name, 1, dims, H5T_STD_U8LE, H5T_NATIVE_UCHAR, data, chunk_bytes ? chunk_bytes : CHUNK_BYTES);
 }
 
 int h5_shape(hid_t loc, const char *path, const char *name, long dims[8]) {

@@ -39,8 +39,9 @@ void h5_write_i32(hid_t loc, const char *name, int rank, const long *dims, const
 void h5_write_f64(hid_t loc, const char *name, int rank, const long *dims, const double *data);
 // Bytes verbatim (a text file, a list of strings) as a 1-D uint8 dataset,
 // checksummed like every other; read back NUL-terminated (the caller frees),
-// or NULL with *len = 0 when the dataset is absent.
-void h5_write_bytes(hid_t loc, const char *name, const void *data, size_t len);
+// or NULL with *len = 0 when the dataset is absent. chunk_bytes: the largest
+// chunk (0 = the default, 4 MiB); a format keeps its own so its files stay the same.
+void h5_write_bytes(hid_t loc, const char *name, const void *data, size_t len, size_t chunk_bytes);
 char *h5_read_bytes(hid_t loc, const char *path, const char *name, size_t *len);
 // Scalar attributes
 void h5_attr_write_i64(hid_t obj, const char *name, int64_t v);

@@ -82,6 +82,9 @@ static void write_lora_config(hid_t f, const LoraConfig *c) {
 
 // ---- tokenizer text ---------------------------------------------------------
 
+// 1 MiB chunks of text, as checkpoints have always been written (a real tokenizer.json is larger)
+#define TEXT_CHUNK ((size_t)1 << 20)
+
 // tokenizer/<name>: a file's text, bytes verbatim (h5_write_bytes); NULL when absent.
 static char *read_text(hid_t f, const char *path, const char *name, size_t *len) {
     char full[128];
@@ -103,9 +106,10 @@ void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const T
     save_tensors(f, "params", m, m->params, host);
     if (m->tokenizer_json) {
         hid_t g = h5_group(f, "tokenizer");
-        h5_write_bytes(g, "tokenizer.json", m->tokenizer_json, m->tokenizer_json_len);
+        h5_write_bytes(g, "tokenizer.json", m->tokenizer_json, m->tokenizer_json_len, TEXT_CHUNK);
         if (m->tokenizer_config_json)
-            h5_write_bytes(g, "tokenizer_config.json", m->tokenizer_config_json, m->tokenizer_config_json_len);
+            h5_write_bytes(g, "tokenizer_config.json", m->tokenizer_config_json, m->tokenizer_config_json_len,
+                           TEXT_CHUNK);
         h5_group_close(g);
     }
     if (lo) {

@@ -26,7 +26,7 @@ static void write_texts(hid_t g, const char *name, char *const *texts, int n) {
     }
     char *buf = xmalloc(total);
     for (int i = 0; i < n; i++) memcpy(buf + off[i], texts[i], (size_t)(off[i + 1] - off[i]));
-    h5_write_bytes(g, name, buf, total);
+    h5_write_bytes(g, name, buf, total, 0);
     char oname[128];
     snprintf(oname, sizeof oname, "%s_offsets", name);
     long dims[1] = {n + 1};

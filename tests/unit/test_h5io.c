@@ -546,8 +546,8 @@ static void test_h5_helpers(void **state) {
     const double d[3] = {0.1, -1e300, 5e-324};
     hid_t h = h5_create(path);
     hid_t g = h5_group(h, "tokenizer");
-    h5_write_bytes(g, "tokenizer.json", text, sizeof text - 1);
-    h5_write_bytes(g, "empty", "", 0);
+    h5_write_bytes(g, "tokenizer.json", text, sizeof text - 1, 0);
+    h5_write_bytes(g, "empty", "", 0, 0);
     h5_group_close(g);
     h5_write_f64(h, "w", 1, (long[]){3}, d);
     h5_flush(h);
