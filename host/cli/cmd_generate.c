@@ -188,7 +188,7 @@ int cmd_generate(int argc, char **argv) {
     Model m;
     model_create(&m, &mc, be);
     checkpoint_load(model_path, &m, NULL, NULL);
-    if (m.lora) model_merge_lora(&m);   // the KV-cache decoder reads the base weights only
+    if (m.lora) model_merge_lora(&m);   // once: cheaper than the adapter path at every decode step
     const int V = mc.vocab_size;
     Tokenizer *tok = NULL;
     if (m.tokenizer_json)

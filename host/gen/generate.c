@@ -1,12 +1,14 @@
-// The decode forward (forward.c's layer, op for op, but reading past keys and
-// values from the KV cache instead of recomputing them), and the generation
-// loops on top of it: greedy / sampling, and beam search.
+// The decode forward (the training forward's layer, model/layer.c, reading
+// past keys and values from the KV cache instead of recomputing them), and
+// the generation loops on top of it: greedy / sampling, and beam search.
 #include <math.h>
 #include <string.h>
 #include "generate.h"
 #include "sampler.h"
 #include "kernels/errors.h"
 #include "model/act.h"
+#include "model/layer.h"
+#include "model/lora.h"
 
 // ---- decode forward --------------------------------------------------------------
 
@@ -33,6 +35,7 @@ void decoder_create(Decoder *d, Model *m, int R, int P, int max_rows) {
     d->tokens = be->alloc(N * sizeof(int)); d->pos = be->alloc(N * sizeof(int));
     d->start = be->alloc((size_t)R * sizeof(int)); d->n_new = be->alloc((size_t)R * sizeof(int));
     d->rows = be->alloc((size_t)R * sizeof(int));
+    if (m->lora) d->lora_scratch = act_alloc(be, lora_scratch_numel(m, max_rows));
     d->slot = xmalloc((size_t)R * sizeof(int));
     for (int r = 0; r < R; r++) d->slot[r] = -1;
 }
@@ -44,6 +47,7 @@ void decoder_free(Decoder *d) {
                     d->start, d->n_new, d->rows};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(bufs[i]);
     if (d->plogits) be->free(d->plogits);
+    if (d->lora_scratch) be->free(d->lora_scratch);
     kv_cache_free(&d->kv, be);
     free(d->logits_host);
     free(d->slot);
@@ -55,10 +59,9 @@ void decoder_step(Decoder *d, const int *tokens, const int *n_new, int R, int S,
     const ModelConfig *c = &m->cfg;
     const Backend *be = m->be;
     KVCache *kv = &d->kv;
-    const int N = R * S, C = c->dim, F = c->ffn_dim, V = c->vocab_size;
-    const int NH = c->n_heads, NKV = c->n_kv_heads, D = c->head_dim;
-    const int QD = NH * D, KVD = NKV * D, P = kv->P;
+    const int N = R * S, C = c->dim, V = c->vocab_size, P = kv->P;
     check(R <= kv->R && N <= d->max_rows, "decoder step of %d x %d rows exceeds its capacity", R, S);
+    check(!m->lora || d->lora_scratch, "the model gained LoRA adapters after its decoder was created");
 
     // host side: checked ids (padding fed as id 0), positions, active rows
     int *tok = xmalloc((size_t)N * sizeof(int)), *pos = xmalloc((size_t)N * sizeof(int));
@@ -82,26 +85,20 @@ void decoder_step(Decoder *d, const int *tokens, const int *n_new, int R, int S,
     be->upload(d->n_new, n_new, (size_t)R * sizeof(int));
     be->upload(d->rows, rows, (size_t)n_act * sizeof(int));
 
-    // residual adds fused with the norm after them, as in the training forward
-    // (the last layer's plain add: the final norm runs on the gathered rows)
+    // one layer's activations, reused by every layer (ln1 and ln2 share a
+    // buffer); residual adds fused with the norm after them, as in the
+    // training forward (the last layer's plain add: the final norm runs on the
+    // gathered rows)
+    const LayerActs L = {.x = d->x, .ln1 = d->ln, .rstd1 = d->rstd, .q = d->q, .k = d->k, .v = d->v, .att = d->att,
+                         .x2 = d->x2, .ln2 = d->ln, .rstd2 = d->rstd, .gate = d->gate, .up = d->up, .act = d->act};
+    LayerMode mode = {.rope_cos = kv->rope_cos, .rope_sin = kv->rope_sin, .start = d->start, .n_new = d->n_new,
+                      .pos = d->pos, .R = R, .S = S, .P = P, .lora_scratch = d->lora_scratch};
     be->embedding_fwd(d->x, d->tokens, m->w.embed, N, C);                    // x[N,C]
     be->rmsnorm_fwd(d->ln, d->rstd, d->x, m->w.layers[0].ln1, c->rms_eps, N, C);   // ln1[N,C]
     for (int l = 0; l < c->n_layers; l++) {
-        LayerWeights *w = &m->w.layers[l];
-        be->matmul_fwd(d->q, d->ln, w->wq, w->bq, N, C, QD);                  // q[R,S,NH,D]
-        be->matmul_fwd(d->k, d->ln, w->wk, w->bk, N, C, KVD);                 // k[R,S,NKV,D]
-        be->matmul_fwd(d->v, d->ln, w->wv, w->bv, N, C, KVD);                 // v[R,S,NKV,D]
-        be->rope_at_fwd(d->q, kv->rope_cos, kv->rope_sin, d->pos, N, NH, D);
-        be->rope_at_fwd(d->k, kv->rope_cos, kv->rope_sin, d->pos, N, NKV, D);
-        be->kv_write(kv->k[l], d->k, d->start, d->n_new, R, S, P, KVD);       // cache gains the block
-        be->kv_write(kv->v[l], d->v, d->start, d->n_new, R, S, P, KVD);
-        be->attention_cached_fwd(d->att, d->q, kv->k[l], kv->v[l], d->start, d->n_new, R, S, P, NH, NKV, D);
-        be->matmul_fwd(d->tmp, d->att, w->wo, NULL, N, QD, C);               // o[N,C]
-        be->residual_rmsnorm_fwd(d->x2, d->ln, d->rstd, d->x, d->tmp, w->ln2, c->rms_eps, N, C);   // x2 = x + o; ln2
-        be->matmul_fwd(d->gate, d->ln, w->wgate, NULL, N, C, F);              // gate[N,F]
-        be->matmul_fwd(d->up, d->ln, w->wup, NULL, N, C, F);                  // up[N,F]
-        be->swiglu_fwd(d->act, d->gate, d->up, (size_t)N * F);                // act[N,F]
-        be->matmul_fwd(d->tmp, d->act, w->wdown, NULL, N, F, C);              // mlp out[N,C]
+        mode.k_cache = kv->k[l];
+        mode.v_cache = kv->v[l];
+        layer_forward(m, l, &L, d->tmp, &mode, N);                            // x2, and the MLP's output in tmp
         if (l + 1 < c->n_layers)                                              // x' = x2 + mlp; next ln1
             be->residual_rmsnorm_fwd(d->x, d->ln, d->rstd, d->x2, d->tmp, m->w.layers[l + 1].ln1, c->rms_eps, N, C);
         else

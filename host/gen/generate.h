@@ -28,10 +28,16 @@ typedef struct {
     int *slot, n_cur;                             // host [R]
     void *plogits;                                // device [R,V]: prefill's rows when the
                                                   // prompts end in different chunks (lazy)
+    void *lora_scratch;                           // act: LoRA's intermediates (lora_fwd), NULL without adapters
 } Decoder;
 
 // R cache rows of P positions (P <= max_seq_len); a step carries at most
-// max_rows = R * S token rows.
+// max_rows = R * S token rows. LoRA adapters (enabled before this call) add
+// their path as in the training forward, never with dropout: no merge is
+// needed to generate from a model being trained. A step writes only the
+// decoder's buffers and cache, never the model's activations or the adapters'
+// kept ones, so it cannot disturb a pending backward (the trainers generate
+// only between optimizer steps anyway).
 void decoder_create(Decoder *d, Model *m, int R, int P, int max_rows);
 void decoder_free(Decoder *d);
 // Appends n_new[r] tokens (tokens[r*S + s], s < n_new[r], host) to cache row

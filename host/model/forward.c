@@ -1,11 +1,13 @@
-// Forward and backward of the whole model over a batch, as a flat list of
-// named backend ops per layer; the backward mirrors the forward in reverse.
+// Forward and backward of the whole model over a batch: the layers' forward
+// is layer.c's (shared with decoding), the backward mirrors it in reverse as
+// a flat list of named backend ops per layer.
 #include <math.h>
 #include <string.h>
 #include "model.h"
 #include "kernels/errors.h"
 #include "lora.h"
 #include "act.h"
+#include "layer.h"
 
 // ---- activation buffers ----------------------------------------------------
 
@@ -86,9 +88,7 @@ static void rope_tables(Model *m, int T) {
 int model_forward(Model *m, const Batch *batch, int all_positions) {
     const ModelConfig *c = &m->cfg;
     const Backend *be = m->be;
-    const int B = batch->B, T = batch->T, N = B * T, C = c->dim, F = c->ffn_dim;
-    const int NH = c->n_heads, NKV = c->n_kv_heads, D = c->head_dim;
-    const int QD = NH * D, KVD = NKV * D;
+    const int B = batch->B, T = batch->T, N = B * T, C = c->dim;
     if (T > c->max_seq_len)
         fail("batch has %d positions but the model's max_seq_len is %d", T, c->max_seq_len);
     acts_ensure(m, B, T);
@@ -121,42 +121,21 @@ int model_forward(Model *m, const Batch *batch, int all_positions) {
     free(tok); free(rows); free(tgt);
     a->cur_B = B; a->cur_T = T; a->n_head = n;
 
-    Lora *lo = m->lora;       // adapters add their path after each targeted matmul
-    if (lo) lora_acts_ensure(m, N);
-#define LORA_FWD(t, out, inp) do { if (lo) lora_fwd(m, l, t, out, inp, N); } while (0)
+    if (m->lora) lora_acts_ensure(m, N);   // the adapters' activations, kept for the backward
+    const LayerMode mode = {.rope_cos = a->rope_cos, .rope_sin = a->rope_sin, .B = B, .T = T, .lengths = a->lengths};
     // each residual add is fused with the norm that reads its result: the
     // layer's ln2, and the next layer's ln1 (the final norm after the last)
     be->embedding_fwd(a->layers[0].x, a->tokens, m->w.embed, N, C);         // x[N,C]
     be->rmsnorm_fwd(a->layers[0].ln1, a->layers[0].rstd1, a->layers[0].x, m->w.layers[0].ln1, c->rms_eps, N, C);
     for (int l = 0; l < c->n_layers; l++) {
-        LayerWeights *w = &m->w.layers[l];
         LayerActs *L = &a->layers[l];
         const int last = l + 1 == c->n_layers;
         LayerActs *Ln = last ? NULL : &a->layers[l + 1];
-        be->matmul_fwd(L->q, L->ln1, w->wq, w->bq, N, C, QD);                // q[B,T,NH,D]
-        be->matmul_fwd(L->k, L->ln1, w->wk, w->bk, N, C, KVD);               // k[B,T,NKV,D]
-        be->matmul_fwd(L->v, L->ln1, w->wv, w->bv, N, C, KVD);               // v[B,T,NKV,D]
-        LORA_FWD(LORA_Q, L->q, L->ln1);
-        LORA_FWD(LORA_K, L->k, L->ln1);
-        LORA_FWD(LORA_V, L->v, L->ln1);
-        be->rope_fwd(L->q, a->rope_cos, a->rope_sin, B, T, NH, D);
-        be->rope_fwd(L->k, a->rope_cos, a->rope_sin, B, T, NKV, D);
-        be->attention_fwd(L->att, L->lse, L->q, L->k, L->v, a->lengths, B, T, NH, NKV, D);
-        be->matmul_fwd(a->tmp, L->att, w->wo, NULL, N, QD, C);               // o[N,C]
-        LORA_FWD(LORA_O, a->tmp, L->att);
-        be->residual_rmsnorm_fwd(L->x2, L->ln2, L->rstd2, L->x, a->tmp, w->ln2, c->rms_eps, N, C);   // x2 = x + o; ln2
-        be->matmul_fwd(L->gate, L->ln2, w->wgate, NULL, N, C, F);            // gate[N,F]
-        be->matmul_fwd(L->up, L->ln2, w->wup, NULL, N, C, F);                // up[N,F]
-        LORA_FWD(LORA_GATE, L->gate, L->ln2);
-        LORA_FWD(LORA_UP, L->up, L->ln2);
-        be->swiglu_fwd(L->act, L->gate, L->up, (size_t)N * F);               // act[N,F]
-        be->matmul_fwd(a->tmp, L->act, w->wdown, NULL, N, F, C);             // mlp out[N,C]
-        LORA_FWD(LORA_DOWN, a->tmp, L->act);
+        layer_forward(m, l, L, a->tmp, &mode, N);                           // x2, and the MLP's output in tmp
         // x' = x2 + mlp, then the next layer's ln1 (or the final norm: lnf)
         be->residual_rmsnorm_fwd(last ? a->out : Ln->x, last ? a->lnf : Ln->ln1, last ? a->rstdf : Ln->rstd1,
                                  L->x2, a->tmp, last ? m->w.norm : m->w.layers[l + 1].ln1, c->rms_eps, N, C);
     }
-#undef LORA_FWD
     if (n > 0) {
         be->logprob_fwd(a->head_lp, a->head_lse, a->lnf, m->w.lm_head, a->rows, a->targets, n, C,
                         c->vocab_size);

@@ -1,6 +1,7 @@
 // LoRA adapters: their own parameter table (PEFT names), flat buffers and
-// views, the per-module forward/backward used by forward.c, and the merge into
-// the base weights. Everything runs through Backend ops. Design: docs/lora.md.
+// views, the per-module forward (layer.c) and backward (forward.c), and the
+// merge into the base weights. Everything runs through Backend ops. Design:
+// docs/lora.md.
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -155,16 +156,20 @@ void lora_free(Model *m) {
     m->lora = NULL;
 }
 
+// The widest adapter input or output: max(C, F, NH*D).
+static size_t lora_wide(const ModelConfig *c) {
+    const int QD = c->n_heads * c->head_dim;
+    int wide = c->dim > c->ffn_dim ? c->dim : c->ffn_dim;
+    return (size_t)(QD > wide ? QD : wide);
+}
+
 void lora_acts_ensure(Model *m, int N) {
     Lora *lo = m->lora;
     if (lo->cap_N >= N) return;
     lora_acts_free(lo, m->be);
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
-    const size_t r = (size_t)lo->cfg.rank, slots = (size_t)c->n_layers * LORA_N_TARGETS;
-    const int QD = c->n_heads * c->head_dim;
-    int wide = c->dim > c->ffn_dim ? c->dim : c->ffn_dim;
-    if (QD > wide) wide = QD;
+    const size_t r = (size_t)lo->cfg.rank, slots = (size_t)c->n_layers * LORA_N_TARGETS, wide = lora_wide(c);
     lo->h = act_alloc(be, slots * N * r);
     lo->xd = act_alloc(be, (size_t)N * wide);
     lo->dxd = be->alloc((size_t)N * wide * sizeof(float));
@@ -188,7 +193,11 @@ static uint64_t module_key(const Lora *lo, int slot) {
 
 static int dropout_on(const Lora *lo) { return lo->training && lo->cfg.dropout > 0.0f; }
 
-void lora_fwd(Model *m, int layer, int target, void *out, const void *inp, int N) {
+size_t lora_scratch_numel(const Model *m, int N) {
+    return (size_t)N * ((size_t)m->lora->cfg.rank + lora_wide(&m->cfg));
+}
+
+void lora_fwd(Model *m, int layer, int target, void *out, const void *inp, int N, void *scratch) {
     Lora *lo = m->lora;
     const int slot = layer * LORA_N_TARGETS + target;
     const LoraPair *p = &lo->w[slot];
@@ -196,15 +205,23 @@ void lora_fwd(Model *m, int layer, int target, void *out, const void *inp, int N
     const Backend *be = m->be;
     const int r = lo->cfg.rank;
     const void *x = inp;
-    if (dropout_on(lo)) {
-        be->dropout_fwd(lo->xd, inp, (size_t)N * p->in, lo->cfg.dropout, module_key(lo, slot));
-        x = lo->xd;
+    void *h, *y;
+    if (scratch) {   // inference: the caller's buffers, no dropout
+        h = scratch;
+        y = act_at(be, scratch, (size_t)N * r);
+    } else {         // training: h stays for lora_bwd
+        check(N <= lo->cap_N, "lora_fwd of %d rows exceeds lora_acts_ensure's %d", N, lo->cap_N);
+        h = act_at(be, lo->h, (size_t)slot * lo->cap_N * r);
+        y = lo->ybuf;
+        if (dropout_on(lo)) {
+            be->dropout_fwd(lo->xd, inp, (size_t)N * p->in, lo->cfg.dropout, module_key(lo, slot));
+            x = lo->xd;
+        }
     }
-    void *h = act_at(be, lo->h, (size_t)slot * lo->cap_N * r);
     be->matmul_fwd(h, x, p->A, NULL, N, p->in, r);                 // h[N,r] = x A^T
     be->scale_act(h, lo->scale, (size_t)N * r);                     // h *= alpha/r
-    be->matmul_fwd(lo->ybuf, h, p->B, NULL, N, r, p->out);          // y[N,out] = h B^T
-    be->add(out, out, lo->ybuf, (size_t)N * p->out);
+    be->matmul_fwd(y, h, p->B, NULL, N, r, p->out);                 // y[N,out] = h B^T
+    be->add(out, out, y, (size_t)N * p->out);
 }
 
 void lora_bwd(Model *m, int layer, int target, float *dinp, const float *dout, const void *inp, int N) {

@@ -63,16 +63,25 @@ void lora_sync_compute(Model *m);
 // Dropout switch for the next forward/backward pair: training = 1 applies
 // dropout with the mask of micro-batch `micro_index` (use the global micro-batch
 // count, step * grad_accum + micro, so a resumed run redraws the same masks);
-// training = 0 (the default: evaluation, generation, reference log-probs) is
-// the identity.
+// training = 0 (the default: evaluation, reference log-probs) is the identity.
+// Generation never applies dropout (lora_fwd with scratch), whatever this says.
 void lora_set_train(Model *m, int training, uint64_t micro_index);
 
-// Called by forward.c: adds the adapter path of (layer, target) into out[N,out];
-// no-op when that module is not targeted. lora_bwd adds d inp and the adapter
-// gradients. inp must be the same buffer contents as in the forward.
+// Called by layer.c: adds the adapter path of (layer, target) into out[N,out];
+// no-op when that module is not targeted. out, inp act.
+// - scratch NULL (training): the adapter's hidden state goes to the kept
+//   activations (Lora.h, sized by lora_acts_ensure(m, N) first) for lora_bwd,
+//   and dropout applies as lora_set_train says.
+// - scratch set (inference: the KV-cache decode step): an act buffer of
+//   lora_scratch_numel(m, N) elements takes the intermediates, and there is
+//   no dropout whatever lora_set_train said. Nothing the backward reads is
+//   touched, so a generation between a forward and its backward would not
+//   corrupt it (the trainers generate only between optimizer steps anyway).
 void lora_acts_ensure(Model *m, int N);
-// out, inp act; dinp, dout fp32.
-void lora_fwd(Model *m, int layer, int target, void *out, const void *inp, int N);
+size_t lora_scratch_numel(const Model *m, int N);
+void lora_fwd(Model *m, int layer, int target, void *out, const void *inp, int N, void *scratch);
+// Called by forward.c: adds d inp and the adapter gradients; inp must be the
+// same buffer contents as in the forward. dinp, dout fp32.
 void lora_bwd(Model *m, int layer, int target, float *dinp, const float *dout, const void *inp, int N);
 
 #endif

@@ -295,7 +295,7 @@ double dpo_pairs_step(Model *m, AdamW *opt, const RecData *d, const DpoPairs *p,
 }
 
 // The pairs' rows and negatives (reference log-probs are filled in later).
-// gen: the starting policy with any adapters merged (negatives = self only).
+// gen: the starting policy (negatives = self only; LoRA adapters need no merge).
 static void pairs_sample(DpoPairs *p, const RecData *d, const Config *cfg, Model *gen) {
     const RecSplit *sp = &d->split[SPLIT_TRAIN];
     const int V = d->n_items;
@@ -375,8 +375,7 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
     Model model;
     AdamW opt;
     TrainState st;
-    const char *source = train_begin(cfg, be, &lc, ckpt_path, resume, "dpo", cfg->dpo.seed, "dpo.seed", &model,
-                                     &opt, &st);
+    train_begin(cfg, be, &lc, ckpt_path, resume, "dpo", cfg->dpo.seed, "dpo.seed", &model, &opt, &st);
     const ModelConfig mc = model.cfg;
     const RecSplit *sp = &d.split[SPLIT_TRAIN];
     const int bs = cfg->train.batch_size, ga = cfg->train.grad_accum;
@@ -388,18 +387,7 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
         if (spdpo != (p.pair_w != NULL))
             fail("%s was made with dpo.weighting = %s; resume with the run's own config.ini", pairs_path, spdpo ? "none" : "spdpo");
     } else {
-        Model gen, *g = &model;
-        if (model.lora && !strcmp(cfg->dpo.negatives, "self")) {
-            // generation reads the base weights only: negatives come from a merged copy of the starting policy
-            model_create(&gen, &mc, be);
-            model_enable_lora(&gen, &lc);
-            if (source) checkpoint_load(source, &gen, NULL, NULL);
-            else model_init_random(&gen, cfg->init_seed, cfg->init_std);
-            model_merge_lora(&gen);
-            g = &gen;
-        }
-        pairs_sample(&p, &d, cfg, g);
-        if (g != &model) model_free(&gen);
+        pairs_sample(&p, &d, cfg, &model);   // self negatives: the starting policy's own, adapters included
         int maxlen = 0, maxitem = 0;
         for (int i = 0; i < p.n; i++) {
             const int r = p.row[i], it = p.rejected[i];

@@ -25,15 +25,15 @@ void dpo_pairs_free(DpoPairs *p);
 void dpo_pairs_save(const DpoPairs *p, const char *path, const char *negatives);
 void dpo_pairs_load(DpoPairs *p, const char *path, const char *negatives);
 // rejected[i] = gen's constrained greedy item for row[i]'s prompt, its
-// next-best when that equals chosen[i] (beam width beams >= 2). gen must hold
-// plain weights (generation ignores LoRA adapters: merge them first).
+// next-best when that equals chosen[i] (beam width beams >= 2). gen may carry
+// LoRA adapters: generation runs them unmerged, without dropout.
 void dpo_self_negatives(Model *gen, const RecData *d, DpoPairs *p, int beams);
 // dpo.weighting = spdpo: for each of the n prompts (train rows rows[i], chosen
 // item chosen[i]) the k best items of gen's constrained beam (width
 // max(beams, k + 1)) other than chosen[i] become k consecutive pairs, weighted
 // by dpo_spdpo_weights from their generation log-probs (the normalised
 // probability pi_t(y|x) within the prompt's group). Allocates p (n * k pairs,
-// pair_w set). gen holds plain weights, as above.
+// pair_w set). gen as above.
 void dpo_spdpo_negatives(Model *gen, const RecData *d, const int *rows, const int *chosen, int n, int k, int beams,
                          DpoPairs *p);
 // The reference pass: ref_c/ref_r under m (no dropout), in micro-batches of

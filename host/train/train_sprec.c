@@ -32,28 +32,6 @@
 
 #define MAX_KS 16
 
-typedef struct {
-    const Config *cfg;
-    const Backend *be;
-    ModelConfig mc;
-    LoraConfig lc;
-    char tmp_path[4200];
-} Ctx;
-
-// Generation reads plain weights only: with LoRA, a copy with the adapters merged.
-static Model *generator(Ctx *x, Model *m, Model *copy) {
-    if (!m->lora) return m;
-    checkpoint_save(x->tmp_path, m, NULL, NULL);
-    model_create(copy, &x->mc, x->be);
-    model_enable_lora(copy, &x->lc);
-    checkpoint_load(x->tmp_path, copy, NULL, NULL);
-    model_merge_lora(copy);
-    remove(x->tmp_path);
-    return copy;
-}
-
-static void generator_done(Model *m, Model *g) { if (g != m) model_free(g); }
-
 // On resume: keep the log lines of completed iterations and, of the
 // interrupted iteration `done + 1`, those of its stages already checkpointed
 // (keep_sft, keep_dpo); the rest is redone, so its partial lines go.
@@ -78,9 +56,9 @@ static void truncate_log(const char *path, long done, int keep_sft, int keep_dpo
 }
 
 void sprec_train(const Config *cfg, int resume, int stop_at) {
-    Ctx x = {.cfg = cfg, .be = backend_select(cfg->run.device), .mc = cfg->model};
+    const Backend *be = backend_select(cfg->run.device);
     set_threads(cfg->run.threads);
-    x.lc = train_lora_config(cfg);
+    const LoraConfig lc = train_lora_config(cfg);
     int ks[MAX_KS], max_k = 0;
     char kerr[128];
     const int n_ks = evaluate_parse_ks(cfg->eval.ks, ks, MAX_KS, kerr, sizeof kerr);
@@ -93,7 +71,6 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
     snprintf(met_path, sizeof met_path, "%s/metrics.jsonl", out);
     snprintf(valid_path, sizeof valid_path, "%s/metrics-valid.jsonl", out);
     snprintf(pairs_path, sizeof pairs_path, "%s/pairs.h5", out);
-    snprintf(x.tmp_path, sizeof x.tmp_path, "%s/generator.tmp.h5", out);
 
     RecData d;
     recdata_load(&d, cfg->data.dataset);
@@ -104,8 +81,7 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
 
     // the model after iteration t-1: the run's checkpoint, else train.init (the SFT model), else random
     Model model;
-    const char *source = train_create_model(cfg, x.be, &x.lc, ckpt_path, resume, &model);
-    x.mc = model.cfg;
+    const char *source = train_create_model(cfg, be, &lc, ckpt_path, resume, &model);
     TrainState st;
     memset(&st, 0, sizeof st);
     if (source) checkpoint_load(source, &model, NULL, resume ? &st : NULL);
@@ -158,21 +134,18 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
         }
         for (int i = 0; i < n; i++) chosen[i] = sp->target[elig[i]];
         DpoPairs p;
-        Model copy, *g;
         double gnorm, mask_sum;
         int steps = 0;
         if (!skip_sft) {
             // 2. self-generated negatives of the current model (next-best when equal to the chosen item;
             //    spdpo: its spdpo_k best other items, weighted by their normalised probability)
-            g = generator(&x, &model, &copy);
             if (spdpo) {
-                dpo_spdpo_negatives(g, &d, elig, chosen, n, cfg->dpo.spdpo_k, cfg->dpo.beams, &p);
+                dpo_spdpo_negatives(&model, &d, elig, chosen, n, cfg->dpo.spdpo_k, cfg->dpo.beams, &p);
             } else {
                 dpo_pairs_alloc(&p, n);
                 for (int i = 0; i < n; i++) { p.row[i] = elig[i]; p.chosen[i] = chosen[i]; }
-                dpo_self_negatives(g, &d, &p, cfg->dpo.beams);
+                dpo_self_negatives(&model, &d, &p, cfg->dpo.beams);
             }
-            generator_done(&model, g);
             // 3. an SFT epoch on the n positives
             AdamW opt;
             train_optimizer(cfg, &model, &opt);
@@ -229,22 +202,20 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
         dpo_pairs_free(&p);
         // 6. evaluate (test, and valid unless sprec.eval_valid = false), log, checkpoint
         Metrics met[MAX_KS];
-        g = generator(&x, &model, &copy);
         const int beams = cfg->eval.beams > max_k ? cfg->eval.beams : max_k;
-        evaluate_split_mode(g, &d, "test", ks, n_ks, beams, cfg->eval.batch, eval_rows, cfg->eval.mode, NULL, NULL, met);
+        evaluate_split_mode(&model, &d, "test", ks, n_ks, beams, cfg->eval.batch, eval_rows, cfg->eval.mode, NULL, NULL, met);
         metrics_write_jsonl(mf, "sprec", t, met, n_ks);
         fflush(mf);
         char label[32];
         snprintf(label, sizeof label, "sprec %d", t);
         metrics_print_table(stdout, label, met, n_ks);
         if (vf) {
-            evaluate_split_mode(g, &d, "valid", ks, n_ks, beams, cfg->eval.batch, eval_rows, cfg->eval.mode, NULL, NULL, met);
+            evaluate_split_mode(&model, &d, "valid", ks, n_ks, beams, cfg->eval.batch, eval_rows, cfg->eval.mode, NULL, NULL, met);
             metrics_write_jsonl(vf, "sprec", t, met, n_ks);
             fflush(vf);
             snprintf(label, sizeof label, "sprec %d valid", t);
             metrics_print_table(stdout, label, met, n_ks);
         }
-        generator_done(&model, g);
         st.epoch = t;
         snprintf(st.stage, sizeof st.stage, "sprec");
         checkpoint_save(ckpt_path, &model, NULL, &st);
