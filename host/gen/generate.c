@@ -248,7 +248,7 @@ static void *grow(void *p, size_t *cap, size_t need) {
 static void pick_init(Picker *p, const Backend *be) {
     memset(p, 0, sizeof *p);
     p->be = be;
-    p->dev = be->logits_lse_topk && be->gather_cols;
+    p->dev = backend_supports(be, BACKEND_DEVICE_PICK);
 }
 
 static void pick_free(Picker *p) {

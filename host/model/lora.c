@@ -253,9 +253,9 @@ static float *base_weight(Model *m, int l, int t) {
     return ws[t];
 }
 
-void model_merge_lora(Model *m) {
+void lora_merge_into_base(Model *m) {
     Lora *lo = m->lora;
-    check(lo != NULL, "model_merge_lora without LoRA");
+    check(lo != NULL, "lora_merge_into_base without LoRA");
     const Backend *be = m->be;
     const int r = lo->cfg.rank;
     size_t biggest = 0;
@@ -275,5 +275,4 @@ void model_merge_lora(Model *m) {
         }
     be->free(sb);
     lora_free(m);
-    model_sync_compute(m);
 }

@@ -56,6 +56,9 @@ void model_enable_lora(Model *m, const LoraConfig *c);
 // W += (alpha/r) B A for every adapter, then frees the adapters: the model is a
 // plain (unfrozen) model again whose forward equals the adapted one.
 void model_merge_lora(Model *m);
+// Its first half (lora.c): the fp32 master weights gain the adapters, which are
+// freed; the compute copy is left stale (model_merge_lora refreshes it).
+void lora_merge_into_base(Model *m);
 // Frees the adapters without merging (model_free calls it).
 void lora_free(Model *m);
 // The adapters' compute copy from their master weights (model_sync_compute).

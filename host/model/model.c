@@ -135,6 +135,12 @@ void model_sync_compute(Model *m) {
     if (m->lora) lora_sync_compute(m);
 }
 
+// (here, not in lora.c: the adapters know nothing of the model's compute copy)
+void model_merge_lora(Model *m) {
+    lora_merge_into_base(m);
+    model_sync_compute(m);
+}
+
 void model_init_random(Model *m, uint64_t seed, float std) {
     Rng rng;
     rng_seed(&rng, seed);

@@ -19,6 +19,8 @@ static void *cpu_alloc(size_t bytes) {
 }
 
 static void cpu_free(void *p) { free(p); }
+// the CPU's KV cache is fp32, so it is plain backend memory
+static void *cpu_kv_alloc(size_t n) { return cpu_alloc(n * sizeof(float)); }
 static void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
 static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
 

@@ -83,7 +83,6 @@ void cpu_dpo_loss(double *out, double *w, float *tw, const double *lp, const dou
                   const double *pair_weight, double beta, int n, const int *seq, const float *mask,
                   int n_rows);
 // decode.c: KV-cache decoding (forward only)
-void *cpu_kv_alloc(size_t n);
 void cpu_rope_at_fwd(void *x, const float *cos_tab, const float *sin_tab, const int *pos, int N, int H, int D);
 void cpu_kv_write(void *cache, const void *x, const int *start, const int *n_new, int R, int S, int P, int W);
 void cpu_attention_cached_fwd(void *out, const void *q, const void *kc, const void *vc, const int *start,

@@ -10,9 +10,6 @@
 #include "../errors.h"
 #include "cpu_ops.h"
 
-// the CPU cache is fp32, so it is plain backend memory
-void *cpu_kv_alloc(size_t n) { return backend_cpu()->alloc(n * sizeof(float)); }
-
 // x[N,H,D] in place; row n rotated by the angle of position pos[n];
 // cos_tab, sin_tab [P, D/2]. Same arithmetic as rope.c's forward rotation.
 void cpu_rope_at_fwd(void *x_, const float *cos_tab, const float *sin_tab, const int *pos,

@@ -1,7 +1,8 @@
 // Internal to the CUDA backend: the op entry points backend_cuda.cu puts in the
 // Backend table (same signatures and contracts as kernels/backend.h and their
 // CPU twins in kernels/cpu/cpu_ops.h). One file per op family:
-//   backend_cuda.cu  memory, stream, cuBLASLt handle, scratch, registry, add/scale/dropout
+//   backend_cuda.cu  the Backend table     runtime.cu  errors, device, stream, cuBLASLt, scratch, memory
+//   elementwise.cu  act_from_f32, add, scale, dropout
 //   embedding.cu rmsnorm.cu rope.cu swiglu.cu adamw.cu (adamw_multi + sumsq) dpo.cu
 //   matmul.cu (cuBLASLt)  logprob.cu (fused linear log-prob)  attention.cu  decode.cu
 //   select.cu (decoding's top-k / log-softmax normaliser / allowed-column gather)
@@ -20,6 +21,14 @@
 extern "C" {
 #endif
 
+// runtime.cu: the device check and selection (SPREC_CUDA_DEVICE), device memory and transfers
+void cuda_select_device(void);
+void *cuda_alloc(size_t bytes);
+void cuda_free(void *p);
+void cuda_upload(void *dst, const void *src, size_t bytes);
+void cuda_download(void *dst, const void *src, size_t bytes);
+void cuda_copy(void *dst, const void *src, size_t bytes);
+void cuda_zero(void *p, size_t bytes);
 void cuda_act_from_f32(void *dst, const float *src, size_t n);
 void cuda_matmul_fwd(void *out, const void *inp, const void *w, const void *bias,
                      int N, int C, int OC);
@@ -74,7 +83,7 @@ void cuda_gather_rows(void *out, const void *inp, const int *rows, int N, int C)
 // select.cu: token selection without the [N x V] download
 void cuda_logits_lse_topk(double *lse, int *top_id, float *top_val, const void *logits, int N, int V, int k);
 void cuda_gather_cols(float *out, const void *logits, const int *off, const int *src, const int *cols, int N, int V);
-// backend_cuda.cu: device memory counters (alloc/free, scratch, cuBLASLt workspace) and the device name
+// runtime.cu: device memory counters (alloc/free, scratch, cuBLASLt workspace) and the device name
 void cuda_mem_stats(BackendMemStats *out);
 // of which scratch: the bytes the grow-only scratch slots hold now
 size_t cuda_scratch_bytes(void);

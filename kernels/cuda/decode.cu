@@ -18,7 +18,7 @@ typedef __nv_bfloat16 bf16;
 
 // Cache storage for n bf16 elements: the backend's own allocator (zero-filled,
 // 64-byte aligned), so the backend's free releases it.
-void *cuda_kv_alloc(size_t n) { return backend_cuda()->alloc(n * sizeof(bf16)); }
+void *cuda_kv_alloc(size_t n) { return cuda_alloc(n * sizeof(bf16)); }
 
 // ---------------------------------------------------------------------------
 // x[N,H,D] (bf16) in place; row n rotated by the angle of position pos[n];
