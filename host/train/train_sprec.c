@@ -18,9 +18,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "train_sprec.h"
-#include "train_sft.h"
+#include "sft_step.h"
+#include "dpo_pairs.h"
 #include "train_run.h"
-#include "train_dpo.h"
 #include "io/checkpoint.h"
 #include "rec/evaluate.h"
 #include "model/lora.h"
