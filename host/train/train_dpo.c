@@ -17,7 +17,7 @@
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
-#include "train_dpo.h"
+#include "train.h"
 #include "dpo_pairs.h"
 #include "train_run.h"
 #include "base/fileio.h"

@@ -9,7 +9,7 @@
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
-#include "train_sft.h"
+#include "train.h"
 #include "sft_step.h"
 #include "train_run.h"
 #include "io/checkpoint.h"

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include "train_sprec.h"
+#include "train.h"
 #include "sft_step.h"
 #include "dpo_pairs.h"
 #include "train_run.h"
