@@ -24,7 +24,6 @@
 #include "io/checkpoint.h"
 #include "model/lora.h"
 #include "io/dataset.h"
-#include "model/device.h"
 #include "dpo.h"
 #include "rec/recdata.h"
 #include "base/progress.h"
@@ -92,8 +91,7 @@ static void pairs_sample(DpoPairs *p, const RecData *d, const Config *cfg, Model
 }
 
 void dpo_train(const Config *cfg, int resume, int stop_at) {
-    const Backend *be = backend_select(cfg->run.device);
-    set_threads(cfg->run.threads);
+    const Backend *be = train_start(cfg);
     if (cfg->data.train[0]) fail("[train] method = dpo needs a prepared dataset ([data] dataset), not a token file ([data] train)");
     const LoraConfig lc = train_lora_config(cfg);
     char ckpt_path[4096], pairs_path[4096];
@@ -164,7 +162,9 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
         goto done;
     }
     train_write_config(cfg);
-    FILE *log = train_open_log(cfg, "train_log.jsonl", resume);
+    const TrainLoop loop = {.name = "dpo", .log = train_open_log(cfg, "train_log.jsonl", resume), .ckpt_path = ckpt_path,
+                            .m = &model, .opt = &opt, .st = &st, .total = total, .stop_at = stop_at,
+                            .ckpt_every = cfg->train.ckpt_every};
     printf("dpo: %s:/train | %d pairs, negatives %s%s | beta %g | %zu parameters | %d steps of %d pairs (%d x %d) | device %s\n",
            cfg->data.dataset, p.n, cfg->dpo.negatives, spdpo ? " (spdpo weights)" : "", (double)cfg->dpo.beta, model.numel, total, bs * ga, bs, ga, be->name);
     if (model.lora) printf("dpo: LoRA rank %d: %zu trainable parameters, base frozen\n", model.lora->cfg.rank, model.lora->numel);
@@ -186,15 +186,10 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
         st.step++;
         st.epoch = (st.step) / steps_per_epoch;
         st.last_loss = s.loss;
-        fprintf(log, "{\"step\": %ld, \"loss\": %.17g, \"rewards/chosen\": %.17g, \"rewards/rejected\": %.17g, "
-                "\"rewards/margins\": %.17g, \"rewards/accuracies\": %.17g, \"logps/chosen\": %.17g, \"logps/rejected\": %.17g, "
-                "\"lr\": %.9g, \"grad_norm\": %.17g, \"pairs\": %d}\n", st.step, s.loss, s.rewards_chosen, s.rewards_rejected,
-                s.rewards_margins, s.rewards_accuracies, s.logps_chosen, s.logps_rejected, lr, gnorm, n_step);
         win.loss += s.loss; win.rewards_chosen += s.rewards_chosen; win.rewards_rejected += s.rewards_rejected;
         win.rewards_margins += s.rewards_margins; win.rewards_accuracies += s.rewards_accuracies;
         win_steps++;
-        const int last = st.step == total || st.step == stop_at;
-        if (st.step % log_every == 0 || last || st.step == step0 + 1) {
+        if (st.step % log_every == 0 || train_loop_last(&loop) || st.step == step0 + 1) {
             char eta[32];
             const double per_step = (now_seconds() - t_start) / (double)(st.step - step0);
             printf("step %5ld/%d | loss %.4f | rewards chosen %+.4f rejected %+.4f margin %+.4f acc %.3f | lr %.2e | "
@@ -205,15 +200,14 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
             memset(&win, 0, sizeof win);
             win_steps = 0;
         }
-        if (last || (cfg->train.ckpt_every > 0 && st.step % cfg->train.ckpt_every == 0)) {
-            fflush(log);
-            checkpoint_save(ckpt_path, &model, &opt, &st);
-        }
-        if (st.step == stop_at) { printf("dpo: stopped at step %d as asked (--stop-at)\n", stop_at); break; }
+        if (train_loop_step(&loop, "{\"step\": %ld, \"loss\": %.17g, \"rewards/chosen\": %.17g, \"rewards/rejected\": %.17g, "
+                            "\"rewards/margins\": %.17g, \"rewards/accuracies\": %.17g, \"logps/chosen\": %.17g, "
+                            "\"logps/rejected\": %.17g, \"lr\": %.9g, \"grad_norm\": %.17g, \"pairs\": %d}", st.step, s.loss,
+                            s.rewards_chosen, s.rewards_rejected, s.rewards_margins, s.rewards_accuracies, s.logps_chosen,
+                            s.logps_rejected, lr, gnorm, n_step))
+            break;
     }
-    fclose(log);
-    if (model.lora) lora_set_train(&model, 0, 0);
-    printf("dpo: checkpoint %s (step %ld, loss %.4f)\n", ckpt_path, st.step, st.last_loss);
+    train_loop_end(&loop);
 done:
     dpo_pairs_free(&p);
     recdata_free(&d);

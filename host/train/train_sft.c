@@ -15,7 +15,6 @@
 #include "io/checkpoint.h"
 #include "model/lora.h"
 #include "io/dataset.h"
-#include "model/device.h"
 #include "base/progress.h"
 #include "kernels/errors.h"
 #include "base/rng.h"
@@ -35,8 +34,7 @@ static void epoch_order(int *perm, int N, uint64_t seed, long epoch, int shuffle
 }
 
 void sft_train(const Config *cfg, int resume, int stop_at) {
-    const Backend *be = backend_select(cfg->run.device);
-    set_threads(cfg->run.threads);
+    const Backend *be = train_start(cfg);
     // data: a token file wins over a split of the prepared dataset
     const char *data_path = cfg->data.train[0] ? cfg->data.train : cfg->data.dataset;
     const char *data_group = cfg->data.train[0] ? NULL : cfg->sft.split;
@@ -72,7 +70,9 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     }
 
     train_write_config(cfg);
-    FILE *log = train_open_log(cfg, "train_log.jsonl", resume);
+    const TrainLoop loop = {.name = "sft", .log = train_open_log(cfg, "train_log.jsonl", resume), .ckpt_path = ckpt_path,
+                            .m = &model, .opt = &opt, .st = &st, .total = total, .stop_at = stop_at,
+                            .ckpt_every = cfg->train.ckpt_every};
 
     printf("sft: %s | %d rows x %d positions | loss on %s (%.0f scored tokens) | %zu parameters | %d steps of %d rows "
            "(%d x %d) | device %s\n", data_name, data.N, data.T, cfg->sft.loss_on, scored_all, model.numel, total,
@@ -112,11 +112,7 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
         st.last_loss = loss;
         loss_window += loss;
         window_steps++;
-        fprintf(log, "{\"step\": %ld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.17g, \"scored\": %.17g}\n", st.step, loss,
-                lr, gnorm, mask_sum);
-
-        const int last = st.step == total || st.step == stop_at;
-        if (st.step % cfg->train.log_every == 0 || last || st.step == step0 + 1) {
+        if (st.step % cfg->train.log_every == 0 || train_loop_last(&loop) || st.step == step0 + 1) {
             double t = now_seconds(), rate = tokens_window / (t - t_window + 1e-9);
             double per_step = (t - t_start) / (double)(st.step - step0);
             char eta[32];
@@ -126,15 +122,11 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
             fflush(stdout);
             t_window = t; tokens_window = 0; loss_window = 0; window_steps = 0;
         }
-        if (last || (cfg->train.ckpt_every > 0 && st.step % cfg->train.ckpt_every == 0)) {
-            fflush(log);
-            checkpoint_save(ckpt_path, &model, &opt, &st);
-        }
-        if (st.step == stop_at) { printf("sft: stopped at step %d as asked (--stop-at)\n", stop_at); break; }
+        if (train_loop_step(&loop, "{\"step\": %ld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.17g, \"scored\": %.17g}",
+                            st.step, loss, lr, gnorm, mask_sum))
+            break;
     }
-    fclose(log);
-    if (model.lora) lora_set_train(&model, 0, 0);
-    printf("sft: checkpoint %s (step %ld, loss %.4f)\n", ckpt_path, st.step, st.last_loss);
+    train_loop_end(&loop);
     free(perm); free(ids);
 done:
     dataset_free(&data);
