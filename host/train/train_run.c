@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "train_run.h"
+#include "base/fault.h"
 #include "io/checkpoint.h"
 #include "base/fileio.h"
 #include "base/h5io.h"
@@ -14,6 +15,7 @@
 const Backend *train_start(const Config *cfg) {
     const Backend *be = backend_select(cfg->run.device);
     set_threads(cfg->run.threads);
+    fault_init();
     return be;
 }
 
@@ -131,6 +133,7 @@ int train_loop_step(const TrainLoop *l, const char *fmt, ...) {
         fflush(l->log);
         checkpoint_save(l->ckpt_path, l->m, l->opt, l->st);
     }
+    fault_point(l->name, step);
     if (step != l->stop_at) return 0;
     printf("%s: stopped at step %d as asked (--stop-at)\n", l->name, l->stop_at);
     return 1;

@@ -12,7 +12,9 @@
 #include "model/optimizer.h"
 #include "io/checkpoint.h"
 
-// The backend of run.device with run.threads OpenMP threads.
+// The backend of run.device with run.threads OpenMP threads, and the test
+// fault switch read (base/fault.h: a malformed SPREC_FAULT fails here, before
+// any work).
 const Backend *train_start(const Config *cfg);
 // The [lora] section as a LoraConfig; targets parsed and validated when enabled.
 LoraConfig train_lora_config(const Config *cfg);
@@ -49,7 +51,7 @@ FILE *train_open_log(const Config *cfg, const char *name, int resume);
 // every field; the SPRec loop's stages (checkpointed per stage, not per step)
 // leave ckpt_path NULL and total, stop_at, ckpt_every 0.
 typedef struct {
-    const char *name;        // "sft", "dpo", "sprec.sft", "sprec.dpo": the message prefix
+    const char *name;        // "sft", "dpo", "sprec.sft", "sprec.dpo": message prefix and fault site
     FILE *log;               // train_log.jsonl (train_open_log)
     const char *ckpt_path;   // run.out_dir/checkpoint.h5, or NULL: no checkpoint per step
     Model *m;                // what a checkpoint holds ...
@@ -64,8 +66,8 @@ typedef struct {
 int train_loop_last(const TrainLoop *l);
 // The end of step st->step: its log line (printf-style, one JSON object; the
 // newline is added), a checkpoint every ckpt_every steps and at the last (the
-// log flushed first, so it never lags the checkpoint), then --stop-at. Returns
-// 1 when the run stops here.
+// log flushed first, so it never lags the checkpoint), the fault point `name`
+// (docs/testing.md), then --stop-at. Returns 1 when the run stops here.
 int train_loop_step(const TrainLoop *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 // After the loop: closes the log, switches LoRA dropout off and prints where
 // the checkpoint is.

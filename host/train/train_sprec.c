@@ -13,7 +13,6 @@
 // An iteration is a pure function of (the model after t-1, t), so resuming
 // after the last completed iteration is exact.
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -138,8 +137,6 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
     if (resume) printf("sprec: resuming %s after iteration %ld%s\n", ckpt_path, st.epoch,
                        done_dpo ? " + its SFT and DPO stages" : done_sft ? " + its SFT stage" : "");
 
-    const char *ka = getenv("SPREC_TEST_KILL_AT_STEP");
-    const long kill_at = ka ? atol(ka) : 0;
     // the stages' steps log through the trainers' step tail; their checkpoints are per stage
     const TrainLoop sft_loop = {.name = "sprec.sft", .log = log, .st = &st};
     const TrainLoop dpo_loop = {.name = "sprec.dpo", .log = log, .st = &st};
@@ -215,8 +212,6 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
                                 "\"rewards/chosen\": %.17g, \"rewards/rejected\": %.17g, \"rewards/margins\": %.17g, "
                                 "\"rewards/accuracies\": %.17g, \"grad_norm\": %.17g}", t, st.step, s.loss, s.rewards_chosen,
                                 s.rewards_rejected, s.rewards_margins, s.rewards_accuracies, gnorm);
-                // a test hook: SIGKILL ourselves mid-DPO at this global step (a real kill for the resume test)
-                if (kill_at > 0 && st.step == kill_at) { fflush(log); raise(SIGKILL); }
                 sum.loss += s.loss; sum.rewards_margins += s.rewards_margins; sum.rewards_accuracies += s.rewards_accuracies;
             }
             adamw_free(&opt, &model);
