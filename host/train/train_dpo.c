@@ -13,10 +13,7 @@
 //      optimizer step (each pair weighted n_micro / n_step, so the step's loss
 //      is the mean over its pairs), AdamW, clipping, the [train] schedule.
 // Design: docs/training.md; the objective: docs/dpo.md.
-#include <errno.h>
-#include <math.h>
 #include <string.h>
-#include <sys/stat.h>
 #include "train.h"
 #include "dpo_pairs.h"
 #include "train_run.h"
@@ -29,7 +26,6 @@
 #include "base/progress.h"
 #include "kernels/errors.h"
 #include "base/rng.h"
-#include "base/h5io.h"
 
 // The pairs' rows and negatives (reference log-probs are filled in later).
 // gen: the starting policy with any adapters merged (negatives = self only).

@@ -5,10 +5,7 @@
 // Data: a token file ([data] train) or a split of a prepared recommendation
 // dataset ([data] dataset, [sft] split); loss on the mask or on the whole text
 // ([sft] loss_on); all weights or LoRA adapters ([lora]). Design: docs/training.md.
-#include <errno.h>
-#include <math.h>
 #include <string.h>
-#include <sys/stat.h>
 #include "train.h"
 #include "sft_step.h"
 #include "train_run.h"
@@ -18,7 +15,6 @@
 #include "base/progress.h"
 #include "kernels/errors.h"
 #include "base/rng.h"
-#include "base/h5io.h"
 
 // The row order of an epoch depends only on (seed, epoch), so a resumed run
 // rebuilds it from the checkpointed cursor.
