@@ -2,9 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "commands.h"
-#include "train/train_sft.h"
-#include "train/train_dpo.h"
-#include "train/train_sprec.h"
+#include "train/train.h"
 #include "kernels/errors.h"
 
 int cmd_train(int argc, char **argv) {

@@ -1,13 +1,23 @@
 // The set-up shared by the trainers (train_run.h).
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include "train_run.h"
+#include "base/fault.h"
 #include "io/checkpoint.h"
 #include "base/fileio.h"
 #include "base/h5io.h"
 #include "kernels/errors.h"
 #include "base/rng.h"
+#include "model/device.h"
+
+const Backend *train_start(const Config *cfg) {
+    const Backend *be = backend_select(cfg->run.device);
+    set_threads(cfg->run.threads);
+    fault_init();
+    return be;
+}
 
 LoraConfig train_lora_config(const Config *cfg) {
     LoraConfig lc = {.rank = cfg->lora.rank, .alpha = cfg->lora.alpha, .dropout = cfg->lora.dropout,
@@ -106,4 +116,31 @@ const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *
         train_load_start(cfg, source, stage, m, opt);
     }
     return source;
+}
+
+int train_loop_last(const TrainLoop *l) {
+    return l->st->step == l->total || l->st->step == l->stop_at;
+}
+
+int train_loop_step(const TrainLoop *l, const char *fmt, ...) {
+    const long step = l->st->step;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(l->log, fmt, ap);
+    va_end(ap);
+    fputc('\n', l->log);
+    if (l->ckpt_path && (train_loop_last(l) || (l->ckpt_every > 0 && step % l->ckpt_every == 0))) {
+        fflush(l->log);
+        checkpoint_save(l->ckpt_path, l->m, l->opt, l->st);
+    }
+    fault_point(l->name, step);
+    if (step != l->stop_at) return 0;
+    printf("%s: stopped at step %d as asked (--stop-at)\n", l->name, l->stop_at);
+    return 1;
+}
+
+void train_loop_end(const TrainLoop *l) {
+    fclose(l->log);
+    if (l->m->lora) lora_set_train(l->m, 0, 0);
+    printf("%s: checkpoint %s (step %ld, loss %.4f)\n", l->name, l->ckpt_path, l->st->step, l->st->last_loss);
 }

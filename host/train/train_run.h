@@ -1,7 +1,8 @@
-// What every trainer (SFT, DPO, SPRec) does first: read the [lora] settings,
-// prepare the run folder, and create the policy model from the resumed
-// checkpoint, train.init or [model], with LoRA enabled before any weights load
-// (so the optimizer created after holds adapter moments only).
+// What every trainer (SFT, DPO, SPRec) does first: choose the backend, read
+// the [lora] settings, prepare the run folder, and create the policy model from
+// the resumed checkpoint, train.init or [model], with LoRA enabled before any
+// weights load (so the optimizer created after holds adapter moments only).
+// And what every training loop does after each step: train_loop_step.
 #ifndef SPREC_TRAIN_RUN_H
 #define SPREC_TRAIN_RUN_H
 
@@ -11,6 +12,10 @@
 #include "model/optimizer.h"
 #include "io/checkpoint.h"
 
+// The backend of run.device with run.threads OpenMP threads, and the test
+// fault switch read (base/fault.h: a malformed SPREC_FAULT fails here, before
+// any work).
+const Backend *train_start(const Config *cfg);
 // The [lora] section as a LoraConfig; targets parsed and validated when enabled.
 LoraConfig train_lora_config(const Config *cfg);
 // Creates out_dir, writes OUT/checkpoint.h5 into ckpt_path, and refuses
@@ -41,5 +46,31 @@ const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *
 void train_write_config(const Config *cfg);
 // Opens out_dir/NAME for the run's log lines: appended to on resume, else new.
 FILE *train_open_log(const Config *cfg, const char *name, int resume);
+
+// A training loop as its step tail sees it: the SFT and DPO trainers fill
+// every field; the SPRec loop's stages (checkpointed per stage, not per step)
+// leave ckpt_path NULL and total, stop_at, ckpt_every 0.
+typedef struct {
+    const char *name;        // "sft", "dpo", "sprec.sft", "sprec.dpo": message prefix and fault site
+    FILE *log;               // train_log.jsonl (train_open_log)
+    const char *ckpt_path;   // run.out_dir/checkpoint.h5, or NULL: no checkpoint per step
+    Model *m;                // what a checkpoint holds ...
+    const AdamW *opt;
+    const TrainState *st;    // ... st->step = the step just done
+    int total;               // the run's last step
+    int stop_at;             // --stop-at STEP, 0 = none
+    int ckpt_every;          // [train] ckpt_every, 0 = only at the end
+} TrainLoop;
+
+// Whether st->step ends the run: total or --stop-at.
+int train_loop_last(const TrainLoop *l);
+// The end of step st->step: its log line (printf-style, one JSON object; the
+// newline is added), a checkpoint every ckpt_every steps and at the last (the
+// log flushed first, so it never lags the checkpoint), the fault point `name`
+// (docs/testing.md), then --stop-at. Returns 1 when the run stops here.
+int train_loop_step(const TrainLoop *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// After the loop: closes the log, switches LoRA dropout off and prints where
+// the checkpoint is.
+void train_loop_end(const TrainLoop *l);
 
 #endif

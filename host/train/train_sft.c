@@ -5,21 +5,16 @@
 // Data: a token file ([data] train) or a split of a prepared recommendation
 // dataset ([data] dataset, [sft] split); loss on the mask or on the whole text
 // ([sft] loss_on); all weights or LoRA adapters ([lora]). Design: docs/training.md.
-#include <errno.h>
-#include <math.h>
 #include <string.h>
-#include <sys/stat.h>
-#include "train_sft.h"
-#include "base/dist.h"
+#include "train.h"
+#include "sft_step.h"
 #include "train_run.h"
 #include "io/checkpoint.h"
 #include "model/lora.h"
 #include "io/dataset.h"
-#include "model/device.h"
 #include "base/progress.h"
 #include "kernels/errors.h"
 #include "base/rng.h"
-#include "base/h5io.h"
 
 // The row order of an epoch depends only on (seed, epoch), so a resumed run
 // rebuilds it from the checkpointed cursor.
@@ -34,45 +29,8 @@ static void epoch_order(int *perm, int N, uint64_t seed, long epoch, int shuffle
     }
 }
 
-
-
-double sft_step(Model *m, AdamW *opt, const Dataset *data, const int *ids, int n_ids, int batch_size,
-                uint64_t micro0, float lr, double *gnorm, double *mask_sum_out, long *tokens) {
-    double mask_sum = 0;
-    for (int i = 0; i < n_ids; i++)
-        for (int t = 0; t < data->T; t++) mask_sum += data->mask[(size_t)ids[i] * data->T + t];
-    *mask_sum_out = mask_sum;
-    if (mask_sum <= 0) return 0;
-    model_zero_grad(m);
-    double loss = 0;
-    // this rank's micro-batches of the step (the mask sum above is the whole step's)
-    const Dist *dist = dist_world();
-    int mlo, mhi;
-    dist_share(dist, (n_ids + batch_size - 1) / batch_size, &mlo, &mhi);
-    for (int mb = mlo, a = mlo * batch_size; mb < mhi; a += batch_size, mb++) {
-        Batch batch;
-        dataset_batch(data, ids + a, a + batch_size < n_ids ? batch_size : n_ids - a, &batch);
-        // dropout masks keyed by the global micro-batch index: a resumed run redraws the same ones
-        if (m->lora) lora_set_train(m, 1, micro0 + (uint64_t)mb);
-        int n = model_forward(m, &batch, 0);
-        float *w = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-        for (int i = 0; i < n; i++) {
-            w[i] = (float)(batch.mask[m->head_pos[i]] / mask_sum);
-            loss -= (double)w[i] * m->head_lp[i];
-        }
-        model_backward(m, w);
-        if (tokens) for (int b = 0; b < batch.B; b++) *tokens += batch.lengths[b];
-        free(w);
-        batch_free(&batch);
-    }
-    dist_sum_host(dist, &loss, 1);
-    *gnorm = adamw_step(opt, m, lr);
-    return loss;
-}
-
 void sft_train(const Config *cfg, int resume, int stop_at) {
-    const Backend *be = backend_select(cfg->run.device);
-    set_threads(cfg->run.threads);
+    const Backend *be = train_start(cfg);
     // data: a token file wins over a split of the prepared dataset
     const char *data_path = cfg->data.train[0] ? cfg->data.train : cfg->data.dataset;
     const char *data_group = cfg->data.train[0] ? NULL : cfg->sft.split;
@@ -108,7 +66,9 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     }
 
     train_write_config(cfg);
-    FILE *log = train_open_log(cfg, "train_log.jsonl", resume);
+    const TrainLoop loop = {.name = "sft", .log = train_open_log(cfg, "train_log.jsonl", resume), .ckpt_path = ckpt_path,
+                            .m = &model, .opt = &opt, .st = &st, .total = total, .stop_at = stop_at,
+                            .ckpt_every = cfg->train.ckpt_every};
 
     printf("sft: %s | %d rows x %d positions | loss on %s (%.0f scored tokens) | %zu parameters | %d steps of %d rows "
            "(%d x %d) | device %s\n", data_name, data.N, data.T, cfg->sft.loss_on, scored_all, model.numel, total,
@@ -148,11 +108,7 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
         st.last_loss = loss;
         loss_window += loss;
         window_steps++;
-        fprintf(log, "{\"step\": %ld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.17g, \"scored\": %.17g}\n", st.step, loss,
-                lr, gnorm, mask_sum);
-
-        const int last = st.step == total || st.step == stop_at;
-        if (st.step % cfg->train.log_every == 0 || last || st.step == step0 + 1) {
+        if (st.step % cfg->train.log_every == 0 || train_loop_last(&loop) || st.step == step0 + 1) {
             double t = now_seconds(), rate = tokens_window / (t - t_window + 1e-9);
             double per_step = (t - t_start) / (double)(st.step - step0);
             char eta[32];
@@ -162,15 +118,11 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
             fflush(stdout);
             t_window = t; tokens_window = 0; loss_window = 0; window_steps = 0;
         }
-        if (last || (cfg->train.ckpt_every > 0 && st.step % cfg->train.ckpt_every == 0)) {
-            fflush(log);
-            checkpoint_save(ckpt_path, &model, &opt, &st);
-        }
-        if (st.step == stop_at) { printf("sft: stopped at step %d as asked (--stop-at)\n", stop_at); break; }
+        if (train_loop_step(&loop, "{\"step\": %ld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.17g, \"scored\": %.17g}",
+                            st.step, loss, lr, gnorm, mask_sum))
+            break;
     }
-    fclose(log);
-    if (model.lora) lora_set_train(&model, 0, 0);
-    printf("sft: checkpoint %s (step %ld, loss %.4f)\n", ckpt_path, st.step, st.last_loss);
+    train_loop_end(&loop);
     free(perm); free(ids);
 done:
     dataset_free(&data);

@@ -13,18 +13,16 @@
 // An iteration is a pure function of (the model after t-1, t), so resuming
 // after the last completed iteration is exact.
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include "train_sprec.h"
-#include "train_sft.h"
+#include "train.h"
+#include "sft_step.h"
+#include "dpo_pairs.h"
 #include "train_run.h"
-#include "train_dpo.h"
 #include "io/checkpoint.h"
 #include "rec/evaluate.h"
 #include "model/lora.h"
-#include "model/device.h"
 #include "base/progress.h"
 #include "kernels/errors.h"
 #include "base/rng.h"
@@ -56,8 +54,7 @@ static void truncate_log(const char *path, long done, int keep_sft, int keep_dpo
 }
 
 void sprec_train(const Config *cfg, int resume, int stop_at) {
-    const Backend *be = backend_select(cfg->run.device);
-    set_threads(cfg->run.threads);
+    const Backend *be = train_start(cfg);
     const LoraConfig lc = train_lora_config(cfg);
     int ks[MAX_KS], max_k = 0;
     char kerr[128];
@@ -116,8 +113,9 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
     if (resume) printf("sprec: resuming %s after iteration %ld%s\n", ckpt_path, st.epoch,
                        done_dpo ? " + its SFT and DPO stages" : done_sft ? " + its SFT stage" : "");
 
-    const char *ka = getenv("SPREC_TEST_KILL_AT_STEP");
-    const long kill_at = ka ? atol(ka) : 0;
+    // the stages' steps log through the trainers' step tail; their checkpoints are per stage
+    const TrainLoop sft_loop = {.name = "sprec.sft", .log = log, .st = &st};
+    const TrainLoop dpo_loop = {.name = "sprec.dpo", .log = log, .st = &st};
     const char *neg_label = spdpo ? "self+spdpo" : "self";
     const int first_t = (int)st.epoch + 1;   // only this iteration can be partly done (a resume)
     for (int t = first_t; t <= T; t++) {
@@ -156,8 +154,8 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
                                     &gnorm, &mask_sum, NULL);
                 st.step++;
                 sft_loss += l;
-                fprintf(log, "{\"iteration\": %d, \"stage\": \"sft\", \"step\": %ld, \"loss\": %.17g, \"grad_norm\": %.17g}\n",
-                        t, st.step, l, gnorm);
+                train_loop_step(&sft_loop, "{\"iteration\": %d, \"stage\": \"sft\", \"step\": %ld, \"loss\": %.17g, \"grad_norm\": %.17g}",
+                                t, st.step, l, gnorm);
             }
             adamw_free(&opt, &model);
             if (model.lora) lora_set_train(&model, 0, 0);
@@ -183,11 +181,10 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
                 dpo_pairs_step(&model, &opt, &d, &p, a, b, bs, (uint64_t)st.step * ga, cfg->dpo.beta, cfg->sprec.dpo_lr,
                                &s, &gnorm);
                 st.step++;
-                fprintf(log, "{\"iteration\": %d, \"stage\": \"dpo\", \"step\": %ld, \"loss\": %.17g, \"rewards/chosen\": %.17g, "
-                        "\"rewards/rejected\": %.17g, \"rewards/margins\": %.17g, \"rewards/accuracies\": %.17g, \"grad_norm\": %.17g}\n",
-                        t, st.step, s.loss, s.rewards_chosen, s.rewards_rejected, s.rewards_margins, s.rewards_accuracies, gnorm);
-                // a test hook: SIGKILL ourselves mid-DPO at this global step (a real kill for the resume test)
-                if (kill_at > 0 && st.step == kill_at) { fflush(log); raise(SIGKILL); }
+                train_loop_step(&dpo_loop, "{\"iteration\": %d, \"stage\": \"dpo\", \"step\": %ld, \"loss\": %.17g, "
+                                "\"rewards/chosen\": %.17g, \"rewards/rejected\": %.17g, \"rewards/margins\": %.17g, "
+                                "\"rewards/accuracies\": %.17g, \"grad_norm\": %.17g}", t, st.step, s.loss, s.rewards_chosen,
+                                s.rewards_rejected, s.rewards_margins, s.rewards_accuracies, gnorm);
                 sum.loss += s.loss; sum.rewards_margins += s.rewards_margins; sum.rewards_accuracies += s.rewards_accuracies;
             }
             adamw_free(&opt, &model);

@@ -5,7 +5,7 @@
 // != the target (popular: only items with popularity > 0); an interrupted and
 // resumed run (LoRA with dropout, self negatives) is bit-identical; the SPRec
 // loop runs 2 iterations (2 metrics lines) and resumes exactly after --stop-at 1
-// and after being killed (SIGKILL) mid-DPO.
+// and after being killed (SIGKILL, SPREC_FAULT) mid-DPO and mid-SFT.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +52,16 @@ static int check_pairs(const char *run_dir, const RecData *d, int *rejected_out)
     return (int)n[0];
 }
 
+static int count_lines(const char *path, const char *needle) {
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) n += needle == NULL || strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
 static void test_dpo_train_random(void **state) {
     (void)state;
     prepare_fixture();
@@ -86,14 +96,15 @@ static void test_dpo_train_random(void **state) {
 }
 
 // self negatives with LoRA (dropout 0.1): the starting model's own picks
-// (next-best when equal to the target); 7 steps + resume == 12 steps bit for bit
+// (next-best when equal to the target); 7 steps + resume == 12 steps bit for bit,
+// and so is a run killed (SPREC_FAULT) right after its step-6 checkpoint + resume
 static void test_dpo_train_self_resume(void **state) {
     (void)state;
     prepare_fixture();
     const char *args = " --dpo.negatives=self --lora.enabled=true --lora.rank=4 --lora.alpha=8 --lora.dropout=0.1 "
                        "--train.lr=3e-2 --train.warmup_steps=2 --train.max_steps=12 --train.batch_size=4 --train.grad_accum=2";
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "rm -rf " TMP "/dpot-sa " TMP "/dpot-sb && build/sprec train " TMP "/dpot.ini "
+    snprintf(cmd, sizeof cmd, "rm -rf " TMP "/dpot-sa " TMP "/dpot-sb " TMP "/dpot-sc && build/sprec train " TMP "/dpot.ini "
              "--run.out_dir=" TMP "/dpot-sa%s", args);
     run_ok(cmd);
     snprintf(cmd, sizeof cmd, "build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-sb --stop-at 7%s", args);
@@ -114,7 +125,18 @@ static void test_dpo_train_self_resume(void **state) {
         assert_memory_equal(&a[i], &b[i], sizeof(double));
         assert_memory_equal(&ma[i], &mb[i], sizeof(double));
     }
-    print_message("  DPO self negatives, LoRA: loss %.6f -> %.4f; 12 steps == 7 + resume + 5 bit for bit\n", a[0], a[11]);
+    char out[8192];
+    snprintf(cmd, sizeof cmd, "SPREC_FAULT=kill@dpo:6 build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-sc "
+             "--train.ckpt_every=3%s", args);
+    assert_int_not_equal(run_capture(cmd, out, sizeof out), 0);
+    assert_int_equal(count_lines(TMP "/dpot-sc/train_log.jsonl", NULL), 6);
+    snprintf(cmd, sizeof cmd, "build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-sc --resume --train.ckpt_every=3%s", args);
+    run_ok(cmd);
+    char *la = read_text_file(TMP "/dpot-sa/train_log.jsonl", NULL), *lc = read_text_file(TMP "/dpot-sc/train_log.jsonl", NULL);
+    assert_string_equal(la, lc);
+    free(la); free(lc);
+    print_message("  DPO self negatives, LoRA: loss %.6f -> %.4f; 12 steps == 7 + resume + 5 == killed at 6 + resume, bit for bit\n",
+                  a[0], a[11]);
     assert_true(fabs(a[0] - log(2.0)) < 1e-12);   // fresh adapters (B = 0): dropout cannot move step 1
     assert_true(a[11] < a[0]);
     RecData d;
@@ -124,16 +146,6 @@ static void test_dpo_train_self_resume(void **state) {
     assert_int_equal(check_pairs(TMP "/dpot-sb", &d, rb), 40);
     assert_memory_equal(ra, rb, sizeof(int) * 40);
     recdata_free(&d);
-}
-
-static int count_lines(const char *path, const char *needle) {
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    char line[4096];
-    int n = 0;
-    while (fgets(line, sizeof line, f)) n += needle == NULL || strstr(line, needle) != NULL;
-    fclose(f);
-    return n;
 }
 
 // the SPRec loop (LoRA, dropout 0.1): 2 iterations write 2 "sprec" metrics lines
@@ -164,7 +176,7 @@ static void test_sprec_loop_resume(void **state) {
     assert_string_equal(ma, mb);
     assert_string_equal(la, lb);
     // killed (SIGKILL) after the first DPO step of iteration 2 (global step 7 of 8), then resumed
-    snprintf(cmd, sizeof cmd, "rm -rf " TMP "/dpot-pc && SPREC_TEST_KILL_AT_STEP=7 build/sprec train " TMP "/dpot.ini "
+    snprintf(cmd, sizeof cmd, "rm -rf " TMP "/dpot-pc && SPREC_FAULT=kill@sprec.dpo:7 build/sprec train " TMP "/dpot.ini "
              "--run.out_dir=" TMP "/dpot-pc%s", args);
     char outbuf[8192];
     const int rc = run_capture(cmd, outbuf, sizeof outbuf);
@@ -176,11 +188,24 @@ static void test_sprec_loop_resume(void **state) {
     char *mc = read_text_file(TMP "/dpot-pc/metrics.jsonl", NULL), *lc = read_text_file(TMP "/dpot-pc/train_log.jsonl", NULL);
     assert_string_equal(ma, mc);
     assert_string_equal(la, lc);
+    // killed in iteration 2's SFT stage (after global step 5), then resumed from iteration 1's checkpoint (its
+    // partial SFT lines dropped)
+    snprintf(cmd, sizeof cmd, "rm -rf " TMP "/dpot-pd && SPREC_FAULT=kill@sprec.sft:5 build/sprec train " TMP "/dpot.ini "
+             "--run.out_dir=" TMP "/dpot-pd%s", args);
+    assert_int_not_equal(run_capture(cmd, outbuf, sizeof outbuf), 0);
+    assert_int_equal(count_lines(TMP "/dpot-pd/train_log.jsonl", "\"iteration\": 2,"), 1);
+    snprintf(cmd, sizeof cmd, "build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-pd --resume%s", args);
+    run_ok(cmd);
+    char *md = read_text_file(TMP "/dpot-pd/metrics.jsonl", NULL), *ld = read_text_file(TMP "/dpot-pd/train_log.jsonl", NULL);
+    assert_string_equal(ma, md);
+    assert_string_equal(la, ld);
+    free(md); free(ld);
     // the valid split is evaluated too (sprec.eval_valid, default true), and resumes identically
     char *va = read_text_file(TMP "/dpot-pa/metrics-valid.jsonl", NULL), *vc = read_text_file(TMP "/dpot-pc/metrics-valid.jsonl", NULL);
     assert_int_equal(count_lines(TMP "/dpot-pa/metrics-valid.jsonl", "\"label\": \"sprec\""), 2);
     assert_string_equal(va, vc);
-    print_message("  SPRec: 2 iterations, 2 test + 2 valid metrics lines; 1 + resume + 1 and killed mid-DPO + resume: identical\n");
+    print_message("  SPRec: 2 iterations, 2 test + 2 valid metrics lines; 1 + resume + 1, killed mid-DPO + resume and "
+                  "killed mid-SFT + resume: identical\n");
     free(ma); free(mb); free(la); free(lb); free(mc); free(lc); free(va); free(vc);
 }
 
@@ -243,7 +268,7 @@ static void test_spdpo_weighting(void **state) {
     assert_false(access(TMP "/dpot-ka/metrics-valid.jsonl", F_OK) == 0);
     // killed at global step 2 = the first DPO step of iteration 1 (steps: 1 sft, 2-3 dpo, 4 sft, 5-6 dpo): the
     // resumed run finishes iteration 1 from its SFT stage checkpoint, then runs iteration 2 in full
-    snprintf(cmd, sizeof cmd, "SPREC_TEST_KILL_AT_STEP=2 build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-kb%s", args);
+    snprintf(cmd, sizeof cmd, "SPREC_FAULT=kill@sprec.dpo:2 build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-kb%s", args);
     char outbuf[8192];
     assert_int_not_equal(run_capture(cmd, outbuf, sizeof outbuf), 0);
     assert_int_equal(check_spdpo_pairs(TMP "/dpot-kb", &d, 2), 16);   // the interrupted iteration's pairs

@@ -1,6 +1,6 @@
 // End-to-end training through the CLI: SFT drives the loss down on a
-// memorisable dataset; an interrupted-and-resumed run is bit-identical to an
-// uninterrupted one; checkpoints round-trip bit-exactly.
+// memorisable dataset; an interrupted-and-resumed run (--stop-at, or killed by
+// SPREC_FAULT) is bit-identical to an uninterrupted one; checkpoints round-trip bit-exactly.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,9 +30,30 @@ static void test_sft_memorises(void **state) {
     assert_true(loss[n - 1] < 0.05);     // memorised
 }
 
+// the parameters and both AdamW moments of two checkpoints are bit-identical
+static void assert_same_checkpoint(const char *a, const char *b) {
+    ModelConfig mc;
+    checkpoint_read_config(a, &mc);
+    int count; size_t total;
+    ParamInfo *table = model_param_table(&mc, &count, &total);
+    hid_t fa = h5_open_read(a), fb = h5_open_read(b);
+    const char *groups[] = {"params", "optim/m", "optim/v"};
+    for (int g = 0; g < 3; g++)
+        for (int i = 0; i < count; i++) {
+            char name[160];
+            snprintf(name, sizeof name, "%s/%s", groups[g], table[i].name);
+            long da[2] = {-1, -1}, db[2] = {-1, -1};
+            float *x = h5_read_f32(fa, "a", name, table[i].rank, da), *y = h5_read_f32(fb, "b", name, table[i].rank, db);
+            assert_memory_equal(x, y, table[i].numel * sizeof(float));
+            free(x); free(y);
+        }
+    h5_close(fa); h5_close(fb);
+    free(table);
+}
+
 static void test_resume_is_bit_identical(void **state) {
     (void)state;
-    run_ok("mkdir -p " TMP " && rm -rf " TMP "/res-a " TMP "/res-b && build/sprec toydata -o " TMP "/res.h5 --rows 40 --seq 16 --vocab 16 --seed 4");
+    run_ok("mkdir -p " TMP " && rm -rf " TMP "/res-a " TMP "/res-b " TMP "/res-c && build/sprec toydata -o " TMP "/res.h5 --rows 40 --seq 16 --vocab 16 --seed 4");
     char ini[2048];
     // 40 rows / (4 x 2) = 5 steps an epoch: the split at step 7 falls mid-epoch
     snprintf(ini, sizeof ini, "%s[train]\nlr = 3e-3\nwarmup_steps = 3\nmax_steps = 14\nbatch_size = 4\ngrad_accum = 2\n"
@@ -51,23 +72,16 @@ static void test_resume_is_bit_identical(void **state) {
     assert_int_equal(nb, 14);
     for (int i = 0; i < 14; i++) assert_memory_equal(&a[i], &b[i], sizeof(double));
     // and the final weights and moments are bit-identical
-    ModelConfig mc;
-    checkpoint_read_config(TMP "/res-a/checkpoint.h5", &mc);
-    int count; size_t total;
-    ParamInfo *table = model_param_table(&mc, &count, &total);
-    hid_t fa = h5_open_read(TMP "/res-a/checkpoint.h5"), fb = h5_open_read(TMP "/res-b/checkpoint.h5");
-    const char *groups[] = {"params", "optim/m", "optim/v"};
-    for (int g = 0; g < 3; g++)
-        for (int i = 0; i < count; i++) {
-            char name[160];
-            snprintf(name, sizeof name, "%s/%s", groups[g], table[i].name);
-            long da[2] = {-1, -1}, db[2] = {-1, -1};
-            float *x = h5_read_f32(fa, "a", name, table[i].rank, da), *y = h5_read_f32(fb, "b", name, table[i].rank, db);
-            assert_memory_equal(x, y, table[i].numel * sizeof(float));
-            free(x); free(y);
-        }
-    h5_close(fa); h5_close(fb);
-    free(table);
+    assert_same_checkpoint(TMP "/res-a/checkpoint.h5", TMP "/res-b/checkpoint.h5");
+    // killed (SIGKILL, SPREC_FAULT) right after the checkpoint of step 6, then resumed: the same log and weights
+    assert_int_not_equal(run_capture("SPREC_FAULT=kill@sft:6 build/sprec train " TMP "/res.ini --run.out_dir=" TMP "/res-c "
+                                     "--train.ckpt_every=3", out, sizeof out), 0);
+    assert_int_equal(read_jsonl_values(TMP "/res-c/train_log.jsonl", "loss", b, 32), 6);
+    run_ok("build/sprec train " TMP "/res.ini --run.out_dir=" TMP "/res-c --resume --train.ckpt_every=3");
+    char *la = read_text_file(TMP "/res-a/train_log.jsonl", NULL), *lc = read_text_file(TMP "/res-c/train_log.jsonl", NULL);
+    assert_string_equal(la, lc);
+    free(la); free(lc);
+    assert_same_checkpoint(TMP "/res-a/checkpoint.h5", TMP "/res-c/checkpoint.h5");
 }
 
 static void test_checkpoint_round_trip(void **state) {

@@ -1,9 +1,9 @@
-// The DPO trainer behind `sprec train` with [train] method = dpo (DPO-RN and
-// friends, SPREC.md section 2; design in docs/training.md).
-#ifndef SPREC_TRAIN_DPO_H
-#define SPREC_TRAIN_DPO_H
+// DPO pairs over the train split of a prepared dataset and what is done with
+// them: made by the DPO trainer and by every SPRec iteration, each with its
+// reference log-probs and pair weights, then trained on step by step.
+#ifndef SPREC_DPO_PAIRS_H
+#define SPREC_DPO_PAIRS_H
 
-#include "io/config.h"
 #include "dpo.h"
 #include "model/optimizer.h"
 #include "rec/recdata.h"
@@ -45,14 +45,5 @@ void dpo_pairs_reference(Model *m, const RecData *d, DpoPairs *p, int bs);
 // *gnorm = the gradient norm. Returns the loss.
 double dpo_pairs_step(Model *m, AdamW *opt, const RecData *d, const DpoPairs *p, int a0, int a1, int bs,
                       uint64_t micro0, double beta, float lr, DpoStats *s, double *gnorm);
-
-// Builds the pairs of [dpo] (train rows of [data] dataset, chosen = the row's
-// completion, rejected by [dpo] negatives), computes the reference log-probs
-// once with the starting model, writes them to run.out_dir/pairs.h5, then
-// trains with the sigmoid DPO loss. Writes run.out_dir/{config.ini,
-// pairs.h5, train_log.jsonl, checkpoint.h5}. resume: continue from
-// run.out_dir/checkpoint.h5 with the stored pairs. stop_at > 0: stop (with a
-// checkpoint) after that step.
-void dpo_train(const Config *cfg, int resume, int stop_at);
 
 #endif

@@ -1,16 +1,9 @@
-// The SFT trainer behind `sprec train`.
-#ifndef SPREC_TRAIN_SFT_H
-#define SPREC_TRAIN_SFT_H
+// One SFT optimizer step, shared by the SFT trainer and the SPRec loop's SFT stage.
+#ifndef SPREC_SFT_STEP_H
+#define SPREC_SFT_STEP_H
 
-#include "io/config.h"
 #include "io/dataset.h"
 #include "model/optimizer.h"
-
-// Trains per cfg, writing run.out_dir/{config.ini, train_log.jsonl, checkpoint.h5}.
-// resume: continue from run.out_dir/checkpoint.h5. stop_at > 0: stop (with a
-// checkpoint) after that step, as an interrupted run would.
-void sft_train(const Config *cfg, int resume, int stop_at);
-
 
 // One SFT optimizer step over rows ids[0..n_ids) of data, in micro-batches of
 // batch_size (the last may be shorter): zero the gradients, forward/backward

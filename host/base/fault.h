@@ -1,0 +1,30 @@
+// Fault injection, for tests only: SPREC_FAULT="kill@SITE:STEP" makes the
+// process kill itself (SIGKILL) when the named site reaches STEP, so a test can
+// check that a really interrupted run resumes exactly. The sites and what each
+// means: docs/testing.md.
+#ifndef SPREC_FAULT_H
+#define SPREC_FAULT_H
+
+#include <stddef.h>
+
+// What SPREC_FAULT asks for.
+typedef struct {
+    char site[32];   // a known site; "" = no fault
+    long step;       // >= 1
+} Fault;
+
+// Parses a SPREC_FAULT value: "kill@SITE:STEP" with SITE a known site and
+// STEP >= 1. Returns 0, or -1 with the reason in err.
+int fault_parse(const char *spec, Fault *f, char *err, size_t cap);
+
+// Reads SPREC_FAULT (unset or empty: no fault) once; a malformed value is a
+// one-line error. fault_point reads it too; calling this first makes a bad
+// value fail before any work is done.
+void fault_init(void);
+
+// A fault site: when SPREC_FAULT names this site and step, flushes every stdio
+// stream (so the files hold what the process wrote, whatever the buffer sizes)
+// and kills the process with SIGKILL.
+void fault_point(const char *site, long step);
+
+#endif

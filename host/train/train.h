@@ -1,0 +1,29 @@
+// The three trainers behind `sprec train`, chosen by [train] method (design in
+// docs/training.md). Each writes run.out_dir/{config.ini, train_log.jsonl,
+// checkpoint.h5}; resume: continue from run.out_dir/checkpoint.h5; stop_at > 0:
+// stop (with a checkpoint) after that step (SPRec: that iteration), as an
+// interrupted run would.
+#ifndef SPREC_TRAIN_H
+#define SPREC_TRAIN_H
+
+#include "io/config.h"
+
+// method = sft: supervised fine-tuning on a token file or a split of the
+// prepared dataset.
+void sft_train(const Config *cfg, int resume, int stop_at);
+
+// method = dpo (DPO-RN and friends, SPREC.md section 2): builds the pairs of
+// [dpo] (train rows of [data] dataset, chosen = the row's completion, rejected
+// by [dpo] negatives), computes the reference log-probs once with the starting
+// model, writes them to run.out_dir/pairs.h5, then trains with the sigmoid DPO
+// loss. A resumed run continues with the stored pairs.
+void dpo_train(const Config *cfg, int resume, int stop_at);
+
+// method = sprec (SPREC.md section 2): T = [sprec] iterations of: n seeded
+// train prompts, self-generated negatives, an SFT epoch on the positives, the
+// reference pass, a DPO epoch, evaluation on the test split (a "sprec" line
+// with the iteration in run.out_dir/metrics.jsonl) and a checkpoint. A resumed
+// run continues after the last completed stage.
+void sprec_train(const Config *cfg, int resume, int stop_at);
+
+#endif
