@@ -118,6 +118,7 @@ $(BUILD)/test_gpu: $(GPU_TEST_OBJ) $(LIB_OBJ) $(BUILD)/.link-flags
 # with CUDA, `make test` also builds build/test_gpu (so it keeps compiling) and runs its self-test (the
 # harness on the CPU's bf16 emulation, no GPU needed); on a GPU it runs in `make test-gpu`
 test: all $(BUILD)/test_sprec $(BUILD)/asan/sprec $(if $(filter 1,$(CUDA)),$(BUILD)/test_gpu)
+	@python3 tests/layers/check_layers.py
 	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_sprec
 ifeq ($(CUDA),1)
 	@SPREC_TEST_GPU_SELFTEST=1 $(BUILD)/test_gpu > $(BUILD)/test_gpu-selftest.log 2>&1; rc=$$?; \

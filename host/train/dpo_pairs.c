@@ -11,6 +11,7 @@
 #include "base/progress.h"
 #include "kernels/errors.h"
 #include "base/h5io.h"
+#include "base/atomic_write.h"
 
 void dpo_pairs_alloc(DpoPairs *p, int n) {
     p->n = n;
@@ -27,39 +28,27 @@ void dpo_pairs_free(DpoPairs *p) {
 }
 
 
-// float64 datasets (h5io has f32/i32 only; the reference log-probs are kept exactly)
-static void write_f64(hid_t f, const char *name, long n, const double *x) {
-    hsize_t dims[1] = {(hsize_t)n};
-    hid_t sp = H5Screate_simple(1, dims, NULL);
-    hid_t ds = H5Dcreate2(f, name, H5T_NATIVE_DOUBLE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (ds < 0 || H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) < 0) fail("cannot write %s", name);
-    H5Dclose(ds);
-    H5Sclose(sp);
-}
-
+// the reference log-probs are kept exactly, as float64
 static void read_f64(hid_t f, const char *path, const char *name, long n, double *x) {
-    long dims[8];
-    if (!h5_exists(f, name) || h5_shape(f, path, name, dims) != 1 || dims[0] != n)
-        fail("%s: /%s missing or not %ld values", path, name, n);
-    hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
-    if (ds < 0 || H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) < 0) fail("%s: cannot read /%s", path, name);
-    H5Dclose(ds);
+    long dims[1] = {n};
+    double *v = h5_read_f64(f, path, name, 1, dims);
+    memcpy(x, v, (size_t)n * sizeof(double));
+    free(v);
 }
 
 void dpo_pairs_save(const DpoPairs *p, const char *path, const char *negatives) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = h5_create(tmp);
+    AtomicFile *a = atomic_begin(path, NULL);
+    hid_t f = h5_create(a->tmp);
     long d[1] = {p->n};
     h5_write_i32(f, "row", 1, d, p->row);
     h5_write_i32(f, "chosen", 1, d, p->chosen);
     h5_write_i32(f, "rejected", 1, d, p->rejected);
-    write_f64(f, "ref_chosen", p->n, p->ref_c);
-    write_f64(f, "ref_rejected", p->n, p->ref_r);
-    if (p->pair_w) write_f64(f, "pair_weight", p->n, p->pair_w);
+    h5_write_f64(f, "ref_chosen", 1, d, p->ref_c);
+    h5_write_f64(f, "ref_rejected", 1, d, p->ref_r);
+    if (p->pair_w) h5_write_f64(f, "pair_weight", 1, d, p->pair_w);
     h5_attr_write_str(f, "negatives", negatives);
     h5_close(f);
-    if (rename(tmp, path) != 0) fail("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    atomic_commit(a);
 }
 
 void dpo_pairs_load(DpoPairs *p, const char *path, const char *negatives) {

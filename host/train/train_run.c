@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "train_run.h"
+#include "base/atomic_write.h"
 #include "base/fault.h"
 #include "io/checkpoint.h"
 #include "base/fileio.h"
@@ -80,10 +81,9 @@ void train_optimizer(const Config *cfg, Model *m, AdamW *opt) {
 void train_write_config(const Config *cfg) {
     char path[CONFIG_PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/config.ini", cfg->run.out_dir);
-    FILE *f = fopen(path, "w");
-    if (!f) fail("cannot write %s: %s", path, strerror(errno));
-    config_write(cfg, f);
-    if (fclose(f) != 0) fail("cannot write %s: %s", path, strerror(errno));
+    AtomicFile *a = atomic_begin(path, NULL);
+    config_write(cfg, atomic_fopen(a, "w"));
+    atomic_commit(a);
 }
 
 FILE *train_open_log(const Config *cfg, const char *name, int resume) {

@@ -26,7 +26,7 @@
 #include "base/progress.h"
 #include "kernels/errors.h"
 #include "base/rng.h"
-#include "base/h5io.h"
+#include "base/atomic_write.h"
 
 #define MAX_KS 16
 
@@ -36,10 +36,9 @@
 static void truncate_log(const char *path, long done, int keep_sft, int keep_dpo) {
     FILE *f = fopen(path, "r");
     if (!f) return;
-    char tmp[4200], line[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *o = fopen(tmp, "w");
-    if (!o) fail("cannot write %s: %s", tmp, strerror(errno));
+    char line[4096];
+    AtomicFile *a = atomic_begin(path, NULL);
+    FILE *o = atomic_fopen(a, "w");
     while (fgets(line, sizeof line, f)) {
         const char *q = strstr(line, "\"iteration\": ");
         if (!q) continue;
@@ -49,8 +48,7 @@ static void truncate_log(const char *path, long done, int keep_sft, int keep_dpo
         if (keep) fputs(line, o);
     }
     fclose(f);
-    fclose(o);
-    if (rename(tmp, path) != 0) fail("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    atomic_commit(a);
 }
 
 void sprec_train(const Config *cfg, int resume, int stop_at) {
