@@ -35,7 +35,7 @@ metrics=("$out/sft/metrics.jsonl" "$out/dpo/metrics.jsonl" "$out/sprec/metrics.j
 echo "== comparison on the test split (SPRec = its last iteration; every iteration: $out/sprec/metrics.jsonl)"
 python3 scripts/compare_metrics.py "${metrics[@]}" -k 5,10 | tee "$out/table.txt"
 python3 scripts/compare_metrics.py "${metrics[@]}" -k 5,10 --markdown > "$out/table.md"
-echo "higher is better: NDCG, HR, DivRatio; lower is better: ORRatio (popularity bias), MGU, DGU (SPREC.md section 4)"
+echo "higher is better: NDCG, HR, DivRatio; lower is better: ORRatio (popularity bias), MGU, DGU (method.md section 4)"
 echo
 echo "== stage times (s, OMP_NUM_THREADS=$OMP_NUM_THREADS)"
 print_times

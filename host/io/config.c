@@ -107,7 +107,7 @@ static const Key KEYS[] = {
     KINT("dpo", "beams", dpo.beams, "2", 2, "DPO negatives = self: beam width of the next-best search (at least 2)"),
     KENUM("dpo", "weighting", dpo.weighting, "none", "none|spdpo",
           "none = one negative per prompt; spdpo = the spdpo_k best self-generated items per prompt, each pair weighted by "
-          "its normalised generation probability (SPREC.md section 3; needs negatives = self, or method = sprec)"),
+          "its normalised generation probability (method.md section 3; needs negatives = self, or method = sprec)"),
     KINT("dpo", "spdpo_k", dpo.spdpo_k, "3", 1, "dpo.weighting = spdpo: negatives per prompt"),
 
     KINT("sprec", "iterations", sprec.iterations, "5", 1, "SPRec: self-play iterations T"),

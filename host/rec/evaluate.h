@@ -1,7 +1,7 @@
 // Evaluation of a model on a split of a prepared recommendation dataset
 // (docs/eval.md): catalogue-constrained beam search (or, in the unconstrained
 // mode, greedy text grounded to the catalogue) over every row's prompt, the
-// top-K list of each row, and the metrics of SPREC.md section 4.
+// top-K list of each row, and the metrics of method.md section 4.
 #ifndef SPREC_EVALUATE_H
 #define SPREC_EVALUATE_H
 

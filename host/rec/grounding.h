@@ -1,5 +1,5 @@
 // Unconstrained recommendation grounded to the catalogue (docs/eval.md,
-// SPREC.md section 4): per prompt one greedy title without the trie, embedded
+// method.md section 4): per prompt one greedy title without the trie, embedded
 // with the model's own hidden states, and every catalogue item ranked by the L2
 // distance between its embedding and the generated one.
 //

@@ -1,4 +1,4 @@
-// Recommendation metrics, SPREC.md section 4, with the reference evaluate.py's
+// Recommendation metrics, method.md section 4, with the reference evaluate.py's
 // arithmetic (see docs/metrics.md for each choice and why):
 //   - N counts every row; everything else (ranks, top-K lists, DivRatio,
 //     ORRatio, GP) only the M rows whose true item is in the catalogue;

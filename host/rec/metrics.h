@@ -1,4 +1,4 @@
-// Recommendation metrics of SPREC.md section 4 (NDCG, HR, DivRatio, ORRatio,
+// Recommendation metrics of method.md section 4 (NDCG, HR, DivRatio, ORRatio,
 // MGU, DGU at several K), computed from top-K lists however they were produced
 // (constrained beam search, L2 grounding, a file). docs/metrics.md has the
 // definitions, the choices where the spec is silent, and the JSONL format.

@@ -15,7 +15,7 @@ typedef struct {
     int *hist_items;         // [hist_offsets[n]]  item ids in time order, -1 = title outside the catalogue
     int *target;             // [n]  the true next item, -1 = outside the catalogue
     int *source_row;         // [n]  where the row came from (train.json row, user id, synthetic user)
-    char **prompt;           // [n]  the full prompt text (template of SPREC.md section 1)
+    char **prompt;           // [n]  the full prompt text (template of method.md section 1)
     char **completion;       // [n]  "\"Title\"\n"
     // tokenized (RecData.tokenized): the SFT layout of docs/formats.md
     int T;                   // longest row (prompt + completion tokens)

@@ -1,5 +1,5 @@
 // The DPO objective (sigmoid loss, Rafailov et al. 2023) with precomputed
-// reference log-probs and optional SPDPO pair weights (SPREC.md sections 2-3;
+// reference log-probs and optional SPDPO pair weights (method.md sections 2-3;
 // formulas and conventions in docs/dpo.md).
 //
 //   lp      = SUM over completion tokens of mask * log p(token | prefix)
@@ -63,7 +63,7 @@ double dpo_loss_and_weights(int n_pairs, const double *lp_c, const double *lp_r,
 //   pw_i = group_size * exp(gen_lp_i) / sum_{j in group} exp(gen_lp_j)
 // i.e. the normalised sequence probability, scaled so a group's weights sum to
 // its size: the mean over pairs of pw * loss is then the mean over prompts of
-// sum_y pi_t(y|x) * loss(y), the estimator of SPREC.md section 3. A group of one
+// sum_y pi_t(y|x) * loss(y), the estimator of method.md section 3. A group of one
 // gets weight 1 (plain DPO). Returns the number of pairs covered (checks it).
 int dpo_spdpo_weights(int n_groups, const int *group_size, const double *gen_lp, double *pw);
 

@@ -12,14 +12,14 @@
 // prepared dataset.
 void sft_train(const Config *cfg, int resume, int stop_at);
 
-// method = dpo (DPO-RN and friends, SPREC.md section 2): builds the pairs of
+// method = dpo (DPO-RN and friends, method.md section 2): builds the pairs of
 // [dpo] (train rows of [data] dataset, chosen = the row's completion, rejected
 // by [dpo] negatives), computes the reference log-probs once with the starting
 // model, writes them to run.out_dir/pairs.h5, then trains with the sigmoid DPO
 // loss. A resumed run continues with the stored pairs.
 void dpo_train(const Config *cfg, int resume, int stop_at);
 
-// method = sprec (SPREC.md section 2): T = [sprec] iterations of: n seeded
+// method = sprec (method.md section 2): T = [sprec] iterations of: n seeded
 // train prompts, self-generated negatives, an SFT epoch on the positives, the
 // reference pass, a DPO epoch, evaluation on the test split (a "sprec" line
 // with the iteration in run.out_dir/metrics.jsonl) and a checkpoint. A resumed

@@ -1,4 +1,4 @@
-// DPO on a prepared recommendation dataset (SPREC.md section 2, "DPO-RN"):
+// DPO on a prepared recommendation dataset (method.md section 2, "DPO-RN"):
 //   1. pairs: [dpo] n_pairs seeded train rows (0 = all); chosen = the row's own
 //      completion (the true next item), rejected = a catalogue item drawn by
 //      [dpo] negatives: random (uniform, != target), popular (proportional to

@@ -1,4 +1,4 @@
-// SPRec (SPREC.md section 2): start from the SFT model; for t = 1..T
+// SPRec (method.md section 2): start from the SFT model; for t = 1..T
 //   1. draw n train prompts (seeded by t);
 //   2. negatives: the current model's own constrained greedy recommendation,
 //      its next-best item when that is the logged next item (the chosen one);
@@ -7,7 +7,8 @@
 //      chosen/rejected completion, computed once (no second model in memory);
 //   5. DPO epoch on the n pairs (sprec.dpo_lr, dpo.beta);
 //   6. evaluate on the test rows, log the metrics, checkpoint.
-// The steps are the SFT and DPO trainers' own (sft_step, dpo_pairs_step). Each
+// sprec_train's loop is that list, one function per step below. The steps are
+// the SFT and DPO trainers' own (sft_step, dpo_pairs_step). Each
 // stage gets a fresh AdamW (as the reference code's per-stage trainers) at a
 // constant learning rate, effective batch train.batch_size x train.grad_accum.
 // An iteration is a pure function of (the model after t-1, t), so resuming
@@ -30,6 +31,24 @@
 
 #define MAX_KS 16
 
+// One SPRec run: its data, the policy, and where its files go.
+typedef struct {
+    const Config *cfg;
+    RecData d;
+    Dataset train;               // the train split's token rows (views into d)
+    Model model;                 // the policy: the model after iteration t-1, then t
+    TrainState st;               // step (global over stages), epoch = completed iterations, stage
+    int n, T;                    // prompts per iteration, iterations
+    int bs, ga, per_step;        // micro-batch, accumulation, rows per optimizer step
+    int ne, *elig, *chosen;      // train rows with a catalogue target; [n] drawn rows, their items
+    int spdpo;                   // dpo.weighting = spdpo
+    const char *neg_label;       // what made pairs.h5 (checked when a resume reloads it)
+    int ks[MAX_KS], n_ks, beams, eval_rows;
+    FILE *log, *mf, *vf;         // train_log.jsonl, metrics.jsonl, metrics-valid.jsonl (or NULL)
+    TrainLoop sft_loop, dpo_loop;
+    char ckpt_path[4096], pairs_path[4096];
+} Sprec;
+
 // On resume: keep the log lines of completed iterations and, of the
 // interrupted iteration `done + 1`, those of its stages already checkpointed
 // (keep_sft, keep_dpo); the rest is redone, so its partial lines go.
@@ -51,179 +70,217 @@ static void truncate_log(const char *path, long done, int keep_sft, int keep_dpo
     atomic_commit(a);
 }
 
-void sprec_train(const Config *cfg, int resume, int stop_at) {
+// 1. n train rows, drawn by a seed that depends on the iteration only
+static void draw_prompts(Sprec *x, int t) {
+    const RecSplit *sp = &x->d.split[SPLIT_TRAIN];
+    for (int r = 0, k = 0; r < sp->n; r++) if (sp->target[r] >= 0) x->elig[k++] = r;
+    Rng rng;
+    rng_seed(&rng, x->cfg->sprec.seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)t));
+    for (int i = 0; i < x->n; i++) {
+        int j = i + (int)rng_below(&rng, (uint64_t)(x->ne - i));
+        int tmp = x->elig[i]; x->elig[i] = x->elig[j]; x->elig[j] = tmp;
+    }
+    for (int i = 0; i < x->n; i++) x->chosen[i] = sp->target[x->elig[i]];
+}
+
+// 2. the current model's own recommendations as the rejected items (next-best
+// when equal to the chosen item; spdpo: its spdpo_k best other items, weighted
+// by their normalised probability)
+static void self_negatives(Sprec *x, DpoPairs *p) {
+    const Config *cfg = x->cfg;
+    if (x->spdpo) {
+        dpo_spdpo_negatives(&x->model, &x->d, x->elig, x->chosen, x->n, cfg->dpo.spdpo_k, cfg->dpo.beams, p);
+    } else {
+        dpo_pairs_alloc(p, x->n);
+        for (int i = 0; i < x->n; i++) { p->row[i] = x->elig[i]; p->chosen[i] = x->chosen[i]; }
+        dpo_self_negatives(&x->model, &x->d, p, cfg->dpo.beams);
+    }
+}
+
+// 3. an SFT epoch on the n positives, a fresh AdamW at sprec.sft_lr
+static void sft_stage(Sprec *x, int t) {
+    AdamW opt;
+    train_optimizer(x->cfg, &x->model, &opt);
+    double sft_loss = 0, gnorm, mask_sum;
+    int steps = 0;
+    for (int a = 0; a < x->n; a += x->per_step, steps++) {
+        const int m = a + x->per_step < x->n ? x->per_step : x->n - a;
+        double l = sft_step(&x->model, &opt, &x->train, x->elig + a, m, x->bs, (uint64_t)x->st.step * x->ga,
+                            x->cfg->sprec.sft_lr, &gnorm, &mask_sum, NULL);
+        x->st.step++;
+        sft_loss += l;
+        train_loop_step(&x->sft_loop, "{\"iteration\": %d, \"stage\": \"sft\", \"step\": %ld, \"loss\": %.17g, \"grad_norm\": %.17g}",
+                        t, x->st.step, l, gnorm);
+    }
+    adamw_free(&opt, &x->model);
+    if (x->model.lora) lora_set_train(&x->model, 0, 0);
+    printf("sprec %d/%d: sft %d steps, mean loss %.4f\n", t, x->T, steps, sft_loss / steps);
+}
+
+// 5. a DPO epoch on the pairs, a fresh AdamW at sprec.dpo_lr (4., the
+// reference pass, has filled p's reference log-probs)
+static void dpo_stage(Sprec *x, int t, const DpoPairs *p) {
+    AdamW opt;
+    train_optimizer(x->cfg, &x->model, &opt);
+    DpoStats s, sum = {0};
+    double gnorm;
+    int steps = 0;
+    for (int a = 0; a < p->n; a += x->per_step, steps++) {
+        const int b = a + x->per_step < p->n ? a + x->per_step : p->n;
+        dpo_pairs_step(&x->model, &opt, &x->d, p, a, b, x->bs, (uint64_t)x->st.step * x->ga, x->cfg->dpo.beta,
+                       x->cfg->sprec.dpo_lr, &s, &gnorm);
+        x->st.step++;
+        train_loop_step(&x->dpo_loop, "{\"iteration\": %d, \"stage\": \"dpo\", \"step\": %ld, \"loss\": %.17g, "
+                        "\"rewards/chosen\": %.17g, \"rewards/rejected\": %.17g, \"rewards/margins\": %.17g, "
+                        "\"rewards/accuracies\": %.17g, \"grad_norm\": %.17g}", t, x->st.step, s.loss, s.rewards_chosen,
+                        s.rewards_rejected, s.rewards_margins, s.rewards_accuracies, gnorm);
+        sum.loss += s.loss; sum.rewards_margins += s.rewards_margins; sum.rewards_accuracies += s.rewards_accuracies;
+    }
+    adamw_free(&opt, &x->model);
+    if (x->model.lora) lora_set_train(&x->model, 0, 0);
+    printf("sprec %d/%d: dpo %d steps on %d pairs, mean loss %.4f, margin %+.4f, accuracy %.3f\n", t, x->T, steps, p->n,
+           sum.loss / steps, sum.rewards_margins / steps, sum.rewards_accuracies / steps);
+    x->st.last_loss = sum.loss / steps;
+}
+
+// 6. evaluate on one split, append its metrics line and print its table
+static void eval_split(Sprec *x, int t, const char *split, FILE *out, const char *label_fmt) {
+    Metrics met[MAX_KS];
+    const Config *cfg = x->cfg;
+    evaluate_split_mode(&x->model, &x->d, split, x->ks, x->n_ks, x->beams, cfg->eval.batch, x->eval_rows,
+                        cfg->eval.mode, NULL, NULL, met);
+    metrics_write_jsonl(out, "sprec", t, met, x->n_ks);
+    fflush(out);
+    char label[32];
+    snprintf(label, sizeof label, label_fmt, t);
+    metrics_print_table(stdout, label, met, x->n_ks);
+}
+
+// a stage's checkpoint: the policy (no optimizer: each stage starts a fresh
+// one) and where the iteration stands
+static void stage_checkpoint(Sprec *x, const char *stage) {
+    fflush(x->log);
+    snprintf(x->st.stage, sizeof x->st.stage, "%s", stage);
+    checkpoint_save(x->ckpt_path, &x->model, NULL, &x->st);
+}
+
+// Everything before the loop: the dataset, the policy (resumed, train.init or
+// random; x->st.stage says where a resumed run stopped), the drawn-row
+// buffers, the run folder's files.
+static void sprec_begin(Sprec *x, const Config *cfg, int resume) {
+    memset(x, 0, sizeof *x);
+    x->cfg = cfg;
     const Backend *be = train_start(cfg);
     const LoraConfig lc = train_lora_config(cfg);
-    int ks[MAX_KS], max_k = 0;
+    int max_k = 0;
     char kerr[128];
-    const int n_ks = evaluate_parse_ks(cfg->eval.ks, ks, MAX_KS, kerr, sizeof kerr);
-    if (n_ks == 0) fail("[eval] ks = %s: %s", cfg->eval.ks, kerr);
-    for (int i = 0; i < n_ks; i++) if (ks[i] > max_k) max_k = ks[i];
+    x->n_ks = evaluate_parse_ks(cfg->eval.ks, x->ks, MAX_KS, kerr, sizeof kerr);
+    if (x->n_ks == 0) fail("[eval] ks = %s: %s", cfg->eval.ks, kerr);
+    for (int i = 0; i < x->n_ks; i++) if (x->ks[i] > max_k) max_k = x->ks[i];
+    x->beams = cfg->eval.beams > max_k ? cfg->eval.beams : max_k;
     const char *out = cfg->run.out_dir;
-    char ckpt_path[4096], log_path[4096], met_path[4096], valid_path[4096], pairs_path[4096];
-    train_prepare_run_dir(out, resume, ckpt_path, sizeof ckpt_path);
+    char log_path[4096], met_path[4096], valid_path[4096];
+    train_prepare_run_dir(out, resume, x->ckpt_path, sizeof x->ckpt_path);
     snprintf(log_path, sizeof log_path, "%s/train_log.jsonl", out);
     snprintf(met_path, sizeof met_path, "%s/metrics.jsonl", out);
     snprintf(valid_path, sizeof valid_path, "%s/metrics-valid.jsonl", out);
-    snprintf(pairs_path, sizeof pairs_path, "%s/pairs.h5", out);
+    snprintf(x->pairs_path, sizeof x->pairs_path, "%s/pairs.h5", out);
 
-    RecData d;
-    recdata_load(&d, cfg->data.dataset);
-    if (!d.tokenized)
+    RecData *d = &x->d;
+    recdata_load(d, cfg->data.dataset);
+    if (!d->tokenized)
         fail("%s has no token ids: prepare it with a [data] tokenizer (the model's) to train on it", cfg->data.dataset);
-    const RecSplit *sp = &d.split[SPLIT_TRAIN];
-    Dataset train = {.N = sp->n, .T = sp->T, .tokens = sp->tokens, .mask = sp->mask, .lengths = sp->lengths};
+    const RecSplit *sp = &d->split[SPLIT_TRAIN];
+    x->train = (Dataset){.N = sp->n, .T = sp->T, .tokens = sp->tokens, .mask = sp->mask, .lengths = sp->lengths};
 
     // the model after iteration t-1: the run's checkpoint, else train.init (the SFT model), else random
-    Model model;
-    const char *source = train_create_model(cfg, be, &lc, ckpt_path, resume, &model);
-    TrainState st;
-    memset(&st, 0, sizeof st);
-    if (source) checkpoint_load(source, &model, NULL, resume ? &st : NULL);
-    else model_init_random(&model, cfg->init_seed, cfg->init_std);
-    if (model.lora && !cfg->lora.enabled) model_merge_lora(&model);
-    if (resume && strncmp(st.stage, "sprec", 5) != 0) fail("%s is not a SPRec run (stage '%s')", ckpt_path, st.stage);
-    if (!resume) snprintf(st.stage, sizeof st.stage, "sprec");
-    const int spdpo = !strcmp(cfg->dpo.weighting, "spdpo");
+    Model *model = &x->model;
+    TrainState *st = &x->st;
+    const char *source = train_create_model(cfg, be, &lc, x->ckpt_path, resume, model);
+    if (source) checkpoint_load(source, model, NULL, resume ? st : NULL);
+    else model_init_random(model, cfg->init_seed, cfg->init_std);
+    if (model->lora && !cfg->lora.enabled) model_merge_lora(model);
+    if (resume && strncmp(st->stage, "sprec", 5) != 0) fail("%s is not a SPRec run (stage '%s')", x->ckpt_path, st->stage);
+    if (!resume) snprintf(st->stage, sizeof st->stage, "sprec");
+    x->spdpo = !strcmp(cfg->dpo.weighting, "spdpo");
 
-    int *elig = xmalloc((size_t)(sp->n > 0 ? sp->n : 1) * sizeof(int)), ne = 0;
-    for (int r = 0; r < sp->n; r++) if (sp->target[r] >= 0) elig[ne++] = r;
-    if (ne == 0 || d.n_items < 2) fail("%s: SPRec needs train rows with catalogue targets and >= 2 items", cfg->data.dataset);
-    const int n = cfg->sprec.n < ne ? cfg->sprec.n : ne, T = cfg->sprec.iterations;
-    const int bs = cfg->train.batch_size, ga = cfg->train.grad_accum, per_step = bs * ga;
-    const int eval_rows = cfg->sprec.eval_rows > 0 ? cfg->sprec.eval_rows : cfg->eval.max_rows;
-    const int eval_valid = cfg->sprec.eval_valid && d.split[SPLIT_VALID].n > 0;
-    int *chosen = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    x->elig = xmalloc((size_t)(sp->n > 0 ? sp->n : 1) * sizeof(int));
+    for (int r = 0; r < sp->n; r++) if (sp->target[r] >= 0) x->elig[x->ne++] = r;
+    if (x->ne == 0 || d->n_items < 2)
+        fail("%s: SPRec needs train rows with catalogue targets and >= 2 items", cfg->data.dataset);
+    x->n = cfg->sprec.n < x->ne ? cfg->sprec.n : x->ne;
+    x->T = cfg->sprec.iterations;
+    x->bs = cfg->train.batch_size; x->ga = cfg->train.grad_accum; x->per_step = x->bs * x->ga;
+    x->eval_rows = cfg->sprec.eval_rows > 0 ? cfg->sprec.eval_rows : cfg->eval.max_rows;
+    const int eval_valid = cfg->sprec.eval_valid && d->split[SPLIT_VALID].n > 0;
+    x->chosen = xmalloc((size_t)(x->n > 0 ? x->n : 1) * sizeof(int));
     train_write_config(cfg);
     // where an interrupted iteration stopped: "sprec" = between iterations,
     // "sprec:sft" / "sprec:dpo" = that stage of iteration st.epoch + 1 is done
-    const int done_sft = !strcmp(st.stage, "sprec:sft"), done_dpo = !strcmp(st.stage, "sprec:dpo");
+    const int done_sft = !strcmp(st->stage, "sprec:sft"), done_dpo = !strcmp(st->stage, "sprec:dpo");
     if (resume) {
-        truncate_log(log_path, st.epoch, done_sft || done_dpo, done_dpo);
-        truncate_log(met_path, st.epoch, 0, 0);
-        truncate_log(valid_path, st.epoch, 0, 0);
+        truncate_log(log_path, st->epoch, done_sft || done_dpo, done_dpo);
+        truncate_log(met_path, st->epoch, 0, 0);
+        truncate_log(valid_path, st->epoch, 0, 0);
     }
-    FILE *log = train_open_log(cfg, "train_log.jsonl", resume), *mf = train_open_log(cfg, "metrics.jsonl", resume);
-    FILE *vf = eval_valid ? train_open_log(cfg, "metrics-valid.jsonl", resume) : NULL;
+    x->log = train_open_log(cfg, "train_log.jsonl", resume);
+    x->mf = train_open_log(cfg, "metrics.jsonl", resume);
+    x->vf = eval_valid ? train_open_log(cfg, "metrics-valid.jsonl", resume) : NULL;
     printf("sprec: %s | %d iterations of %d prompts%s | steps of %d rows (%d x %d) | sft lr %g, dpo lr %g, beta %g%s\n",
-           cfg->data.dataset, T, n, spdpo ? " x spdpo_k negatives" : "", per_step, bs, ga, (double)cfg->sprec.sft_lr,
-           (double)cfg->sprec.dpo_lr, (double)cfg->dpo.beta, model.lora ? " | LoRA" : "");
-    if (resume) printf("sprec: resuming %s after iteration %ld%s\n", ckpt_path, st.epoch,
+           cfg->data.dataset, x->T, x->n, x->spdpo ? " x spdpo_k negatives" : "", x->per_step, x->bs, x->ga,
+           (double)cfg->sprec.sft_lr, (double)cfg->sprec.dpo_lr, (double)cfg->dpo.beta, model->lora ? " | LoRA" : "");
+    if (resume) printf("sprec: resuming %s after iteration %ld%s\n", x->ckpt_path, st->epoch,
                        done_dpo ? " + its SFT and DPO stages" : done_sft ? " + its SFT stage" : "");
-
     // the stages' steps log through the trainers' step tail; their checkpoints are per stage
-    const TrainLoop sft_loop = {.name = "sprec.sft", .log = log, .st = &st};
-    const TrainLoop dpo_loop = {.name = "sprec.dpo", .log = log, .st = &st};
-    const char *neg_label = spdpo ? "self+spdpo" : "self";
-    const int first_t = (int)st.epoch + 1;   // only this iteration can be partly done (a resume)
-    for (int t = first_t; t <= T; t++) {
+    x->sft_loop = (TrainLoop){.name = "sprec.sft", .log = x->log, .st = st};
+    x->dpo_loop = (TrainLoop){.name = "sprec.dpo", .log = x->log, .st = st};
+    x->neg_label = x->spdpo ? "self+spdpo" : "self";
+}
+
+static void sprec_end(Sprec *x) {
+    fclose(x->log);
+    fclose(x->mf);
+    if (x->vf) fclose(x->vf);
+    free(x->elig);
+    free(x->chosen);
+    recdata_free(&x->d);
+    model_free(&x->model);
+}
+
+void sprec_train(const Config *cfg, int resume, int stop_at) {
+    Sprec x;
+    sprec_begin(&x, cfg, resume);
+    const int done_sft = !strcmp(x.st.stage, "sprec:sft"), done_dpo = !strcmp(x.st.stage, "sprec:dpo");
+    const int first_t = (int)x.st.epoch + 1;   // only this iteration can be partly done (a resume)
+    for (int t = first_t; t <= x.T; t++) {
         double t0 = now_seconds();
         const int resumed = resume && t == first_t;
-        const int skip_sft = resumed && (done_sft || done_dpo), skip_dpo = resumed && done_dpo;
-        // 1. n prompts, seeded by the iteration
-        for (int r = 0, k = 0; r < sp->n; r++) if (sp->target[r] >= 0) elig[k++] = r;
-        Rng rng;
-        rng_seed(&rng, cfg->sprec.seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)t));
-        for (int i = 0; i < n; i++) {
-            int j = i + (int)rng_below(&rng, (uint64_t)(ne - i));
-            int tmp = elig[i]; elig[i] = elig[j]; elig[j] = tmp;
-        }
-        for (int i = 0; i < n; i++) chosen[i] = sp->target[elig[i]];
         DpoPairs p;
-        double gnorm, mask_sum;
-        int steps = 0;
-        if (!skip_sft) {
-            // 2. self-generated negatives of the current model (next-best when equal to the chosen item;
-            //    spdpo: its spdpo_k best other items, weighted by their normalised probability)
-            if (spdpo) {
-                dpo_spdpo_negatives(&model, &d, elig, chosen, n, cfg->dpo.spdpo_k, cfg->dpo.beams, &p);
-            } else {
-                dpo_pairs_alloc(&p, n);
-                for (int i = 0; i < n; i++) { p.row[i] = elig[i]; p.chosen[i] = chosen[i]; }
-                dpo_self_negatives(&model, &d, &p, cfg->dpo.beams);
-            }
-            // 3. an SFT epoch on the n positives
-            AdamW opt;
-            train_optimizer(cfg, &model, &opt);
-            double sft_loss = 0;
-            for (int a = 0; a < n; a += per_step, steps++) {
-                const int m = a + per_step < n ? per_step : n - a;
-                double l = sft_step(&model, &opt, &train, elig + a, m, bs, (uint64_t)st.step * ga, cfg->sprec.sft_lr,
-                                    &gnorm, &mask_sum, NULL);
-                st.step++;
-                sft_loss += l;
-                train_loop_step(&sft_loop, "{\"iteration\": %d, \"stage\": \"sft\", \"step\": %ld, \"loss\": %.17g, \"grad_norm\": %.17g}",
-                                t, st.step, l, gnorm);
-            }
-            adamw_free(&opt, &model);
-            if (model.lora) lora_set_train(&model, 0, 0);
-            printf("sprec %d/%d: sft %d steps, mean loss %.4f\n", t, T, steps, sft_loss / steps);
+        draw_prompts(&x, t);                                        // 1.
+        if (!(resumed && (done_sft || done_dpo))) {
+            self_negatives(&x, &p);                                 // 2.
+            sft_stage(&x, t);                                       // 3.
             // stage checkpoint: the model after SFT + the pairs (negatives of the model before it)
-            dpo_pairs_save(&p, pairs_path, neg_label);
-            fflush(log);
-            snprintf(st.stage, sizeof st.stage, "sprec:sft");
-            checkpoint_save(ckpt_path, &model, NULL, &st);
+            dpo_pairs_save(&p, x.pairs_path, x.neg_label);
+            stage_checkpoint(&x, "sprec:sft");
         } else {
-            dpo_pairs_load(&p, pairs_path, neg_label);
+            dpo_pairs_load(&p, x.pairs_path, x.neg_label);
         }
-        if (!skip_dpo) {
-            // 4. reference = the model after the SFT epoch, computed once
-            dpo_pairs_reference(&model, &d, &p, bs);
-            // 5. a DPO epoch on the pairs
-            AdamW opt;
-            train_optimizer(cfg, &model, &opt);
-            DpoStats s, sum = {0};
-            steps = 0;
-            for (int a = 0; a < p.n; a += per_step, steps++) {
-                const int b = a + per_step < p.n ? a + per_step : p.n;
-                dpo_pairs_step(&model, &opt, &d, &p, a, b, bs, (uint64_t)st.step * ga, cfg->dpo.beta, cfg->sprec.dpo_lr,
-                               &s, &gnorm);
-                st.step++;
-                train_loop_step(&dpo_loop, "{\"iteration\": %d, \"stage\": \"dpo\", \"step\": %ld, \"loss\": %.17g, "
-                                "\"rewards/chosen\": %.17g, \"rewards/rejected\": %.17g, \"rewards/margins\": %.17g, "
-                                "\"rewards/accuracies\": %.17g, \"grad_norm\": %.17g}", t, st.step, s.loss, s.rewards_chosen,
-                                s.rewards_rejected, s.rewards_margins, s.rewards_accuracies, gnorm);
-                sum.loss += s.loss; sum.rewards_margins += s.rewards_margins; sum.rewards_accuracies += s.rewards_accuracies;
-            }
-            adamw_free(&opt, &model);
-            if (model.lora) lora_set_train(&model, 0, 0);
-            printf("sprec %d/%d: dpo %d steps on %d pairs, mean loss %.4f, margin %+.4f, accuracy %.3f\n", t, T, steps, p.n,
-                   sum.loss / steps, sum.rewards_margins / steps, sum.rewards_accuracies / steps);
-            st.last_loss = sum.loss / steps;
-            fflush(log);
-            snprintf(st.stage, sizeof st.stage, "sprec:dpo");
-            checkpoint_save(ckpt_path, &model, NULL, &st);
+        if (!(resumed && done_dpo)) {
+            dpo_pairs_reference(&x.model, &x.d, &p, x.bs);          // 4. reference = the model after SFT, once
+            dpo_stage(&x, t, &p);                                   // 5.
+            stage_checkpoint(&x, "sprec:dpo");
         }
         dpo_pairs_free(&p);
-        // 6. evaluate (test, and valid unless sprec.eval_valid = false), log, checkpoint
-        Metrics met[MAX_KS];
-        const int beams = cfg->eval.beams > max_k ? cfg->eval.beams : max_k;
-        evaluate_split_mode(&model, &d, "test", ks, n_ks, beams, cfg->eval.batch, eval_rows, cfg->eval.mode, NULL, NULL, met);
-        metrics_write_jsonl(mf, "sprec", t, met, n_ks);
-        fflush(mf);
-        char label[32];
-        snprintf(label, sizeof label, "sprec %d", t);
-        metrics_print_table(stdout, label, met, n_ks);
-        if (vf) {
-            evaluate_split_mode(&model, &d, "valid", ks, n_ks, beams, cfg->eval.batch, eval_rows, cfg->eval.mode, NULL, NULL, met);
-            metrics_write_jsonl(vf, "sprec", t, met, n_ks);
-            fflush(vf);
-            snprintf(label, sizeof label, "sprec %d valid", t);
-            metrics_print_table(stdout, label, met, n_ks);
-        }
-        st.epoch = t;
-        snprintf(st.stage, sizeof st.stage, "sprec");
-        checkpoint_save(ckpt_path, &model, NULL, &st);
-        remove(pairs_path);
-        printf("sprec %d/%d: done in %.1f s, checkpoint %s\n", t, T, now_seconds() - t0, ckpt_path);
+        eval_split(&x, t, "test", x.mf, "sprec %d");                // 6. (and valid unless sprec.eval_valid = false)
+        if (x.vf) eval_split(&x, t, "valid", x.vf, "sprec %d valid");
+        x.st.epoch = t;
+        snprintf(x.st.stage, sizeof x.st.stage, "sprec");
+        checkpoint_save(x.ckpt_path, &x.model, NULL, &x.st);
+        remove(x.pairs_path);
+        printf("sprec %d/%d: done in %.1f s, checkpoint %s\n", t, x.T, now_seconds() - t0, x.ckpt_path);
         fflush(stdout);
         if (t == stop_at) { printf("sprec: stopped after iteration %d as asked (--stop-at)\n", t); break; }
     }
-    fclose(log);
-    fclose(mf);
-    if (vf) fclose(vf);
-    free(elig);
-    free(chosen);
-    recdata_free(&d);
-    model_free(&model);
+    sprec_end(&x);
 }

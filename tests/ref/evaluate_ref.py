@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent plain-Python implementation of the SPRec metrics (SPREC.md section 4).
+"""Independent plain-Python implementation of the SPRec metrics (method.md section 4).
 
 It follows the reference evaluate.py's arithmetic step by step, not sprec's C code:
   - a per-genre dict filled in the order the genres are listed, += 1/len(select_genres);

@@ -1,4 +1,4 @@
-// Metrics (host/rec/metrics.c, SPREC.md section 4, docs/metrics.md): hand-computed
+// Metrics (host/rec/metrics.c, method.md section 4, docs/metrics.md): hand-computed
 // cases with the arithmetic written out, agreement with the independent Python
 // implementation (tests/ref/evaluate_ref.py) on the committed random fixture
 // tests/ref/metrics/cases.json, the JSONL/table output, and bad input.

@@ -1,4 +1,4 @@
-// Goodreads in the SPRec reference format (SPREC.md section 5): a folder with
+// Goodreads in the SPRec reference format (method.md section 5): a folder with
 // train.json (an array of {instruction, input, output}), id2name.json,
 // name2id.json, name2genre.json and genre_dict.json. The catalogue is
 // id2name (ids 0..n-1); the rows keep their own instruction and input text.

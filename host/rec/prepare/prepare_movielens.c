@@ -1,5 +1,5 @@
 // MovieLens (ml-latest-small: ratings.csv + movies.csv), built the BIGRec way
-// (SPREC.md section 5): per user, ratings sorted by timestamp (ties keep the
+// (method.md section 5): per user, ratings sorted by timestamp (ties keep the
 // file order); every window of `history` consecutive movies and the movie
 // after it is a row; the user's last target goes to test, the one before to
 // valid, earlier windows to train. Every rating counts as an interaction.

@@ -29,7 +29,7 @@ void names_build(NameIndex *ix, char *const *names, int n, const char *where);
 int names_find(const NameIndex *ix, const char *s, size_t len);   // id or -1
 void names_free(NameIndex *ix);
 
-// The wording of one domain (SPREC.md section 1; the Goodreads typos kept).
+// The wording of one domain (method.md section 1; the Goodreads typos kept).
 typedef struct { const char *instruction, *input_head, *input_tail; } Wording;
 extern const Wording WORDING_BOOKS, WORDING_MOVIES;
 // The one prompt template: "Below is an instruction ... ### Response:\n".
