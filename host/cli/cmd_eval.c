@@ -85,7 +85,8 @@ int cmd_eval(int argc, char **argv) {
     Model m;
     model_create(&m, &mc, be);
     checkpoint_load(model_path, &m, NULL, NULL);
-    if (m.lora) model_merge_lora(&m);   // generation runs on the merged weights
+    // LoRA adapters stay unmerged: decoding runs them as the trainers' evaluation does, so this
+    // gives the metrics a SPRec run logged for the same checkpoint
 
     make_dirs(out_dir);
     char topk_path[4096], metrics_path[4096], cfg_out[4096];
@@ -105,7 +106,7 @@ int cmd_eval(int argc, char **argv) {
     else snprintf(how, sizeof how, "beams %d", cfg.eval.beams > max_k ? cfg.eval.beams : max_k);
     fprintf(stderr, "eval: %s on %s split '%s' (%d of %d rows, %d items) | K = %s | %s | model %s\n",
             model_path, cfg.data.dataset, split, n_rows, sp->n, d.n_items, cfg.eval.ks, how,
-            m.lora ? "with LoRA merged" : "as is");
+            m.lora ? "with LoRA adapters" : "as is");
 
     AtomicFile *topk = atomic_begin(topk_path, NULL);
     Metrics met[MAX_KS];

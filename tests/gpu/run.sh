@@ -99,7 +99,8 @@ if ((deps_check)); then
     # that every dependency header and library came from build-deps/root
     step deps_build 1200 make -j"$jobs" "${make_args[@]}" BUILD=build/deps-check "$@" build/deps-check/sprec build/deps-check/test_sprec
     ok=$((rc == 0))
-    sys_hdrs=$(cat build/deps-check/obj/host/*.d build/deps-check/obj/tests/unit/*.d 2>/dev/null | tr ' ' '\n' |
+    sys_hdrs=$(find build/deps-check/obj/host build/deps-check/obj/kernels build/deps-check/obj/tests/unit -name '*.d' \
+                   -exec cat {} + 2>/dev/null | tr ' ' '\n' |
                grep -E '^/usr/include/(hdf5|x86_64-linux-gnu/openblas|cjson|ini\.h|pcre2|cmocka)' | sort -u)
     [[ -n $sys_hdrs ]] && { ok=0; echo "run.sh: system headers used: $sys_hdrs"; }
     for b in build/deps-check/sprec build/deps-check/test_sprec; do
