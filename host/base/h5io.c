@@ -75,18 +75,25 @@ static hid_t file_access(void) {
     return fapl;
 }
 
-hid_t h5_open_read(const char *path) {
+// An existing file, read-only or read-write: a missing or unreadable file
+// gets the system's own reason first (HDF5's would be vaguer).
+static hid_t open_existing(const char *path, int write) {
     h5_quiet();
-    int fd = open(path, O_RDONLY);   // for a plain errno message (missing, permission)
-    if (fd < 0) fail("cannot open '%s': %s", path, strerror(errno));
+    int fd = open(path, write ? O_RDWR : O_RDONLY);
+    if (fd < 0) fail("cannot open '%s'%s: %s", path, write ? " for writing" : "", strerror(errno));
     close(fd);
-    if (H5Fis_hdf5(path) <= 0) fail("%s: not an HDF5 file or truncated", path);
+    if (!write && H5Fis_hdf5(path) <= 0) fail("%s: not an HDF5 file or truncated", path);
     hid_t fapl = file_access();
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    hid_t f = H5Fopen(path, write ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
     check(H5Pclose(fapl) >= 0, "H5Pclose failed");
-    if (f < 0) fail("%s: not an HDF5 file or truncated", path);
+    if (f < 0) {
+        if (write) fail("%s: cannot open for writing (not an HDF5 file, or in use by another process?)", path);
+        fail("%s: not an HDF5 file or truncated", path);
+    }
     return f;
 }
+
+hid_t h5_open_read(const char *path) { return open_existing(path, 0); }
 
 hid_t h5_create(const char *path) {
     h5_quiet();
@@ -103,17 +110,7 @@ hid_t h5_create(const char *path) {
     return f;
 }
 
-hid_t h5_open_rw(const char *path) {
-    h5_quiet();
-    int fd = open(path, O_RDWR);   // for a plain errno message (missing, permission)
-    if (fd < 0) fail("cannot open '%s' for writing: %s", path, strerror(errno));
-    close(fd);
-    hid_t fapl = file_access();
-    hid_t f = H5Fopen(path, H5F_ACC_RDWR, fapl);
-    check(H5Pclose(fapl) >= 0, "H5Pclose failed");
-    if (f < 0) fail("%s: cannot open for writing (not an HDF5 file, or in use by another process?)", path);
-    return f;
-}
+hid_t h5_open_rw(const char *path) { return open_existing(path, 1); }
 
 void h5_flush(hid_t f) {
     char name[1024];
