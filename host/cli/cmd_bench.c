@@ -682,8 +682,7 @@ int cmd_bench(int argc, char **argv) {
     const int prompt_len = opt_int(argc, argv, "--prompt-len", 64);
     c->max_seq_len = bn.T;
     c->rope_theta = 10000; c->rms_eps = 1e-5f; c->tie_embeddings = 1;
-    set_threads(opt_int(argc, argv, "--threads", omp_get_max_threads()));
-    bn.be = backend_select(device ? device : "cpu");
+    bn.be = device_open(device ? device : "cpu", opt_int(argc, argv, "--threads", omp_get_max_threads()));
     if (!strcmp(bn.mode, "sft")) bench_sft(&bn);
     else if (!strcmp(bn.mode, "dpo")) bench_dpo(&bn);
     else if (!strcmp(bn.mode, "logprob")) bench_logprob(&bn, tokens);

@@ -33,8 +33,7 @@ int cmd_dump(int argc, char **argv) {
     const char *out_path = cli_flag_value(argc, argv, "-o"), *device = cli_flag_value(argc, argv, "--device");
     const char *threads = cli_flag_value(argc, argv, "--threads");
     if (!model_path || !batch_path || !out_path) fail("sprec dump: needs --model CKPT.h5 --batch BATCH.h5 -o OUT.h5");
-    const Backend *be = backend_select(device ? device : "cpu");
-    if (threads) set_threads(atoi(threads));
+    const Backend *be = device_open(device ? device : "cpu", threads ? atoi(threads) : 0);
 
     ModelConfig mc;
     checkpoint_read_config(model_path, &mc);

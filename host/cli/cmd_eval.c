@@ -78,8 +78,7 @@ int cmd_eval(int argc, char **argv) {
         fail("%s was prepared without a tokenizer: prepare it with [data] tokenizer = the model's checkpoint to "
              "evaluate", cfg.data.dataset);
 
-    const Backend *be = backend_select(cfg.run.device);
-    set_threads(cfg.run.threads);
+    const Backend *be = device_open(cfg.run.device, cfg.run.threads);
     ModelConfig mc;
     checkpoint_read_config(model_path, &mc);
     Model m;

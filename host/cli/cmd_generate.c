@@ -180,8 +180,7 @@ int cmd_generate(int argc, char **argv) {
     const int eos_flag = (int)num_flag(argc, argv, "--eos-id", -1, -1, 2147483647.0, 1);
     const int threads = (int)num_flag(argc, argv, "--threads", 0, 0, 4096, 1);
     const int batch = (int)num_flag(argc, argv, "--batch-size", 16, 1, 1 << 20, 1);
-    const Backend *be = backend_select(device ? device : "cpu");
-    set_threads(threads);
+    const Backend *be = device_open(device ? device : "cpu", threads);
 
     ModelConfig mc;
     checkpoint_read_config(model_path, &mc);

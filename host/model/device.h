@@ -8,5 +8,9 @@
 
 // Sets the OpenMP thread count when threads > 0.
 void set_threads(int threads);
+// What every command does first: the backend named by --device / run.device
+// (kernels/registry.c; a one-line error when unknown or not built) and the
+// thread count (threads > 0; 0 keeps OpenMP's default).
+const Backend *device_open(const char *name, int threads);
 
 #endif

@@ -14,8 +14,7 @@
 #include "model/device.h"
 
 const Backend *train_start(const Config *cfg) {
-    const Backend *be = backend_select(cfg->run.device);
-    set_threads(cfg->run.threads);
+    const Backend *be = device_open(cfg->run.device, cfg->run.threads);
     fault_init();
     return be;
 }
