@@ -1,5 +1,6 @@
 # sprec build. `make` builds build/sprec, with the CUDA backend when nvcc is found
-# (`make CUDA=0` forces it off); `make test` runs the suite; `make test-gpu` compares the
+# (`make CUDA=0` forces it off) and with MPI ranks when mpicc is found (`make MPI=0` forces it
+# off); `make test` runs the suite; `make test-gpu` compares the
 # CUDA backend with the CPU one on a GPU (tests/gpu/); `make demo` the main job on the
 # embedded synthetic world: SFT -> DPO-RN -> SPRec, table + PNG (docs/RESULTS.md); `make demo-toy`
 # a one-minute SFT from scratch on the built-in sequence-reversal task.
@@ -47,21 +48,44 @@ CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=c
 NVCCFLAGS ?= -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-fPIC -I.
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lcublas -Wl,-rpath,$(CUDA_HOME)/lib64 -lstdc++
 
+# ---- MPI (Open MPI): on when mpicc is found, off with MPI=0 --------------------------------------------------
+# host/base/dist_mpi.c (the ranks mpirun/srun start) replaces dist_single.c; only it sees mpi.h
+ifeq ($(origin MPICC),undefined)
+MPICC   := $(shell command -v mpicc 2>/dev/null)
+endif
+MPI     ?= $(if $(MPICC),1,0)
+ifeq ($(MPI),1)
+ifeq ($(MPICC),)
+$(error MPI=1 but mpicc was not found (install openmpi-bin and libopenmpi-dev, or MPI=0))
+endif
+MPI_CFLAGS := $(shell $(MPICC) --showme:compile)
+MPI_LIBS   := $(shell $(MPICC) --showme:link)
+DIST_SKIP  := host/base/dist_single.c
+MPI_NOTE   := with MPI ($(MPICC))
+else
+DIST_SKIP  := host/base/dist_mpi.c
+MPI_NOTE   := without MPI ($(if $(MPICC),MPI=0,mpicc not found): one process only)
+endif
+$(BUILD)/obj/host/base/dist_mpi.o: INCS += $(MPI_CFLAGS)
+
 KERNEL_SRC := $(wildcard kernels/*.c kernels/cpu/*.c)
-HOST_SRC   := $(filter-out host/cli/main.c,$(wildcard host/*/*.c host/*/*/*.c))
+HOST_ALL   := $(filter-out host/cli/main.c,$(wildcard host/*/*.c host/*/*/*.c))
+HOST_SRC   := $(filter-out $(DIST_SKIP),$(HOST_ALL))
 ifeq ($(CUDA),1)
 # the CUDA objects replace the stand-in backend_cuda() of kernels/cpu/no_cuda.c
 LIB_OBJ    := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out kernels/cpu/no_cuda.c,$(KERNEL_SRC)) $(HOST_SRC)) \
               $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRC))
-LINK_LIBS  := $(LIBS) $(CUDA_LIBS)
+LINK_LIBS  := $(LIBS) $(CUDA_LIBS) $(MPI_LIBS)
 CUDA_NOTE  := with CUDA ($(NVCC), CUDA_HOME $(CUDA_HOME))
 else
 LIB_OBJ    := $(patsubst %.c,$(BUILD)/obj/%.o,$(KERNEL_SRC) $(HOST_SRC))
-LINK_LIBS  := $(LIBS)
+LINK_LIBS  := $(LIBS) $(MPI_LIBS)
 CUDA_NOTE  := without CUDA ($(if $(NVCC),CUDA=0,nvcc not found): --device cuda is unavailable)
 endif
-# the ASan build is CPU-only (kernels/cpu/no_cuda.c): the sanitizers do not see into GPU code anyway
-ASAN_OBJ   := $(patsubst %.c,$(BUILD)/asan/obj/%.o,host/cli/main.c $(KERNEL_SRC) $(HOST_SRC))
+# the ASan build is CPU-only (kernels/cpu/no_cuda.c): the sanitizers do not see into GPU code anyway;
+# and single-process (dist_single.c)
+ASAN_OBJ   := $(patsubst %.c,$(BUILD)/asan/obj/%.o,host/cli/main.c $(KERNEL_SRC) \
+              $(filter-out host/base/dist_mpi.c,$(HOST_ALL)))
 TEST_SRC   := $(wildcard tests/unit/*.c)
 TEST_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRC))
 GPU_TEST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/gpu/*.c))
@@ -75,7 +99,7 @@ ifeq ($(SETUP),1)
 endif
 
 cuda-note:
-	@echo "sprec: building $(CUDA_NOTE)"
+	@echo "sprec: building $(CUDA_NOTE), $(MPI_NOTE)"
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -29,6 +29,8 @@ deps=(
     "libcjson-dev:/usr/include/cjson/cJSON.h"
     "libpcre2-dev:/usr/include/pcre2.h"
     "libcmocka-dev:/usr/include/cmocka.h"
+    "openmpi-bin:/usr/bin/mpirun"
+    "libopenmpi-dev:/usr/bin/mpicc"
 )
 
 missing=()

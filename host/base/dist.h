@@ -4,11 +4,14 @@
 // (gradients, losses, statistics) and by gathering every rank's share of an
 // array (negatives, reference log-probs, top-K lists).
 //
-// This build has the single-process implementation (host/base/dist_single.c: rank 0
-// of 1, every combine the identity; the sharing arithmetic is host/base/dist.c). The multi-process one (MPI for the CPU
-// backend, NCCL for device buffers, started by mpirun/srun) implements the
-// same functions, so the trainers do not change. Every rank must make the same
-// calls in the same order (collectives).
+// Two implementations, one per build: host/base/dist_single.c (no MPI: rank 0
+// of 1, every combine the identity) and host/base/dist_mpi.c (Open MPI, when
+// make finds mpicc: the ranks mpirun/srun started; a process started without a
+// launcher is rank 0 of 1 and never touches MPI). The sharing arithmetic is
+// host/base/dist.c. Every rank must make the same calls in the same order
+// (collectives). Sums run in rank order, so the same world size gives
+// bit-identical results. Multi-rank device sums are host-memory backends only
+// for now (CUDA needs NCCL).
 #ifndef SPREC_DIST_H
 #define SPREC_DIST_H
 
@@ -19,8 +22,22 @@ typedef struct {
     int rank, world;
 } Dist;
 
-// The process's place in the job (initialised on first use).
+// Called once by main before the command. splits_work = 0: the command runs on
+// rank 0 alone, as a world of 1 (prepare, import, ...): the other ranks return
+// 0 and main ends them quietly. On ranks other than 0 stdout goes to /dev/null
+// (rank 0 prints progress). Under a launcher with several ranks: every rank
+// checks that it runs the same binary as rank 0, and any exit with a non-zero
+// status ends the whole job (no rank is left waiting in a collective).
+int dist_start(int splits_work);
+// The process's place in the job (dist_start(1) on first use when main did not call it).
 const Dist *dist_world(void);
+// Every rank's text[0..n) must equal rank 0's (the resolved config): otherwise the
+// lowest rank that differs names itself, what, and its first differing line in one
+// error line, and the job exits with status 1. A collective.
+void dist_check_same(const Dist *d, const char *what, const char *text, size_t n);
+// Refuses (one line) a backend the multi-rank sums cannot serve: device memory
+// that is not host memory (CUDA) when world > 1.
+void dist_check_backend(const Dist *d, const Backend *be);
 // This rank's share [*lo, *hi) of n items: contiguous, in rank order, sizes
 // differing by at most one (the first n % world ranks get the extra item).
 void dist_share(const Dist *d, int n, int *lo, int *hi);

@@ -2,6 +2,12 @@
 // everything and every combine is the identity.
 #include "dist.h"
 
+int dist_start(int splits_work) { (void)splits_work; return 1; }
+
+void dist_check_same(const Dist *d, const char *what, const char *text, size_t n) { (void)d; (void)what; (void)text; (void)n; }
+
+void dist_check_backend(const Dist *d, const Backend *be) { (void)d; (void)be; }
+
 const Dist *dist_world(void) {
     static const Dist one = {.rank = 0, .world = 1};
     return &one;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
+#include "dist.h"
 
 static inline double now_seconds(void) {
     struct timespec ts;
@@ -24,8 +25,9 @@ static inline const char *fmt_duration(double s, char *buf, size_t cap) {
 
 // "WHAT: done/total UNIT | rate UNIT/s | ETA 1m02s" on stderr: redrawn in place
 // on a terminal; elsewhere (logs) one line at most every 10 s, and the last one.
-// t0 = start time, *t_last = time of the last line (start it at t0).
+// t0 = start time, *t_last = time of the last line (start it at t0). Rank 0 alone prints (base/dist.h).
 static inline void progress_line(const char *what, int done, int total, const char *unit, double t0, double *t_last) {
+    if (!dist_is_root(dist_world())) return;
     const int tty = isatty(2), last = done >= total;
     const double t = now_seconds();
     if (!tty && !last && t - *t_last < 10) return;

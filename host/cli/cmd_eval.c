@@ -15,6 +15,7 @@
 #include "rec/recdata.h"
 #include "rec/evaluate.h"
 #include "base/atomic_write.h"
+#include "base/dist.h"
 #include "base/fileio.h"
 #include "kernels/errors.h"
 
@@ -79,6 +80,9 @@ int cmd_eval(int argc, char **argv) {
              "evaluate", cfg.data.dataset);
 
     const Backend *be = device_open(cfg.run.device, cfg.run.threads);
+    config_check_ranks(&cfg);   // under several ranks: the same config everywhere; rank 0 alone writes
+    const int root = dist_is_root(dist_world());
+    dist_check_backend(dist_world(), be);
     ModelConfig mc;
     checkpoint_read_config(model_path, &mc);
     Model m;
@@ -87,14 +91,16 @@ int cmd_eval(int argc, char **argv) {
     // LoRA adapters stay unmerged: decoding runs them as the trainers' evaluation does, so this
     // gives the metrics a SPRec run logged for the same checkpoint
 
-    make_dirs(out_dir);
     char topk_path[4096], metrics_path[4096], cfg_out[4096];
     snprintf(topk_path, sizeof topk_path, "%s/topk-%s.jsonl", out_dir, split);
     snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", out_dir);
     snprintf(cfg_out, sizeof cfg_out, "%s/eval-config.ini", out_dir);
-    AtomicFile *cfg_file = atomic_begin(cfg_out, NULL);
-    config_write(&cfg, atomic_fopen(cfg_file, "w"));
-    atomic_commit(cfg_file);
+    if (root) {
+        make_dirs(out_dir);
+        AtomicFile *cfg_file = atomic_begin(cfg_out, NULL);
+        config_write(&cfg, atomic_fopen(cfg_file, "w"));
+        atomic_commit(cfg_file);
+    }
 
     const RecSplit *sp = &d.split[strcmp(split, "test") == 0 ? SPLIT_TEST : SPLIT_VALID];
     const int n_rows = cfg.eval.max_rows > 0 && cfg.eval.max_rows < sp->n ? cfg.eval.max_rows : sp->n;
@@ -103,14 +109,20 @@ int cmd_eval(int argc, char **argv) {
     char how[64];
     if (cfg.eval.mode == EVAL_UNCONSTRAINED) snprintf(how, sizeof how, "unconstrained (greedy + L2 grounding)");
     else snprintf(how, sizeof how, "beams %d", cfg.eval.beams > max_k ? cfg.eval.beams : max_k);
-    fprintf(stderr, "eval: %s on %s split '%s' (%d of %d rows, %d items) | K = %s | %s | model %s\n",
-            model_path, cfg.data.dataset, split, n_rows, sp->n, d.n_items, cfg.eval.ks, how,
-            m.lora ? "with LoRA adapters" : "as is");
+    if (root)
+        fprintf(stderr, "eval: %s on %s split '%s' (%d of %d rows, %d items) | K = %s | %s | model %s\n",
+                model_path, cfg.data.dataset, split, n_rows, sp->n, d.n_items, cfg.eval.ks, how,
+                m.lora ? "with LoRA adapters" : "as is");
 
-    AtomicFile *topk = atomic_begin(topk_path, NULL);
+    AtomicFile *topk = root ? atomic_begin(topk_path, NULL) : NULL;
     Metrics met[MAX_KS];
     evaluate_split_mode(&m, &d, split, ks, n_ks, cfg.eval.beams, cfg.eval.batch, cfg.eval.max_rows, cfg.eval.mode,
-                        cfg.data.dataset, atomic_fopen(topk, "w"), met);
+                        cfg.data.dataset, topk ? atomic_fopen(topk, "w") : NULL, met);
+    if (!root) {   // the other ranks took their share of the rows; rank 0 writes
+        model_free(&m);
+        recdata_free(&d);
+        return 0;
+    }
     atomic_commit(topk);
 
     FILE *mf = fopen(metrics_path, "a");

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "commands.h"
+#include "base/dist.h"
 #include "kernels/errors.h"
 
 static const struct { const char *name; int (*run)(int, char **); const char *help; } commands[] = {
@@ -25,8 +26,13 @@ static void usage(FILE *f) {
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\ncommon: --device cpu|cpu-checked|cpu-bf16|cuda (or run.device), --section.key=value overrides any config key\n"
+               "ranks: under mpirun / srun, train and eval split their work over the ranks (docs/cluster.md)\n"
                "docs: docs/ (config keys: docs/config.md, formats: docs/formats.md, checkpoints: docs/checkpoint.md)\n");
 }
+
+// Under mpirun/srun, train and eval split their work over the ranks
+// (base/dist.h); every other command runs on rank 0 alone.
+static int splits_work(const char *name) { return strcmp(name, "train") == 0 || strcmp(name, "eval") == 0; }
 
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
@@ -34,7 +40,8 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return dist_start(splits_work(argv[1])) ? commands[i].run(argc - 1, argv + 1) : 0;
     fprintf(stderr, "sprec: error: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

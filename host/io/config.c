@@ -13,6 +13,7 @@
 #include <ini.h>
 #include "config.h"
 #include "model/lora.h"
+#include "base/dist.h"
 #include "kernels/errors.h"
 
 typedef enum { K_INT, K_U64, K_FLOAT, K_BOOL, K_STR, K_ENUM, K_ENUM_INT } KeyType;
@@ -494,6 +495,19 @@ void config_write(const Config *c, FILE *f) {
         format_value(c, k, v, sizeof v);
         fprintf(f, "%s =%s%s\n", k->key, *v ? " " : "", v);
     }
+}
+
+void config_check_ranks(const Config *c) {
+    const Dist *d = dist_world();
+    if (d->world == 1) return;
+    char *text = NULL;
+    size_t n = 0;
+    FILE *m = open_memstream(&text, &n);
+    check(m != NULL, "open_memstream failed");
+    config_write(c, m);
+    check(fclose(m) == 0, "writing the config to memory failed");
+    dist_check_same(d, "config", text, n);
+    free(text);
 }
 
 void config_print_help(FILE *f) {

@@ -115,6 +115,9 @@ void config_resolve(Config *c);
 void config_validate(Config *c, const char *where);
 // Write the resolved configuration as an INI file (every key).
 void config_write(const Config *c, FILE *f);
+// Under several ranks: every rank's resolved config (config_write's text) must be
+// rank 0's; otherwise one line naming the rank and the first differing key, exit 1.
+void config_check_ranks(const Config *c);
 // Print every key with its default and one-line description (for --help).
 void config_print_help(FILE *f);
 

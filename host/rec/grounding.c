@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include "grounding.h"
 #include "base/atomic_write.h"
+#include "base/dist.h"
 #include "base/h5io.h"
 #include "base/progress.h"
 #include "kernels/errors.h"
@@ -274,18 +275,19 @@ void grounding_create(Grounding *g, Model *m, const RecData *d, const char *cach
     g->fingerprint = grounding_fingerprint(m, d);
     char group[64];
     snprintf(group, sizeof group, "grounding/%016llx", (unsigned long long)g->fingerprint);
+    const int root = dist_is_root(dist_world());   // rank 0 alone writes the cache and speaks
     if (cache_path && (g->emb = cache_read(cache_path, group, n, C))) {
         g->cached = 1;
-        fprintf(stderr, "grounding: catalogue embeddings (%d items x %d) reused from the cache %s:/%s\n", n, C,
+        if (root) fprintf(stderr, "grounding: catalogue embeddings (%d items x %d) reused from the cache %s:/%s\n", n, C,
                 cache_path, group);
     } else {
         g->emb = xmalloc((size_t)n * C * sizeof(float));
         grounding_embed(m, seqs, lens, n, g->emb);
         char took[32];
         fmt_duration(now_seconds() - t0, took, sizeof took);
-        if (!cache_path)
+        if (root && !cache_path)
             fprintf(stderr, "grounding: catalogue embeddings (%d items x %d) computed in %s (not cached)\n", n, C, took);
-        else if (cache_write(cache_path, group, g->emb, n, C, g->fingerprint, m->be->name))
+        else if (root && cache_write(cache_path, group, g->emb, n, C, g->fingerprint, m->be->name))
             fprintf(stderr, "grounding: catalogue embeddings (%d items x %d) computed in %s and cached in %s:/%s\n",
                     n, C, took, cache_path, group);
     }

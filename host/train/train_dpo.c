@@ -17,6 +17,7 @@
 #include "train.h"
 #include "dpo_pairs.h"
 #include "train_run.h"
+#include "base/dist.h"
 #include "base/fileio.h"
 #include "io/checkpoint.h"
 #include "model/lora.h"
@@ -135,7 +136,7 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
         double t0 = now_seconds();
         dpo_pairs_reference(&model, &d, &p, bs);
         printf("dpo: reference log-probs of %d pairs in %.1f s\n", p.n, now_seconds() - t0);
-        dpo_pairs_save(&p, pairs_path, cfg->dpo.negatives);
+        if (dist_is_root(dist_world())) dpo_pairs_save(&p, pairs_path, cfg->dpo.negatives);
     }
     const int n_micro = (p.n + bs - 1) / bs;
     const int steps_per_epoch = (n_micro + ga - 1) / ga;

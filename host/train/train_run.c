@@ -5,6 +5,7 @@
 #include <string.h>
 #include "train_run.h"
 #include "base/atomic_write.h"
+#include "base/dist.h"
 #include "base/fault.h"
 #include "io/checkpoint.h"
 #include "base/fileio.h"
@@ -13,8 +14,13 @@
 #include "base/rng.h"
 #include "model/device.h"
 
+// rank 0 writes the run folder's files; the other ranks compute and write nothing
+static int root(void) { return dist_is_root(dist_world()); }
+
 const Backend *train_start(const Config *cfg) {
     const Backend *be = device_open(cfg->run.device, cfg->run.threads);
+    config_check_ranks(cfg);
+    dist_check_backend(dist_world(), be);
     fault_init();
     return be;
 }
@@ -32,7 +38,7 @@ LoraConfig train_lora_config(const Config *cfg) {
 }
 
 void train_prepare_run_dir(const char *out_dir, int resume, char *ckpt_path, size_t cap) {
-    make_dirs(out_dir);
+    if (root()) make_dirs(out_dir);
     snprintf(ckpt_path, cap, "%s/checkpoint.h5", out_dir);
     if (resume && !file_exists(ckpt_path)) fail("--resume: no checkpoint at %s", ckpt_path);
     if (!resume && file_exists(ckpt_path))
@@ -78,6 +84,7 @@ void train_optimizer(const Config *cfg, Model *m, AdamW *opt) {
 }
 
 void train_write_config(const Config *cfg) {
+    if (!root()) return;
     char path[CONFIG_PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/config.ini", cfg->run.out_dir);
     AtomicFile *a = atomic_begin(path, NULL);
@@ -86,6 +93,7 @@ void train_write_config(const Config *cfg) {
 }
 
 FILE *train_open_log(const Config *cfg, const char *name, int resume) {
+    if (!root()) return NULL;
     char path[CONFIG_PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/%s", cfg->run.out_dir, name);
     FILE *f = fopen(path, resume ? "a" : "w");
@@ -123,12 +131,14 @@ int train_loop_last(const TrainLoop *l) {
 
 int train_loop_step(const TrainLoop *l, const char *fmt, ...) {
     const long step = l->st->step;
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(l->log, fmt, ap);
-    va_end(ap);
-    fputc('\n', l->log);
-    if (l->ckpt_path && (train_loop_last(l) || (l->ckpt_every > 0 && step % l->ckpt_every == 0))) {
+    if (l->log) {
+        va_list ap;
+        va_start(ap, fmt);
+        vfprintf(l->log, fmt, ap);
+        va_end(ap);
+        fputc('\n', l->log);
+    }
+    if (root() && l->ckpt_path && (train_loop_last(l) || (l->ckpt_every > 0 && step % l->ckpt_every == 0))) {
         fflush(l->log);
         checkpoint_save(l->ckpt_path, l->m, l->opt, l->st);
     }
@@ -139,7 +149,7 @@ int train_loop_step(const TrainLoop *l, const char *fmt, ...) {
 }
 
 void train_loop_end(const TrainLoop *l) {
-    fclose(l->log);
+    if (l->log) fclose(l->log);
     if (l->m->lora) lora_set_train(l->m, 0, 0);
     printf("%s: checkpoint %s (step %ld, loss %.4f)\n", l->name, l->ckpt_path, l->st->step, l->st->last_loss);
 }

@@ -42,9 +42,13 @@ void train_optimizer(const Config *cfg, Model *m, AdamW *opt);
 const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *lc, const char *ckpt_path,
                         int resume, const char *stage, uint64_t seed, const char *seed_key, Model *m, AdamW *opt,
                         TrainState *st);
+// Under several ranks (base/dist.h) rank 0 alone writes the run folder: the
+// functions below write nothing on the other ranks (their logs are NULL), which
+// still take part in every step.
 // Writes out_dir/config.ini (the resolved config, so a run can be repeated).
 void train_write_config(const Config *cfg);
-// Opens out_dir/NAME for the run's log lines: appended to on resume, else new.
+// Opens out_dir/NAME for the run's log lines: appended to on resume, else new;
+// NULL on ranks other than 0.
 FILE *train_open_log(const Config *cfg, const char *name, int resume);
 
 // A training loop as its step tail sees it: the SFT and DPO trainers fill
@@ -52,7 +56,7 @@ FILE *train_open_log(const Config *cfg, const char *name, int resume);
 // leave ckpt_path NULL and total, stop_at, ckpt_every 0.
 typedef struct {
     const char *name;        // "sft", "dpo", "sprec.sft", "sprec.dpo": message prefix and fault site
-    FILE *log;               // train_log.jsonl (train_open_log)
+    FILE *log;               // train_log.jsonl (train_open_log; NULL on ranks other than 0)
     const char *ckpt_path;   // run.out_dir/checkpoint.h5, or NULL: no checkpoint per step
     Model *m;                // what a checkpoint holds ...
     const AdamW *opt;

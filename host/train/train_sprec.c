@@ -28,6 +28,7 @@
 #include "kernels/errors.h"
 #include "base/rng.h"
 #include "base/atomic_write.h"
+#include "base/dist.h"
 
 #define MAX_KS 16
 
@@ -43,8 +44,9 @@ typedef struct {
     int ne, *elig, *chosen;      // train rows with a catalogue target; [n] drawn rows, their items
     int spdpo;                   // dpo.weighting = spdpo
     const char *neg_label;       // what made pairs.h5 (checked when a resume reloads it)
-    int ks[MAX_KS], n_ks, beams, eval_rows;
-    FILE *log, *mf, *vf;         // train_log.jsonl, metrics.jsonl, metrics-valid.jsonl (or NULL)
+    int ks[MAX_KS], n_ks, beams, eval_rows, eval_valid;
+    int root;                    // rank 0: writes the run folder (base/dist.h); the other ranks only compute
+    FILE *log, *mf, *vf;         // train_log.jsonl, metrics.jsonl, metrics-valid.jsonl (NULL: not written here)
     TrainLoop sft_loop, dpo_loop;
     char ckpt_path[4096], pairs_path[4096];
 } Sprec;
@@ -149,8 +151,10 @@ static void eval_split(Sprec *x, int t, const char *split, FILE *out, const char
     const Config *cfg = x->cfg;
     evaluate_split_mode(&x->model, &x->d, split, x->ks, x->n_ks, x->beams, cfg->eval.batch, x->eval_rows,
                         cfg->eval.mode, NULL, NULL, met);
-    metrics_write_jsonl(out, "sprec", t, met, x->n_ks);
-    fflush(out);
+    if (out) {
+        metrics_write_jsonl(out, "sprec", t, met, x->n_ks);
+        fflush(out);
+    }
     char label[32];
     snprintf(label, sizeof label, label_fmt, t);
     metrics_print_table(stdout, label, met, x->n_ks);
@@ -159,8 +163,9 @@ static void eval_split(Sprec *x, int t, const char *split, FILE *out, const char
 // a stage's checkpoint: the policy (no optimizer: each stage starts a fresh
 // one) and where the iteration stands
 static void stage_checkpoint(Sprec *x, const char *stage) {
-    fflush(x->log);
     snprintf(x->st.stage, sizeof x->st.stage, "%s", stage);
+    if (!x->root) return;
+    fflush(x->log);
     checkpoint_save(x->ckpt_path, &x->model, NULL, &x->st);
 }
 
@@ -170,6 +175,7 @@ static void stage_checkpoint(Sprec *x, const char *stage) {
 static void sprec_begin(Sprec *x, const Config *cfg, int resume) {
     memset(x, 0, sizeof *x);
     x->cfg = cfg;
+    x->root = dist_is_root(dist_world());
     const Backend *be = train_start(cfg);
     const LoraConfig lc = train_lora_config(cfg);
     int max_k = 0;
@@ -212,20 +218,20 @@ static void sprec_begin(Sprec *x, const Config *cfg, int resume) {
     x->T = cfg->sprec.iterations;
     x->bs = cfg->train.batch_size; x->ga = cfg->train.grad_accum; x->per_step = x->bs * x->ga;
     x->eval_rows = cfg->sprec.eval_rows > 0 ? cfg->sprec.eval_rows : cfg->eval.max_rows;
-    const int eval_valid = cfg->sprec.eval_valid && d->split[SPLIT_VALID].n > 0;
+    x->eval_valid = cfg->sprec.eval_valid && d->split[SPLIT_VALID].n > 0;
     x->chosen = xmalloc((size_t)(x->n > 0 ? x->n : 1) * sizeof(int));
     train_write_config(cfg);
     // where an interrupted iteration stopped: "sprec" = between iterations,
     // "sprec:sft" / "sprec:dpo" = that stage of iteration st.epoch + 1 is done
     const int done_sft = !strcmp(st->stage, "sprec:sft"), done_dpo = !strcmp(st->stage, "sprec:dpo");
-    if (resume) {
+    if (resume && x->root) {
         truncate_log(log_path, st->epoch, done_sft || done_dpo, done_dpo);
         truncate_log(met_path, st->epoch, 0, 0);
         truncate_log(valid_path, st->epoch, 0, 0);
     }
     x->log = train_open_log(cfg, "train_log.jsonl", resume);
     x->mf = train_open_log(cfg, "metrics.jsonl", resume);
-    x->vf = eval_valid ? train_open_log(cfg, "metrics-valid.jsonl", resume) : NULL;
+    x->vf = x->eval_valid ? train_open_log(cfg, "metrics-valid.jsonl", resume) : NULL;
     printf("sprec: %s | %d iterations of %d prompts%s | steps of %d rows (%d x %d) | sft lr %g, dpo lr %g, beta %g%s\n",
            cfg->data.dataset, x->T, x->n, x->spdpo ? " x spdpo_k negatives" : "", x->per_step, x->bs, x->ga,
            (double)cfg->sprec.sft_lr, (double)cfg->sprec.dpo_lr, (double)cfg->dpo.beta, model->lora ? " | LoRA" : "");
@@ -238,8 +244,8 @@ static void sprec_begin(Sprec *x, const Config *cfg, int resume) {
 }
 
 static void sprec_end(Sprec *x) {
-    fclose(x->log);
-    fclose(x->mf);
+    if (x->log) fclose(x->log);
+    if (x->mf) fclose(x->mf);
     if (x->vf) fclose(x->vf);
     free(x->elig);
     free(x->chosen);
@@ -261,7 +267,7 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
             self_negatives(&x, &p);                                 // 2.
             sft_stage(&x, t);                                       // 3.
             // stage checkpoint: the model after SFT + the pairs (negatives of the model before it)
-            dpo_pairs_save(&p, x.pairs_path, x.neg_label);
+            if (x.root) dpo_pairs_save(&p, x.pairs_path, x.neg_label);
             stage_checkpoint(&x, "sprec:sft");
         } else {
             dpo_pairs_load(&p, x.pairs_path, x.neg_label);
@@ -273,11 +279,13 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
         }
         dpo_pairs_free(&p);
         eval_split(&x, t, "test", x.mf, "sprec %d");                // 6. (and valid unless sprec.eval_valid = false)
-        if (x.vf) eval_split(&x, t, "valid", x.vf, "sprec %d valid");
+        if (x.eval_valid) eval_split(&x, t, "valid", x.vf, "sprec %d valid");
         x.st.epoch = t;
         snprintf(x.st.stage, sizeof x.st.stage, "sprec");
-        checkpoint_save(x.ckpt_path, &x.model, NULL, &x.st);
-        remove(x.pairs_path);
+        if (x.root) {
+            checkpoint_save(x.ckpt_path, &x.model, NULL, &x.st);
+            remove(x.pairs_path);
+        }
         printf("sprec %d/%d: done in %.1f s, checkpoint %s\n", t, x.T, now_seconds() - t0, x.ckpt_path);
         fflush(stdout);
         if (t == stop_at) { printf("sprec: stopped after iteration %d as asked (--stop-at)\n", t); break; }

@@ -1,0 +1,217 @@
+// The Open MPI implementation of host/base/dist.h (built instead of
+// dist_single.c when make finds mpicc; docs/cluster.md). A process that no
+// launcher started (no mpirun/srun environment) is rank 0 of 1 and never calls
+// MPI, so a plain `build/sprec ...` behaves as the single-process build.
+//
+// Determinism: every sum is taken in rank order (rank 0's value, then + rank
+// 1's, ...), never in the order messages arrive, so a given world size gives
+// bit-identical runs. Device buffers go through the backend's download/upload,
+// so any backend whose device memory is host memory works; CUDA needs NCCL.
+//
+// Failure: with several ranks, a non-zero exit() on any rank (fail(), check())
+// calls MPI_Abort from the exit path, which ends every rank: none is left
+// waiting in a collective for a rank that is gone.
+#include <mpi.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "dist.h"
+#include "kernels/errors.h"
+
+static Dist world = {.rank = 0, .world = 1};
+static int started, size_all = 1;   // size_all: the ranks the launcher started (world.world is 1 for a rank-0-alone command)
+
+static void mpi_fail(const char *call, int rc) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) snprintf(msg, sizeof msg, "MPI error %d", rc);
+    fail("rank %d of %d: %s failed: %s", world.rank, size_all, call, msg);
+}
+#define MPI_CHECK(call) do { const int rc_ = (call); if (rc_ != MPI_SUCCESS) mpi_fail(#call, rc_); } while (0)
+
+// Started by mpirun (Open MPI's variables; PMIX_RANK also under srun --mpi=pmix),
+// an MPICH-style launcher (PMI_RANK), or an srun step of several tasks.
+static int launched(void) {
+    const char *n = getenv("SLURM_STEP_NUM_TASKS");
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK") || (n && atoi(n) > 1);
+}
+
+// on_exit handler: finalize on success; abort the job when any rank fails
+static void dist_exit(int status, void *arg) {
+    (void)arg;
+    int done = 0;
+    MPI_Finalized(&done);
+    if (done) return;
+    if (status != 0 && world.world > 1) {   // (a rank-0-alone command: the others already wait in MPI_Finalize)
+        fflush(stdout);
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, status);
+    }
+    MPI_Finalize();
+}
+
+// size and 64-bit FNV-1a of this process's executable: the same binary on every rank
+static void check_binary(void) {
+    FILE *f = fopen("/proc/self/exe", "rb");
+    if (!f) fail("rank %d: cannot read /proc/self/exe to compare the binary with rank 0's", world.rank);
+    uint64_t h = 0xcbf29ce484222325ULL;
+    unsigned char buf[1 << 16];
+    size_t got, total = 0;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
+        for (size_t i = 0; i < got; i++) h = (h ^ buf[i]) * 0x100000001b3ULL;
+        total += got;
+    }
+    fclose(f);
+    char text[96];
+    const int n = snprintf(text, sizeof text, "%zu bytes, FNV-1a %016llx", total, (unsigned long long)h);
+    dist_check_same(&world, "sprec binary (/proc/self/exe)", text, (size_t)n);
+}
+
+int dist_start(int splits_work) {
+    if (!started) {
+        started = 1;
+        if (launched()) {
+            // stderr line-buffered: an error line (several fprintf calls) goes out in one write, so
+            // the lines of several ranks never interleave
+            static char err_buf[1 << 14];
+            setvbuf(stderr, err_buf, _IOLBF, sizeof err_buf);
+            MPI_CHECK(MPI_Init(NULL, NULL));
+            MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+            MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world.rank));
+            MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_all));
+            world.world = size_all;
+            if (on_exit(dist_exit, NULL) != 0) fail("rank %d: cannot register the MPI exit handler", world.rank);
+            const char *n = getenv("SLURM_STEP_NUM_TASKS");
+            if (n && atoi(n) != size_all)
+                fail("rank %d: srun started %s tasks but MPI sees %d: launch with srun --mpi=pmix", world.rank, n,
+                     size_all);
+            if (world.rank != 0 && !freopen("/dev/null", "w", stdout))
+                fail("rank %d: cannot send stdout to /dev/null", world.rank);
+            check_binary();
+        }
+    }
+    if (!splits_work && size_all > 1) {   // a one-process command: rank 0 runs it as a world of 1
+        if (world.rank != 0) return 0;
+        world.world = 1;
+    }
+    return 1;
+}
+
+const Dist *dist_world(void) {
+    if (!started) dist_start(1);
+    return &world;
+}
+
+void dist_check_backend(const Dist *d, const Backend *be) {
+    // mem_stats is NULL exactly on the backends whose buffers are host memory (kernels/backend.h)
+    if (d->world > 1 && be->mem_stats)
+        fail("--device %s with %d ranks: multi-rank CUDA needs NCCL (not yet built); use --device cpu or one rank",
+             be->name, d->world);
+}
+
+// "[section] line" of text t[0..n) around byte i: the line that holds it and the
+// last [section] header above it (a config as config_write writes it)
+static void line_at(const char *t, size_t n, size_t i, char *out, size_t cap) {
+    size_t s = i, e = i, hs = 0, he = 0;
+    while (s > 0 && t[s - 1] != '\n') s--;
+    while (e < n && t[e] != '\n') e++;
+    for (size_t k = 0; k < s;) {
+        size_t ke = k;
+        while (ke < s && t[ke] != '\n') ke++;
+        if (t[k] == '[') { hs = k; he = ke; }
+        k = ke + 1;
+    }
+    if (he > hs && t[s] != '[') snprintf(out, cap, "%.*s %.*s", (int)(he - hs), t + hs, (int)(e - s), t + s);
+    else snprintf(out, cap, "%.*s", (int)(e - s), t + s);
+}
+
+void dist_check_same(const Dist *d, const char *what, const char *text, size_t n) {
+    if (d->world == 1) return;
+    long long n0 = (long long)n;
+    MPI_CHECK(MPI_Bcast(&n0, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD));
+    if (n0 > INT_MAX) fail("rank %d: the %s to compare is %lld bytes, more than MPI_Bcast takes", d->rank, what, n0);
+    char *ref = xmalloc((size_t)n0 + 1);
+    if (d->rank == 0) memcpy(ref, text, n);
+    MPI_CHECK(MPI_Bcast(ref, (int)n0, MPI_CHAR, 0, MPI_COMM_WORLD));
+    size_t i = 0;   // the first byte that differs
+    while (i < n && i < (size_t)n0 && text[i] == ref[i]) i++;
+    int differs = i < n || i < (size_t)n0, *all = xmalloc((size_t)d->world * sizeof(int));
+    MPI_CHECK(MPI_Allgather(&differs, 1, MPI_INT, all, 1, MPI_INT, MPI_COMM_WORLD));
+    int first = -1;
+    for (int r = 0; r < d->world && first < 0; r++) if (all[r]) first = r;
+    free(all);
+    if (first < 0) { free(ref); return; }
+    if (d->rank == first) {   // one line, from the lowest rank that differs; then every rank exits
+        char here[256], there[256];
+        line_at(text, n, i, here, sizeof here);
+        line_at(ref, (size_t)n0, i, there, sizeof there);
+        fprintf(stderr, "sprec: error: rank %d runs another %s than rank 0: '%s' here, '%s' on rank 0 (start every "
+                "rank with the same binary, config and overrides)\n", d->rank, what, here, there);
+        fflush(stderr);
+    }
+    free(ref);
+    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));   // the line is out before the job ends
+    if (d->rank == first) exit(1);            // its MPI_Abort (dist_exit) ends every rank ...
+    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));   // ... which wait here for it (one abort, one launcher message)
+    exit(1);
+}
+
+void dist_sum_host(const Dist *d, double *x, int n) {
+    if (d->world == 1 || n <= 0) return;
+    double *all = xmalloc((size_t)d->world * (size_t)n * sizeof(double));
+    MPI_CHECK(MPI_Allgather(x, n, MPI_DOUBLE, all, n, MPI_DOUBLE, MPI_COMM_WORLD));
+    for (int i = 0; i < n; i++) {
+        double s = all[i];
+        for (int r = 1; r < d->world; r++) s += all[(size_t)r * n + i];
+        x[i] = s;
+    }
+    free(all);
+}
+
+void dist_sum_device(const Dist *d, const Backend *be, float *x, size_t n) {
+    if (d->world == 1 || n == 0) return;
+    dist_check_backend(d, be);
+    // in chunks: rank 0 gathers a chunk of every rank, sums it in rank order, broadcasts the sum
+    const size_t chunk = n < ((size_t)1 << 20) ? n : ((size_t)1 << 20);
+    float *h = xmalloc(chunk * sizeof(float));
+    float *all = d->rank == 0 ? xmalloc(chunk * (size_t)d->world * sizeof(float)) : NULL;
+    for (size_t off = 0; off < n; off += chunk) {
+        const int m = (int)(n - off < chunk ? n - off : chunk);
+        be->download(h, x + off, (size_t)m * sizeof(float));
+        MPI_CHECK(MPI_Gather(h, m, MPI_FLOAT, all, m, MPI_FLOAT, 0, MPI_COMM_WORLD));
+        if (d->rank == 0)
+            for (int i = 0; i < m; i++) {
+                float s = all[i];
+                for (int r = 1; r < d->world; r++) s += all[(size_t)r * m + i];
+                h[i] = s;
+            }
+        MPI_CHECK(MPI_Bcast(h, m, MPI_FLOAT, 0, MPI_COMM_WORLD));
+        be->upload(x + off, h, (size_t)m * sizeof(float));
+    }
+    free(h);
+    free(all);
+}
+
+void dist_gather(const Dist *d, void *array, size_t item_bytes, int lo, int hi, int n) {
+    if (d->world == 1) return;
+    int mine[2] = {lo, hi}, *ranges = xmalloc((size_t)d->world * 2 * sizeof(int));
+    MPI_CHECK(MPI_Allgather(mine, 2, MPI_INT, ranges, 2, MPI_INT, MPI_COMM_WORLD));
+    int *counts = xmalloc((size_t)d->world * sizeof(int)), *displs = xmalloc((size_t)d->world * sizeof(int));
+    for (int r = 0, next = 0; r < d->world; r++) {
+        check(ranges[2 * r] == next && ranges[2 * r + 1] >= next, "dist_gather: rank %d holds [%d, %d), expected "
+              "a range from %d (the ranges must tile [0, %d) in rank order)", r, ranges[2 * r], ranges[2 * r + 1], next, n);
+        displs[r] = next;
+        counts[r] = ranges[2 * r + 1] - next;
+        next = ranges[2 * r + 1];
+        if (r == d->world - 1) check(next == n, "dist_gather: the ranks' ranges end at %d, not %d", next, n);
+    }
+    check(item_bytes <= INT_MAX, "dist_gather: items of %zu bytes", item_bytes);
+    MPI_Datatype item;
+    MPI_CHECK(MPI_Type_contiguous((int)item_bytes, MPI_BYTE, &item));
+    MPI_CHECK(MPI_Type_commit(&item));
+    MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, array, counts, displs, item, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Type_free(&item));
+    free(ranges); free(counts); free(displs);
+}

@@ -1,0 +1,214 @@
+// Ranks (host/base/dist_mpi.c) under a real `mpirun` on the CPU backend, on a
+// small synthetic world (configs/demo-sprec.ini, fewer users, steps of 6
+// micro-batches so that 2 and 3 ranks each get a share):
+//  - SFT, DPO and a one-iteration SPRec run at -np 1, 2, 3 against the plain run
+//    (no launcher): -np 1 is bit-identical (logs, metrics, checkpoint); -np 2 and
+//    3 sum the gradients in another order, so their losses agree within
+//    LOSS_TOL (the largest differences are printed) and the SPRec metrics within
+//    METRIC_TOL (one row's top-K changing); rank 0 alone prints and writes: the
+//    run folder holds exactly the files of a plain run, the log its lines, and
+//    the output one final line;
+//  - SFT stopped on 2 ranks and resumed on 3, DPO stopped on 3 and resumed alone: the plain run's losses;
+//  - sprec eval split over 2 ranks gives the plain run's lists;
+//  - every rank must run rank 0's config and binary: another override or another
+//    binary on one rank ends the job with one line naming the rank; a rank that
+//    fails alone (a bad SPREC_FAULT) ends the whole job instead of leaving the
+//    others waiting.
+// Skipped (with a message) when build/sprec was built without MPI.
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include "tests.h"
+
+#define TMP "build/test-tmp/mpi"
+// one thread per rank (2 cores here); root needs Open MPI's consent; timeout: a hang fails instead of blocking make test
+#define MPIRUN "OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun --oversubscribe "
+#define PLAIN "OMP_NUM_THREADS=1 build/sprec "
+#define COMMON "configs/demo-sprec.ini --data.dataset=" TMP "/syn.h5 --train.batch_size=4 --train.grad_accum=6 "
+#define SFT COMMON "--train.max_steps=4 --train.warmup_steps=1 --train.log_every=1"
+#define DPO COMMON "--train.method=dpo --train.init=" TMP "/plain-sft/checkpoint.h5 --train.max_steps=3 " \
+            "--train.warmup_steps=0 --train.lr=1e-3 --train.log_every=1"
+#define SPREC COMMON "--train.method=sprec --train.init=" TMP "/plain-sft/checkpoint.h5 --sprec.iterations=1 " \
+              "--sprec.n=48 --sprec.eval_rows=30"
+#define LOSS_TOL 1e-6
+#define METRIC_TOL 0.05
+
+static int have_mpi(void) {
+    char out[256];
+    return run_capture("ldd build/sprec | grep -q libmpi && command -v mpirun", out, sizeof out) == 0;
+}
+
+#define REQUIRE_MPI() do { if (!have_mpi()) { \
+    print_message("test_mpi: skipped: build/sprec was built without MPI (MPI=0 or no mpicc; scripts/setup.sh " \
+                  "installs Open MPI)\n"); skip(); } } while (0)
+
+// the dataset and the plain (no launcher) SFT run the others start from, once
+static void fixture(void) {
+    static int done;
+    if (done) return;
+    run_ok("rm -rf " TMP " && mkdir -p " TMP " && gzip -dc tests/ref/tokenizer/smollm2.tokenizer.json.gz > " TMP "/tok.json");
+    run_ok(PLAIN "prepare configs/demo-sprec.ini --data.tokenizer=" TMP "/tok.json --data.dataset=" TMP "/syn.h5 "
+           "--data.synth_users=400 --data.valid_rows=20 --data.test_rows=60");
+    run_ok(PLAIN "train " SFT " --run.out_dir=" TMP "/plain-sft");
+    done = 1;
+}
+
+static int count(const char *s, const char *needle) {
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}
+
+// the largest |a - b| of key over the lines of two JSONL files (same line count)
+static double max_diff(const char *file_a, const char *file_b, const char *key) {
+    static double a[256], b[256];
+    const int na = read_jsonl_values(file_a, key, a, 256), nb = read_jsonl_values(file_b, key, b, 256);
+    assert_int_equal(na, nb);
+    assert_true(na > 0);
+    double m = 0;
+    for (int i = 0; i < na; i++) if (fabs(a[i] - b[i]) > m) m = fabs(a[i] - b[i]);
+    return m;
+}
+
+// `sprec train ARGS` at -np 1, 2, 3 against the plain run: files, output, logs (and metrics)
+static void ranks_vs_plain(const char *name, const char *args, const char *files, const char *done_line,
+                           const char *const *metric_files) {
+    char cmd[4096], out[65536], plain[256], dir[256], a[320], b[320];
+    snprintf(plain, sizeof plain, TMP "/plain-%s", name);
+    if (strcmp(name, "sft") != 0) {   // (the SFT fixture is the plain SFT run)
+        snprintf(cmd, sizeof cmd, PLAIN "train %s --run.out_dir=%s", args, plain);
+        run_ok(cmd);
+    }
+    for (int np = 1; np <= 3; np++) {
+        snprintf(dir, sizeof dir, TMP "/%s-np%d", name, np);
+        snprintf(cmd, sizeof cmd, "rm -rf %s && " MPIRUN "-np %d build/sprec train %s --run.out_dir=%s", dir, np, args, dir);
+        const int rc = run_capture(cmd, out, sizeof out);
+        if (rc != 0) print_message("%s\nexit %d:\n%s\n", cmd, rc, out);
+        assert_int_equal(rc, 0);
+        assert_int_equal(count(out, done_line), 1);   // rank 0 alone prints
+        snprintf(cmd, sizeof cmd, "test \"$(ls %s | tr '\\n' ' ')\" = '%s'", dir, files);
+        run_ok(cmd);                                  // rank 0's files, nothing else
+        snprintf(a, sizeof a, "%s/train_log.jsonl", plain);
+        snprintf(b, sizeof b, "%s/train_log.jsonl", dir);
+        if (np == 1) {                                // the same summation order: bit-identical
+            snprintf(cmd, sizeof cmd, "cmp %s/train_log.jsonl %s/train_log.jsonl && h5diff %s/checkpoint.h5 "
+                     "%s/checkpoint.h5", plain, dir, plain, dir);
+            run_ok(cmd);
+            for (const char *const *m = metric_files; m && *m; m++) {
+                snprintf(cmd, sizeof cmd, "cmp %s/%s %s/%s", plain, *m, dir, *m);
+                run_ok(cmd);
+            }
+            continue;
+        }
+        const double dl = max_diff(a, b, "loss"), dg = max_diff(a, b, "grad_norm");
+        double dm = 0;
+        for (const char *const *m = metric_files; m && *m; m++) {
+            snprintf(a, sizeof a, "%s/%s", plain, *m);
+            snprintf(b, sizeof b, "%s/%s", dir, *m);
+            const double d = fmax(max_diff(a, b, "NDCG@10"), max_diff(a, b, "HR@10"));
+            if (d > dm) dm = d;
+        }
+        char metrics[64] = "";
+        if (metric_files) snprintf(metrics, sizeof metrics, ", NDCG@10 / HR@10 %.3g", dm);
+        print_message("test_mpi: %s -np %d vs one process: largest loss difference %.3g, grad norm %.3g%s\n", name,
+                      np, dl, dg, metrics);
+        assert_true(dl <= LOSS_TOL);
+        assert_true(dm <= METRIC_TOL);
+    }
+}
+
+// stopped at step `stop` on np_a ranks, resumed on np_b (0: no launcher): the plain run's losses (a checkpoint
+// holds no per-rank state, so a run resumes at any rank count)
+static void resume_across(const char *name, const char *args, int np_a, int stop, int np_b) {
+    char cmd[4096], dir[256], a[320], b[320], launch_b[160] = PLAIN;
+    snprintf(dir, sizeof dir, TMP "/%s-resume", name);
+    if (np_b > 0) snprintf(launch_b, sizeof launch_b, MPIRUN "-np %d build/sprec ", np_b);
+    snprintf(cmd, sizeof cmd, "(rm -rf %s && " MPIRUN "-np %d build/sprec train %s --run.out_dir=%s --stop-at %d && "
+             "%strain %s --run.out_dir=%s --resume)", dir, np_a, args, dir, stop, launch_b, args, dir);
+    run_ok(cmd);
+    snprintf(a, sizeof a, TMP "/plain-%s/train_log.jsonl", name);
+    snprintf(b, sizeof b, "%s/train_log.jsonl", dir);
+    const double dl = max_diff(a, b, "loss");
+    print_message("test_mpi: %s stopped at step %d on %d ranks, resumed on %d: largest loss difference %.3g\n", name,
+                  stop, np_a, np_b ? np_b : 1, dl);
+    assert_true(dl <= LOSS_TOL);
+}
+
+static void test_mpi_sft(void **state) {
+    (void)state;
+    REQUIRE_MPI();
+    fixture();
+    ranks_vs_plain("sft", SFT, "checkpoint.h5 config.ini train_log.jsonl ", "sft: checkpoint", NULL);
+    resume_across("sft", SFT, 2, 2, 3);
+}
+
+static void test_mpi_dpo(void **state) {
+    (void)state;
+    REQUIRE_MPI();
+    fixture();
+    ranks_vs_plain("dpo", DPO, "checkpoint.h5 config.ini pairs.h5 train_log.jsonl ", "dpo: checkpoint", NULL);
+    resume_across("dpo", DPO, 3, 1, 0);
+}
+
+static void test_mpi_sprec(void **state) {
+    (void)state;
+    REQUIRE_MPI();
+    fixture();
+    static const char *const metrics[] = {"metrics.jsonl", "metrics-valid.jsonl", NULL};
+    ranks_vs_plain("sprec", SPREC, "checkpoint.h5 config.ini metrics-valid.jsonl metrics.jsonl train_log.jsonl ",
+                   "sprec 1/1: done", metrics);
+}
+
+static void test_mpi_eval(void **state) {
+    (void)state;
+    REQUIRE_MPI();
+    fixture();
+    const char *eval = "eval " COMMON "--model " TMP "/plain-sft/checkpoint.h5 --eval.max_rows=30 ";
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "(" PLAIN "%s -o " TMP "/eval-plain && " MPIRUN "-np 2 build/sprec %s -o " TMP "/eval-np2 && "
+             "cmp " TMP "/eval-plain/topk-test.jsonl " TMP "/eval-np2/topk-test.jsonl && "
+             "cmp " TMP "/eval-plain/metrics.jsonl " TMP "/eval-np2/metrics.jsonl)", eval, eval);
+    run_ok(cmd);
+}
+
+// a job that must fail: non-zero exit, exactly one "sprec: error:" line holding the needles
+static void expect_job_error(const char *cmd, const char *needle1, const char *needle2) {
+    char out[16384];
+    const int rc = run_capture(cmd, out, sizeof out);
+    const char *err = strstr(out, "sprec: error: ");
+    if (rc == 0 || rc == 124 || !err || count(out, "sprec: error: ") != 1 || !strstr(err, needle1) ||
+        (needle2 && !strstr(err, needle2)))
+        print_message("command: %s\nexit %d, output:\n%s\n(wanted one error line with '%s' and '%s')\n", cmd, rc, out,
+                      needle1, needle2 ? needle2 : "");
+    assert_true(rc != 0 && rc != 124);   // 124: timeout, a rank was left hanging
+    assert_int_equal(count(out, "sprec: error: "), 1);
+    assert_non_null(strstr(err, needle1));
+    if (needle2) assert_non_null(strstr(err, needle2));
+}
+
+static void test_mpi_refuses(void **state) {
+    (void)state;
+    REQUIRE_MPI();
+    fixture();
+    const char *run = "build/sprec train " SFT " --run.out_dir=" TMP "/refused";
+    char cmd[4096];
+    // another override on rank 1 (an mpirun app context: one rank per program line)
+    snprintf(cmd, sizeof cmd, MPIRUN "-np 1 %s : -np 1 %s --train.lr=1e-3", run, run);
+    expect_job_error(cmd, "rank 1 runs another config than rank 0", "[train] lr = 0.001");
+    run_ok("test ! -e " TMP "/refused");
+    // another binary on rank 2
+    run_ok("cp build/sprec " TMP "/sprec-other && printf x >> " TMP "/sprec-other");
+    snprintf(cmd, sizeof cmd, MPIRUN "-np 2 %s : -np 1 " TMP "/sprec-other %s", run, run + strlen("build/sprec "));
+    expect_job_error(cmd, "rank 2 runs another sprec binary", NULL);
+    // one rank fails alone: the whole job ends (rank 0 would otherwise wait for it in the first step)
+    snprintf(cmd, sizeof cmd, MPIRUN "-np 1 %s : -np 1 env SPREC_FAULT=bogus %s", run, run);
+    expect_job_error(cmd, "SPREC_FAULT", NULL);
+}
+
+DEFINE_TEST_GROUP(test_mpi,
+    cmocka_unit_test(test_mpi_sft),
+    cmocka_unit_test(test_mpi_dpo),
+    cmocka_unit_test(test_mpi_sprec),
+    cmocka_unit_test(test_mpi_eval),
+    cmocka_unit_test(test_mpi_refuses),
+)
