@@ -547,9 +547,9 @@ static void test_tok_command(void **state) {
     // an imported checkpoint carries the tokenizer: same ids as from the GGUF it came from
     if (access("tests/ref/import/tiny.gguf", R_OK) == 0) {
         char a[4096], b[4096];
-        assert_int_equal(run_capture("build/sprec import tests/ref/import/tiny.gguf -o /tmp/sprec_test_tok.h5 >/dev/null", out, sizeof out), 0);
+        assert_int_equal(run_capture(SPREC_CHECKED " import tests/ref/import/tiny.gguf -o /tmp/sprec_test_tok.h5 >/dev/null", out, sizeof out), 0);
         assert_int_equal(run_capture("printf 'hello world 123\\n' | build/sprec tokenize --model /tmp/sprec_test_tok.h5", a, sizeof a), 0);
-        assert_int_equal(run_capture("printf 'hello world 123\\n' | build/sprec tokenize --model tests/ref/import/tiny.gguf", b, sizeof b), 0);
+        assert_int_equal(run_capture("printf 'hello world 123\\n' | " SPREC_CHECKED " tokenize --model tests/ref/import/tiny.gguf", b, sizeof b), 0);
         assert_string_equal(a, b);
         assert_true(strlen(a) > 2);
     }
