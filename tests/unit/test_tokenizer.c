@@ -510,6 +510,23 @@ static void test_tok_malformed(void **state) {
                  "\"pattern\": {\"Regex\": \"(unclosed\"}, \"behavior\": \"Isolated\"}}", "regex");
     expect_tokenizer_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"NFKD\"}}", "NFKD");
     expect_tokenizer_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"added_tokens\": [{\"content\": \"x\"}]}", "added_tokens");
+    // an id far beyond the tokens the file holds: refused (it would size the tables), naming the token and the id
+    expect_tokenizer_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []}, \"added_tokens\": "
+                           "[{\"id\": 2, \"content\": \"<s>\"}, {\"id\": 1073741000, \"content\": \"<huge>\"}]}", "'<huge>' has id 1073741000");
+    expect_tokenizer_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1073741000}, \"merges\": []}}",
+                           "'b' has id 1073741000");
+    // the last id the entries can reach is fine: two vocab entries and one added token, ids 0..2
+    const char *dense = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []}, \"added_tokens\": "
+                        "[{\"id\": 2, \"content\": \"<s>\"}]}";
+    Tokenizer *t = tokenizer_from_json(dense, strlen(dense), NULL, 0, "dense.json");
+    assert_int_equal(tokenizer_vocab_size(t), 3);
+    tokenizer_free(t);
+    // and through the command: one line naming the file
+    write_file("/tmp/sprec_test_huge_id.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, "
+               "\"added_tokens\": [{\"id\": 1073741000, \"content\": \"<huge>\"}]}");
+    expect_error("echo a | " SPREC_CHECKED " tokenize --model /tmp/sprec_test_huge_id.json", "/tmp/sprec_test_huge_id.json",
+                 "'<huge>' has id 1073741000");
+    remove("/tmp/sprec_test_huge_id.json");
 }
 
 // The command: tokenizer.json from the fixture, ids for stdin lines, and back.
