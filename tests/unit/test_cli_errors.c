@@ -144,6 +144,27 @@ static void test_bad_tokenizer_json(void **state) {
     }
 }
 
+// Runs cmd (one error expected) and requires no control character in its output but the final newline.
+static void expect_no_control_chars(const char *cmd) {
+    char out[4096];
+    assert_int_equal(run_capture(cmd, out, sizeof out), 1);
+    for (const char *p = out; *p; p++)
+        if ((unsigned char)*p < 0x20 && !(*p == '\n' && p[1] == 0))
+            fail_msg("byte 0x%02x at %td of the error of '%s': %s", (unsigned char)*p, p - out, cmd, out);
+}
+
+// Control characters from a config value or a file name are escaped (\r, \x1c, ...): the error stays one line.
+static void test_control_chars_escaped(void **state) {
+    (void)state;
+    setup_files();
+    write_file(TMP "/ctl.ini", "[model]\ndim = 6\x1c\r\v4\n");
+    expect_error(SPREC_CHECKED " init " TMP "/ctl.ini -o " TMP "/x.h5", "ctl.ini:2", "'6\\x1c\\r\\v4'");
+    expect_no_control_chars(SPREC_CHECKED " init " TMP "/ctl.ini -o " TMP "/x.h5");
+    const char *missing = SPREC_CHECKED " init '" TMP "/ct\rl\x1c\n\t.ini' -o " TMP "/x.h5";
+    expect_error(missing, "ct\\rl\\x1c\\n\\t.ini", "No such file");
+    expect_no_control_chars(missing);
+}
+
 DEFINE_TEST_GROUP(test_cli_errors,
     cmocka_unit_test(test_bad_tokenizer_json),
     cmocka_unit_test(test_unknown_config_key),
@@ -151,4 +172,5 @@ DEFINE_TEST_GROUP(test_cli_errors,
     cmocka_unit_test(test_truncated_checkpoint),
     cmocka_unit_test(test_flipped_byte),
     cmocka_unit_test(test_wrong_shape_tensor),
-    cmocka_unit_test(test_bad_batch_and_flags))
+    cmocka_unit_test(test_bad_batch_and_flags),
+    cmocka_unit_test(test_control_chars_escaped))
