@@ -6,14 +6,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+// Prints "sprec: " + head + the formatted message as one line, control characters escaped (a newline as \n, a
+// carriage return as \r, others as \xNN: a file name or config value cannot break the line), then exit(status).
+__attribute__((noreturn, format(printf, 3, 4)))
+void error_exit(int status, const char *head, const char *fmt, ...);
+
 // A user-facing error: one line, exit 1. Use for bad input (files, configs, flags).
-#define fail(...) do { fprintf(stderr, "sprec: error: "); fprintf(stderr, __VA_ARGS__); \
-                       fprintf(stderr, "\n"); exit(1); } while (0)
+#define fail(...) error_exit(1, "error: ", __VA_ARGS__)
 
 // An internal invariant: names file:line, exit 2. Use for "cannot happen".
-#define check(cond, ...) do { if (!(cond)) { fprintf(stderr, "sprec: internal error at %s:%d: ", \
-                       __FILE__, __LINE__); fprintf(stderr, __VA_ARGS__); fprintf(stderr, "\n"); \
-                       exit(2); } } while (0)
+#define check(cond, ...) do { if (!(cond)) { char at_[512]; \
+                       snprintf(at_, sizeof at_, "internal error at %s:%d: ", __FILE__, __LINE__); \
+                       error_exit(2, at_, __VA_ARGS__); } } while (0)
 
 // malloc that never returns NULL
 static inline void *xmalloc(size_t n) {

@@ -4,7 +4,10 @@
 // Files are written with HDF5 1.8+ structures (superblock v2, object header v2),
 // whose metadata carries checksums, and every non-scalar dataset is chunked with
 // a Fletcher-32 filter, so a flipped byte anywhere in the file is caught on read
-// instead of producing silently wrong numbers.
+// instead of producing silently wrong numbers. Checkpoints and datasets also carry
+// a whole-file checksum (h5_create_checksummed, base/filesum.h), checked before
+// HDF5 parses the file: libhdf5 can crash on corrupt metadata before its own
+// checksums are looked at.
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -12,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "h5io.h"
+#include "filesum.h"
 #include "kernels/errors.h"
 
 #define H5IO_MAX_RANK 8
@@ -82,6 +86,7 @@ static hid_t open_existing(const char *path, int write) {
     int fd = open(path, write ? O_RDWR : O_RDONLY);
     if (fd < 0) fail("cannot open '%s'%s: %s", path, write ? " for writing" : "", strerror(errno));
     close(fd);
+    filesum_verify(path);   // before HDF5 parses anything: corrupt metadata can crash libhdf5
     if (!write && H5Fis_hdf5(path) <= 0) fail("%s: not an HDF5 file or truncated", path);
     hid_t fapl = file_access();
     hid_t f = H5Fopen(path, write ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
@@ -95,20 +100,25 @@ static hid_t open_existing(const char *path, int write) {
 
 hid_t h5_open_read(const char *path) { return open_existing(path, 0); }
 
-hid_t h5_create(const char *path) {
+static hid_t create(const char *path, hsize_t userblock) {
     h5_quiet();
     hid_t fapl = file_access();
     // 1.8+ structures have checksummed metadata; 1.10 chunk indexes are checksummed too.
     check(H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) >= 0, "H5Pset_libver_bounds failed");
     // closing with objects still open is an error (a leak would delay the real close)
     check(H5Pset_fclose_degree(fapl, H5F_CLOSE_SEMI) >= 0, "H5Pset_fclose_degree failed");
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    check(fcpl >= 0 && H5Pset_userblock(fcpl, userblock) >= 0, "H5Pset_userblock failed");
     errno = 0;
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, fapl);
     int err = errno;
-    check(H5Pclose(fapl) >= 0, "H5Pclose failed");
+    check(H5Pclose(fapl) >= 0 && H5Pclose(fcpl) >= 0, "H5Pclose failed");
     if (f < 0) fail("cannot create '%s': %s", path, err ? strerror(err) : "HDF5 error");
     return f;
 }
+
+hid_t h5_create(const char *path) { return create(path, 0); }
+hid_t h5_create_checksummed(const char *path) { return create(path, FILESUM_BLOCK); }
 
 hid_t h5_open_rw(const char *path) { return open_existing(path, 1); }
 
@@ -120,8 +130,15 @@ void h5_flush(hid_t f) {
 void h5_close(hid_t f) {
     char name[1024];
     file_of(f, NULL, name, sizeof name);
+    unsigned intent;
+    hsize_t userblock;
+    hid_t fcpl = H5Fget_create_plist(f);
+    check(fcpl >= 0 && H5Pget_userblock(fcpl, &userblock) >= 0 && H5Pclose(fcpl) >= 0 && H5Fget_intent(f, &intent) >= 0,
+          "cannot query the HDF5 file '%s'", name);
     // the final metadata flush happens here, so this is where a full disk shows up
     if (H5Fclose(f) < 0) fail("%s: closing the file failed (disk full?)", name);
+    // a file written with a checksum block gets the checksum of its final bytes
+    if ((intent & H5F_ACC_RDWR) && userblock == FILESUM_BLOCK) filesum_seal(name);
 }
 
 // ---- groups and links ---------------------------------------------------

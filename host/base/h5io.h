@@ -9,11 +9,14 @@
 #include <hdf5.h>
 
 void h5_quiet(void);                        // silence HDF5's own error stack printing
-hid_t h5_open_read(const char *path);       // fails clearly if missing / not HDF5
+hid_t h5_open_read(const char *path);       // fails clearly if missing / not HDF5 / its checksum does not match
 hid_t h5_create(const char *path);          // truncates
+// As h5_create, with a whole-file checksum (base/filesum.h) in a 512-byte user block: h5_close writes it,
+// h5_open_read and h5_open_rw verify it before HDF5 reads the file (checkpoints and datasets).
+hid_t h5_create_checksummed(const char *path);
 hid_t h5_open_rw(const char *path);         // an existing file, read-write, locked as h5_open_read locks
 void h5_flush(hid_t f);                     // everything written so far to the OS (fails on a full disk)
-void h5_close(hid_t f);                     // flushes; fails on a full disk
+void h5_close(hid_t f);                     // flushes; fails on a full disk; writes the checksum of a written file
 int h5_exists(hid_t loc, const char *name); // path exists (handles nested groups)
 hid_t h5_group(hid_t loc, const char *name);   // create nested groups as needed
 // An existing group (`path` names the file in messages); fails if missing.

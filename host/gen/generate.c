@@ -649,7 +649,7 @@ static void add_finished(GenOutput *f, int W, const int *tokens, int n, double l
     while (i > 0 && f->hyps[i - 1].score < score) { f->hyps[i] = f->hyps[i - 1]; i--; }
     GenHyp *h = &f->hyps[i];
     h->tokens = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
-    memcpy(h->tokens, tokens, (size_t)n * sizeof(int));
+    if (n > 0) memcpy(h->tokens, tokens, (size_t)n * sizeof(int));   // (an empty hypothesis may come with NULL)
     h->n = n; h->logprob = logprob; h->score = score; h->finish = finish;
 }
 

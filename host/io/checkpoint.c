@@ -99,7 +99,7 @@ void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const T
     float *host = xmalloc(biggest * sizeof(float));
     const Lora *lo = m->lora;
 
-    hid_t f = h5_create(out->tmp);
+    hid_t f = h5_create_checksummed(out->tmp);
     h5_attr_write_str(f, "format", CKPT_FORMAT);
     h5_attr_write_i64(f, "version", CKPT_VERSION);
     write_config(f, &m->cfg);

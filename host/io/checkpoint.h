@@ -2,7 +2,8 @@
 // parameters under Hugging Face names, optional AdamW moments and training
 // state. Written to PATH.tmp, flushed, then renamed, so a crash never leaves a
 // half-written file under the real name. Every dataset carries a Fletcher-32
-// checksum, so corruption is detected on load.
+// checksum and the file a whole-file checksum (base/filesum.h) verified before
+// HDF5 parses it, so corruption is detected on load.
 #ifndef SPREC_CHECKPOINT_H
 #define SPREC_CHECKPOINT_H
 

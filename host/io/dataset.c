@@ -66,7 +66,7 @@ void dataset_free(Dataset *d) {
 
 void dataset_save(const Dataset *d, const char *path) {
     AtomicFile *out = atomic_begin(path, NULL);
-    hid_t f = h5_create(out->tmp);
+    hid_t f = h5_create_checksummed(out->tmp);
     long dims[2] = {d->N, d->T};
     h5_write_i32(f, "tokens", 2, dims, d->tokens);
     h5_write_f32(f, "mask", 2, dims, d->mask);

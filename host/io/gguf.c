@@ -544,10 +544,10 @@ static void spm_merges(const Gguf *g, const GgufKV *toks, cJSON *out) {
             if (count == cap_all) { cap_all = cap_all ? 2 * cap_all : 1024; all = realloc(all, cap_all * sizeof *all); if (!all) fail("out of memory"); }
             all[count++] = (Merge){l, r, score, (int)utf8_chars(str[i], k), (int)utf8_chars(str[i] + k, len[i] - k), 0};
         }
-        qsort(all + first, count - first, sizeof *all, merge_local_cmp);
+        if (count > first) qsort(all + first, count - first, sizeof *all, merge_local_cmp);   // (all is NULL until a first merge)
     }
     for (size_t i = 0; i < count; i++) all[i].seq = i;
-    qsort(all, count, sizeof *all, merge_global_cmp);
+    if (count) qsort(all, count, sizeof *all, merge_global_cmp);
     for (size_t i = 0; i < count; i++) {
         cJSON *pair = cJSON_CreateArray();
         char *a = dup_str(str[all[i].l], len[all[i].l]), *b = dup_str(str[all[i].r], len[all[i].r]);

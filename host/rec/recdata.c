@@ -63,7 +63,7 @@ static void write_split(hid_t f, const RecData *d, int s) {
 
 void recdata_save(const RecData *d, const char *path) {
     AtomicFile *out = atomic_begin(path, NULL);
-    hid_t f = h5_create(out->tmp);
+    hid_t f = h5_create_checksummed(out->tmp);
     h5_attr_write_str(f, "format", RECDATA_FORMAT);
     h5_attr_write_i64(f, "version", RECDATA_VERSION);
     h5_attr_write_str(f, "source", d->source);

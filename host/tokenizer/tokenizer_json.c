@@ -270,16 +270,25 @@ Tokenizer *tokenizer_from_json(const char *json, size_t len, const char *config_
 
     Tokenizer *t = xcalloc(1, sizeof *t);
     t->bos_id = t->eos_id = t->unk_id = -1;
+    // The ids index tables sized by the largest one, so an id beyond the number of tokens the file
+    // holds (vocab + added_tokens: the ids of a real tokenizer are dense) is refused, not allocated.
+    const int n_ids = cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added);
     int max_id = -1;
     cJSON_ArrayForEach(e, vocab) {
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= (1 << 30) || e->valuedouble != (int)e->valuedouble)
             fail("%s: model.vocab entry '%s' has no valid id", where, e->string);
+        if (e->valueint >= n_ids)
+            fail("%s: model.vocab token '%s' has id %d, but vocab and added_tokens hold %d tokens (ids 0..%d)",
+                 where, e->string, e->valueint, n_ids, n_ids - 1);
         if (e->valueint > max_id) max_id = e->valueint;
     }
     cJSON_ArrayForEach(e, added) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
         if (!cJSON_IsNumber(id) || id->valueint < 0 || id->valueint >= (1 << 30) || !jstr(e, "content"))
             fail("%s: added_tokens entry without a valid id and content", where);
+        if (id->valueint >= n_ids)
+            fail("%s: added token '%s' has id %d, but vocab and added_tokens hold %d tokens (ids 0..%d)",
+                 where, jstr(e, "content"), id->valueint, n_ids, n_ids - 1);
         if (id->valueint > max_id) max_id = id->valueint;
     }
     t->vocab_size = max_id + 1;

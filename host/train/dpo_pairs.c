@@ -38,7 +38,7 @@ static void read_f64(hid_t f, const char *path, const char *name, long n, double
 
 void dpo_pairs_save(const DpoPairs *p, const char *path, const char *negatives) {
     AtomicFile *a = atomic_begin(path, NULL);
-    hid_t f = h5_create(a->tmp);
+    hid_t f = h5_create_checksummed(a->tmp);
     long d[1] = {p->n};
     h5_write_i32(f, "row", 1, d, p->row);
     h5_write_i32(f, "chosen", 1, d, p->chosen);

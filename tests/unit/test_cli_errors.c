@@ -80,6 +80,12 @@ static void test_flipped_byte(void **state) {
     fseek(fp, (long)addr + (long)size / 2, SEEK_SET);
     fputc(c ^ 0x10, fp);
     fclose(fp);
+    // the whole-file checksum catches it before HDF5 reads the file
+    expect_error(SPREC_CHECKED " dump --model " TMP "/flip.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5",
+                 "flip.h5", "checksum mismatch");
+    // without the checksum line (an older checkpoint) the tensor's Fletcher-32 checksum does, naming it
+    assert_int_equal(run_capture("dd if=/dev/zero of=" TMP "/flip.h5 bs=512 count=1 conv=notrunc 2>/dev/null", out,
+                                 sizeof out), 0);
     expect_error(SPREC_CHECKED " dump --model " TMP "/flip.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5",
                  "flip.h5", "model.embed_tokens.weight");
 }
@@ -89,14 +95,13 @@ static void test_wrong_shape_tensor(void **state) {
     setup_files();
     char out[4096];
     assert_int_equal(run_capture("cp " TMP "/good.h5 " TMP "/shape.h5", out, sizeof out), 0);
-    hid_t f = H5Fopen(TMP "/shape.h5", H5F_ACC_RDWR, H5P_DEFAULT);
-    assert_true(f >= 0);
+    hid_t f = h5_open_rw(TMP "/shape.h5");   // (h5_close rewrites the whole-file checksum; an H5Fclose would not)
     assert_true(H5Ldelete(f, "params/model.norm.weight", H5P_DEFAULT) >= 0);
     hid_t g = H5Gopen2(f, "params", H5P_DEFAULT);
     float w[63] = {0};
     long dims[1] = {63};
     h5_write_f32(g, "model.norm.weight", 1, dims, w);
-    H5Gclose(g); H5Fclose(f);
+    H5Gclose(g); h5_close(f);
     expect_error(SPREC_CHECKED " dump --model " TMP "/shape.h5 --batch " TMP "/batch.h5 -o " TMP "/o.h5",
                  "model.norm.weight", "63");
 }
@@ -144,6 +149,27 @@ static void test_bad_tokenizer_json(void **state) {
     }
 }
 
+// Runs cmd (one error expected) and requires no control character in its output but the final newline.
+static void expect_no_control_chars(const char *cmd) {
+    char out[4096];
+    assert_int_equal(run_capture(cmd, out, sizeof out), 1);
+    for (const char *p = out; *p; p++)
+        if ((unsigned char)*p < 0x20 && !(*p == '\n' && p[1] == 0))
+            fail_msg("byte 0x%02x at %td of the error of '%s': %s", (unsigned char)*p, p - out, cmd, out);
+}
+
+// Control characters from a config value or a file name are escaped (\r, \x1c, ...): the error stays one line.
+static void test_control_chars_escaped(void **state) {
+    (void)state;
+    setup_files();
+    write_file(TMP "/ctl.ini", "[model]\ndim = 6\x1c\r\v4\n");
+    expect_error(SPREC_CHECKED " init " TMP "/ctl.ini -o " TMP "/x.h5", "ctl.ini:2", "'6\\x1c\\r\\v4'");
+    expect_no_control_chars(SPREC_CHECKED " init " TMP "/ctl.ini -o " TMP "/x.h5");
+    const char *missing = SPREC_CHECKED " init '" TMP "/ct\rl\x1c\n\t.ini' -o " TMP "/x.h5";
+    expect_error(missing, "ct\\rl\\x1c\\n\\t.ini", "No such file");
+    expect_no_control_chars(missing);
+}
+
 DEFINE_TEST_GROUP(test_cli_errors,
     cmocka_unit_test(test_bad_tokenizer_json),
     cmocka_unit_test(test_unknown_config_key),
@@ -151,4 +177,5 @@ DEFINE_TEST_GROUP(test_cli_errors,
     cmocka_unit_test(test_truncated_checkpoint),
     cmocka_unit_test(test_flipped_byte),
     cmocka_unit_test(test_wrong_shape_tensor),
-    cmocka_unit_test(test_bad_batch_and_flags))
+    cmocka_unit_test(test_bad_batch_and_flags),
+    cmocka_unit_test(test_control_chars_escaped))

@@ -3,6 +3,8 @@
 // `sprec dump` logits vs transformers; a tiny GGUF with every supported tensor
 // type -> dequantised values bit-identical to the gguf package's; the Q/K
 // unpermutation; export -> re-import round trips; and bad input through the CLI.
+// Imports, exports and tokenize of the fixtures run under the sanitized binary
+// (SPREC_CHECKED): a good file must be as clean under ASan/UBSan as a bad one.
 #include <cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -33,7 +35,7 @@ static void test_import_hf_logits(void **state) {
         char cmd[2048], ckpt[512], out[512], path[512];
         snprintf(ckpt, sizeof ckpt, TMP "/%s.h5", cases[k]);
         snprintf(out, sizeof out, TMP "/%s.dump.h5", cases[k]);
-        snprintf(cmd, sizeof cmd, "build/sprec import " FIX "/%s/hf -o %s && build/sprec dump --model %s --batch "
+        snprintf(cmd, sizeof cmd, SPREC_CHECKED " import " FIX "/%s/hf -o %s && build/sprec dump --model %s --batch "
                  FIX "/%s/batch.h5 -o %s", cases[k], ckpt, ckpt, cases[k], out);
         run_ok(cmd);
         snprintf(path, sizeof path, FIX "/%s/expected.h5", cases[k]);
@@ -163,7 +165,7 @@ static void test_import_gguf(void **state) {
         {"lm_head.weight", "output.weight"},
         {"model.layers.0.self_attn.q_proj.weight", NULL}, {"model.layers.0.self_attn.k_proj.weight", NULL},
     };
-    run_ok("mkdir -p " TMP " && build/sprec import " FIX "/tiny.gguf -o " TMP "/tiny.h5");
+    run_ok("mkdir -p " TMP " && " SPREC_CHECKED " import " FIX "/tiny.gguf -o " TMP "/tiny.h5");
     Model m;
     load(&m, TMP "/tiny.h5");
     assert_int_equal(m.cfg.head_dim, 32);
@@ -223,7 +225,14 @@ static void test_import_gguf_spm_tokenizer(void **state) {
     cJSON_Delete(b);
     free(ours);
     // and the whole model imports, tokenizer included (tied: the file has no output.weight)
-    run_ok("mkdir -p " TMP " && build/sprec import " FIX "/spm.gguf -o " TMP "/spm.h5");
+    run_ok("mkdir -p " TMP " && " SPREC_CHECKED " import " FIX "/spm.gguf -o " TMP "/spm.h5");
+    // the tokenizer rebuilt from the GGUF, straight from the file and from the checkpoint: the same ids
+    char from_gguf[4096], from_h5[4096];
+    assert_int_equal(run_capture("printf 'hello world\\n' | " SPREC_CHECKED " tokenize --model " FIX "/spm.gguf",
+                                 from_gguf, sizeof from_gguf), 0);
+    assert_int_equal(run_capture("printf 'hello world\\n' | " SPREC_CHECKED " tokenize --model " TMP "/spm.h5",
+                                 from_h5, sizeof from_h5), 0);
+    assert_string_equal(from_gguf, from_h5);
 }
 
 static void test_import_qk_permute_roundtrip(void **state) {
@@ -247,9 +256,9 @@ static void test_import_export_roundtrip(void **state) {
         snprintf(a, sizeof a, TMP "/%s.h5", cases[k]);
         snprintf(b, sizeof b, TMP "/%s.re32.h5", cases[k]);
         snprintf(c, sizeof c, TMP "/%s.re16.h5", cases[k]);
-        snprintf(cmd, sizeof cmd, "rm -rf " TMP "/exp32 " TMP "/exp16 && build/sprec import " FIX "/%s/hf -o %s && "
-                 "build/sprec export %s -o " TMP "/exp32 && build/sprec import " TMP "/exp32 -o %s && "
-                 "build/sprec export %s -o " TMP "/exp16 --dtype bf16 && build/sprec import " TMP "/exp16 -o %s",
+        snprintf(cmd, sizeof cmd, "rm -rf " TMP "/exp32 " TMP "/exp16 && " SPREC_CHECKED " import " FIX "/%s/hf -o %s && "
+                 SPREC_CHECKED " export %s -o " TMP "/exp32 && " SPREC_CHECKED " import " TMP "/exp32 -o %s && "
+                 SPREC_CHECKED " export %s -o " TMP "/exp16 --dtype bf16 && " SPREC_CHECKED " import " TMP "/exp16 -o %s",
                  cases[k], a, a, b, a, c);
         run_ok(cmd);
         Model ma, mb, mc;

@@ -510,6 +510,23 @@ static void test_tok_malformed(void **state) {
                  "\"pattern\": {\"Regex\": \"(unclosed\"}, \"behavior\": \"Isolated\"}}", "regex");
     expect_tokenizer_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"NFKD\"}}", "NFKD");
     expect_tokenizer_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"added_tokens\": [{\"content\": \"x\"}]}", "added_tokens");
+    // an id far beyond the tokens the file holds: refused (it would size the tables), naming the token and the id
+    expect_tokenizer_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []}, \"added_tokens\": "
+                           "[{\"id\": 2, \"content\": \"<s>\"}, {\"id\": 1073741000, \"content\": \"<huge>\"}]}", "'<huge>' has id 1073741000");
+    expect_tokenizer_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1073741000}, \"merges\": []}}",
+                           "'b' has id 1073741000");
+    // the last id the entries can reach is fine: two vocab entries and one added token, ids 0..2
+    const char *dense = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []}, \"added_tokens\": "
+                        "[{\"id\": 2, \"content\": \"<s>\"}]}";
+    Tokenizer *t = tokenizer_from_json(dense, strlen(dense), NULL, 0, "dense.json");
+    assert_int_equal(tokenizer_vocab_size(t), 3);
+    tokenizer_free(t);
+    // and through the command: one line naming the file
+    write_file("/tmp/sprec_test_huge_id.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, "
+               "\"added_tokens\": [{\"id\": 1073741000, \"content\": \"<huge>\"}]}");
+    expect_error("echo a | " SPREC_CHECKED " tokenize --model /tmp/sprec_test_huge_id.json", "/tmp/sprec_test_huge_id.json",
+                 "'<huge>' has id 1073741000");
+    remove("/tmp/sprec_test_huge_id.json");
 }
 
 // The command: tokenizer.json from the fixture, ids for stdin lines, and back.
@@ -547,9 +564,9 @@ static void test_tok_command(void **state) {
     // an imported checkpoint carries the tokenizer: same ids as from the GGUF it came from
     if (access("tests/ref/import/tiny.gguf", R_OK) == 0) {
         char a[4096], b[4096];
-        assert_int_equal(run_capture("build/sprec import tests/ref/import/tiny.gguf -o /tmp/sprec_test_tok.h5 >/dev/null", out, sizeof out), 0);
+        assert_int_equal(run_capture(SPREC_CHECKED " import tests/ref/import/tiny.gguf -o /tmp/sprec_test_tok.h5 >/dev/null", out, sizeof out), 0);
         assert_int_equal(run_capture("printf 'hello world 123\\n' | build/sprec tokenize --model /tmp/sprec_test_tok.h5", a, sizeof a), 0);
-        assert_int_equal(run_capture("printf 'hello world 123\\n' | build/sprec tokenize --model tests/ref/import/tiny.gguf", b, sizeof b), 0);
+        assert_int_equal(run_capture("printf 'hello world 123\\n' | " SPREC_CHECKED " tokenize --model tests/ref/import/tiny.gguf", b, sizeof b), 0);
         assert_string_equal(a, b);
         assert_true(strlen(a) > 2);
     }

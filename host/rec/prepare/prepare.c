@@ -64,7 +64,7 @@ static void gather_split(RecData *d, RowList *r, int s) {
     for (int i = 0; i < r->n; i++) {
         if (r->split[i] != s) continue;
         int h0 = r->hist_offsets[i], h1 = r->hist_offsets[i + 1];
-        memcpy(sp->hist_items + sp->hist_offsets[k], r->hist_items + h0, (size_t)(h1 - h0) * sizeof(int));
+        if (h1 > h0) memcpy(sp->hist_items + sp->hist_offsets[k], r->hist_items + h0, (size_t)(h1 - h0) * sizeof(int));
         sp->hist_offsets[k + 1] = sp->hist_offsets[k] + h1 - h0;
         sp->target[k] = r->target[i];
         sp->source_row[k] = r->source_row[i];

@@ -72,7 +72,7 @@ void rows_add(RowList *r, int split, int source_row, const int *hist, int n_hist
         r->hist_items = realloc(r->hist_items, (size_t)r->cap_hist * sizeof(int));
         if (!r->hist_items) fail("out of memory (histories)");
     }
-    memcpy(r->hist_items + r->n_hist, hist, (size_t)n_hist * sizeof(int));
+    if (n_hist) memcpy(r->hist_items + r->n_hist, hist, (size_t)n_hist * sizeof(int));   // (hist_items: NULL until a first history)
     r->n_hist += n_hist;
     r->split[r->n] = split;
     r->source_row[r->n] = source_row;
