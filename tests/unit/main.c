@@ -143,6 +143,25 @@ void expect_error(const char *cmd, const char *needle1, const char *needle2) {
     assert_true(nl == NULL || nl[1] == 0);
 }
 
+long file_size(const char *path) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+void flip_byte(const char *path, long off, unsigned char mask) {
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    fseek(f, off, SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, off, SEEK_SET);
+    fputc(c ^ mask, f);
+    fclose(f);
+}
+
 int main(void) {
     // the end-to-end tests run these programs: say so once instead of failing dozens of tests
     const char *programs[] = {"build/sprec", "build/asan/sprec"};

@@ -51,25 +51,6 @@ static void load_child(void *path) {
     _exit(0);
 }
 
-static long size_of(const char *path) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fclose(f);
-    return n;
-}
-
-static void flip(const char *path, long off, unsigned char mask) {
-    FILE *f = fopen(path, "r+b");
-    assert_non_null(f);
-    fseek(f, off, SEEK_SET);
-    int c = fgetc(f);
-    fseek(f, off, SEEK_SET);
-    fputc(c ^ mask, f);
-    fclose(f);
-}
-
 // Loads path in a child: returns its exit status; a crash, a hang or anything but 0 or one error line fails.
 static int load_status(const char *path, const char *what) {
     char err[4096];
@@ -88,16 +69,16 @@ static void test_checksum_flipped_byte_sweep(void **state) {
     run_ok("mkdir -p " TMP);
     write_lora_checkpoint(path);
     assert_int_equal(load_status(path, "intact"), 0);
-    const long size = size_of(path);
+    const long size = file_size(path);
     int missed = 0;
     for (long off = 512; off < size; off += 587) {
         char what[64];
         snprintf(what, sizeof what, "byte %ld of %ld flipped", off, size);
-        flip(path, off, 0x04);
+        flip_byte(path, off, 0x04);
         if (load_status(path, what) == 0) {
             if (missed++ < 5) print_message("  %s: loaded as if intact\n", what);
         }
-        flip(path, off, 0x04);
+        flip_byte(path, off, 0x04);
     }
     assert_int_equal(missed, 0);
 }
@@ -109,7 +90,7 @@ static void test_checksum_two_flipped_bytes(void **state) {
     const char *path = TMP "/lora2.h5";
     run_ok("mkdir -p " TMP);
     write_lora_checkpoint(path);
-    const long size = size_of(path);
+    const long size = file_size(path);
     Rng r;
     rng_seed(&r, 2057);
     for (int trial = 0; trial < 100; trial++) {
@@ -117,12 +98,12 @@ static void test_checksum_two_flipped_bytes(void **state) {
         unsigned char ma = (unsigned char)(1u << rng_below(&r, 8)), mb = (unsigned char)(1u << rng_below(&r, 8));
         char what[96];
         snprintf(what, sizeof what, "bytes %ld and %ld of %ld flipped", a, b, size);
-        flip(path, a, ma);
-        if (b != a) flip(path, b, mb);
+        flip_byte(path, a, ma);
+        if (b != a) flip_byte(path, b, mb);
         int caught = load_status(path, what);
         if (a >= 512 && b >= 512 && !caught) fail_msg("%s: loaded as if intact", what);
-        if (b != a) flip(path, b, mb);
-        flip(path, a, ma);
+        if (b != a) flip_byte(path, b, mb);
+        flip_byte(path, a, ma);
     }
     assert_int_equal(load_status(path, "restored"), 0);
 }
@@ -178,16 +159,16 @@ static void test_checksum_block(void **state) {
     assert_int_equal(filesum_seal(path), 1);   // sealing again: the same line
     assert_int_equal(filesum_verify(path), 1);
 
-    flip(path, FILESUM_BLOCK + n - 1, 0x80);
+    flip_byte(path, FILESUM_BLOCK + n - 1, 0x80);
     expect_verify_error(path, "checksum mismatch");
-    flip(path, FILESUM_BLOCK + n - 1, 0x80);
+    flip_byte(path, FILESUM_BLOCK + n - 1, 0x80);
     assert_int_equal(truncate(path, (off_t)(FILESUM_BLOCK + n - 1)), 0);
     expect_verify_error(path, "truncated or corrupt");
     f = fopen(path, "ab");
     fputs("xy", f);
     fclose(f);
     expect_verify_error(path, "truncated or corrupt");
-    flip(path, 16, 0x01);   // "v1" -> "w1"
+    flip_byte(path, 16, 0x01);   // "v1" -> "w1"
     expect_verify_error(path, "damaged");
 
     // a block that is neither empty nor a checksum line (someone else's user block) is left alone

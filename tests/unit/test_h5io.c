@@ -25,23 +25,6 @@ static void tmp_h5(char *path) {
     close(fd);
 }
 
-static long file_size(const char *path) {
-    FILE *f = fopen(path, "rb");
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fclose(f);
-    return n;
-}
-
-static void flip_byte(const char *path, long off, unsigned char mask) {
-    FILE *f = fopen(path, "r+b");
-    fseek(f, off, SEEK_SET);
-    int c = fgetc(f);
-    fseek(f, off, SEEK_SET);
-    fputc(c ^ mask, f);
-    fclose(f);
-}
-
 // Runs fn(path) in a child; asserts exit 1 and a single stderr line containing want.
 static void expect_child_error(void (*fn)(void *), const char *path, const char *want) {
     char err[4096];

@@ -37,6 +37,9 @@ int read_jsonl_values(const char *path, const char *key, double *out, int cap);
 void run_ok(const char *cmd);
 // Writes text to path (test fixtures on the fly).
 void write_file(const char *path, const char *text);
+// A file's size in bytes, and one of its bytes XOR mask (corruption tests); a missing file fails the test.
+long file_size(const char *path);
+void flip_byte(const char *path, long off, unsigned char mask);
 // Runs fn(arg) in a forked child with its stderr captured into err; returns the
 // child's exit status, or 128 + signal if it crashed (or hung: 10 s alarm).
 int run_forked(void (*fn)(void *), void *arg, char *err, size_t cap);
