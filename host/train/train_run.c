@@ -2,7 +2,9 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include "train_run.h"
 #include "base/atomic_write.h"
 #include "base/dist.h"
@@ -92,10 +94,31 @@ void train_write_config(const Config *cfg) {
     atomic_commit(a);
 }
 
-FILE *train_open_log(const Config *cfg, const char *name, int resume) {
+// Keeps the lines of path whose "step" is at most keep_step (those the
+// checkpoint holds); the later ones, and a line cut short by a crash (no
+// newline), go: the resumed run writes them again.
+static void trim_log(const char *path, long keep_step) {
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    AtomicFile *a = atomic_begin(path, NULL);
+    FILE *o = atomic_fopen(a, "w");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        const char *q = strstr(line, "\"step\": ");
+        if (q && line[len - 1] == '\n' && atol(q + strlen("\"step\": ")) <= keep_step) fputs(line, o);
+    }
+    free(line);
+    fclose(f);
+    atomic_commit(a);
+}
+
+FILE *train_open_log(const Config *cfg, const char *name, int resume, long keep_step) {
     if (!root()) return NULL;
     char path[CONFIG_PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/%s", cfg->run.out_dir, name);
+    if (resume && keep_step >= 0) trim_log(path, keep_step);
     FILE *f = fopen(path, resume ? "a" : "w");
     if (!f) fail("cannot write %s: %s", path, strerror(errno));
     return f;

@@ -48,8 +48,11 @@ const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *
 // Writes out_dir/config.ini (the resolved config, so a run can be repeated).
 void train_write_config(const Config *cfg);
 // Opens out_dir/NAME for the run's log lines: appended to on resume, else new;
-// NULL on ranks other than 0.
-FILE *train_open_log(const Config *cfg, const char *name, int resume);
+// NULL on ranks other than 0. On resume with keep_step >= 0 (the resumed
+// checkpoint's step), the lines of later steps are dropped first (atomically):
+// a run killed after a step it did not checkpoint redoes that step, so its line
+// is written once. keep_step < 0 leaves the file as it is (SPRec trims its own).
+FILE *train_open_log(const Config *cfg, const char *name, int resume, long keep_step);
 
 // A training loop as its step tail sees it: the SFT and DPO trainers fill
 // every field; the SPRec loop's stages (checkpointed per stage, not per step)
