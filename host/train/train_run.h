@@ -18,8 +18,11 @@
 const Backend *train_start(const Config *cfg);
 // The [lora] section as a LoraConfig; targets parsed and validated when enabled.
 LoraConfig train_lora_config(const Config *cfg);
-// Creates out_dir, writes OUT/checkpoint.h5 into ckpt_path, and refuses
-// --resume without a checkpoint or a fresh run over an existing one.
+// Creates out_dir and locks it for this process (rank 0 only: an advisory
+// flock on OUT/.lock, which holds the pid, kept until the process ends; a
+// folder another run holds is refused at once, naming that run's pid), writes
+// OUT/checkpoint.h5 into ckpt_path, and refuses --resume without a checkpoint
+// or a fresh run over an existing one.
 void train_prepare_run_dir(const char *out_dir, int resume, char *ckpt_path, size_t cap);
 // Creates the model with the config of its source and enables LoRA when
 // [lora] enabled. Returns the source checkpoint (NULL = random init follows).
