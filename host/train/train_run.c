@@ -1,8 +1,13 @@
 // The set-up shared by the trainers (train_run.h).
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/types.h>
+#include <unistd.h>
 #include "train_run.h"
 #include "base/atomic_write.h"
 #include "base/dist.h"
@@ -37,8 +42,36 @@ LoraConfig train_lora_config(const Config *cfg) {
     return lc;
 }
 
+// Takes the advisory lock OUT/.lock (flock, exclusive, not waiting) and writes
+// this process's pid into it; the descriptor stays open, so the lock is held
+// until the process ends, however it ends (the kernel drops it even after
+// SIGKILL; a stale file with a dead pid locks nothing). Held by another process:
+// one line naming the folder and the pid the holder wrote.
+static void lock_run_dir(const char *out_dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/.lock", out_dir);
+    const int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) fail("cannot open %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno != EWOULDBLOCK) fail("cannot lock %s: %s", path, strerror(errno));
+        char pid[32] = {0};
+        const ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        fail("%s is in use by another run (pid %s holds %s); wait for it to end or choose another run.out_dir", out_dir,
+             pid[0] ? pid : "unknown", path);
+    }
+    char pid[32];
+    const int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        fail("cannot write %s: %s", path, strerror(errno));
+}
+
 void train_prepare_run_dir(const char *out_dir, int resume, char *ckpt_path, size_t cap) {
-    if (root()) make_dirs(out_dir);
+    if (root()) {
+        make_dirs(out_dir);
+        lock_run_dir(out_dir);
+    }
     snprintf(ckpt_path, cap, "%s/checkpoint.h5", out_dir);
     if (resume && !file_exists(ckpt_path)) fail("--resume: no checkpoint at %s", ckpt_path);
     if (!resume && file_exists(ckpt_path))
@@ -92,10 +125,31 @@ void train_write_config(const Config *cfg) {
     atomic_commit(a);
 }
 
-FILE *train_open_log(const Config *cfg, const char *name, int resume) {
+// Keeps the lines of path whose "step" is at most keep_step (those the
+// checkpoint holds); the later ones, and a line cut short by a crash (no
+// newline), go: the resumed run writes them again.
+static void trim_log(const char *path, long keep_step) {
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    AtomicFile *a = atomic_begin(path, NULL);
+    FILE *o = atomic_fopen(a, "w");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        const char *q = strstr(line, "\"step\": ");
+        if (q && line[len - 1] == '\n' && atol(q + strlen("\"step\": ")) <= keep_step) fputs(line, o);
+    }
+    free(line);
+    fclose(f);
+    atomic_commit(a);
+}
+
+FILE *train_open_log(const Config *cfg, const char *name, int resume, long keep_step) {
     if (!root()) return NULL;
     char path[CONFIG_PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/%s", cfg->run.out_dir, name);
+    if (resume && keep_step >= 0) trim_log(path, keep_step);
     FILE *f = fopen(path, resume ? "a" : "w");
     if (!f) fail("cannot write %s: %s", path, strerror(errno));
     return f;

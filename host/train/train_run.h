@@ -18,8 +18,11 @@
 const Backend *train_start(const Config *cfg);
 // The [lora] section as a LoraConfig; targets parsed and validated when enabled.
 LoraConfig train_lora_config(const Config *cfg);
-// Creates out_dir, writes OUT/checkpoint.h5 into ckpt_path, and refuses
-// --resume without a checkpoint or a fresh run over an existing one.
+// Creates out_dir and locks it for this process (rank 0 only: an advisory
+// flock on OUT/.lock, which holds the pid, kept until the process ends; a
+// folder another run holds is refused at once, naming that run's pid), writes
+// OUT/checkpoint.h5 into ckpt_path, and refuses --resume without a checkpoint
+// or a fresh run over an existing one.
 void train_prepare_run_dir(const char *out_dir, int resume, char *ckpt_path, size_t cap);
 // Creates the model with the config of its source and enables LoRA when
 // [lora] enabled. Returns the source checkpoint (NULL = random init follows).
@@ -48,8 +51,11 @@ const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *
 // Writes out_dir/config.ini (the resolved config, so a run can be repeated).
 void train_write_config(const Config *cfg);
 // Opens out_dir/NAME for the run's log lines: appended to on resume, else new;
-// NULL on ranks other than 0.
-FILE *train_open_log(const Config *cfg, const char *name, int resume);
+// NULL on ranks other than 0. On resume with keep_step >= 0 (the resumed
+// checkpoint's step), the lines of later steps are dropped first (atomically):
+// a run killed after a step it did not checkpoint redoes that step, so its line
+// is written once. keep_step < 0 leaves the file as it is (SPRec trims its own).
+FILE *train_open_log(const Config *cfg, const char *name, int resume, long keep_step);
 
 // A training loop as its step tail sees it: the SFT and DPO trainers fill
 // every field; the SPRec loop's stages (checkpointed per stage, not per step)

@@ -66,7 +66,7 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     }
 
     train_write_config(cfg);
-    const TrainLoop loop = {.name = "sft", .log = train_open_log(cfg, "train_log.jsonl", resume), .ckpt_path = ckpt_path,
+    const TrainLoop loop = {.name = "sft", .log = train_open_log(cfg, "train_log.jsonl", resume, st.step), .ckpt_path = ckpt_path,
                             .m = &model, .opt = &opt, .st = &st, .total = total, .stop_at = stop_at,
                             .ckpt_every = cfg->train.ckpt_every};
 

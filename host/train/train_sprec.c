@@ -229,9 +229,9 @@ static void sprec_begin(Sprec *x, const Config *cfg, int resume) {
         truncate_log(met_path, st->epoch, 0, 0);
         truncate_log(valid_path, st->epoch, 0, 0);
     }
-    x->log = train_open_log(cfg, "train_log.jsonl", resume);
-    x->mf = train_open_log(cfg, "metrics.jsonl", resume);
-    x->vf = x->eval_valid ? train_open_log(cfg, "metrics-valid.jsonl", resume) : NULL;
+    x->log = train_open_log(cfg, "train_log.jsonl", resume, -1);
+    x->mf = train_open_log(cfg, "metrics.jsonl", resume, -1);
+    x->vf = x->eval_valid ? train_open_log(cfg, "metrics-valid.jsonl", resume, -1) : NULL;
     printf("sprec: %s | %d iterations of %d prompts%s | steps of %d rows (%d x %d) | sft lr %g, dpo lr %g, beta %g%s\n",
            cfg->data.dataset, x->T, x->n, x->spdpo ? " x spdpo_k negatives" : "", x->per_step, x->bs, x->ga,
            (double)cfg->sprec.sft_lr, (double)cfg->sprec.dpo_lr, (double)cfg->dpo.beta, model->lora ? " | LoRA" : "");

@@ -97,7 +97,8 @@ static void test_dpo_train_random(void **state) {
 
 // self negatives with LoRA (dropout 0.1): the starting model's own picks
 // (next-best when equal to the target); 7 steps + resume == 12 steps bit for bit,
-// and so is a run killed (SPREC_FAULT) right after its step-6 checkpoint + resume
+// and so is a run killed (SPREC_FAULT) right after its step-6 checkpoint + resume,
+// or after step 7, which no checkpoint holds (its log line is dropped and redone)
 static void test_dpo_train_self_resume(void **state) {
     (void)state;
     prepare_fixture();
@@ -134,7 +135,17 @@ static void test_dpo_train_self_resume(void **state) {
     run_ok(cmd);
     char *la = read_text_file(TMP "/dpot-sa/train_log.jsonl", NULL), *lc = read_text_file(TMP "/dpot-sc/train_log.jsonl", NULL);
     assert_string_equal(la, lc);
-    free(la); free(lc);
+    free(lc);
+    // killed after step 7, which no checkpoint holds: the resume drops its line and redoes the step (issue 12)
+    snprintf(cmd, sizeof cmd, "rm -rf " TMP "/dpot-sd && SPREC_FAULT=kill@dpo:7 build/sprec train " TMP "/dpot.ini "
+             "--run.out_dir=" TMP "/dpot-sd --train.ckpt_every=3%s", args);
+    assert_int_not_equal(run_capture(cmd, out, sizeof out), 0);
+    assert_int_equal(count_lines(TMP "/dpot-sd/train_log.jsonl", NULL), 7);
+    snprintf(cmd, sizeof cmd, "build/sprec train " TMP "/dpot.ini --run.out_dir=" TMP "/dpot-sd --resume --train.ckpt_every=3%s", args);
+    run_ok(cmd);
+    char *ld = read_text_file(TMP "/dpot-sd/train_log.jsonl", NULL);
+    assert_string_equal(la, ld);
+    free(la); free(ld);
     print_message("  DPO self negatives, LoRA: loss %.6f -> %.4f; 12 steps == 7 + resume + 5 == killed at 6 + resume, bit for bit\n",
                   a[0], a[11]);
     assert_true(fabs(a[0] - log(2.0)) < 1e-12);   // fresh adapters (B = 0): dropout cannot move step 1

@@ -4,6 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include "tests.h"
 #include "io/checkpoint.h"
 #include "base/h5io.h"
@@ -80,8 +85,18 @@ static void test_resume_is_bit_identical(void **state) {
     run_ok("build/sprec train " TMP "/res.ini --run.out_dir=" TMP "/res-c --resume --train.ckpt_every=3");
     char *la = read_text_file(TMP "/res-a/train_log.jsonl", NULL), *lc = read_text_file(TMP "/res-c/train_log.jsonl", NULL);
     assert_string_equal(la, lc);
-    free(la); free(lc);
+    free(lc);
     assert_same_checkpoint(TMP "/res-a/checkpoint.h5", TMP "/res-c/checkpoint.h5");
+    // killed after step 7, which no checkpoint holds: the resume drops its log line and redoes it, so the log
+    // is byte-identical, with no step twice (issue 12)
+    assert_int_not_equal(run_capture("rm -rf " TMP "/res-d && SPREC_FAULT=kill@sft:7 build/sprec train " TMP "/res.ini "
+                                     "--run.out_dir=" TMP "/res-d --train.ckpt_every=3", out, sizeof out), 0);
+    assert_int_equal(read_jsonl_values(TMP "/res-d/train_log.jsonl", "loss", b, 32), 7);
+    run_ok("build/sprec train " TMP "/res.ini --run.out_dir=" TMP "/res-d --resume --train.ckpt_every=3");
+    char *ld = read_text_file(TMP "/res-d/train_log.jsonl", NULL);
+    assert_string_equal(la, ld);
+    free(la); free(ld);
+    assert_same_checkpoint(TMP "/res-a/checkpoint.h5", TMP "/res-d/checkpoint.h5");
 }
 
 static void test_checkpoint_round_trip(void **state) {
@@ -123,6 +138,75 @@ static void test_checkpoint_round_trip(void **state) {
     model_free(&a); model_free(&b);
 }
 
+// A run folder another process has locked (OUT/.lock, flock, as a running
+// `sprec train` holds it) is refused at once, naming the folder and the
+// holder's pid, and its files stay as they were; once the holder is gone, the
+// stale lock file (a dead pid) stops nothing (issue 12)
+static void test_run_dir_lock(void **state) {
+    (void)state;
+    run_ok("mkdir -p " TMP " && rm -rf " TMP "/lock && build/sprec toydata -o " TMP "/lock.h5 --rows 16 --seq 16 --vocab 16 --seed 3");
+    char ini[1024];
+    snprintf(ini, sizeof ini, "%s[train]\nmax_steps = 6\nbatch_size = 4\n[data]\ntrain = " TMP "/lock.h5\n[run]\nout_dir = "
+             TMP "/lock\n", TINY_MODEL);
+    write_file(TMP "/lock.ini", ini);
+    run_ok("build/sprec train " TMP "/lock.ini --stop-at 3");
+    const char *names[] = {"checkpoint.h5", "train_log.jsonl", "config.ini"};
+    char *before[3];
+    size_t len[3];
+    for (int i = 0; i < 3; i++) {
+        char path[256];
+        snprintf(path, sizeof path, TMP "/lock/%s", names[i]);
+        before[i] = read_text_file(path, &len[i]);
+    }
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    fflush(stdout);
+    fflush(stderr);
+    const pid_t holder = fork();
+    assert_true(holder >= 0);
+    if (holder == 0) {   // holds the lock as a run would, until killed (or 60 s, should the test fail first)
+        close(ready[0]);
+        alarm(60);
+        const int fd = open(TMP "/lock/.lock", O_RDWR | O_CREAT, 0644);
+        char pid[32];
+        const int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+        if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0 || ftruncate(fd, 0) != 0 || write(fd, pid, (size_t)n) != n) _exit(1);
+        if (write(ready[1], "x", 1) != 1) _exit(1);
+        for (;;) pause();
+    }
+    close(ready[1]);
+    char x;
+    assert_int_equal(read(ready[0], &x, 1), 1);
+    close(ready[0]);
+    char pid[32], out[2][4096];
+    snprintf(pid, sizeof pid, "pid %ld", (long)holder);
+    const int rc0 = run_capture("build/sprec train " TMP "/lock.ini --resume", out[0], sizeof out[0]);
+    const int rc1 = run_capture("build/sprec train " TMP "/lock.ini", out[1], sizeof out[1]);
+    kill(holder, SIGKILL);
+    waitpid(holder, NULL, 0);
+    for (int i = 0; i < 2; i++) {   // one line
+        if (!strstr(out[i], "is in use")) print_message("%s\n", out[i]);
+        assert_int_equal(i ? rc1 : rc0, 1);
+        const char *err = strstr(out[i], "sprec: error: " TMP "/lock is in use by another run (");
+        assert_non_null(err);
+        assert_non_null(strstr(err, pid));
+        assert_true(strchr(err, '\n') == NULL || strchr(err, '\n')[1] == 0);
+    }
+    for (int i = 0; i < 3; i++) {   // untouched
+        char path[256];
+        snprintf(path, sizeof path, TMP "/lock/%s", names[i]);
+        size_t n;
+        char *after = read_text_file(path, &n);
+        assert_int_equal(n, len[i]);
+        assert_memory_equal(after, before[i], n);
+        free(after);
+        free(before[i]);
+    }
+    run_ok("build/sprec train " TMP "/lock.ini --resume");
+    double loss[8];
+    assert_int_equal(read_jsonl_values(TMP "/lock/train_log.jsonl", "loss", loss, 8), 6);
+}
+
 // [sft] and [lora] values are checked before anything runs
 static void test_sft_lora_config_errors(void **state) {
     (void)state;
@@ -144,4 +228,5 @@ DEFINE_TEST_GROUP(test_train,
     cmocka_unit_test(test_checkpoint_round_trip),
     cmocka_unit_test(test_sft_memorises),
     cmocka_unit_test(test_resume_is_bit_identical),
-    cmocka_unit_test(test_sft_lora_config_errors))
+    cmocka_unit_test(test_sft_lora_config_errors),
+    cmocka_unit_test(test_run_dir_lock))
