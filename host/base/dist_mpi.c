@@ -17,7 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include "dist.h"
+#include "filesum.h"
 #include "kernels/errors.h"
 
 static Dist world = {.rank = 0, .world = 1};
@@ -52,20 +55,15 @@ static void dist_exit(int status, void *arg) {
     MPI_Finalize();
 }
 
-// size and 64-bit FNV-1a of this process's executable: the same binary on every rank
+// size and XXH64 of this process's executable: the same binary on every rank
 static void check_binary(void) {
-    FILE *f = fopen("/proc/self/exe", "rb");
-    if (!f) fail("rank %d: cannot read /proc/self/exe to compare the binary with rank 0's", world.rank);
-    uint64_t h = 0xcbf29ce484222325ULL;
-    unsigned char buf[1 << 16];
-    size_t got, total = 0;
-    while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
-        for (size_t i = 0; i < got; i++) h = (h ^ buf[i]) * 0x100000001b3ULL;
-        total += got;
-    }
-    fclose(f);
+    const int fd = open("/proc/self/exe", O_RDONLY);
+    if (fd < 0) fail("rank %d: cannot read /proc/self/exe to compare the binary with rank 0's", world.rank);
+    uint64_t total, h = xxh64_fd(fd, "/proc/self/exe", 0, &total);
+    close(fd);
     char text[96];
-    const int n = snprintf(text, sizeof text, "%zu bytes, FNV-1a %016llx", total, (unsigned long long)h);
+    const int n = snprintf(text, sizeof text, "%llu bytes, xxh64 %016llx", (unsigned long long)total,
+                           (unsigned long long)h);
     dist_check_same(&world, "sprec binary (/proc/self/exe)", text, (size_t)n);
 }
 

@@ -66,13 +66,12 @@ uint64_t xxh64(const void *data, size_t n) {
 
 #define PREFIX "sprec-checksum "
 
-// The XXH64 of the bytes of fd from FILESUM_BLOCK to the end; *len receives their count.
-static uint64_t hash_after_block(int fd, const char *path, uint64_t *len) {
+uint64_t xxh64_fd(int fd, const char *path, off_t from, uint64_t *len) {
     enum { CHUNK = 1 << 20 };   // a multiple of 32: only the last read leaves a tail
     unsigned char *buf = xmalloc(CHUNK);
     Xxh64 s;
     xxh64_start(&s);
-    off_t at = FILESUM_BLOCK;
+    off_t at = from;
     for (;;) {
         size_t n = 0;   // fill the buffer (a read may return less), so every full one is whole stripes
         ssize_t r = 0;
@@ -83,7 +82,7 @@ static uint64_t hash_after_block(int fd, const char *path, uint64_t *len) {
         if (n < CHUNK) {
             uint64_t h = xxh64_end(&s, buf + k, n - k);
             free(buf);
-            *len = (uint64_t)(at - FILESUM_BLOCK);
+            *len = (uint64_t)(at - from);
             return h;
         }
     }
@@ -105,7 +104,7 @@ int filesum_seal(const char *path) {
     char block[FILESUM_BLOCK + 1];
     int empty;
     if (!read_block(fd, path, block, &empty) && !empty) { close(fd); return 0; }
-    uint64_t len, h = hash_after_block(fd, path, &len);
+    uint64_t len, h = xxh64_fd(fd, path, FILESUM_BLOCK, &len);
     memset(block, 0, sizeof block);
     snprintf(block, sizeof block, PREFIX "v1 xxh64 %016" PRIx64 " %" PRIu64 "\n", h, len);
     errno = 0;
@@ -130,7 +129,7 @@ int filesum_verify(const char *path) {
     if ((uint64_t)st.st_size != FILESUM_BLOCK + want_len)
         fail("%s: %lld bytes, but %llu were written: truncated or corrupt", path, (long long)st.st_size,
              (unsigned long long)(FILESUM_BLOCK + want_len));
-    uint64_t h = hash_after_block(fd, path, &len);
+    uint64_t h = xxh64_fd(fd, path, FILESUM_BLOCK, &len);
     close(fd);
     if (h != want)
         fail("%s: whole-file checksum mismatch (xxh64 %016" PRIx64 ", written %016" PRIx64 "): the file is corrupt",

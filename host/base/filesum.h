@@ -12,11 +12,15 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define FILESUM_BLOCK 512
 
 // XXH64 with seed 0 of n bytes.
 uint64_t xxh64(const void *data, size_t n);
+// XXH64 with seed 0 of the bytes of the open file fd from offset `from` to its end, read in 1 MiB pieces;
+// *len receives their count. path names the file in the one-line error of a failed read.
+uint64_t xxh64_fd(int fd, const char *path, off_t from, uint64_t *len);
 // Writes the checksum line for the bytes after the block into the block of path, if the block is empty (all
 // NULs, as HDF5 leaves a new file's user block) or already a checksum line; returns 1 then, 0 if the block
 // holds something else (left alone). Fails with one line on an I/O error (a full disk).
