@@ -125,10 +125,7 @@ void train_write_config(const Config *cfg) {
     atomic_commit(a);
 }
 
-// Keeps the lines of path whose "step" is at most keep_step (those the
-// checkpoint holds); the later ones, and a line cut short by a crash (no
-// newline), go: the resumed run writes them again.
-static void trim_log(const char *path, long keep_step) {
+void train_filter_log(const char *path, int (*keep)(const char *line, size_t len, const void *arg), const void *arg) {
     FILE *f = fopen(path, "r");
     if (!f) return;
     AtomicFile *a = atomic_begin(path, NULL);
@@ -136,20 +133,25 @@ static void trim_log(const char *path, long keep_step) {
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
-    while ((len = getline(&line, &cap, f)) > 0) {
-        const char *q = strstr(line, "\"step\": ");
-        if (q && line[len - 1] == '\n' && atol(q + strlen("\"step\": ")) <= keep_step) fputs(line, o);
-    }
+    while ((len = getline(&line, &cap, f)) > 0)
+        if (keep(line, (size_t)len, arg)) fputs(line, o);
     free(line);
     fclose(f);
     atomic_commit(a);
+}
+
+// SFT / DPO: the lines whose "step" is at most the checkpoint's; a line cut
+// short by a crash (no newline) goes too
+static int step_at_most(const char *line, size_t len, const void *arg) {
+    const char *q = strstr(line, "\"step\": ");
+    return q && line[len - 1] == '\n' && atol(q + strlen("\"step\": ")) <= *(const long *)arg;
 }
 
 FILE *train_open_log(const Config *cfg, const char *name, int resume, long keep_step) {
     if (!root()) return NULL;
     char path[CONFIG_PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/%s", cfg->run.out_dir, name);
-    if (resume && keep_step >= 0) trim_log(path, keep_step);
+    if (resume && keep_step >= 0) train_filter_log(path, step_at_most, &keep_step);
     FILE *f = fopen(path, resume ? "a" : "w");
     if (!f) fail("cannot write %s: %s", path, strerror(errno));
     return f;

@@ -50,11 +50,16 @@ const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *
 // still take part in every step.
 // Writes out_dir/config.ini (the resolved config, so a run can be repeated).
 void train_write_config(const Config *cfg);
+// Rewrites the log at path (atomically) keeping the lines keep() accepts;
+// nothing happens when the file does not exist. Resumes use it to drop the
+// lines of work a crash left unfinished.
+void train_filter_log(const char *path, int (*keep)(const char *line, size_t len, const void *arg), const void *arg);
 // Opens out_dir/NAME for the run's log lines: appended to on resume, else new;
 // NULL on ranks other than 0. On resume with keep_step >= 0 (the resumed
 // checkpoint's step), the lines of later steps are dropped first (atomically):
 // a run killed after a step it did not checkpoint redoes that step, so its line
-// is written once. keep_step < 0 leaves the file as it is (SPRec trims its own).
+// is written once. keep_step < 0 leaves the file as it is (SPRec filters its own
+// by iteration and stage).
 FILE *train_open_log(const Config *cfg, const char *name, int resume, long keep_step);
 
 // A training loop as its step tail sees it: the SFT and DPO trainers fill

@@ -27,7 +27,6 @@
 #include "base/progress.h"
 #include "kernels/errors.h"
 #include "base/rng.h"
-#include "base/atomic_write.h"
 #include "base/dist.h"
 
 #define MAX_KS 16
@@ -54,22 +53,15 @@ typedef struct {
 // On resume: keep the log lines of completed iterations and, of the
 // interrupted iteration `done + 1`, those of its stages already checkpointed
 // (keep_sft, keep_dpo); the rest is redone, so its partial lines go.
-static void truncate_log(const char *path, long done, int keep_sft, int keep_dpo) {
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    char line[4096];
-    AtomicFile *a = atomic_begin(path, NULL);
-    FILE *o = atomic_fopen(a, "w");
-    while (fgets(line, sizeof line, f)) {
-        const char *q = strstr(line, "\"iteration\": ");
-        if (!q) continue;
-        const long it = atol(q + strlen("\"iteration\": "));
-        const int keep = it <= done || (it == done + 1 && ((keep_sft && strstr(line, "\"stage\": \"sft\"")) ||
-                                                           (keep_dpo && strstr(line, "\"stage\": \"dpo\""))));
-        if (keep) fputs(line, o);
-    }
-    fclose(f);
-    atomic_commit(a);
+typedef struct { long done; int keep_sft, keep_dpo; } LogKeep;
+static int iteration_done(const char *line, size_t len, const void *arg) {
+    (void)len;
+    const LogKeep *k = arg;
+    const char *q = strstr(line, "\"iteration\": ");
+    if (!q) return 0;
+    const long it = atol(q + strlen("\"iteration\": "));
+    return it <= k->done || (it == k->done + 1 && ((k->keep_sft && strstr(line, "\"stage\": \"sft\"")) ||
+                                                   (k->keep_dpo && strstr(line, "\"stage\": \"dpo\""))));
 }
 
 // 1. n train rows, drawn by a seed that depends on the iteration only
@@ -225,9 +217,10 @@ static void sprec_begin(Sprec *x, const Config *cfg, int resume) {
     // "sprec:sft" / "sprec:dpo" = that stage of iteration st.epoch + 1 is done
     const int done_sft = !strcmp(st->stage, "sprec:sft"), done_dpo = !strcmp(st->stage, "sprec:dpo");
     if (resume && x->root) {
-        truncate_log(log_path, st->epoch, done_sft || done_dpo, done_dpo);
-        truncate_log(met_path, st->epoch, 0, 0);
-        truncate_log(valid_path, st->epoch, 0, 0);
+        const LogKeep stages = {st->epoch, done_sft || done_dpo, done_dpo}, whole = {st->epoch, 0, 0};
+        train_filter_log(log_path, iteration_done, &stages);
+        train_filter_log(met_path, iteration_done, &whole);
+        train_filter_log(valid_path, iteration_done, &whole);
     }
     x->log = train_open_log(cfg, "train_log.jsonl", resume, -1);
     x->mf = train_open_log(cfg, "metrics.jsonl", resume, -1);
