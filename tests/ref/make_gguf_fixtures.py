@@ -15,11 +15,14 @@
   llama3_q4km/batch.h5, expected.h5   tokens / mask / lengths and transformers' float32 logits for the model
                        holding gguf.quants' dequantised weights (Q/K un-permuted): the rope_freqs logits reference
   llama3_q4km/generate.json    prompt ids and transformers' greedy generate() output, which stops at eos_token_id
-                       (chosen as the first new token unlike the ones before)
+                       (the 8th new token, one not produced before)
   rope_meta.gguf       metadata and rope_freqs only, with rope.scaling.factor 8 disagreeing with the factors (32):
                        import warns naming the largest difference
   rope_bad.gguf        rope_freqs that follow no llama3 curve: import refuses
   iq.gguf              tensors of type IQ4_XS and IQ2_XXS: import refuses naming them
+  rope_llama31.gguf, rope_llama32.gguf   metadata and rope_freqs only, as llama.cpp writes Llama 3.1 8B (head_dim
+                       128, factor 8) and Llama 3.2 1B/3B (head_dim 64, factor 32): no rope.scaling keys; the config
+                       must come out as their config.json's llama3 rope (original 8192, low/high 1/4)
 
   python3 tests/ref/make_gguf_fixtures.py           # regenerate (torch, transformers, gguf, h5py, tokenizers)
   python3 tests/ref/make_gguf_fixtures.py --check   # after `make`: import -> export -> transformers (logits, generate)
@@ -125,18 +128,21 @@ def scaled_kquant(rng, qtype, rows, cols, std=0.1):
     b = random_blocks(rng, qtype, n, extremes=False)
     if qtype == Q.Q6_K:   # int8 sub-block scales of similar size, so no row (token) dominates the tied head
         b[:, 192:208] = (rng.integers(16, 48, (n, 16)) * rng.choice([-1, 1], (n, 16))).astype(np.int8).view(np.uint8)
-    for off in SCALE_FIELDS[qtype]:
-        b[:, off:off + 2] = np.full(n, 1.0, np.float16).view(np.uint8).reshape(n, 2)
+    # d = 1 and, for Q4_K / Q5_K, dmin = the mean quant (7.5 / 15.5): values of mean ~0, so no matrix adds the same
+    # direction to every token (which would make the random model predict one token whatever the input)
+    base = [1.0, {Q.Q4_K: 7.5, Q.Q5_K: 15.5}.get(qtype, 1.0)]
+    for off, v in zip(SCALE_FIELDS[qtype], base):
+        b[:, off:off + 2] = np.full(n, v, np.float16).view(np.uint8).reshape(n, 2)
     s = float(np.asarray(dequantize(b, qtype)).std())
-    for off in SCALE_FIELDS[qtype]:
-        jitter = rng.uniform(0.7, 1.3, n)
-        b[:, off:off + 2] = (std / s * jitter).astype(np.float16).view(np.uint8).reshape(n, 2)
+    jitter = rng.uniform(0.95, 1.05, n)
+    for off, v in zip(SCALE_FIELDS[qtype], base):
+        b[:, off:off + 2] = (v * std / s * jitter).astype(np.float16).view(np.uint8).reshape(n, 2)
     return b.reshape(rows, cols // 256 * size)
 
 
-def write_llama_meta(w, V, ctx=CTX, rope_factor=None, orig=None):
+def write_llama_meta(w, V, ctx=CTX, rope_factor=None, orig=None, head_dim=D):
     for k, v in dict(block_count=LAYERS, context_length=ctx, embedding_length=C, feed_forward_length=F,
-                     head_count=NH, head_count_kv=NKV, vocab_size=V, rope_dimension_count=D).items():
+                     head_count=NH, head_count_kv=NKV, vocab_size=V, rope_dimension_count=head_dim).items():
         getattr(w, "add_" + k)(v)
     w.add_rope_freq_base(ROPE["rope_theta"])
     w.add_layer_norm_rms_eps(1e-5)
@@ -185,13 +191,19 @@ def make_llama3(tok):
     assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
     model.tie_weights()
 
-    # eos: the first new token greedy decoding produces that differs from the ones before (this random model soon
-    # repeats one token), so generate() must stop there and not at the length limit
-    prompt = tok("Toy Story (1995)")["input_ids"]
-    with torch.no_grad():
-        free = model.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False, eos_token_id=None,
-                              pad_token_id=tok.pad_token_id)[0, len(prompt):].tolist()
-    k = next(i for i in range(1, len(free)) if free[i] not in free[:i])
+    # eos: the 8th new token of greedy decoding, one it has not produced before (of a few prompts, the one with the
+    # longest run of fresh tokens), so generate() must stop there and not at the 16-token limit
+    best = None
+    for text in ["Toy Story (1995)", "Heat (1995)", "Jumanji (1995)", "Sabrina (1995)", "Casino (1995)", "Babe"]:
+        prompt = tok(text)["input_ids"]
+        with torch.no_grad():
+            free = model.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False, eos_token_id=None,
+                                  pad_token_id=tok.pad_token_id)[0, len(prompt):].tolist()
+        k = next((i for i in range(len(free)) if free[i] in free[:i]), len(free)) - 1   # last fresh token
+        if best is None or k > best[2]:
+            best = (prompt, free, k)
+    prompt, free, k = best
+    k = min(k, 7)   # well before the 16-token limit
     eos = free[k]
     model.generation_config.eos_token_id = eos
     cfg.eos_token_id = eos
@@ -271,11 +283,12 @@ def add_tokenizer(w, tok, eos):
     w.add_chat_template(CHAT)
 
 
-def make_small(name, factors, md_factor=None, iq=False):
-    """Metadata, token_embd and rope_freqs (or IQ tensors) only: enough for import to decide, then stop."""
+def make_small(name, factors, md_factor=None, iq=False, head_dim=D):
+    """Metadata, token_embd and rope_freqs (or IQ tensors) only: enough for the config (gguf_model_config) and for
+    import to decide, then stop."""
     rng = np.random.default_rng(SEED + 2)
     w = gguf.GGUFWriter(os.path.join(OUT, name), "llama")
-    write_llama_meta(w, 8, rope_factor=md_factor, orig=ROPE["original_max_position_embeddings"])
+    write_llama_meta(w, 8, rope_factor=md_factor, orig=ROPE["original_max_position_embeddings"], head_dim=head_dim)
     w.add_tensor("token_embd.weight", (0.1 * rng.standard_normal((8, C))).astype(np.float32))
     if factors is not None:
         w.add_tensor("rope_freqs.weight", factors)
@@ -341,7 +354,12 @@ def main():
     bad[1::3] = 2.5   # factors no single llama3 curve gives
     make_small("rope_bad.gguf", bad)
     make_small("iq.gguf", None, iq=True)
-    for n in ("rope_meta.gguf", "rope_bad.gguf", "iq.gguf"):
+    # the real ones, as llama.cpp writes them (rope_freqs, no rope.scaling keys): Llama 3.1 8B and Llama 3.2 1B/3B
+    l31 = dict(rope_theta=500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+               original_max_position_embeddings=8192)
+    make_small("rope_llama31.gguf", rope_factors(l31, 128), head_dim=128)
+    make_small("rope_llama32.gguf", rope_factors({**l31, "factor": 32.0}, 64))
+    for n in ("rope_meta.gguf", "rope_bad.gguf", "iq.gguf", "rope_llama31.gguf", "rope_llama32.gguf"):
         print(f"{n}: {os.path.getsize(os.path.join(OUT, n))} bytes")
 
 

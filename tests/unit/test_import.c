@@ -355,6 +355,22 @@ static void test_import_gguf_types_and_rope(void **state) {
                                 "curve of its metadata (rope.scaling.factor 8"));
     assert_non_null(strstr(out, "largest at pair 6, 32 in the file vs 8"));
     assert_non_null(strstr(out, "missing tensor for 'model.layers.0.input_layernorm.weight'"));
+    // rope_freqs alone, as llama.cpp writes Llama 3.1 8B and Llama 3.2 1B/3B: their config.json's rope comes back
+    const char *files[] = {FIX "/rope_llama31.gguf", FIX "/rope_llama32.gguf"};
+    const float factor[] = {8, 32};
+    const int head_dim[] = {128, 64};
+    for (int i = 0; i < 2; i++) {
+        Gguf g;
+        ModelConfig c;
+        char arch[16];
+        gguf_open(&g, files[i]);
+        gguf_model_config(&g, &c, arch, sizeof arch);
+        assert_int_equal(c.head_dim, head_dim[i]);
+        assert_int_equal(c.rope_scaling, 1);
+        assert_true(c.rope_factor == factor[i] && c.rope_low_freq_factor == 1.0f && c.rope_high_freq_factor == 4.0f);
+        assert_int_equal(c.rope_original_max_pos, 8192);
+        gguf_close(&g);
+    }
 }
 
 static void test_import_qk_permute_roundtrip(void **state) {
