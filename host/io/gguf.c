@@ -10,7 +10,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "gguf.h"
-#include "safetensors.h"
 #include "kernels/errors.h"
 
 // ---- bounds-checked reading ---------------------------------------------------
