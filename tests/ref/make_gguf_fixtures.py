@@ -25,7 +25,8 @@
                        must come out as their config.json's llama3 rope (original 8192, low/high 1/4)
 
   python3 tests/ref/make_gguf_fixtures.py           # regenerate (torch, transformers, gguf, h5py, tokenizers)
-  python3 tests/ref/make_gguf_fixtures.py --check   # after `make`: import -> export -> transformers (logits, generate)
+  python3 tests/ref/make_gguf_fixtures.py --check   # after `make`: import -> export -> transformers (logits, generate);
+                                                    # weights vs transformers' GGUF loader (needs accelerate)
 """
 import json
 import math
@@ -338,6 +339,14 @@ def check():
         print(f"generate: transformers on the export {gen}; sprec generate {ours.split()}; reference {g['generated']};"
               f" eos {model.generation_config.eos_token_id} pad {model.generation_config.pad_token_id} "
               f"bos {model.generation_config.bos_token_id}; chat template kept: {tok.chat_template is not None}")
+        # a second dequantiser: transformers' own GGUF loader (needs accelerate) on the same file
+        hf = AutoModelForCausalLM.from_pretrained(OUT, gguf_file="llama3_q4km.gguf", dtype=torch.float32)
+        with h5py.File(f"{tmp}/m.h5") as f:
+            ours_w = {k: f["params"][k][()] for k in f["params"]}
+        theirs = {k: v.numpy() for k, v in hf.state_dict().items()}
+        diff = sum(int((v.view(np.uint32) != theirs[k].view(np.uint32)).sum()) for k, v in ours_w.items())
+        print(f"weights vs transformers' GGUF loader: {diff} of {sum(v.size for v in ours_w.values())} values differ; "
+              f"its rope: {hf.config.rope_parameters} (it ignores rope_freqs.weight)")
 
 
 def main():
