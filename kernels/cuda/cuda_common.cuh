@@ -25,8 +25,12 @@
             cuda_fail(#call, cublasGetStatusString(st_), __FILE__, __LINE__);   \
     } while (0)
 
-// After every kernel launch: catches bad launch configurations at once.
-#define LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+// After every kernel launch (and cuBLASLt / CUB call): catches bad launch
+// configurations at once. With SPREC_CUDA_SYNC=1 it also waits for the stream
+// and checks it, so a fault inside a kernel is reported at the launch that
+// caused it (file:line) instead of at some later call (debugging; slow).
+void cuda_after_launch(const char *file, int line);
+#define LAUNCH_CHECK() cuda_after_launch(__FILE__, __LINE__)
 
 // The one stream all ops are queued on (ops are ordered; upload/download sync it).
 cudaStream_t cuda_stream(void);
