@@ -109,8 +109,8 @@ json.dump(rows, open(sys.argv[2], "w"), indent=1)
 print("| check | max error | tolerance | pass/fail | seconds | note |\n|---|---|---|---|---|---|")
 for r in rows:
     p = "pass" if r["pass"] is True else "skip" if r["pass"] is None else "FAIL"
-    f = lambda v: "-" if v is None else v if isinstance(v, str) else f"{v:.3g}"
-    print(f'| {r["check"]} | {f(r["max_error"])} | {f(r["tolerance"])} | {p} | {r["seconds"]} | {r["note"]} |')
+    f = lambda v: "-" if v is None else v if isinstance(v, str) else "inf" if v >= 1e300 else f"{v:.3g}"
+    print(f'| {r["check"]} | {f(r["max_error"])} | {f(r["tolerance"])} | {p} | {f(r["seconds"])} | {r["note"]} |')
 PY
     echo "run.sh: $(( $(date +%s) - t_start )) s of the ${budget}s budget; phases: $phases" >> "$log/summary.txt"
 }
