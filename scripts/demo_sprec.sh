@@ -46,4 +46,5 @@ else
     echo "demo-sprec: matplotlib is not installed, so no PNG (install: pip install matplotlib, or apt-get install python3-matplotlib;"
     echo "            then: python3 scripts/plot_metrics.py ${metrics[*]} -k 10 -o $out/metrics.png)"
 fi
-echo "run folder: $out (sft/ dpo/ sprec/: config.ini, train_log.jsonl, checkpoint.h5, metrics.jsonl, topk-test.jsonl; *.log)"
+echo "run folder: $out (sft/ dpo/ sprec/: config.ini, train_log.jsonl, checkpoint.h5, metrics.jsonl, topk-test.jsonl"
+echo "            (sprec/: topk-test-iterT.jsonl per iteration T); *.log)"
