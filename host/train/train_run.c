@@ -152,9 +152,7 @@ FILE *train_open_log(const Config *cfg, const char *name, int resume, long keep_
     char path[CONFIG_PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/%s", cfg->run.out_dir, name);
     if (resume && keep_step >= 0) train_filter_log(path, step_at_most, &keep_step);
-    FILE *f = fopen(path, resume ? "a" : "w");
-    if (!f) fail("cannot write %s: %s", path, strerror(errno));
-    return f;
+    return log_open(path, resume);
 }
 
 const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *lc, const char *ckpt_path,
@@ -193,9 +191,9 @@ int train_loop_step(const TrainLoop *l, const char *fmt, ...) {
         vfprintf(l->log, fmt, ap);
         va_end(ap);
         fputc('\n', l->log);
+        log_flush(l->log);   // (a full disk: one line naming the log, at the step that met it)
     }
     if (root() && l->ckpt_path && (train_loop_last(l) || (l->ckpt_every > 0 && step % l->ckpt_every == 0))) {
-        fflush(l->log);
         checkpoint_save(l->ckpt_path, l->m, l->opt, l->st);
     }
     fault_point(l->name, step);
@@ -205,7 +203,7 @@ int train_loop_step(const TrainLoop *l, const char *fmt, ...) {
 }
 
 void train_loop_end(const TrainLoop *l) {
-    if (l->log) fclose(l->log);
+    log_close(l->log);
     if (l->m->lora) lora_set_train(l->m, 0, 0);
     printf("%s: checkpoint %s (step %ld, loss %.4f)\n", l->name, l->ckpt_path, l->st->step, l->st->last_loss);
 }
