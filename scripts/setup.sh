@@ -31,6 +31,9 @@ deps=(
     "libcmocka-dev:/usr/include/cmocka.h"
     "openmpi-bin:/usr/bin/mpirun"
     "libopenmpi-dev:/usr/bin/mpicc"
+    "clang-14:/usr/bin/clang-14"
+    "libclang-rt-14-dev:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a"
+    "libomp-14-dev:/usr/lib/llvm-14/lib/libomp.so"
 )
 
 missing=()
