@@ -90,7 +90,7 @@ TEST_SRC   := $(wildcard tests/unit/*.c)
 TEST_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRC))
 GPU_TEST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/gpu/*.c))
 
-.PHONY: all deps cuda-note test test-gpu demo demo-toy bench clean FORCE
+.PHONY: all deps cuda-note test test-gpu demo demo-toy bench clean fuzz fuzz-seeds FORCE
 all: deps cuda-note $(BUILD)/sprec
 
 deps:
@@ -146,6 +146,46 @@ test: all $(BUILD)/test_sprec $(BUILD)/asan/sprec $(if $(filter 1,$(CUDA)),$(BUI
 	@python3 tests/layers/check_layers.py
 	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_sprec
 	@tests/gpu/selftest.sh $(BUILD) $(CUDA)
+	@$(MAKE) --no-print-directory fuzz-seeds
+
+# ---- fuzzing (tests/fuzz, docs/testing.md "Fuzzing"): libFuzzer harnesses over the readers of user files ----
+# build/fuzz/fuzz_NAME: clang's libFuzzer + ASan + UBSan over the CPU-only host code, with tests/fuzz/fuzz.c in
+# place of kernels/errors.c (a rejected input returns to the harness). `make fuzz` mutates each harness's
+# committed seeds (tests/fuzz/corpus/NAME) for FUZZ_SECONDS; `make test` replays them plus FUZZ_RUNS mutations.
+FUZZ_CC      ?= clang-14
+FUZZ_SECONDS ?= 20
+FUZZ_RUNS    ?= 300
+FUZZ_CFLAGS  := $(filter-out -fopenmp,$(BASE_CFLAGS)) -fopenmp -O1 -fno-omit-frame-pointer -Wno-unknown-pragmas -Wno-pass-failed \
+                -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_OBJ     := $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,tests/fuzz/fuzz.c $(filter-out kernels/errors.c,$(KERNEL_SRC)) \
+                $(filter-out host/base/dist_mpi.c,$(HOST_ALL)))
+# leaks: a rejected input leaves the reader's allocations behind by design (sprec exits there)
+FUZZ_RUN     := ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1
+FUZZ_ARGS    := -detect_leaks=0 -timeout=10 -rss_limit_mb=2048 -max_len=262144
+
+.PRECIOUS: $(BUILD)/fuzz/obj/%.o
+$(BUILD)/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) $(INCS) -MMD -MP -c $< -o $@
+
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzz/obj/tests/fuzz/fuzz_%.o $(FUZZ_OBJ)
+	@echo "$(FUZZ_CC) ... -fsanitize=fuzzer -o $@"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $^ -o $@ $(LIBS)
+
+fuzz: $(addprefix $(BUILD)/fuzz/fuzz_,$(FUZZ_NAMES))
+	@for t in $(FUZZ_NAMES); do mkdir -p $(BUILD)/fuzz/corpus/$$t; \
+	  $(FUZZ_RUN) $(BUILD)/fuzz/fuzz_$$t $(FUZZ_ARGS) -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(BUILD)/fuzz/$$t- \
+	    $(BUILD)/fuzz/corpus/$$t tests/fuzz/corpus/$$t > $(BUILD)/fuzz/$$t.log 2>&1 \
+	    || { tail -40 $(BUILD)/fuzz/$$t.log; echo "fuzz $$t: FAILED (input saved as $(BUILD)/fuzz/$$t-*)"; exit 1; }; \
+	  echo "fuzz $$t: $$(grep -o 'Done [0-9]* runs in [0-9]* second' $(BUILD)/fuzz/$$t.log), no crash"; done
+
+fuzz-seeds: $(addprefix $(BUILD)/fuzz/fuzz_,$(FUZZ_NAMES))
+	@for t in $(FUZZ_NAMES); do rm -rf $(BUILD)/fuzz/seeds/$$t; mkdir -p $(BUILD)/fuzz/seeds/$$t; \
+	  $(FUZZ_RUN) $(BUILD)/fuzz/fuzz_$$t $(FUZZ_ARGS) -seed=1 -runs=$(FUZZ_RUNS) -artifact_prefix=$(BUILD)/fuzz/$$t- \
+	    $(BUILD)/fuzz/seeds/$$t tests/fuzz/corpus/$$t > $(BUILD)/fuzz/$$t-seeds.log 2>&1 \
+	    || { tail -40 $(BUILD)/fuzz/$$t-seeds.log; echo "fuzz-seeds $$t: FAILED"; exit 1; }; \
+	  echo "fuzz-seeds $$t: $$(ls tests/fuzz/corpus/$$t | wc -l) seeds + $(FUZZ_RUNS) mutations, no crash"; done
 
 # CUDA backend vs CPU backend, op by op and on whole models; exit 77 (skipped) without a GPU
 test-gpu: all
@@ -171,4 +211,4 @@ bench: all
 clean:
 	rm -rf $(BUILD)
 
--include $(shell find $(BUILD)/obj $(BUILD)/asan/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/asan/obj $(BUILD)/fuzz/obj -name '*.d' 2>/dev/null)

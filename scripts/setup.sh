@@ -33,6 +33,9 @@ deps=(
     "libopenmpi-dev:/usr/bin/mpicc"
     "zlib1g-dev:/usr/include/zlib.h"
     "python3-matplotlib:/usr/lib/python3/dist-packages/matplotlib/__init__.py"
+    "clang-14:/usr/bin/clang-14"
+    "libclang-rt-14-dev:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a"
+    "libomp-14-dev:/usr/lib/llvm-14/lib/libomp.so"
 )
 
 missing=()

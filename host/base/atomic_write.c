@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -44,15 +45,55 @@ static void remove_pending(void) {
         if (a->owner == getpid()) remove_tmp(a);
 }
 
+// The folder that holds path: "." for a bare name, "/" for a name in the root.
+static char *parent_of(const char *path) {
+    char *dir = concat(path, "");
+    char *slash = strrchr(dir, '/');
+    if (!slash) strcpy(dir, ".");
+    else if (slash == dir) dir[1] = 0;
+    else *slash = 0;
+    return dir;
+}
+
+// Removes the temporaries NAME.PID-N.tmp of path that a killed process left: those whose PID is
+// not alive on this machine (a live one may be writing: the name is its own).
+static void remove_stale(const char *path) {
+    char *dir = parent_of(path);
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    const size_t nb = strlen(base);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        long pid;
+        unsigned long n;
+        int used = 0;
+        if (strncmp(e->d_name, base, nb) || e->d_name[nb] != '.' ||
+            sscanf(e->d_name + nb + 1, "%ld-%lu.tmp%n", &pid, &n, &used) != 2 || e->d_name[nb + 1 + used] ||
+            pid <= 0 || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        unlinkat(dirfd(d), e->d_name, 0);
+    }
+    if (d) closedir(d);
+    free(dir);
+}
+
 static AtomicFile *start(const char *path, const char *suffix, int is_dir) {
     static int registered;
+    static unsigned long writes;   // this process's, for unique temporary names
     if (!registered) {
         check(atexit(remove_pending) == 0, "atexit failed");
         registered = 1;
     }
     AtomicFile *a = xcalloc(1, sizeof *a);
     a->path = concat(path, "");
-    a->tmp = concat(path, suffix ? suffix : ".tmp");
+    if (suffix || is_dir) {
+        a->tmp = concat(path, suffix ? suffix : ".tmp");
+    } else {
+        remove_stale(path);
+        char own[64];
+        snprintf(own, sizeof own, ".%ld-%lu.tmp", (long)getpid(), writes++);
+        a->tmp = concat(path, own);
+    }
     a->is_dir = is_dir;
     a->owner = getpid();
     a->next = pending;
@@ -74,6 +115,19 @@ FILE *atomic_fopen(AtomicFile *a, const char *mode) {
     a->fp = fopen(a->tmp, mode);
     if (!a->fp) fail("cannot create '%s': %s", a->tmp, strerror(errno));
     return a->fp;
+}
+
+// errno 0: the stream kept an earlier write's error, whose errno is gone
+static void write_failed(const AtomicFile *a) {
+    fail("cannot write '%s': %s", a->tmp, errno ? strerror(errno) : "write error (disk full?)");
+}
+
+void atomic_flush(FILE *f) {
+    const AtomicFile *a = pending;
+    while (a && a->fp != f) a = a->next;
+    check(a && f, "atomic_flush: a stream atomic_fopen did not return");
+    errno = 0;
+    if (fflush(f) != 0 || ferror(f)) write_failed(a);
 }
 
 // Unlinks a from the pending list and frees it.
@@ -111,16 +165,6 @@ static void sync_dir_tree(const char *dir) {
     sync_path(dir, 1);
 }
 
-// The folder that holds path: "." for a bare name, "/" for a name in the root.
-static char *parent_of(const char *path) {
-    char *dir = concat(path, "");
-    char *slash = strrchr(dir, '/');
-    if (!slash) strcpy(dir, ".");
-    else if (slash == dir) dir[1] = 0;
-    else *slash = 0;
-    return dir;
-}
-
 void atomic_commit(AtomicFile *a) {
     if (a->fp) {
         FILE *f = a->fp;
@@ -128,8 +172,7 @@ void atomic_commit(AtomicFile *a) {
         // a full disk shows up here at the latest: in this flush, or in an
         // earlier write whose error the stream kept (errno long gone then)
         errno = 0;
-        if (fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0 || fclose(f) != 0)
-            fail("cannot write '%s': %s", a->tmp, errno ? strerror(errno) : "write error (disk full?)");
+        if (fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0 || fclose(f) != 0) write_failed(a);
     } else if (a->is_dir) {
         sync_dir_tree(a->tmp);
     } else {

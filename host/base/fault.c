@@ -8,7 +8,7 @@
 #include "kernels/errors.h"
 
 // Every site a fault_point call names; docs/testing.md says what each means.
-static const char *const SITES[] = {"sft", "dpo", "sprec.sft", "sprec.dpo"};
+static const char *const SITES[] = {"sft", "dpo", "sprec.sft", "sprec.dpo", "ckpt.write", "pairs.write"};
 #define N_SITES (int)(sizeof SITES / sizeof SITES[0])
 
 static int known_site(const char *site) {

@@ -21,6 +21,18 @@
 #define H5IO_MAX_RANK 8
 #define CHUNK_BYTES ((size_t)4 << 20)   // ~4 MiB chunks: small I/O units, far below HDF5's 4 GiB limit
 
+// libhdf5 closes the files still open when the process exits. After a failed write (a full disk) a file is
+// half-closed, and that close crashed (SIGSEGV in H5F__close_cb) after the one-line error; and a file being
+// written when fail() ends the process is an abandoned temporary anyway. So the library gets no exit handler:
+// every file sprec writes is closed by h5_close, and readers lose nothing. (Must run before any HDF5 call.)
+__attribute__((constructor)) static void h5_no_exit_handler(void) { H5dont_atexit(); }
+
+// A write, flush or close that failed: one line naming the file, the object and the system's reason, which
+// HDF5's POSIX driver leaves in errno (ENOSPC: "No space left on device"; err 0: HDF5 gave no reason).
+__attribute__((noreturn)) static void write_failed(const char *file, const char *what, int err) {
+    fail("cannot write '%s' (%s): %s", file, what, err ? strerror(err) : "HDF5 write error (disk full?)");
+}
+
 void h5_quiet(void) {
     check(H5Eset_auto2(H5E_DEFAULT, NULL, NULL) >= 0, "H5Eset_auto2 failed");
 }
@@ -109,6 +121,9 @@ static hid_t create(const char *path, hsize_t userblock) {
     check(H5Pset_fclose_degree(fapl, H5F_CLOSE_SEMI) >= 0, "H5Pset_fclose_degree failed");
     hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
     check(fcpl >= 0 && H5Pset_userblock(fcpl, userblock) >= 0, "H5Pset_userblock failed");
+    // no creation/modification times in object headers (here the root group's): two identical runs write
+    // byte-identical files, which `cmp` can compare
+    check(H5Pset_obj_track_times(fcpl, 0) >= 0, "H5Pset_obj_track_times failed");
     errno = 0;
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, fapl);
     int err = errno;
@@ -124,7 +139,8 @@ hid_t h5_open_rw(const char *path) { return open_existing(path, 1); }
 
 void h5_flush(hid_t f) {
     char name[1024];
-    if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) fail("%s: flushing failed (disk full?)", file_of(f, NULL, name, sizeof name));
+    errno = 0;
+    if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) write_failed(file_of(f, NULL, name, sizeof name), "flush", errno);
 }
 
 void h5_close(hid_t f) {
@@ -136,7 +152,8 @@ void h5_close(hid_t f) {
     check(fcpl >= 0 && H5Pget_userblock(fcpl, &userblock) >= 0 && H5Pclose(fcpl) >= 0 && H5Fget_intent(f, &intent) >= 0,
           "cannot query the HDF5 file '%s'", name);
     // the final metadata flush happens here, so this is where a full disk shows up
-    if (H5Fclose(f) < 0) fail("%s: closing the file failed (disk full?)", name);
+    errno = 0;
+    if (H5Fclose(f) < 0) write_failed(name, "closing the file", errno);
     // a file written with a checksum block gets the checksum of its final bytes
     if ((intent & H5F_ACC_RDWR) && userblock == FILESUM_BLOCK) filesum_seal(name);
 }
@@ -162,22 +179,44 @@ int h5_exists(hid_t loc, const char *name) {
     return H5Oexists_by_name(loc, name, H5P_DEFAULT) > 0;   // not a dangling soft link
 }
 
+// Creates the group loc/name, whose parent exists. HDF5's own creation of intermediate groups would give
+// them creation times (the default group property list), so every level is made here.
+static hid_t create_group(hid_t loc, const char *name) {
+    char fb[1024], lb[1024];
+    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+    check(gcpl >= 0 && H5Pset_obj_track_times(gcpl, 0) >= 0, "H5Pset_obj_track_times failed");   // (see create)
+    errno = 0;
+    hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    const int err = errno;
+    check(H5Pclose(gcpl) >= 0, "H5Pclose failed");
+    if (g < 0 && err) write_failed(file_of(loc, NULL, fb, sizeof fb), obj_label(loc, name, lb, sizeof lb), err);
+    if (g < 0) fail("%s: cannot create group '%s' (read-only file?)", file_of(loc, NULL, fb, sizeof fb),
+                    obj_label(loc, name, lb, sizeof lb));
+    return g;
+}
+
+// The groups above loc/name ("a" and "a/b" for "a/b/c"), created where missing.
+static void make_parents(hid_t loc, const char *name) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", name);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (!h5_exists(loc, buf)) h5_group_close(create_group(loc, buf));
+        *p = '/';
+    }
+}
+
 hid_t h5_group(hid_t loc, const char *name) {
     char fb[1024], lb[1024];
-    hid_t g;
     if (h5_exists(loc, name)) {
-        g = H5Gopen2(loc, name, H5P_DEFAULT);
+        hid_t g = H5Gopen2(loc, name, H5P_DEFAULT);
         if (g < 0) fail("%s: '%s' is not a group (file corrupt?)", file_of(loc, NULL, fb, sizeof fb),
                         obj_label(loc, name, lb, sizeof lb));
         return g;
     }
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    check(lcpl >= 0 && H5Pset_create_intermediate_group(lcpl, 1) >= 0, "link property list failed");
-    g = H5Gcreate2(loc, name, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-    check(H5Pclose(lcpl) >= 0, "H5Pclose failed");
-    if (g < 0) fail("%s: cannot create group '%s' (read-only file?)", file_of(loc, NULL, fb, sizeof fb),
-                    obj_label(loc, name, lb, sizeof lb));
-    return g;
+    make_parents(loc, name);
+    return create_group(loc, name);
 }
 
 hid_t h5_group_open(hid_t loc, const char *path, const char *name) {
@@ -190,7 +229,13 @@ hid_t h5_group_open(hid_t loc, const char *path, const char *name) {
     return g;
 }
 
-void h5_group_close(hid_t g) { check(H5Gclose(g) >= 0, "H5Gclose failed"); }
+void h5_group_close(hid_t g) {
+    char fb[1024], lb[1024];
+    file_of(g, NULL, fb, sizeof fb);
+    obj_label(g, NULL, lb, sizeof lb);
+    errno = 0;   // (a group's metadata may meet a full disk when it leaves HDF5's cache)
+    if (H5Gclose(g) < 0) write_failed(fb, lb, errno);
+}
 
 char **h5_list(hid_t loc, const char *path, const char *name, int *count) {
     char fb[1024], lb[1024];
@@ -246,9 +291,9 @@ static void write_dataset(hid_t loc, const char *name, int rank, const long *dim
     }
     hid_t space = rank ? H5Screate_simple(rank, hd, NULL) : H5Screate(H5S_SCALAR);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    check(space >= 0 && dcpl >= 0 && lcpl >= 0, "HDF5 property/dataspace creation failed");
-    check(H5Pset_create_intermediate_group(lcpl, 1) >= 0, "H5Pset_create_intermediate_group failed");
+    check(space >= 0 && dcpl >= 0, "HDF5 property/dataspace creation failed");
+    check(H5Pset_obj_track_times(dcpl, 0) >= 0, "H5Pset_obj_track_times failed");   // (see create)
+    make_parents(loc, name);
     if (rank == 0 || numel == 0) {
         // scalars cannot be chunked (so no filter); compact data sits inside the
         // object header, which the v2 header checksum protects
@@ -258,14 +303,15 @@ static void write_dataset(hid_t loc, const char *name, int rank, const long *dim
         check(H5Pset_chunk(dcpl, rank, chunk) >= 0, "H5Pset_chunk failed");
         check(H5Pset_fletcher32(dcpl) >= 0, "H5Pset_fletcher32 failed");
     }
-    hid_t ds = H5Dcreate2(loc, name, ftype, space, lcpl, dcpl, H5P_DEFAULT);
+    errno = 0;
+    hid_t ds = H5Dcreate2(loc, name, ftype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (ds < 0 && errno) write_failed(file_of(loc, NULL, fb, sizeof fb), obj_label(loc, name, lb, sizeof lb), errno);
     if (ds < 0) fail("%s: cannot create dataset '%s' (already exists, or file not writable?)",
                      file_of(loc, NULL, fb, sizeof fb), obj_label(loc, name, lb, sizeof lb));
-    if (numel && H5Dwrite(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-        fail("%s: writing dataset '%s' failed (disk full?)", file_of(loc, NULL, fb, sizeof fb),
-             obj_label(loc, name, lb, sizeof lb));
-    check(H5Dclose(ds) >= 0 && H5Pclose(lcpl) >= 0 && H5Pclose(dcpl) >= 0 && H5Sclose(space) >= 0,
-          "closing HDF5 objects failed");
+    // the chunks go to the file in the write or, from HDF5's chunk cache, in the close: either meets a full disk
+    if ((numel && H5Dwrite(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) || H5Dclose(ds) < 0)
+        write_failed(file_of(loc, NULL, fb, sizeof fb), obj_label(loc, name, lb, sizeof lb), errno);
+    check(H5Pclose(dcpl) >= 0 && H5Sclose(space) >= 0, "closing HDF5 objects failed");
 }
 
 void h5_write_f32(hid_t loc, const char *name, int rank, const long *dims, const float *data) {
@@ -422,7 +468,9 @@ static hid_t attr_create(hid_t obj, const char *name, hid_t ftype, hsize_t n) {
     htri_t e = H5Aexists(obj, name);
     if (e > 0 && H5Adelete(obj, name) < 0) e = -1;
     hid_t space = n ? H5Screate_simple(1, &n, NULL) : H5Screate(H5S_SCALAR);
+    errno = 0;
     hid_t a = (e < 0 || space < 0) ? -1 : H5Acreate2(obj, name, ftype, space, H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0 && errno) write_failed(file_of(obj, NULL, fb, sizeof fb), name, errno);
     if (a < 0) fail("%s: cannot write attribute '%s' on '%s' (file not writable?)",
                     file_of(obj, NULL, fb, sizeof fb), name, obj_label(obj, NULL, lb, sizeof lb));
     check(H5Sclose(space) >= 0, "H5Sclose failed");
@@ -432,9 +480,13 @@ static hid_t attr_create(hid_t obj, const char *name, hid_t ftype, hsize_t n) {
 static void attr_write(hid_t obj, const char *name, hid_t ftype, hid_t mtype, hsize_t n, const void *v) {
     char fb[1024], lb[1024];
     hid_t a = attr_create(obj, name, ftype, n);
-    if (H5Awrite(a, mtype, v) < 0) fail("%s: cannot write attribute '%s' on '%s'",
+    errno = 0;
+    const herr_t rc = H5Awrite(a, mtype, v);
+    if (rc < 0 && errno) write_failed(file_of(obj, NULL, fb, sizeof fb), name, errno);
+    if (rc < 0) fail("%s: cannot write attribute '%s' on '%s'",
                                         file_of(obj, NULL, fb, sizeof fb), name, obj_label(obj, NULL, lb, sizeof lb));
-    check(H5Aclose(a) >= 0, "H5Aclose failed");
+    errno = 0;
+    if (H5Aclose(a) < 0) write_failed(file_of(obj, NULL, fb, sizeof fb), name, errno);
 }
 
 void h5_attr_write_i64(hid_t obj, const char *name, int64_t v) {

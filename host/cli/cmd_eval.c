@@ -125,10 +125,9 @@ int cmd_eval(int argc, char **argv) {
     }
     atomic_commit(topk);
 
-    FILE *mf = fopen(metrics_path, "a");
-    if (!mf) fail("cannot write %s: %s", metrics_path, strerror(errno));
+    FILE *mf = log_open(metrics_path, 1);
     metrics_write_jsonl(mf, cfg.eval.label, iteration, met, n_ks);
-    if (fclose(mf) != 0) fail("cannot write %s: %s", metrics_path, strerror(errno));
+    log_close(mf);
 
     metrics_print_table(stdout, cfg.eval.label, met, n_ks);
     printf("eval: wrote %s, appended to %s\n", topk_path, metrics_path);

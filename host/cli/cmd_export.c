@@ -46,7 +46,8 @@ static void write_text(const char *dir, const char *name, const char *text, size
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "wb");
     if (!f) fail("cannot create '%s': %s", path, strerror(errno));
-    if (fwrite(text, 1, len, f) != len || fclose(f)) fail("cannot write '%s' (disk full?)", path);
+    errno = 0;
+    if (fwrite(text, 1, len, f) != len || fclose(f)) fail("cannot write '%s': %s", path, errno ? strerror(errno) : "write error (disk full?)");
 }
 
 // bos/eos as sprec's tokenizer resolves them (so an exported model stops where

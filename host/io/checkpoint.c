@@ -1,5 +1,5 @@
 // Checkpoints: the layout is documented in docs/checkpoint.md. Saving goes to
-// PATH.tmp and is renamed over PATH only after the data is on disk
+// PATH.PID-N.tmp and is renamed over PATH only after the data is on disk
 // (base/atomic_write.h); loading
 // checks that the file holds exactly the model's tensors with the model's shapes.
 #include <ctype.h>
@@ -9,6 +9,7 @@
 #include <string.h>
 #include "checkpoint.h"
 #include "base/atomic_write.h"
+#include "base/fault.h"
 #include "base/h5io.h"
 #include "kernels/errors.h"
 #include "model/lora.h"
@@ -147,6 +148,8 @@ void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const T
         h5_group_close(g);
     }
     free(host);
+    static long saves;   // this process's, for SPREC_FAULT=kill@ckpt.write:N (docs/testing.md)
+    fault_point("ckpt.write", ++saves);
     h5_flush(f);
     h5_close(f);
     atomic_commit(out);

@@ -1,6 +1,6 @@
 // HDF5 checkpoints (layout in docs/checkpoint.md): model config as attributes,
 // parameters under Hugging Face names, optional AdamW moments and training
-// state. Written to PATH.tmp, flushed, then renamed, so a crash never leaves a
+// state. Written to PATH.PID-N.tmp, flushed, then renamed, so a crash never leaves a
 // half-written file under the real name. Every dataset carries a Fletcher-32
 // checksum and the file a whole-file checksum (base/filesum.h) verified before
 // HDF5 parses it, so corruption is detected on load.

@@ -183,6 +183,7 @@ void st_write(const char *path, int n, const char *const *names, const int *rank
     size_t hl = strlen(text), padded = (hl + 7) & ~(size_t)7;   // pad with spaces so the data is 8-byte aligned
     FILE *f = fopen(path, "wb");
     if (!f) fail("cannot create '%s': %s", path, strerror(errno));
+    errno = 0;
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
     int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(text, 1, hl, f) == hl;
@@ -197,5 +198,5 @@ void st_write(const char *path, int n, const char *const *names, const int *rank
             ok = fputc(b & 0xff, f) != EOF && fputc(b >> 8, f) != EOF;
         }
     }
-    if (!ok || fclose(f) != 0) fail("cannot write '%s' (disk full?)", path);
+    if (!ok || fclose(f) != 0) fail("cannot write '%s': %s", path, errno ? strerror(errno) : "write error (disk full?)");
 }

@@ -10,8 +10,8 @@
 #include "lora.h"
 
 void model_config_validate(const ModelConfig *c, const char *where) {
-#define REQUIRE(cond, ...) do { if (!(cond)) { fprintf(stderr, "sprec: error: %s: ", where); \
-        fprintf(stderr, __VA_ARGS__); fprintf(stderr, "\n"); exit(1); } } while (0)
+// (through fail(): the one line escapes control characters in `where`, and a harness can catch it)
+#define REQUIRE(cond, fmt, ...) do { if (!(cond)) fail("%s: " fmt, where, ##__VA_ARGS__); } while (0)
     REQUIRE(c->vocab_size >= 2, "model vocab_size must be >= 2 (got %d)", c->vocab_size);
     REQUIRE(c->dim >= 1, "model dim must be >= 1 (got %d)", c->dim);
     REQUIRE(c->n_layers >= 1, "model n_layers must be >= 1 (got %d)", c->n_layers);

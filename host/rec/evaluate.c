@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include "evaluate.h"
 #include "base/dist.h"
+#include "base/atomic_write.h"
 #include "recommend.h"
 #include "trie.h"
 #include "grounding.h"
@@ -170,7 +171,7 @@ void evaluate_split_mode(Model *m, const RecData *d, const char *split, const in
             }
             fprintf(topk_jsonl, "}\n");
         }
-        if (fflush(topk_jsonl) != 0 || ferror(topk_jsonl)) fail("cannot write the top-K lists: %s", strerror(errno));
+        atomic_flush(topk_jsonl);   // a full disk: one line naming the file, at the batch that met it
     }
 
     const Catalogue cat = {.n_items = d->n_items, .n_genres = d->n_genres, .genre_offsets = d->genre_offsets,

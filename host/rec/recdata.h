@@ -40,7 +40,7 @@ typedef struct {
     int *item_tok;           // [item_tok_offsets[n_items]]
 } RecData;
 
-// Writes PATH.tmp and renames it to PATH (so PATH is never half written: base/atomic_write.h).
+// Writes PATH.PID-N.tmp and renames it to PATH (so PATH is never half written: base/atomic_write.h).
 void recdata_save(const RecData *d, const char *path);
 // Loads and validates (offsets, ids in range, sizes); one-line error on a bad file.
 void recdata_load(RecData *d, const char *path);

@@ -12,6 +12,7 @@
 #include "kernels/errors.h"
 #include "base/h5io.h"
 #include "base/atomic_write.h"
+#include "base/fault.h"
 
 void dpo_pairs_alloc(DpoPairs *p, int n) {
     p->n = n;
@@ -44,6 +45,8 @@ void dpo_pairs_save(const DpoPairs *p, const char *path, const char *negatives) 
     h5_write_i32(f, "chosen", 1, d, p->chosen);
     h5_write_i32(f, "rejected", 1, d, p->rejected);
     h5_write_f64(f, "ref_chosen", 1, d, p->ref_c);
+    static long saves;   // this process's, for SPREC_FAULT=kill@pairs.write:N (docs/testing.md)
+    fault_point("pairs.write", ++saves);
     h5_write_f64(f, "ref_rejected", 1, d, p->ref_r);
     if (p->pair_w) h5_write_f64(f, "pair_weight", 1, d, p->pair_w);
     h5_attr_write_str(f, "negatives", negatives);

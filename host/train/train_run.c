@@ -155,9 +155,7 @@ FILE *train_open_log(const Config *cfg, const char *name, int resume, long keep_
     char path[CONFIG_PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/%s", cfg->run.out_dir, name);
     if (resume && keep_step >= 0) train_filter_log(path, step_at_most, &keep_step);
-    FILE *f = fopen(path, resume ? "a" : "w");
-    if (!f) fail("cannot write %s: %s", path, strerror(errno));
-    return f;
+    return log_open(path, resume);
 }
 
 // The writer, and the previous step of the loop that logged last (for the rates)
@@ -251,6 +249,7 @@ int train_loop_step(const TrainLoop *l, const char *fmt, ...) {
         vfprintf(l->log, fmt, ap);
         va_end(ap);
         fputc('\n', l->log);
+        log_flush(l->log);   // (a full disk: one line naming the log, at the step that met it)
     }
     if (l->tb) {
         char line[4096];
@@ -262,7 +261,6 @@ int train_loop_step(const TrainLoop *l, const char *fmt, ...) {
         tb_rates(l->tb, l);
     }
     if (root() && l->ckpt_path && (train_loop_last(l) || (l->ckpt_every > 0 && step % l->ckpt_every == 0))) {
-        fflush(l->log);
         checkpoint_save(l->ckpt_path, l->m, l->opt, l->st);
     }
     fault_point(l->name, step);
@@ -272,7 +270,7 @@ int train_loop_step(const TrainLoop *l, const char *fmt, ...) {
 }
 
 void train_loop_end(const TrainLoop *l) {
-    if (l->log) fclose(l->log);
+    log_close(l->log);
     train_tb_close(l->tb);
     if (l->m->lora) lora_set_train(l->m, 0, 0);
     printf("%s: checkpoint %s (step %ld, loss %.4f)\n", l->name, l->ckpt_path, l->st->step, l->st->last_loss);

@@ -29,6 +29,7 @@
 #include "kernels/errors.h"
 #include "base/rng.h"
 #include "base/dist.h"
+#include "base/fileio.h"
 
 #define MAX_KS 16
 
@@ -153,7 +154,7 @@ static void eval_split(Sprec *x, int t, const char *split, FILE *out, const char
     if (topk) atomic_commit(topk);
     if (out) {
         metrics_write_jsonl(out, "sprec", t, met, x->n_ks);
-        fflush(out);
+        log_flush(out);
     }
     if (x->tb) {   // the metrics line as TensorBoard scalars sprec/SPLIT/METRIC@K at step = iteration
         char *line, prefix[32];
@@ -175,7 +176,7 @@ static void eval_split(Sprec *x, int t, const char *split, FILE *out, const char
 static void stage_checkpoint(Sprec *x, const char *stage) {
     snprintf(x->st.stage, sizeof x->st.stage, "%s", stage);
     if (!x->root) return;
-    fflush(x->log);
+    log_flush(x->log);
     checkpoint_save(x->ckpt_path, &x->model, NULL, &x->st);
 }
 
@@ -256,9 +257,9 @@ static void sprec_begin(Sprec *x, const Config *cfg, int resume) {
 }
 
 static void sprec_end(Sprec *x) {
-    if (x->log) fclose(x->log);
-    if (x->mf) fclose(x->mf);
-    if (x->vf) fclose(x->vf);
+    log_close(x->log);
+    log_close(x->mf);
+    log_close(x->vf);
     train_tb_close(x->tb);
     free(x->elig);
     free(x->chosen);

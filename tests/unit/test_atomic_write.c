@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include "tests.h"
 #include "base/atomic_write.h"
@@ -14,6 +15,13 @@
 #define TMP "build/test-tmp/atomic"
 
 static int exists(const char *path) { return access(path, F_OK) == 0; }
+
+// No temporary (NAME.PID-N.tmp, NAME.tmp) left in the test folder.
+static void no_tmp(void) {
+    char out[4096];
+    run_capture("ls -A " TMP " | grep '\\.tmp$'", out, sizeof out);
+    assert_string_equal(out, "");
+}
 
 static void expect_text(const char *path, const char *text) {
     char *s = read_text_file(path, NULL);
@@ -30,18 +38,27 @@ static void test_atomic_commit_and_abandon(void **state) {
     fresh_dir();
     write_file(TMP "/f.txt", "old\n");
     AtomicFile *a = atomic_begin(TMP "/f.txt", NULL);
-    assert_string_equal(a->tmp, TMP "/f.txt.tmp");   // the name tests and users know
+    char want[256];   // unique to the process and the write
+    unsigned long k;
+    snprintf(want, sizeof want, TMP "/f.txt.%ld-", (long)getpid());
+    assert_true(strncmp(a->tmp, want, strlen(want)) == 0 && sscanf(a->tmp + strlen(want), "%lu", &k) == 1);
+    snprintf(want, sizeof want, TMP "/f.txt.%ld-%lu.tmp", (long)getpid(), k);
+    assert_string_equal(a->tmp, want);
+    AtomicFile *b = atomic_begin(TMP "/f.txt", NULL);   // a second writer of the same file: its own name
+    snprintf(want, sizeof want, TMP "/f.txt.%ld-%lu.tmp", (long)getpid(), k + 1);
+    assert_string_equal(b->tmp, want);
+    atomic_abandon(b);
     fputs("new\n", atomic_fopen(a, "w"));
     expect_text(TMP "/f.txt", "old\n");               // not yet
     atomic_commit(a);
     expect_text(TMP "/f.txt", "new\n");
-    assert_false(exists(TMP "/f.txt.tmp"));
+    no_tmp();
 
     a = atomic_begin(TMP "/f.txt", NULL);
     fputs("abandoned\n", atomic_fopen(a, "w"));
     atomic_abandon(a);
     expect_text(TMP "/f.txt", "new\n");
-    assert_false(exists(TMP "/f.txt.tmp"));
+    no_tmp();
 
     // a new file, an HDF5 writer, a suffix of the caller's
     a = atomic_begin(TMP "/d.h5", ".mine-1.tmp");
@@ -79,8 +96,7 @@ static void test_atomic_error_exit(void **state) {
     assert_int_equal(run_forked(exit_midway_child, NULL, err, sizeof err), 1);
     assert_string_equal(err, "sprec: error: stopped in the middle\n");
     expect_text(TMP "/f.txt", "old\n");
-    assert_false(exists(TMP "/f.txt.tmp"));
-    assert_false(exists(TMP "/dir.tmp"));
+    no_tmp();
     assert_false(exists(TMP "/dir"));
 }
 
@@ -96,7 +112,7 @@ static void test_atomic_fork_keeps_parent(void **state) {
     fflush(f);
     char err[256];
     assert_int_equal(run_forked(just_exit_child, NULL, err, sizeof err), 1);
-    assert_true(exists(TMP "/p.txt.tmp"));
+    assert_true(exists(a->tmp));
     atomic_commit(a);
     expect_text(TMP "/p.txt", "parent\n");
 }
@@ -140,25 +156,28 @@ static void test_atomic_failed_commit(void **state) {
     run_ok("mkdir -p " TMP "/busy && echo keep > " TMP "/busy/inside");
     assert_int_equal(run_forked(commit_onto_dir_child, NULL, err, sizeof err), 1);
     one_line(err);
-    assert_non_null(strstr(err, "cannot rename '" TMP "/busy.tmp' to '" TMP "/busy': "));
+    assert_non_null(strstr(err, "cannot rename '" TMP "/busy."));
+    assert_non_null(strstr(err, ".tmp' to '" TMP "/busy': "));
     expect_text(TMP "/busy/inside", "keep\n");
-    assert_false(exists(TMP "/busy.tmp"));
+    no_tmp();
 
     write_file(TMP "/f.txt", "old\n");
     assert_int_equal(run_forked(commit_too_big_child, NULL, err, sizeof err), 1);
     one_line(err);
-    assert_non_null(strstr(err, "cannot write '" TMP "/f.txt.tmp': "));
+    assert_non_null(strstr(err, "cannot write '" TMP "/f.txt."));
+    assert_non_null(strstr(err, ".tmp': File too large"));
     expect_text(TMP "/f.txt", "old\n");
-    assert_false(exists(TMP "/f.txt.tmp"));
+    no_tmp();
 
     assert_int_equal(run_forked(no_folder_child, TMP "/none/f.txt", err, sizeof err), 1);
     one_line(err);
-    assert_non_null(strstr(err, "cannot create '" TMP "/none/f.txt.tmp': No such file or directory"));
+    assert_non_null(strstr(err, "cannot create '" TMP "/none/f.txt."));
+    assert_non_null(strstr(err, ".tmp': No such file or directory"));
     if (geteuid() != 0) {   // root writes into read-only folders
         run_ok("mkdir -p " TMP "/ro && echo old > " TMP "/ro/f.txt && chmod a-w " TMP "/ro");
         assert_int_equal(run_forked(no_folder_child, TMP "/ro/f.txt", err, sizeof err), 1);
         one_line(err);
-        assert_non_null(strstr(err, "cannot create '" TMP "/ro/f.txt.tmp': Permission denied"));
+        assert_non_null(strstr(err, ".tmp': Permission denied"));
         expect_text(TMP "/ro/f.txt", "old\n");
         run_ok("chmod u+w " TMP "/ro");
     }
@@ -184,6 +203,32 @@ static void test_atomic_folder(void **state) {
     assert_false(exists(TMP "/gone"));
 }
 
+// A temporary a killed writer left (its process gone) is removed by the next write of the same file; one of a
+// live process (here our parent), another file's and a name of another shape stay.
+static void test_atomic_stale(void **state) {
+    (void)state;
+    fresh_dir();
+    pid_t dead = fork();
+    if (dead == 0) _exit(0);
+    assert_true(dead > 0);
+    waitpid(dead, NULL, 0);
+    char stale[256], live[256], other[256];
+    snprintf(stale, sizeof stale, TMP "/s.txt.%ld-3.tmp", (long)dead);
+    snprintf(live, sizeof live, TMP "/s.txt.%ld-0.tmp", (long)getppid());
+    snprintf(other, sizeof other, TMP "/t.txt.%ld-0.tmp", (long)dead);
+    write_file(stale, "half");
+    write_file(live, "busy");
+    write_file(other, "half");
+    write_file(TMP "/s.txt.tmp", "x");
+    AtomicFile *a = atomic_begin(TMP "/s.txt", NULL);
+    fputs("new\n", atomic_fopen(a, "w"));
+    atomic_commit(a);
+    expect_text(TMP "/s.txt", "new\n");
+    assert_false(exists(stale));
+    assert_true(exists(live) && exists(other) && exists(TMP "/s.txt.tmp"));
+}
+
 DEFINE_TEST_GROUP(test_atomic_write, cmocka_unit_test(test_atomic_commit_and_abandon),
                   cmocka_unit_test(test_atomic_error_exit), cmocka_unit_test(test_atomic_fork_keeps_parent),
-                  cmocka_unit_test(test_atomic_failed_commit), cmocka_unit_test(test_atomic_folder))
+                  cmocka_unit_test(test_atomic_failed_commit), cmocka_unit_test(test_atomic_folder),
+                  cmocka_unit_test(test_atomic_stale))

@@ -151,8 +151,8 @@ static void test_bad_tokenizer_json(void **state) {
 
 // Runs cmd (one error expected) and requires no control character in its output but the final newline.
 static void expect_no_control_chars(const char *cmd) {
-    char out[4096];
-    assert_int_equal(run_capture(cmd, out, sizeof out), 1);
+    char out[4096], quiet[4096];
+    assert_int_equal(run_capture(error_run(cmd, quiet, sizeof quiet), out, sizeof out), 1);
     for (const char *p = out; *p; p++)
         if ((unsigned char)*p < 0x20 && !(*p == '\n' && p[1] == 0))
             fail_msg("byte 0x%02x at %td of the error of '%s': %s", (unsigned char)*p, p - out, cmd, out);

@@ -13,10 +13,10 @@
 
 static void test_fault_parse(void **state) {
     (void)state;
-    const char *sites[] = {"sft", "dpo", "sprec.sft", "sprec.dpo"};
+    const char *sites[] = {"sft", "dpo", "sprec.sft", "sprec.dpo", "ckpt.write", "pairs.write"};
     char spec[64], err[256];
     Fault f;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 6; i++) {
         snprintf(spec, sizeof spec, "kill@%s:%d", sites[i], 7 + i);
         assert_int_equal(fault_parse(spec, &f, err, sizeof err), 0);
         assert_string_equal(f.site, sites[i]);

@@ -17,16 +17,20 @@
 
 // The sanitized binary (AddressSanitizer + UBSan) that bad-input tests run, so
 // a malformed file that corrupts memory fails the test instead of passing by luck.
-// Leak checking is off: error exits deliberately skip freeing.
-#define SPREC_CHECKED "ASAN_OPTIONS=detect_leaks=0:exitcode=86 UBSAN_OPTIONS=exitcode=87:print_stacktrace=1 " \
+// LeakSanitizer is on for the runs that must succeed: a leak there is a report (exit 86) that fails the test.
+// An error exit skips freeing on purpose (the process ends there), so the commands run for their error
+// (expect_error, error_run) get it switched off.
+#define SPREC_CHECKED "ASAN_OPTIONS=detect_leaks=1:exitcode=86 UBSAN_OPTIONS=exitcode=87:print_stacktrace=1 " \
                       "build/asan/sprec"
 
 // Run a shell command, capture stdout+stderr into out (truncated to cap) and
 // return its exit status (-1 if it could not run).
 int run_capture(const char *cmd, char *out, size_t cap);
-// Runs cmd and requires: exit status 1, no sanitizer report, and exactly one
+// Runs cmd (error_run) and requires: exit status 1, no sanitizer report, and exactly one
 // line "sprec: error: ..." containing each non-NULL needle.
 void expect_error(const char *cmd, const char *needle1, const char *needle2);
+// cmd with LeakSanitizer off (SPREC_CHECKED's detect_leaks=1 made 0), into buf: a command run for its error.
+const char *error_run(const char *cmd, char *buf, size_t cap);
 // Reads a file whole, NUL-terminated (*len = its size when len != NULL); a missing file fails the test.
 char *read_text_file(const char *path, size_t *len);
 // Reads a gzipped fixture whole (gzip -dc keeps zlib out of the link line); NUL-terminated.
