@@ -5,7 +5,8 @@
 //                    machine's own sgemm rate measured in the same process
 //   --mode dpo       full DPO steps (host/train/dpo.h dpo_step on --batch pairs with
 //                    precomputed reference log-probs, then AdamW)
-//   --mode logprob   the fused linear log-prob head alone (logprob_fwd + _bwd)
+//   --mode logprob   the fused linear log-prob head alone: logprob_fwd_bwd (SFT), then
+//                    logprob_fwd + logprob_bwd (DPO, NAME-twopass)
 //   --mode generate  catalogue-constrained greedy and beam decoding (recommend_topk)
 //   --mode attention causal GQA attention alone (attention_fwd + _bwd): the backend's
 //                    own kernel, against PyTorch's SDPA backends (cuDNN, flash, efficient)
@@ -255,15 +256,17 @@ static void bench_sft(Bench *bn) {
     rng_seed(&r, 7);
     double mask_sum = 0;
     random_batch(&batch, B, T, c.vocab_size, bn->loss_frac, &r, &mask_sum);
+    // the loss weights, per position, known before the forward (as sft_step)
     float *w = xmalloc((size_t)B * T * sizeof(float));
+    for (int i = 0; i < B * T; i++) w[i] = (float)(batch.mask[i] / mask_sum);
     double *times = xmalloc((size_t)steps * sizeof(double)), loss = 0;
     for (int s = 0; s < warmup + steps; s++) {
         double t0 = now_seconds();
         model_zero_grad(&m);
-        int n = model_forward(&m, &batch, 0);
+        int n = model_forward_with_head_grad(&m, &batch, w);
         loss = 0;
-        for (int i = 0; i < n; i++) { w[i] = (float)(1.0 / mask_sum); loss -= w[i] * m.head_lp[i]; }
-        model_backward(&m, w);
+        for (int i = 0; i < n; i++) loss -= w[m.head_pos[i]] * m.head_lp[i];
+        model_backward(&m, NULL);
         adamw_step(&opt, &m, 1e-4f);
         device_sync(be, m.params);
         if (s >= warmup) times[s - warmup] = now_seconds() - t0;
@@ -405,24 +408,36 @@ static void bench_logprob(Bench *bn, int N) {
     for (int i = 0; i < N; i++) wt_h[i] = 1.0f / (float)N;
     be->upload(wt, wt_h, (size_t)N * sizeof(float));
     double *times = xmalloc((size_t)steps * sizeof(double));
-    for (int s = 0; s < warmup + steps; s++) {
-        double t0 = now_seconds();
-        be->zero(dh, (size_t)N * C * sizeof(float));
-        be->zero(dw, (size_t)V * C * sizeof(float));
-        be->logprob_fwd(lp, lse, h, w, rows, tg, N, C, V);
-        be->logprob_bwd(dh, dw, h, w, rows, tg, lse, wt, N, C, V);
-        device_sync(be, dw);
-        if (s >= warmup) times[s - warmup] = now_seconds() - t0;
+    // first the SFT path (logprob_fwd_bwd: each chunk's logits once, three GEMMs), then
+    // the DPO path (logprob_fwd, then logprob_bwd recomputing the logits: four GEMMs), as NAME-twopass
+    for (int fused = 1; fused >= 0; fused--) {
+        for (int s = 0; s < warmup + steps; s++) {
+            double t0 = now_seconds();
+            be->zero(dh, (size_t)N * C * sizeof(float));
+            be->zero(dw, (size_t)V * C * sizeof(float));
+            if (fused) {
+                be->logprob_fwd_bwd(lp, lse, dh, dw, h, w, rows, tg, wt, N, C, V);
+            } else {
+                be->logprob_fwd(lp, lse, h, w, rows, tg, N, C, V);
+                be->logprob_bwd(dh, dw, h, w, rows, tg, lse, wt, N, C, V);
+            }
+            device_sync(be, dw);
+            if (s >= warmup) times[s - warmup] = now_seconds() - t0;
+        }
+        be->download(wt_h, lp, (size_t)N * sizeof(float));
+        double loss = 0;
+        for (int i = 0; i < N; i++) loss -= wt_h[i] / N;
+        long scratch = -1, extra = extra_bytes(be, &mark, &scratch);
+        const Stats st = stats_of(times, steps);
+        char name[300];
+        snprintf(name, sizeof name, fused ? "%s" : "%s-twopass", bn->name);
+        Bench b2 = *bn;
+        b2.name = name;
+        print_head(&b2);
+        printf("\"final_loss\": %.6f, ", loss);
+        if (scratch >= 0) printf("\"scratch_bytes\": %ld, ", scratch);
+        print_tail(be, &st, N, 6.0 * N * (double)V * C, -1, extra);
     }
-    be->download(wt_h, lp, (size_t)N * sizeof(float));
-    double loss = 0;
-    for (int i = 0; i < N; i++) loss -= wt_h[i] / N;
-    long scratch = -1, extra = extra_bytes(be, &mark, &scratch);
-    const Stats st = stats_of(times, steps);
-    print_head(bn);
-    printf("\"final_loss\": %.6f, ", loss);
-    if (scratch >= 0) printf("\"scratch_bytes\": %ld, ", scratch);
-    print_tail(be, &st, N, 6.0 * N * (double)V * C, -1, extra);
     free(times); free(wt_h);
     be->free(h); be->free(w); be->free(rows); be->free(tg);
     be->free(lp); be->free(lse); be->free(wt); be->free(dh); be->free(dw);
@@ -627,7 +642,8 @@ int cmd_bench(int argc, char **argv) {
                "            the last --loss-frac of each; then the machine's sgemm rate\n"
                "  dpo       full DPO steps on --batch pairs (2 x batch sequences of --seq, completion = the last\n"
                "            --loss-frac), reference log-probs precomputed, beta 0.1, AdamW\n"
-               "  logprob   the fused log-prob head alone: --tokens rows of --dim against --vocab, fwd + bwd\n"
+               "  logprob   the fused log-prob head alone: --tokens rows of --dim against --vocab, fwd + bwd in\n"
+               "            one pass (SFT), then as two passes (DPO; the line NAME-twopass)\n"
                "  generate  catalogue-constrained greedy and --beams beam decoding of --prompts prompts of\n"
                "            --prompt-len tokens over a random trie of --items titles (one line each)\n"
                "  attention causal GQA attention alone: attention_fwd + attention_bwd on q[batch, seq, heads,\n"

@@ -84,6 +84,7 @@ typedef struct {
     int *rows, *targets;         // [N] head rows/targets for the current batch
     float *head_lp, *head_lse, *head_w;   // [N]
     int cur_B, cur_T, n_head;    // shape and head rows of the last forward
+    int head_grad_done;          // the last forward already put the head's gradient in dtmp (and dW)
     // backward scratch: dres, dtmp [N,C]; dwide1..3 [N, max(F, NH*D)]; dq [N,NH*D]; dk, dv [N,NKV*D]
     float *dres, *dtmp, *dwide1, *dwide2, *dwide3, *dq, *dk, *dv;
 } Acts;
@@ -128,6 +129,15 @@ typedef struct {
 // all_positions, mask[b,t] != 0: log p(tokens[b,t] | tokens[b,<t]).
 // Returns their count n; m->head_pos[i] = b*T + t and m->head_lp[i] (host).
 int model_forward(Model *m, const Batch *batch, int all_positions);
+// model_forward(m, batch, 0) for a loss whose weights are known before it
+// runs (SFT): pos_weight[b*T + t] (host, [B*T]) weighs the log-prob at
+// position (b, t), and the LM head's gradient of -sum_i pos_weight[head_pos[i]] *
+// logprob[i] (the lm_head's, added into m->grads unless LoRA freezes it, and
+// the head input's) is taken in the same pass over the logits (backend
+// logprob_fwd_bwd: three GEMMs per chunk instead of the forward's one and the
+// backward's three). The log-probs are those of model_forward, bit for bit;
+// the model_backward that follows must be called with weight_host NULL.
+int model_forward_with_head_grad(Model *m, const Batch *batch, const float *pos_weight);
 // Backward of loss = -sum_i weight[i] * logprob[i] over the n positions of the
 // last forward (weight_host[n]). Adds into m->grads. weight_host NULL: the
 // weights are already on the device in m->acts.head_w (dpo_step writes them

@@ -724,6 +724,59 @@ static void test_logprob(int n, int Nh, int C, int V) {
     free(h); free(w); free(perm); free(tgt); free(lp0); free(lse0); free(wt); free(dh0); free(dw0);
 }
 
+// The head's forward and backward in one pass (logprob_fwd_bwd, the SFT path)
+// on every backend: its log-probs against the same backend's logprob_fwd (the
+// same values: exact), its gradients against the same backend's logprob_bwd
+// (today's two-pass path; the same GEMM shapes, so ~exact: TOL_GEMM) and
+// against both CPU oracles' fused op (each backward runs on its own lse here,
+// so CUDA's log-sum-exp differences enter too; they are ~1e-6 relative).
+static void test_logprob_fwd_bwd(int n, int Nh, int C, int V) {
+    char nm[120], shape[64];
+    snprintf(shape, sizeof shape, "n%d C%d V%d", n, C, V);
+    const size_t nh = (size_t)Nh * C, nw = (size_t)V * C;
+    float *h = brand(nh, 1.0f), *w = brand(nw, 3.0f / sqrtf((float)C));
+    int *perm = xmalloc((size_t)Nh * sizeof(int)), *tgt = xmalloc((size_t)n * sizeof(int));
+    for (int i = 0; i < Nh; i++) perm[i] = i;
+    for (int i = Nh - 1; i > 0; i--) { int j = (int)rng_below(&rng, (uint64_t)i + 1), t = perm[i]; perm[i] = perm[j]; perm[j] = t; }
+    for (int i = 0; i < n; i++) tgt[i] = (int)rng_below(&rng, (uint64_t)V);
+    float *wt = frand(n, 1.0f), *dh0 = frand(nh, 1.0f), *dw0 = frand(nw, 1.0f), *lp0 = frand(n, 1.0f);
+    for (int i = 0; i < n; i++) wt[i] = i % 7 == 3 ? 0.0f : fabsf(wt[i]);
+    float *lp[NB], *dh[NB], *dw[NB], *lp2 = NULL, *dh2 = NULL, *dw2 = NULL;
+    for (int s = 0; s < NB; s++) {
+        const Backend *be = be_of(s);
+        void *d_h = put_act(be, h, nh), *d_w = put_act(be, w, nw);
+        float *d_lp = put(be, lp0, n), *d_lse = put(be, lp0, n), *d_wt = put(be, wt, n);
+        float *d_dh = put(be, dh0, nh), *d_dw = put(be, dw0, nw);
+        int *d_rows = puti(be, perm, n), *d_tgt = puti(be, tgt, n);
+        be->logprob_fwd_bwd(d_lp, d_lse, d_dh, d_dw, d_h, d_w, d_rows, d_tgt, d_wt, n, C, V);
+        lp[s] = get(be, d_lp, n); dh[s] = get(be, d_dh, nh); dw[s] = get(be, d_dw, nw);
+        if (s == 0) {   // today's path on the backend under test, from the same starting buffers
+            be->upload(d_dh, dh0, nh * sizeof(float));
+            be->upload(d_dw, dw0, nw * sizeof(float));
+            be->logprob_fwd(d_lp, d_lse, d_h, d_w, d_rows, d_tgt, n, C, V);
+            be->logprob_bwd(d_dh, d_dw, d_h, d_w, d_rows, d_tgt, d_lse, d_wt, n, C, V);
+            lp2 = get(be, d_lp, n); dh2 = get(be, d_dh, nh); dw2 = get(be, d_dw, nw);
+        }
+        be->free(d_h); be->free(d_w); be->free(d_lp); be->free(d_lse); be->free(d_wt); be->free(d_dh);
+        be->free(d_dw); be->free(d_rows); be->free(d_tgt);
+    }
+    snprintf(nm, sizeof nm, "logprob_fwd_bwd logprob vs logprob_fwd %s", shape);
+    compare(nm, lp[0], lp2, n, TOL_EXACT);
+    snprintf(nm, sizeof nm, "logprob_fwd_bwd dh vs logprob_bwd %s", shape);
+    compare_inc(nm, dh[0], dh2, dh0, nh, TOL_GEMM);
+    snprintf(nm, sizeof nm, "logprob_fwd_bwd dw vs logprob_bwd %s", shape);
+    compare_inc(nm, dw[0], dw2, dw0, nw, TOL_GEMM);
+    snprintf(nm, sizeof nm, "logprob_fwd_bwd logprob %s", shape);
+    compare2(nm, lp[0], lp[1], lp[2], n, TOL_GEMM, TOL_GEMM);
+    snprintf(nm, sizeof nm, "logprob_fwd_bwd dh %s", shape);
+    compare2_inc(nm, dh[0], dh[1], dh[2], dh0, nh, TOL_F32_ONCE, TOL_EMU_GEMM_ACT);
+    snprintf(nm, sizeof nm, "logprob_fwd_bwd dw %s", shape);
+    compare2_inc(nm, dw[0], dw[1], dw[2], dw0, nw, TOL_F32_ONCE, TOL_EMU_GEMM_ACT);
+    for (int s = 0; s < NB; s++) { free(lp[s]); free(dh[s]); free(dw[s]); }
+    free(lp2); free(dh2); free(dw2);
+    free(h); free(w); free(perm); free(tgt); free(wt); free(dh0); free(dw0); free(lp0);
+}
+
 // ---- optimizer -----------------------------------------------------------------
 
 // adamw_multi over a flat buffer of n values carved into tensors of assorted
@@ -1183,6 +1236,49 @@ static void test_model_vs_cpu(void) {
     batch_free(&b);
 }
 
+// The gradient of an SFT micro-batch's loss (mask / mask sum, as sft_step),
+// with the head's gradient taken in the forward (fused) or by the backward.
+static float *sft_grads(Model *m, const Batch *b, int fused) {
+    const int N = b->B * b->T;
+    double mask_sum = 0;
+    for (int i = 0; i < N; i++) mask_sum += b->mask[i];
+    float *pos_w = xmalloc((size_t)N * sizeof(float)), *w = xmalloc((size_t)N * sizeof(float));
+    for (int i = 0; i < N; i++) pos_w[i] = (float)(b->mask[i] / mask_sum);
+    model_zero_grad(m);
+    const int n = fused ? model_forward_with_head_grad(m, b, pos_w) : model_forward(m, b, 0);
+    for (int i = 0; i < n; i++) w[i] = pos_w[m->head_pos[i]];
+    model_backward(m, fused ? NULL : w);
+    float *g = xmalloc(m->numel * sizeof(float));
+    m->be->download(g, m->grads, m->numel * sizeof(float));
+    free(pos_w); free(w);
+    return g;
+}
+
+// The SFT path (model_forward_with_head_grad: the head's gradient in the
+// forward) on the GPU against the two-pass path on the GPU (the same GEMMs
+// but the logits one: ~exact) and against the fused path on both CPU oracles.
+static void test_sft_head_grad_vs_two_pass(void) {
+    const int B = 4, T = 67, len[4] = {67, 45, 0, 1};
+    Batch b = random_batch(&BIG, B, T, len, 23);
+    Model mc, me, mg;
+    random_model(&mc, &BIG, H, 7, 0.05f);
+    random_model(&me, &BIG, E, 7, 0.05f);
+    random_model(&mg, &BIG, G, 7, 0.05f);
+    float *gc = sft_grads(&mc, &b, 1), *ge = sft_grads(&me, &b, 1), *gg = sft_grads(&mg, &b, 1);
+    float *gg2 = sft_grads(&mg, &b, 0);
+    const char *what = "SFT head grad in forward V1000 C192";
+    char nm[160];
+    snprintf(nm, sizeof nm, "%s: vs two-pass, same device", what);
+    compare_grads(nm, &mg, gg, flat_grad, gg2, TOL_GEMM);
+    snprintf(nm, sizeof nm, "%s: [cpu]", what);
+    compare_grads(nm, &mg, gg, flat_grad, gc, TOL_MODEL_GRAD);
+    snprintf(nm, sizeof nm, "%s: [cpu-bf16]", what);
+    compare_grads(nm, &mg, gg, flat_grad, ge, TOL_EMU_MODEL_GRAD);
+    free(gc); free(ge); free(gg); free(gg2);
+    model_free(&mc); model_free(&me); model_free(&mg);
+    batch_free(&b);
+}
+
 // A whole DPO step (chosen + rejected forward as one batch, the loss and its
 // reweighting on the device, the weighted backward) on the GPU vs cpu and
 // cpu-bf16: loss, reward statistics and every gradient.
@@ -1394,6 +1490,8 @@ int main(int argc, char **argv) {
     test_elementwise(1 << 20);
     test_logprob(300, 320, 77, 1000);
     if (!quick) test_logprob(300, 320, 576, 49152);
+    test_logprob_fwd_bwd(300, 320, 77, 1000);
+    if (!quick) test_logprob_fwd_bwd(300, 320, 576, 49152);
     test_adamw(10007);
     test_adamw(1000003);
     test_dpo_ops(8, 700, 0);
@@ -1409,6 +1507,7 @@ int main(int argc, char **argv) {
     test_fixtures();
     test_model_vs_cpu();
     test_dpo_step_vs_cpu();
+    test_sft_head_grad_vs_two_pass();
     test_determinism();
     ModelConfig tiny = {.vocab_size = 40, .dim = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .head_dim = 8,
                         .ffn_dim = 48, .max_seq_len = 24, .rope_theta = 10000.0f, .rms_eps = 1e-5f,

@@ -73,11 +73,17 @@ static void test_bench_modes(void **state) {
     assert_string_equal(names[0], "d");
     assert_non_null(strstr(out, "\"tokens\": 64,"));          // 2 pairs x 2 sides x 16
     assert_non_null(strstr(out, "\"pairs\": 2,"));
-    // logprob: --tokens rows, extra memory reported
+    // logprob: --tokens rows, extra memory reported; the one-pass head (SFT), then the
+    // two-pass one (DPO), on the same inputs: the same loss
     run_mode("logprob", "--tokens 40", out);
-    assert_int_equal(check_lines(out, names, "logprob"), 1);
+    assert_int_equal(check_lines(out, names, "logprob"), 2);
+    assert_string_equal(names[0], "logprob");
+    assert_string_equal(names[1], "logprob-twopass");
     assert_non_null(strstr(out, "\"tokens\": 40,"));
     assert_non_null(strstr(out, "\"extra_bytes\": "));
+    const char *l1 = strstr(out, "\"final_loss\": "), *l2 = l1 ? strstr(l1 + 1, "\"final_loss\": ") : NULL;
+    assert_non_null(l2);
+    assert_true(strtod(l1 + 14, NULL) == strtod(l2 + 14, NULL));
     // generate: one greedy and one beam line; beams 1 gives the greedy one only
     run_mode("generate", "--prompts 3 --beams 2 --items 20 --prompt-len 5", out);
     assert_int_equal(check_lines(out, names, "generate"), 2);
