@@ -101,9 +101,12 @@ static int forward(Model *m, const Batch *batch, int all_positions, const float 
     int *tok = xmalloc((size_t)N * sizeof(int)), *rows = xmalloc((size_t)N * sizeof(int)),
         *tgt = xmalloc((size_t)N * sizeof(int));
     int n = 0;
+    double tokens = 0, attn_pairs = 0;
     for (int b = 0; b < B; b++) {
         const int len = batch->lengths[b];
         if (len < 0 || len > T) fail("batch: lengths[%d] = %d outside [0, %d]", b, len, T);
+        tokens += len;
+        attn_pairs += 0.5 * len * (len + 1.0);
         for (int t = 0; t < T; t++) {
             int id = batch->tokens[b * T + t];
             if (t < len && (id < 0 || id >= c->vocab_size))
@@ -156,6 +159,9 @@ static int forward(Model *m, const Batch *batch, int all_positions, const float 
     if (n > 0) be->download(m->head_lp, a->head_lp, (size_t)n * sizeof(float));
     a->head_grad_done = pos_weight != NULL;
     m->n_head = n;
+    m->last_fwd_flops = model_forward_flops(c, tokens, attn_pairs, n);
+    m->work_flops += m->last_fwd_flops;
+    m->work_tokens += tokens;
     return n;
 }
 
@@ -240,6 +246,7 @@ void model_backward(Model *m, const float *weight_host) {
         be->rmsnorm_bwd(a->dres, G(g->ln1), a->dtmp, L->x, w->ln1, L->rstd1, N, C);
     }
     if (!fz) be->embedding_bwd(m->g.embed, a->dres, a->tokens, N, C, c->vocab_size);
+    m->work_flops += 2 * m->last_fwd_flops;
 #undef G
 #undef LORA_BWD
 }
@@ -276,6 +283,13 @@ void model_hidden(Model *m, const Batch *batch, float *hidden_host) {
     act_download(m->be, hidden_host, m->acts.lnf, (size_t)B * T * C);
     for (int i = 0; i < B * T; i++)
         if (i % T >= batch->lengths[i / T]) memset(hidden_host + (size_t)i * C, 0, (size_t)C * sizeof(float));
+}
+
+double model_forward_flops(const ModelConfig *c, double tokens, double attn_pairs, double head_rows) {
+    const double C = c->dim, QD = (double)c->n_heads * c->head_dim, KVD = (double)c->n_kv_heads * c->head_dim;
+    const double layer_w = C * QD + 2 * C * KVD + QD * C + 3 * C * c->ffn_dim;
+    return 2 * layer_w * c->n_layers * tokens + 4.0 * c->n_layers * QD * attn_pairs +
+           2.0 * c->vocab_size * C * head_rows;
 }
 
 double model_grad_norm(Model *m) {

@@ -103,6 +103,12 @@ typedef struct {
     // model has none, e.g. `sprec init`); kept in the checkpoint verbatim
     char *tokenizer_json; size_t tokenizer_json_len;
     char *tokenizer_config_json; size_t tokenizer_config_json_len;
+    // Work done by model_forward and model_backward since model_create, counted
+    // on the host over valid tokens only: model FLOPs (model_forward_flops; a
+    // backward counts twice its forward) and the forward's tokens. Stage timing
+    // (host/train/stage_time.h) reads the difference across a stage.
+    double work_flops, work_tokens;
+    double last_fwd_flops;       // the last forward's share, for its backward
     // LoRA adapters (host/model/lora.h); NULL = full fine-tuning. While set, the base
     // parameters are frozen: model_backward leaves m->grads untouched.
     struct Lora *lora;
@@ -154,6 +160,12 @@ void model_hidden(Model *m, const Batch *batch, float *hidden_host);
 // the training forward computes them (Hugging Face's float32 angles, Llama-3.1
 // frequency scaling when configured).
 void rope_tables_host(const ModelConfig *c, int P, float *cos_out, float *sin_out);
+// Model FLOPs of a forward over sequences holding `tokens` valid tokens in
+// all, `attn_pairs` causal (query, key) pairs (sum over sequences of
+// len * (len + 1) / 2) and `head_rows` scored rows (bench/README.md, "Stage
+// FLOPs"): 2 * (linear weights of the layers) * tokens + 2 * 2 * layers * NH*D
+// * attn_pairs (QK^T and PV) + 2 * V * C * head_rows. A backward is twice that.
+double model_forward_flops(const ModelConfig *c, double tokens, double attn_pairs, double head_rows);
 // Global L2 norm of the gradient of the trainable parameters (the adapters
 // when LoRA is enabled), double accumulation.
 double model_grad_norm(Model *m);
