@@ -3,6 +3,7 @@
 // PyTorch twins are bench/torch_cpu.py and bench/torch_cuda.py).
 //   --mode sft       full SFT training steps (forward, backward, AdamW) and the
 //                    machine's own sgemm rate measured in the same process
+//   --mode forward   the forward alone (a reference pass or prefill), then the sgemm rate
 //   --mode dpo       full DPO steps (host/train/dpo.h dpo_step on --batch pairs with
 //                    precomputed reference log-probs, then AdamW)
 //   --mode logprob   the fused linear log-prob head alone: logprob_fwd_bwd (SFT), then
@@ -242,6 +243,14 @@ static void bench_train_model(const Bench *bn, Model *m, AdamW *opt) {
     adamw_create(opt, m, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, 0);
 }
 
+// The machine's own sgemm rate, measured in the same process right after a
+// step's timing: the yardstick the step's GFLOP/s is read against.
+static void print_sgemm_line(void) {
+    printf("{\"name\": \"sgemm_1024\", \"impl\": \"openblas\", \"device\": \"cpu\", \"threads\": %d, "
+           "\"tokens_per_s\": null, \"ms_per_step\": null, \"peak_bytes\": null, \"gflops\": %.2f, \"mfu\": null}\n",
+           omp_get_max_threads(), sgemm_gflops(1024, 10));
+}
+
 // ---- sft ---------------------------------------------------------------------------------
 
 static void bench_sft(Bench *bn) {
@@ -296,11 +305,40 @@ static void bench_sft(Bench *bn) {
            bn->name, be->name, storage_name(be), omp_get_max_threads(), c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
            c.ffn_dim, c.vocab_size, T, B, bn->loss_frac, tokens / st.median, 1e3 * st.median, 1e3 * st.mean,
            1e3 * st.min, peak, flops_tok * tokens / st.median / 1e9, mfu, loss, extra);
-    printf("{\"name\": \"sgemm_1024\", \"impl\": \"openblas\", \"device\": \"cpu\", \"threads\": %d, "
-           "\"tokens_per_s\": null, \"ms_per_step\": null, \"peak_bytes\": null, \"gflops\": %.2f, \"mfu\": null}\n",
-           omp_get_max_threads(), sgemm_gflops(1024, 10));
+    print_sgemm_line();
     free(w); free(times); batch_free(&batch);
     adamw_free(&opt, &m);
+    model_free(&m);
+}
+
+// ---- forward ------------------------------------------------------------------------------
+
+// The forward alone over --batch sequences of --seq (a reference pass or a
+// prefill): model_forward with the head on the last --loss-frac of each.
+// FLOPs: the model's own count of that forward (model_forward_flops: the head
+// on the scored rows only); then the same run's sgemm line.
+static void bench_forward(Bench *bn) {
+    const Backend *be = bn->be;
+    const int B = bn->B, T = bn->T, steps = bn->steps, warmup = bn->warmup;
+    Model m;
+    model_create(&m, &bn->c, be);
+    model_init_random(&m, 1, 0.02f);
+    Batch batch;
+    Rng r;
+    rng_seed(&r, 7);
+    random_batch(&batch, B, T, bn->c.vocab_size, bn->loss_frac, &r, NULL);
+    double *times = xmalloc((size_t)steps * sizeof(double));
+    for (int s = 0; s < warmup + steps; s++) {
+        double t0 = now_seconds();
+        model_forward(&m, &batch, 0);   // downloads the log-probs: synchronised
+        if (s >= warmup) times[s - warmup] = now_seconds() - t0;
+    }
+    const Stats st = stats_of(times, steps);
+    print_head(bn);
+    printf("\"seq\": %d, \"batch\": %d, \"loss_frac\": %.3f, ", T, B, bn->loss_frac);
+    print_tail(be, &st, (double)B * T, m.last_fwd_flops, -1, -1);
+    if (!backend_supports(be, BACKEND_MEM_STATS)) print_sgemm_line();
+    free(times); batch_free(&batch);
     model_free(&m);
 }
 
@@ -630,7 +668,7 @@ static void bench_generate(Bench *bn, int P, int W, int items, int Lp) {
 
 int cmd_bench(int argc, char **argv) {
     if (cli_has_flag(argc, argv, "--help")) {
-        printf("usage: sprec bench [--mode sft|dpo|logprob|generate|attention] [--name NAME] [--device cpu|cpu-bf16|cuda]\n"
+        printf("usage: sprec bench [--mode sft|dpo|forward|logprob|generate|attention] [--name NAME] [--device cpu|cpu-bf16|cuda]\n"
                "                   [--threads N]\n"
                "                   [--dim 256] [--layers 4] [--heads 4] [--kv-heads 4] [--ffn 688] [--vocab 8192]\n"
                "                   [--seq 256] [--batch 8] [--steps 5] [--warmup 2] [--loss-frac 0.5]\n"
@@ -640,6 +678,8 @@ int cmd_bench(int argc, char **argv) {
                "Times the engine on random weights and tokens; prints one JSON object per result line.\n"
                "  sft       full SFT steps (forward, backward, AdamW) on --batch sequences of --seq, the loss on\n"
                "            the last --loss-frac of each; then the machine's sgemm rate\n"
+               "  forward   the forward alone (a reference pass): --batch sequences of --seq, the head on the last\n"
+               "            --loss-frac of each; then the machine's sgemm rate\n"
                "  dpo       full DPO steps on --batch pairs (2 x batch sequences of --seq, completion = the last\n"
                "            --loss-frac), reference log-probs precomputed, beta 0.1, AdamW\n"
                "  logprob   the fused log-prob head alone: --tokens rows of --dim against --vocab, fwd + bwd in\n"
@@ -660,8 +700,8 @@ int cmd_bench(int argc, char **argv) {
     bn.mode = mode ? mode : "sft";
     const int attention = !strcmp(bn.mode, "attention");
     if (strcmp(bn.mode, "sft") && strcmp(bn.mode, "dpo") && strcmp(bn.mode, "logprob") && strcmp(bn.mode, "generate") &&
-        !attention)
-        fail("sprec bench: --mode must be sft, dpo, logprob, generate or attention, got '%s'", bn.mode);
+        strcmp(bn.mode, "forward") && !attention)
+        fail("sprec bench: --mode must be sft, dpo, forward, logprob, generate or attention, got '%s'", bn.mode);
     if (!attention && (ragged || cli_flag_value(argc, argv, "--head-dim")))
         fail("sprec bench: --head-dim and --ragged are for --mode attention");
     const char *name = cli_flag_value(argc, argv, "--name");
@@ -701,6 +741,7 @@ int cmd_bench(int argc, char **argv) {
     bn.be = device_open(device ? device : "cpu", opt_int(argc, argv, "--threads", omp_get_max_threads()));
     if (!strcmp(bn.mode, "sft")) bench_sft(&bn);
     else if (!strcmp(bn.mode, "dpo")) bench_dpo(&bn);
+    else if (!strcmp(bn.mode, "forward")) bench_forward(&bn);
     else if (!strcmp(bn.mode, "logprob")) bench_logprob(&bn, tokens);
     else if (attention) bench_attention(&bn, c->n_heads, c->n_kv_heads, c->head_dim, ragged);
     else bench_generate(&bn, prompts, beams, items, prompt_len);

@@ -73,6 +73,14 @@ static void test_bench_modes(void **state) {
     assert_string_equal(names[0], "d");
     assert_non_null(strstr(out, "\"tokens\": 64,"));          // 2 pairs x 2 sides x 16
     assert_non_null(strstr(out, "\"pairs\": 2,"));
+    // forward: the forward alone, then the same run's sgemm line; its FLOPs are the
+    // model's own count over 2 x 16 tokens: 2 * (linear weights 9216) * 32 + 4 * (NH*D 32) *
+    // (2 x 136 causal pairs) + 2 * (V*C 256 x 32) * (16 scored rows, the last half of each)
+    run_mode("forward", "", out);
+    assert_int_equal(check_lines(out, names, "forward"), 2);
+    assert_string_equal(names[0], "forward");
+    assert_string_equal(names[1], "sgemm_1024");
+    assert_non_null(strstr(out, "\"flops_per_step\": 886784,"));
     // logprob: --tokens rows, extra memory reported; the one-pass head (SFT), then the
     // two-pass one (DPO), on the same inputs: the same loss
     run_mode("logprob", "--tokens 40", out);
@@ -179,7 +187,7 @@ static void test_bench_attention(void **state) {
 
 static void test_bench_bad_flags(void **state) {
     (void)state;
-    expect_error(TINY " --mode ppo", "--mode must be sft, dpo, logprob, generate or attention", NULL);
+    expect_error(TINY " --mode ppo", "--mode must be sft, dpo, forward, logprob, generate or attention", NULL);
     expect_error(TINY " --bogus 3", "unknown flag '--bogus'", NULL);
     expect_error(TINY " --mode logprob --tokens 0", "--tokens must be a positive integer", NULL);
     expect_error(TINY " --beams", "--beams needs a value", NULL);
