@@ -39,9 +39,10 @@ if [[ ${DEVICE:-cpu} == cuda ]]; then
         read -r name batch args <<< "$s"
         # DPO: batch/2 pairs, the same number of sequences as the SFT step
         sft="$args --batch $batch" dpo="$args --batch $((batch / 2))"
-        echo "bench: $name: sprec (cuda) sft, dpo, generate ..." >&2
+        echo "bench: $name: sprec (cuda) sft, dpo, forward, generate ..." >&2
         run build/sprec bench --device cuda --mode sft --name "$name" $sft $common
         run build/sprec bench --device cuda --mode dpo --name "$name" $dpo $common
+        run build/sprec bench --device cuda --mode forward --name "$name" $sft $common   # a reference pass (no PyTorch row)
         run build/sprec bench --device cuda --mode generate --name "$name-gen" $args $gen $common
         if ((have_torch)); then
             echo "bench: $name: pytorch sft, dpo, generate ..." >&2
