@@ -151,6 +151,15 @@ typedef struct Backend {
     void (*logprob_bwd)(float *dh, float *dw, const void *h, const void *w,
                         const int *rows, const int *targets, const float *lse,
                         const float *weight, int n, int C, int V);
+    // Both in one pass, for a loss whose weights are known before the forward
+    // (SFT): the log-probs and lse of logprob_fwd (the same values, bit for
+    // bit) and the gradient of logprob_bwd, each chunk's logits computed once
+    // and turned into their gradient in place, so the head costs three GEMMs
+    // per chunk instead of four. Rows of weight 0 get their log-prob and add
+    // nothing to dh (their h row must be finite: it meets a zero in dw's GEMM).
+    void (*logprob_fwd_bwd)(float *logprob, float *lse, float *dh, float *dw, const void *h,
+                            const void *w, const int *rows, const int *targets, const float *weight,
+                            int n, int C, int V);
 
     // ---- optimizer --------------------------------------------------------
     // One AdamW step over a whole flat buffer in one launch: for each of the

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # make bench: the engine (`sprec bench`) side by side with PyTorch on the same shapes and thread
 # count, in one run; prints the JSON lines of both and tables with the ratio.
-# DEVICE=cpu (default): SFT steps on three shapes against bench/torch_cpu.py, plus a small DPO step
-#   and the log-prob head alone (sprec's fused head vs PyTorch's materialised log_softmax + gather).
+# DEVICE=cpu (default): SFT steps on four shapes against bench/torch_cpu.py, plus a small DPO step
+#   and the log-prob head alone (sprec's fused head vs PyTorch's materialised log_softmax + gather); at dim 576 /
+#   vocab 49152 also the forward alone and constrained beam decoding (sprec only), each read against the sgemm
+#   rate of the same run (docs/PERFORMANCE.md's goals).
 # DEVICE=cuda: against bench/torch_cuda.py (bf16 autocast, SDPA) on a SmolLM2-135M and a Llama-3.2-1B
 #   shape at seq 512: SFT step, DPO step (precomputed reference log-probs on both sides; PyTorch also
 #   with a reference forward per step), catalogue-constrained generation (greedy and beam 4), and the
@@ -37,9 +39,10 @@ if [[ ${DEVICE:-cpu} == cuda ]]; then
         read -r name batch args <<< "$s"
         # DPO: batch/2 pairs, the same number of sequences as the SFT step
         sft="$args --batch $batch" dpo="$args --batch $((batch / 2))"
-        echo "bench: $name: sprec (cuda) sft, dpo, generate ..." >&2
+        echo "bench: $name: sprec (cuda) sft, dpo, forward, generate ..." >&2
         run build/sprec bench --device cuda --mode sft --name "$name" $sft $common
         run build/sprec bench --device cuda --mode dpo --name "$name" $dpo $common
+        run build/sprec bench --device cuda --mode forward --name "$name" $sft $common   # a reference pass (no PyTorch row)
         run build/sprec bench --device cuda --mode generate --name "$name-gen" $args $gen $common
         if ((have_torch)); then
             echo "bench: $name: pytorch sft, dpo, generate ..." >&2
@@ -135,6 +138,10 @@ shapes=(
   "medium sft --dim 576 --layers 4 --heads 9 --kv-heads 3 --ffn 1536 --vocab 8192 --seq 512 --batch 8"
   "small-dpo dpo --dim 256 --layers 4 --heads 4 --kv-heads 4 --ffn 688  --vocab 8192 --seq 256 --batch 4"
   "logprob-v8192 logprob --dim 256 --vocab 8192 --tokens 2048"
+  "v49152-fullloss sft --dim 576 --layers 4 --heads 9 --kv-heads 3 --ffn 1536 --vocab 49152 --seq 512 --batch 4"
+  "v49152-forward forward --dim 576 --layers 4 --heads 9 --kv-heads 3 --ffn 1536 --vocab 49152 --seq 512 --batch 4"
+  "v49152-gen generate --dim 576 --layers 4 --heads 9 --kv-heads 3 --ffn 1536 --vocab 49152 --prompts 16 --beams 4 --items 200 --prompt-len 64"
+  "logprob-v49152 logprob --dim 576 --vocab 49152 --tokens 2048"
 )
 have_torch=1
 python3 -c "import torch, transformers" 2>/dev/null || { have_torch=0; echo "bench: torch/transformers missing (scripts/setup.sh --python installs them); engine only" >&2; }
@@ -145,7 +152,7 @@ for s in "${shapes[@]}"; do
     # so the -fullloss shape (loss on every position) compares the rest of the engine
     extra=""; [[ $name == *fullloss ]] && extra="--loss-frac 1"
     build/sprec bench --mode "$mode" --name "$name" $args $extra --threads "$threads" --steps "$steps" --warmup 2 | tee -a "$out"
-    if ((have_torch)); then
+    if ((have_torch)) && [[ $mode != forward && $mode != generate ]]; then   # torch_cpu.py has no such mode
         echo "bench: $name: pytorch ..." >&2
         python3 bench/torch_cpu.py --mode "$mode" --name "$name" $args --threads "$threads" --steps "$steps" --warmup 2 \
             --tied --json-only | tee -a "$out"
@@ -154,22 +161,29 @@ done
 python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-sgemm = [r for r in rows if r["name"].startswith("sgemm")]
-steps = [r for r in rows if not r["name"].startswith("sgemm")]
-g = sgemm[0]["gflops"] if sgemm else float("nan")
+# each sft/forward run prints the sgemm rate of its own process right after its step: its yardstick;
+# the other modes are read against the latest sgemm line before them
+def sgemm_for(i, mode):
+    cand = rows[i + 1:] if mode in ("sft", "forward") else rows[i::-1]
+    cand = [r for r in cand if r["name"].startswith("sgemm")]
+    return cand[0]["gflops"] if cand else float("nan")
 print()
-print(f"| shape | mode | threads | sprec tok/s | PyTorch tok/s | ratio | sprec GFLOP/s | PyTorch GFLOP/s | OpenBLAS sgemm GFLOP/s |")
-print("|---|---|---|---|---|---|---|---|---|")
-for name in dict.fromkeys(r["name"] for r in steps):
-    s = next(r for r in steps if r["name"] == name and r["impl"] == "sprec")
-    t = next((r for r in steps if r["name"] == name and r["impl"] == "pytorch"), None)
+print(f"| shape | mode | threads | sprec tok/s | PyTorch tok/s | ratio | sprec GFLOP/s | PyTorch GFLOP/s | sgemm GFLOP/s (same run) | sprec / sgemm |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for i, s in enumerate(rows):
+    if s["impl"] != "sprec":
+        continue
+    name = s["name"]
+    t = next((r for r in rows if r["name"] == name and r["impl"] == "pytorch"), None)
     mode = s.get("mode", "sft")
     if mode == "logprob":
         shape = f'{name} ({s["tokens"]} tokens, dim {s["dim"]}, vocab {s["vocab"]})'
+    elif mode == "generate":
+        shape = f'{name} ({s["prompts"]} prompts of {s["prompt_len"]}, dim {s["dim"]}, {s["layers"]} layers, vocab {s["vocab"]})'
     else:
-        shape = f'{name} (dim {s["dim"]}, {s["layers"]} layers, seq {s["seq"]}, batch {s["batch"]})'
-    if t:
-        print(f'| {shape} | {mode} | {s["threads"]} | {s["tokens_per_s"]:.0f} | {t["tokens_per_s"]:.0f} | {s["tokens_per_s"]/t["tokens_per_s"]:.2f}x | {s["gflops"]:.1f} | {t["gflops"]:.1f} | {g:.1f} |')
-    else:
-        print(f'| {shape} | {mode} | {s["threads"]} | {s["tokens_per_s"]:.0f} | - | - | {s["gflops"]:.1f} | - | {g:.1f} |')
+        shape = f'{name} (dim {s["dim"]}, {s["layers"]} layers, vocab {s["vocab"]}, seq {s["seq"]}, batch {s["batch"]})'
+    g = sgemm_for(i, mode)
+    tt = f'{t["tokens_per_s"]:.0f} | {s["tokens_per_s"]/t["tokens_per_s"]:.2f}x | ' if t else "- | - | "
+    tg = f'{t["gflops"]:.1f}' if t else "-"
+    print(f'| {shape} | {mode} | {s["threads"]} | {s["tokens_per_s"]:.0f} | {tt}{s["gflops"]:.1f} | {tg} | {g:.1f} | {s["gflops"] / g:.0%} |')
 PY

@@ -3,9 +3,11 @@
 // PyTorch twins are bench/torch_cpu.py and bench/torch_cuda.py).
 //   --mode sft       full SFT training steps (forward, backward, AdamW) and the
 //                    machine's own sgemm rate measured in the same process
+//   --mode forward   the forward alone (a reference pass or prefill), then the sgemm rate
 //   --mode dpo       full DPO steps (host/train/dpo.h dpo_step on --batch pairs with
 //                    precomputed reference log-probs, then AdamW)
-//   --mode logprob   the fused linear log-prob head alone (logprob_fwd + _bwd)
+//   --mode logprob   the fused linear log-prob head alone: logprob_fwd_bwd (SFT), then
+//                    logprob_fwd + logprob_bwd (DPO, NAME-twopass)
 //   --mode generate  catalogue-constrained greedy and beam decoding (recommend_topk)
 //   --mode attention causal GQA attention alone (attention_fwd + _bwd): the backend's
 //                    own kernel, against PyTorch's SDPA backends (cuDNN, flash, efficient)
@@ -241,6 +243,14 @@ static void bench_train_model(const Bench *bn, Model *m, AdamW *opt) {
     adamw_create(opt, m, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, 0);
 }
 
+// The machine's own sgemm rate, measured in the same process right after a
+// step's timing: the yardstick the step's GFLOP/s is read against.
+static void print_sgemm_line(void) {
+    printf("{\"name\": \"sgemm_1024\", \"impl\": \"openblas\", \"device\": \"cpu\", \"threads\": %d, "
+           "\"tokens_per_s\": null, \"ms_per_step\": null, \"peak_bytes\": null, \"gflops\": %.2f, \"mfu\": null}\n",
+           omp_get_max_threads(), sgemm_gflops(1024, 10));
+}
+
 // ---- sft ---------------------------------------------------------------------------------
 
 static void bench_sft(Bench *bn) {
@@ -255,15 +265,17 @@ static void bench_sft(Bench *bn) {
     rng_seed(&r, 7);
     double mask_sum = 0;
     random_batch(&batch, B, T, c.vocab_size, bn->loss_frac, &r, &mask_sum);
+    // the loss weights, per position, known before the forward (as sft_step)
     float *w = xmalloc((size_t)B * T * sizeof(float));
+    for (int i = 0; i < B * T; i++) w[i] = (float)(batch.mask[i] / mask_sum);
     double *times = xmalloc((size_t)steps * sizeof(double)), loss = 0;
     for (int s = 0; s < warmup + steps; s++) {
         double t0 = now_seconds();
         model_zero_grad(&m);
-        int n = model_forward(&m, &batch, 0);
+        int n = model_forward_with_head_grad(&m, &batch, w);
         loss = 0;
-        for (int i = 0; i < n; i++) { w[i] = (float)(1.0 / mask_sum); loss -= w[i] * m.head_lp[i]; }
-        model_backward(&m, w);
+        for (int i = 0; i < n; i++) loss -= w[m.head_pos[i]] * m.head_lp[i];
+        model_backward(&m, NULL);
         adamw_step(&opt, &m, 1e-4f);
         device_sync(be, m.params);
         if (s >= warmup) times[s - warmup] = now_seconds() - t0;
@@ -293,11 +305,40 @@ static void bench_sft(Bench *bn) {
            bn->name, be->name, storage_name(be), omp_get_max_threads(), c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
            c.ffn_dim, c.vocab_size, T, B, bn->loss_frac, tokens / st.median, 1e3 * st.median, 1e3 * st.mean,
            1e3 * st.min, peak, flops_tok * tokens / st.median / 1e9, mfu, loss, extra);
-    printf("{\"name\": \"sgemm_1024\", \"impl\": \"openblas\", \"device\": \"cpu\", \"threads\": %d, "
-           "\"tokens_per_s\": null, \"ms_per_step\": null, \"peak_bytes\": null, \"gflops\": %.2f, \"mfu\": null}\n",
-           omp_get_max_threads(), sgemm_gflops(1024, 10));
+    print_sgemm_line();
     free(w); free(times); batch_free(&batch);
     adamw_free(&opt, &m);
+    model_free(&m);
+}
+
+// ---- forward ------------------------------------------------------------------------------
+
+// The forward alone over --batch sequences of --seq (a reference pass or a
+// prefill): model_forward with the head on the last --loss-frac of each.
+// FLOPs: the model's own count of that forward (model_forward_flops: the head
+// on the scored rows only); then the same run's sgemm line.
+static void bench_forward(Bench *bn) {
+    const Backend *be = bn->be;
+    const int B = bn->B, T = bn->T, steps = bn->steps, warmup = bn->warmup;
+    Model m;
+    model_create(&m, &bn->c, be);
+    model_init_random(&m, 1, 0.02f);
+    Batch batch;
+    Rng r;
+    rng_seed(&r, 7);
+    random_batch(&batch, B, T, bn->c.vocab_size, bn->loss_frac, &r, NULL);
+    double *times = xmalloc((size_t)steps * sizeof(double));
+    for (int s = 0; s < warmup + steps; s++) {
+        double t0 = now_seconds();
+        model_forward(&m, &batch, 0);   // downloads the log-probs: synchronised
+        if (s >= warmup) times[s - warmup] = now_seconds() - t0;
+    }
+    const Stats st = stats_of(times, steps);
+    print_head(bn);
+    printf("\"seq\": %d, \"batch\": %d, \"loss_frac\": %.3f, ", T, B, bn->loss_frac);
+    print_tail(be, &st, (double)B * T, m.last_fwd_flops, -1, -1);
+    if (!backend_supports(be, BACKEND_MEM_STATS)) print_sgemm_line();
+    free(times); batch_free(&batch);
     model_free(&m);
 }
 
@@ -405,24 +446,36 @@ static void bench_logprob(Bench *bn, int N) {
     for (int i = 0; i < N; i++) wt_h[i] = 1.0f / (float)N;
     be->upload(wt, wt_h, (size_t)N * sizeof(float));
     double *times = xmalloc((size_t)steps * sizeof(double));
-    for (int s = 0; s < warmup + steps; s++) {
-        double t0 = now_seconds();
-        be->zero(dh, (size_t)N * C * sizeof(float));
-        be->zero(dw, (size_t)V * C * sizeof(float));
-        be->logprob_fwd(lp, lse, h, w, rows, tg, N, C, V);
-        be->logprob_bwd(dh, dw, h, w, rows, tg, lse, wt, N, C, V);
-        device_sync(be, dw);
-        if (s >= warmup) times[s - warmup] = now_seconds() - t0;
+    // first the SFT path (logprob_fwd_bwd: each chunk's logits once, three GEMMs), then
+    // the DPO path (logprob_fwd, then logprob_bwd recomputing the logits: four GEMMs), as NAME-twopass
+    for (int fused = 1; fused >= 0; fused--) {
+        for (int s = 0; s < warmup + steps; s++) {
+            double t0 = now_seconds();
+            be->zero(dh, (size_t)N * C * sizeof(float));
+            be->zero(dw, (size_t)V * C * sizeof(float));
+            if (fused) {
+                be->logprob_fwd_bwd(lp, lse, dh, dw, h, w, rows, tg, wt, N, C, V);
+            } else {
+                be->logprob_fwd(lp, lse, h, w, rows, tg, N, C, V);
+                be->logprob_bwd(dh, dw, h, w, rows, tg, lse, wt, N, C, V);
+            }
+            device_sync(be, dw);
+            if (s >= warmup) times[s - warmup] = now_seconds() - t0;
+        }
+        be->download(wt_h, lp, (size_t)N * sizeof(float));
+        double loss = 0;
+        for (int i = 0; i < N; i++) loss -= wt_h[i] / N;
+        long scratch = -1, extra = extra_bytes(be, &mark, &scratch);
+        const Stats st = stats_of(times, steps);
+        char name[300];
+        snprintf(name, sizeof name, fused ? "%s" : "%s-twopass", bn->name);
+        Bench b2 = *bn;
+        b2.name = name;
+        print_head(&b2);
+        printf("\"final_loss\": %.6f, ", loss);
+        if (scratch >= 0) printf("\"scratch_bytes\": %ld, ", scratch);
+        print_tail(be, &st, N, 6.0 * N * (double)V * C, -1, extra);
     }
-    be->download(wt_h, lp, (size_t)N * sizeof(float));
-    double loss = 0;
-    for (int i = 0; i < N; i++) loss -= wt_h[i] / N;
-    long scratch = -1, extra = extra_bytes(be, &mark, &scratch);
-    const Stats st = stats_of(times, steps);
-    print_head(bn);
-    printf("\"final_loss\": %.6f, ", loss);
-    if (scratch >= 0) printf("\"scratch_bytes\": %ld, ", scratch);
-    print_tail(be, &st, N, 6.0 * N * (double)V * C, -1, extra);
     free(times); free(wt_h);
     be->free(h); be->free(w); be->free(rows); be->free(tg);
     be->free(lp); be->free(lse); be->free(wt); be->free(dh); be->free(dw);
@@ -615,7 +668,7 @@ static void bench_generate(Bench *bn, int P, int W, int items, int Lp) {
 
 int cmd_bench(int argc, char **argv) {
     if (cli_has_flag(argc, argv, "--help")) {
-        printf("usage: sprec bench [--mode sft|dpo|logprob|generate|attention] [--name NAME] [--device cpu|cpu-bf16|cuda]\n"
+        printf("usage: sprec bench [--mode sft|dpo|forward|logprob|generate|attention] [--name NAME] [--device cpu|cpu-bf16|cuda]\n"
                "                   [--threads N]\n"
                "                   [--dim 256] [--layers 4] [--heads 4] [--kv-heads 4] [--ffn 688] [--vocab 8192]\n"
                "                   [--seq 256] [--batch 8] [--steps 5] [--warmup 2] [--loss-frac 0.5]\n"
@@ -625,9 +678,12 @@ int cmd_bench(int argc, char **argv) {
                "Times the engine on random weights and tokens; prints one JSON object per result line.\n"
                "  sft       full SFT steps (forward, backward, AdamW) on --batch sequences of --seq, the loss on\n"
                "            the last --loss-frac of each; then the machine's sgemm rate\n"
+               "  forward   the forward alone (a reference pass): --batch sequences of --seq, the head on the last\n"
+               "            --loss-frac of each; then the machine's sgemm rate\n"
                "  dpo       full DPO steps on --batch pairs (2 x batch sequences of --seq, completion = the last\n"
                "            --loss-frac), reference log-probs precomputed, beta 0.1, AdamW\n"
-               "  logprob   the fused log-prob head alone: --tokens rows of --dim against --vocab, fwd + bwd\n"
+               "  logprob   the fused log-prob head alone: --tokens rows of --dim against --vocab, fwd + bwd in\n"
+               "            one pass (SFT), then as two passes (DPO; the line NAME-twopass)\n"
                "  generate  catalogue-constrained greedy and --beams beam decoding of --prompts prompts of\n"
                "            --prompt-len tokens over a random trie of --items titles (one line each)\n"
                "  attention causal GQA attention alone: attention_fwd + attention_bwd on q[batch, seq, heads,\n"
@@ -644,8 +700,8 @@ int cmd_bench(int argc, char **argv) {
     bn.mode = mode ? mode : "sft";
     const int attention = !strcmp(bn.mode, "attention");
     if (strcmp(bn.mode, "sft") && strcmp(bn.mode, "dpo") && strcmp(bn.mode, "logprob") && strcmp(bn.mode, "generate") &&
-        !attention)
-        fail("sprec bench: --mode must be sft, dpo, logprob, generate or attention, got '%s'", bn.mode);
+        strcmp(bn.mode, "forward") && !attention)
+        fail("sprec bench: --mode must be sft, dpo, forward, logprob, generate or attention, got '%s'", bn.mode);
     if (!attention && (ragged || cli_flag_value(argc, argv, "--head-dim")))
         fail("sprec bench: --head-dim and --ragged are for --mode attention");
     const char *name = cli_flag_value(argc, argv, "--name");
@@ -685,6 +741,7 @@ int cmd_bench(int argc, char **argv) {
     bn.be = device_open(device ? device : "cpu", opt_int(argc, argv, "--threads", omp_get_max_threads()));
     if (!strcmp(bn.mode, "sft")) bench_sft(&bn);
     else if (!strcmp(bn.mode, "dpo")) bench_dpo(&bn);
+    else if (!strcmp(bn.mode, "forward")) bench_forward(&bn);
     else if (!strcmp(bn.mode, "logprob")) bench_logprob(&bn, tokens);
     else if (attention) bench_attention(&bn, c->n_heads, c->n_kv_heads, c->head_dim, ragged);
     else bench_generate(&bn, prompts, beams, items, prompt_len);

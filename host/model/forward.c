@@ -85,7 +85,9 @@ static void rope_tables(Model *m, int T) {
 
 // ---- forward -----------------------------------------------------------------
 
-int model_forward(Model *m, const Batch *batch, int all_positions) {
+// The forward of model_forward; with pos_weight (host, [B*T]) also the head's
+// gradient of -sum_i pos_weight[head_pos[i]] * logprob[i] (model_forward_with_head_grad).
+static int forward(Model *m, const Batch *batch, int all_positions, const float *pos_weight) {
     const ModelConfig *c = &m->cfg;
     const Backend *be = m->be;
     const int B = batch->B, T = batch->T, N = B * T, C = c->dim;
@@ -99,9 +101,12 @@ int model_forward(Model *m, const Batch *batch, int all_positions) {
     int *tok = xmalloc((size_t)N * sizeof(int)), *rows = xmalloc((size_t)N * sizeof(int)),
         *tgt = xmalloc((size_t)N * sizeof(int));
     int n = 0;
+    double tokens = 0, attn_pairs = 0;
     for (int b = 0; b < B; b++) {
         const int len = batch->lengths[b];
         if (len < 0 || len > T) fail("batch: lengths[%d] = %d outside [0, %d]", b, len, T);
+        tokens += len;
+        attn_pairs += 0.5 * len * (len + 1.0);
         for (int t = 0; t < T; t++) {
             int id = batch->tokens[b * T + t];
             if (t < len && (id < 0 || id >= c->vocab_size))
@@ -118,6 +123,11 @@ int model_forward(Model *m, const Batch *batch, int all_positions) {
     be->upload(a->lengths, batch->lengths, (size_t)B * sizeof(int));
     be->upload(a->rows, rows, (size_t)n * sizeof(int));
     be->upload(a->targets, tgt, (size_t)n * sizeof(int));
+    if (pos_weight) {   // the head rows' loss weights, in tgt (no longer needed)
+        float *hw = (float *)tgt;
+        for (int i = 0; i < n; i++) hw[i] = pos_weight[m->head_pos[i]];
+        be->upload(a->head_w, hw, (size_t)n * sizeof(float));
+    }
     free(tok); free(rows); free(tgt);
     a->cur_B = B; a->cur_T = T; a->n_head = n;
 
@@ -136,13 +146,31 @@ int model_forward(Model *m, const Batch *batch, int all_positions) {
         be->residual_rmsnorm_fwd(last ? a->out : Ln->x, last ? a->lnf : Ln->ln1, last ? a->rstdf : Ln->rstd1,
                                  L->x2, a->tmp, last ? m->w.norm : m->w.layers[l + 1].ln1, c->rms_eps, N, C);
     }
-    if (n > 0) {
+    if (pos_weight) {
+        // d lnf (model_backward's first gradient) and the head's weight gradient, from the same logits
+        be->zero(a->dtmp, (size_t)N * C * sizeof(float));
+        if (n > 0)
+            be->logprob_fwd_bwd(a->head_lp, a->head_lse, a->dtmp, m->lora ? NULL : m->g.lm_head, a->lnf,
+                                m->w.lm_head, a->rows, a->targets, a->head_w, n, C, c->vocab_size);
+    } else if (n > 0) {
         be->logprob_fwd(a->head_lp, a->head_lse, a->lnf, m->w.lm_head, a->rows, a->targets, n, C,
                         c->vocab_size);
-        be->download(m->head_lp, a->head_lp, (size_t)n * sizeof(float));
     }
+    if (n > 0) be->download(m->head_lp, a->head_lp, (size_t)n * sizeof(float));
+    a->head_grad_done = pos_weight != NULL;
     m->n_head = n;
+    m->last_fwd_flops = model_forward_flops(c, tokens, attn_pairs, n);
+    m->work_flops += m->last_fwd_flops;
+    m->work_tokens += tokens;
     return n;
+}
+
+int model_forward(Model *m, const Batch *batch, int all_positions) {
+    return forward(m, batch, all_positions, NULL);
+}
+
+int model_forward_with_head_grad(Model *m, const Batch *batch, const float *pos_weight) {
+    return forward(m, batch, 0, pos_weight);
 }
 
 // ---- backward ----------------------------------------------------------------
@@ -162,12 +190,18 @@ void model_backward(Model *m, const float *weight_host) {
 #define G(p) (fz ? NULL : (p))
 #define LORA_BWD(t, dinp, dout, inp) do { if (lo) lora_bwd(m, l, t, dinp, dout, inp, N); } while (0)
 
-    // head: d lnf, then through the final norm into the residual stream
-    be->zero(a->dtmp, (size_t)N * C * sizeof(float));
-    if (n > 0) {
-        if (weight_host) be->upload(a->head_w, weight_host, (size_t)n * sizeof(float));
-        be->logprob_bwd(a->dtmp, G(m->g.lm_head), a->lnf, m->w.lm_head, a->rows, a->targets,
-                        a->head_lse, a->head_w, n, C, c->vocab_size);
+    // head: d lnf (already in dtmp after model_forward_with_head_grad), then
+    // through the final norm into the residual stream
+    if (a->head_grad_done) {
+        check(weight_host == NULL, "model_backward: the head's gradient came with the forward; pass no weights");
+        a->head_grad_done = 0;
+    } else {
+        be->zero(a->dtmp, (size_t)N * C * sizeof(float));
+        if (n > 0) {
+            if (weight_host) be->upload(a->head_w, weight_host, (size_t)n * sizeof(float));
+            be->logprob_bwd(a->dtmp, G(m->g.lm_head), a->lnf, m->w.lm_head, a->rows, a->targets,
+                            a->head_lse, a->head_w, n, C, c->vocab_size);
+        }
     }
     be->zero(a->dres, (size_t)N * C * sizeof(float));
     be->rmsnorm_bwd(a->dres, G(m->g.norm), a->dtmp, a->out, m->w.norm, a->rstdf, N, C);
@@ -212,6 +246,7 @@ void model_backward(Model *m, const float *weight_host) {
         be->rmsnorm_bwd(a->dres, G(g->ln1), a->dtmp, L->x, w->ln1, L->rstd1, N, C);
     }
     if (!fz) be->embedding_bwd(m->g.embed, a->dres, a->tokens, N, C, c->vocab_size);
+    m->work_flops += 2 * m->last_fwd_flops;
 #undef G
 #undef LORA_BWD
 }
@@ -248,6 +283,13 @@ void model_hidden(Model *m, const Batch *batch, float *hidden_host) {
     act_download(m->be, hidden_host, m->acts.lnf, (size_t)B * T * C);
     for (int i = 0; i < B * T; i++)
         if (i % T >= batch->lengths[i / T]) memset(hidden_host + (size_t)i * C, 0, (size_t)C * sizeof(float));
+}
+
+double model_forward_flops(const ModelConfig *c, double tokens, double attn_pairs, double head_rows) {
+    const double C = c->dim, QD = (double)c->n_heads * c->head_dim, KVD = (double)c->n_kv_heads * c->head_dim;
+    const double layer_w = C * QD + 2 * C * KVD + QD * C + 3 * C * c->ffn_dim;
+    return 2 * layer_w * c->n_layers * tokens + 4.0 * c->n_layers * QD * attn_pairs +
+           2.0 * c->vocab_size * C * head_rows;
 }
 
 double model_grad_norm(Model *m) {

@@ -84,6 +84,7 @@ typedef struct {
     int *rows, *targets;         // [N] head rows/targets for the current batch
     float *head_lp, *head_lse, *head_w;   // [N]
     int cur_B, cur_T, n_head;    // shape and head rows of the last forward
+    int head_grad_done;          // the last forward already put the head's gradient in dtmp (and dW)
     // backward scratch: dres, dtmp [N,C]; dwide1..3 [N, max(F, NH*D)]; dq [N,NH*D]; dk, dv [N,NKV*D]
     float *dres, *dtmp, *dwide1, *dwide2, *dwide3, *dq, *dk, *dv;
 } Acts;
@@ -102,6 +103,12 @@ typedef struct {
     // model has none, e.g. `sprec init`); kept in the checkpoint verbatim
     char *tokenizer_json; size_t tokenizer_json_len;
     char *tokenizer_config_json; size_t tokenizer_config_json_len;
+    // Work done by model_forward and model_backward since model_create, counted
+    // on the host over valid tokens only: model FLOPs (model_forward_flops; a
+    // backward counts twice its forward) and the forward's tokens. Stage timing
+    // (host/train/stage_time.h) reads the difference across a stage.
+    double work_flops, work_tokens;
+    double last_fwd_flops;       // the last forward's share, for its backward
     // LoRA adapters (host/model/lora.h); NULL = full fine-tuning. While set, the base
     // parameters are frozen: model_backward leaves m->grads untouched.
     struct Lora *lora;
@@ -128,6 +135,15 @@ typedef struct {
 // all_positions, mask[b,t] != 0: log p(tokens[b,t] | tokens[b,<t]).
 // Returns their count n; m->head_pos[i] = b*T + t and m->head_lp[i] (host).
 int model_forward(Model *m, const Batch *batch, int all_positions);
+// model_forward(m, batch, 0) for a loss whose weights are known before it
+// runs (SFT): pos_weight[b*T + t] (host, [B*T]) weighs the log-prob at
+// position (b, t), and the LM head's gradient of -sum_i pos_weight[head_pos[i]] *
+// logprob[i] (the lm_head's, added into m->grads unless LoRA freezes it, and
+// the head input's) is taken in the same pass over the logits (backend
+// logprob_fwd_bwd: three GEMMs per chunk instead of the forward's one and the
+// backward's three). The log-probs are those of model_forward, bit for bit;
+// the model_backward that follows must be called with weight_host NULL.
+int model_forward_with_head_grad(Model *m, const Batch *batch, const float *pos_weight);
 // Backward of loss = -sum_i weight[i] * logprob[i] over the n positions of the
 // last forward (weight_host[n]). Adds into m->grads. weight_host NULL: the
 // weights are already on the device in m->acts.head_w (dpo_step writes them
@@ -144,6 +160,12 @@ void model_hidden(Model *m, const Batch *batch, float *hidden_host);
 // the training forward computes them (Hugging Face's float32 angles, Llama-3.1
 // frequency scaling when configured).
 void rope_tables_host(const ModelConfig *c, int P, float *cos_out, float *sin_out);
+// Model FLOPs of a forward over sequences holding `tokens` valid tokens in
+// all, `attn_pairs` causal (query, key) pairs (sum over sequences of
+// len * (len + 1) / 2) and `head_rows` scored rows (bench/README.md, "Stage
+// FLOPs"): 2 * (linear weights of the layers) * tokens + 2 * 2 * layers * NH*D
+// * attn_pairs (QK^T and PV) + 2 * V * C * head_rows. A backward is twice that.
+double model_forward_flops(const ModelConfig *c, double tokens, double attn_pairs, double head_rows);
 // Global L2 norm of the gradient of the trainable parameters (the adapters
 // when LoRA is enabled), double accumulation.
 double model_grad_norm(Model *m);

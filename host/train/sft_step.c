@@ -23,13 +23,13 @@ double sft_step(Model *m, AdamW *opt, const Dataset *data, const int *ids, int n
         dataset_batch(data, ids + a, a + batch_size < n_ids ? batch_size : n_ids - a, &batch);
         // dropout masks keyed by the global micro-batch index: a resumed run redraws the same ones
         if (m->lora) lora_set_train(m, 1, micro0 + (uint64_t)mb);
-        int n = model_forward(m, &batch, 0);
-        float *w = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-        for (int i = 0; i < n; i++) {
-            w[i] = (float)(batch.mask[m->head_pos[i]] / mask_sum);
-            loss -= (double)w[i] * m->head_lp[i];
-        }
-        model_backward(m, w);
+        // the loss weights are known before the forward: the head's gradient comes with it
+        const int N = batch.B * batch.T;
+        float *w = xmalloc((size_t)N * sizeof(float));
+        for (int i = 0; i < N; i++) w[i] = (float)(batch.mask[i] / mask_sum);
+        int n = model_forward_with_head_grad(m, &batch, w);
+        for (int i = 0; i < n; i++) loss -= (double)w[m->head_pos[i]] * m->head_lp[i];
+        model_backward(m, NULL);
         if (tokens) for (int b = 0; b < batch.B; b++) *tokens += batch.lengths[b];
         free(w);
         batch_free(&batch);

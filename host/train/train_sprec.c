@@ -21,6 +21,7 @@
 #include "sft_step.h"
 #include "dpo_pairs.h"
 #include "train_run.h"
+#include "stage_time.h"
 #include "io/checkpoint.h"
 #include "rec/evaluate.h"
 #include "model/lora.h"
@@ -270,16 +271,25 @@ static void sprec_end(Sprec *x) {
 void sprec_train(const Config *cfg, int resume, int stop_at) {
     Sprec x;
     sprec_begin(&x, cfg, resume);
+    FILE *times = train_open_log(cfg, "stage_times.jsonl", resume, -1);   // stage_time.h
+    StageClock clk;
     const int done_sft = !strcmp(x.st.stage, "sprec:sft"), done_dpo = !strcmp(x.st.stage, "sprec:dpo");
     const int first_t = (int)x.st.epoch + 1;   // only this iteration can be partly done (a resume)
     for (int t = first_t; t <= x.T; t++) {
         double t0 = now_seconds();
         const int resumed = resume && t == first_t;
         DpoPairs p;
+        stage_clock_reset(&clk);
         draw_prompts(&x, t);                                        // 1.
         if (!(resumed && (done_sft || done_dpo))) {
+            stage_begin(&clk, &x.model);
             self_negatives(&x, &p);                                 // 2.
+            stage_add_decode(&clk, STAGE_NEGATIVES, &x.model, &x.d, SPLIT_TRAIN, x.elig, x.n, p.rejected, p.n,
+                             x.cfg->dpo.beams);
+            stage_end(&clk, STAGE_NEGATIVES, &x.model);
+            stage_begin(&clk, &x.model);
             sft_stage(&x, t);                                       // 3.
+            stage_end(&clk, STAGE_SFT, &x.model);
             // stage checkpoint: the model after SFT + the pairs (negatives of the model before it)
             if (x.root) dpo_pairs_save(&p, x.pairs_path, x.neg_label);
             stage_checkpoint(&x, "sprec:sft");
@@ -287,22 +297,32 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
             dpo_pairs_load(&p, x.pairs_path, x.neg_label);
         }
         if (!(resumed && done_dpo)) {
+            stage_begin(&clk, &x.model);
             dpo_pairs_reference(&x.model, &x.d, &p, x.bs);          // 4. reference = the model after SFT, once
+            stage_end(&clk, STAGE_REFERENCE, &x.model);
+            stage_begin(&clk, &x.model);
             dpo_stage(&x, t, &p);                                   // 5.
+            stage_end(&clk, STAGE_DPO, &x.model);
             stage_checkpoint(&x, "sprec:dpo");
         }
         dpo_pairs_free(&p);
+        stage_begin(&clk, &x.model);
         eval_split(&x, t, "test", x.mf, "sprec %d");                // 6. (and valid unless sprec.eval_valid = false)
         if (x.eval_valid) eval_split(&x, t, "valid", x.vf, "sprec %d valid");
+        stage_add_decode(&clk, STAGE_EVAL, &x.model, &x.d, SPLIT_TEST, NULL, x.eval_rows, NULL, 0, x.beams);
+        if (x.eval_valid) stage_add_decode(&clk, STAGE_EVAL, &x.model, &x.d, SPLIT_VALID, NULL, x.eval_rows, NULL, 0, x.beams);
+        stage_end(&clk, STAGE_EVAL, &x.model);
         x.st.epoch = t;
         snprintf(x.st.stage, sizeof x.st.stage, "sprec");
         if (x.root) {
             checkpoint_save(x.ckpt_path, &x.model, NULL, &x.st);
             remove(x.pairs_path);
         }
+        stage_clock_log(&clk, times, t);
         printf("sprec %d/%d: done in %.1f s, checkpoint %s\n", t, x.T, now_seconds() - t0, x.ckpt_path);
         fflush(stdout);
         if (t == stop_at) { printf("sprec: stopped after iteration %d as asked (--stop-at)\n", t); break; }
     }
+    if (times) fclose(times);
     sprec_end(&x);
 }

@@ -144,6 +144,7 @@ const Backend *backend_cpu(void) {
         .dropout_bwd = cpu_dropout_bwd,
         .logprob_fwd = cpu_logprob_fwd,
         .logprob_bwd = cpu_logprob_bwd,
+        .logprob_fwd_bwd = cpu_logprob_fwd_bwd,
         .adamw_multi = cpu_adamw_multi,
         .sumsq = cpu_sumsq,
         .seq_logprob = cpu_seq_logprob,

@@ -232,6 +232,12 @@ static void bf_logprob_bwd(float *dh, float *dw, const void *h, const void *w, c
     cpu_logprob_bwd_bf16_split(dh, dw, fh, fw, rows, targets, lse, weight, n, C, V);
     free(fh); free(fw);
 }
+static void bf_logprob_fwd_bwd(float *logprob, float *lse, float *dh, float *dw, const void *h, const void *w,
+                               const int *rows, const int *targets, const float *weight, int n, int C, int V) {
+    float *fh = widen(h, head_rows(rows, n) * NN(C)), *fw = widen(w, NN(V) * NN(C));
+    cpu_logprob_fwd_bwd_bf16_split(logprob, lse, dh, dw, fh, fw, rows, targets, weight, n, C, V);
+    free(fh); free(fw);
+}
 
 // ---- optimizer ------------------------------------------------------------------------
 
@@ -308,7 +314,7 @@ static void bf_gather_cols(float *out, const void *logits, const int *off, const
 
 // a new Backend op needs its wrapper here: this count fails the build until then
 // (name and act_bytes, then every function pointer, mem_stats included)
-_Static_assert(sizeof(Backend) == sizeof(const char *) + sizeof(size_t) + 40 * sizeof(void (*)(void)),
+_Static_assert(sizeof(Backend) == sizeof(const char *) + sizeof(size_t) + 41 * sizeof(void (*)(void)),
                "kernels/backend.h changed: wrap the new op in kernels/cpu/bf16_emulated.c and update this count");
 
 const Backend *backend_cpu_bf16(void) {
@@ -326,7 +332,7 @@ const Backend *backend_cpu_bf16(void) {
         .swiglu_fwd = bf_swiglu_fwd, .swiglu_bwd = bf_swiglu_bwd,
         .add = bf_add, .scale = bf_scale, .scale_act = bf_scale_act,
         .dropout_fwd = bf_dropout_fwd, .dropout_bwd = bf_dropout_bwd,
-        .logprob_fwd = bf_logprob_fwd, .logprob_bwd = bf_logprob_bwd,
+        .logprob_fwd = bf_logprob_fwd, .logprob_bwd = bf_logprob_bwd, .logprob_fwd_bwd = bf_logprob_fwd_bwd,
         .adamw_multi = bf_adamw_multi, .sumsq = bf_sumsq, .seq_logprob = bf_seq_logprob, .dpo_loss = bf_dpo_loss,
         .kv_alloc = bf_kv_alloc, .rope_at_fwd = bf_rope_at_fwd, .kv_write = bf_kv_write,
         .attention_cached_fwd = bf_attention_cached_fwd, .kv_gather = bf_kv_gather,

@@ -351,6 +351,14 @@ static void chk_logprob_bwd(float *dh, float *dw, const void *h, const void *w, 
         OPT(dh, FL(hr * C)), OPT(dw, FL((size_t)V * C)), DEV(h, AC(hr * C)), DEV(w, AC((size_t)V * C)),
         DEV(rows, IN(NN(n))), DEV(targets, IN(NN(n))), DEV(lse, FL(NN(n))), DEV(weight, FL(NN(n))));
 }
+static void chk_logprob_fwd_bwd(float *logprob, float *lse, float *dh, float *dw, const void *h, const void *w,
+                                const int *rows, const int *targets, const float *weight, int n, int C, int V) {
+    const size_t hr = rows_of("logprob_fwd_bwd", "rows", rows, NN(n));
+    RUN("logprob_fwd_bwd", cpu->logprob_fwd_bwd(logprob, lse, dh, dw, h, w, rows, targets, weight, n, C, V),
+        DEV(logprob, FL(NN(n))), DEV(lse, FL(NN(n))), OPT(dh, FL(hr * C)), OPT(dw, FL((size_t)V * C)),
+        DEV(h, AC(hr * C)), DEV(w, AC((size_t)V * C)), DEV(rows, IN(NN(n))), DEV(targets, IN(NN(n))),
+        DEV(weight, FL(NN(n))));
+}
 static void chk_adamw_multi(float *p, void *pc, const float *g, float *m, float *v, size_t n,
                             const AdamwTensor *table, int n_tensors, float lr, float beta1, float beta2, float eps,
                             float wd, float bc1, float bc2, float grad_scale) {
@@ -432,7 +440,7 @@ static void chk_gather_cols(float *out, const void *logits, const int *off, cons
 
 // a new Backend op needs its wrapper here: this count fails the build until then
 // (mem_stats, optional and NULL on the CPU, has none: it touches no device buffer)
-_Static_assert(sizeof(Backend) == sizeof(const char *) + sizeof(size_t) + 40 * sizeof(void (*)(void)),
+_Static_assert(sizeof(Backend) == sizeof(const char *) + sizeof(size_t) + 41 * sizeof(void (*)(void)),
                "kernels/backend.h changed: wrap the new op in kernels/cpu/checked.c and update this count");
 
 const Backend *backend_cpu_checked(void) {
@@ -449,7 +457,7 @@ const Backend *backend_cpu_checked(void) {
         .attention_fwd = chk_attention_fwd, .attention_bwd = chk_attention_bwd,
         .swiglu_fwd = chk_swiglu_fwd, .swiglu_bwd = chk_swiglu_bwd,
         .add = chk_add, .scale = chk_scale, .scale_act = chk_scale_act, .dropout_fwd = chk_dropout_fwd, .dropout_bwd = chk_dropout_bwd,
-        .logprob_fwd = chk_logprob_fwd, .logprob_bwd = chk_logprob_bwd,
+        .logprob_fwd = chk_logprob_fwd, .logprob_bwd = chk_logprob_bwd, .logprob_fwd_bwd = chk_logprob_fwd_bwd,
         .adamw_multi = chk_adamw_multi, .sumsq = chk_sumsq, .seq_logprob = chk_seq_logprob, .dpo_loss = chk_dpo_loss,
         .kv_alloc = chk_kv_alloc, .rope_at_fwd = chk_rope_at_fwd, .kv_write = chk_kv_write,
         .attention_cached_fwd = chk_attention_cached_fwd, .kv_gather = chk_kv_gather,

@@ -77,6 +77,12 @@ void cpu_logprob_bwd(float *dh, float *dw, const void *h, const void *w,
 // (hi + lo), as the CUDA head does (kernels/cpu/bf16_emulated.c); h, w fp32.
 void cpu_logprob_bwd_bf16_split(float *dh, float *dw, const float *h, const float *w, const int *rows,
                                 const int *targets, const float *lse, const float *weight, int n, int C, int V);
+void cpu_logprob_fwd_bwd(float *logprob, float *lse, float *dh, float *dw, const void *h, const void *w,
+                         const int *rows, const int *targets, const float *weight, int n, int C, int V);
+// The fused head with the same two-part bf16 logit gradient; h, w fp32.
+void cpu_logprob_fwd_bwd_bf16_split(float *logprob, float *lse, float *dh, float *dw, const float *h,
+                                    const float *w, const int *rows, const int *targets, const float *weight,
+                                    int n, int C, int V);
 // dpo.c: sequence log-probs and the DPO loss with its reweighting (double)
 void cpu_seq_logprob(double *seq_lp, const float *lp, const float *mask, const int *seq, int n, int S);
 void cpu_dpo_loss(double *out, double *w, float *tw, const double *lp, const double *ref,

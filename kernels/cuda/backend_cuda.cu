@@ -29,7 +29,7 @@
 
 static_assert(sizeof(act_t) == CUDA_ACT_BYTES, "act_bytes must describe act_t");
 // a new Backend op needs its entry below (the CPU wrappers count the same way)
-static_assert(sizeof(Backend) == sizeof(const char *) + sizeof(size_t) + 40 * sizeof(void (*)(void)),
+static_assert(sizeof(Backend) == sizeof(const char *) + sizeof(size_t) + 41 * sizeof(void (*)(void)),
               "kernels/backend.h changed: set the new op in make_backend and update this count");
 
 static Backend make_backend(void) {
@@ -65,6 +65,7 @@ static Backend make_backend(void) {
     be.dropout_bwd = cuda_dropout_bwd;
     be.logprob_fwd = cuda_logprob_fwd;
     be.logprob_bwd = cuda_logprob_bwd;
+    be.logprob_fwd_bwd = cuda_logprob_fwd_bwd;
     be.adamw_multi = cuda_adamw_multi;
     be.sumsq = cuda_sumsq;
     be.seq_logprob = cuda_seq_logprob;

@@ -62,6 +62,8 @@ void cuda_logprob_fwd(float *logprob, float *lse, const void *h, const void *w,
 void cuda_logprob_bwd(float *dh, float *dw, const void *h, const void *w,
                       const int *rows, const int *targets, const float *lse,
                       const float *weight, int n, int C, int V);
+void cuda_logprob_fwd_bwd(float *logprob, float *lse, float *dh, float *dw, const void *h, const void *w,
+                          const int *rows, const int *targets, const float *weight, int n, int C, int V);
 void cuda_adamw_multi(float *p, void *pc, const float *g, float *m, float *v, size_t n,
                       const AdamwTensor *table, int n_tensors, float lr, float beta1, float beta2,
                       float eps, float wd, float bc1, float bc2, float grad_scale);

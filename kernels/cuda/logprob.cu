@@ -4,7 +4,7 @@
 // (bf16, as stored) into a contiguous block, computes the chunk's logits with
 // one cuBLASLt GEMM (bf16 x bf16, fp32 accumulate, fp32 logits) and reduces
 // every row with one block, in fp32. The backward recomputes the fp32 logits
-// and carries g = (softmax - onehot) * weight into its two GEMMs as two bf16
+// (the fused forward-backward of SFT reuses the forward's) and carries g = (softmax - onehot) * weight into its two GEMMs as two bf16
 // parts, hi = bf16(g) and lo = bf16(g - hi) (~16 significant bits: a single
 // bf16 rounding measurably slowed training, docs/RESULTS.md), each product
 // accumulating in fp32 into the fp32 gradients. Peak extra memory: chunk x V x
@@ -172,10 +172,36 @@ void cuda_logprob_fwd(float *logprob, float *lse, const void *h, const void *w,
     }
 }
 
-// Gradient of -sum_i weight[i] * logprob[i]: dh[rows[i], :] += g @ w,
-// dw[V,C] += g^T @ h[rows] (dh or dw may be NULL), g the dlogits as its two
-// bf16 parts (two products each). Rows of weight 0 are part of the chunks but
-// contribute exact zeros.
+// The chunk's fp32 logits (in cb.logits, rows i0 .. i0+m) into the gradient
+// of -sum_i weight[i] * logprob[i]: g = (softmax - onehot) * weight as its two
+// bf16 parts, then dh[rows[i], :] += g @ w and dw[V,C] += g^T @ hc (two
+// products each; dh or dw may be NULL).
+static void chunk_grad(const Chunk &cb, float *dh, float *dw, const void *w, const int *rows,
+                       const int *targets, const float *lse, const float *weight, int i0, int m, int C, int V) {
+    cudaStream_t st = cuda_stream();
+    grad_kernel<<<m, ROW_THREADS, 0, st>>>(cb.g, cb.glo, cb.ldg, cb.logits, cb.ldl, targets + i0, lse + i0,
+                                           weight + i0, V);
+    LAUNCH_CHECK();
+    if (dh) {
+        // dhc[m,C] (fp32) = (g + glo)[m,V] @ w[V,C], then added to the scattered rows
+        cuda_gemm_rm(false, false, m, C, V, cb.g, CUDA_R_16BF, cb.ldg, w, CUDA_R_16BF, C,
+                     cb.dhc, CUDA_R_32F, cb.ldd, 0.0f, NULL);
+        cuda_gemm_rm(false, false, m, C, V, cb.glo, CUDA_R_16BF, cb.ldg, w, CUDA_R_16BF, C,
+                     cb.dhc, CUDA_R_32F, cb.ldd, 1.0f, NULL);
+        scatter_add_kernel<<<m, 256, 0, st>>>(dh, cb.dhc, cb.ldd, rows + i0, weight + i0, C);
+        LAUNCH_CHECK();
+    }
+    if (dw) {   // dw[V,C] += (g + glo)^T @ hc: g stored [m,V] used transposed
+        cuda_gemm_rm(true, false, V, C, m, cb.g, CUDA_R_16BF, cb.ldg, cb.hc, CUDA_R_16BF, cb.ldh,
+                     dw, CUDA_R_32F, C, 1.0f, NULL);
+        cuda_gemm_rm(true, false, V, C, m, cb.glo, CUDA_R_16BF, cb.ldg, cb.hc, CUDA_R_16BF, cb.ldh,
+                     dw, CUDA_R_32F, C, 1.0f, NULL);
+    }
+}
+
+// Gradient of -sum_i weight[i] * logprob[i] (chunk_grad), recomputing each
+// chunk's logits. Rows of weight 0 are part of the chunks but contribute
+// exact zeros.
 void cuda_logprob_bwd(float *dh, float *dw, const void *h, const void *w,
                       const int *rows, const int *targets, const float *lse,
                       const float *weight, int n, int C, int V) {
@@ -187,26 +213,33 @@ void cuda_logprob_bwd(float *dh, float *dw, const void *h, const void *w,
         int m = n - i0 < R ? n - i0 : R;
         gather_kernel<<<m, 256, 0, st>>>(cb.hc, cb.ldh, (const act_t *)h, rows + i0, weight + i0, C);
         LAUNCH_CHECK();
-        // recompute the chunk's fp32 logits, then the bf16 dlogits from them
+        // recompute the chunk's fp32 logits
         cuda_gemm_rm(false, true, m, V, C, cb.hc, CUDA_R_16BF, cb.ldh, w, CUDA_R_16BF, C,
                      cb.logits, CUDA_R_32F, cb.ldl, 0.0f, NULL);
-        grad_kernel<<<m, ROW_THREADS, 0, st>>>(cb.g, cb.glo, cb.ldg, cb.logits, cb.ldl, targets + i0, lse + i0,
-                                               weight + i0, V);
+        chunk_grad(cb, dh, dw, w, rows, targets, lse, weight, i0, m, C, V);
+    }
+}
+
+// Forward and backward in one pass (weights known before the forward: SFT):
+// each chunk's logits are computed once, reduced to log-probs and lse as
+// cuda_logprob_fwd does, then turned into the gradient (chunk_grad): the
+// logits GEMM of the backward is saved. The hidden rows are gathered as they
+// are (no zeroing by weight), since every row needs its log-prob.
+void cuda_logprob_fwd_bwd(float *logprob, float *lse, float *dh, float *dw, const void *h, const void *w,
+                          const int *rows, const int *targets, const float *weight, int n, int C, int V) {
+    if (n <= 0) return;
+    const int R = chunk_rows(n, V);
+    const bool grad = dh || dw;
+    Chunk cb = chunk_buffers(R, C, V, grad, dh != NULL);
+    cudaStream_t st = cuda_stream();
+    for (int i0 = 0; i0 < n; i0 += R) {
+        int m = n - i0 < R ? n - i0 : R;
+        gather_kernel<<<m, 256, 0, st>>>(cb.hc, cb.ldh, (const act_t *)h, rows + i0, NULL, C);
         LAUNCH_CHECK();
-        if (dh) {
-            // dhc[m,C] (fp32) = (g + glo)[m,V] @ w[V,C], then added to the scattered rows
-            cuda_gemm_rm(false, false, m, C, V, cb.g, CUDA_R_16BF, cb.ldg, w, CUDA_R_16BF, C,
-                         cb.dhc, CUDA_R_32F, cb.ldd, 0.0f, NULL);
-            cuda_gemm_rm(false, false, m, C, V, cb.glo, CUDA_R_16BF, cb.ldg, w, CUDA_R_16BF, C,
-                         cb.dhc, CUDA_R_32F, cb.ldd, 1.0f, NULL);
-            scatter_add_kernel<<<m, 256, 0, st>>>(dh, cb.dhc, cb.ldd, rows + i0, weight + i0, C);
-            LAUNCH_CHECK();
-        }
-        if (dw) {   // dw[V,C] += (g + glo)^T @ hc: g stored [m,V] used transposed
-            cuda_gemm_rm(true, false, V, C, m, cb.g, CUDA_R_16BF, cb.ldg, cb.hc, CUDA_R_16BF, cb.ldh,
-                         dw, CUDA_R_32F, C, 1.0f, NULL);
-            cuda_gemm_rm(true, false, V, C, m, cb.glo, CUDA_R_16BF, cb.ldg, cb.hc, CUDA_R_16BF, cb.ldh,
-                         dw, CUDA_R_32F, C, 1.0f, NULL);
-        }
+        cuda_gemm_rm(false, true, m, V, C, cb.hc, CUDA_R_16BF, cb.ldh, w, CUDA_R_16BF, C,
+                     cb.logits, CUDA_R_32F, cb.ldl, 0.0f, NULL);
+        lse_kernel<<<m, ROW_THREADS, 0, st>>>(logprob + i0, lse + i0, cb.logits, cb.ldl, targets + i0, V);
+        LAUNCH_CHECK();
+        if (grad) chunk_grad(cb, dh, dw, w, rows, targets, lse, weight, i0, m, C, V);
     }
 }

@@ -771,6 +771,59 @@ static void test_logprob(int n, int Nh, int C, int V) {
     free(h); free(w); free(perm); free(tgt); free(lp0); free(lse0); free(wt); free(dh0); free(dw0);
 }
 
+// The head's forward and backward in one pass (logprob_fwd_bwd, the SFT path)
+// on every backend: its log-probs against the same backend's logprob_fwd (the
+// same values: exact), its gradients against the same backend's logprob_bwd
+// (today's two-pass path; the same GEMM shapes, so ~exact: TOL_GEMM) and
+// against both CPU oracles' fused op (each backward runs on its own lse here,
+// so CUDA's log-sum-exp differences enter too; they are ~1e-6 relative).
+static void test_logprob_fwd_bwd(int n, int Nh, int C, int V) {
+    char nm[120], shape[64];
+    snprintf(shape, sizeof shape, "n%d C%d V%d", n, C, V);
+    const size_t nh = (size_t)Nh * C, nw = (size_t)V * C;
+    float *h = brand(nh, 1.0f), *w = brand(nw, 3.0f / sqrtf((float)C));
+    int *perm = xmalloc((size_t)Nh * sizeof(int)), *tgt = xmalloc((size_t)n * sizeof(int));
+    for (int i = 0; i < Nh; i++) perm[i] = i;
+    for (int i = Nh - 1; i > 0; i--) { int j = (int)rng_below(&rng, (uint64_t)i + 1), t = perm[i]; perm[i] = perm[j]; perm[j] = t; }
+    for (int i = 0; i < n; i++) tgt[i] = (int)rng_below(&rng, (uint64_t)V);
+    float *wt = frand(n, 1.0f), *dh0 = frand(nh, 1.0f), *dw0 = frand(nw, 1.0f), *lp0 = frand(n, 1.0f);
+    for (int i = 0; i < n; i++) wt[i] = i % 7 == 3 ? 0.0f : fabsf(wt[i]);
+    float *lp[NB], *dh[NB], *dw[NB], *lp2 = NULL, *dh2 = NULL, *dw2 = NULL;
+    for (int s = 0; s < NB; s++) {
+        const Backend *be = be_of(s);
+        void *d_h = put_act(be, h, nh), *d_w = put_act(be, w, nw);
+        float *d_lp = put(be, lp0, n), *d_lse = put(be, lp0, n), *d_wt = put(be, wt, n);
+        float *d_dh = put(be, dh0, nh), *d_dw = put(be, dw0, nw);
+        int *d_rows = puti(be, perm, n), *d_tgt = puti(be, tgt, n);
+        be->logprob_fwd_bwd(d_lp, d_lse, d_dh, d_dw, d_h, d_w, d_rows, d_tgt, d_wt, n, C, V);
+        lp[s] = get(be, d_lp, n); dh[s] = get(be, d_dh, nh); dw[s] = get(be, d_dw, nw);
+        if (s == 0) {   // today's path on the backend under test, from the same starting buffers
+            be->upload(d_dh, dh0, nh * sizeof(float));
+            be->upload(d_dw, dw0, nw * sizeof(float));
+            be->logprob_fwd(d_lp, d_lse, d_h, d_w, d_rows, d_tgt, n, C, V);
+            be->logprob_bwd(d_dh, d_dw, d_h, d_w, d_rows, d_tgt, d_lse, d_wt, n, C, V);
+            lp2 = get(be, d_lp, n); dh2 = get(be, d_dh, nh); dw2 = get(be, d_dw, nw);
+        }
+        be->free(d_h); be->free(d_w); be->free(d_lp); be->free(d_lse); be->free(d_wt); be->free(d_dh);
+        be->free(d_dw); be->free(d_rows); be->free(d_tgt);
+    }
+    snprintf(nm, sizeof nm, "logprob_fwd_bwd logprob vs logprob_fwd %s", shape);
+    compare(nm, lp[0], lp2, n, TOL_EXACT);
+    snprintf(nm, sizeof nm, "logprob_fwd_bwd dh vs logprob_bwd %s", shape);
+    compare_inc(nm, dh[0], dh2, dh0, nh, TOL_GEMM);
+    snprintf(nm, sizeof nm, "logprob_fwd_bwd dw vs logprob_bwd %s", shape);
+    compare_inc(nm, dw[0], dw2, dw0, nw, TOL_GEMM);
+    snprintf(nm, sizeof nm, "logprob_fwd_bwd logprob %s", shape);
+    compare2(nm, lp[0], lp[1], lp[2], n, TOL_GEMM, TOL_GEMM);
+    snprintf(nm, sizeof nm, "logprob_fwd_bwd dh %s", shape);
+    compare2_inc(nm, dh[0], dh[1], dh[2], dh0, nh, TOL_F32_ONCE, TOL_EMU_GEMM_ACT);
+    snprintf(nm, sizeof nm, "logprob_fwd_bwd dw %s", shape);
+    compare2_inc(nm, dw[0], dw[1], dw[2], dw0, nw, TOL_F32_ONCE, TOL_EMU_GEMM_ACT);
+    for (int s = 0; s < NB; s++) { free(lp[s]); free(dh[s]); free(dw[s]); }
+    free(lp2); free(dh2); free(dw2);
+    free(h); free(w); free(perm); free(tgt); free(wt); free(dh0); free(dw0); free(lp0);
+}
+
 // ---- optimizer -----------------------------------------------------------------
 
 // adamw_multi over a flat buffer of n values carved into tensors of assorted
@@ -1242,6 +1295,49 @@ static void test_model_vs_cpu(void) {
     batch_free(&b);
 }
 
+// The gradient of an SFT micro-batch's loss (mask / mask sum, as sft_step),
+// with the head's gradient taken in the forward (fused) or by the backward.
+static float *sft_grads(Model *m, const Batch *b, int fused) {
+    const int N = b->B * b->T;
+    double mask_sum = 0;
+    for (int i = 0; i < N; i++) mask_sum += b->mask[i];
+    float *pos_w = xmalloc((size_t)N * sizeof(float)), *w = xmalloc((size_t)N * sizeof(float));
+    for (int i = 0; i < N; i++) pos_w[i] = (float)(b->mask[i] / mask_sum);
+    model_zero_grad(m);
+    const int n = fused ? model_forward_with_head_grad(m, b, pos_w) : model_forward(m, b, 0);
+    for (int i = 0; i < n; i++) w[i] = pos_w[m->head_pos[i]];
+    model_backward(m, fused ? NULL : w);
+    float *g = xmalloc(m->numel * sizeof(float));
+    m->be->download(g, m->grads, m->numel * sizeof(float));
+    free(pos_w); free(w);
+    return g;
+}
+
+// The SFT path (model_forward_with_head_grad: the head's gradient in the
+// forward) on the GPU against the two-pass path on the GPU (the same GEMMs
+// but the logits one: ~exact) and against the fused path on both CPU oracles.
+static void test_sft_head_grad_vs_two_pass(void) {
+    const int B = 4, T = 67, len[4] = {67, 45, 0, 1};
+    Batch b = random_batch(&BIG, B, T, len, 23);
+    Model mc, me, mg;
+    random_model(&mc, &BIG, H, 7, 0.05f);
+    random_model(&me, &BIG, E, 7, 0.05f);
+    random_model(&mg, &BIG, G, 7, 0.05f);
+    float *gc = sft_grads(&mc, &b, 1), *ge = sft_grads(&me, &b, 1), *gg = sft_grads(&mg, &b, 1);
+    float *gg2 = sft_grads(&mg, &b, 0);
+    const char *what = "SFT head grad in forward V1000 C192";
+    char nm[160];
+    snprintf(nm, sizeof nm, "%s: vs two-pass, same device", what);
+    compare_grads(nm, &mg, gg, flat_grad, gg2, TOL_GEMM);
+    snprintf(nm, sizeof nm, "%s: [cpu]", what);
+    compare_grads(nm, &mg, gg, flat_grad, gc, TOL_MODEL_GRAD);
+    snprintf(nm, sizeof nm, "%s: [cpu-bf16]", what);
+    compare_grads(nm, &mg, gg, flat_grad, ge, TOL_EMU_MODEL_GRAD);
+    free(gc); free(ge); free(gg); free(gg2);
+    model_free(&mc); model_free(&me); model_free(&mg);
+    batch_free(&b);
+}
+
 // One whole training step on a fresh random model of config c on backend be:
 // SFT (sft_step: forward, backward with the mask weights, AdamW) or DPO
 // (dpo_step: chosen and rejected rows as one batch, the loss and its SPDPO
@@ -1454,12 +1550,14 @@ static void run_rope(const int *a) { test_rope(a[0], a[1], a[2], a[3]); }       
 static void run_attention(const int *a) { test_attention(a[0], a[1], a[2], a[3], a[4], a + 5); }   // B T NH NKV D lengths[B]
 static void run_elementwise(const int *a) { test_elementwise((size_t)a[0]); }                 // n
 static void run_logprob(const int *a) { test_logprob(a[0], a[1], a[2], a[3]); }               // n rows-of-h C V
+static void run_logprob_fwd_bwd(const int *a) { test_logprob_fwd_bwd(a[0], a[1], a[2], a[3]); }   // n rows-of-h C V
 static void run_adamw(const int *a) { test_adamw((size_t)a[0]); }                             // n
 static void run_dpo_ops(const int *a) { test_dpo_ops(a[0], a[1], a[2]); }                     // pairs rows weighted
 static void run_decode_ops(const int *a) { test_decode_ops(a[0], a[1], a[2]); }               // NH NKV D
 static void run_select(const int *a) { test_select_ops(a[0], a[1], a[2]); }                   // N V k
 static void run_fixtures(const int *a) { (void)a; test_fixtures(); }
 static void run_model(const int *a) { (void)a; test_model_vs_cpu(); }
+static void run_sft_head_grad(const int *a) { (void)a; test_sft_head_grad_vs_two_pass(); }
 static void run_determinism(const int *a) { (void)a; test_determinism(); }
 // dpo rows T on BIG, against both oracles
 static void run_step_big(const int *a) { test_step(&BIG, a[0], a[1], a[2], 0.05f, 1); }
@@ -1510,6 +1608,7 @@ static const Check checks[] = {
     // chunk rows = 32M floats / V: 261 at V 128256 (600 = 261 + 261 + 78), 682 at V 49152 (1500 = 682 + 682 + 136)
     {"ops-real", "logprob_v128256_chunks",   run_logprob,   {600, 700, 640, 128256}, {150, 200, 16, 128256}, 0},
     {"ops-real", "logprob_v49152_chunks",    run_logprob,   {1500, 1600, 576, 49152}, {300, 320, 24, 4099}, 0},
+    {"ops-real", "logprob_fwd_bwd_v128256_chunks", run_logprob_fwd_bwd, {600, 700, 640, 128256}, {150, 200, 16, 128256}, 0},
     {"ops-real", "adamw_1000003",            run_adamw,     SAME(1000003), 1},
 
     {"ops", "matmul_n37_c77_oc130",          run_matmul,    SAME(37, 77, 130, 1, 0), 1},
@@ -1531,6 +1630,8 @@ static const Check checks[] = {
     {"ops", "elementwise_1m",                run_elementwise, SAME(1 << 20), 1},
     {"ops", "logprob_v1000",                 run_logprob,   SAME(300, 320, 77, 1000), 1},
     {"ops", "logprob_v49152",                run_logprob,   SAME(300, 320, 576, 49152), 0},
+    {"ops", "logprob_fwd_bwd_v1000",         run_logprob_fwd_bwd, SAME(300, 320, 77, 1000), 1},
+    {"ops", "logprob_fwd_bwd_v49152",        run_logprob_fwd_bwd, SAME(300, 320, 576, 49152), 0},
     {"ops", "adamw_10007",                   run_adamw,     SAME(10007), 1},
     {"ops", "dpo_ops",                       run_dpo_ops,   SAME(8, 700, 0), 1},
     {"ops", "dpo_ops_weighted",              run_dpo_ops,   SAME(37, 5000, 1), 1},   // several tiles, > 32 pairs
@@ -1545,6 +1646,7 @@ static const Check checks[] = {
     {"models", "model_v1000",                run_model,     SAME(0), 0},
     {"models", "dpo_step_v1000",             run_step_big,  SAME(1, 3, 41), 0},
     {"models", "sft_step_v1000",             run_step_big,  SAME(0, 4, 67), 0},
+    {"models", "sft_head_grad_v1000",        run_sft_head_grad, SAME(0), 0},
     {"models", "determinism",                run_determinism, SAME(0), 0},
     {"steps", "sft_step_llama32_1b",         run_step_llama, {0, LLAMA_1B, 2, 24}, {0, LLAMA_CI, 2, 24}, 0},
     {"steps", "dpo_step_llama32_1b",         run_step_llama, {1, LLAMA_1B, 2, 24}, {1, LLAMA_CI, 2, 24}, 0},

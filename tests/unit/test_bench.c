@@ -73,11 +73,25 @@ static void test_bench_modes(void **state) {
     assert_string_equal(names[0], "d");
     assert_non_null(strstr(out, "\"tokens\": 64,"));          // 2 pairs x 2 sides x 16
     assert_non_null(strstr(out, "\"pairs\": 2,"));
-    // logprob: --tokens rows, extra memory reported
+    // forward: the forward alone, then the same run's sgemm line; its FLOPs are the
+    // model's own count over 2 x 16 tokens: 2 * (linear weights 9216) * 32 + 4 * (NH*D 32) *
+    // (2 x 136 causal pairs) + 2 * (V*C 256 x 32) * (16 scored rows, the last half of each)
+    run_mode("forward", "", out);
+    assert_int_equal(check_lines(out, names, "forward"), 2);
+    assert_string_equal(names[0], "forward");
+    assert_string_equal(names[1], "sgemm_1024");
+    assert_non_null(strstr(out, "\"flops_per_step\": 886784,"));
+    // logprob: --tokens rows, extra memory reported; the one-pass head (SFT), then the
+    // two-pass one (DPO), on the same inputs: the same loss
     run_mode("logprob", "--tokens 40", out);
-    assert_int_equal(check_lines(out, names, "logprob"), 1);
+    assert_int_equal(check_lines(out, names, "logprob"), 2);
+    assert_string_equal(names[0], "logprob");
+    assert_string_equal(names[1], "logprob-twopass");
     assert_non_null(strstr(out, "\"tokens\": 40,"));
     assert_non_null(strstr(out, "\"extra_bytes\": "));
+    const char *l1 = strstr(out, "\"final_loss\": "), *l2 = l1 ? strstr(l1 + 1, "\"final_loss\": ") : NULL;
+    assert_non_null(l2);
+    assert_true(strtod(l1 + 14, NULL) == strtod(l2 + 14, NULL));
     // generate: one greedy and one beam line; beams 1 gives the greedy one only
     run_mode("generate", "--prompts 3 --beams 2 --items 20 --prompt-len 5", out);
     assert_int_equal(check_lines(out, names, "generate"), 2);
@@ -173,7 +187,7 @@ static void test_bench_attention(void **state) {
 
 static void test_bench_bad_flags(void **state) {
     (void)state;
-    expect_error(TINY " --mode ppo", "--mode must be sft, dpo, logprob, generate or attention", NULL);
+    expect_error(TINY " --mode ppo", "--mode must be sft, dpo, forward, logprob, generate or attention", NULL);
     expect_error(TINY " --bogus 3", "unknown flag '--bogus'", NULL);
     expect_error(TINY " --mode logprob --tokens 0", "--tokens must be a positive integer", NULL);
     expect_error(TINY " --beams", "--beams needs a value", NULL);
