@@ -90,7 +90,7 @@ TEST_SRC   := $(wildcard tests/unit/*.c)
 TEST_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRC))
 GPU_TEST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/gpu/*.c))
 
-.PHONY: all deps cuda-note test test-gpu demo demo-toy bench clean FORCE
+.PHONY: all deps cuda-note test test-slurm test-gpu demo demo-toy bench clean FORCE
 all: deps cuda-note $(BUILD)/sprec
 
 deps:
@@ -143,12 +143,18 @@ $(BUILD)/test_gpu: $(GPU_TEST_OBJ) $(LIB_OBJ) $(BUILD)/.link-flags
 # harness on the CPU's bf16 emulation, no GPU needed); on a GPU it runs in `make test-gpu`
 test: all $(BUILD)/test_sprec $(BUILD)/asan/sprec $(if $(filter 1,$(CUDA)),$(BUILD)/test_gpu)
 	@python3 tests/layers/check_layers.py
+	@$(MAKE) --no-print-directory test-slurm
 	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_sprec
 ifeq ($(CUDA),1)
 	@SPREC_TEST_GPU_SELFTEST=1 $(BUILD)/test_gpu > $(BUILD)/test_gpu-selftest.log 2>&1; rc=$$?; \
 	  echo "self-test ($(BUILD)/test_gpu-selftest.log): $$(grep -m1 -o '[0-9]* checks, [0-9]* failed' $(BUILD)/test_gpu-selftest.log)"; \
 	  if [ $$rc != 0 ]; then grep FAIL $(BUILD)/test_gpu-selftest.log | head -20; exit $$rc; fi
 endif
+
+# the scripts/slurm batch jobs on a one-node SLURM cluster started by the test (~30 s; skipped, exit 0, when
+# SLURM/munge are not installed or build/sprec has no MPI): docs/cluster.md
+test-slurm: $(BUILD)/sprec
+	@tests/slurm/run.sh; rc=$$?; [ $$rc = 77 ] || exit $$rc
 
 # CUDA backend vs CPU backend, op by op and on whole models; exit 77 (skipped) without a GPU
 test-gpu: all

@@ -31,6 +31,10 @@ deps=(
     "libcmocka-dev:/usr/include/cmocka.h"
     "openmpi-bin:/usr/bin/mpirun"
     "libopenmpi-dev:/usr/bin/mpicc"
+    "slurmctld:/usr/sbin/slurmctld"
+    "slurmd:/usr/sbin/slurmd"
+    "slurm-client:/usr/bin/sbatch"
+    "munge:/usr/sbin/munged"
 )
 
 missing=()
