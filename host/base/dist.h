@@ -38,6 +38,10 @@ void dist_check_same(const Dist *d, const char *what, const char *text, size_t n
 // Refuses (one line) a backend the multi-rank sums cannot serve: device memory
 // that is not host memory (CUDA) when world > 1.
 void dist_check_backend(const Dist *d, const Backend *be);
+// The watchdog ([dist] timeout_s): a collective that waits longer than this
+// for some rank ends the job with one line naming the collective and the ranks
+// that did not arrive; 0 = wait forever. Default 300 s; config_check_ranks sets it.
+void dist_set_timeout(double seconds);
 // This rank's share [*lo, *hi) of n items: contiguous, in rank order, sizes
 // differing by at most one (the first n % world ranks get the extra item).
 void dist_share(const Dist *d, int n, int *lo, int *hi);

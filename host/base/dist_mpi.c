@@ -10,8 +10,14 @@
 //
 // Failure: with several ranks, a non-zero exit() on any rank (fail(), check())
 // calls MPI_Abort from the exit path, which ends every rank: none is left
-// waiting in a collective for a rank that is gone.
+// waiting in a collective for a rank that is gone. A rank that never arrives
+// (hung, stopped) is the watchdog's: every collective is started non-blocking
+// and polled, and one that waits longer than [dist] timeout_s ends the job with
+// one line naming it and the ranks that did not arrive (report_stuck).
 #include <mpi.h>
+#include <math.h>
+#include <sched.h>
+#include <time.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,6 +31,9 @@
 
 static Dist world = {.rank = 0, .world = 1};
 static int started, size_all = 1;   // size_all: the ranks the launcher started (world.world is 1 for a rank-0-alone command)
+static double timeout_s = 300;      // [dist] timeout_s (dist_set_timeout); 0 = wait forever
+static long collectives;            // collectives started so far: the same count on every rank
+static MPI_Comm reports;            // a duplicate of MPI_COMM_WORLD for the watchdog's messages
 
 static void mpi_fail(const char *call, int rc) {
     char msg[MPI_MAX_ERROR_STRING];
@@ -33,6 +42,84 @@ static void mpi_fail(const char *call, int rc) {
     fail("rank %d of %d: %s failed: %s", world.rank, size_all, call, msg);
 }
 #define MPI_CHECK(call) do { const int rc_ = (call); if (rc_ != MPI_SUCCESS) mpi_fail(#call, rc_); } while (0)
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void sleep_s(double s) {
+    struct timespec t = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - floor(s)) * 1e9)};
+    nanosleep(&t, NULL);
+}
+
+void dist_set_timeout(double seconds) { timeout_s = seconds; }
+
+// The watchdog, on a rank that has waited timeout_s in collective #seq: it tells
+// every other rank so and listens for theirs for a grace period; the ranks it
+// did not hear from never reached the collective (hung, stopped, or far behind).
+// The lowest rank that timed out names them in one line and aborts the job; the
+// others wait for that abort (and abort themselves if it does not come).
+static _Noreturn void report_stuck(const char *what, long seq) {
+    static long msg;   // (an Isend's buffer outlives this call's frame: the job ends first)
+    msg = seq;
+    char *heard = xmalloc((size_t)size_all);
+    memset(heard, 0, (size_t)size_all);
+    heard[world.rank] = 1;
+    for (int r = 0; r < size_all; r++) {
+        if (r == world.rank) continue;
+        MPI_Request q;
+        if (MPI_Isend(&msg, 1, MPI_LONG, r, 0, reports, &q) == MPI_SUCCESS) MPI_Request_free(&q);
+    }
+    const double grace = fmin(5, fmax(1, 0.2 * timeout_s)), t0 = now_s();
+    while (now_s() - t0 < grace) {
+        int flag = 0;
+        MPI_Status st;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, 0, reports, &flag, &st) != MPI_SUCCESS || !flag) { sleep_s(0.01); continue; }
+        long theirs;
+        MPI_Recv(&theirs, 1, MPI_LONG, st.MPI_SOURCE, 0, reports, MPI_STATUS_IGNORE);
+        heard[st.MPI_SOURCE] = 1;
+    }
+    int lowest = 0;
+    while (!heard[lowest]) lowest++;
+    if (world.rank == lowest) {
+        char missing[256] = "";
+        size_t k = 0;
+        int n_missing = 0;
+        for (int r = 0; r < size_all && k < sizeof missing; r++)
+            if (!heard[r]) k += (size_t)snprintf(missing + k, sizeof missing - k, "%s%d", n_missing++ ? ", " : "", r);
+        if (n_missing)
+            fprintf(stderr, "sprec: error: rank%s %s did not reach collective #%ld, %s, within [dist] timeout_s = %g s "
+                    "(hung, stopped, or far behind the others); ending the job\n", n_missing > 1 ? "s" : "", missing,
+                    seq, what, timeout_s);
+        else
+            fprintf(stderr, "sprec: error: every rank waited more than [dist] timeout_s = %g s in collective #%ld, %s; "
+                    "ending the job\n", timeout_s, seq, what);
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    sleep_s(3 * grace);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    abort();
+}
+
+// Completes the non-blocking collective req (what: its name in the watchdog's
+// line). Polls, yielding the core (ranks may outnumber the cores), so that a
+// wait longer than timeout_s is noticed.
+static void wait_for(MPI_Request *req, const char *what) {
+    const long seq = ++collectives;
+    const double t0 = now_s();
+    for (;;) {
+        int done = 0;
+        MPI_CHECK(MPI_Test(req, &done, MPI_STATUS_IGNORE));
+        if (done) return;
+        const double waited = now_s() - t0;
+        if (timeout_s > 0 && waited > timeout_s) report_stuck(what, seq);
+        if (waited < 1e-3) sched_yield();
+        else sleep_s(waited < 0.1 ? 5e-5 : 1e-3);
+    }
+}
 
 // Started by mpirun (Open MPI's variables; PMIX_RANK also under srun --mpi=pmix),
 // an MPICH-style launcher (PMI_RANK), or an srun step of several tasks.
@@ -79,6 +166,7 @@ int dist_start(int splits_work) {
             MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
             MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world.rank));
             MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_all));
+            MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &reports));
             world.world = size_all;
             if (on_exit(dist_exit, NULL) != 0) fail("rank %d: cannot register the MPI exit handler", world.rank);
             const char *n = getenv("SLURM_STEP_NUM_TASKS");
@@ -127,16 +215,22 @@ static void line_at(const char *t, size_t n, size_t i, char *out, size_t cap) {
 
 void dist_check_same(const Dist *d, const char *what, const char *text, size_t n) {
     if (d->world == 1) return;
+    char where[128];
+    snprintf(where, sizeof where, "the %s check (dist_check_same)", what);
+    MPI_Request rq;
     long long n0 = (long long)n;
-    MPI_CHECK(MPI_Bcast(&n0, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD));
-    if (n0 > INT_MAX) fail("rank %d: the %s to compare is %lld bytes, more than MPI_Bcast takes", d->rank, what, n0);
+    MPI_CHECK(MPI_Ibcast(&n0, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD, &rq));
+    wait_for(&rq, where);
+    if (n0 > INT_MAX) fail("rank %d: the %s to compare is %lld bytes, more than MPI_Ibcast takes", d->rank, what, n0);
     char *ref = xmalloc((size_t)n0 + 1);
     if (d->rank == 0) memcpy(ref, text, n);
-    MPI_CHECK(MPI_Bcast(ref, (int)n0, MPI_CHAR, 0, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Ibcast(ref, (int)n0, MPI_CHAR, 0, MPI_COMM_WORLD, &rq));
+    wait_for(&rq, where);
     size_t i = 0;   // the first byte that differs
     while (i < n && i < (size_t)n0 && text[i] == ref[i]) i++;
     int differs = i < n || i < (size_t)n0, *all = xmalloc((size_t)d->world * sizeof(int));
-    MPI_CHECK(MPI_Allgather(&differs, 1, MPI_INT, all, 1, MPI_INT, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Iallgather(&differs, 1, MPI_INT, all, 1, MPI_INT, MPI_COMM_WORLD, &rq));
+    wait_for(&rq, where);
     int first = -1;
     for (int r = 0; r < d->world && first < 0; r++) if (all[r]) first = r;
     free(all);
@@ -150,16 +244,20 @@ void dist_check_same(const Dist *d, const char *what, const char *text, size_t n
         fflush(stderr);
     }
     free(ref);
-    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));   // the line is out before the job ends
-    if (d->rank == first) exit(1);            // its MPI_Abort (dist_exit) ends every rank ...
-    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));   // ... which wait here for it (one abort, one launcher message)
+    MPI_CHECK(MPI_Ibarrier(MPI_COMM_WORLD, &rq));   // the line is out before the job ends
+    wait_for(&rq, where);
+    if (d->rank == first) exit(1);                  // its MPI_Abort (dist_exit) ends every rank ...
+    MPI_CHECK(MPI_Ibarrier(MPI_COMM_WORLD, &rq));   // ... which wait here for it (one abort, one launcher message)
+    wait_for(&rq, where);
     exit(1);
 }
 
 void dist_sum_host(const Dist *d, double *x, int n) {
     if (d->world == 1 || n <= 0) return;
     double *all = xmalloc((size_t)d->world * (size_t)n * sizeof(double));
-    MPI_CHECK(MPI_Allgather(x, n, MPI_DOUBLE, all, n, MPI_DOUBLE, MPI_COMM_WORLD));
+    MPI_Request rq;
+    MPI_CHECK(MPI_Iallgather(x, n, MPI_DOUBLE, all, n, MPI_DOUBLE, MPI_COMM_WORLD, &rq));
+    wait_for(&rq, "a sum of losses or statistics (dist_sum_host)");
     for (int i = 0; i < n; i++) {
         double s = all[i];
         for (int r = 1; r < d->world; r++) s += all[(size_t)r * n + i];
@@ -178,14 +276,17 @@ void dist_sum_device(const Dist *d, const Backend *be, float *x, size_t n) {
     for (size_t off = 0; off < n; off += chunk) {
         const int m = (int)(n - off < chunk ? n - off : chunk);
         be->download(h, x + off, (size_t)m * sizeof(float));
-        MPI_CHECK(MPI_Gather(h, m, MPI_FLOAT, all, m, MPI_FLOAT, 0, MPI_COMM_WORLD));
+        MPI_Request rq;
+        MPI_CHECK(MPI_Igather(h, m, MPI_FLOAT, all, m, MPI_FLOAT, 0, MPI_COMM_WORLD, &rq));
+        wait_for(&rq, "the gradient sum (dist_sum_device)");
         if (d->rank == 0)
             for (int i = 0; i < m; i++) {
                 float s = all[i];
                 for (int r = 1; r < d->world; r++) s += all[(size_t)r * m + i];
                 h[i] = s;
             }
-        MPI_CHECK(MPI_Bcast(h, m, MPI_FLOAT, 0, MPI_COMM_WORLD));
+        MPI_CHECK(MPI_Ibcast(h, m, MPI_FLOAT, 0, MPI_COMM_WORLD, &rq));
+        wait_for(&rq, "the gradient sum (dist_sum_device)");
         be->upload(x + off, h, (size_t)m * sizeof(float));
     }
     free(h);
@@ -195,7 +296,9 @@ void dist_sum_device(const Dist *d, const Backend *be, float *x, size_t n) {
 void dist_gather(const Dist *d, void *array, size_t item_bytes, int lo, int hi, int n) {
     if (d->world == 1) return;
     int mine[2] = {lo, hi}, *ranges = xmalloc((size_t)d->world * 2 * sizeof(int));
-    MPI_CHECK(MPI_Allgather(mine, 2, MPI_INT, ranges, 2, MPI_INT, MPI_COMM_WORLD));
+    MPI_Request rq;
+    MPI_CHECK(MPI_Iallgather(mine, 2, MPI_INT, ranges, 2, MPI_INT, MPI_COMM_WORLD, &rq));
+    wait_for(&rq, "a gather of the ranks' rows (dist_gather)");
     int *counts = xmalloc((size_t)d->world * sizeof(int)), *displs = xmalloc((size_t)d->world * sizeof(int));
     for (int r = 0, next = 0; r < d->world; r++) {
         check(ranges[2 * r] == next && ranges[2 * r + 1] >= next, "dist_gather: rank %d holds [%d, %d), expected "
@@ -209,7 +312,8 @@ void dist_gather(const Dist *d, void *array, size_t item_bytes, int lo, int hi, 
     MPI_Datatype item;
     MPI_CHECK(MPI_Type_contiguous((int)item_bytes, MPI_BYTE, &item));
     MPI_CHECK(MPI_Type_commit(&item));
-    MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, array, counts, displs, item, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, array, counts, displs, item, MPI_COMM_WORLD, &rq));
+    wait_for(&rq, "a gather of the ranks' rows (dist_gather)");
     MPI_CHECK(MPI_Type_free(&item));
     free(ranges); free(counts); free(displs);
 }

@@ -85,6 +85,10 @@ typedef struct {
         int threads;                  // 0 = OpenMP default
     } run;
 
+    struct {                          // ranks (docs/cluster.md)
+        float timeout_s;              // watchdog on every collective; 0 = wait forever
+    } dist;
+
     struct {                          // sprec eval (docs/eval.md)
         char model[CONFIG_PATH_MAX];  // checkpoint to evaluate
         char split[8];                // test | valid
