@@ -45,6 +45,17 @@ void dist_set_timeout(double seconds);
 // This rank's share [*lo, *hi) of n items: contiguous, in rank order, sizes
 // differing by at most one (the first n % world ranks get the extra item).
 void dist_share(const Dist *d, int n, int *lo, int *hi);
+// This rank's share [*lo, *hi) of n items whose costs (>= 0, e.g. estimated
+// seconds) differ: contiguous, in rank order, item i going to the rank whose
+// slice of the total cost holds the item's midpoint, so every rank's summed
+// cost is within one item of total / world. All costs 0: dist_share.
+void dist_share_cost(const Dist *d, const double *cost, int n, int *lo, int *hi);
+// How evenly a stage was shared: every rank passes the seconds it was busy (before
+// the gather that waits for the slowest); returns the ranks' idle share of the
+// stage, sum over ranks of (slowest - busy) / (world x slowest), and rank 0 prints
+// it with several ranks ("STAGE: N ranks busy a-b s, idle x% of the stage"). One
+// rank: 0, nothing printed. A collective.
+double dist_log_balance(const Dist *d, const char *stage, double busy_s);
 // x[0..n) = the sum over ranks of x, in place, for a device buffer (gradients).
 void dist_sum_device(const Dist *d, const Backend *be, float *x, size_t n);
 // x[0..n) = the sum over ranks of x, in place, for host values.
