@@ -38,10 +38,12 @@ void dist_check_same(const Dist *d, const char *what, const char *text, size_t n
 // Refuses (one line) a backend the multi-rank sums cannot serve: device memory
 // that is not host memory (CUDA) when world > 1.
 void dist_check_backend(const Dist *d, const Backend *be);
-// The watchdog ([dist] timeout_s): a collective that waits longer than this
-// for some rank ends the job with one line naming the collective and the ranks
-// that did not arrive; 0 = wait forever. Default 300 s; config_check_ranks sets it.
-void dist_set_timeout(double seconds);
+// [dist] keys (config_check_ranks sets them). timeout_s, the watchdog: a
+// collective that waits longer than this for some rank ends the job with one
+// line naming the collective and the ranks that did not arrive; 0 = wait
+// forever (default 300). bucket_mb: dist_sum_device sums in buckets of this
+// size, pipelined (default 4).
+void dist_set_options(double timeout_s, double bucket_mb);
 // This rank's share [*lo, *hi) of n items: contiguous, in rank order, sizes
 // differing by at most one (the first n % world ranks get the extra item).
 void dist_share(const Dist *d, int n, int *lo, int *hi);
@@ -57,6 +59,7 @@ void dist_share_cost(const Dist *d, const double *cost, int n, int *lo, int *hi)
 // rank: 0, nothing printed. A collective.
 double dist_log_balance(const Dist *d, const char *stage, double busy_s);
 // x[0..n) = the sum over ranks of x, in place, for a device buffer (gradients).
+// The same sums for any bucket size.
 void dist_sum_device(const Dist *d, const Backend *be, float *x, size_t n);
 // x[0..n) = the sum over ranks of x, in place, for host values.
 void dist_sum_host(const Dist *d, double *x, int n);

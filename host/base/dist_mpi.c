@@ -31,8 +31,11 @@
 
 static Dist world = {.rank = 0, .world = 1};
 static int started, size_all = 1;   // size_all: the ranks the launcher started (world.world is 1 for a rank-0-alone command)
-static double timeout_s = 300;      // [dist] timeout_s (dist_set_timeout); 0 = wait forever
+static double timeout_s = 300;      // [dist] timeout_s (dist_set_options); 0 = wait forever
+static size_t bucket_floats = 1 << 20;   // [dist] bucket_mb, in floats
 static long collectives;            // collectives started so far: the same count on every rank
+static long sums;                   // dist_sum_device calls (gradient sums) ...
+static double summed_bytes, waited_s, started_s;   // ... their bytes, the seconds spent in collectives, and since when
 static MPI_Comm reports;            // a duplicate of MPI_COMM_WORLD for the watchdog's messages
 
 static void mpi_fail(const char *call, int rc) {
@@ -54,7 +57,11 @@ static void sleep_s(double s) {
     nanosleep(&t, NULL);
 }
 
-void dist_set_timeout(double seconds) { timeout_s = seconds; }
+void dist_set_options(double timeout_seconds, double bucket_mb) {
+    timeout_s = timeout_seconds;
+    bucket_floats = (size_t)(bucket_mb * (1 << 20) / sizeof(float));
+    if (bucket_floats < 1) bucket_floats = 1;
+}
 
 // The watchdog, on a rank that has waited timeout_s in collective #seq: it tells
 // every other rank so and listens for theirs for a grace period; the ranks it
@@ -113,7 +120,7 @@ static void wait_for(MPI_Request *req, const char *what) {
     for (;;) {
         int done = 0;
         MPI_CHECK(MPI_Test(req, &done, MPI_STATUS_IGNORE));
-        if (done) return;
+        if (done) { waited_s += now_s() - t0; return; }
         const double waited = now_s() - t0;
         if (timeout_s > 0 && waited > timeout_s) report_stuck(what, seq);
         if (waited < 1e-3) sched_yield();
@@ -138,6 +145,13 @@ static void dist_exit(int status, void *arg) {
         fflush(stdout);
         fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, status);
+    }
+    if (world.world > 1 && world.rank == 0 && sums > 0) {   // the communication of the run, for docs/SCALING.md
+        const double run_s = now_s() - started_s;
+        printf("dist: %d ranks | %ld gradient sums of %.3g MB (buckets of %.3g MB) | %.2f s of %.2f s waiting in "
+               "collectives (%.1f%%)\n", world.world, sums, summed_bytes / sums / (1 << 20),
+               (double)bucket_floats * sizeof(float) / (1 << 20), waited_s, run_s, 100 * waited_s / run_s);
+        fflush(stdout);
     }
     MPI_Finalize();
 }
@@ -167,6 +181,7 @@ int dist_start(int splits_work) {
             MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world.rank));
             MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_all));
             MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &reports));
+            started_s = now_s();
             world.world = size_all;
             if (on_exit(dist_exit, NULL) != 0) fail("rank %d: cannot register the MPI exit handler", world.rank);
             const char *n = getenv("SLURM_STEP_NUM_TASKS");
@@ -266,31 +281,55 @@ void dist_sum_host(const Dist *d, double *x, int n) {
     free(all);
 }
 
+// Bucketed and pipelined: rank 0 gathers bucket k of every rank (MPI_Igather), sums
+// it in rank order and broadcasts the sum (MPI_Ibcast), while the gathers of the next
+// two buckets are in flight. Three host slots of one bucket each (rank 0: also
+// world buckets per slot to gather into); every rank posts and waits in the same
+// order. The sum of an element does not depend on the bucket size.
 void dist_sum_device(const Dist *d, const Backend *be, float *x, size_t n) {
     if (d->world == 1 || n == 0) return;
     dist_check_backend(d, be);
-    // in chunks: rank 0 gathers a chunk of every rank, sums it in rank order, broadcasts the sum
-    const size_t chunk = n < ((size_t)1 << 20) ? n : ((size_t)1 << 20);
-    float *h = xmalloc(chunk * sizeof(float));
-    float *all = d->rank == 0 ? xmalloc(chunk * (size_t)d->world * sizeof(float)) : NULL;
-    for (size_t off = 0; off < n; off += chunk) {
-        const int m = (int)(n - off < chunk ? n - off : chunk);
-        be->download(h, x + off, (size_t)m * sizeof(float));
-        MPI_Request rq;
-        MPI_CHECK(MPI_Igather(h, m, MPI_FLOAT, all, m, MPI_FLOAT, 0, MPI_COMM_WORLD, &rq));
-        wait_for(&rq, "the gradient sum (dist_sum_device)");
+    const char *what = "the gradient sum (dist_sum_device)";
+    const size_t bucket = n < bucket_floats ? n : bucket_floats, nb = (n + bucket - 1) / bucket;
+    float *h[3], *all[3] = {NULL, NULL, NULL};
+    MPI_Request gather[3], bcast[3];
+    for (int s = 0; s < 3; s++) {
+        h[s] = xmalloc(bucket * sizeof(float));
+        if (d->rank == 0) all[s] = xmalloc(bucket * (size_t)d->world * sizeof(float));
+    }
+#define BUCKET_LEN(k) (int)(n - (k) * bucket < bucket ? n - (k) * bucket : bucket)
+    for (size_t k = 0; k < nb && k < 2; k++) {   // the first two gathers
+        be->download(h[k % 3], x + k * bucket, (size_t)BUCKET_LEN(k) * sizeof(float));
+        MPI_CHECK(MPI_Igather(h[k % 3], BUCKET_LEN(k), MPI_FLOAT, all[k % 3], BUCKET_LEN(k), MPI_FLOAT, 0,
+                              MPI_COMM_WORLD, &gather[k % 3]));
+    }
+    for (size_t k = 0; k < nb; k++) {
+        const int s = (int)(k % 3), m = BUCKET_LEN(k);
+        wait_for(&gather[s], what);
         if (d->rank == 0)
             for (int i = 0; i < m; i++) {
-                float s = all[i];
-                for (int r = 1; r < d->world; r++) s += all[(size_t)r * m + i];
-                h[i] = s;
+                float sum = all[s][i];
+                for (int r = 1; r < d->world; r++) sum += all[s][(size_t)r * m + i];
+                h[s][i] = sum;
             }
-        MPI_CHECK(MPI_Ibcast(h, m, MPI_FLOAT, 0, MPI_COMM_WORLD, &rq));
-        wait_for(&rq, "the gradient sum (dist_sum_device)");
-        be->upload(x + off, h, (size_t)m * sizeof(float));
+        MPI_CHECK(MPI_Ibcast(h[s], m, MPI_FLOAT, 0, MPI_COMM_WORLD, &bcast[s]));
+        const int p = (int)((k + 2) % 3);   // bucket k-1's slot (unused yet at k = 0) takes bucket k+2
+        if (k >= 1) {                       // once bucket k-1 is summed everywhere
+            wait_for(&bcast[p], what);
+            be->upload(x + (k - 1) * bucket, h[p], (size_t)BUCKET_LEN(k - 1) * sizeof(float));
+        }
+        if (k + 2 < nb) {
+            be->download(h[p], x + (k + 2) * bucket, (size_t)BUCKET_LEN(k + 2) * sizeof(float));
+            MPI_CHECK(MPI_Igather(h[p], BUCKET_LEN(k + 2), MPI_FLOAT, all[p], BUCKET_LEN(k + 2), MPI_FLOAT, 0,
+                                  MPI_COMM_WORLD, &gather[p]));
+        }
     }
-    free(h);
-    free(all);
+    wait_for(&bcast[(nb - 1) % 3], what);
+    be->upload(x + (nb - 1) * bucket, h[(nb - 1) % 3], (size_t)BUCKET_LEN(nb - 1) * sizeof(float));
+#undef BUCKET_LEN
+    for (int s = 0; s < 3; s++) { free(h[s]); free(all[s]); }
+    sums++;
+    summed_bytes += (double)n * sizeof(float);
 }
 
 void dist_gather(const Dist *d, void *array, size_t item_bytes, int lo, int hi, int n) {

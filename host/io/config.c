@@ -131,6 +131,7 @@ static const Key KEYS[] = {
     KINT("run", "threads", run.threads, "0", 0, "CPU threads; 0 = all cores (OpenMP default)"),
 
     KFLT("dist", "timeout_s", dist.timeout_s, "300", 0, HUGE_VAL, "ranks: a collective that waits longer for a rank ends the job (0 = wait forever)"),
+    KFLT("dist", "bucket_mb", dist.bucket_mb, "4", 0.001, HUGE_VAL, "ranks: gradient sums in pipelined buckets of this many MB"),
 
     KSTR("eval", "model", eval.model, "", "sprec eval: checkpoint to evaluate (or --model)"),
     KENUM("eval", "split", eval.split, "test", "test|valid", "sprec eval: split whose rows are ranked"),
@@ -502,7 +503,7 @@ void config_write(const Config *c, FILE *f) {
 void config_check_ranks(const Config *c) {
     const Dist *d = dist_world();
     if (d->world == 1) return;
-    dist_set_timeout(c->dist.timeout_s);
+    dist_set_options(c->dist.timeout_s, c->dist.bucket_mb);
     char *text = NULL;
     size_t n = 0;
     FILE *m = open_memstream(&text, &n);
