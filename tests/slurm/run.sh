@@ -22,8 +22,9 @@ ldd build/sprec 2>/dev/null | grep libmpi >/dev/null || { echo "test-slurm: skip
 
 T=$root/build/test-tmp/slurm
 pids=()
-stop() {   # the daemons this script started, by their pids
+stop() {   # this cluster's jobs (a failed check may leave one running), then the daemons this script started, by pid
     local p
+    [ -f "${SLURM_CONF:-}" ] && scancel --quiet --user="$(id -un)" 2>/dev/null && sleep 1
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
 }
@@ -104,7 +105,7 @@ submit=(sbatch --parsable --ntasks-per-node=2 --gpus-per-node=2 --cpus-per-task=
 
 # 1. the batch script for one node, two ranks
 t0=$(date +%s.%N)
-job=$("${submit[@]}" --wait --output="$T/log/job-plain.out" scripts/slurm/train-node.sbatch "$T/runs/sbatch" "${sft[@]}") \
+job=$(timeout 300 "${submit[@]}" --wait --output="$T/log/job-plain.out" scripts/slurm/train-node.sbatch "$T/runs/sbatch" "${sft[@]}") \
     || { cat "$T/log/job-plain.out"; die "sbatch --wait scripts/slurm/train-node.sbatch (job $job)"; }
 grep -q "2 ranks on 1 node" "$T/log/job-plain.out" || die "job $job did not run 2 ranks: $(cat "$T/log/job-plain.out")"
 same_run "$T/runs/sbatch"
