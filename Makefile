@@ -67,6 +67,16 @@ DIST_SKIP  := host/base/dist_mpi.c
 MPI_NOTE   := without MPI ($(if $(MPICC),MPI=0,mpicc not found): one process only)
 endif
 $(BUILD)/obj/host/base/dist_mpi.o: INCS += $(MPI_CFLAGS)
+# ---- NCCL: multi-rank --device cuda sums gradients with NCCL; on with CUDA and MPI when nccl.h is found, off with NCCL=0
+NCCL_H  := $(if $(filter 1,$(CUDA)),$(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h)))
+NCCL    ?= $(if $(and $(filter 1,$(MPI)),$(NCCL_H)),1,0)
+ifeq ($(NCCL),1)
+$(BUILD)/obj/host/base/dist_mpi.o: INCS += -DSPREC_NCCL -I$(CUDA_HOME)/include
+MPI_LIBS   += -lnccl
+MPI_NOTE   += + NCCL
+endif
+# (the NCCL choice changes the link flags: dist_mpi.o follows)
+$(BUILD)/obj/host/base/dist_mpi.o: $(BUILD)/.link-flags
 
 KERNEL_SRC := $(wildcard kernels/*.c kernels/cpu/*.c)
 HOST_ALL   := $(filter-out host/cli/main.c,$(wildcard host/*/*.c host/*/*/*.c))

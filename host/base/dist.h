@@ -10,8 +10,8 @@
 // launcher is rank 0 of 1 and never touches MPI). The sharing arithmetic is
 // host/base/dist.c. Every rank must make the same calls in the same order
 // (collectives). Sums run in rank order, so the same world size gives
-// bit-identical results. Multi-rank device sums are host-memory backends only
-// for now (CUDA needs NCCL).
+// bit-identical results. Multi-rank device sums: host-memory backends over MPI,
+// CUDA over NCCL when the build has it (else refused).
 #ifndef SPREC_DIST_H
 #define SPREC_DIST_H
 
@@ -35,8 +35,9 @@ const Dist *dist_world(void);
 // lowest rank that differs names itself, what, and its first differing line in one
 // error line, and the job exits with status 1. A collective.
 void dist_check_same(const Dist *d, const char *what, const char *text, size_t n);
-// Refuses (one line) a backend the multi-rank sums cannot serve: device memory
-// that is not host memory (CUDA) when world > 1.
+// Prepares the sums for the backend: on CUDA under a launcher, the NCCL
+// communicator (a collective); without NCCL in the build, refuses (one line)
+// CUDA when world > 1.
 void dist_check_backend(const Dist *d, const Backend *be);
 // [dist] keys (config_check_ranks sets them). timeout_s, the watchdog: a
 // collective that waits longer than this for some rank ends the job with one

@@ -6,7 +6,8 @@
 // Determinism: every sum is taken in rank order (rank 0's value, then + rank
 // 1's, ...), never in the order messages arrive, so a given world size gives
 // bit-identical runs. Device buffers go through the backend's download/upload,
-// so any backend whose device memory is host memory works; CUDA needs NCCL.
+// so any backend whose device memory is host memory works; CUDA sums with NCCL
+// (built when make finds nccl.h; see SPREC_NCCL below).
 //
 // Failure: with several ranks, a non-zero exit() on any rank (fail(), check())
 // calls MPI_Abort from the exit path, which ends every rank: none is left
@@ -28,9 +29,19 @@
 #include "dist.h"
 #include "filesum.h"
 #include "kernels/errors.h"
+#ifdef SPREC_NCCL
+// --device cuda under a launcher: gradient sums with NCCL (make builds this when it finds nccl.h; NCCL=0: off).
+// Each rank uses GPU local_rank % device_count (SPREC_CUDA_DEVICE, unless already set), its communicator comes
+// from an ncclUniqueId that rank 0 broadcasts over MPI, and the all-reduce runs on a stream of its own.
+#include <cuda_runtime.h>
+#include <nccl.h>
+static ncclComm_t nccl;             // NULL until a CUDA backend meets the ranks (dist_check_backend)
+static cudaStream_t nccl_stream;
+#endif
 
 static Dist world = {.rank = 0, .world = 1};
 static int started, size_all = 1;   // size_all: the ranks the launcher started (world.world is 1 for a rank-0-alone command)
+static int mpi_on;                  // a launcher started this process: MPI is initialised
 static double timeout_s = 300;      // [dist] timeout_s (dist_set_options); 0 = wait forever
 static size_t bucket_floats = 1 << 20;   // [dist] bucket_mb, in floats
 static long collectives;            // collectives started so far: the same count on every rank
@@ -111,22 +122,76 @@ static _Noreturn void report_stuck(const char *what, long seq) {
     abort();
 }
 
-// Completes the non-blocking collective req (what: its name in the watchdog's
-// line). Polls, yielding the core (ranks may outnumber the cores), so that a
-// wait longer than timeout_s is noticed.
-static void wait_for(MPI_Request *req, const char *what) {
+// Waits until done(arg) (what: the collective's name in the watchdog's line).
+// Polls, yielding the core (ranks may outnumber the cores), so that a wait
+// longer than timeout_s is noticed.
+static void wait_until(int (*done)(void *), void *arg, const char *what) {
     const long seq = ++collectives;
     const double t0 = now_s();
     for (;;) {
-        int done = 0;
-        MPI_CHECK(MPI_Test(req, &done, MPI_STATUS_IGNORE));
-        if (done) { waited_s += now_s() - t0; return; }
+        if (done(arg)) { waited_s += now_s() - t0; return; }
         const double waited = now_s() - t0;
         if (timeout_s > 0 && waited > timeout_s) report_stuck(what, seq);
         if (waited < 1e-3) sched_yield();
         else sleep_s(waited < 0.1 ? 5e-5 : 1e-3);
     }
 }
+
+static int request_done(void *req) {
+    int done = 0;
+    MPI_CHECK(MPI_Test(req, &done, MPI_STATUS_IGNORE));
+    return done;
+}
+
+// Completes the non-blocking collective req.
+static void wait_for(MPI_Request *req, const char *what) { wait_until(request_done, req, what); }
+
+#ifdef SPREC_NCCL
+static void cuda_ok(cudaError_t e, const char *call) {
+    if (e != cudaSuccess) fail("rank %d of %d: %s failed: %s", world.rank, size_all, call, cudaGetErrorString(e));
+}
+static void nccl_ok(ncclResult_t r, const char *call) {
+    if (r != ncclSuccess) fail("rank %d of %d: %s failed: %s", world.rank, size_all, call, ncclGetErrorString(r));
+}
+#define CUDA_OK(call) cuda_ok((call), #call)
+#define NCCL_OK(call) nccl_ok((call), #call)
+
+// the all-reduce on nccl_stream has finished; NCCL's own errors (a peer gone) end the job
+static int nccl_done(void *arg) {
+    (void)arg;
+    ncclResult_t async;
+    NCCL_OK(ncclCommGetAsyncError(nccl, &async));
+    nccl_ok(async, "ncclAllReduce (asynchronous error)");
+    const cudaError_t e = cudaStreamQuery(nccl_stream);
+    if (e == cudaErrorNotReady) return 0;
+    cuda_ok(e, "cudaStreamQuery");
+    return 1;
+}
+
+// before the backend opens its GPU: this rank's is local_rank % device_count
+static void pick_gpu(void) {
+    MPI_Comm node;
+    int local = 0, count = 0;
+    MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world.rank, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Comm_rank(node, &local));
+    MPI_CHECK(MPI_Comm_free(&node));
+    if (getenv("SPREC_CUDA_DEVICE") || cudaGetDeviceCount(&count) != cudaSuccess || count <= 0) return;   // no GPU: CPU runs
+    char dev[16];
+    snprintf(dev, sizeof dev, "%d", local % count);
+    if (setenv("SPREC_CUDA_DEVICE", dev, 1) != 0) fail("rank %d: cannot set SPREC_CUDA_DEVICE", world.rank);
+}
+
+static void nccl_start(void) {
+    if (nccl) return;
+    ncclUniqueId id;
+    if (world.rank == 0) NCCL_OK(ncclGetUniqueId(&id));
+    MPI_Request rq;
+    MPI_CHECK(MPI_Ibcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD, &rq));
+    wait_for(&rq, "the NCCL set-up (dist_check_backend)");
+    CUDA_OK(cudaStreamCreateWithFlags(&nccl_stream, cudaStreamNonBlocking));
+    NCCL_OK(ncclCommInitRank(&nccl, world.world, id, world.rank));
+}
+#endif
 
 // Started by mpirun (Open MPI's variables; PMIX_RANK also under srun --mpi=pmix),
 // an MPICH-style launcher (PMI_RANK), or an srun step of several tasks.
@@ -146,7 +211,10 @@ static void dist_exit(int status, void *arg) {
         fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, status);
     }
-    if (world.world > 1 && world.rank == 0 && sums > 0) {   // the communication of the run, for docs/SCALING.md
+#ifdef SPREC_NCCL
+    if (nccl) ncclCommDestroy(nccl);
+#endif
+    if (world.rank == 0 && sums > 0) {   // the communication of the run (docs/SCALING.md)
         const double run_s = now_s() - started_s;
         printf("dist: %d ranks | %ld gradient sums of %.3g MB (buckets of %.3g MB) | %.2f s of %.2f s waiting in "
                "collectives (%.1f%%)\n", world.world, sums, summed_bytes / sums / (1 << 20),
@@ -177,6 +245,7 @@ int dist_start(int splits_work) {
             static char err_buf[1 << 14];
             setvbuf(stderr, err_buf, _IOLBF, sizeof err_buf);
             MPI_CHECK(MPI_Init(NULL, NULL));
+            mpi_on = 1;
             MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
             MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world.rank));
             MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_all));
@@ -191,6 +260,9 @@ int dist_start(int splits_work) {
             if (world.rank != 0 && !freopen("/dev/null", "w", stdout))
                 fail("rank %d: cannot send stdout to /dev/null", world.rank);
             check_binary();
+#ifdef SPREC_NCCL
+            pick_gpu();
+#endif
         }
     }
     if (!splits_work && size_all > 1) {   // a one-process command: rank 0 runs it as a world of 1
@@ -207,9 +279,14 @@ const Dist *dist_world(void) {
 
 void dist_check_backend(const Dist *d, const Backend *be) {
     // mem_stats is NULL exactly on the backends whose buffers are host memory (kernels/backend.h)
+#ifdef SPREC_NCCL
+    // every rank a launcher started sums through NCCL on a GPU, also one alone (mpirun -np 1: tests/gpu/nccl.sh)
+    if (be->mem_stats && mpi_on && d->world == size_all) nccl_start();
+#else
     if (d->world > 1 && be->mem_stats)
-        fail("--device %s with %d ranks: multi-rank CUDA needs NCCL (not yet built); use --device cpu or one rank",
-             be->name, d->world);
+        fail("--device %s with %d ranks: multi-rank CUDA needs NCCL (this sprec was built without it: make found "
+             "no nccl.h, or NCCL=0); use --device cpu or one rank", be->name, d->world);
+#endif
 }
 
 // "[section] line" of text t[0..n) around byte i: the line that holds it and the
@@ -287,9 +364,19 @@ void dist_sum_host(const Dist *d, double *x, int n) {
 // world buckets per slot to gather into); every rank posts and waits in the same
 // order. The sum of an element does not depend on the bucket size.
 void dist_sum_device(const Dist *d, const Backend *be, float *x, size_t n) {
+    const char *what = "the gradient sum (dist_sum_device)";
+#ifdef SPREC_NCCL
+    if (nccl && be->mem_stats && n > 0) {   // after every op that wrote the gradients (the backend's own stream)
+        CUDA_OK(cudaDeviceSynchronize());
+        NCCL_OK(ncclAllReduce(x, x, n, ncclFloat, ncclSum, nccl, nccl_stream));
+        wait_until(nccl_done, NULL, what);
+        sums++;
+        summed_bytes += (double)n * sizeof(float);
+        return;
+    }
+#endif
     if (d->world == 1 || n == 0) return;
     dist_check_backend(d, be);
-    const char *what = "the gradient sum (dist_sum_device)";
     const size_t bucket = n < bucket_floats ? n : bucket_floats, nb = (n + bucket - 1) / bucket;
     float *h[3], *all[3] = {NULL, NULL, NULL};
     MPI_Request gather[3], bcast[3];

@@ -16,6 +16,7 @@
 #   generate  greedy, beam and top-k sampled decoding: cuda vs cpu-bf16 output ids
 #   sft       a 40-step SFT run (configs/demo.ini) on cpu and on cuda: losses within
 #             tolerance; cuda twice: train logs byte-identical
+#   nccl      tests/gpu/nccl.sh: mpirun -np 1 --device cuda (gradients through NCCL) = the plain cuda run
 #   bench     DEVICE=cuda scripts/bench.sh (sprec bench + bench/torch_cuda.py)
 #   demo      make demo's pipeline (SFT -> DPO-RN -> SPRec -> eval) with --run.device=cuda, when time is left
 # Then a table (check, max error, tolerance, pass/fail). Everything (logs,
@@ -221,6 +222,11 @@ PY
     else
         record generate_cuda_vs_cpu_bf16 null 0 0 "$secs" "generation failed (exit $rc)"
     fi
+
+    # ---- 1-rank NCCL: tests/gpu/nccl.sh (issue 11; its own file) ------------------------------
+    step nccl 90 "${run_env[@]}" tests/gpu/nccl.sh "$log/nccl"
+    record nccl_1rank_identical null null "$( ((rc == 0)) && echo 1 || { ((rc == 77)) && echo skip || echo 0; })" "$secs" \
+        "$(tail -n 1 "$log/nccl.log")"
 
     # ---- benchmark ---------------------------------------------------------------------------
     # (no run_env: sprec finds build-deps through its RPATH, and Python keeps the system libraries)
