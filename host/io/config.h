@@ -86,6 +86,11 @@ typedef struct {
         int tensorboard;              // also write TensorBoard event files (io/tensorboard.h)
     } run;
 
+    struct {                          // ranks (docs/cluster.md)
+        float timeout_s;              // watchdog on every collective; 0 = wait forever
+        float bucket_mb;              // gradient sums in buckets of this size
+    } dist;
+
     struct {                          // sprec eval (docs/eval.md)
         char model[CONFIG_PATH_MAX];  // checkpoint to evaluate
         char split[8];                // test | valid

@@ -122,16 +122,18 @@ void evaluate_split_mode(Model *m, const RecData *d, const char *split, const in
     }
     Grounding gr;
     if (mode == EVAL_UNCONSTRAINED) grounding_create(&gr, m, d, cache_path);
-    // this rank's share of the rows; the lists are gathered, so every rank computes the same metrics
+    // this rank's share of the rows (by cost); the lists are gathered, so every rank computes the same metrics
     const Dist *dist = dist_world();
     int lo, hi;
-    dist_share(dist, n, &lo, &hi);
+    recommend_share(mode == EVAL_CONSTRAINED ? &trie : NULL, plens, n, W, &lo, &hi);
     // the generated texts stay on the rank that made them: the JSONL carries them with one rank only
     GenOutput *gen = mode == EVAL_UNCONSTRAINED && topk_jsonl && dist->world == 1
                    ? xcalloc((size_t)n, sizeof(GenOutput)) : NULL;
 
     int *ranked = xmalloc((size_t)n * K * sizeof(int));
     float *scores = xmalloc((size_t)n * K * sizeof(float));
+    char stage[32];   // for the progress and balance lines
+    snprintf(stage, sizeof stage, "eval %s", split);
     const double t0 = now_seconds();
     double t_last = t0;
     for (int b = lo; b < hi; b += batch) {
@@ -141,10 +143,9 @@ void evaluate_split_mode(Model *m, const RecData *d, const char *split, const in
         else
             grounding_topk(m, &gr, prompts + b, plens + b, nb, K, ranked + (size_t)b * K, scores + (size_t)b * K,
                            gen ? gen + b : NULL);
-        char what[32];
-        snprintf(what, sizeof what, "eval %s", split);
-        progress_line(what, b + nb - lo, hi - lo, "rows", t0, &t_last);
+        progress_line(stage, b + nb - lo, hi - lo, "rows", t0, &t_last);
     }
+    dist_log_balance(dist, stage, now_seconds() - t0);
     dist_gather(dist, ranked, (size_t)K * sizeof(int), lo, hi, n);
     dist_gather(dist, scores, (size_t)K * sizeof(float), lo, hi, n);
 
