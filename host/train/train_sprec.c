@@ -142,7 +142,8 @@ static void eval_split(Sprec *x, int t, const char *split, FILE *out, const char
     Metrics met[MAX_KS];
     const Config *cfg = x->cfg;
     evaluate_split_mode(&x->model, &x->d, split, x->ks, x->n_ks, x->beams, cfg->eval.batch, x->eval_rows,
-                        cfg->eval.mode, NULL, NULL, met);
+                        cfg->eval.mode, cfg->eval.mode == EVAL_PAPER ? cfg->data.dataset : NULL,
+                        &(PaperOpts){cfg->eval.encoder, cfg->data.tokenizer}, NULL, met);
     if (out) {
         metrics_write_jsonl(out, "sprec", t, met, x->n_ks);
         fflush(out);

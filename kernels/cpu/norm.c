@@ -82,8 +82,8 @@ void cpu_rmsnorm_bwd(float *dinp, float *dweight, const float *dout, const void 
 }
 
 // LayerNorm: out = (x - mean) * rstd * weight + bias, rstd = 1/sqrt(var + eps),
-// var the biased variance (torch.nn.LayerNorm). Mean and variance in double
-// (two passes), so a row of large values with a small spread keeps its digits.
+// var the biased variance (torch.nn.LayerNorm). Mean, variance and the centring in
+// double, so a row of large values with a small spread keeps its digits.
 // out[N,C], inp[N,C], weight[C], bias[C]; out may alias inp (a row is read
 // fully before it is written).
 void cpu_layernorm_fwd(void *out_, const void *inp_, const void *weight_, const void *bias_, float eps,
@@ -98,7 +98,7 @@ void cpu_layernorm_fwd(void *out_, const void *inp_, const void *weight_, const 
         for (int c = 0; c < C; c++) sum += x[c];
         const double mean = sum / C;
         for (int c = 0; c < C; c++) ss += (x[c] - mean) * (x[c] - mean);
-        const float m = (float)mean, r = (float)(1.0 / sqrt(ss / C + eps));
-        for (int c = 0; c < C; c++) y[c] = (x[c] - m) * r * weight[c] + bias[c];
+        const double r = 1.0 / sqrt(ss / C + eps);
+        for (int c = 0; c < C; c++) y[c] = (float)((x[c] - mean) * r) * weight[c] + bias[c];
     }
 }
