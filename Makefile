@@ -134,7 +134,7 @@ $(BUILD)/asan/sprec: $(ASAN_OBJ)
 # the end-to-end tests run build/sprec and build/asan/sprec: building the test binary builds them
 # too, so build/test_sprec runs on its own (SPREC_TEST_FILTER=pattern selects tests)
 $(BUILD)/test_sprec: $(TEST_OBJ) $(LIB_OBJ) $(BUILD)/.link-flags | $(BUILD)/sprec $(BUILD)/asan/sprec
-	$(CC) $(CFLAGS) $(filter %.o,$^) -o $@ $(LINK_LIBS) -lcmocka
+	$(CC) $(CFLAGS) $(filter %.o,$^) -o $@ $(LINK_LIBS) -lcmocka -lz
 
 $(BUILD)/test_gpu: $(GPU_TEST_OBJ) $(LIB_OBJ) $(BUILD)/.link-flags
 	$(CC) $(CFLAGS) $(filter %.o,$^) -o $@ $(LINK_LIBS)

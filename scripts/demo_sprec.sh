@@ -43,7 +43,8 @@ echo
 if python3 -c "import matplotlib" 2>/dev/null; then
     python3 scripts/plot_metrics.py "${metrics[@]}" -k 10 -o "$out/metrics.png" --title "demo-sprec (synthetic): SFT vs DPO-RN vs SPRec, K = 10"
 else
-    echo "demo-sprec: matplotlib is not installed, so no PNG (install: pip install matplotlib, or apt-get install python3-matplotlib;"
+    echo "demo-sprec: matplotlib is not installed, so no PNG (scripts/setup.sh installs python3-matplotlib; or pip install matplotlib;"
     echo "            then: python3 scripts/plot_metrics.py ${metrics[*]} -k 10 -o $out/metrics.png)"
 fi
-echo "run folder: $out (sft/ dpo/ sprec/: config.ini, train_log.jsonl, checkpoint.h5, metrics.jsonl, topk-test.jsonl; *.log)"
+echo "run folder: $out (sft/ dpo/ sprec/: config.ini, train_log.jsonl, checkpoint.h5, metrics.jsonl, and topk-test.jsonl"
+echo "            in sft/ dpo/, topk-test-iterT.jsonl per iteration T in sprec/; *.log)"

@@ -31,6 +31,8 @@ deps=(
     "libcmocka-dev:/usr/include/cmocka.h"
     "openmpi-bin:/usr/bin/mpirun"
     "libopenmpi-dev:/usr/bin/mpicc"
+    "zlib1g-dev:/usr/include/zlib.h"
+    "python3-matplotlib:/usr/lib/python3/dist-packages/matplotlib/__init__.py"
 )
 
 missing=()

@@ -1,4 +1,4 @@
-// sprec tokenize --model CKPT.h5|tokenizer.json|FILE.gguf [--decode] [--special] [--skip-special]
+// sprec tokenize --model CKPT.h5|tokenizer.json|vocab.txt|FILE.gguf [--decode] [--special] [--skip-special]
 // One line of text in, one line of space-separated ids out (DESIGN.md); with
 // --decode, one line of ids in, the text out.
 #include <stdio.h>
@@ -17,7 +17,7 @@ static int ends_with(const char *s, const char *suffix) {
 }
 
 
-// tokenizer.json, with tokenizer_config.json from the same folder when there is one
+// tokenizer.json or a BERT vocab.txt, with tokenizer_config.json from the same folder when there is one
 static Tokenizer *load(const char *path) {
     size_t len = 0, clen = 0;
     char *json = NULL, *cfg = NULL;
@@ -49,6 +49,11 @@ static Tokenizer *load(const char *path) {
         const char *slash = strrchr(path, '/');
         snprintf(dir, sizeof dir, "%.*stokenizer_config.json", slash ? (int)(slash - path + 1) : 0, path);
         cfg = read_file_text_if_exists(dir, &clen);
+        if (ends_with(path, ".txt")) {   // vocab.txt: the tokenizer.json transformers would make of it
+            char *vj = tokenizer_json_from_vocab_txt(json, len, cfg, clen, path, &len);
+            free(json);
+            json = vj;
+        }
     }
     Tokenizer *t = tokenizer_from_json(json, len, cfg, clen, path);
     free(json);
@@ -58,7 +63,7 @@ static Tokenizer *load(const char *path) {
 
 int cmd_tokenize(int argc, char **argv) {
     if (cli_has_flag(argc, argv, "--help")) {
-        printf("usage: sprec tokenize --model CKPT.h5|tokenizer.json|FILE.gguf [--special] [--decode [--skip-special]]\n"
+        printf("usage: sprec tokenize --model CKPT.h5|tokenizer.json|vocab.txt|FILE.gguf [--special] [--decode [--skip-special]]\n"
                "Reads lines on stdin. Encode: prints one line of space-separated token ids per line\n"
                "(--special: add BOS/EOS as the tokenizer's post-processor or tokenizer_config.json says;\n"
                "special tokens written in the text are always recognised). --decode: reads lines of ids\n"
@@ -72,7 +77,7 @@ int cmd_tokenize(int argc, char **argv) {
             fail("sprec tokenize: unknown argument '%s' (see sprec tokenize --help)", a);
     }
     const char *path = cli_flag_value(argc, argv, "--model");
-    if (!path) fail("sprec tokenize: needs --model CKPT.h5|tokenizer.json|FILE.gguf");
+    if (!path) fail("sprec tokenize: needs --model CKPT.h5|tokenizer.json|vocab.txt|FILE.gguf");
     const int decode = cli_has_flag(argc, argv, "--decode"), special = cli_has_flag(argc, argv, "--special");
     const int skip = cli_has_flag(argc, argv, "--skip-special");
     Tokenizer *t = load(path);

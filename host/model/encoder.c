@@ -123,13 +123,10 @@ void encoder_free(Encoder *e) {
 }
 
 int encoder_tokenize(Encoder *e, const char *text, size_t len, int **ids) {
-    int n = tokenizer_encode(encoder_tokenizer(e), text, len, 1, ids);
+    // truncated as sentence-transformers does: [CLS], the first max_tokens - 2 word pieces, [SEP]
+    const int n = tokenizer_encode_max(encoder_tokenizer(e), text, len, 1, e->cfg.max_tokens, ids);
     if (n < 2 || (*ids)[0] != e->cls_id || (*ids)[n - 1] != e->sep_id)
         fail("the encoder's tokenizer does not wrap a text in [CLS] ... [SEP] (its post_processor)");
-    if (n > e->cfg.max_tokens) {   // as sentence-transformers: the word pieces are cut, [SEP] stays last
-        n = e->cfg.max_tokens;
-        (*ids)[n - 1] = e->sep_id;
-    }
     return n;
 }
 

@@ -1,8 +1,8 @@
 // Encoding and decoding, following Hugging Face tokenizers' pipeline:
 // added tokens are cut out of the raw text first (leftmost, longest), each
 // remaining chunk is normalized, pre-tokenized into pieces, and each piece goes
-// through BPE (tokenizer_bpe.c); then the post-processor's template wraps the
-// ids. Decoding maps ids to token strings and runs the decoder op list.
+// through the model (BPE: tokenizer_bpe.c, WordPiece: tokenizer_wordpiece.c);
+// then the post-processor's template wraps the ids. Decoding maps ids to token strings and runs the decoder op list.
 // Loading is in tokenizer_json.c.
 #include <string.h>
 #include "tokenizer_impl.h"
@@ -17,13 +17,6 @@ void enc_scratch_free(struct EncScratch *e) {
     for (int i = 0; i < 2; i++) { free(e->norm[i].p); free(e->arena[i].p); free(e->pieces[i].p); }
     free(e->segs.p);
     free(e);
-}
-
-static void emit(Bytes *arena, Ints *pieces, const char *s, size_t n) {
-    if (!n) return;
-    ints_put(pieces, (int)arena->n);
-    ints_put(pieces, (int)n);
-    bytes_put(arena, s, n);
 }
 
 // Replaces every occurrence of a by b (non-overlapping, left to right).
@@ -65,10 +58,10 @@ static void split_piece(const PreStep *st, Ints *segs, const char *s, size_t n, 
         size_t a = (size_t)g[3 * i], b = (size_t)g[3 * i + 1];
         int m = g[3 * i + 2];
         switch (st->behavior) {
-        case SPLIT_ISOLATED: emit(arena, pieces, s + a, b - a); break;
-        case SPLIT_REMOVED: if (!m) emit(arena, pieces, s + a, b - a); break;
-        case SPLIT_PREV: if (m) { emit(arena, pieces, s + cut, b - cut); cut = b; } break;
-        case SPLIT_NEXT: if (m) { emit(arena, pieces, s + cut, a - cut); cut = a; } break;
+        case SPLIT_ISOLATED: emit_piece(arena, pieces, s + a, b - a); break;
+        case SPLIT_REMOVED: if (!m) emit_piece(arena, pieces, s + a, b - a); break;
+        case SPLIT_PREV: if (m) { emit_piece(arena, pieces, s + cut, b - cut); cut = b; } break;
+        case SPLIT_NEXT: if (m) { emit_piece(arena, pieces, s + cut, a - cut); cut = a; } break;
         case SPLIT_CONTIGUOUS:
             if (m) {   // runs of adjacent matches are one piece
                 size_t j = i;
@@ -76,17 +69,18 @@ static void split_piece(const PreStep *st, Ints *segs, const char *s, size_t n, 
                 b = (size_t)g[3 * j + 1];
                 i = j;
             }
-            emit(arena, pieces, s + a, b - a);
+            emit_piece(arena, pieces, s + a, b - a);
             break;
         }
     }
-    if (st->behavior == SPLIT_PREV || st->behavior == SPLIT_NEXT) emit(arena, pieces, s + cut, n - cut);
+    if (st->behavior == SPLIT_PREV || st->behavior == SPLIT_NEXT) emit_piece(arena, pieces, s + cut, n - cut);
 }
 
 #define META "\xe2\x96\x81"   // U+2581, SentencePiece's visible space
 
 static void pre_step(const PreStep *st, Ints *segs, const char *s, size_t n, int at_start, Bytes *arena, Ints *pieces) {
     if (st->kind == PRE_SPLIT) { split_piece(st, segs, s, n, arena, pieces); return; }
+    if (st->kind == PRE_BERT) { bert_pre_split(s, n, arena, pieces); return; }
     if (st->kind == PRE_BYTELEVEL_PREFIX) {
         size_t off = arena->n;
         if (n == 0 || s[0] != ' ') bytes_put(arena, " ", 1);
@@ -111,6 +105,11 @@ static void pre_step(const PreStep *st, Ints *segs, const char *s, size_t n, int
     if (end > cut) { ints_put(pieces, (int)cut); ints_put(pieces, (int)(end - cut)); }
 }
 
+static void model_word(const Tokenizer *t, const char *s, int n, Ints *out) {
+    if (t->wordpiece) wordpiece_word(t, s, n, out);
+    else bpe_word(t, s, n, out);
+}
+
 // One chunk of text between added tokens.
 static void encode_chunk(const Tokenizer *t, const char *s, size_t n, int at_start, Ints *out) {
     if (!n) return;
@@ -120,6 +119,7 @@ static void encode_chunk(const Tokenizer *t, const char *s, size_t n, int at_sta
         const NormOp *op = &t->norm[i];
         Bytes *o = &e->norm[w];
         if (op->kind == NORM_NFC) nfc_normalize(s, n, o);
+        else if (op->kind == NORM_BERT) bert_normalize(op->bert, s, n, o);
         else if (op->kind == NORM_PREPEND) {   // tokenizers prepends only to non-empty text
             o->n = 0;
             if (n) bytes_put(o, op->a, (size_t)op->alen);
@@ -127,10 +127,10 @@ static void encode_chunk(const Tokenizer *t, const char *s, size_t n, int at_sta
         } else replace_all(o, s, n, op->a, (size_t)op->alen, op->b, (size_t)op->blen);
         s = o->p; n = o->n; w ^= 1;
     }
-    if (!t->n_pre) { bpe_word(t, s, (int)n, out); return; }
+    if (!t->n_pre) { model_word(t, s, (int)n, out); return; }
     int cur = 0;
     e->arena[0].n = 0; e->pieces[0].n = 0;
-    emit(&e->arena[0], &e->pieces[0], s, n);
+    emit_piece(&e->arena[0], &e->pieces[0], s, n);
     for (int k = 0; k < t->n_pre; k++) {
         Bytes *src = &e->arena[cur], *dst = &e->arena[cur ^ 1];
         Ints *sp = &e->pieces[cur], *dp = &e->pieces[cur ^ 1];
@@ -140,7 +140,7 @@ static void encode_chunk(const Tokenizer *t, const char *s, size_t n, int at_sta
         cur ^= 1;
     }
     for (size_t i = 0; i < e->pieces[cur].n; i += 2)
-        bpe_word(t, e->arena[cur].p + e->pieces[cur].p[i], e->pieces[cur].p[i + 1], out);
+        model_word(t, e->arena[cur].p + e->pieces[cur].p[i], e->pieces[cur].p[i + 1], out);
 }
 
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
@@ -148,8 +148,11 @@ static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == 
 // tokenizers uses Unicode \w: a non-ASCII letter next to the token differs)
 static int is_word(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'; }
 
-int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int add_special, int **ids) {
+int tokenizer_encode_max(const Tokenizer *t, const char *text, size_t len, int add_special, int max_len, int **ids) {
     Ints out = {0};
+    const size_t n_special = add_special ? t->prefix.n + t->suffix.n : 0;
+    if (max_len > 0 && (size_t)max_len <= n_special)
+        fail("tokenizer: max_len %d leaves no room for text beside %zu special tokens", max_len, n_special);
     if (add_special) for (size_t i = 0; i < t->prefix.n; i++) ints_put(&out, t->prefix.p[i]);
     size_t chunk = 0;
     for (size_t i = 0; i < len;) {
@@ -171,10 +174,16 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int add_s
         chunk = i = b;
     }
     encode_chunk(t, text + chunk, len - chunk, chunk == 0, &out);
+    if (max_len > 0 && out.n + n_special - (add_special ? t->prefix.n : 0) > (size_t)max_len)
+        out.n = (size_t)max_len - (add_special ? t->suffix.n : 0);   // the text's ids are cut from the right
     if (add_special) for (size_t i = 0; i < t->suffix.n; i++) ints_put(&out, t->suffix.p[i]);
     if (!out.p) out.p = xmalloc(sizeof(int));
     *ids = out.p;
     return (int)out.n;
+}
+
+int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int add_special, int **ids) {
+    return tokenizer_encode_max(t, text, len, add_special, 0, ids);
 }
 
 static int hexval(char c) {
@@ -238,6 +247,23 @@ static void dec_step(const DecOp *op, const Bytes *src, const Ints *sp, Bytes *d
             bytes_put(dst, s + a, (size_t)(z - a));
             break;
         }
+        case DEC_WORDPIECE: {   // continuations lose the prefix, other tokens get a space; then HF's cleanup
+            Bytes tok = {0}, tmp = {0};
+            if (i && n >= op->alen && !memcmp(s, op->a, (size_t)op->alen)) bytes_put(&tok, s + op->alen, (size_t)(n - op->alen));
+            else {
+                if (i) bytes_put(&tok, " ", 1);
+                bytes_put(&tok, s, (size_t)n);
+            }
+            static const char *const cleanup[][2] = {{" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"},
+                {" n't", "n't"}, {" 'm", "'m"}, {" do not", " don't"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+            for (size_t k = 0; op->cleanup && k < sizeof cleanup / sizeof *cleanup; k++) {
+                replace_all(&tmp, tok.p, tok.n, cleanup[k][0], strlen(cleanup[k][0]), cleanup[k][1], strlen(cleanup[k][1]));
+                Bytes x = tok; tok = tmp; tmp = x;
+            }
+            bytes_put(dst, tok.p, tok.n);
+            free(tok.p); free(tmp.p);
+            break;
+        }
         case DEC_METASPACE:   // as tokenizers does: in the first token every U+2581 is dropped
             for (int j = 0; j < n;) {
                 if (j + 3 <= n && !memcmp(s + j, META, 3)) {
@@ -264,7 +290,7 @@ char *tokenizer_decode(const Tokenizer *t, const int *ids, int n, int skip_speci
         // embedding past the tokenizer's vocab, and sampling may land there
         if (ids[i] < 0 || ids[i] >= t->vocab_size || !t->tok[ids[i]]) continue;
         if (skip_special && t->is_special[ids[i]]) continue;
-        emit(&arena[0], &pieces[0], t->tok[ids[i]], (size_t)t->tok_len[ids[i]]);
+        emit_piece(&arena[0], &pieces[0], t->tok[ids[i]], (size_t)t->tok_len[ids[i]]);
     }
     int cur = 0;
     for (int k = 0; k < t->n_dec; k++) {

@@ -1,6 +1,7 @@
 // Tokenizers as Hugging Face's tokenizer.json describes them: byte-level BPE
-// (GPT-2, Llama-3, SmolLM2, Qwen2) with PCRE2 pre-tokenizer regexes, and
-// SentencePiece-style BPE with byte fallback (Llama-2, TinyLlama). Special
+// (GPT-2, Llama-3, SmolLM2, Qwen2) with PCRE2 pre-tokenizer regexes,
+// SentencePiece-style BPE with byte fallback (Llama-2, TinyLlama), and BERT's
+// WordPiece (MiniLM sentence encoders; also from a bare vocab.txt). Special
 // tokens are matched before BPE. A checkpoint stores tokenizer.json (and
 // tokenizer_config.json) verbatim, so a checkpoint alone is a usable model.
 #ifndef SPREC_TOKENIZER_H
@@ -16,12 +17,25 @@ typedef struct Tokenizer Tokenizer;
 Tokenizer *tokenizer_from_json(const char *json, size_t len, const char *config_json, size_t config_len,
                                const char *where);
 void tokenizer_free(Tokenizer *t);
+// A BERT vocab.txt (one token a line, id = line number) as the tokenizer.json
+// transformers builds from it: WordPiece, BertNormalizer (lowercase unless the
+// config's do_lower_case is false; strip_accents / tokenize_chinese_chars from
+// the config), BertPreTokenizer, [CLS] ... [SEP]. config_json may be NULL.
+// Returns malloc'd JSON text; one-line error without [CLS] / [SEP] lines.
+char *tokenizer_json_from_vocab_txt(const char *txt, size_t len, const char *config_json, size_t config_len,
+                                    const char *where, size_t *out_len);
 
 // Encodes UTF-8 text (any bytes; invalid UTF-8 is encoded byte-wise, never
 // rejected). Special tokens in the text are recognised. add_special: prepend
 // BOS / apply the post-processor as HF's encode(add_special_tokens=True) does.
 // Returns the count; *ids is malloc'd (caller frees).
 int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int add_special, int **ids);
+// The same, at most max_len ids (max_len <= 0: no limit), cut as transformers /
+// sentence-transformers truncate one sequence: the text's ids lose their tail,
+// the special tokens stay (BERT: [CLS] first max_len-2 ids [SEP]). The
+// tokenizer.json "truncation" and "padding" settings are not applied (as
+// transformers, which sets them per call): the caller names the limit.
+int tokenizer_encode_max(const Tokenizer *t, const char *text, size_t len, int add_special, int max_len, int **ids);
 // Decodes ids back to bytes (malloc'd, NUL-terminated; *len_out may be NULL).
 // skip_special drops special tokens; ids with no token are dropped (as HF does).
 // decode(encode(s)) == s for any s with byte-level BPE (invalid UTF-8 included;

