@@ -13,6 +13,8 @@
 #include "io/encoder_file.h"
 #include "rec/paper_eval.h"
 #include "rec/grounding.h"
+#include "rec/recdata.h"
+#include "base/h5io.h"
 
 #define FIX "tests/ref/encoder"
 #define TMP "build/test-tmp/encoder"
@@ -193,6 +195,15 @@ static void test_encoder_matches_references(void **state) {
     print_message("encoder vs sentence-transformers %.2e, vs onnxruntime %.2e (%d texts)\n", e_st, e_ort, x.n);
     assert_true(e_st <= 1e-5);
     assert_true(e_ort <= 1e-5);
+    // the texts through the C WordPiece tokenizer: the same ids (truncation included), the same embeddings
+    for (int i = 0; i < x.n; i++) {
+        int *ids, n = encoder_tokenize(&hf, x.texts[i], strlen(x.texts[i]), &ids);
+        assert_int_equal(n, x.lens[i]);
+        assert_memory_equal(ids, x.ids[i], (size_t)n * sizeof(int));
+        free(ids);
+    }
+    encoder_embed_texts(&hf, (const char *const *)x.texts, x.n, got);
+    assert_true(max_rel_err(got, x.st, x.n, x.dim) <= 1e-5);
     // one sequence alone equals the same sequence in a padded batch
     float one[64];
     const int last = x.n - 1;
@@ -309,10 +320,112 @@ static void test_paper_title_rule(void **state) {
     check_title("\nsecond", "NAN");        // an empty first line
 }
 
+// ---- sprec eval --eval.mode=paper on a synthetic world ---------------------------------
+
+// the demo's tokenizer (the SmolLM2 stand-in) and a smaller world; the model is random (sprec init, no tokenizer
+// of its own: the generations are decoded with [data] tokenizer), the encoder the fixture BERT
+static const char *const PAPER_INI =
+    "[model]\nvocab_size = 2504\ndim = 16\nn_layers = 1\nn_heads = 2\nn_kv_heads = 1\nffn_dim = 32\n"
+    "max_seq_len = 512\nseed = 5\n"
+    "[data]\nsource = synthetic\nsynth_items = 30\nsynth_users = 100\nvalid_rows = 10\ntest_rows = 40\nseed = 3\n"
+    "dataset = " TMP "/ds.h5\ntokenizer = " TMP "/smollm2.json\n"
+    "[run]\nout_dir = " TMP "/run\n"
+    "[eval]\nmodel = " TMP "/model.h5\nks = 1,5,10\nbatch = 4\nmax_rows = 6\nmode = paper\nencoder = " TMP "/enc.h5\n";
+
+static char *paper_eval_run(const char *needle) {
+    char out[16384];
+    const char *cmd = "build/sprec eval " TMP "/p.ini -o " TMP "/run";
+    const int rc = run_capture(cmd, out, sizeof out);
+    if (rc != 0 || !strstr(out, needle)) print_message("%s\nexit %d:\n%s\n(wanted '%s')\n", cmd, rc, out, needle);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, needle));
+    return read_text_file(TMP "/run/topk-test.jsonl", NULL);
+}
+
+static void test_paper_eval_end_to_end(void **state) {
+    (void)state;
+    char out[4096];
+    run_ok("rm -rf " TMP " && mkdir -p " TMP " && gzip -dc tests/ref/tokenizer/smollm2.tokenizer.json.gz > " TMP
+           "/smollm2.json");
+    write_file(TMP "/p.ini", PAPER_INI);
+    run_ok("build/sprec prepare " TMP "/p.ini");
+    run_ok("build/sprec init " TMP "/p.ini -o " TMP "/model.h5");
+    run_ok("build/sprec import " FIX "/bert -o " TMP "/enc.h5");
+    char *first = paper_eval_run("and cached in");
+    char *second = paper_eval_run("reused from the cache");
+    assert_string_equal(first, second);   // the cached catalogue embeddings give the same lists
+
+    // every line: title = the text rule on the decoded generation; ranked = a brute-force float64 L2 ranking of
+    // the encoder's embeddings of that title and of every catalogue title (ties to the lower id)
+    RecData d;
+    recdata_load(&d, TMP "/ds.h5");
+    Encoder e;
+    encoder_load(TMP "/enc.h5", &e);
+    encoder_to_device(&e, backend_cpu());
+    const int C = e.cfg.dim, n = d.n_items;
+    float *cat = malloc((size_t)n * C * sizeof(float)), q[64];
+    encoder_embed_texts(&e, (const char *const *)d.titles, n, cat);
+    size_t tl;
+    char *tj = read_text_file(TMP "/smollm2.json", &tl);
+    Tokenizer *tok = tokenizer_from_json(tj, tl, NULL, 0, "smollm2");
+    int lines = 0;
+    for (char *line = first, *nl; (nl = strchr(line, '\n')); line = nl + 1, lines++) {
+        *nl = '\0';
+        cJSON *j = cJSON_Parse(line);
+        assert_non_null(j);
+        const cJSON *gi = cJSON_GetObjectItem(j, "generated_ids"), *ranked = cJSON_GetObjectItem(j, "ranked");
+        const char *title = cJSON_GetObjectItem(j, "title")->valuestring;
+        int ids[64], k = cJSON_GetArraySize(gi);
+        assert_true(k >= 1 && k <= PAPER_MAX_NEW_TOKENS);
+        for (int i = 0; i < k; i++) ids[i] = cJSON_GetArrayItem(gi, i)->valueint;
+        size_t len;
+        char *text = tokenizer_decode(tok, ids, k, 1, &len), *want = paper_title(text, len);
+        assert_string_equal(title, want);
+        encoder_embed_texts(&e, &title, 1, q);
+        double dist[64];
+        int order[64];
+        for (int i = 0; i < n; i++) {
+            dist[i] = 0;
+            for (int c = 0; c < C; c++) dist[i] += ((double)cat[i * C + c] - q[c]) * ((double)cat[i * C + c] - q[c]);
+            order[i] = i;
+        }
+        for (int a = 1; a < n; a++)   // insertion sort: distance, then id
+            for (int b = a; b > 0 && (dist[order[b]] < dist[order[b - 1]] ||
+                                      (dist[order[b]] == dist[order[b - 1]] && order[b] < order[b - 1])); b--) {
+                const int t = order[b]; order[b] = order[b - 1]; order[b - 1] = t;
+            }
+        assert_int_equal(cJSON_GetArraySize(ranked), 10);
+        for (int r = 0; r < 10; r++) assert_int_equal(cJSON_GetArrayItem(ranked, r)->valueint, order[r]);
+        free(text); free(want);
+        cJSON_Delete(j);
+    }
+    assert_int_equal(lines, 6);
+    // the cache group: [30, 32] under /grounding/paper-FP, its fingerprint in its name
+    hid_t f = h5_open_read(TMP "/ds.h5");
+    int ng;
+    char **names = h5_list(f, TMP "/ds.h5", "grounding", &ng);
+    assert_int_equal(ng, 1);
+    assert_true(!strncmp(names[0], "paper-", 6));
+    char ds[128];
+    long dims[8];
+    snprintf(ds, sizeof ds, "grounding/%s/embeddings", names[0]);
+    assert_int_equal(h5_shape(f, TMP "/ds.h5", ds, dims), 2);
+    assert_true(dims[0] == n && dims[1] == C);
+    h5_list_free(names, ng);
+    h5_close(f);
+    assert_int_equal(run_capture("grep -c '\"label\"' " TMP "/run/metrics.jsonl", out, sizeof out), 0);
+    assert_int_equal(atoi(out), 2);
+    tokenizer_free(tok);
+    free(tj); free(cat); free(first); free(second);
+    encoder_free(&e);
+    recdata_free(&d);
+}
+
 DEFINE_TEST_GROUP(test_encoder,
     cmocka_unit_test(test_encoder_ops),
     cmocka_unit_test(test_encoder_matches_references),
     cmocka_unit_test(test_encoder_checkpoint_roundtrip),
     cmocka_unit_test(test_encoder_bad_input),
     cmocka_unit_test(test_paper_title_rule),
+    cmocka_unit_test(test_paper_eval_end_to_end),
 )
