@@ -32,6 +32,31 @@ char *paper_title(const char *text, size_t len) {
     return out;
 }
 
+// length of the valid UTF-8 sequence at p (at most n bytes), 0 when invalid
+static int utf8_len(const unsigned char *p, size_t n) {
+    const unsigned c = p[0];
+    const int k = c < 0x80 ? 0 : c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : -1;
+    if (k < 0 || (size_t)k >= n) return 0;
+    for (int j = 1; j <= k; j++) if ((p[j] & 0xc0) != 0x80) return 0;
+    if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0) || (c == 0xf0 && p[1] < 0x90) ||
+        (c == 0xf4 && p[1] >= 0x90)) return 0;   // overlong, surrogate, above U+10FFFF
+    return k + 1;
+}
+
+char *paper_text(const Tokenizer *tok, const int *ids, int n) {
+    size_t len;
+    char *raw = tokenizer_decode(tok, ids, n, 1, &len);   // as decode(skip_special_tokens=True)
+    char *out = xmalloc(3 * len + 1), *o = out;          // each bad byte grows to 3 (EF BF BD)
+    for (size_t i = 0; i < len;) {
+        const int k = utf8_len((const unsigned char *)raw + i, len - i);
+        if (k) { memcpy(o, raw + i, (size_t)k); o += k; i += (size_t)k; }
+        else { memcpy(o, "\xef\xbf\xbd", 3); o += 3; i++; }
+    }
+    *o = '\0';
+    free(raw);
+    return out;
+}
+
 // The cache key: the encoder (config, weights, tokenizer, backend) and every title.
 static uint64_t paper_fingerprint(const Encoder *enc, const RecData *d) {
     uint64_t parts[3] = {encoder_fingerprint(enc), xxh64(PAPER_RECIPE, strlen(PAPER_RECIPE)), (uint64_t)d->n_items};
@@ -108,9 +133,8 @@ void paper_topk(Model *m, PaperEval *p, const int *const *prompts, const int *le
     for (int i = 0; i < n; i++) {
         const GenHyp *h = &out[i].hyps[0];
         check(out[i].n == 1, "greedy generation of prompt %d returned %d hypotheses", i, out[i].n);
-        size_t len;
-        char *text = tokenizer_decode(p->tok, h->tokens, h->n, 1, &len);   // as decode(skip_special_tokens=True)
-        t[i] = paper_title(text, len);
+        char *text = paper_text(p->tok, h->tokens, h->n);
+        t[i] = paper_title(text, strlen(text));
         free(text);
     }
     float *q = xmalloc((size_t)n * p->dim * sizeof(float));

@@ -46,10 +46,17 @@ void paper_free(PaperEval *p);
 // first line; "NAN" when that is empty. Malloc'd, NUL-terminated.
 char *paper_title(const char *text, size_t len);
 
+// A generation as the reference's text: decoded with special tokens skipped,
+// each byte that is not part of valid UTF-8 replaced by U+FFFD (HF's decode
+// replaces invalid sequences too; the BERT normaliser drops U+FFFD either way).
+// Malloc'd, NUL-terminated.
+char *paper_text(const Tokenizer *tok, const int *ids, int n);
+
 // For each of n prompts: the greedy generation, its title (paper_title), the
 // K nearest items by L2 distance, ascending, ties to the lower index:
 // out_items[i*K + k], out_dist[i*K + k]. gen[i] (may be NULL) receives the
-// generation; titles[i] (titles may be NULL) the malloc'd title.
+// generation; titles[i] (titles may be NULL) the malloc'd title
+// (paper_title(paper_text(generation))).
 void paper_topk(Model *m, PaperEval *p, const int *const *prompts, const int *lens, int n, int K, int *out_items,
                 float *out_dist, GenOutput *gen, char **titles);
 

@@ -320,13 +320,33 @@ static void test_paper_title_rule(void **state) {
     check_title("\nsecond", "NAN");        // an empty first line
 }
 
+// decoding: special tokens skipped, bytes outside valid UTF-8 replaced by U+FFFD (the GPT-2 byte tokens)
+static void test_paper_text_decoding(void **state) {
+    (void)state;
+    size_t len;
+    char *json = read_gz("tests/ref/tokenizer/gpt2.tokenizer.json.gz", &len);
+    Tokenizer *tok = tokenizer_from_json(json, len, NULL, 0, "gpt2");
+    int ids[4], n = 0;
+    ids[n++] = tokenizer_token_id(tok, "\"");
+    ids[n++] = tokenizer_token_id(tok, "\xc3\xa2");   // the byte 0xE2: a 3-byte sequence cut short
+    ids[n++] = tokenizer_token_id(tok, "<|endoftext|>");
+    ids[n++] = tokenizer_token_id(tok, "A");
+    for (int i = 0; i < n; i++) assert_true(ids[i] >= 0);
+    char *t = paper_text(tok, ids, n);
+    assert_string_equal(t, "\"\xef\xbf\xbd" "A");
+    free(t);
+    tokenizer_free(tok);
+    free(json);
+}
+
 // ---- sprec eval --eval.mode=paper on a synthetic world ---------------------------------
 
 // the demo's tokenizer (the SmolLM2 stand-in) and a smaller world; the model is random (sprec init, no tokenizer
-// of its own: the generations are decoded with [data] tokenizer), the encoder the fixture BERT
+// of its own: the generations are decoded with [data] tokenizer; init_std 1 so that they vary from row to row),
+// the encoder the fixture BERT
 static const char *const PAPER_INI =
     "[model]\nvocab_size = 2504\ndim = 16\nn_layers = 1\nn_heads = 2\nn_kv_heads = 1\nffn_dim = 32\n"
-    "max_seq_len = 512\nseed = 5\n"
+    "max_seq_len = 512\nseed = 5\ninit_std = 1.0\n"
     "[data]\nsource = synthetic\nsynth_items = 30\nsynth_users = 100\nvalid_rows = 10\ntest_rows = 40\nseed = 3\n"
     "dataset = " TMP "/ds.h5\ntokenizer = " TMP "/smollm2.json\n"
     "[run]\nout_dir = " TMP "/run\n"
@@ -368,7 +388,8 @@ static void test_paper_eval_end_to_end(void **state) {
     size_t tl;
     char *tj = read_text_file(TMP "/smollm2.json", &tl);
     Tokenizer *tok = tokenizer_from_json(tj, tl, NULL, 0, "smollm2");
-    int lines = 0;
+    int lines = 0, distinct = 0;
+    char prev[256] = "";
     for (char *line = first, *nl; (nl = strchr(line, '\n')); line = nl + 1, lines++) {
         *nl = '\0';
         cJSON *j = cJSON_Parse(line);
@@ -378,9 +399,10 @@ static void test_paper_eval_end_to_end(void **state) {
         int ids[64], k = cJSON_GetArraySize(gi);
         assert_true(k >= 1 && k <= PAPER_MAX_NEW_TOKENS);
         for (int i = 0; i < k; i++) ids[i] = cJSON_GetArrayItem(gi, i)->valueint;
-        size_t len;
-        char *text = tokenizer_decode(tok, ids, k, 1, &len), *want = paper_title(text, len);
+        char *text = paper_text(tok, ids, k), *want = paper_title(text, strlen(text));
         assert_string_equal(title, want);
+        distinct += strcmp(prev, title) != 0;
+        snprintf(prev, sizeof prev, "%s", title);
         encoder_embed_texts(&e, &title, 1, q);
         double dist[64];
         int order[64];
@@ -400,6 +422,7 @@ static void test_paper_eval_end_to_end(void **state) {
         cJSON_Delete(j);
     }
     assert_int_equal(lines, 6);
+    assert_true(distinct >= 4);   // real texts, not one repeated title
     // the cache group: [30, 32] under /grounding/paper-FP, its fingerprint in its name
     hid_t f = h5_open_read(TMP "/ds.h5");
     int ng;
@@ -427,5 +450,6 @@ DEFINE_TEST_GROUP(test_encoder,
     cmocka_unit_test(test_encoder_checkpoint_roundtrip),
     cmocka_unit_test(test_encoder_bad_input),
     cmocka_unit_test(test_paper_title_rule),
+    cmocka_unit_test(test_paper_text_decoding),
     cmocka_unit_test(test_paper_eval_end_to_end),
 )
