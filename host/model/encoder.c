@@ -190,12 +190,11 @@ static void forward_pooled(Encoder *e, const int *tok, const int *lengths, int B
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(bufs[i]);
 }
 
-// sort key: longest first, ties by index (a stable, deterministic batching)
-static const int *sort_lens;
+// longest first, ties by index: a deterministic batching with little padding
+typedef struct { int len, idx; } ByLen;
 static int by_length(const void *x, const void *y) {
-    const int i = *(const int *)x, j = *(const int *)y;
-    if (sort_lens[i] != sort_lens[j]) return sort_lens[j] - sort_lens[i];
-    return i - j;
+    const ByLen *a = x, *b = y;
+    return a->len != b->len ? b->len - a->len : a->idx - b->idx;
 }
 
 void encoder_embed_ids(Encoder *e, const int *const *seqs, const int *lens, int n, float *out) {
@@ -208,21 +207,21 @@ void encoder_embed_ids(Encoder *e, const int *const *seqs, const int *lens, int 
             if (seqs[i][j] < 0 || seqs[i][j] >= e->cfg.vocab_size)
                 fail("encoder input %d: token id %d outside the vocabulary (%d)", i, seqs[i][j], e->cfg.vocab_size);
     }
-    int *order = xmalloc((n > 0 ? (size_t)n : 1) * sizeof(int));
-    for (int i = 0; i < n; i++) order[i] = i;
-    sort_lens = lens;
-    qsort(order, (size_t)n, sizeof(int), by_length);
+    ByLen *order = xmalloc((n > 0 ? (size_t)n : 1) * sizeof(ByLen));
+    for (int i = 0; i < n; i++) order[i] = (ByLen){lens[i], i};
+    qsort(order, (size_t)n, sizeof(ByLen), by_length);
     int *tok = xmalloc((size_t)ENC_BATCH * e->cfg.max_tokens * sizeof(int)), blen[ENC_BATCH];
     float *pooled = xmalloc((size_t)ENC_BATCH * C * sizeof(float));
     for (int b0 = 0; b0 < n; b0 += ENC_BATCH) {
-        const int B = n - b0 < ENC_BATCH ? n - b0 : ENC_BATCH, T = lens[order[b0]];
+        const int B = n - b0 < ENC_BATCH ? n - b0 : ENC_BATCH, T = order[b0].len;
         memset(tok, 0, (size_t)B * T * sizeof(int));
         for (int b = 0; b < B; b++) {
-            blen[b] = lens[order[b0 + b]];
-            memcpy(tok + (size_t)b * T, seqs[order[b0 + b]], (size_t)blen[b] * sizeof(int));
+            blen[b] = order[b0 + b].len;
+            memcpy(tok + (size_t)b * T, seqs[order[b0 + b].idx], (size_t)blen[b] * sizeof(int));
         }
         forward_pooled(e, tok, blen, B, T, pooled);
-        for (int b = 0; b < B; b++) memcpy(out + (size_t)order[b0 + b] * C, pooled + (size_t)b * C, (size_t)C * sizeof(float));
+        for (int b = 0; b < B; b++)
+            memcpy(out + (size_t)order[b0 + b].idx * C, pooled + (size_t)b * C, (size_t)C * sizeof(float));
     }
     free(order); free(tok); free(pooled);
 }
