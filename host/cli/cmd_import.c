@@ -216,7 +216,8 @@ int cmd_import(int argc, char **argv) {
         return 0;
     }
     const char *src = NULL, *out = cli_flag_value(argc, argv, "-o");
-    const char *tokenizer = cli_flag_value(argc, argv, "--tokenizer"), *max_tok = cli_flag_value(argc, argv, "--max-tokens");
+    const char *tokenizer = cli_flag_value(argc, argv, "--tokenizer");
+    const char *max_tok = cli_flag_value(argc, argv, "--max-tokens");
     for (int i = 1; i < argc; i++) {
         int skip = 0;
         for (const char *const *f = (const char *const[]){"-o", "--tokenizer", "--max-tokens", NULL}; *f; f++) {
@@ -234,7 +235,8 @@ int cmd_import(int argc, char **argv) {
     if (stat(src, &sb) != 0) fail("cannot open '%s': %s", src, strerror(errno));
     const size_t sl = strlen(src);
     const int onnx = sl > 5 && !strcmp(src + sl - 5, ".onnx");
-    if (onnx || (S_ISDIR(sb.st_mode) && encoder_hf_folder_is(src))) return import_encoder(src, onnx, tokenizer, max_tok, out);
+    if (onnx || (S_ISDIR(sb.st_mode) && encoder_hf_folder_is(src)))
+        return import_encoder(src, onnx, tokenizer, max_tok, out);
     if (tokenizer || max_tok) fail("sprec import: --tokenizer and --max-tokens are for sentence encoders only");
     Model m;
     if (S_ISDIR(sb.st_mode)) import_hf(src, &m);

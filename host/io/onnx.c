@@ -129,12 +129,17 @@ static void read_tensor(Pb b, OnnxTensor *t) {
     } else if (t->dtype == ONNX_FLOAT && nf) {
         size_t got = 0;
         if (nf == 1) memcpy(dst, single_f, 4), got = 1;
-        else for (; fdata.p < fdata.end && got < t->numel; got++) { uint32_t u = fixed32(&fdata); memcpy((char *)dst + got * 4, &u, 4); }
+        else
+            for (; fdata.p < fdata.end && got < t->numel; got++) {
+                const uint32_t u = fixed32(&fdata);
+                memcpy((char *)dst + got * 4, &u, 4);
+            }
         if (got != t->numel) fail("%s: ONNX tensor '%s' holds %zu of its %zu values", b.path, t->name, got, t->numel);
     } else if (t->dtype == ONNX_INT64 && ni) {
         size_t got = 0;
         if (ni == 1) ((long long *)dst)[0] = single_i[0], got = 1;
-        else for (; idata.p < idata.end && got < t->numel; got++) ((long long *)dst)[got] = (long long)varint(&idata);
+        else
+            for (; idata.p < idata.end && got < t->numel; got++) ((long long *)dst)[got] = (long long)varint(&idata);
         if (got != t->numel) fail("%s: ONNX tensor '%s' holds %zu of its %zu values", b.path, t->name, got, t->numel);
     } else if (t->numel) {
         fail("%s: ONNX tensor '%s' has no data", b.path, t->name);

@@ -35,7 +35,8 @@ char *paper_title(const char *text, size_t len) {
 // length of the valid UTF-8 sequence at p (at most n bytes), 0 when invalid
 static int utf8_len(const unsigned char *p, size_t n) {
     const unsigned c = p[0];
-    const int k = c < 0x80 ? 0 : c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : -1;
+    const int k = c < 0x80 ? 0 : c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2
+                : c >= 0xf0 && c <= 0xf4 ? 3 : -1;
     if (k < 0 || (size_t)k >= n) return 0;
     for (int j = 1; j <= k; j++) if ((p[j] & 0xc0) != 0x80) return 0;
     if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0) || (c == 0xf0 && p[1] < 0x90) ||
