@@ -6,6 +6,8 @@
 # with DEPS_ROOT=build-deps/root, without installing anything.
 #   scripts/offline_deps.sh            download (skips .debs already there)
 #   scripts/offline_deps.sh --list     only print the package list
+#   scripts/offline_deps.sh --size     only print their download size in bytes (from apt's
+#                                      metadata; nothing is downloaded; tests/gpu/carry_size.sh)
 # Needs apt-get (no root: `apt-get download` writes to the current folder).
 # The packages are this machine's distribution's (Debian 12 here); the target
 # machine needs a glibc at least as new as theirs.
@@ -28,6 +30,10 @@ deps=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts 
 pkgs=$( { printf '%s\n' "${dev[@]}"; printf '%s\n' $deps; } | grep -Ev "$base" | sort -u)
 
 if [[ ${1:-} == --list ]]; then printf '%s\n' $pkgs; exit 0; fi
+if [[ ${1:-} == --size ]]; then
+    apt-cache show --no-all-versions $pkgs | awk '/^Size:/ { s += $2; n++ } END { if (!n) exit 1; print s }'
+    exit
+fi
 [[ -z ${1:-} ]] || { echo "offline_deps.sh: unknown option $1" >&2; exit 2; }
 
 mkdir -p "$dest"

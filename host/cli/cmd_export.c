@@ -1,9 +1,11 @@
 // sprec export CKPT.h5 -o DIR [--dtype fp32|bf16]: a folder Hugging Face
 // transformers loads with AutoModelForCausalLM.from_pretrained(DIR):
-// config.json, model.safetensors and, when the checkpoint carries them,
-// tokenizer.json / tokenizer_config.json. Written into DIR.tmp and renamed, so
-// an interrupted export never leaves a half folder under DIR (base/atomic_write.h).
+// config.json, model.safetensors and, when the checkpoint carries a tokenizer,
+// tokenizer.json / tokenizer_config.json and generation_config.json (bos/eos/pad
+// ids). Written into DIR.tmp and renamed, so an interrupted export never leaves
+// a half folder under DIR (base/atomic_write.h).
 // A LoRA checkpoint is exported merged: W += (alpha/r) B A (model_merge_lora).
+#include <cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -18,8 +20,10 @@
 #include "io/safetensors.h"
 #include "kernels/errors.h"
 #include "model/lora.h"
+#include "tokenizer/tokenizer.h"
 
-static const char *const FILES[] = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"};
+static const char *const FILES[] = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                                    "tokenizer_config.json"};
 
 // 1 when path is a directory with entries, 0 when empty, -1 when absent.
 static int dir_state(const char *path) {
@@ -45,13 +49,33 @@ static void write_text(const char *dir, const char *name, const char *text, size
     if (fwrite(text, 1, len, f) != len || fclose(f)) fail("cannot write '%s' (disk full?)", path);
 }
 
+// bos/eos as sprec's tokenizer resolves them (so an exported model stops where
+// sprec generate stops); pad from tokenizer_config.json's pad_token.
+static HfTokenIds special_ids(const Model *m, const char *ckpt) {
+    HfTokenIds ids = {-1, -1, -1};
+    if (!m->tokenizer_json) return ids;
+    Tokenizer *t = tokenizer_from_json(m->tokenizer_json, m->tokenizer_json_len, m->tokenizer_config_json,
+                                       m->tokenizer_config_json_len, ckpt);
+    ids.bos = tokenizer_bos_id(t);
+    ids.eos = tokenizer_eos_id(t);
+    cJSON *cfg = m->tokenizer_config_json ? cJSON_ParseWithLength(m->tokenizer_config_json, m->tokenizer_config_json_len)
+                                          : NULL;
+    const cJSON *pad = cJSON_GetObjectItemCaseSensitive(cfg, "pad_token");
+    if (cJSON_IsObject(pad)) pad = cJSON_GetObjectItemCaseSensitive(pad, "content");
+    if (cJSON_IsString(pad)) ids.pad = tokenizer_token_id(t, pad->valuestring);
+    cJSON_Delete(cfg);
+    tokenizer_free(t);
+    return ids;
+}
+
 int cmd_export(int argc, char **argv) {
     if (cli_has_flag(argc, argv, "--help")) {
         printf("usage: sprec export CKPT.h5 -o DIR [--dtype fp32|bf16]\n"
                "Writes DIR/config.json (LlamaForCausalLM, or Qwen2ForCausalLM with q/k/v bias),\n"
                "DIR/model.safetensors (fp32 by default; bf16 rounds to nearest even) and the checkpoint's\n"
-               "tokenizer.json / tokenizer_config.json. LoRA adapters in the checkpoint are merged into\n"
-               "the weights. DIR must not exist or be empty.\n");
+               "tokenizer.json / tokenizer_config.json, with its bos/eos/pad ids in config.json and\n"
+               "generation_config.json. LoRA adapters in the checkpoint are merged into the weights.\n"
+               "DIR must not exist or be empty.\n");
         return 0;
     }
     const char *ckpt = NULL, *dir = cli_flag_value(argc, argv, "-o"), *dtype = cli_flag_value(argc, argv, "--dtype");
@@ -89,9 +113,15 @@ int cmd_export(int argc, char **argv) {
     }
     AtomicFile *out = atomic_begin_dir(dir);   // creates tmp, DIR.tmp
 
-    char *cfg = hf_config_write(&c, bf16 ? "bfloat16" : "float32");
+    const HfTokenIds ids = special_ids(&m, ckpt);
+    char *cfg = hf_config_write(&c, bf16 ? "bfloat16" : "float32", &ids);
     write_text(tmp, "config.json", cfg, strlen(cfg));
     free(cfg);
+    if (ids.bos >= 0 || ids.eos >= 0 || ids.pad >= 0) {
+        char *gen = hf_generation_config_write(&ids);
+        write_text(tmp, "generation_config.json", gen, strlen(gen));
+        free(gen);
+    }
     const char **names = xmalloc((size_t)m.n_params * sizeof *names);
     int *ranks = xmalloc((size_t)m.n_params * sizeof *ranks);
     long (*shapes)[2] = xmalloc((size_t)m.n_params * sizeof *shapes);

@@ -132,6 +132,16 @@ static void import_gguf(const char *path, Model *m) {
     ModelConfig c;
     char arch[64];
     gguf_model_config(&g, &c, arch, sizeof arch);
+    // types sprec cannot dequantise fail here, all of them named, before any work
+    char refused[256] = "", named[64] = {0};   // ggml type ids are < 64
+    const GgufType *first = NULL;
+    for (int i = 0; i < g.n_t; i++) {
+        const GgufType *ty = gguf_type(g.t[i].type);
+        if (!ty->refused || named[ty->id]++) continue;
+        if (!first) first = ty;
+        snprintf(refused + strlen(refused), sizeof refused - strlen(refused), "%s%s", *refused ? ", " : "", ty->name);
+    }
+    if (first) fail("%s: tensors of type %s: %s is %s", path, refused, first->name, first->refused);
     // every tensor of the model present with its shape before anything is allocated
     // (a corrupt block_count or embedding_length fails here, not in malloc)
     int count;
@@ -157,6 +167,7 @@ static void import_gguf(const char *path, Model *m) {
     const ParamInfo **seen = xcalloc((size_t)m->n_params, sizeof *seen);
     for (int i = 0; i < g.n_t; i++) {
         const GgufTensor *t = &g.t[i];
+        if (!strcmp(t->name, "rope_freqs.weight")) continue;   // already in the config (gguf_model_config)
         char name[MAX_PARAM_NAME + 32];
         const ParamInfo *p = hf_name(t->name, name, sizeof name) ? param_find(m->table, m->n_params, name) : NULL;
         if (!p) fail("%s: unexpected tensor '%s' (not a parameter of this %s model)", path, t->name, arch);
@@ -204,8 +215,9 @@ int cmd_import(int argc, char **argv) {
                "SRC: a Hugging Face model folder (config.json of LlamaForCausalLM, Qwen2ForCausalLM or\n"
                "MistralForCausalLM without sliding window; model.safetensors or model.safetensors.index.json,\n"
                "F32/F16/BF16; tokenizer.json, tokenizer_config.json) or a .gguf file (v2/v3; F32, F16, BF16,\n"
-               "Q8_0, Q4_0, Q4_1, Q4_K, Q6_K; byte-level BPE or SentencePiece tokenizer). Weights are stored as\n"
-               "float32; the tokenizer files go into the checkpoint.\n\n"
+               "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, so every Q*_K_S/M/L mix; Llama 3\n"
+               "rope_freqs; byte-level BPE or SentencePiece tokenizer; IQ types are refused). Weights are stored\n"
+               "as float32; the tokenizer files go into the checkpoint.\n\n"
                "usage: sprec import ENCODER.onnx --tokenizer tokenizer.json [--max-tokens N] -o ENC.h5\n"
                "       sprec import BERT_FOLDER [--max-tokens N] -o ENC.h5\n"
                "A BERT sentence encoder (mean pooling; an ONNX export of a sentence-transformers model such as\n"

@@ -7,7 +7,7 @@
 
 int cmd_info(int argc, char **argv) {
     if (argc != 2 || strcmp(argv[1], "--help") == 0) {
-        printf("usage: sprec info CKPT.h5|FILE.gguf\nPrints the model config, tensors and training state of a checkpoint\n(or the metadata and tensor list of a GGUF file).\n");
+        printf("usage: sprec info CKPT.h5|FILE.gguf\nPrints the model config, tensors and training state of a checkpoint\n(or the metadata, tensor list and tensor type mix of a GGUF file).\n");
         return argc == 2 ? 0 : 2;
     }
     size_t n = strlen(argv[1]);

@@ -129,6 +129,7 @@ static const Key KEYS[] = {
     KENUM("run", "device", run.device, "cpu", "cpu|cpu-checked|cpu-bf16|cuda", "compute backend"),
     KSTR("run", "out_dir", run.out_dir, "runs/default", "run folder: logs, checkpoints, resolved config"),
     KINT("run", "threads", run.threads, "0", 0, "CPU threads; 0 = all cores (OpenMP default)"),
+    KBOOL("run", "tensorboard", run.tensorboard, "false", "also write the train log and metrics as TensorBoard events (OUT/tensorboard/)"),
 
     KSTR("eval", "model", eval.model, "", "sprec eval: checkpoint to evaluate (or --model)"),
     KENUM("eval", "split", eval.split, "test", "test|valid", "sprec eval: split whose rows are ranked"),

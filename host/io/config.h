@@ -83,6 +83,7 @@ typedef struct {
         char device[16];              // cpu | cpu-checked | cpu-bf16 | cuda (kernels/registry.c)
         char out_dir[CONFIG_PATH_MAX];
         int threads;                  // 0 = OpenMP default
+        int tensorboard;              // also write TensorBoard event files (io/tensorboard.h)
     } run;
 
     struct {                          // sprec eval (docs/eval.md)

@@ -10,7 +10,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "gguf.h"
-#include "safetensors.h"
 #include "kernels/errors.h"
 
 // ---- bounds-checked reading ---------------------------------------------------
@@ -56,20 +55,7 @@ static void skip_value(Reader *r, int type, int depth) {
     for (uint64_t i = 0; i < n; i++) skip_value(r, et, depth + 1);
 }
 
-// ---- tensor types -------------------------------------------------------------
-
-typedef struct { int id; const char *name; int block, bytes, supported; } TypeInfo;
-static const TypeInfo TYPES[] = {
-    {0, "F32", 1, 4, 1}, {1, "F16", 1, 2, 1}, {2, "Q4_0", 32, 18, 1}, {3, "Q4_1", 32, 20, 1},
-    {6, "Q5_0", 32, 22, 0}, {7, "Q5_1", 32, 24, 0}, {8, "Q8_0", 32, 34, 1}, {9, "Q8_1", 32, 36, 0},
-    {10, "Q2_K", 256, 84, 0}, {11, "Q3_K", 256, 110, 0}, {12, "Q4_K", 256, 144, 1}, {13, "Q5_K", 256, 176, 0},
-    {14, "Q6_K", 256, 210, 1}, {15, "Q8_K", 256, 292, 0}, {30, "BF16", 1, 2, 1},
-};
-static const TypeInfo *type_info(int id) {
-    for (size_t i = 0; i < sizeof TYPES / sizeof TYPES[0]; i++) if (TYPES[i].id == id) return &TYPES[i];
-    return NULL;
-}
-const char *gguf_type_name(int id) { const TypeInfo *t = type_info(id); return t ? t->name : "?"; }
+const char *gguf_type_name(int id) { const GgufType *t = gguf_type(id); return t ? t->name : "?"; }
 
 // ---- open ---------------------------------------------------------------------
 
@@ -139,7 +125,7 @@ void gguf_open(Gguf *g, const char *path) {
             numel *= (double)t->ne[d];
         }
         t->type = (int)rd_u32(&r, "a tensor type");
-        const TypeInfo *ti = type_info(t->type);
+        const GgufType *ti = gguf_type(t->type);
         if (!ti) fail("%s: tensor '%s' has unknown tensor type %d", path, t->name, t->type);
         if (t->ne[0] % (uint64_t)ti->block) fail("%s: tensor '%s' row of %llu is not a multiple of the %s block %d",
                                                 path, t->name, (unsigned long long)t->ne[0], ti->name, ti->block);
@@ -240,86 +226,10 @@ static const GgufKV *kv_str_array(const Gguf *g, const char *key, int required) 
     return kv;
 }
 
-// ---- dequantisation (ggml-quants.c's reference dequantize_row_*; same operation order) ----
-
-static float h16(const unsigned char *b) { return half_to_f32((unsigned short)(b[0] | b[1] << 8)); }
-
-static void dq_q4_0(const unsigned char *b, float *y) {   // d, 16 bytes of nibbles: low = 0..15, high = 16..31
-    const float d = h16(b);
-    for (int j = 0; j < 16; j++) {
-        y[j] = (float)((b[2 + j] & 0x0F) - 8) * d;
-        y[j + 16] = (float)((b[2 + j] >> 4) - 8) * d;
-    }
-}
-static void dq_q4_1(const unsigned char *b, float *y) {   // d, m, nibbles: x = q*d + m
-    const float d = h16(b), m = h16(b + 2);
-    for (int j = 0; j < 16; j++) {
-        y[j] = (float)(b[4 + j] & 0x0F) * d + m;
-        y[j + 16] = (float)(b[4 + j] >> 4) * d + m;
-    }
-}
-static void dq_q8_0(const unsigned char *b, float *y) {   // d, 32 int8
-    const float d = h16(b);
-    for (int j = 0; j < 32; j++) y[j] = (float)(int8_t)b[2 + j] * d;
-}
-// Q4_K: 8 sub-blocks of 32 with 6-bit scales and mins packed into 12 bytes.
-static void scale_min_k4(int j, const unsigned char *q, int *sc, int *m) {
-    if (j < 4) { *sc = q[j] & 63; *m = q[j + 4] & 63; }
-    else { *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4); *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4); }
-}
-static void dq_q4_k(const unsigned char *b, float *y) {   // d, dmin, scales[12], qs[128]
-    const float d = h16(b), dmin = h16(b + 2);
-    const unsigned char *scales = b + 4, *q = b + 16;
-    for (int j = 0, is = 0; j < 256; j += 64, is += 2, q += 32) {
-        int sc, m;
-        scale_min_k4(is, scales, &sc, &m);
-        const float d1 = d * (float)sc, m1 = dmin * (float)m;
-        scale_min_k4(is + 1, scales, &sc, &m);
-        const float d2 = d * (float)sc, m2 = dmin * (float)m;
-        for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 0xF) - m1;
-        for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
-    }
-}
-static void dq_q6_k(const unsigned char *b, float *y) {   // ql[128], qh[64], int8 scales[16], d
-    const unsigned char *ql = b, *qh = b + 128;
-    const int8_t *sc = (const int8_t *)(b + 192);
-    const float d = h16(b + 208);
-    for (int n = 0; n < 256; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
-        for (int l = 0; l < 32; l++) {
-            const int is = l / 16;
-            const int q1 = (int)((ql[l] & 0xF) | ((qh[l] >> 0 & 3) << 4)) - 32;
-            const int q2 = (int)((ql[l + 32] & 0xF) | ((qh[l] >> 2 & 3) << 4)) - 32;
-            const int q3 = (int)((ql[l] >> 4) | ((qh[l] >> 4 & 3) << 4)) - 32;
-            const int q4 = (int)((ql[l + 32] >> 4) | ((qh[l] >> 6 & 3) << 4)) - 32;
-            y[l] = d * (float)sc[is] * (float)q1;
-            y[l + 32] = d * (float)sc[is + 2] * (float)q2;
-            y[l + 64] = d * (float)sc[is + 4] * (float)q3;
-            y[l + 96] = d * (float)sc[is + 6] * (float)q4;
-        }
-    }
-}
-
 void gguf_dequantize(const Gguf *g, const GgufTensor *t, float *dst) {
-    const TypeInfo *ti = type_info(t->type);
-    if (!ti || !ti->supported) fail("%s: tensor '%s' has type %s, which sprec cannot dequantise yet", g->path, t->name,
-                                    ti ? ti->name : "?");
-    const size_t nblocks = t->nbytes / (size_t)ti->bytes;
-    const unsigned char *b = t->data;
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < nblocks; i++) {
-        const unsigned char *blk = b + i * (size_t)ti->bytes;
-        float *y = dst + i * (size_t)ti->block;
-        switch (t->type) {
-        case GGML_F32: memcpy(y, blk, 4); break;
-        case GGML_F16: *y = h16(blk); break;
-        case GGML_BF16: *y = bf16_to_f32((unsigned short)(blk[0] | blk[1] << 8)); break;
-        case GGML_Q4_0: dq_q4_0(blk, y); break;
-        case GGML_Q4_1: dq_q4_1(blk, y); break;
-        case GGML_Q8_0: dq_q8_0(blk, y); break;
-        case GGML_Q4_K: dq_q4_k(blk, y); break;
-        case GGML_Q6_K: dq_q6_k(blk, y); break;
-        }
-    }
+    const GgufType *ti = gguf_type(t->type);
+    if (ti->refused) fail("%s: tensor '%s' has type %s: %s", g->path, t->name, ti->name, ti->refused);
+    gguf_dequantize_blocks(t->type, t->data, t->nbytes / (size_t)ti->bytes, dst);
 }
 
 // ---- Q/K row permutation --------------------------------------------------------
@@ -342,6 +252,107 @@ static void permute_rows(float *w, int n_head, int D, int cols, int to_hf) {
 }
 void gguf_unpermute_rows(float *w, int n_head, int head_dim, int cols) { permute_rows(w, n_head, head_dim, cols, 1); }
 void gguf_permute_rows(float *w, int n_head, int head_dim, int cols) { permute_rows(w, n_head, head_dim, cols, 0); }
+
+// ---- Llama 3 rope frequency factors ----------------------------------------------
+// llama.cpp stores Llama 3.x's frequency scaling as the tensor rope_freqs.weight:
+// for each rotary pair i a factor by which its inverse frequency is divided (1 for
+// the fast pairs, `factor` for the slow ones, interpolated between). The engine
+// runs transformers' "llama3" curve, which depends on factor and on the two
+// wavelength bounds original_max_pos / low_freq_factor and original_max_pos /
+// high_freq_factor. Those are recovered from the factors themselves (llama.cpp's
+// files need not carry them) and must reproduce every factor; a file whose factors
+// follow no such curve is refused rather than run with a different rope.
+
+typedef struct { double factor, low, high, orig; } Llama3Rope;
+
+// The divisor of frequency f under the curve (transformers' _compute_llama3_parameters).
+static double llama3_divisor(const Llama3Rope *r, double f) {
+    const double wavelen = 2 * M_PI / f;
+    if (wavelen < r->orig / r->high) return 1;
+    if (wavelen > r->orig / r->low) return r->factor;
+    const double s = (r->orig / wavelen - r->low) / (r->high - r->low);
+    return 1 / ((1 - s) / r->factor + s);
+}
+
+// Largest relative difference between the curve and the file's factors; *at: its pair.
+static double llama3_worst(const Llama3Rope *r, const float *ff, const float *freq, int n, int *at) {
+    double worst = -1;
+    for (int i = 0; i < n; i++) {
+        const double d = fabs(llama3_divisor(r, freq[i]) - ff[i]) / ff[i];
+        if (!(d <= worst)) { worst = d; *at = i; }   // NaN counts as worst
+    }
+    return worst;
+}
+
+// A fitted value as the short decimal it most likely was (1.0, not 0.99999994), when that fits as well.
+static double tidy(double x) { double t = round(x * 1000) / 1000; return fabs(t - x) <= 1e-5 * fabs(x) ? t : x; }
+
+static void rope_from_freqs(const Gguf *g, const GgufTensor *t, double md_factor, int md_orig, ModelConfig *c) {
+    const int n = c->head_dim / 2;
+    if (t->n_dims != 1 || t->ne[0] != (uint64_t)n)
+        fail("%s: rope_freqs.weight has %llu values, the model's head_dim %d needs %d", g->path,
+             (unsigned long long)t->ne[0], c->head_dim, n);
+    float *ff = xmalloc((size_t)n * sizeof *ff), *freq = xmalloc((size_t)n * sizeof *freq);
+    gguf_dequantize(g, t, ff);
+    double factor = 1;
+    for (int i = 0; i < n; i++) {
+        if (!(ff[i] >= 1 && ff[i] < 1e6)) fail("%s: rope_freqs.weight[%d] = %g (factors must be >= 1)", g->path, i, ff[i]);
+        if (ff[i] > factor) factor = ff[i];
+        freq[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);   // as rope_tables_host
+    }
+    const double tol = 1e-5, orig = md_orig > 0 ? md_orig : 8192;   // 8192: Llama 3.x's original context
+    // smooth points: s = (1/ff - 1/factor) / (1 - 1/factor) is linear in 1/wavelen = f/2pi
+    int lo = -1, hi = -1;
+    double gap_lo = 0, gap_hi = HUGE_VAL;   // 1/wavelen of the last factor-scaled pair, of the first unscaled one
+    for (int i = 0; i < n; i++) {
+        const double u = freq[i] / (2 * M_PI);
+        if (fabs(ff[i] - 1) <= tol) { if (u < gap_hi) gap_hi = u; }
+        else if (fabs(ff[i] - factor) <= tol * factor) { if (u > gap_lo) gap_lo = u; }
+        else { if (lo < 0 || u < freq[lo] / (2 * M_PI)) lo = i; if (hi < 0 || u > freq[hi] / (2 * M_PI)) hi = i; }
+    }
+    Llama3Rope cand[3] = {{factor, 1, 4, orig}};   // Llama 3.x's low/high_freq_factor first
+    int n_cand = 1;
+    if (lo >= 0 && hi != lo) {   // two smooth points fix the line
+        const double ua = freq[lo] / (2 * M_PI), ub = freq[hi] / (2 * M_PI);
+        const double sa = (1 / ff[lo] - 1 / factor) / (1 - 1 / factor), sb = (1 / ff[hi] - 1 / factor) / (1 - 1 / factor);
+        const double k = (sb - sa) / (ub - ua), uL = ua - sa / k;
+        cand[n_cand++] = (Llama3Rope){factor, uL * orig, (uL + 1 / k) * orig, orig};
+    } else if (lo < 0 && gap_hi < HUGE_VAL && gap_hi > gap_lo) {   // no smooth point: any bounds in the gap
+        cand[n_cand++] = (Llama3Rope){factor, (gap_lo + (gap_hi - gap_lo) / 3) * orig,
+                                      (gap_lo + 2 * (gap_hi - gap_lo) / 3) * orig, orig};
+    }
+    int at = 0, ok = -1;
+    double worst = HUGE_VAL;
+    for (int k = 0; k < n_cand && ok < 0; k++) {
+        Llama3Rope tidied = {tidy(cand[k].factor), tidy(cand[k].low), tidy(cand[k].high), orig};
+        int a = 0;
+        if (tidied.high > tidied.low && llama3_worst(&tidied, ff, freq, n, &a) <= tol) cand[k] = tidied;
+        double w = cand[k].high > cand[k].low && cand[k].low > 0 ? llama3_worst(&cand[k], ff, freq, n, &a) : HUGE_VAL;
+        if (w <= tol) ok = k;
+        else if (w < worst) { worst = w; at = a; }
+    }
+    if (ok < 0)
+        fail("%s: rope_freqs.weight follows no Llama-3 frequency curve (pair %d: factor %g, off by %.2g relative); "
+             "sprec runs only that curve", g->path, at, ff[at], worst);
+    const Llama3Rope *r = &cand[ok];
+    if (md_factor > 0) {   // the metadata's own curve, checked against the factors actually used
+        Llama3Rope m = {md_factor, 1, 4, orig};
+        const double w = llama3_worst(&m, ff, freq, n, &at);
+        if (w > tol)
+            fprintf(stderr, "sprec: warning: %s: rope_freqs.weight differs from the Llama-3 curve of its metadata "
+                    "(rope.scaling.factor %g, original_context_length %g, low/high_freq_factor 1/4): largest at "
+                    "pair %d, %.6g in the file vs %.6g (relative %.2g); using the file's factors\n", g->path,
+                    md_factor, orig, at, ff[at], llama3_divisor(&m, freq[at]), w);
+    }
+    if (factor > 1) {
+        c->rope_scaling = 1;
+        c->rope_factor = (float)r->factor;
+        c->rope_low_freq_factor = (float)r->low;
+        c->rope_high_freq_factor = (float)r->high;
+        c->rope_original_max_pos = (int)orig;
+    }
+    free(ff); free(freq);
+}
 
 // ---- model config -----------------------------------------------------------------
 
@@ -370,17 +381,22 @@ void gguf_model_config(const Gguf *g, ModelConfig *c, char *arch, size_t cap) {
     c->vocab_size = kv_int(g, K("vocab_size"), (double)emb->ne[1]);
     c->tie_embeddings = gguf_find_tensor(g, "output.weight") == NULL;
     c->qkv_bias = gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
-    if (gguf_find_tensor(g, "rope_freqs.weight"))
-        fail("%s: rope_freqs (Llama 3.1 rope scaling in GGUF) is not supported yet", g->path);
     const GgufKV *sc = gguf_find_kv(g, K("rope.scaling.type"));
     if (sc) {
         char t[32];
         kv_str(g, key, t, sizeof t);
         if (strcmp(t, "none") != 0) fail("%s: rope scaling '%s' is not supported", g->path, t);
     }
+    const double md_factor = kv_num(g, K("rope.scaling.factor"), 0);
+    const int md_orig = kv_int(g, K("rope.scaling.original_context_length"), 0);
+    const GgufTensor *rf = gguf_find_tensor(g, "rope_freqs.weight");
+    if (!rf && md_factor != 0 && md_factor != 1)   // llama.cpp applies a factor without rope_freqs linearly
+        fail("%s: %s = %g without rope_freqs.weight is linear rope scaling, which sprec does not run", g->path,
+             K("rope.scaling.factor"), md_factor);
 #undef K
     if (c->n_layers > 4096) fail("%s: block_count = %d is implausible", g->path, c->n_layers);
     model_config_validate(c, g->path);
+    if (rf) rope_from_freqs(g, rf, md_factor, md_orig, c);
 }
 
 // ---- tokenizer -------------------------------------------------------------------
@@ -775,7 +791,7 @@ void gguf_info(const char *path, FILE *out) {
     }
     fprintf(out, "\ntensors:\n");
     int count[64] = {0};
-    size_t total = 0;
+    size_t total = 0, bytes[64] = {0};
     for (int i = 0; i < g.n_t; i++) {
         const GgufTensor *t = &g.t[i];
         char shape[96];
@@ -783,11 +799,14 @@ void gguf_info(const char *path, FILE *out) {
         for (int d = t->n_dims - 1; d >= 0; d--)   // Hugging Face order: rows first
             n += snprintf(shape + n, sizeof shape - n, "%llu%s", (unsigned long long)t->ne[d], d ? "," : "]");
         fprintf(out, "  %-36s %-6s %-16s %zu bytes\n", t->name, gguf_type_name(t->type), shape, t->nbytes);
-        if (t->type >= 0 && t->type < 64) count[t->type]++;
+        if (t->type >= 0 && t->type < 64) { count[t->type]++; bytes[t->type] += t->nbytes; }
         total += t->nbytes;
     }
-    fprintf(out, "\ntensor types:");
-    for (int k = 0; k < 64; k++) if (count[k]) fprintf(out, " %s x%d", gguf_type_name(k), count[k]);
+    fprintf(out, "\ntensor types (the file's mix):");
+    for (int k = 0, n = 0; k < 64; k++)
+        if (count[k]) fprintf(out, "%s %s x%d (%.1f MiB)", n++ ? "," : "", gguf_type_name(k), count[k], bytes[k] / 1048576.0);
     fprintf(out, "; %.1f MiB of tensor data\n", total / 1048576.0);
+    for (int k = 0; k < 64; k++)
+        if (count[k] && gguf_type(k)->refused) fprintf(out, "not importable: %s (%s)\n", gguf_type_name(k), gguf_type(k)->refused);
     gguf_close(&g);
 }

@@ -1,7 +1,6 @@
 // GGUF (llama.cpp's model file, versions 2 and 3): header, metadata key/values
 // of every type (arrays included), tensor infos and data at general.alignment;
-// dequantisation of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K and Q6_K to fp32 with
-// the same arithmetic as ggml (bit-identical results); the tokenizer.ggml.*
+// dequantisation to fp32 (gguf_quant.h: bit-identical to ggml); the tokenizer.ggml.*
 // metadata (byte-level BPE "gpt2" or SentencePiece "llama") turned back into a
 // Hugging Face tokenizer.json text.
 // The file is mmap'd read-only; every read is bounds-checked, so a truncated
@@ -13,12 +12,10 @@
 #include <stdint.h>
 #include <stdio.h>
 #include "model/model.h"
+#include "gguf_quant.h"
 
 enum { GGUF_U8, GGUF_I8, GGUF_U16, GGUF_I16, GGUF_U32, GGUF_I32, GGUF_F32, GGUF_BOOL, GGUF_STR, GGUF_ARR,
        GGUF_U64, GGUF_I64, GGUF_F64 };
-// ggml tensor types read here (ids as in ggml.h)
-enum { GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q8_0 = 8, GGML_Q4_K = 12, GGML_Q6_K = 14,
-       GGML_BF16 = 30 };
 
 typedef struct {
     char *key;
@@ -50,7 +47,7 @@ void gguf_close(Gguf *g);
 const GgufKV *gguf_find_kv(const Gguf *g, const char *key);
 const GgufTensor *gguf_find_tensor(const Gguf *g, const char *name);
 const char *gguf_type_name(int ggml_type);
-// Dequantises a whole tensor to dst (ne[0]*ne[1]*... floats); unsupported types fail.
+// Dequantises a whole tensor to dst (ne[0]*ne[1]*... floats); a type sprec does not import fails naming it.
 void gguf_dequantize(const Gguf *g, const GgufTensor *t, float *dst);
 // Reads the {arch}.* metadata into a ModelConfig (tie_embeddings from the absence of output.weight).
 void gguf_model_config(const Gguf *g, ModelConfig *c, char *arch, size_t arch_cap);

@@ -111,7 +111,21 @@ static cJSON *f32_number(float v) {
     return cJSON_CreateRaw(buf);
 }
 
-char *hf_config_write(const ModelConfig *c, const char *dtype) {
+static void add_ids(cJSON *j, const HfTokenIds *ids) {
+    const char *keys[] = {"bos_token_id", "eos_token_id", "pad_token_id"};
+    const int vals[] = {ids->bos, ids->eos, ids->pad};
+    for (int i = 0; i < 3; i++) if (vals[i] >= 0) cJSON_AddNumberToObject(j, keys[i], vals[i]);
+}
+
+char *hf_generation_config_write(const HfTokenIds *ids) {
+    cJSON *j = cJSON_CreateObject();
+    add_ids(j, ids);
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    return s;
+}
+
+char *hf_config_write(const ModelConfig *c, const char *dtype, const HfTokenIds *ids) {
     cJSON *j = cJSON_CreateObject();
     cJSON *archs = cJSON_AddArrayToObject(j, "architectures");
     cJSON_AddItemToArray(archs, cJSON_CreateString(c->qkv_bias ? "Qwen2ForCausalLM" : "LlamaForCausalLM"));
@@ -146,6 +160,7 @@ char *hf_config_write(const ModelConfig *c, const char *dtype) {
     }
     cJSON_AddItemToObject(j, "rope_scaling", c->rope_scaling ? cJSON_Duplicate(rp, 1) : cJSON_CreateNull());
     cJSON_AddItemToObject(j, "rope_parameters", rp);
+    add_ids(j, ids);
     cJSON_AddStringToObject(j, "torch_dtype", dtype);
     cJSON_AddStringToObject(j, "dtype", dtype);
     char *s = cJSON_Print(j);

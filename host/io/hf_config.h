@@ -9,9 +9,15 @@
 
 // Parses config.json text; `path` names the file in messages.
 void hf_config_parse(const char *text, const char *path, ModelConfig *c);
+// Special token ids an exported model carries (-1: none).
+typedef struct { int bos, eos, pad; } HfTokenIds;
 // config.json text for an exported model (malloc'd): LlamaForCausalLM, or
-// Qwen2ForCausalLM when qkv_bias. dtype: "float32" or "bfloat16".
-char *hf_config_write(const ModelConfig *c, const char *dtype);
+// Qwen2ForCausalLM when qkv_bias. dtype: "float32" or "bfloat16". ids: the
+// bos/eos/pad_token_id written (those >= 0).
+char *hf_config_write(const ModelConfig *c, const char *dtype, const HfTokenIds *ids);
+// generation_config.json text (malloc'd) with the same ids, so transformers'
+// generate() stops on the token sprec generate stops on.
+char *hf_generation_config_write(const HfTokenIds *ids);
 // Defaults for the llama3 rope fields when a model has no scaling (Llama 3.1's
 // values, as tests/ref/make_fixtures.py writes them).
 void hf_config_rope_defaults(ModelConfig *c);

@@ -2,7 +2,8 @@
 // added tokens are cut out of the raw text first (leftmost, longest), each
 // remaining chunk is normalized, pre-tokenized into pieces, and each piece goes
 // through the model (BPE: tokenizer_bpe.c, WordPiece: tokenizer_wordpiece.c);
-// then the post-processor's template wraps the ids. Decoding maps ids to token strings and runs the decoder op list.
+// then the post-processor's template wraps the ids. Decoding maps ids to token
+// strings and runs the decoder op list.
 // Loading is in tokenizer_json.c.
 #include <string.h>
 #include "tokenizer_impl.h"
@@ -174,8 +175,8 @@ int tokenizer_encode_max(const Tokenizer *t, const char *text, size_t len, int a
         chunk = i = b;
     }
     encode_chunk(t, text + chunk, len - chunk, chunk == 0, &out);
-    if (max_len > 0 && out.n + n_special - (add_special ? t->prefix.n : 0) > (size_t)max_len)
-        out.n = (size_t)max_len - (add_special ? t->suffix.n : 0);   // the text's ids are cut from the right
+    const size_t text_start = add_special ? t->prefix.n : 0;   // the text's ids are cut from the right
+    if (max_len > 0 && out.n - text_start + n_special > (size_t)max_len) out.n = text_start + (size_t)max_len - n_special;
     if (add_special) for (size_t i = 0; i < t->suffix.n; i++) ints_put(&out, t->suffix.p[i]);
     if (!out.p) out.p = xmalloc(sizeof(int));
     *ids = out.p;

@@ -147,7 +147,7 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
         goto done;
     }
     train_write_config(cfg);
-    const TrainLoop loop = {.name = "dpo", .log = train_open_log(cfg, "train_log.jsonl", resume, st.step), .ckpt_path = ckpt_path,
+    const TrainLoop loop = {.name = "dpo", .log = train_open_log(cfg, "train_log.jsonl", resume, st.step), .tb = train_open_tb(cfg), .ckpt_path = ckpt_path,
                             .m = &model, .opt = &opt, .st = &st, .total = total, .stop_at = stop_at,
                             .ckpt_every = cfg->train.ckpt_every};
     printf("dpo: %s:/train | %d pairs, negatives %s%s | beta %g | %zu parameters | %d steps of %d pairs (%d x %d) | device %s\n",

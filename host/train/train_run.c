@@ -8,6 +8,7 @@
 #include <sys/file.h>
 #include <sys/types.h>
 #include <unistd.h>
+#include <cJSON.h>
 #include "train_run.h"
 #include "base/atomic_write.h"
 #include "base/dist.h"
@@ -18,6 +19,8 @@
 #include "kernels/errors.h"
 #include "base/rng.h"
 #include "model/device.h"
+#include "io/tensorboard.h"
+#include "base/progress.h"
 
 // rank 0 writes the run folder's files; the other ranks compute and write nothing
 static int root(void) { return dist_is_root(dist_world()); }
@@ -157,6 +160,61 @@ FILE *train_open_log(const Config *cfg, const char *name, int resume, long keep_
     return f;
 }
 
+// The writer, and the previous step of the loop that logged last (for the rates)
+struct TrainTb { TbWriter *w; const char *name; double t; long tokens; };
+
+TrainTb *train_open_tb(const Config *cfg) {
+    if (!root() || !cfg->run.tensorboard) return NULL;
+    char dir[CONFIG_PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s/tensorboard", cfg->run.out_dir);
+    TrainTb *tb = xcalloc(1, sizeof *tb);
+    tb->w = tb_open(dir);
+    return tb;
+}
+
+#define TB_MAX_SCALARS 64
+void train_tb_json(TrainTb *tb, const char *prefix, long step, const char *json) {
+    if (!tb) return;
+    cJSON *o = cJSON_Parse(json), *e;
+    char *tags[TB_MAX_SCALARS];
+    double v[TB_MAX_SCALARS];
+    int n = 0;
+    cJSON_ArrayForEach(e, o) {
+        if (!cJSON_IsNumber(e) || !strcmp(e->string, "step") || !strcmp(e->string, "iteration") || n == TB_MAX_SCALARS) continue;
+        const size_t len = strlen(prefix) + strlen(e->string) + 2;
+        tags[n] = xmalloc(len);
+        snprintf(tags[n], len, "%s/%s", prefix, e->string);
+        v[n++] = e->valuedouble;
+    }
+    cJSON_Delete(o);
+    tb_scalars(tb->w, step, (const char *const *)tags, v, n);
+    for (int i = 0; i < n; i++) free(tags[i]);
+}
+
+void train_tb_close(TrainTb *tb) {
+    if (!tb) return;
+    tb_close(tb->w);
+    free(tb);
+}
+
+// NAME/steps_per_s and NAME/tokens_per_s over the time since the loop's
+// previous step (none for a loop's first step: the time before it was not training)
+static void tb_rates(TrainTb *tb, const TrainLoop *l) {
+    const double t = now_seconds();
+    const long tokens = l->tokens ? *l->tokens : 0;
+    if (tb->name == l->name && t > tb->t) {
+        char a[96], b[96];
+        snprintf(a, sizeof a, "%s/steps_per_s", l->name);
+        snprintf(b, sizeof b, "%s/tokens_per_s", l->name);
+        const char *tags[2] = {a, b};
+        const double v[2] = {1.0 / (t - tb->t), (double)(tokens - tb->tokens) / (t - tb->t)};
+        tb_scalars(tb->w, l->st->step, tags, v, l->tokens ? 2 : 1);
+    }
+    tb->name = l->name;
+    tb->t = t;
+    tb->tokens = tokens;
+}
+
 const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *lc, const char *ckpt_path,
                         int resume, const char *stage, uint64_t seed, const char *seed_key, Model *m, AdamW *opt,
                         TrainState *st) {
@@ -194,6 +252,15 @@ int train_loop_step(const TrainLoop *l, const char *fmt, ...) {
         va_end(ap);
         fputc('\n', l->log);
     }
+    if (l->tb) {
+        char line[4096];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(line, sizeof line, fmt, ap);
+        va_end(ap);
+        train_tb_json(l->tb, l->name, step, line);
+        tb_rates(l->tb, l);
+    }
     if (root() && l->ckpt_path && (train_loop_last(l) || (l->ckpt_every > 0 && step % l->ckpt_every == 0))) {
         fflush(l->log);
         checkpoint_save(l->ckpt_path, l->m, l->opt, l->st);
@@ -206,6 +273,7 @@ int train_loop_step(const TrainLoop *l, const char *fmt, ...) {
 
 void train_loop_end(const TrainLoop *l) {
     if (l->log) fclose(l->log);
+    train_tb_close(l->tb);
     if (l->m->lora) lora_set_train(l->m, 0, 0);
     printf("%s: checkpoint %s (step %ld, loss %.4f)\n", l->name, l->ckpt_path, l->st->step, l->st->last_loss);
 }

@@ -62,6 +62,15 @@ void train_filter_log(const char *path, int (*keep)(const char *line, size_t len
 // by iteration and stage).
 FILE *train_open_log(const Config *cfg, const char *name, int resume, long keep_step);
 
+// run.tensorboard: the log lines again as TensorBoard events in
+// out_dir/tensorboard/ (io/tensorboard.h); NULL when off and on ranks other than 0.
+typedef struct TrainTb TrainTb;
+TrainTb *train_open_tb(const Config *cfg);
+// Every number of a one-object JSON line (a log or metrics line) but "step" and
+// "iteration", as the scalar PREFIX/KEY at `step`. tb may be NULL (nothing).
+void train_tb_json(TrainTb *tb, const char *prefix, long step, const char *json);
+void train_tb_close(TrainTb *tb);
+
 // A training loop as its step tail sees it: the SFT and DPO trainers fill
 // every field; the SPRec loop's stages (checkpointed per stage, not per step)
 // leave ckpt_path NULL and total, stop_at, ckpt_every 0.
@@ -75,6 +84,9 @@ typedef struct {
     int total;               // the run's last step
     int stop_at;             // --stop-at STEP, 0 = none
     int ckpt_every;          // [train] ckpt_every, 0 = only at the end
+    TrainTb *tb;             // train_open_tb: each log line also as TensorBoard scalars NAME/KEY, plus
+                             // NAME/steps_per_s and (with tokens) NAME/tokens_per_s; NULL = none
+    const long *tokens;      // tokens trained so far (for tokens_per_s), or NULL
 } TrainLoop;
 
 // Whether st->step ends the run: total or --stop-at.
@@ -84,8 +96,8 @@ int train_loop_last(const TrainLoop *l);
 // log flushed first, so it never lags the checkpoint), the fault point `name`
 // (docs/testing.md), then --stop-at. Returns 1 when the run stops here.
 int train_loop_step(const TrainLoop *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-// After the loop: closes the log, switches LoRA dropout off and prints where
-// the checkpoint is.
+// After the loop: closes the log (and tb), switches LoRA dropout off and prints
+// where the checkpoint is.
 void train_loop_end(const TrainLoop *l);
 
 #endif

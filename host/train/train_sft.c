@@ -66,9 +66,10 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     }
 
     train_write_config(cfg);
+    long tokens_run = 0, tokens_logged = 0;   // tokens trained by this process; at the last progress line
     const TrainLoop loop = {.name = "sft", .log = train_open_log(cfg, "train_log.jsonl", resume, st.step), .ckpt_path = ckpt_path,
                             .m = &model, .opt = &opt, .st = &st, .total = total, .stop_at = stop_at,
-                            .ckpt_every = cfg->train.ckpt_every};
+                            .ckpt_every = cfg->train.ckpt_every, .tb = train_open_tb(cfg), .tokens = &tokens_run};
 
     printf("sft: %s | %d rows x %d positions | loss on %s (%.0f scored tokens) | %zu parameters | %d steps of %d rows "
            "(%d x %d) | device %s\n", data_name, data.N, data.T, cfg->sft.loss_on, scored_all, model.numel, total,
@@ -84,7 +85,7 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     int *perm = xmalloc((size_t)data.N * sizeof(int)), *ids = xmalloc((size_t)rows_per_step * sizeof(int));
     epoch_order(perm, data.N, cfg->train.seed, st.epoch, cfg->data.shuffle);
     double t_start = now_seconds(), t_window = t_start;
-    long tokens_window = 0, step0 = st.step;
+    long step0 = st.step;
     double loss_window = 0;
     int window_steps = 0;
 
@@ -102,21 +103,21 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
                                cfg->train.schedule);
         const double loss = sft_step(&model, &opt, &data, ids, rows_per_step, cfg->train.batch_size,
                                      (uint64_t)st.step * (uint64_t)cfg->train.grad_accum, lr, &gnorm, &mask_sum,
-                                     &tokens_window);
+                                     &tokens_run);
         if (mask_sum <= 0) fail("%s: step %ld has rows whose mask sums to 0 (no completion tokens)", data_name, st.step + 1);
         st.step++;
         st.last_loss = loss;
         loss_window += loss;
         window_steps++;
         if (st.step % cfg->train.log_every == 0 || train_loop_last(&loop) || st.step == step0 + 1) {
-            double t = now_seconds(), rate = tokens_window / (t - t_window + 1e-9);
+            double t = now_seconds(), rate = (double)(tokens_run - tokens_logged) / (t - t_window + 1e-9);
             double per_step = (t - t_start) / (double)(st.step - step0);
             char eta[32];
             printf("step %5ld/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | ETA %s\n", st.step, total,
                    loss_window / window_steps, lr, gnorm, rate,
                    fmt_duration(per_step * (double)(total - st.step), eta, sizeof eta));
             fflush(stdout);
-            t_window = t; tokens_window = 0; loss_window = 0; window_steps = 0;
+            t_window = t; tokens_logged = tokens_run; loss_window = 0; window_steps = 0;
         }
         if (train_loop_step(&loop, "{\"step\": %ld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.17g, \"scored\": %.17g}",
                             st.step, loss, lr, gnorm, mask_sum))

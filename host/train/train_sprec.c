@@ -48,6 +48,7 @@ typedef struct {
     int root;                    // rank 0: writes the run folder (base/dist.h); the other ranks only compute
     FILE *log, *mf, *vf;         // train_log.jsonl, metrics.jsonl, metrics-valid.jsonl (NULL: not written here)
     TrainLoop sft_loop, dpo_loop;
+    TrainTb *tb;                 // run.tensorboard (NULL: off)
     char ckpt_path[4096], pairs_path[4096];
 } Sprec;
 
@@ -156,6 +157,16 @@ static void eval_split(Sprec *x, int t, const char *split, FILE *out, const char
         metrics_write_jsonl(out, "sprec", t, met, x->n_ks);
         fflush(out);
     }
+    if (x->tb) {   // the metrics line as TensorBoard scalars sprec/SPLIT/METRIC@K at step = iteration
+        char *line, prefix[32];
+        size_t len;
+        FILE *m = open_memstream(&line, &len);
+        metrics_write_jsonl(m, "sprec", t, met, x->n_ks);
+        fclose(m);
+        snprintf(prefix, sizeof prefix, "sprec/%s", split);
+        train_tb_json(x->tb, prefix, t, line);
+        free(line);
+    }
     char label[32];
     snprintf(label, sizeof label, label_fmt, t);
     metrics_print_table(stdout, label, met, x->n_ks);
@@ -240,8 +251,9 @@ static void sprec_begin(Sprec *x, const Config *cfg, int resume) {
     if (resume) printf("sprec: resuming %s after iteration %ld%s\n", x->ckpt_path, st->epoch,
                        done_dpo ? " + its SFT and DPO stages" : done_sft ? " + its SFT stage" : "");
     // the stages' steps log through the trainers' step tail; their checkpoints are per stage
-    x->sft_loop = (TrainLoop){.name = "sprec.sft", .log = x->log, .st = st};
-    x->dpo_loop = (TrainLoop){.name = "sprec.dpo", .log = x->log, .st = st};
+    x->tb = train_open_tb(cfg);
+    x->sft_loop = (TrainLoop){.name = "sprec.sft", .log = x->log, .st = st, .tb = x->tb};
+    x->dpo_loop = (TrainLoop){.name = "sprec.dpo", .log = x->log, .st = st, .tb = x->tb};
     x->neg_label = x->spdpo ? "self+spdpo" : "self";
 }
 
@@ -249,6 +261,7 @@ static void sprec_end(Sprec *x) {
     if (x->log) fclose(x->log);
     if (x->mf) fclose(x->mf);
     if (x->vf) fclose(x->vf);
+    train_tb_close(x->tb);
     free(x->elig);
     free(x->chosen);
     recdata_free(&x->d);

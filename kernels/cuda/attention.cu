@@ -228,7 +228,7 @@ attn_dq_kernel(float *dq, const float *dout, const float *lse, const float *delt
             int j = k0 + c4 + 4 * jj;
             float ds = 0.0f;
             if (row_ok && j <= t) {
-                float p = expf(s[jj] * scale - lse_t);
+                float p = expf(__fmul_rn(s[jj], scale) - lse_t);   // as the forward: s * scale rounded, no FMA
                 ds = p * (dp[jj] - delta_t);
             }
             dSs[r * PS + c4 + 4 * jj] = ds;
@@ -308,7 +308,7 @@ attn_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, const
                 int rq = r4 + 4 * ii, t = q0 + rq;
                 float p = 0.0f, ds = 0.0f;
                 if (t < L && j <= t) {   // (j <= t < L implies the key is valid too)
-                    p = expf(s[ii] * scale - lse_s[rq]);
+                    p = expf(__fmul_rn(s[ii], scale) - lse_s[rq]);   // (no FMA: as the forward)
                     ds = p * (dp[ii] - delta_s[rq]);
                 }
                 Pt[c * PS + rq] = p;

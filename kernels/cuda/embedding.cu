@@ -128,6 +128,7 @@ void cuda_embedding_bwd(float *dwte, const float *dout, const int *tokens, int N
     LAUNCH_CHECK();
     CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, (const unsigned *)tokens, keys,
                                                (const int *)pos_in, pos, N, 0, end_bit, s));
+    LAUNCH_CHECK();
     run_end_kernel<<<cdiv(N, 256), 256, 0, s>>>(run_end, keys, N);
     LAUNCH_CHECK();
 

@@ -63,6 +63,39 @@ static void entry_destroy(GemmEntry *e) {
     e->used = 0;
 }
 
+// One heuristic query for e's descriptors with the given operand alignments
+// (bytes): true, with e->algo set, when it returns a usable algorithm.
+static bool heuristic(GemmEntry *e, uint32_t al_a, uint32_t al_b, uint32_t al_c) {
+    size_t ws_bytes = 0;
+    (void)cuda_blaslt_workspace(&ws_bytes);
+    uint64_t ws = ws_bytes;
+    cublasLtMatmulPreference_t pref;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    // A' = B, B' = A (see entry_get)
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_b, sizeof al_b));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_a, sizeof al_a));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
+
+    // several candidates: the first one whose state is SUCCESS is used
+    enum { WANT = 4 };
+    cublasLtMatmulHeuristicResult_t res[WANT];
+    memset(res, 0, sizeof res);
+    int found = 0;
+    // NOT_SUPPORTED (or no result) is not fatal here: the caller asks again
+    // with smaller alignments, or without the bias epilogue.
+    cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(cuda_blaslt(), e->desc, e->la, e->lb, e->lc,
+                                                       e->lc, pref, WANT, res, &found);
+    CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+    if (hs != CUBLAS_STATUS_SUCCESS && hs != CUBLAS_STATUS_NOT_SUPPORTED)
+        cuda_fail("cublasLtMatmulAlgoGetHeuristic", cublasGetStatusString(hs), __FILE__, __LINE__);
+    if (hs != CUBLAS_STATUS_SUCCESS) return false;
+    for (int i = 0; i < found && i < WANT; i++)
+        if (res[i].state == CUBLAS_STATUS_SUCCESS) { e->algo = res[i].algo; return true; }
+    return false;
+}
+
 // Build descriptors and pick an algorithm for key (bias: the pointer the
 // heuristic inspects for alignment when the epilogue is on). Returns the
 // entry; entry->ok == 0 when cuBLASLt has no algorithm for it (remembered, so
@@ -105,31 +138,20 @@ static GemmEntry *entry_get(const GemmKey &k, const void *bias) {
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     }
 
-    size_t ws_bytes = 0;
-    (void)cuda_blaslt_workspace(&ws_bytes);
-    uint64_t ws = ws_bytes;
-    cublasLtMatmulPreference_t pref;
-    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    // A' = B, B' = A (see above)
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &k.al_b, sizeof k.al_b));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &k.al_a, sizeof k.al_a));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &k.al_c, sizeof k.al_c));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &k.al_c, sizeof k.al_c));
-
-    cublasLtMatmulHeuristicResult_t res;
-    memset(&res, 0, sizeof res);
-    int found = 0;
-    // NOT_SUPPORTED (or no result) is not fatal here: the caller may retry
-    // without the bias epilogue.
-    cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(cuda_blaslt(), e->desc, e->la, e->lb, e->lc,
-                                                       e->lc, pref, 1, &res, &found);
-    CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
-    if (hs != CUBLAS_STATUS_SUCCESS && hs != CUBLAS_STATUS_NOT_SUPPORTED)
-        cuda_fail("cublasLtMatmulAlgoGetHeuristic", cublasGetStatusString(hs), __FILE__, __LINE__);
     e->used = 1;
-    e->ok = hs == CUBLAS_STATUS_SUCCESS && found >= 1 && res.state == CUBLAS_STATUS_SUCCESS;
-    if (e->ok) e->algo = res.algo;
+    e->ok = 0;
+    // The alignments we claim are those of the pointers. When the heuristic
+    // has nothing for them (possible with views, whose rows may be only 2-byte
+    // aligned, and with some epilogues), claim less and ask again:
+    // a smaller claim is still true, so whatever algorithm it returns is valid
+    // for these operands (perhaps a slower, less vectorised one).
+    static const uint32_t caps[] = {256, 16, 8, 4, 2};
+    for (uint32_t cap : caps) {
+        const uint32_t al_a = k.al_a < cap ? k.al_a : cap, al_b = k.al_b < cap ? k.al_b : cap;
+        const uint32_t al_c = k.al_c < cap ? k.al_c : cap;
+        if (cap != caps[0] && al_a == k.al_a && al_b == k.al_b && al_c == k.al_c) continue;   // asked already
+        if (heuristic(e, al_a, al_b, al_c)) { e->ok = 1; break; }
+    }
     return e;
 }
 
@@ -199,10 +221,12 @@ static const char *type_name(cudaDataType_t t) {
 static GemmEntry *entry_need(const GemmKey &k, const void *bias) {
     GemmEntry *e = entry_get(k, bias);
     if (!e->ok) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "no cuBLASLt algorithm for M=%d N=%d K=%d ta=%d tb=%d A=%s B=%s C=%s%s",
-                 k.M, k.N, k.K, k.ta, k.tb, type_name((cudaDataType_t)k.at), type_name((cudaDataType_t)k.bt),
-                 type_name((cudaDataType_t)k.ct), k.bias_epi ? " +bias" : "");
+        char msg[400];
+        snprintf(msg, sizeof msg, "no cuBLASLt algorithm for M=%d N=%d K=%d ta=%d tb=%d lda=%lld ldb=%lld "
+                 "ldc=%lld A=%s B=%s C=%s%s, operand alignments A=%u B=%u C=%u bytes (also asked with every "
+                 "smaller alignment down to 2)", k.M, k.N, k.K, k.ta, k.tb, (long long)k.lda, (long long)k.ldb,
+                 (long long)k.ldc, type_name((cudaDataType_t)k.at), type_name((cudaDataType_t)k.bt),
+                 type_name((cudaDataType_t)k.ct), k.bias_epi ? " +bias" : "", k.al_a, k.al_b, k.al_c);
         cuda_fail("cublasLtMatmulAlgoGetHeuristic", msg, __FILE__, __LINE__);
     }
     return e;
@@ -215,6 +239,7 @@ static void gemm_run(GemmEntry *e, const void *A, const void *B, void *C, float 
     // A' = B, B' = A (see entry_get); C and D are the same buffer
     CUBLAS_CHECK(cublasLtMatmul(cuda_blaslt(), e->desc, &alpha, B, e->la, A, e->lb, &beta,
                                 C, e->lc, C, e->lc, &e->algo, ws, ws_bytes, cuda_stream()));
+    LAUNCH_CHECK();
 }
 
 static bool gemm_type_ok(cudaDataType_t t) { return t == CUDA_R_16BF || t == CUDA_R_32F; }

@@ -34,8 +34,7 @@ static __device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_f
 static __device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
 // two fp32 -> one word of two bf16, each rounded as act_st
 static __device__ __forceinline__ uint32_t bf16_pack(float lo, float hi) {
-    return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
-           ((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
+    return (uint32_t)bf16_from_f32(lo) | ((uint32_t)bf16_from_f32(hi) << 16);
 }
 
 // y = weight * (x * r) over one row, this lane's share, each element rounded
@@ -145,7 +144,7 @@ __global__ void residual_rmsnorm_fwd_kernel(act_t *res, act_t *out, float *rstd,
         }
     } else {
         for (int c = lane; c < C; c += 32) {
-            const act_t r = __float2bfloat16_rn(__fadd_rn(act_ld(a, o + c), act_ld(b, o + c)));
+            const act_t r = __ushort_as_bfloat16(bf16_from_f32(__fadd_rn(act_ld(a, o + c), act_ld(b, o + c))));
             res[o + c] = r;
             const float x = __bfloat162float(r);
             ss += (double)x * x;

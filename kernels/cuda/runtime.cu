@@ -20,6 +20,24 @@
     exit(1);
 }
 
+// SPREC_CUDA_SYNC=1: synchronise and check after every launch (read once)
+static bool sync_each_launch(void) {
+    static const bool on = [] {
+        const char *e = getenv("SPREC_CUDA_SYNC");
+        return e && *e && strcmp(e, "0") != 0;
+    }();
+    return on;
+}
+
+void cuda_after_launch(const char *file, int line) {
+    cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) cuda_fail("kernel launch", cudaGetErrorString(err), file, line);
+    if (!sync_each_launch()) return;
+    err = cudaStreamSynchronize(cuda_stream());
+    if (err != cudaSuccess)
+        cuda_fail("the work launched here (SPREC_CUDA_SYNC=1)", cudaGetErrorString(err), file, line);
+}
+
 // ---- memory accounting (mem_stats) --------------------------------------------
 // Every cudaMalloc of the backend goes through these counters: alloc/free
 // (sizes kept per pointer), the scratch slots and the cuBLASLt workspace. Host

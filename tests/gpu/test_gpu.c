@@ -12,30 +12,49 @@
 // Act inputs are generated in fp32 and rounded to bf16 on the host first, so
 // every backend sees exactly the same values (the fp32 oracle gets the rounded
 // values in fp32); act outputs come back through act_download (host/model/act.h).
-//   1. every op of kernels/backend.h, forward and backward, on fresh seeded
-//      random inputs at sizes that are not multiples of any tile (N=37, C=77,
-//      OC=130, T=67, D=64 and 80, GQA 6/2, lengths with a 0 and a full one);
-//      padded rows of inputs hold NaN (the contract says they are never read)
-//      and gradient outputs start non-zero (the contract says *_bwd adds; the
-//      error of a gradient is measured on what the op added);
-//   2. whole models through host/ code: the Hugging Face fixtures
-//      (tests/ref/fixtures) on the GPU vs the fixture values and vs cpu-bf16, a
-//      larger random model cuda vs cpu and vs cpu-bf16, two
-//      forward+backward+AdamW runs bit-identical (memcmp), and KV-cache
-//      decoding == full recompute on the GPU.
-// Each check prints its relative error ||gpu - ref|| / ||ref||, its max abs
+// The checks form one table (`checks[]`, near the end; `--list` prints it), in
+// the order they run, each named by its op (or model test) and shape:
+//   ops-real  single ops at the sizes where the first failures would be: the
+//             log-prob head over several chunks with a short last one (V
+//             128,256 and 49,152), the two-stage bias sum (N 2,500), the
+//             embedding sort past 4,096 rows with 17-bit keys, attention at
+//             32/8 heads, D 64 and 128, T 512 and 2,048 with ragged lengths,
+//             cuBLASLt on 2-byte-aligned views (C 77, OC 7);
+//   ops       every op of kernels/backend.h, forward and backward, on fresh
+//             seeded random inputs at sizes that are not multiples of any tile
+//             (N=37, C=77, OC=130, T=67, D=64 and 80, GQA 6/2, lengths with a
+//             0 and a full one); padded rows of inputs hold NaN (the contract
+//             says they are never read) and gradient outputs start non-zero
+//             (the contract says *_bwd adds; the error of a gradient is
+//             measured on what the op added);
+//   models    whole models through host/ code: the Hugging Face fixtures
+//             (tests/ref/fixtures) vs the fixture values and vs cpu-bf16, a
+//             larger random model, its SFT and DPO steps cuda vs cpu and vs
+//             cpu-bf16, two forward+backward+AdamW runs bit-identical (memcmp);
+//   steps     one SFT and one DPO step of the Llama-3.2-1B shape (random
+//             weights, a few rows) vs cpu-bf16;
+//   decode    KV-cache decoding == full recompute on the GPU.
+// Each result prints its relative error ||gpu - ref|| / ||ref||, its max abs
 // error, its tolerance and PASS/FAIL; a table at the end; exit 1 if any fails,
-// 77 (skipped) when no GPU is usable.
-//   build/test_gpu [--quick] [--json FILE]
-//   --quick        skip the vocab-49152 log-prob case (for compute-sanitizer)
-//   --json FILE    also write one JSON object per check to FILE
+// 77 (skipped) when no GPU is usable. A child process runs the checks; a check
+// that ends it (a CUDA error, a fault) or outlasts --check-timeout is failed by
+// name and a new child carries on with the next one. `test_gpu --help` lists
+// the options (--only, --group, --quick, --sizes, --inline, ...).
 //   SPREC_TEST_GPU_SELFTEST=1   the bf16 emulation (backend_cpu_bf16(), the
-//                       same act storage as CUDA) stands in for CUDA: checks
-//                       this harness on a machine without a GPU. The errors
+//                       same act storage as CUDA) stands in for CUDA, at the
+//                       ci sizes: checks this harness on a machine without a
+//                       GPU (tests/gpu/selftest.sh, in `make test`). The errors
 //                       against [cpu-bf16] are then 0 and those against [cpu]
 //                       are the pure cost of bf16 storage, which checks that the
 //                       bf16 tolerances below are neither too tight nor absurd.
 #include <dirent.h>
+#include <errno.h>
+#include <fnmatch.h>
+#include <poll.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/wait.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,6 +67,7 @@
 #include "io/checkpoint.h"
 #include "io/dataset.h"
 #include "train/dpo.h"
+#include "train/sft_step.h"
 #include "gen/generate.h"
 #include "base/h5io.h"
 #include "model/model.h"
@@ -137,24 +157,34 @@
 
 // ---- results -------------------------------------------------------------------
 
-typedef struct { char name[200]; double rel, max_abs, tol; int pass; } Result;
+typedef struct { char name[200]; double rel, max_abs, tol; int pass, check; } Result;   // check: table index
 static Result results[1024];
 static int n_results, n_failed;
 static FILE *json_out;
+static int cur_check = -1;    // the entry of the check table now running
+static int msg_fd = -1;       // in a child of the check runner: the pipe to the parent
+static const char *check_name(int i);
+static void send_msg(int kind, int check, const Result *r);
+enum { MSG_BEGIN, MSG_RESULT, MSG_END };
+
+static void result_add(const Result *r) {
+    if (n_results < (int)(sizeof results / sizeof results[0])) results[n_results++] = *r;
+    if (json_out)
+        fprintf(json_out, "{\"test\": \"%s\", \"check\": \"%s\", \"rel_err\": %.6e, \"max_abs_err\": %.6e, "
+                "\"tol\": %.1e, \"pass\": %s}\n", r->check >= 0 ? check_name(r->check) : "-", r->name,
+                isfinite(r->rel) ? r->rel : 1e300, isfinite(r->max_abs) ? r->max_abs : 1e300, r->tol,
+                r->pass ? "true" : "false");
+    if (json_out) fflush(json_out);   // a run killed at its time limit keeps every line so far
+    n_failed += !r->pass;
+}
 
 static void record(const char *name, double rel, double max_abs, double tol) {
-    int pass = rel <= tol;   // NaN fails
-    printf("%-70s rel %.2e  max abs %.2e  tol %.1e  %s\n", name, rel, max_abs, tol, pass ? "PASS" : "FAIL");
+    Result r = {.rel = rel, .max_abs = max_abs, .tol = tol, .pass = rel <= tol, .check = cur_check};   // NaN fails
+    snprintf(r.name, sizeof r.name, "%s", name);
+    printf("%-70s rel %.2e  max abs %.2e  tol %.1e  %s\n", name, rel, max_abs, tol, r.pass ? "PASS" : "FAIL");
     fflush(stdout);
-    if (n_results < (int)(sizeof results / sizeof results[0])) {
-        Result *r = &results[n_results++];
-        snprintf(r->name, sizeof r->name, "%s", name);
-        r->rel = rel; r->max_abs = max_abs; r->tol = tol; r->pass = pass;
-    }
-    if (json_out)
-        fprintf(json_out, "{\"check\": \"%s\", \"rel_err\": %.6e, \"max_abs_err\": %.6e, \"tol\": %.1e, \"pass\": %s}\n",
-                name, isfinite(rel) ? rel : 1e300, isfinite(max_abs) ? max_abs : 1e300, tol, pass ? "true" : "false");
-    n_failed += !pass;
+    if (msg_fd >= 0) send_msg(MSG_RESULT, cur_check, &r);
+    else result_add(&r);
 }
 
 // ||(got - base) - (want - base)|| / ||want - base|| (plain norm when that is
@@ -240,24 +270,33 @@ static void *put_bytes(const Backend *be, const void *h, size_t bytes) {
     if (bytes) be->upload(d, h, bytes);
     return d;
 }
-static float *put(const Backend *be, const float *h, size_t n) { return put_bytes(be, h, n * sizeof(float)); }
 static int *puti(const Backend *be, const int *h, size_t n) { return put_bytes(be, h, n * sizeof(int)); }
-// an act buffer of n elements holding h (rounded as the backend stores)
-static void *put_act(const Backend *be, const float *h, size_t n) {
-    void *d = act_alloc(be, n ? n : 1);
-    if (n) act_upload(be, d, h, n);
+// Views: a buffer of off + n elements whose elements [off, off + n) hold h
+// (the first off hold zeros the op must not need). off = 0: the whole buffer.
+// an act buffer holding h (rounded as the backend stores) from element off
+static void *put_act_at(const Backend *be, const float *h, size_t n, size_t off) {
+    void *d = act_alloc(be, off + n ? off + n : 1);
+    if (n) act_upload(be, act_at(be, d, off), h, n);
     return d;
 }
+static void *put_act(const Backend *be, const float *h, size_t n) { return put_act_at(be, h, n, 0); }
+static float *put_at(const Backend *be, const float *h, size_t n, size_t off) {
+    float *d = be->alloc((off + n ? off + n : 1) * sizeof(float));
+    if (n) be->upload(d + off, h, n * sizeof(float));
+    return d;
+}
+static float *put(const Backend *be, const float *h, size_t n) { return put_at(be, h, n, 0); }
 static float *get(const Backend *be, const float *d, size_t n) {
     float *h = xmalloc((n ? n : 1) * sizeof(float));
     if (n) be->download(h, d, n * sizeof(float));
     return h;
 }
-static float *get_act(const Backend *be, const void *d, size_t n) {
+static float *get_act_at(const Backend *be, const void *d, size_t n, size_t off) {
     float *h = xmalloc((n ? n : 1) * sizeof(float));
-    if (n) act_download(be, h, d, n);
+    if (n) act_download(be, h, act_at(be, d, off), n);
     return h;
 }
+static float *get_act(const Backend *be, const void *d, size_t n) { return get_act_at(be, d, n, 0); }
 static void rows_nan(float *x, int B, int T, size_t row, const int *len) {
     for (int b = 0; b < B; b++)
         for (int t = len[b]; t < T; t++)
@@ -354,20 +393,28 @@ static void test_memory(void) {
 
 // ---- dense ops -----------------------------------------------------------------
 
-static void test_matmul(int N, int C, int OC, int bias) {
-    char nm[128];
+// view = 1: every operand is a view one row (or, for the weight and bias, one
+// element) into a larger buffer, as the model's flat weight buffer and row
+// views of activations are: with C or OC odd the act pointers are then only
+// 2-byte aligned (the cuBLASLt alignment fallback, kernels/cuda/matmul.cu).
+static void test_matmul(int N, int C, int OC, int bias, int view) {
+    char nm[128], shape[64];
+    snprintf(shape, sizeof shape, "N%d C%d OC%d%s%s", N, C, OC, bias ? " +bias" : "", view ? " (views)" : "");
     const size_t ni = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
+    // element offsets of the views into their buffers
+    const size_t o_in = view ? (size_t)C : 0, o_w = view ? 1 : 0, o_out = view ? (size_t)OC : 0;
     float *inp = brand(ni, 1.0f), *w = brand(nw, 1.0f), *b = bias ? brand(OC, 1.0f) : NULL;
     float *junk = brand(no, 1.0f), *out[NB];
     for (int s = 0; s < NB; s++) {
         const Backend *be = be_of(s);
-        void *d_inp = put_act(be, inp, ni), *d_w = put_act(be, w, nw), *d_b = bias ? put_act(be, b, OC) : NULL;
-        void *d_out = put_act(be, junk, no);
-        be->matmul_fwd(d_out, d_inp, d_w, d_b, N, C, OC);
-        out[s] = get_act(be, d_out, no);
+        void *d_inp = put_act_at(be, inp, ni, o_in), *d_w = put_act_at(be, w, nw, o_w);
+        void *d_b = bias ? put_act_at(be, b, OC, o_w) : NULL, *d_out = put_act_at(be, junk, no, o_out);
+        be->matmul_fwd(act_at(be, d_out, o_out), act_at(be, d_inp, o_in), act_at(be, d_w, o_w),
+                       bias ? act_at(be, d_b, o_w) : NULL, N, C, OC);
+        out[s] = get_act_at(be, d_out, no, o_out);
         be->free(d_inp); be->free(d_w); if (d_b) be->free(d_b); be->free(d_out);
     }
-    snprintf(nm, sizeof nm, "matmul_fwd N%d C%d OC%d%s", N, C, OC, bias ? " +bias" : "");
+    snprintf(nm, sizeof nm, "matmul_fwd %s", shape);
     compare2(nm, out[0], out[1], out[2], no, TOL_F32_ONCE, TOL_EMU_GEMM_ACT);
     free3(out);
 
@@ -381,23 +428,23 @@ static void test_matmul(int N, int C, int OC, int bias) {
         float *dinp[NB], *dw[NB], *db[NB];
         for (int s = 0; s < NB; s++) {
             const Backend *be = be_of(s);
-            void *d_inp = put_act(be, inp, ni), *d_w = put_act(be, w, nw);
-            float *d_dout = put(be, dout, no), *g_dinp = put(be, dinp0, ni), *g_dw = put(be, dw0, nw);
-            float *g_db = put(be, db0, OC);
-            be->matmul_bwd(want_inp ? g_dinp : NULL, want_w ? g_dw : NULL, want_b ? g_db : NULL, d_dout, d_inp, d_w,
-                           N, C, OC);
-            dinp[s] = get(be, g_dinp, ni); dw[s] = get(be, g_dw, nw); db[s] = get(be, g_db, OC);
+            void *d_inp = put_act_at(be, inp, ni, o_in), *d_w = put_act_at(be, w, nw, o_w);
+            float *d_dout = put_at(be, dout, no, o_out), *g_dinp = put_at(be, dinp0, ni, o_in);
+            float *g_dw = put_at(be, dw0, nw, o_w), *g_db = put_at(be, db0, OC, o_w);
+            be->matmul_bwd(want_inp ? g_dinp + o_in : NULL, want_w ? g_dw + o_w : NULL, want_b ? g_db + o_w : NULL,
+                           d_dout + o_out, act_at(be, d_inp, o_in), act_at(be, d_w, o_w), N, C, OC);
+            dinp[s] = get(be, g_dinp + o_in, ni); dw[s] = get(be, g_dw + o_w, nw); db[s] = get(be, g_db + o_w, OC);
             be->free(d_inp); be->free(d_w); be->free(d_dout); be->free(g_dinp); be->free(g_dw); be->free(g_db);
         }
         const char *tag = variant == 0 ? "" : variant == 1 ? " (dw only)" : " (dinp only)";
-        snprintf(nm, sizeof nm, "matmul_bwd dinp N%d C%d OC%d%s", N, C, OC, tag);
+        snprintf(nm, sizeof nm, "matmul_bwd dinp %s%s", shape, tag);
         if (want_inp) compare2_inc(nm, dinp[0], dinp[1], dinp[2], dinp0, ni, TOL_F32_ONCE, TOL_GEMM);
         else compare(nm, dinp[0], dinp0, ni, TOL_EXACT);
-        snprintf(nm, sizeof nm, "matmul_bwd dw N%d C%d OC%d%s", N, C, OC, tag);
+        snprintf(nm, sizeof nm, "matmul_bwd dw %s%s", shape, tag);
         if (want_w) compare2_inc(nm, dw[0], dw[1], dw[2], dw0, nw, TOL_F32_ONCE, TOL_GEMM);
         else compare(nm, dw[0], dw0, nw, TOL_EXACT);
         if (bias) {   // the column sum of the fp32 dout, unrounded, on every backend
-            snprintf(nm, sizeof nm, "matmul_bwd dbias N%d C%d OC%d%s", N, C, OC, tag);
+            snprintf(nm, sizeof nm, "matmul_bwd dbias %s%s", shape, tag);
             if (want_b) compare_inc(nm, db[0], db[1], db0, OC, TOL_REDUCE);
             else compare(nm, db[0], db0, OC, TOL_EXACT);
         }
@@ -1120,16 +1167,28 @@ static const ModelConfig BIG = {.vocab_size = 1000, .dim = 192, .n_layers = 2, .
                                 .head_dim = 32, .ffn_dim = 520, .max_seq_len = 67, .rope_theta = 10000.0f,
                                 .rms_eps = 1e-5f, .tie_embeddings = 0, .qkv_bias = 1};
 
+// Every weight uniform with standard deviation std (norm weights 1, biases
+// uniform in [-0.3, 0.3] so that they count), the same values on every
+// backend; filled in parallel blocks, each with its own stream, so that a
+// Llama-3.2-1B-sized model takes seconds, not minutes.
 static void random_model(Model *m, const ModelConfig *c, const Backend *be, uint64_t seed, float std) {
+    enum { BLOCK = 1 << 20 };
     model_create(m, c, be);
-    model_init_random(m, seed, std);
-    Rng r;
-    rng_seed(&r, seed + 1);
-    for (int i = 0; i < m->n_params; i++) {   // init zeroes biases: make them count
+    const float a = std * sqrtf(3.0f);
+    for (int i = 0; i < m->n_params; i++) {
         const ParamInfo *p = &m->table[i];
-        if (!strstr(p->name, ".bias")) continue;
+        const int is_norm = strstr(p->name, "norm.weight") != NULL, is_bias = strstr(p->name, ".bias") != NULL;
+        const float half = is_bias ? 0.3f : a;
         float *x = xmalloc(p->numel * sizeof(float));
-        for (size_t j = 0; j < p->numel; j++) x[j] = 0.3f * (float)(2.0 * rng_uniform(&r) - 1.0);
+        const long blocks = (long)((p->numel + BLOCK - 1) / BLOCK);
+        #pragma omp parallel for
+        for (long k = 0; k < blocks; k++) {
+            Rng r;
+            rng_seed(&r, seed * 1000003u + (uint64_t)i * 65537u + (uint64_t)k);
+            const size_t j1 = (size_t)(k + 1) * BLOCK < p->numel ? (size_t)(k + 1) * BLOCK : p->numel;
+            for (size_t j = (size_t)k * BLOCK; j < j1; j++)
+                x[j] = is_norm ? 1.0f : half * (float)(2.0 * rng_uniform(&r) - 1.0);
+        }
         be->upload(m->params + p->offset, x, p->numel * sizeof(float));
         free(x);
     }
@@ -1183,43 +1242,91 @@ static void test_model_vs_cpu(void) {
     batch_free(&b);
 }
 
-// A whole DPO step (chosen + rejected forward as one batch, the loss and its
-// reweighting on the device, the weighted backward) on the GPU vs cpu and
-// cpu-bf16: loss, reward statistics and every gradient.
-static void test_dpo_step_vs_cpu(void) {
-    enum { NP = 3, T = 41 };
-    const int lc[NP] = {41, 30, 17}, lr[NP] = {35, 41, 9};
-    Batch ch = random_batch(&BIG, NP, T, lc, 31), rj = random_batch(&BIG, NP, T, lr, 32);
-    const double ref_c[NP] = {-120.5, -88.25, -40.0}, ref_r[NP] = {-101.0, -130.75, -20.5};
-    const double pw[NP] = {0.5, 1.75, 0.75};
-    const Backend *bes[3] = {G, H, E};
-    double loss[3];
-    DpoStats st[3];
-    float *g[3];
-    Model m[3];
-    for (int s = 0; s < 3; s++) {
-        random_model(&m[s], &BIG, bes[s], 6, 0.05f);
-        model_zero_grad(&m[s]);
-        loss[s] = dpo_step(&m[s], &ch, &rj, ref_c, ref_r, pw, 0.1, &st[s]);
-        g[s] = xmalloc(m[s].numel * sizeof(float));
-        bes[s]->download(g[s], m[s].grads, m[s].numel * sizeof(float));
+// One whole training step on a fresh random model of config c on backend be:
+// SFT (sft_step: forward, backward with the mask weights, AdamW) or DPO
+// (dpo_step: chosen and rejected rows as one batch, the loss and its SPDPO
+// reweighting on the device, the weighted backward). The gradients and (SFT)
+// the stepped parameters come back to the host; m stays for its table.
+typedef struct { double loss, x, y; float *grads, *params; } StepOut;   // x, y: SFT grad norm; DPO rewards
+
+static void run_step(Model *m, const Backend *be, const ModelConfig *c, float std, int dpo, const Batch *ch,
+                     const Batch *rj, const double *ref_c, const double *ref_r, const double *pw, StepOut *o) {
+    random_model(m, c, be, 6, std);
+    memset(o, 0, sizeof *o);
+    if (dpo) {
+        DpoStats st;
+        model_zero_grad(m);
+        o->loss = dpo_step(m, ch, rj, ref_c, ref_r, pw, 0.1, &st);
+        o->x = st.rewards_chosen;
+        o->y = st.rewards_rejected;
+    } else {
+        Dataset d = {.N = ch->B, .T = ch->T, .tokens = ch->tokens, .mask = ch->mask, .lengths = ch->lengths};
+        int *ids = xmalloc((size_t)ch->B * sizeof(int));
+        for (int i = 0; i < ch->B; i++) ids[i] = i;
+        AdamW opt;
+        adamw_create(&opt, m, 0.9f, 0.999f, 1e-8f, 0.1f, 1.0f, 0);
+        double mask_sum;
+        o->loss = sft_step(m, &opt, &d, ids, ch->B, ch->B, 0, 1e-3f, &o->x, &mask_sum, NULL);
+        adamw_free(&opt, m);
+        o->params = get(be, m->params, m->numel);
+        free(ids);
     }
-    const char *what = "DPO step V1000 C192 GQA 3 pairs (SPDPO weights)";
-    char nm[160];
-    float l[3], rc[3], rr[3];
-    for (int s = 0; s < 3; s++) { l[s] = (float)loss[s]; rc[s] = (float)st[s].rewards_chosen; rr[s] = (float)st[s].rewards_rejected; }
-    snprintf(nm, sizeof nm, "%s: loss", what);
-    compare2(nm, &l[0], &l[1], &l[2], 1, TOL_MODEL_OUT, TOL_EMU_MODEL_OUT);
-    snprintf(nm, sizeof nm, "%s: rewards chosen", what);
-    compare2(nm, &rc[0], &rc[1], &rc[2], 1, TOL_MODEL_OUT, TOL_EMU_MODEL_OUT);
-    snprintf(nm, sizeof nm, "%s: rewards rejected", what);
-    compare2(nm, &rr[0], &rr[1], &rr[2], 1, TOL_MODEL_OUT, TOL_EMU_MODEL_OUT);
-    snprintf(nm, sizeof nm, "%s: [cpu]", what);
-    compare_grads(nm, &m[0], g[0], flat_grad, g[1], TOL_MODEL_GRAD);
-    snprintf(nm, sizeof nm, "%s: [cpu-bf16]", what);
-    compare_grads(nm, &m[0], g[0], flat_grad, g[2], TOL_EMU_MODEL_GRAD);
-    for (int s = 0; s < 3; s++) { free(g[s]); model_free(&m[s]); }
+    o->grads = get(be, m->grads, m->numel);
+}
+
+// The step on the GPU vs cpu-bf16 and (with_f32) the fp32 CPU: loss, grad norm
+// or reward statistics, every gradient, (SFT) the stepped parameters. The
+// oracles run first, each model freed before the next one is made (a
+// Llama-3.2-1B-sized model with its AdamW moments is ~22 GB).
+static void test_step(const ModelConfig *c, int dpo, int rows, int T, float std, int with_f32) {
+    char what[160], nm[256];
+    snprintf(what, sizeof what, "%s step V%d C%d L%d NH%d NKV%d D%d F%d, %d %s T%d", dpo ? "DPO" : "SFT",
+             c->vocab_size, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn_dim, rows,
+             dpo ? "pairs" : "rows", T);
+    int *lc = xmalloc((size_t)rows * sizeof(int)), *lr = xmalloc((size_t)rows * sizeof(int));
+    double *ref_c = xmalloc((size_t)rows * sizeof(double)), *ref_r = xmalloc((size_t)rows * sizeof(double));
+    double *pw = xmalloc((size_t)rows * sizeof(double));
+    // references near the policy's own sums (random_batch scores t in [max(1, len/3), len)), so
+    // that the margins are a few units, not a saturated sigmoid
+    const double per_token = -log((double)c->vocab_size);
+    for (int i = 0; i < rows; i++) {   // ragged, one full row on each side
+        lc[i] = i == 0 ? T : T - (i * T) / (rows + 1);
+        lr[i] = i == 1 % rows ? T : T - ((i + 2) * T) / (rows + 3);
+        ref_c[i] = per_token * (lc[i] - (lc[i] / 3 > 1 ? lc[i] / 3 : 1)) + 2.0 * (i % 3) - 1.5;
+        ref_r[i] = per_token * (lr[i] - (lr[i] / 3 > 1 ? lr[i] / 3 : 1)) - 1.0 * (i % 2) + 0.5;
+        pw[i] = 0.5 + 0.625 * (i % 3);
+    }
+    Batch ch = random_batch(c, rows, T, lc, 31), rj = random_batch(c, rows, T, lr, 32);
+    const Backend *bes[3] = {E, H, G};   // the device last: its model is kept for the table
+    const int used[3] = {1, with_f32, 1};
+    StepOut o[3];
+    Model m;
+    for (int k = 0; k < 3; k++) {
+        if (!used[k]) continue;
+        run_step(&m, bes[k], c, std, dpo, &ch, &rj, ref_c, ref_r, pw, &o[k]);
+        if (k < 2) model_free(&m);
+    }
+    for (int k = 0; k < 2; k++) {
+        if (!used[k]) continue;
+        const char *tag = k == 0 ? "[cpu-bf16]" : "[cpu]";
+        const double t_out = k == 0 ? TOL_EMU_MODEL_OUT : TOL_MODEL_OUT, t_grad = k == 0 ? TOL_EMU_MODEL_GRAD : TOL_MODEL_GRAD;
+        const float sg[3] = {(float)o[2].loss, (float)o[2].x, (float)o[2].y}, sr[3] = {(float)o[k].loss, (float)o[k].x, (float)o[k].y};
+        const char *names[3] = {"loss", dpo ? "rewards chosen" : "grad norm", "rewards rejected"};
+        for (int j = 0; j < (dpo ? 3 : 2); j++) {
+            snprintf(nm, sizeof nm, "%s: %s %s", what, names[j], tag);
+            compare(nm, &sg[j], &sr[j], 1, j == 1 && !dpo ? t_grad : t_out);
+        }
+        snprintf(nm, sizeof nm, "%s: %s", what, tag);
+        compare_grads(nm, &m, o[2].grads, flat_grad, o[k].grads, t_grad);
+        if (!dpo) {   // the first AdamW step moves each weight by ~lr: the parameters stay close
+            snprintf(nm, sizeof nm, "%s: params after AdamW %s", what, tag);
+            compare(nm, o[2].params, o[k].params, m.numel, t_out);
+        }
+    }
+    for (int k = 0; k < 3; k++) if (used[k]) { free(o[k].grads); free(o[k].params); }
+    model_free(&m);
     batch_free(&ch); batch_free(&rj);
+    free(lc); free(lr); free(ref_c); free(ref_r); free(pw);
 }
 
 // Two fresh runs of forward + backward + AdamW + forward on the GPU give the
@@ -1329,20 +1436,175 @@ static void test_decode_vs_full(const ModelConfig *c, const char *what) {
     model_free(&m);
 }
 
-// ---- main ------------------------------------------------------------------------
+// ---- the check table ---------------------------------------------------------------
+// Every check in the order it runs: single ops at the sizes where the first
+// failures would be (several log-prob chunks with a short last one, the
+// two-stage bias sum, the embedding sort past 4,096 rows with 17-bit keys,
+// attention at Llama's head counts and lengths, cuBLASLt on 2-byte-aligned
+// views), then the small tile-unfriendly shapes, whole models, a
+// Llama-3.2-1B-shaped SFT and DPO step, and decoding. `full` are a GPU run's
+// sizes, `ci` the self-test's (make test: the same harness code on a 2-core
+// machine); the numbers are the run function's arguments, in its order.
 
-int main(int argc, char **argv) {
-    int quick = 0;
-    const char *json_path = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--quick")) quick = 1;
-        else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
-        else { fprintf(stderr, "usage: %s [--quick] [--json FILE]\n", argv[0]); return 2; }
+static void run_memory(const int *a) { (void)a; test_memory(); }
+static void run_matmul(const int *a) { test_matmul(a[0], a[1], a[2], a[3], a[4]); }            // N C OC bias view
+static void run_embedding(const int *a) { test_embedding(a[0], a[1], a[2]); }                 // N C V
+static void run_rmsnorm(const int *a) { test_rmsnorm(a[0], a[1]); test_residual_rmsnorm(a[0], a[1]); }   // N C
+static void run_rope(const int *a) { test_rope(a[0], a[1], a[2], a[3]); }                     // B T H D
+static void run_attention(const int *a) { test_attention(a[0], a[1], a[2], a[3], a[4], a + 5); }   // B T NH NKV D lengths[B]
+static void run_elementwise(const int *a) { test_elementwise((size_t)a[0]); }                 // n
+static void run_logprob(const int *a) { test_logprob(a[0], a[1], a[2], a[3]); }               // n rows-of-h C V
+static void run_adamw(const int *a) { test_adamw((size_t)a[0]); }                             // n
+static void run_dpo_ops(const int *a) { test_dpo_ops(a[0], a[1], a[2]); }                     // pairs rows weighted
+static void run_decode_ops(const int *a) { test_decode_ops(a[0], a[1], a[2]); }               // NH NKV D
+static void run_select(const int *a) { test_select_ops(a[0], a[1], a[2]); }                   // N V k
+static void run_fixtures(const int *a) { (void)a; test_fixtures(); }
+static void run_model(const int *a) { (void)a; test_model_vs_cpu(); }
+static void run_determinism(const int *a) { (void)a; test_determinism(); }
+// dpo rows T on BIG, against both oracles
+static void run_step_big(const int *a) { test_step(&BIG, a[0], a[1], a[2], 0.05f, 1); }
+// dpo V C layers NH NKV D F rows T: Llama-3.2-1B's architecture (tied head,
+// no biases, llama3 rope scaling), random weights, against cpu-bf16
+static void run_step_llama(const int *a) {
+    const ModelConfig c = {.vocab_size = a[1], .dim = a[2], .n_layers = a[3], .n_heads = a[4], .n_kv_heads = a[5],
+                           .head_dim = a[6], .ffn_dim = a[7], .max_seq_len = a[9], .rope_theta = 500000.0f,
+                           .rms_eps = 1e-5f, .tie_embeddings = 1, .qkv_bias = 0, .rope_scaling = 1,
+                           .rope_factor = 32.0f, .rope_low_freq_factor = 1.0f, .rope_high_freq_factor = 4.0f,
+                           .rope_original_max_pos = 8192};
+    test_step(&c, a[0], a[8], a[9], 0.02f, 0);
+}
+static void run_decode_model(const int *a) {   // 0: tiny (tied, D 8), 1: BIG
+    const ModelConfig tiny = {.vocab_size = 40, .dim = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
+                              .head_dim = 8, .ffn_dim = 48, .max_seq_len = 24, .rope_theta = 10000.0f,
+                              .rms_eps = 1e-5f, .tie_embeddings = 1, .qkv_bias = 0};
+    if (a[0]) test_decode_vs_full(&BIG, "V1000 C192 GQA bias D32");
+    else test_decode_vs_full(&tiny, "tiny GQA tied D8");
+}
+
+enum { MAX_ARGS = 10 };
+typedef struct {
+    const char *group;           // ops-real, ops, models, steps, decode
+    const char *name;            // unique: --only takes these (shell patterns)
+    void (*run)(const int *a);
+    int full[MAX_ARGS], ci[MAX_ARGS];
+    int quick;                   // in --quick (compute-sanitizer's list: small and fast)
+} Check;
+
+#define SAME(...) {__VA_ARGS__}, {__VA_ARGS__}
+#define LLAMA_1B 128256, 2048, 16, 32, 8, 64, 8192       // V C layers NH NKV D F
+#define LLAMA_CI 1000, 256, 2, 32, 8, 8, 384             // its head counts, small dims
+static const Check checks[] = {
+    {"ops-real", "memory",                   run_memory,    SAME(0), 1},
+    {"ops-real", "matmul_bias_two_stage",    run_matmul,    SAME(2500, 77, 130, 1, 0), 0},       // N > 1024: chunks > 1
+    {"ops-real", "matmul_views_c77_oc7",     run_matmul,    SAME(37, 77, 7, 1, 1), 1},           // 2-byte-aligned views
+    {"ops-real", "matmul_views_nobias",      run_matmul,    SAME(300, 77, 7, 0, 1), 1},
+    {"ops-real", "embedding_9000_v128256",   run_embedding, {9000, 136, 128256}, {9000, 24, 128256}, 0},
+    {"ops-real", "attention_llama_d64_t512", run_attention, {4, 512, 32, 8, 64, 512, 0, 1, 317},
+                                                            {4, 96, 32, 8, 64, 96, 0, 1, 59}, 0},
+    {"ops-real", "attention_llama_d128_t512", run_attention, {4, 512, 32, 8, 128, 389, 0, 1, 512},
+                                                             {4, 96, 32, 8, 128, 71, 0, 1, 96}, 0},
+    {"ops-real", "attention_llama_d64_t2048", run_attention, {2, 2048, 32, 8, 64, 2048, 1357},
+                                                             {2, 130, 32, 8, 64, 130, 87}, 0},
+    {"ops-real", "attention_llama_d128_t2048", run_attention, {2, 2048, 32, 8, 128, 1531, 2048},
+                                                              {2, 130, 32, 8, 128, 97, 130}, 0},
+    // chunk rows = 32M floats / V: 261 at V 128256 (600 = 261 + 261 + 78), 682 at V 49152 (1500 = 682 + 682 + 136)
+    {"ops-real", "logprob_v128256_chunks",   run_logprob,   {600, 700, 640, 128256}, {150, 200, 16, 128256}, 0},
+    {"ops-real", "logprob_v49152_chunks",    run_logprob,   {1500, 1600, 576, 49152}, {300, 320, 24, 4099}, 0},
+    {"ops-real", "adamw_1000003",            run_adamw,     SAME(1000003), 1},
+
+    {"ops", "matmul_n37_c77_oc130",          run_matmul,    SAME(37, 77, 130, 1, 0), 1},
+    {"ops", "matmul_n37_nobias",             run_matmul,    SAME(37, 77, 130, 0, 0), 1},
+    {"ops", "matmul_n300_c576_oc1536",       run_matmul,    SAME(300, 576, 1536, 1, 0), 1},   // a SmolLM2 projection
+    {"ops", "matmul_n1_c64_oc7",             run_matmul,    SAME(1, 64, 7, 1, 0), 1},
+    {"ops", "embedding_n37",                 run_embedding, SAME(37, 77, 1000), 1},
+    {"ops", "rmsnorm_n37_c77",               run_rmsnorm,   SAME(37, 77), 1},
+    {"ops", "rmsnorm_n67_c576",              run_rmsnorm,   SAME(67, 576), 1},
+    {"ops", "rope_d64",                      run_rope,      SAME(2, 67, 6, 64), 1},
+    {"ops", "rope_d80",                      run_rope,      SAME(2, 67, 2, 80), 1},
+    {"ops", "attention_d64",                 run_attention, SAME(4, 67, 6, 2, 64, 67, 0, 1, 40), 1},
+    {"ops", "attention_d80",                 run_attention, SAME(4, 67, 6, 2, 80, 67, 0, 1, 40), 1},
+    {"ops", "attention_d128",                run_attention, SAME(2, 67, 4, 2, 128, 0, 67), 1},   // > 48 KB shared memory
+    {"ops", "attention_mha",                 run_attention, SAME(4, 67, 4, 4, 64, 67, 0, 1, 40), 1},
+    {"ops", "attention_key_tiles",           run_attention, SAME(2, 200, 6, 2, 64, 200, 131), 1},
+    {"ops", "attention_d8",                  run_attention, SAME(3, 13, 4, 2, 8, 13, 5, 9), 1},   // the fixtures' heads
+    {"ops", "elementwise_4811",              run_elementwise, SAME(37 * 130 + 1), 1},
+    {"ops", "elementwise_1m",                run_elementwise, SAME(1 << 20), 1},
+    {"ops", "logprob_v1000",                 run_logprob,   SAME(300, 320, 77, 1000), 1},
+    {"ops", "logprob_v49152",                run_logprob,   SAME(300, 320, 576, 49152), 0},
+    {"ops", "adamw_10007",                   run_adamw,     SAME(10007), 1},
+    {"ops", "dpo_ops",                       run_dpo_ops,   SAME(8, 700, 0), 1},
+    {"ops", "dpo_ops_weighted",              run_dpo_ops,   SAME(37, 5000, 1), 1},   // several tiles, > 32 pairs
+    {"ops", "decode_ops_d64",                run_decode_ops, SAME(6, 2, 64), 1},
+    {"ops", "decode_ops_d80",                run_decode_ops, SAME(6, 2, 80), 1},
+    {"ops", "decode_ops_d128",               run_decode_ops, SAME(4, 2, 128), 1},
+    {"ops", "select_beam20_v49152",          run_select,    SAME(40, 49152, 40), 0},   // a 20-beam step, SmolLM2's vocabulary
+    {"ops", "select_v1009",                  run_select,    SAME(7, 1009, 64), 1},
+    {"ops", "select_k_over_v",               run_select,    SAME(3, 5, 8), 1},         // k > V: padding
+
+    {"models", "hf_fixtures",                run_fixtures,  SAME(0), 0},
+    {"models", "model_v1000",                run_model,     SAME(0), 0},
+    {"models", "dpo_step_v1000",             run_step_big,  SAME(1, 3, 41), 0},
+    {"models", "sft_step_v1000",             run_step_big,  SAME(0, 4, 67), 0},
+    {"models", "determinism",                run_determinism, SAME(0), 0},
+    {"steps", "sft_step_llama32_1b",         run_step_llama, {0, LLAMA_1B, 2, 24}, {0, LLAMA_CI, 2, 24}, 0},
+    {"steps", "dpo_step_llama32_1b",         run_step_llama, {1, LLAMA_1B, 2, 24}, {1, LLAMA_CI, 2, 24}, 0},
+    {"decode", "decode_tiny",                run_decode_model, SAME(0), 0},
+    {"decode", "decode_v1000",               run_decode_model, SAME(1), 0},
+};
+enum { N_CHECKS = (int)(sizeof checks / sizeof checks[0]) };
+static int full_sizes;   // 1: `full` (a GPU run), 0: `ci` (the self-test)
+
+static const char *check_name(int i) { return checks[i].name; }
+static const int *check_args(int i) { return full_sizes ? checks[i].full : checks[i].ci; }
+static void check_args_str(int i, char *buf, size_t cap) {
+    const int *a = check_args(i);
+    int last = MAX_ARGS - 1;
+    while (last > 0 && a[last] == 0) last--;
+    size_t at = 0;
+    buf[0] = 0;
+    for (int j = 0; j <= last && at < cap; j++) at += (size_t)snprintf(buf + at, cap - at, "%s%d", j ? " " : "", a[j]);
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+// Runs check i: a fresh input stream per check (seeded by its name), so its
+// inputs do not depend on which checks ran before it in the same process.
+// SPREC_TEST_GPU_INJECT=NAME:exit|hang makes check NAME die as a CUDA error
+// does (exit 1) or hang: tests the runner's fault handling (tests/gpu/selftest.sh).
+static void run_check(int i) {
+    char args[96];
+    check_args_str(i, args, sizeof args);
+    printf("\n-- check %s (%s; %s sizes: %s)\n", checks[i].name, checks[i].group, full_sizes ? "full" : "ci", args);
+    fflush(stdout);
+    uint64_t h = 1469598103934665603ULL;   // FNV-1a of the name
+    for (const char *c = checks[i].name; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    rng_seed(&rng, 20240611ULL ^ h);
+    const char *inj = getenv("SPREC_TEST_GPU_INJECT");
+    const size_t nl = strlen(checks[i].name);
+    if (inj && !strncmp(inj, checks[i].name, nl) && inj[nl] == ':') {
+        if (!strcmp(inj + nl + 1, "hang")) for (;;) pause();
+        fprintf(stderr, "sprec: error: cuda: injected fault in check %s (SPREC_TEST_GPU_INJECT)\n", checks[i].name);
+        exit(1);
     }
-    const char *self = getenv("SPREC_TEST_GPU_SELFTEST");
+    cur_check = i;
+    const double t0 = now_s();
+    checks[i].run(check_args(i));
+    cur_check = -1;
+    printf("-- check %s: %.1f s\n", checks[i].name, now_s() - t0);
+    fflush(stdout);
+}
+
+// ---- the device under test -------------------------------------------------------
+
+// 0 when G is set up, 77 when no GPU is usable, 1 on a setup error
+static int setup_device(int self_test) {
     H = backend_cpu();
     E = backend_cpu_bf16();
-    if (self && *self == '1') {
+    if (self_test) {
         G = backend_cpu_bf16();
         printf("test_gpu: SELF-TEST: the CPU's bf16 emulation stands in for CUDA (checks this harness only: "
                "[cpu-bf16] errors are 0, [cpu] ones the cost of bf16 storage)\n");
@@ -1360,62 +1622,187 @@ int main(int argc, char **argv) {
             printf("test_gpu: %s (sm_%d%d, %.0f GiB), backend '%s'\n", prop.name, prop.major, prop.minor,
                    (double)prop.totalGlobalMem / (1 << 30), G->name);
     }
-    printf("test_gpu: act storage: '%s' %zu bytes, oracles '%s' %zu bytes [cpu], '%s' %zu bytes [cpu-bf16]\n",
-           G->name, G->act_bytes, H->name, H->act_bytes, E->name, E->act_bytes);
+    fflush(stdout);
     if (G->act_bytes != 2 || E->act_bytes != 2 || H->act_bytes != sizeof(float)) {
-        printf("test_gpu: expected bf16 act storage under test and in the emulation, fp32 on the CPU\n");
+        printf("test_gpu: expected bf16 act storage under test and in the emulation, fp32 on the CPU "
+               "('%s' %zu bytes, '%s' %zu, '%s' %zu)\n", G->name, G->act_bytes, E->name, E->act_bytes, H->name,
+               H->act_bytes);
         return 1;
     }
-    if (json_path && !(json_out = fopen(json_path, "w"))) { perror(json_path); return 2; }
     h5_quiet();
-    rng_seed(&rng, 20240611);
+    return 0;
+}
 
-    printf("\n== ops: CUDA vs the CPU: [cpu] fp32, [cpu-bf16] the bf16 emulation ==\n");
-    test_memory();
-    test_matmul(37, 77, 130, 1);
-    test_matmul(37, 77, 130, 0);
-    test_matmul(300, 576, 1536, 1);       // a SmolLM2-sized projection
-    test_matmul(1, 64, 7, 1);
-    test_embedding(37, 77, 1000);
-    test_rmsnorm(37, 77);
-    test_rmsnorm(67, 576);
-    test_residual_rmsnorm(37, 77);
-    test_residual_rmsnorm(67, 576);
-    test_rope(2, 67, 6, 64);
-    test_rope(2, 67, 2, 80);
-    const int len4[4] = {67, 0, 1, 40}, len2[2] = {200, 131}, len3[3] = {13, 5, 9};
-    test_attention(4, 67, 6, 2, 64, len4);
-    test_attention(4, 67, 6, 2, 80, len4);
-    test_attention(2, 67, 4, 2, 128, len4);  // Llama's head dim: the kernels' shared memory above 48 KB
-    test_attention(4, 67, 4, 4, 64, len4);   // MHA
-    test_attention(2, 200, 6, 2, 64, len2);  // several key tiles
-    test_attention(3, 13, 4, 2, 8, len3);    // the fixtures' tiny heads
-    test_elementwise(37 * 130 + 1);
-    test_elementwise(1 << 20);
-    test_logprob(300, 320, 77, 1000);
-    if (!quick) test_logprob(300, 320, 576, 49152);
-    test_adamw(10007);
-    test_adamw(1000003);
-    test_dpo_ops(8, 700, 0);
-    test_dpo_ops(37, 5000, 1);     // several shared-memory tiles, more pairs than a warp
-    test_decode_ops(6, 2, 64);
-    test_decode_ops(6, 2, 80);
-    test_decode_ops(4, 2, 128);
-    test_select_ops(40, 49152, 40);   // a 20-beam step over SmolLM2's vocabulary
-    test_select_ops(7, 1009, 64);
-    test_select_ops(3, 5, 8);         // k > V: padding
+// ---- the runner: a fault in one check does not end the others ----------------------
+// A child process sets up the device and runs the selected checks in order,
+// sending BEGIN/RESULT/END messages up a pipe. When it dies inside a check (a
+// CUDA error exits 1 after printing the failing call's file:line; a fault is a
+// signal) or the check outlasts its time limit, the parent records that check
+// as failed, naming it, and starts a new child at the next check: a sticky
+// CUDA error ends only the process it happened in.
 
-    printf("\n== whole models ==\n");
-    test_fixtures();
-    test_model_vs_cpu();
-    test_dpo_step_vs_cpu();
-    test_determinism();
-    ModelConfig tiny = {.vocab_size = 40, .dim = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .head_dim = 8,
-                        .ffn_dim = 48, .max_seq_len = 24, .rope_theta = 10000.0f, .rms_eps = 1e-5f,
-                        .tie_embeddings = 1, .qkv_bias = 0};
-    test_decode_vs_full(&tiny, "tiny GQA tied D8");
-    ModelConfig big = BIG;
-    test_decode_vs_full(&big, "V1000 C192 GQA bias D32");
+typedef struct { int kind, check; Result r; } Msg;   // < PIPE_BUF: written atomically
+
+static void send_msg(int kind, int check, const Result *r) {
+    Msg m = {.kind = kind, .check = check};
+    if (r) m.r = *r;
+    if (write(msg_fd, &m, sizeof m) != (ssize_t)sizeof m) _exit(3);   // the parent is gone
+}
+
+
+static void record_fault(int i, const char *what) {
+    Result r = {.rel = INFINITY, .max_abs = INFINITY, .tol = 0, .pass = 0, .check = i};
+    snprintf(r.name, sizeof r.name, "%.60s: %.130s", checks[i].name, what);
+    printf("%-70s FAIL\n", r.name);
+    fflush(stdout);
+    result_add(&r);
+}
+
+// Returns 77 when the first child finds no GPU, else 0.
+static int run_isolated(const int *sel, int n_sel, int self_test, double timeout_s) {
+    int next = 0;
+    while (next < n_sel) {
+        int fd[2];
+        if (pipe(fd)) { perror("test_gpu: pipe"); exit(2); }
+        fflush(stdout);
+        fflush(stderr);
+        pid_t pid = fork();
+        if (pid < 0) { perror("test_gpu: fork"); exit(2); }
+        if (pid == 0) {
+            close(fd[0]);
+            msg_fd = fd[1];
+            int rc = setup_device(self_test);
+            fflush(stdout);
+            if (rc) _exit(rc);
+            for (int k = next; k < n_sel; k++) {
+                send_msg(MSG_BEGIN, sel[k], NULL);
+                run_check(sel[k]);
+                send_msg(MSG_END, sel[k], NULL);
+            }
+            fflush(stdout);
+            _exit(0);
+        }
+        close(fd[1]);
+        int current = -1, timed_out = 0, started = 0;
+        double t0 = now_s();
+        for (;;) {
+            struct pollfd p = {.fd = fd[0], .events = POLLIN};
+            const double left = current >= 0 ? t0 + timeout_s - now_s() : 3600.0;
+            int pr = left > 0 ? poll(&p, 1, (int)(left * 1000) + 1) : 0;
+            if (pr < 0 && errno == EINTR) continue;
+            if (pr == 0) { timed_out = 1; kill(pid, SIGKILL); break; }
+            Msg m;
+            ssize_t got = read(fd[0], &m, sizeof m);
+            if (got < 0 && errno == EINTR) continue;
+            if (got != (ssize_t)sizeof m) break;   // the child ended (or died)
+            if (m.kind == MSG_BEGIN) { current = m.check; started = 1; t0 = now_s(); }
+            else if (m.kind == MSG_RESULT) result_add(&m.r);
+            else { current = -1; while (next < n_sel && sel[next] != m.check) next++; next++; }
+        }
+        close(fd[0]);
+        int st = 0;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+        if (!started && WIFEXITED(st) && WEXITSTATUS(st) == 77) return 77;
+        if (current < 0) {
+            if (WIFEXITED(st) && WEXITSTATUS(st) == 0) break;   // all done
+            // died outside any check: in the device setup (it would fail again: stop), or between two
+            char what[96];
+            snprintf(what, sizeof what, "%s (exit %d)", started ? "the process ended before this check" :
+                     "device setup failed", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+            record_fault(sel[next < n_sel ? next : n_sel - 1], what);
+            if (!started) return 0;
+            next++;
+            continue;
+        }
+        char what[160];
+        if (timed_out)
+            snprintf(what, sizeof what, "timed out after %.0f s (--check-timeout); later checks run in a new process",
+                     timeout_s);
+        else if (WIFSIGNALED(st))
+            snprintf(what, sizeof what, "crashed (signal %d); later checks run in a new process", WTERMSIG(st));
+        else
+            snprintf(what, sizeof what, "ended the process (exit %d; the error above names the failing call); "
+                     "later checks run in a new process", WEXITSTATUS(st));
+        printf("\ntest_gpu: check %s: %s\n", checks[current].name, what);
+        record_fault(current, what);
+        while (next < n_sel && sel[next] != current) next++;
+        next++;
+    }
+    return 0;
+}
+
+static int selected(int i, int quick, const char *only, const char *groups) {
+    if (quick && !checks[i].quick) return 0;
+    for (int pass = 0; pass < 2; pass++) {   // a comma-separated list of shell patterns
+        const char *list = pass ? only : groups, *key = pass ? checks[i].name : checks[i].group;
+        if (!list) continue;
+        int hit = 0;
+        char buf[512];
+        snprintf(buf, sizeof buf, "%s", list);
+        for (char *save, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+            hit |= !fnmatch(t, key, 0);
+        if (!hit) return 0;
+    }
+    return 1;
+}
+
+static const char *usage =
+    "usage: test_gpu [--list] [--quick] [--only PATTERNS] [--group GROUPS] [--sizes full|ci] [--inline]\n"
+    "                [--check-timeout S] [--json FILE]\n"
+    "  --list           print the checks (group, name, arguments at the chosen sizes, trailing zeros\n"
+    "                   left out) and exit\n"
+    "  --quick          only the small checks marked quick (compute-sanitizer's list)\n"
+    "  --only P1,P2     only the checks whose names match one of the shell patterns\n"
+    "  --group G1,G2    only these groups: ops-real, ops, models, steps, decode\n"
+    "  --sizes          full (default on a GPU) or ci (default in the self-test)\n"
+    "  --inline         run the checks in this process (no restart after a fault; for compute-sanitizer)\n"
+    "  --check-timeout  seconds one check may take before it is killed and failed (default 600)\n"
+    "  --json FILE      also write one JSON object per result to FILE\n"
+    "  SPREC_TEST_GPU_SELFTEST=1: the bf16 emulation stands in for CUDA (no GPU needed)\n"
+    "  SPREC_CUDA_SYNC=1: synchronise after every kernel, so a device fault names its launch (file:line)\n";
+
+int main(int argc, char **argv) {
+    int quick = 0, list = 0, isolate = 1, sizes = -1;
+    double timeout_s = 600;
+    const char *json_path = NULL, *only = NULL, *groups = NULL;
+    for (int i = 1; i < argc; i++) {
+        const int more = i + 1 < argc;
+        if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--list")) list = 1;
+        else if (!strcmp(argv[i], "--inline")) isolate = 0;
+        else if (!strcmp(argv[i], "--json") && more) json_path = argv[++i];
+        else if (!strcmp(argv[i], "--only") && more) only = argv[++i];
+        else if (!strcmp(argv[i], "--group") && more) groups = argv[++i];
+        else if (!strcmp(argv[i], "--check-timeout") && more && (timeout_s = atof(argv[++i])) > 0) {}
+        else if (!strcmp(argv[i], "--sizes") && more && (!strcmp(argv[i + 1], "full") || !strcmp(argv[i + 1], "ci")))
+            sizes = !strcmp(argv[++i], "full");
+        else if (!strcmp(argv[i], "--help")) { fputs(usage, stdout); return 0; }
+        else { fprintf(stderr, "test_gpu: bad argument '%s'\n%s", argv[i], usage); return 2; }
+    }
+    const char *self = getenv("SPREC_TEST_GPU_SELFTEST");
+    const int self_test = self && *self == '1';
+    full_sizes = sizes >= 0 ? sizes : !self_test;
+    int sel[N_CHECKS], n_sel = 0;
+    for (int i = 0; i < N_CHECKS; i++)
+        if (selected(i, quick, only, groups)) sel[n_sel++] = i;
+    if (list) {
+        for (int k = 0; k < n_sel; k++) {
+            char args[96];
+            check_args_str(sel[k], args, sizeof args);
+            printf("%-9s %-30s %s%s\n", checks[sel[k]].group, checks[sel[k]].name, args, checks[sel[k]].quick ? "  (quick)" : "");
+        }
+        return 0;
+    }
+    if (!n_sel) { fprintf(stderr, "test_gpu: no check matches --only/--group/--quick\n"); return 2; }
+    if (json_path && !(json_out = fopen(json_path, "w"))) { perror(json_path); return 2; }
+    printf("test_gpu: %d of %d checks, %s sizes, %s%s\n", n_sel, N_CHECKS, full_sizes ? "full" : "ci",
+           isolate ? "each fault ends only its check (a new process carries on)" : "inline",
+           getenv("SPREC_CUDA_SYNC") ? ", SPREC_CUDA_SYNC set (sync after every kernel)" : "");
+    int rc;
+    if (isolate) rc = run_isolated(sel, n_sel, self_test, timeout_s);
+    else if (!(rc = setup_device(self_test)))
+        for (int k = 0; k < n_sel; k++) run_check(sel[k]);
+    if (rc) { if (json_out) fclose(json_out); return rc; }
 
     printf("\n| check | rel error | max abs error | tolerance | result |\n|---|---|---|---|---|\n");
     for (int i = 0; i < n_results; i++) {
@@ -1423,6 +1810,11 @@ int main(int argc, char **argv) {
         printf("| %s | %.2e | %.2e | %.1e | %s |\n", r->name, r->rel, r->max_abs, r->tol, r->pass ? "pass" : "FAIL");
     }
     printf("\ntest_gpu: %d checks, %d failed\n", n_results, n_failed);
+    if (n_failed) {
+        printf("test_gpu: failed:\n");
+        for (int i = 0; i < n_results; i++)
+            if (!results[i].pass) printf("  %s (test %s)\n", results[i].name, results[i].check >= 0 ? checks[results[i].check].name : "-");
+    }
     if (json_out) fclose(json_out);
     return n_failed ? 1 : 0;
 }

@@ -27,38 +27,45 @@ static void load(Model *m, const char *path) {
     checkpoint_load(path, m, NULL, NULL);
 }
 
+// `sprec dump` of checkpoint ckpt on FIX/<name>/batch.h5 vs transformers' FIX/<name>/expected.h5:
+// relative error over the valid positions (padding is free in the dump contract).
+static double dump_rel_err(const char *ckpt, const char *name) {
+    char cmd[2048], out[512], path[512], bpath[512];
+    snprintf(out, sizeof out, TMP "/%s.dump.h5", name);
+    snprintf(bpath, sizeof bpath, FIX "/%s/batch.h5", name);
+    snprintf(cmd, sizeof cmd, "build/sprec dump --model %s --batch %s -o %s", ckpt, bpath, out);
+    run_ok(cmd);
+    snprintf(path, sizeof path, FIX "/%s/expected.h5", name);
+    hid_t a = h5_open_read(out), b = h5_open_read(path), bt = h5_open_read(bpath);
+    long d1[3] = {-1, -1, -1}, d2[3] = {-1, -1, -1}, dl[1] = {-1};
+    float *ours = h5_read_f32(a, out, "logits", 3, d1), *ref = h5_read_f32(b, path, "logits", 3, d2);
+    int *len = h5_read_i32(bt, bpath, "lengths", 1, dl);
+    assert_memory_equal(d1, d2, sizeof d1);
+    double num = 0, den = 0;
+    for (long i = 0; i < d1[0]; i++)
+        for (long t = 0; t < len[i]; t++)
+            for (long v = 0; v < d1[2]; v++) {
+                size_t j = ((size_t)i * d1[1] + t) * d1[2] + v;
+                num += ((double)ours[j] - ref[j]) * ((double)ours[j] - ref[j]);
+                den += (double)ref[j] * ref[j];
+            }
+    free(ours); free(ref); free(len);
+    h5_close(a); h5_close(b); h5_close(bt);
+    return sqrt(num / den);
+}
+
 static void test_import_hf_logits(void **state) {
     (void)state;
     const char *cases[] = {"llama_fp32", "qwen2_sharded", "llama_bf16_rope"};
     run_ok("mkdir -p " TMP);
     for (int k = 0; k < 3; k++) {
-        char cmd[2048], ckpt[512], out[512], path[512];
+        char cmd[2048], ckpt[512], path[512];
         snprintf(ckpt, sizeof ckpt, TMP "/%s.h5", cases[k]);
-        snprintf(out, sizeof out, TMP "/%s.dump.h5", cases[k]);
-        snprintf(cmd, sizeof cmd, SPREC_CHECKED " import " FIX "/%s/hf -o %s && build/sprec dump --model %s --batch "
-                 FIX "/%s/batch.h5 -o %s", cases[k], ckpt, ckpt, cases[k], out);
+        snprintf(cmd, sizeof cmd, SPREC_CHECKED " import " FIX "/%s/hf -o %s", cases[k], ckpt);
         run_ok(cmd);
-        snprintf(path, sizeof path, FIX "/%s/expected.h5", cases[k]);
-        hid_t a = h5_open_read(out), b = h5_open_read(path);
-        snprintf(path, sizeof path, FIX "/%s/batch.h5", cases[k]);
-        hid_t bt = h5_open_read(path);
-        long d1[3] = {-1, -1, -1}, d2[3] = {-1, -1, -1}, dl[1] = {-1};
-        float *ours = h5_read_f32(a, out, "logits", 3, d1), *ref = h5_read_f32(b, path, "logits", 3, d2);
-        int *len = h5_read_i32(bt, path, "lengths", 1, dl);
-        assert_memory_equal(d1, d2, sizeof d1);
-        double num = 0, den = 0;   // valid positions only: padding is free in the dump contract
-        for (long i = 0; i < d1[0]; i++)
-            for (long t = 0; t < len[i]; t++)
-                for (long v = 0; v < d1[2]; v++) {
-                    size_t j = ((size_t)i * d1[1] + t) * d1[2] + v;
-                    num += ((double)ours[j] - ref[j]) * ((double)ours[j] - ref[j]);
-                    den += (double)ref[j] * ref[j];
-                }
-        double rel = sqrt(num / den);
+        double rel = dump_rel_err(ckpt, cases[k]);
         print_message("  import %-16s logits rel err %.2e\n", cases[k], rel);
         assert_true(rel < 1e-4);
-        free(ours); free(ref); free(len);
-        h5_close(a); h5_close(b); h5_close(bt);
         // the tokenizer files travel verbatim
         Model m;
         load(&m, ckpt);
@@ -235,6 +242,137 @@ static void test_import_gguf_spm_tokenizer(void **state) {
     assert_string_equal(from_gguf, from_h5);
 }
 
+// Every block type sprec dequantises, on random blocks whose scale fields take
+// extreme values (0, -0, +-65504, subnormals, +-inf, NaN) and random float16
+// bit patterns of any exponent: bit-identical to gguf.quants.dequantize.
+static void test_import_gguf_quants_exact(void **state) {
+    (void)state;
+    static const char *const TYPES[] = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"};
+    Gguf g;
+    gguf_open(&g, FIX "/quants.gguf");
+    hid_t e = h5_open_read(FIX "/quants_expected.h5");
+    for (size_t k = 0; k < sizeof TYPES / sizeof TYPES[0]; k++) {
+        const GgufTensor *t = gguf_find_tensor(&g, TYPES[k]);
+        assert_non_null(t);
+        assert_string_equal(gguf_type_name(t->type), TYPES[k]);
+        long dims[2] = {-1, -1};
+        float *want = h5_read_f32(e, "quants_expected.h5", TYPES[k], 2, dims);
+        const size_t n = (size_t)t->ne[0] * t->ne[1];
+        assert_int_equal((size_t)(dims[0] * dims[1]), n);
+        float *got = malloc(n * sizeof(float));
+        gguf_dequantize(&g, t, got);
+        size_t bad = 0, special = 0;
+        for (size_t j = 0; j < n; j++) {
+            bad += memcmp(&got[j], &want[j], 4) != 0;
+            special += !isfinite(want[j]) || want[j] == 0;
+        }
+        print_message("  %-5s %6zu values (%zu zero/inf/NaN): %zu differ from gguf.quants\n", TYPES[k], n, special, bad);
+        assert_int_equal(bad, 0);
+        free(got); free(want);
+    }
+    h5_close(e);
+    gguf_close(&g);
+}
+
+// A Q4_K_M-style Llama 3 file (Q4_K + Q5_K + Q6_K + F32 norms, tied, rope_freqs)
+// imported, run, generated from and exported as a user would.
+static void test_import_gguf_llama3_q4km(void **state) {
+    (void)state;
+    const char *ckpt = TMP "/l3.h5";
+    run_ok("mkdir -p " TMP " && rm -rf " TMP "/l3exp " TMP "/l3.h5 && " SPREC_CHECKED " import " FIX
+           "/llama3_q4km.gguf -o " TMP "/l3.h5");
+    // rope_freqs became the llama3 rope of the HF config the fixture was made from
+    ModelConfig c;
+    checkpoint_read_config(ckpt, &c);
+    assert_int_equal(c.rope_scaling, 1);
+    assert_true(c.rope_factor == 32.0f && c.rope_low_freq_factor == 1.0f && c.rope_high_freq_factor == 4.0f);
+    assert_int_equal(c.rope_original_max_pos, 64);
+    assert_int_equal(c.tie_embeddings, 1);
+    double rel = dump_rel_err(ckpt, "llama3_q4km");   // (0.39 with the scaling dropped: the rope matters here)
+    print_message("  import llama3_q4km.gguf (rope_freqs)  logits rel err vs transformers %.2e\n", rel);
+    assert_true(rel < 1e-4);
+    // greedy generation stops on the file's eos where transformers' generate() stops
+    char *gj = read_text_file(FIX "/llama3_q4km/generate.json", NULL);
+    cJSON *gen = cJSON_Parse(gj);
+    assert_non_null(gen);
+    char prompt[1024] = "", want[1024] = "", cmd[2048], out[4096];
+    const cJSON *x;
+    cJSON_ArrayForEach(x, cJSON_GetObjectItem(gen, "prompt"))
+        snprintf(prompt + strlen(prompt), sizeof prompt - strlen(prompt), "%s%d", *prompt ? " " : "", x->valueint);
+    cJSON_ArrayForEach(x, cJSON_GetObjectItem(gen, "generated"))
+        snprintf(want + strlen(want), sizeof want - strlen(want), "%s%d", *want ? " " : "", x->valueint);
+    snprintf(cmd, sizeof cmd, "build/sprec generate --model %s --prompt-ids '%s' --ids --max-new-tokens %d", ckpt,
+             prompt, cJSON_GetObjectItem(gen, "max_new_tokens")->valueint);
+    assert_int_equal(run_capture(cmd, out, sizeof out), 0);
+    out[strcspn(out, "\n")] = 0;
+    assert_string_equal(out, want);
+    // export: config.json and generation_config.json carry the ids, tokenizer_config.json the chat template
+    run_ok(SPREC_CHECKED " export " TMP "/l3.h5 -o " TMP "/l3exp && " SPREC_CHECKED " import " TMP "/l3exp -o " TMP "/l3re.h5");
+    cJSON *cfg = cJSON_Parse(read_text_file(TMP "/l3exp/config.json", NULL)),
+          *gcfg = cJSON_Parse(read_text_file(TMP "/l3exp/generation_config.json", NULL)),
+          *hf = cJSON_Parse(read_text_file(FIX "/llama3_q4km/hf/config.json", NULL)),
+          *tcfg = cJSON_Parse(read_text_file(TMP "/l3exp/tokenizer_config.json", NULL));
+    const char *ids[] = {"bos_token_id", "eos_token_id", "pad_token_id"};
+    const int want_ids[] = {1, cJSON_GetObjectItem(gen, "eos")->valueint, 0};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(cJSON_GetObjectItem(cfg, ids[i])->valueint, want_ids[i]);
+        assert_int_equal(cJSON_GetObjectItem(gcfg, ids[i])->valueint, want_ids[i]);
+    }
+    const char *rope_keys[] = {"rope_theta", "factor", "low_freq_factor", "high_freq_factor",
+                               "original_max_position_embeddings"};
+    for (int i = 0; i < 5; i++)
+        assert_true(cJSON_GetObjectItem(cJSON_GetObjectItem(cfg, "rope_parameters"), rope_keys[i])->valuedouble ==
+                    cJSON_GetObjectItem(cJSON_GetObjectItem(hf, "rope_parameters"), rope_keys[i])->valuedouble);
+    assert_non_null(strstr(cJSON_GetObjectItem(tcfg, "chat_template")->valuestring, "<|im_start|>assistant"));
+    // and the exported folder imports back to the same weights
+    Model a, b;
+    load(&a, ckpt);
+    load(&b, TMP "/l3re.h5");
+    assert_int_equal(a.numel, b.numel);
+    assert_memory_equal(a.params, b.params, a.numel * sizeof(float));
+    model_free(&a); model_free(&b);
+    cJSON_Delete(cfg); cJSON_Delete(gcfg); cJSON_Delete(hf); cJSON_Delete(tcfg); cJSON_Delete(gen);
+    free(gj);
+}
+
+// The type mix in `sprec info`; IQ types refused by name; rope_freqs that
+// disagree with rope.scaling.factor (warning) or follow no llama3 curve (error).
+static void test_import_gguf_types_and_rope(void **state) {
+    (void)state;
+    char out[16384];
+    assert_int_equal(run_capture("build/sprec info " FIX "/llama3_q4km.gguf", out, sizeof out), 0);
+    assert_non_null(strstr(out, "F32 x6 (0.0 MiB), Q4_K x10 (0.5 MiB), Q5_K x2 (0.1 MiB), Q6_K x3 (0.2 MiB)"));
+    assert_int_equal(run_capture("build/sprec info " FIX "/iq.gguf", out, sizeof out), 0);
+    assert_non_null(strstr(out, "not importable: IQ2_XXS"));
+    assert_non_null(strstr(out, "not importable: IQ4_XS"));
+    expect_error(SPREC_CHECKED " import " FIX "/iq.gguf -o " TMP "/iq.h5", "iq.gguf", "IQ4_XS, IQ2_XXS");
+    expect_error(SPREC_CHECKED " import " FIX "/rope_bad.gguf -o " TMP "/rb.h5", "rope_bad.gguf",
+                 "rope_freqs.weight follows no Llama-3 frequency curve");
+    // rope.scaling.factor 8 vs factors made with 32: a warning naming the worst pair, then the file's
+    // factors are used (this file stops at its missing layers)
+    run_capture(SPREC_CHECKED " import " FIX "/rope_meta.gguf -o " TMP "/rm.h5", out, sizeof out);
+    assert_non_null(strstr(out, "sprec: warning: " FIX "/rope_meta.gguf: rope_freqs.weight differs from the Llama-3 "
+                                "curve of its metadata (rope.scaling.factor 8"));
+    assert_non_null(strstr(out, "largest at pair 6, 32 in the file vs 8"));
+    assert_non_null(strstr(out, "missing tensor for 'model.layers.0.input_layernorm.weight'"));
+    // rope_freqs alone, as llama.cpp writes Llama 3.1 8B and Llama 3.2 1B/3B: their config.json's rope comes back
+    const char *files[] = {FIX "/rope_llama31.gguf", FIX "/rope_llama32.gguf"};
+    const float factor[] = {8, 32};
+    const int head_dim[] = {128, 64};
+    for (int i = 0; i < 2; i++) {
+        Gguf g;
+        ModelConfig c;
+        char arch[16];
+        gguf_open(&g, files[i]);
+        gguf_model_config(&g, &c, arch, sizeof arch);
+        assert_int_equal(c.head_dim, head_dim[i]);
+        assert_int_equal(c.rope_scaling, 1);
+        assert_true(c.rope_factor == factor[i] && c.rope_low_freq_factor == 1.0f && c.rope_high_freq_factor == 4.0f);
+        assert_int_equal(c.rope_original_max_pos, 8192);
+        gguf_close(&g);
+    }
+}
+
 static void test_import_qk_permute_roundtrip(void **state) {
     (void)state;
     enum { H = 3, D = 8, COLS = 5, N = H * D * COLS };
@@ -378,5 +516,7 @@ static void test_import_bad_input(void **state) {
 
 DEFINE_TEST_GROUP(test_import, cmocka_unit_test(test_import_hf_logits), cmocka_unit_test(test_import_gguf_dequant_exact),
                   cmocka_unit_test(test_import_gguf_metadata), cmocka_unit_test(test_import_gguf_spm_tokenizer),
-                  cmocka_unit_test(test_import_gguf), cmocka_unit_test(test_import_qk_permute_roundtrip),
+                  cmocka_unit_test(test_import_gguf), cmocka_unit_test(test_import_gguf_quants_exact),
+                  cmocka_unit_test(test_import_gguf_llama3_q4km), cmocka_unit_test(test_import_gguf_types_and_rope),
+                  cmocka_unit_test(test_import_qk_permute_roundtrip),
                   cmocka_unit_test(test_import_export_roundtrip), cmocka_unit_test(test_import_bad_input))

@@ -3,8 +3,10 @@
 // of our own) and TensorBoard event files (host/train/tensorboard.c).
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <zlib.h>
 #include "tests.h"
+#include "io/tensorboard.h"
 
 #define TMP "/tmp/sprec_test_logs"
 
@@ -177,7 +179,182 @@ static void test_png_reader(void **state) {
     assert_string_equal(why, "chunk CRC mismatch");
 }
 
+// ---------------------------------------------------------------------------
+// TensorBoard
+
+// CRC-32C check values: "123456789" (the catalogue's check value) and RFC 3720's 32 zero / 32 0xFF bytes
+static void test_tb_crc32c(void **state) {
+    (void)state;
+    unsigned char z[32] = {0}, f[32];
+    memset(f, 0xFF, sizeof f);
+    assert_int_equal(crc32c("123456789", 9), 0xE3069283u);
+    assert_int_equal(crc32c(z, 32), 0x8A9136AAu);
+    assert_int_equal(crc32c(f, 32), 0x62A8AB43u);
+    assert_int_equal(crc32c("", 0), 0);
+}
+
+static uint64_t le(const unsigned char *p, int bytes) {
+    uint64_t v = 0;
+    for (int i = bytes - 1; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+static uint32_t masked(const unsigned char *p, size_t n) {
+    const uint32_t c = crc32c(p, n);
+    return ((c >> 15) | (c << 17)) + 0xa282ead8u;
+}
+
+static uint64_t varint(const unsigned char **p, const unsigned char *end) {
+    uint64_t v = 0;
+    for (int s = 0; *p < end && s < 64; s += 7) {
+        const unsigned char c = *(*p)++;
+        v |= (uint64_t)(c & 0x7F) << s;
+        if (!(c & 0x80)) break;
+    }
+    return v;
+}
+
+typedef struct { char tag[64]; long step; float value; } Scalar;
+typedef struct { int records, has_version; size_t offset[16]; Scalar s[512]; int n; } Events;
+
+// The fields of one protobuf message: calls back with (field, wire type, value or bytes).
+typedef void (*FieldFn)(int field, int wire, uint64_t v, const unsigned char *b, size_t len, void *arg);
+static int proto_fields(const unsigned char *p, size_t n, FieldFn fn, void *arg) {
+    const unsigned char *end = p + n;
+    while (p < end) {
+        const uint64_t key = varint(&p, end);
+        const int wire = (int)(key & 7), field = (int)(key >> 3);
+        uint64_t v = 0, len = 0;
+        if (wire == 0) v = varint(&p, end);
+        else if (wire == 1 || wire == 5) { len = wire == 1 ? 8 : 4; if ((size_t)(end - p) < len) return -1; v = le(p, (int)len); }
+        else if (wire == 2) { len = varint(&p, end); if ((size_t)(end - p) < len) return -1; }
+        else return -1;
+        fn(field, wire, v, p, (size_t)len, arg);
+        p += wire == 0 ? 0 : len;
+    }
+    return 0;
+}
+
+typedef struct { Events *ev; long step; Scalar cur; } EventCtx;
+static void value_field(int field, int wire, uint64_t v, const unsigned char *b, size_t len, void *arg) {
+    EventCtx *c = arg;
+    if (field == 1 && wire == 2) snprintf(c->cur.tag, sizeof c->cur.tag, "%.*s", (int)len, (const char *)b);
+    if (field == 2 && wire == 5) { uint32_t u = (uint32_t)v; memcpy(&c->cur.value, &u, 4); }
+}
+static void summary_field(int field, int wire, uint64_t v, const unsigned char *b, size_t len, void *arg) {
+    (void)v;
+    EventCtx *c = arg;
+    if (field != 1 || wire != 2) return;
+    memset(&c->cur, 0, sizeof c->cur);
+    assert_int_equal(proto_fields(b, len, value_field, c), 0);
+    c->cur.step = c->step;
+    if (c->ev->n < 512) c->ev->s[c->ev->n++] = c->cur;
+}
+static void event_field(int field, int wire, uint64_t v, const unsigned char *b, size_t len, void *arg) {
+    EventCtx *c = arg;
+    if (field == 2 && wire == 0) c->step = (long)v;   // before the summary: fields come in number order
+    if (field == 3 && wire == 2) c->ev->has_version = len == 13 && !memcmp(b, "brain.Event:2", 13);
+    if (field == 5 && wire == 2) assert_int_equal(proto_fields(b, len, summary_field, c), 0);
+}
+
+// Every TFRecord of an event file: the framing and both masked CRCs (fails
+// the test naming the record), then each event's scalars.
+static void read_events(const unsigned char *p, size_t n, Events *ev) {
+    memset(ev, 0, sizeof *ev);
+    for (size_t pos = 0; pos < n; ev->records++) {
+        if (n - pos < 12) fail_msg("record %d: %zu bytes left, not a record", ev->records, n - pos);
+        const uint64_t len = le(p + pos, 8);
+        if ((uint32_t)le(p + pos + 8, 4) != masked(p + pos, 8)) fail_msg("record %d: length CRC mismatch", ev->records);
+        if (len > n - pos - 16) fail_msg("record %d: length %llu runs past the end", ev->records, (unsigned long long)len);
+        const unsigned char *data = p + pos + 12;
+        if ((uint32_t)le(data + len, 4) != masked(data, len)) fail_msg("record %d: data CRC mismatch", ev->records);
+        if (ev->records < 16) ev->offset[ev->records] = pos;
+        EventCtx c = {.ev = ev};
+        assert_int_equal(proto_fields(data, len, event_field, &c), 0);
+        pos += 16 + len;
+    }
+}
+
+// tests/ref/tensorboard/tf.tfevents, written by TensorBoard's own writer
+// (tests/ref/make_tensorboard_fixture.py): our reader accepts its framing and
+// CRCs, and our encoder gives the same bytes for each of its events.
+static void test_tb_tf_fixture(void **state) {
+    (void)state;
+    size_t n;
+    unsigned char *tf = (unsigned char *)read_text_file("tests/ref/tensorboard/tf.tfevents", &n);
+    Events ev;
+    read_events(tf, n, &ev);
+    assert_int_equal(ev.records, 6);
+    assert_true(ev.has_version);
+    assert_int_equal(ev.n, 11);
+    static const struct { double wall; long step; int n; const char *tags[4]; double v[4]; } cases[5] = {
+        {1700000000.25, 1, 4, {"sft/loss", "sft/lr", "sft/grad_norm", "sft/tokens_per_s"}, {2.7725887, 1e-3, 0.5, 12345.5}},
+        {1700000001.5, 2, 2, {"dpo/rewards/margins", "dpo/rewards/accuracies"}, {-0.125, 1.0}},
+        {1700000002.0, 300, 2, {"sprec/test/NDCG@10", "sprec/test/HR@10"}, {0.0625, 0.0}},
+        {1700000003.75, 0, 1, {"zero/step"}, {3.0}},
+        {1700000004.0, 1099511627776L, 2, {"big/step", "tiny"}, {-1e30, 1e-40}},
+    };
+    for (int i = 0; i < 5; i++) {
+        unsigned char *mine = NULL;
+        size_t len = 0;
+        tb_encode_event(&mine, &len, cases[i].wall, cases[i].step, cases[i].tags, cases[i].v, cases[i].n);
+        const size_t end = i + 2 < ev.records ? ev.offset[i + 2] : n;
+        assert_int_equal(len, end - ev.offset[i + 1]);
+        assert_memory_equal(mine, tf + ev.offset[i + 1], len);
+        free(mine);
+    }
+    assert_string_equal(ev.s[4].tag, "dpo/rewards/margins");
+    assert_int_equal(ev.s[4].step, 2);
+    assert_true(ev.s[4].value == -0.125f);
+    free(tf);
+}
+
+// A run with run.tensorboard = true: every number of every train_log.jsonl
+// line is the scalar sft/KEY at its step (as float), with sft/steps_per_s and
+// sft/tokens_per_s for every step but the first; off by default.
+static void test_tb_training_run(void **state) {
+    (void)state;
+    run_ok("rm -rf " TMP "/tb && mkdir -p " TMP "/tb && build/sprec toydata -o " TMP "/tb/d.h5 --rows 16 --seq 16 --vocab 16 --seed 3 >/dev/null");
+    write_file(TMP "/tb/t.ini", "[model]\nvocab_size = 16\ndim = 16\nn_layers = 1\nn_heads = 2\nn_kv_heads = 1\nffn_dim = 32\n"
+               "max_seq_len = 16\n[train]\nmax_steps = 12\nbatch_size = 4\n[data]\ntrain = " TMP "/tb/d.h5\n");
+    run_ok("build/sprec train " TMP "/tb/t.ini --run.out_dir=" TMP "/tb/on --run.tensorboard=true >/dev/null");
+    run_ok("build/sprec train " TMP "/tb/t.ini --run.out_dir=" TMP "/tb/off >/dev/null");
+    assert_int_not_equal(access(TMP "/tb/off/tensorboard", F_OK), 0);
+    char path[1024];
+    assert_int_equal(run_capture("ls " TMP "/tb/on/tensorboard/events.out.tfevents.* | head -1 | tr -d '\\n'", path, sizeof path), 0);
+    size_t n;
+    unsigned char *p = (unsigned char *)read_text_file(path, &n);
+    Events ev;
+    read_events(p, n, &ev);
+    free(p);
+    assert_true(ev.has_version);
+    int lines = 0, matched = 0, rates = 0;
+    char *log = read_text_file(TMP "/tb/on/train_log.jsonl", NULL);
+    for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n"), lines++) {
+        long step = atol(strstr(line, "\"step\": ") + 8);
+        static const char *keys[] = {"loss", "lr", "grad_norm", "scored"};
+        for (int k = 0; k < 4; k++) {
+            char pat[32], tag[32];
+            snprintf(pat, sizeof pat, "\"%s\": ", keys[k]);
+            snprintf(tag, sizeof tag, "sft/%s", keys[k]);
+            const float want = (float)strtod(strstr(line, pat) + strlen(pat), NULL);
+            for (int i = 0; i < ev.n; i++)
+                if (ev.s[i].step == step && !strcmp(ev.s[i].tag, tag)) { matched += ev.s[i].value == want; break; }
+        }
+    }
+    for (int i = 0; i < ev.n; i++)
+        rates += (!strcmp(ev.s[i].tag, "sft/steps_per_s") || !strcmp(ev.s[i].tag, "sft/tokens_per_s")) && ev.s[i].value > 0;
+    free(log);
+    print_message("  %d log lines: %d of %d values equal in the events; %d positive rates\n", lines, matched, 4 * lines, rates);
+    assert_int_equal(lines, 12);
+    assert_int_equal(matched, 4 * lines);
+    assert_int_equal(rates, 2 * (lines - 1));
+}
+
 DEFINE_TEST_GROUP(test_logs,
     cmocka_unit_test(test_png_reader),
     cmocka_unit_test(test_plot_png),
+    cmocka_unit_test(test_tb_crc32c),
+    cmocka_unit_test(test_tb_tf_fixture),
+    cmocka_unit_test(test_tb_training_run),
 )

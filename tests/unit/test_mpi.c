@@ -155,7 +155,8 @@ static void test_mpi_sprec(void **state) {
     REQUIRE_MPI();
     fixture();
     static const char *const metrics[] = {"metrics.jsonl", "metrics-valid.jsonl", NULL};
-    ranks_vs_plain("sprec", SPREC, "checkpoint.h5 config.ini metrics-valid.jsonl metrics.jsonl train_log.jsonl ",
+    ranks_vs_plain("sprec", SPREC, "checkpoint.h5 config.ini metrics-valid.jsonl metrics.jsonl topk-test-iter1.jsonl "
+                   "topk-valid-iter1.jsonl train_log.jsonl ",
                    "sprec 1/1: done", metrics);
 }
 
