@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "commands.h"
-#include "io/encoder_file.h"
+#include "io/encoder/encoder_file.h"
 #include "model/device.h"
 #include "base/progress.h"
 #include "kernels/errors.h"

@@ -3,14 +3,14 @@
 // file, converted to a model-only sprec checkpoint (fp32) that carries the
 // tokenizer. Layout and formats: docs/import.md. A BERT sentence encoder (an
 // ONNX export, or a folder whose config.json has model_type bert) becomes a
-// sentence-encoder checkpoint instead (io/encoder_file.h).
+// sentence-encoder checkpoint instead (io/encoder/encoder_file.h).
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include "commands.h"
 #include "io/checkpoint.h"
-#include "io/encoder_file.h"
+#include "io/encoder/encoder_file.h"
 #include "model/device.h"
 #include "io/gguf.h"
 #include "io/hf_config.h"

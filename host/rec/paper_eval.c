@@ -4,7 +4,7 @@
 #include <string.h>
 #include "paper_eval.h"
 #include "grounding.h"
-#include "io/encoder_file.h"
+#include "io/encoder/encoder_file.h"
 #include "base/dist.h"
 #include "base/filesum.h"
 #include "base/progress.h"

@@ -1,5 +1,5 @@
-// The sentence encoder (host/model/encoder.c, host/io/encoder_file.c,
-// host/io/onnx.c) and the paper evaluation's text rule (host/rec/paper_eval.c).
+// The sentence encoder (host/model/encoder.c, host/io/encoder/encoder_file.c,
+// host/io/encoder/onnx.c) and the paper evaluation's text rule (host/rec/paper_eval.c).
 // Oracles: double-precision loops written here for the three forward ops;
 // sentence-transformers and onnxruntime embeddings of a tiny random BERT
 // (tests/ref/encoder/, made by tests/ref/make_encoder_fixtures.py).
@@ -10,7 +10,7 @@
 #include "tests.h"
 #include "kernels/backend.h"
 #include "model/encoder.h"
-#include "io/encoder_file.h"
+#include "io/encoder/encoder_file.h"
 #include "rec/paper_eval.h"
 #include "rec/grounding.h"
 #include "rec/recdata.h"

@@ -6,7 +6,7 @@
 #include <cJSON.h>
 #include "encoder_file.h"
 #include "onnx.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 #include "base/atomic_write.h"
 #include "base/fileio.h"
 #include "base/h5io.h"
