@@ -137,8 +137,10 @@ static const Key KEYS[] = {
     KSTR("eval", "model", eval.model, "", "sprec eval: checkpoint to evaluate (or --model)"),
     KENUM("eval", "split", eval.split, "test", "test|valid", "sprec eval: split whose rows are ranked"),
     KSTR("eval", "ks", eval.ks, "1,5,10", "sprec eval: cut-offs K, comma-separated"),
-    KENUMI("eval", "mode", eval.mode, "constrained", "constrained|unconstrained",
-           "sprec eval: beam search over the catalogue trie, or greedy text grounded by L2 distance"),
+    KENUMI("eval", "mode", eval.mode, "constrained", "constrained|unconstrained|paper",
+           "sprec eval: beam search over the catalogue trie, or greedy text grounded by L2 distance "
+           "(unconstrained: the model's hidden states; paper: the sentence encoder [eval] encoder)"),
+    KSTR("eval", "encoder", eval.encoder, "", "eval.mode = paper: the sentence-encoder checkpoint (sprec import)"),
     KINT("eval", "beams", eval.beams, "10", 1, "sprec eval: beam width (max(beams, max K) is used)"),
     KINT("eval", "batch", eval.batch, "16", 1, "sprec eval: prompts per batch (progress granularity)"),
     KINT("eval", "max_rows", eval.max_rows, "0", 0, "sprec eval: first N rows of the split only; 0 = all"),
@@ -485,6 +487,8 @@ void config_validate(Config *c, const char *where) {
     if (lora_parse_targets(c->lora.targets, &targets, terr, sizeof terr) != 0)
         fail("%s: [lora] targets = %s: %s", where, c->lora.targets, terr);
     if (c->lora.dropout >= 1) fail("%s: [lora] dropout = %g: must be below 1", where, (double)c->lora.dropout);
+    if (c->eval.mode == 2 && !*c->eval.encoder)
+        fail("%s: [eval] mode = paper needs [eval] encoder = a sentence-encoder checkpoint (docs/eval.md)", where);
     if (c->train.max_steps > 0 && c->train.warmup_steps > c->train.max_steps)
         fail("%s: [train] warmup_steps = %d is longer than max_steps = %d", where, c->train.warmup_steps,
              c->train.max_steps);
