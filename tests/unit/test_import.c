@@ -19,6 +19,8 @@
 #define FIX "tests/ref/import"
 #define TMP "build/test-tmp/import"
 
+static void write_bytes(const char *path, const void *data, size_t n);
+
 // rope_freqs.weight of a GGUF file into out (head_dim/2 values); returns their count.
 static int gguf_rope_freqs(const char *path, float *out) {
     Gguf g;
@@ -369,6 +371,19 @@ static void test_import_gguf_types_and_rope(void **state) {
                                 "curve of its metadata (rope.scaling.factor 8"));
     assert_non_null(strstr(out, "largest at pair 6, 32 in the file vs 8"));
     assert_non_null(strstr(out, "missing tensor for 'model.layers.0.input_layernorm.weight'"));
+    // a factor that divides no frequency (here -1, in a copy of rope_bad.gguf): one line naming the pair
+    size_t len;
+    char *bytes = read_text_file(FIX "/rope_bad.gguf", &len);
+    Gguf gb;
+    gguf_open(&gb, FIX "/rope_bad.gguf");
+    const size_t off = (size_t)(gguf_find_tensor(&gb, "rope_freqs.weight")->data - (const unsigned char *)gb.map);
+    gguf_close(&gb);
+    const float neg = -1;
+    memcpy(bytes + off + 3 * sizeof(float), &neg, sizeof neg);
+    write_bytes(TMP "/rope_neg.gguf", bytes, len);
+    free(bytes);
+    expect_error(SPREC_CHECKED " import " TMP "/rope_neg.gguf -o " TMP "/rn.h5", "rope_neg.gguf",
+                 "rope_freqs.weight[3] = -1 (factors must be finite and > 0)");
     // rope_freqs alone, as llama.cpp writes Llama 3.1 8B and Llama 3.2 1B/3B: run as given, and the curve an
     // export writes is their config.json's; factors off any curve (rope_bad) fit none
     const char *files[] = {FIX "/rope_llama31.gguf", FIX "/rope_llama32.gguf", FIX "/rope_bad.gguf"};
