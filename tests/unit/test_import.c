@@ -457,6 +457,17 @@ static void test_import_gguf_rope_custom(void **state) {
     assert_int_equal(h5_attr_read_i64(g, "plain.h5", "version"), 1);
     assert_false(h5_exists(g, "config/rope_freqs"));
     h5_close(f); h5_close(g);
+    // rope_scaling and the table must agree (a file edited by another tool): one line each way
+    const char *edit[][3] = {{TMP "/rc2.h5", "llama3", "/config/rope_freqs is present but rope_scaling = 'llama3'"},
+                             {TMP "/plain.h5", "freqs", "rope_scaling = 'freqs' but /config/rope_freqs is missing"}};
+    for (int i = 0; i < 2; i++) {
+        hid_t w = h5_open_rw(edit[i][0]), cg = h5_group(w, "config");
+        h5_attr_write_str(cg, "rope_scaling", edit[i][1]);
+        h5_group_close(cg);
+        h5_close(w);
+        snprintf(out, sizeof out, "build/sprec info %s", edit[i][0]);
+        expect_error(out, strrchr(edit[i][0], '/') + 1, edit[i][2]);
+    }
     assert_int_equal(run_capture("build/sprec info " TMP "/rc.h5", out, sizeof out), 0);
     assert_non_null(strstr(out, "rope_scaling             freqs"));
     assert_non_null(strstr(out, "rope_freqs"));
