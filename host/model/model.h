@@ -29,6 +29,21 @@ typedef struct {
 // Checks ranges and divisibility; on a problem calls fail() naming `where`.
 void model_config_validate(const ModelConfig *c, const char *where);
 
+// RoPE frequencies of a config (rope_tables.c; the tables: rope_tables_host below).
+// Pair i's inverse frequency before scaling, float32 as Hugging Face computes it.
+float rope_base_freq(const ModelConfig *c, int i);
+// The divisor the llama3 curve of c (rope_factor, low/high_freq_factor,
+// original_max_pos) gives pair i's inverse frequency.
+double rope_llama3_divisor(const ModelConfig *c, int i);
+// Largest relative difference between the llama3 curve of c and factors[head_dim/2]
+// (NaN counts as largest); *at: its pair.
+double rope_llama3_worst(const ModelConfig *c, const float *factors, int *at);
+// The llama3 curve that gives every factor of c's rope_freqs (ROPE_FREQS) within
+// 1e-5 relative, for original_max_pos = c's: returns 1 and *out = c with that curve
+// (ROPE_NONE when every factor is 1); else 0, *at and *worst the pair farthest off
+// the closest candidate curve and its relative difference.
+int rope_fit_llama3(const ModelConfig *c, ModelConfig *out, int *at, double *worst);
+
 #define MAX_PARAM_NAME 96
 #define MAX_PARAM_RANK 2
 
@@ -150,21 +165,8 @@ void model_logits(Model *m, const Batch *batch, float *logits_host);
 void model_hidden(Model *m, const Batch *batch, float *hidden_host);
 // Rotary cos/sin tables [P, D/2] of a config, on the host, computed exactly as
 // the training forward computes them (Hugging Face's float32 angles, Llama-3.1
-// frequency scaling or the per-frequency factors when configured).
+// frequency scaling when configured).
 void rope_tables_host(const ModelConfig *c, int P, float *cos_out, float *sin_out);
-// Pair i's inverse frequency before scaling, float32 as Hugging Face computes it.
-float rope_base_freq(const ModelConfig *c, int i);
-// The divisor the llama3 curve of c (rope_factor, low/high_freq_factor,
-// original_max_pos) gives pair i's inverse frequency.
-double rope_llama3_divisor(const ModelConfig *c, int i);
-// Largest relative difference between the llama3 curve of c and factors[head_dim/2]
-// (NaN counts as largest); *at: its pair.
-double rope_llama3_worst(const ModelConfig *c, const float *factors, int *at);
-// The llama3 curve that gives every factor of c's rope_freqs (ROPE_FREQS) within
-// 1e-5 relative, for original_max_pos = c's: returns 1 and *out = c with that curve
-// (ROPE_NONE when every factor is 1); else 0, *at and *worst the pair farthest off
-// the closest candidate curve and its relative difference.
-int rope_fit_llama3(const ModelConfig *c, ModelConfig *out, int *at, double *worst);
 // Global L2 norm of the gradient of the trainable parameters (the adapters
 // when LoRA is enabled), double accumulation.
 double model_grad_norm(Model *m);
