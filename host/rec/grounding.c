@@ -118,6 +118,7 @@ uint64_t grounding_fingerprint(Model *m, const RecData *d) {
     const float flts[] = {c->rope_theta, c->rms_eps, c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor};
     fp_bytes(&f, ints, sizeof ints);
     fp_bytes(&f, flts, sizeof flts);
+    if (c->rope_scaling == ROPE_FREQS) fp_bytes(&f, c->rope_freqs, (size_t)(c->head_dim / 2) * sizeof(float));
     fp_device(&f, m->be, m->params, m->numel);
     if (m->lora) {
         const Lora *lo = m->lora;
