@@ -26,4 +26,9 @@ void dpo_train(const Config *cfg, int resume, int stop_at);
 // run continues after the last completed stage.
 void sprec_train(const Config *cfg, int resume, int stop_at);
 
+// sprec train --dry-run: prints one JSON object per stage the command would
+// run (method sft: sft; dpo: dpo; sprec: sprec.sft and sprec.dpo, per
+// iteration) with its effective settings, rows and steps; trains nothing.
+void train_dry_run(const Config *cfg);
+
 #endif
