@@ -580,6 +580,40 @@ void config_write(const Config *c, FILE *f) {
     }
 }
 
+// Keys that do not change what a run computes: where it logs and checkpoints,
+// how often, its threads, sprec eval's own outputs, and sprec prepare's keys
+// (training reads the prepared file, [data] dataset). A resume may change them.
+static int key_is_bookkeeping(const Key *k) {
+    static const char *const keys[] = {
+        "train.log_every", "train.ckpt_every", "dpo.log_every", "run.out_dir", "run.threads", "eval.model",
+        "eval.out_dir", "eval.label", "eval.batch", "data.source", "data.dir", "data.tokenizer", "data.seed",
+        "data.train_rows", "data.valid_rows", "data.test_rows", "data.history", "data.synth_items", "data.synth_users",
+        "data.synth_genres", "data.synth_zipf"};
+    char name[64];
+    snprintf(name, sizeof name, "%s.%s", k->section, k->key);
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) if (!strcmp(name, keys[i])) return 1;
+    return 0;
+}
+
+int config_diff(const Config *was, const Config *now, char *out, size_t cap) {
+    char a[CONFIG_PATH_MAX + 16], b[CONFIG_PATH_MAX + 16];
+    int n = 0;
+    size_t used = 0;
+    if (cap) out[0] = 0;
+    for (int i = 0; i < N_KEYS; i++) {
+        const Key *k = &KEYS[i];
+        if (key_is_bookkeeping(k)) continue;
+        format_value(was, k, a, sizeof a);
+        format_value(now, k, b, sizeof b);
+        if (!strcmp(a, b)) continue;
+        char item[2 * CONFIG_PATH_MAX + 96];
+        snprintf(item, sizeof item, "%s%s.%s = %s (the run: %s)", n ? ", " : "", k->section, k->key, b, a);
+        if (used + strlen(item) + 1 < cap) { strcpy(out + used, item); used += strlen(item); }
+        n++;
+    }
+    return n;
+}
+
 void config_check_ranks(const Config *c) {
     const Dist *d = dist_world();
     if (d->world == 1) return;

@@ -147,6 +147,10 @@ void config_write(const Config *c, FILE *f);
 // Under several ranks: every rank's resolved config (config_write's text) must be
 // rank 0's; otherwise one line naming the rank and the first differing key, exit 1.
 void config_check_ranks(const Config *c);
+// The keys that determine a run (all but logging, paths, threads and sprec
+// prepare's keys) whose values differ between was and now: returns how many,
+// out = "train.lr = 0.001 (the run: 0.0003), ..." (as much as fits in cap).
+int config_diff(const Config *was, const Config *now, char *out, size_t cap);
 // Print every key with its default and one-line description (for --help).
 void config_print_help(FILE *f);
 

@@ -8,6 +8,11 @@
 
 #include "io/config.h"
 
+// `resume` of the trainers: 0 = a fresh run; TRAIN_RESUME = continue from
+// run.out_dir/checkpoint.h5 with the run's settings (a changed one is refused);
+// TRAIN_RESUME_ACCEPT = also accept changed settings (--accept-changes).
+enum { TRAIN_RESUME = 1, TRAIN_RESUME_ACCEPT = 2 };
+
 // method = sft: supervised fine-tuning on a token file or a split of the
 // prepared dataset.
 void sft_train(const Config *cfg, int resume, int stop_at);

@@ -45,7 +45,7 @@ static void pairs_sample(DpoPairs *p, const RecData *d, const Config *cfg, Model
         int t = elig[i]; elig[i] = elig[j]; elig[j] = t;
     }
     if (!strcmp(cfg->dpo.weighting, "spdpo")) {   // k self negatives per prompt, weighted
-        int *chosen = xmalloc((size_t)n * sizeof(int));
+        int *chosen = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
         for (int i = 0; i < n; i++) chosen[i] = sp->target[elig[i]];
         dpo_spdpo_negatives(gen, d, elig, chosen, n, cfg->dpo.spdpo_k, cfg->dpo.beams, p);
         free(chosen);
@@ -94,7 +94,6 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
     char ckpt_path[4096], pairs_path[4096];
     train_prepare_run_dir(cfg->run.out_dir, resume, ckpt_path, sizeof ckpt_path);
     snprintf(pairs_path, sizeof pairs_path, "%s/pairs.h5", cfg->run.out_dir);
-    if (resume && !file_exists(pairs_path)) fail("--resume: no pairs at %s", pairs_path);
     const int spdpo = !strcmp(cfg->dpo.weighting, "spdpo");
     if (spdpo && strcmp(cfg->dpo.negatives, "self") != 0)
         fail("[dpo] weighting = spdpo weights self-generated negatives: set [dpo] negatives = self (it is %s)", cfg->dpo.negatives);
@@ -116,7 +115,8 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
 
     // pairs and the reference pass (fresh run), or the stored ones (resume)
     DpoPairs p;
-    if (resume) {
+    if (resume) {   // train_begin has checked that the checkpoint is a DPO run's
+        if (!file_exists(pairs_path)) fail("--resume: no pairs at %s (a DPO run writes them before its first step)", pairs_path);
         dpo_pairs_load(&p, pairs_path, cfg->dpo.negatives);
         p.eos = dpo_completion_eos(&model, cfg->data.completion_eos);
         if (spdpo != (p.pair_w != NULL))
@@ -145,11 +145,11 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
     const int steps_per_epoch = (n_micro + ga - 1) / ga;
     const int total = stage_steps(&so, (long)p.n * so.batch_size / bs);   // pairs, or prompts (spdpo_batch)
     const int log_every = cfg->dpo.log_every > 0 ? cfg->dpo.log_every : cfg->train.log_every;
+    train_record_config(cfg, resume);   // a resume with changed settings stops here
     if (st.step >= total) {
         printf("dpo: checkpoint is at step %ld of %d: nothing to do\n", st.step, total);
         goto done;
     }
-    train_write_config(cfg);
     const TrainLoop loop = {.name = "dpo", .log = train_open_log(cfg, "train_log.jsonl", resume, st.step), .ckpt_path = ckpt_path,
                             .m = &model, .opt = &opt, .st = &st, .total = total, .stop_at = stop_at,
                             .ckpt_every = cfg->train.ckpt_every};

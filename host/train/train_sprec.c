@@ -231,7 +231,7 @@ static void sprec_begin(Sprec *x, const Config *cfg, int resume) {
     x->so_sft = config_stage(cfg, STAGE_SPREC_SFT);
     x->so_dpo = config_stage(cfg, STAGE_SPREC_DPO);
     if (!strcmp(cfg->sft.loss_on, "all")) {   // the SFT stage's loss on the whole text; DPO keeps the completion mask
-        x->sft_mask = xmalloc((size_t)sp->n * sp->T * sizeof(float));
+        x->sft_mask = xmalloc((size_t)x->train.N * (size_t)x->train.T * sizeof(float));
         x->train.mask = x->sft_mask;
         dataset_mask_all(&x->train);
     }
@@ -239,7 +239,7 @@ static void sprec_begin(Sprec *x, const Config *cfg, int resume) {
     x->eval_valid = cfg->sprec.eval_valid && d->split[SPLIT_VALID].n > 0;
     x->eval_sft = cfg->sprec.eval_sft;
     x->chosen = xmalloc((size_t)(x->n > 0 ? x->n : 1) * sizeof(int));
-    train_write_config(cfg);
+    train_record_config(cfg, resume);
     // where an interrupted iteration stopped: "sprec" = between iterations,
     // "sprec:sft" / "sprec:dpo" = that stage of iteration st.epoch + 1 is done
     const int done_sft = !strcmp(st->stage, "sprec:sft"), done_dpo = !strcmp(st->stage, "sprec:dpo");

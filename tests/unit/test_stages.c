@@ -3,7 +3,9 @@
 // trainer's and SPRec's stage keys as the trainers run them (steps, the lr of
 // every step against the schedule's formula, batch sizes); SPRec's SFT stage
 // on sft.loss_on = all; sprec.eval_sft's lines (and their resume); width-1
-// greedy negatives; SPDPO's per-prompt batches; data.completion_eos.
+// greedy negatives; SPDPO's per-prompt batches; data.completion_eos; the resume
+// policy (issue 12: a changed setting refused, or accepted beside the kept
+// config.ini; a DPO or SPRec resume of an SFT run named as such).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,18 +255,31 @@ static void test_stage_greedy_negatives(void **state) {
     }
     Trie trie;
     trie_build(&trie, seqs, lens, V, (const char *const *)d.titles);
+    // the same oracle for every pair: greedy, or where greedy is the chosen item the other of the width-2 two best
+    RecSplit *sp = &d.split[SPLIT_TRAIN];
     int hits = 0;
-    const RecSplit *sp = &d.split[SPLIT_TRAIN];
-    for (int i = 0; i < n; i++) {
-        const int *prompt = sp->tokens + (size_t)row[i] * sp->T, plen = sp->prompt_len[row[i]];
-        int g, two[2];
-        float s, s2[2];
-        recommend_topk(&m, &trie, &prompt, &plen, 1, 1, 1, &g, &s);
-        recommend_topk(&m, &trie, &prompt, &plen, 1, 2, 2, two, s2);
-        if (g == ch[i]) hits++;
-        assert_int_equal(rej[i], g != ch[i] ? g : two[0] == ch[i] ? two[1] : two[0]);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < n; i++) {
+            const int *prompt = sp->tokens + (size_t)row[i] * sp->T, plen = sp->prompt_len[row[i]];
+            int g, two[2];
+            float s, s2[2];
+            recommend_topk(&m, &trie, &prompt, &plen, 1, 1, 1, &g, &s);
+            recommend_topk(&m, &trie, &prompt, &plen, 1, 2, 2, two, s2);
+            if (pass == 1 && g == ch[i]) hits++;
+            assert_int_not_equal(rej[i], ch[i]);
+            assert_int_equal(rej[i], g != ch[i] ? g : two[0] == ch[i] ? two[1] : two[0]);
+            if (pass == 0) sp->target[row[i]] = g;   // pass 2: every chosen item is the greedy one
+        }
+        if (pass == 1) break;
+        free(row); free(ch); free(rej);
+        recdata_save(&d, TMP "/stg-hit.h5");
+        run_ok("rm -rf " TMP "/stg-g2 && build/sprec train " TMP "/stg.ini --run.out_dir=" TMP "/stg-g2 --train.method=dpo "
+               "--dpo.negatives=self --dpo.beams=1 --train.max_steps=1 --data.dataset=" TMP "/stg-hit.h5");
+        assert_int_equal(read_pairs(TMP "/stg-g2", &row, &ch, &rej, NULL, NULL), n);
     }
-    print_message("  greedy negatives: 40 of 40 match recommend_topk(K = W = 1) (%d were the chosen item: width-2 fallback)\n", hits);
+    assert_int_equal(hits, n);   // the second pass: all 40 through the width-2 fallback
+    print_message("  greedy negatives: 40 of 40 match recommend_topk(K = W = 1); with every chosen item set to the greedy "
+                  "one, 40 of 40 are the other of the width-2 beam's two best\n");
     free(row); free(ch); free(rej); free(seqs); free(lens);
     trie_free(&trie);
     model_free(&m);
@@ -315,9 +330,62 @@ static void test_stage_completion_eos(void **state) {
                  "--train.max_steps=1 --data.completion_eos=true", "completion_eos", "tokenizer");
 }
 
+// --resume refuses changed settings with one line naming them (config.ini and the
+// checkpoint untouched), takes bookkeeping keys freely, and with --accept-changes
+// continues, keeping config.ini and writing the new settings beside it; an SFT
+// run resumed as DPO or SPRec is named as such
+static void test_stage_resume_policy(void **state) {
+    (void)state;
+    prepare_fixture();
+    const char *run = "build/sprec train " TMP "/stg.ini --run.out_dir=" TMP "/stg-r --train.method=sft --train.max_steps=4 "
+                      "--train.batch_size=4 --train.lr=3e-3";
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf " TMP "/stg-r && %s --stop-at 2", run);
+    run_ok(cmd);
+    char *cfg0 = read_text_file(TMP "/stg-r/config.ini", NULL);
+    size_t n0, n1;
+    char *ck0 = read_text_file(TMP "/stg-r/checkpoint.h5", &n0);
+    snprintf(cmd, sizeof cmd, SPREC_CHECKED " train " TMP "/stg.ini --run.out_dir=" TMP "/stg-r --train.method=sft "
+             "--train.max_steps=4 --train.batch_size=4 --train.lr=1e-3 --sprec.n=7 --resume");
+    expect_error(cmd, "2 settings differ", "train.lr = 0.001 (the run: 0.003)");
+    expect_error(cmd, "sprec.n = 7 (the run: 2048)", "--accept-changes");
+    snprintf(cmd, sizeof cmd, SPREC_CHECKED " train " TMP "/stg.ini --run.out_dir=" TMP "/stg-r --train.method=dpo --resume");
+    expect_error(cmd, "holds a 'sft' run, not a 'dpo' one", NULL);
+    snprintf(cmd, sizeof cmd, SPREC_CHECKED " train " TMP "/stg.ini --run.out_dir=" TMP "/stg-r --train.method=sprec --resume");
+    expect_error(cmd, "is not a SPRec run", "'sft'");
+    expect_error(SPREC_CHECKED " train " TMP "/stg.ini --accept-changes", "--accept-changes goes with --resume", NULL);
+    char *cfg1 = read_text_file(TMP "/stg-r/config.ini", NULL), *ck1 = read_text_file(TMP "/stg-r/checkpoint.h5", &n1);
+    assert_string_equal(cfg0, cfg1);
+    assert_true(n0 == n1 && memcmp(ck0, ck1, n0) == 0);
+    free(cfg1); free(ck0); free(ck1);
+    // a changed lr, accepted: the run goes on, config.ini is the original, the new settings are beside it
+    snprintf(cmd, sizeof cmd, "%s --train.max_steps=3 --train.lr=1e-3 --train.log_every=1 --run.threads=1 --resume "
+             "--accept-changes", run);
+    char out[16384];
+    assert_int_equal(run_capture(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "2 changed settings (--accept-changes)"));
+    cfg1 = read_text_file(TMP "/stg-r/config.ini", NULL);
+    assert_string_equal(cfg0, cfg1);
+    char *cfg2 = read_text_file(TMP "/stg-r/config-resume-1.ini", NULL);
+    assert_non_null(strstr(cfg2, "2 settings changed from config.ini: train.lr = 0.001 (the run: 0.003), "
+                                 "train.max_steps = 3 (the run: 4)"));
+    assert_non_null(strstr(cfg2, "\nlr = 0.001\n"));
+    double lr[8];
+    assert_int_equal(read_jsonl_values(TMP "/stg-r/train_log.jsonl", "lr", lr, 8), 3);
+    assert_true(fabs(lr[2] - 1e-3 * (1.0 - 2.0 / 3.0)) < 1e-9);   // step 3 of 3 at the new peak, linear decay
+    free(cfg0); free(cfg1); free(cfg2);
+    // only bookkeeping keys changed (log_every, threads, ckpt_every): no question asked
+    snprintf(cmd, sizeof cmd, "%s --train.max_steps=3 --train.lr=1e-3 --train.ckpt_every=1 --resume", run);
+    assert_int_equal(run_capture(cmd, out, sizeof out), 1);   // still refused: the run's config.ini says lr 3e-3
+    snprintf(cmd, sizeof cmd, "%s --train.max_steps=4 --train.ckpt_every=1 --train.log_every=3 --run.threads=1 --resume", run);
+    run_ok(cmd);
+    assert_false(access(TMP "/stg-r/config-resume-2.ini", F_OK) == 0);
+}
+
 DEFINE_TEST_GROUP(test_stages,
     cmocka_unit_test(test_stage_dry_run_paper_configs),
     cmocka_unit_test(test_stage_sprec_settings),
     cmocka_unit_test(test_stage_greedy_negatives),
     cmocka_unit_test(test_stage_completion_eos),
+    cmocka_unit_test(test_stage_resume_policy),
 )
