@@ -1,7 +1,8 @@
 // SPRec (method.md section 2): start from the SFT model; for t = 1..T
 //   1. draw n train prompts (seeded by t);
-//   2. negatives: the current model's own constrained greedy recommendation,
-//      its next-best item when that is the logged next item (the chosen one);
+//   2. negatives: the current model's own constrained recommendation (greedy
+//      with dpo.beams = 1), its next-best item when that is the logged next
+//      item (the chosen one);
 //   3. SFT epoch on the n positives (sprec.sft_lr; sprec.eval_sft: evaluated);
 //   4. reference = the model right after that SFT epoch: its log-probs of every
 //      chosen/rejected completion, computed once (no second model in memory);
@@ -43,6 +44,7 @@ typedef struct {
     float *sft_mask;             // sft.loss_on = all: the train rows' whole-text mask (x->train's), else NULL
     int ne, *elig, *chosen;      // train rows with a catalogue target; [n] drawn rows, their items
     int spdpo;                   // dpo.weighting = spdpo
+    int eos;                     // data.completion_eos: the token DPO appends to both completions, else -1
     const char *neg_label;       // what made pairs.h5 (checked when a resume reloads it)
     int ks[MAX_KS], n_ks, beams, eval_rows, eval_valid, eval_sft;
     int root;                    // rank 0: writes the run folder (base/dist.h); the other ranks only compute
@@ -221,6 +223,7 @@ static void sprec_begin(Sprec *x, const Config *cfg, int resume) {
     if (resume && strncmp(st->stage, "sprec", 5) != 0) fail("%s is not a SPRec run (stage '%s')", x->ckpt_path, st->stage);
     if (!resume) snprintf(st->stage, sizeof st->stage, "sprec");
     x->spdpo = !strcmp(cfg->dpo.weighting, "spdpo");
+    x->eos = dpo_completion_eos(model, cfg->data.completion_eos);
 
     x->elig = xmalloc((size_t)(sp->n > 0 ? sp->n : 1) * sizeof(int));
     for (int r = 0; r < sp->n; r++) if (sp->target[r] >= 0) x->elig[x->ne++] = r;
@@ -301,7 +304,7 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
         } else {
             dpo_pairs_load(&p, x.pairs_path, x.neg_label);
         }
-        p.eos = dpo_completion_eos(&x.model, cfg->data.completion_eos);
+        p.eos = x.eos;
         if (!(resumed && done_dpo)) {
             // 4. reference = the model after SFT, once, in the DPO steps' micro-batches
             dpo_pairs_reference(&x.model, &x.d, &p, dpo_pairs_per_micro(cfg, x.so_dpo.batch_size));

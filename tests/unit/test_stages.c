@@ -328,6 +328,15 @@ static void test_stage_completion_eos(void **state) {
     free(row0); free(ch0); free(rej0); free(rc0); free(rr0); free(row1); free(ch1); free(rej1); free(rc1); free(rr1);
     expect_error(SPREC_CHECKED " train " TMP "/stg.ini --train.method=dpo --run.out_dir=" TMP "/stg-e2 --dpo.n_pairs=8 "
                  "--train.max_steps=1 --data.completion_eos=true", "completion_eos", "tokenizer");
+    // SPRec's DPO stage: its reference pass sees the EOS too (the first DPO step's loss is log 2 exactly)
+    run_ok("rm -rf " TMP "/stg-e3 && build/sprec train " TMP "/stg.ini --train.method=sprec --train.init=" TMP "/stg-tok.h5 "
+           "--run.out_dir=" TMP "/stg-e3 --data.completion_eos=true --sprec.iterations=1 --sprec.n=8 --sprec.sft_lr=1e-2 "
+           "--train.batch_size=4 --eval.ks=1 --sprec.eval_rows=2 --sprec.eval_valid=false");
+    cJSON *j[8];
+    const int nd = log_lines(TMP "/stg-e3/train_log.jsonl", "\"stage\": \"dpo\"", j, 8);
+    assert_int_equal(nd, 2);
+    assert_true(fabs(num(j[0], "loss") - log(2.0)) < 1e-12);
+    free_all(j, nd);
 }
 
 // --resume refuses changed settings with one line naming them (config.ini and the
