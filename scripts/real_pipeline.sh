@@ -2,6 +2,9 @@
 # The SPRec comparison on a real dataset and model, the same stages as `make demo`:
 #   prepare -> SFT from train.init (LoRA) -> eval -> DPO-RN from the SFT checkpoint -> eval
 #   -> SPRec (self-play iterations, each evaluated) from the SFT checkpoint -> table.
+# Each stage runs at the config's own settings for it ([train]: SFT; [dpo] lr, batch_size, ...: DPO-RN;
+# [sprec] sft_* / dpo_*: SPRec's stages); the script adds only paths, the method and, for DPO-RN, random
+# negatives. $OUT/plan.jsonl records every stage's effective settings (sprec train --dry-run).
 # Usage: scripts/real_pipeline.sh CONFIG [--section.key=value ...]   (overrides for every stage)
 # Stage-only overrides come from the environment, word-split:
 #   SFT_ARGS, DPO_ARGS, SPREC_ARGS, EVAL_ARGS (EVAL_ARGS also reaches the SPRec stage, which evaluates
@@ -14,7 +17,7 @@
 #   scripts/real_pipeline.sh configs/goodreads-smollm2.ini
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 1 ] || { sed -n '2,12p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,17p' "$0" >&2; exit 2; }
 cfg=$1; shift
 [ -f "$cfg" ] || { echo "real_pipeline: no config file '$cfg'" >&2; exit 2; }
 bin=${SPREC_BIN:-build/sprec}
@@ -40,6 +43,10 @@ resume_of() {   # --resume when a training stage's folder has a checkpoint from 
 }
 
 stage prepare   "$bin" prepare "$cfg" "${common[@]}"
+{ "$bin" train "$cfg" --train.method=sft --dry-run "${common[@]}" "${sft_args[@]}"
+  "$bin" train "$cfg" --train.method=dpo --dpo.negatives=random --dry-run "${common[@]}" "${dpo_args[@]}"
+  "$bin" train "$cfg" --train.method=sprec --dry-run "${common[@]}" "${eval_args[@]}" "${sprec_args[@]}"; } > "$out/plan.jsonl"
+echo "== stage settings ($out/plan.jsonl):"; cat "$out/plan.jsonl"
 stage sft       "$bin" train "$cfg" --train.method=sft --run.out_dir="$out/sft" $(resume_of sft) "${common[@]}" "${sft_args[@]}"
 stage eval-sft  "$bin" eval "$cfg" --model "$out/sft/checkpoint.h5" -o "$out/sft" --eval.label=sft "${common[@]}" "${eval_args[@]}"
 stage dpo       "$bin" train "$cfg" --train.method=dpo --dpo.negatives=random --train.init="$out/sft/checkpoint.h5" \

@@ -1,4 +1,4 @@
-// sprec train CONFIG.ini [--resume] [--stop-at N]
+// sprec train CONFIG.ini [--resume [--accept-changes]] [--stop-at N] [--dry-run]
 #include <stdlib.h>
 #include <string.h>
 #include "commands.h"
@@ -7,7 +7,7 @@
 
 int cmd_train(int argc, char **argv) {
     if (cli_has_flag(argc, argv, "--help")) {
-        printf("usage: sprec train CONFIG.ini [--resume] [--stop-at STEP] [--device cpu|cpu-bf16|cuda] [--section.key=value ...]\n"
+        printf("usage: sprec train CONFIG.ini [--resume [--accept-changes]] [--stop-at STEP] [--dry-run] [--device cpu|cpu-bf16|cuda] [--section.key=value ...]\n"
                "Supervised fine-tuning on [data] train (a token file) or, when that is empty, on the [sft] split of\n"
                "the prepared dataset [data] dataset (docs/training.md); LoRA with [lora] enabled = true.\n"
                "[train] method = dpo: DPO on pairs of the dataset's train rows ([dpo] keys); also writes pairs.h5.\n"
@@ -15,11 +15,15 @@ int cmd_train(int argc, char **argv) {
                "Writes run.out_dir/config.ini (resolved), train_log.jsonl (one line per step) and\n"
                "checkpoint.h5 (every train.ckpt_every steps and at the end).\n"
                "  --resume        continue from run.out_dir/checkpoint.h5 (model, optimizer, data order)\n"
-               "  --stop-at STEP  stop after STEP with a checkpoint, as an interrupted run would\n\nconfig keys:\n");
+               "  --accept-changes  with --resume: continue even where the settings differ from the run's config.ini\n"
+               "                  (listed; config.ini is kept, the new settings go to config-resume-N.ini)\n"
+               "  --stop-at STEP  stop after STEP with a checkpoint, as an interrupted run would\n"
+               "  --dry-run       train nothing: print one JSON object per stage the command would run (its lr, schedule,\n"
+               "                  warm-up, batch, epochs, steps, rows; docs/training.md \"Stages\")\n\nconfig keys:\n");
         config_print_help(stdout);
         return 0;
     }
-    static const char *const flags[] = {"--resume", "--stop-at=", "--device=", NULL};
+    static const char *const flags[] = {"--resume", "--stop-at=", "--device=", "--dry-run", "--accept-changes", NULL};
     Config cfg;
     char *path;
     cli_load_config(&cfg, argc, argv, "train", flags, &path);
@@ -31,8 +35,12 @@ int cmd_train(int argc, char **argv) {
         if (*end || v < 1 || v > 1000000000) fail("sprec train: --stop-at needs a positive step number, got '%s'", s);
         stop_at = (int)v;
     }
-    if (strcmp(cfg.train.method, "sprec") == 0) sprec_train(&cfg, cli_has_flag(argc, argv, "--resume"), stop_at);
-    else if (strcmp(cfg.train.method, "dpo") == 0) dpo_train(&cfg, cli_has_flag(argc, argv, "--resume"), stop_at);
-    else sft_train(&cfg, cli_has_flag(argc, argv, "--resume"), stop_at);
+    const int accept = cli_has_flag(argc, argv, "--accept-changes");
+    if (accept && !cli_has_flag(argc, argv, "--resume")) fail("sprec train: --accept-changes goes with --resume");
+    const int resume = cli_has_flag(argc, argv, "--resume") ? accept ? TRAIN_RESUME_ACCEPT : TRAIN_RESUME : 0;
+    if (cli_has_flag(argc, argv, "--dry-run")) train_dry_run(&cfg);
+    else if (strcmp(cfg.train.method, "sprec") == 0) sprec_train(&cfg, resume, stop_at);
+    else if (strcmp(cfg.train.method, "dpo") == 0) dpo_train(&cfg, resume, stop_at);
+    else sft_train(&cfg, resume, stop_at);
     return 0;
 }

@@ -81,6 +81,8 @@ static const Key KEYS[] = {
 
     KSTR("data", "train", data.train, "", "token file to train on (HDF5, docs/formats.md); empty = [data] dataset at [sft] split"),
     KBOOL("data", "shuffle", data.shuffle, "true", "shuffle the data order every epoch"),
+    KBOOL("data", "completion_eos", data.completion_eos, "false",
+          "DPO (trainer and SPRec stage): append the model's EOS token to chosen and rejected completions (the reference code)"),
     KENUM("data", "source", data.source, "synthetic", "synthetic|goodreads|movielens", "sprec prepare: where the rows come from"),
     KSTR("data", "dir", data.dir, "", "sprec prepare: source folder; empty = data/goodreads or data/movielens-small"),
     KSTR("data", "dataset", data.dataset, "data/synthetic.h5", "recommendation dataset written by sprec prepare (docs/recdata.md)"),
@@ -105,19 +107,42 @@ static const Key KEYS[] = {
     KINT("dpo", "n_pairs", dpo.n_pairs, "0", 0, "DPO: pairs = this many seeded train rows; 0 = every train row"),
     KU64("dpo", "seed", dpo.seed, "1234", "DPO: seed of the row sample and of the random/popular negatives"),
     KINT("dpo", "log_every", dpo.log_every, "0", 0, "DPO: print the reward statistics every N steps; 0 = train.log_every"),
-    KINT("dpo", "beams", dpo.beams, "2", 2, "DPO negatives = self: beam width of the next-best search (at least 2)"),
+    KINT("dpo", "beams", dpo.beams, "2", 1, "self negatives: 1 = constrained greedy (a width-2 beam only for the rows where it is the chosen item); >= 2 = the best item of a beam of this width"),
     KENUM("dpo", "weighting", dpo.weighting, "none", "none|spdpo",
           "none = one negative per prompt; spdpo = the spdpo_k best self-generated items per prompt, each pair weighted by "
           "its normalised generation probability (method.md section 3; needs negatives = self, or method = sprec)"),
     KINT("dpo", "spdpo_k", dpo.spdpo_k, "3", 1, "dpo.weighting = spdpo: negatives per prompt"),
+    KENUM("dpo", "spdpo_batch", dpo.spdpo_batch, "pairs", "pairs|prompts",
+          "dpo.weighting = spdpo: what a batch counts: pairs (k times the steps of one negative) | prompts (each with its k pairs)"),
+    KFLT("dpo", "lr", dpo.lr, "-1", -1, HUGE_VAL, "DPO trainer: peak learning rate; -1 = [train] lr"),
+    KFLT("dpo", "min_lr", dpo.min_lr, "-1", -1, HUGE_VAL, "DPO trainer: learning rate at the end of the decay; -1 = [train] min_lr"),
+    KENUM("dpo", "schedule", dpo.schedule, "train", "train|linear|constant|cosine", "DPO trainer: decay after warm-up; train = [train] schedule"),
+    KINT("dpo", "warmup_steps", dpo.warmup_steps, "-1", -1, "DPO trainer: linear warm-up steps; -1 = [train] warmup_steps"),
+    KINT("dpo", "max_steps", dpo.max_steps, "-1", -1, "DPO trainer: optimizer steps, 0 = epochs x steps per epoch; -1 = [train] max_steps"),
+    KINT("dpo", "epochs", dpo.epochs, "-1", -1, "DPO trainer: passes over the pairs; -1 = [train] epochs"),
+    KINT("dpo", "batch_size", dpo.batch_size, "-1", -1, "DPO trainer: pairs per micro-batch; -1 = [train] batch_size"),
+    KINT("dpo", "grad_accum", dpo.grad_accum, "-1", -1, "DPO trainer: micro-batches per optimizer step; -1 = [train] grad_accum"),
 
     KINT("sprec", "iterations", sprec.iterations, "5", 1, "SPRec: self-play iterations T"),
     KINT("sprec", "n", sprec.n, "2048", 1, "SPRec: train prompts drawn per iteration (at most the train rows)"),
-    KFLT("sprec", "sft_lr", sprec.sft_lr, "2e-5", 0, HUGE_VAL, "SPRec: learning rate of each iteration's SFT epoch (constant)"),
-    KFLT("sprec", "dpo_lr", sprec.dpo_lr, "2e-5", 0, HUGE_VAL, "SPRec: learning rate of each iteration's DPO epoch (constant)"),
+    KFLT("sprec", "sft_lr", sprec.sft_lr, "2e-5", 0, HUGE_VAL, "SPRec: peak learning rate of each iteration's SFT stage"),
+    KFLT("sprec", "dpo_lr", sprec.dpo_lr, "2e-5", 0, HUGE_VAL, "SPRec: peak learning rate of each iteration's DPO stage"),
     KU64("sprec", "seed", sprec.seed, "1234", "SPRec: seed of the prompts drawn (mixed with the iteration number)"),
     KINT("sprec", "eval_rows", sprec.eval_rows, "0", 0, "SPRec: test (and valid) rows evaluated after each iteration; 0 = eval.max_rows"),
     KBOOL("sprec", "eval_valid", sprec.eval_valid, "true", "SPRec: also evaluate the valid split each iteration (run folder metrics-valid.jsonl)"),
+    KBOOL("sprec", "eval_sft", sprec.eval_sft, "false", "SPRec: also evaluate the model after each SFT stage (metrics label sprec-sft)"),
+    KENUM("sprec", "sft_schedule", sprec.sft_schedule, "constant", "constant|linear|cosine", "SPRec SFT stage: decay after warm-up"),
+    KINT("sprec", "sft_warmup_steps", sprec.sft_warmup_steps, "0", 0, "SPRec SFT stage: linear warm-up steps"),
+    KFLT("sprec", "sft_min_lr", sprec.sft_min_lr, "0", 0, HUGE_VAL, "SPRec SFT stage: learning rate at the end of the decay"),
+    KINT("sprec", "sft_epochs", sprec.sft_epochs, "1", 1, "SPRec SFT stage: passes over the iteration's n positives"),
+    KINT("sprec", "sft_batch_size", sprec.sft_batch_size, "-1", -1, "SPRec SFT stage: rows per micro-batch; -1 = [train] batch_size"),
+    KINT("sprec", "sft_grad_accum", sprec.sft_grad_accum, "-1", -1, "SPRec SFT stage: micro-batches per step; -1 = [train] grad_accum"),
+    KENUM("sprec", "dpo_schedule", sprec.dpo_schedule, "constant", "constant|linear|cosine", "SPRec DPO stage: decay after warm-up"),
+    KINT("sprec", "dpo_warmup_steps", sprec.dpo_warmup_steps, "0", 0, "SPRec DPO stage: linear warm-up steps"),
+    KFLT("sprec", "dpo_min_lr", sprec.dpo_min_lr, "0", 0, HUGE_VAL, "SPRec DPO stage: learning rate at the end of the decay"),
+    KINT("sprec", "dpo_epochs", sprec.dpo_epochs, "1", 1, "SPRec DPO stage: passes over the iteration's pairs"),
+    KINT("sprec", "dpo_batch_size", sprec.dpo_batch_size, "-1", -1, "SPRec DPO stage: pairs per micro-batch; -1 = [train] batch_size"),
+    KINT("sprec", "dpo_grad_accum", sprec.dpo_grad_accum, "-1", -1, "SPRec DPO stage: micro-batches per step; -1 = [train] grad_accum"),
 
     KBOOL("lora", "enabled", lora.enabled, "false", "train LoRA adapters on a frozen base (false = full fine-tuning)"),
     KINT("lora", "rank", lora.rank, "16", 1, "adapter rank r"),
@@ -460,6 +485,55 @@ void config_resolve(Config *c) {
     if (c->model.head_dim == 0 && c->model.n_heads > 0) c->model.head_dim = c->model.dim / c->model.n_heads;
 }
 
+// -1 (and schedule "train") in [dpo]: the [train] value
+static float inherit_f(float v, float train) { return v == -1 ? train : v; }
+static int inherit_i(int v, int train) { return v == -1 ? train : v; }
+
+StageOpt config_stage(const Config *c, TrainStage s) {
+    StageOpt o = {.name = "sft", .lr = c->train.lr, .min_lr = c->train.min_lr, .schedule = c->train.schedule,
+                  .warmup_steps = c->train.warmup_steps, .batch_size = c->train.batch_size,
+                  .grad_accum = c->train.grad_accum, .epochs = c->train.epochs, .max_steps = c->train.max_steps};
+    switch (s) {
+    case TRAIN_STAGE_SFT: break;
+    case TRAIN_STAGE_DPO:
+        o.name = "dpo";
+        o.lr = inherit_f(c->dpo.lr, o.lr);
+        o.min_lr = inherit_f(c->dpo.min_lr, o.min_lr);
+        if (strcmp(c->dpo.schedule, "train") != 0) o.schedule = c->dpo.schedule;
+        o.warmup_steps = inherit_i(c->dpo.warmup_steps, o.warmup_steps);
+        o.batch_size = inherit_i(c->dpo.batch_size, o.batch_size);
+        o.grad_accum = inherit_i(c->dpo.grad_accum, o.grad_accum);
+        o.epochs = inherit_i(c->dpo.epochs, o.epochs);
+        o.max_steps = inherit_i(c->dpo.max_steps, o.max_steps);
+        break;
+    case TRAIN_STAGE_SPREC_SFT:
+        o = (StageOpt){.name = "sprec.sft", .lr = c->sprec.sft_lr, .min_lr = c->sprec.sft_min_lr,
+                       .schedule = c->sprec.sft_schedule, .warmup_steps = c->sprec.sft_warmup_steps,
+                       .batch_size = inherit_i(c->sprec.sft_batch_size, c->train.batch_size),
+                       .grad_accum = inherit_i(c->sprec.sft_grad_accum, c->train.grad_accum),
+                       .epochs = c->sprec.sft_epochs, .max_steps = 0};
+        break;
+    case TRAIN_STAGE_SPREC_DPO:
+        o = (StageOpt){.name = "sprec.dpo", .lr = c->sprec.dpo_lr, .min_lr = c->sprec.dpo_min_lr,
+                       .schedule = c->sprec.dpo_schedule, .warmup_steps = c->sprec.dpo_warmup_steps,
+                       .batch_size = inherit_i(c->sprec.dpo_batch_size, c->train.batch_size),
+                       .grad_accum = inherit_i(c->sprec.dpo_grad_accum, c->train.grad_accum),
+                       .epochs = c->sprec.dpo_epochs, .max_steps = 0};
+        break;
+    }
+    return o;
+}
+
+int stage_steps(const StageOpt *o, long rows) {
+    if (o->max_steps > 0) return o->max_steps;
+    const long per_step = (long)o->batch_size * o->grad_accum;
+    return (int)((long)o->epochs * ((rows + per_step - 1) / per_step));
+}
+
+// the section and the key prefix of a stage's keys (error messages)
+static const char *stage_section(TrainStage s) { return s == TRAIN_STAGE_SFT ? "[train]" : s == TRAIN_STAGE_DPO ? "[dpo]" : "[sprec]"; }
+static const char *stage_prefix(TrainStage s) { return s == TRAIN_STAGE_SPREC_SFT ? "sft_" : s == TRAIN_STAGE_SPREC_DPO ? "dpo_" : ""; }
+
 void config_validate(Config *c, const char *where) {
     char v[CONFIG_PATH_MAX + 16], err[128];
     // every value must pass the parser's checks again: a Config may also have
@@ -475,8 +549,6 @@ void config_validate(Config *c, const char *where) {
              c->model.dim, c->model.n_heads);
     config_resolve(c);
     model_config_validate(&c->model, where);
-    if (c->train.min_lr > c->train.lr)
-        fail("%s: [train] min_lr = %g is above lr = %g", where, (double)c->train.min_lr, (double)c->train.lr);
     if (c->train.beta1 >= 1 || c->train.beta2 >= 1)
         fail("%s: [train] beta1 = %g, beta2 = %g: both must be below 1", where, (double)c->train.beta1,
              (double)c->train.beta2);
@@ -489,9 +561,20 @@ void config_validate(Config *c, const char *where) {
     if (c->lora.dropout >= 1) fail("%s: [lora] dropout = %g: must be below 1", where, (double)c->lora.dropout);
     if (c->eval.mode == 2 && !*c->eval.encoder)
         fail("%s: [eval] mode = paper needs [eval] encoder = a sentence-encoder checkpoint (docs/eval.md)", where);
-    if (c->train.max_steps > 0 && c->train.warmup_steps > c->train.max_steps)
-        fail("%s: [train] warmup_steps = %d is longer than max_steps = %d", where, c->train.warmup_steps,
-             c->train.max_steps);
+    if ((c->dpo.lr < 0 && c->dpo.lr != -1) || (c->dpo.min_lr < 0 && c->dpo.min_lr != -1))
+        fail("%s: [dpo] lr = %g, min_lr = %g: each must be >= 0, or -1 (= [train]'s)", where, (double)c->dpo.lr,
+             (double)c->dpo.min_lr);
+    for (TrainStage s = TRAIN_STAGE_SFT; s <= TRAIN_STAGE_SPREC_DPO; s++) {
+        const StageOpt o = config_stage(c, s);
+        const char *sec = stage_section(s), *k = stage_prefix(s), *why = s == TRAIN_STAGE_DPO ? " (-1 = [train]'s)" : "";
+        if (o.min_lr > o.lr)
+            fail("%s: %s %smin_lr = %g is above %slr = %g%s", where, sec, k, (double)o.min_lr, k, (double)o.lr, why);
+        if (o.batch_size < 1 || o.grad_accum < 1 || o.epochs < 1)
+            fail("%s: %s %sbatch_size = %d, %sgrad_accum = %d, epochs = %d: each must be >= 1, or -1 (= [train]'s)",
+                 where, sec, k, o.batch_size, k, o.grad_accum, o.epochs);
+        if (o.max_steps > 0 && o.warmup_steps > o.max_steps)
+            fail("%s: %s warmup_steps = %d is longer than max_steps = %d%s", where, sec, o.warmup_steps, o.max_steps, why);
+    }
 }
 
 void config_write(const Config *c, FILE *f) {
@@ -503,6 +586,40 @@ void config_write(const Config *c, FILE *f) {
         format_value(c, k, v, sizeof v);
         fprintf(f, "%s =%s%s\n", k->key, *v ? " " : "", v);
     }
+}
+
+// Keys that do not change what a run computes: where it logs and checkpoints,
+// how often, its threads, sprec eval's own outputs, and sprec prepare's keys
+// (training reads the prepared file, [data] dataset). A resume may change them.
+static int key_is_bookkeeping(const Key *k) {
+    static const char *const keys[] = {
+        "train.log_every", "train.ckpt_every", "dpo.log_every", "run.out_dir", "run.threads", "eval.model",
+        "eval.out_dir", "eval.label", "eval.batch", "data.source", "data.dir", "data.tokenizer", "data.seed",
+        "data.train_rows", "data.valid_rows", "data.test_rows", "data.history", "data.synth_items", "data.synth_users",
+        "data.synth_genres", "data.synth_zipf"};
+    char name[64];
+    snprintf(name, sizeof name, "%s.%s", k->section, k->key);
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) if (!strcmp(name, keys[i])) return 1;
+    return 0;
+}
+
+int config_diff(const Config *was, const Config *now, char *out, size_t cap) {
+    char a[CONFIG_PATH_MAX + 16], b[CONFIG_PATH_MAX + 16];
+    int n = 0;
+    size_t used = 0;
+    if (cap) out[0] = 0;
+    for (int i = 0; i < N_KEYS; i++) {
+        const Key *k = &KEYS[i];
+        if (key_is_bookkeeping(k)) continue;
+        format_value(was, k, a, sizeof a);
+        format_value(now, k, b, sizeof b);
+        if (!strcmp(a, b)) continue;
+        char item[2 * CONFIG_PATH_MAX + 96];
+        snprintf(item, sizeof item, "%s%s.%s = %s (the run: %s)", n ? ", " : "", k->section, k->key, b, a);
+        if (used + strlen(item) + 1 < cap) { strcpy(out + used, item); used += strlen(item); }
+        n++;
+    }
+    return n;
 }
 
 void config_check_ranks(const Config *c) {

@@ -34,6 +34,7 @@ typedef struct {
     struct {
         char train[CONFIG_PATH_MAX];  // tokenized dataset (HDF5, docs/formats.md)
         int shuffle;
+        int completion_eos;           // DPO: append the model's EOS token to chosen and rejected completions
         // sprec prepare (docs/recdata.md)
         char source[16];              // goodreads | movielens | synthetic
         char dir[CONFIG_PATH_MAX];    // source folder ("" = data/goodreads or data/movielens-small)
@@ -60,6 +61,11 @@ typedef struct {
         int beams;                    // self negatives: beam width (>= 2)
         char weighting[8];            // none | spdpo (several self negatives per prompt, weighted)
         int spdpo_k;                  // spdpo: negatives per prompt
+        char spdpo_batch[8];          // spdpo: the batch counts pairs | prompts (each with its k pairs)
+        // the DPO trainer's optimisation (-1, schedule "train": [train]'s value); config_stage resolves them
+        float lr, min_lr;
+        char schedule[16];
+        int warmup_steps, max_steps, epochs, batch_size, grad_accum;
     } dpo;
 
     struct {                          // SPRec self-play loop (docs/training.md)
@@ -69,6 +75,12 @@ typedef struct {
         uint64_t seed;
         int eval_rows;                // 0 = eval.max_rows
         int eval_valid;               // also evaluate the valid split each iteration
+        int eval_sft;                 // also evaluate the model after each SFT stage (label sprec-sft)
+        // each stage's schedule and batch (batch_size, grad_accum -1: [train]'s); config_stage resolves them
+        float sft_min_lr, dpo_min_lr;
+        char sft_schedule[16], dpo_schedule[16];
+        int sft_warmup_steps, dpo_warmup_steps, sft_epochs, dpo_epochs;
+        int sft_batch_size, dpo_batch_size, sft_grad_accum, dpo_grad_accum;
     } sprec;
 
     struct {
@@ -105,6 +117,23 @@ typedef struct {
     } eval;
 } Config;
 
+// The optimisation of one training stage as it runs: the initial SFT
+// ([train]), the DPO trainer ([dpo], -1 = [train]'s), SPRec's SFT and DPO
+// stages ([sprec] sft_* / dpo_*, one pass over the iteration's rows each epoch).
+typedef enum { TRAIN_STAGE_SFT, TRAIN_STAGE_DPO, TRAIN_STAGE_SPREC_SFT, TRAIN_STAGE_SPREC_DPO } TrainStage;
+typedef struct {
+    const char *name;                 // "sft", "dpo", "sprec.sft", "sprec.dpo" (log lines, fault sites)
+    float lr, min_lr;
+    const char *schedule;             // constant | linear | cosine (lr_at)
+    int warmup_steps;
+    int batch_size, grad_accum;       // rows (pairs) per micro-batch, micro-batches per step
+    int epochs, max_steps;            // max_steps 0 = epochs x steps per epoch
+} StageOpt;
+StageOpt config_stage(const Config *c, TrainStage s);
+// Optimizer steps of a stage over `rows` rows (pairs; SPDPO with spdpo_batch =
+// prompts: prompts): max_steps, or epochs x ceil(rows / (batch_size x grad_accum)).
+int stage_steps(const StageOpt *o, long rows);
+
 void config_defaults(Config *c);
 // Parse an INI file into c (on top of whatever c holds). Exits with
 // "FILE:LINE: ..." on unknown sections/keys or malformed values.
@@ -125,6 +154,10 @@ void config_write(const Config *c, FILE *f);
 // Under several ranks: every rank's resolved config (config_write's text) must be
 // rank 0's; otherwise one line naming the rank and the first differing key, exit 1.
 void config_check_ranks(const Config *c);
+// The keys that determine a run (all but logging, paths, threads and sprec
+// prepare's keys) whose values differ between was and now: returns how many,
+// out = "train.lr = 0.001 (the run: 0.0003), ..." (as much as fits in cap).
+int config_diff(const Config *was, const Config *now, char *out, size_t cap);
 // Print every key with its default and one-line description (for --help).
 void config_print_help(FILE *f);
 

@@ -13,6 +13,7 @@
 #include "base/h5io.h"
 #include "base/atomic_write.h"
 #include "base/fault.h"
+#include "tokenizer/tokenizer.h"
 
 void dpo_pairs_alloc(DpoPairs *p, int n) {
     p->n = n;
@@ -22,6 +23,7 @@ void dpo_pairs_alloc(DpoPairs *p, int n) {
     p->ref_c = xmalloc((size_t)n * sizeof(double));
     p->ref_r = xmalloc((size_t)n * sizeof(double));
     p->pair_w = NULL;
+    p->eos = -1;
 }
 
 void dpo_pairs_free(DpoPairs *p) {
@@ -86,9 +88,10 @@ static void pairs_batch(const RecData *d, const DpoPairs *p, int a, int b, int s
     const int B = b - a;
     int T = 1;
     int *len = xmalloc((size_t)B * sizeof(int));
+    const int eos = p->eos >= 0;   // one more completion token on either side
     for (int i = 0; i < B; i++) {
         int r = p->row[a + i], it = p->rejected[a + i];
-        len[i] = side == 0 ? sp->lengths[r] : sp->prompt_len[r] + d->item_tok_offsets[it + 1] - d->item_tok_offsets[it];
+        len[i] = eos + (side == 0 ? sp->lengths[r] : sp->prompt_len[r] + d->item_tok_offsets[it + 1] - d->item_tok_offsets[it]);
         if (len[i] > T) T = len[i];
     }
     out->B = B;
@@ -100,15 +103,17 @@ static void pairs_batch(const RecData *d, const DpoPairs *p, int a, int b, int s
         const int r = p->row[a + i], pl = sp->prompt_len[r];
         int *tk = out->tokens + (size_t)i * T;
         float *mk = out->mask + (size_t)i * T;
+        const int n = len[i] - eos;
         if (side == 0) {
-            memcpy(tk, sp->tokens + (size_t)r * sp->T, (size_t)len[i] * sizeof(int));
-            memcpy(mk, sp->mask + (size_t)r * sp->T, (size_t)len[i] * sizeof(float));
+            memcpy(tk, sp->tokens + (size_t)r * sp->T, (size_t)n * sizeof(int));
+            memcpy(mk, sp->mask + (size_t)r * sp->T, (size_t)n * sizeof(float));
         } else {
             const int it = p->rejected[a + i];
             memcpy(tk, sp->tokens + (size_t)r * sp->T, (size_t)pl * sizeof(int));
-            memcpy(tk + pl, d->item_tok + d->item_tok_offsets[it], (size_t)(len[i] - pl) * sizeof(int));
-            for (int t = pl; t < len[i]; t++) mk[t] = 1;
+            memcpy(tk + pl, d->item_tok + d->item_tok_offsets[it], (size_t)(n - pl) * sizeof(int));
+            for (int t = pl; t < n; t++) mk[t] = 1;
         }
+        if (eos) { tk[n] = p->eos; mk[n] = 1; }
     }
 }
 
@@ -136,6 +141,28 @@ static void negatives_setup(const RecData *d, const int *rows, int n, Trie *trie
     }
 }
 
+// beams = 1: the constrained greedy item of each prompt (recommend_topk with
+// K = W = 1: the greedy path, which a wider beam's best may not be); the
+// prompts whose greedy item is the chosen one get the other of a width-2
+// beam's two best instead (recommend_next_best on those prompts only).
+static void greedy_negatives(Model *gen, const Trie *trie, const int **prompts, const int *plens, int n,
+                             const int *chosen, int *out, float *scores) {
+    recommend_topk(gen, trie, prompts, plens, n, 1, 1, out, scores);
+    int *hit = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int)), nh = 0;
+    for (int i = 0; i < n; i++) if (out[i] == chosen[i]) hit[nh++] = i;
+    if (nh > 0) {
+        const int **hp = xmalloc((size_t)nh * sizeof(int *));
+        int *hl = xmalloc((size_t)nh * sizeof(int)), *hc = xmalloc((size_t)nh * sizeof(int)),
+            *ho = xmalloc((size_t)nh * sizeof(int));
+        float *hs = xmalloc((size_t)nh * sizeof(float));
+        for (int j = 0; j < nh; j++) { hp[j] = prompts[hit[j]]; hl[j] = plens[hit[j]]; hc[j] = chosen[hit[j]]; }
+        recommend_next_best(gen, trie, hp, hl, nh, hc, 2, ho, hs);
+        for (int j = 0; j < nh; j++) { out[hit[j]] = ho[j]; scores[hit[j]] = hs[j]; }
+        free(hp); free(hl); free(hc); free(ho); free(hs);
+    }
+    free(hit);
+}
+
 void dpo_self_negatives(Model *gen, const RecData *d, DpoPairs *p, int beams) {
     const int n = p->n;
     Trie trie;
@@ -150,12 +177,14 @@ void dpo_self_negatives(Model *gen, const RecData *d, DpoPairs *p, int beams) {
     double t_last = t0;
     for (int a = lo; a < hi; a += NEGATIVES_CHUNK) {   // in chunks, for the progress line
         const int b = a + NEGATIVES_CHUNK < hi ? a + NEGATIVES_CHUNK : hi;
-        recommend_next_best(gen, &trie, prompts + a, plens + a, b - a, p->chosen + a, beams, p->rejected + a, scores + a);
+        if (beams == 1) greedy_negatives(gen, &trie, prompts + a, plens + a, b - a, p->chosen + a, p->rejected + a, scores + a);
+        else recommend_next_best(gen, &trie, prompts + a, plens + a, b - a, p->chosen + a, beams, p->rejected + a, scores + a);
         progress_line("dpo negatives", b - lo, hi - lo, "prompts", t0, &t_last);
     }
     dist_log_balance(dist, "dpo negatives", now_seconds() - t0);
     dist_gather(dist, p->rejected, sizeof(int), lo, hi, n);
-    printf("dpo: %d self-generated negatives (beam %d) in %.1f s\n", n, beams, now_seconds() - t0);
+    printf("dpo: %d self-generated negatives (%s %d) in %.1f s\n", n, beams == 1 ? "greedy, width" : "beam", beams,
+           now_seconds() - t0);
     free(scores); free(prompts); free(plens);
     trie_free(&trie);
 }
@@ -201,6 +230,23 @@ void dpo_spdpo_negatives(Model *gen, const RecData *d, const int *rows, const in
     printf("dpo: %d prompts x %d self-generated negatives (spdpo, beam %d) in %.1f s\n", n, k, W, now_seconds() - t0);
     free(items); free(scores); free(gen_lp); free(group); free(prompts); free(plens);
     trie_free(&trie);
+}
+
+int dpo_completion_eos(const Model *m, int enabled) {
+    if (!enabled) return -1;
+    if (!m->tokenizer_json) fail("[data] completion_eos = true needs the model's tokenizer, and the model has none");
+    Tokenizer *t = tokenizer_from_json(m->tokenizer_json, m->tokenizer_json_len, m->tokenizer_config_json,
+                                       m->tokenizer_config_json_len, "the model's tokenizer");
+    const int eos = tokenizer_eos_id(t);
+    tokenizer_free(t);
+    if (eos < 0 || eos >= m->cfg.vocab_size)
+        fail("[data] completion_eos = true: the model's tokenizer has no EOS token inside the vocabulary (%d)", m->cfg.vocab_size);
+    return eos;
+}
+
+int dpo_pairs_per_micro(const Config *cfg, int batch_size) {
+    const int prompts = !strcmp(cfg->dpo.weighting, "spdpo") && !strcmp(cfg->dpo.spdpo_batch, "prompts");
+    return prompts ? batch_size * cfg->dpo.spdpo_k : batch_size;
 }
 
 void dpo_pairs_reference(Model *m, const RecData *d, DpoPairs *p, int bs) {

@@ -8,6 +8,11 @@
 
 #include "io/config.h"
 
+// `resume` of the trainers: 0 = a fresh run; TRAIN_RESUME = continue from
+// run.out_dir/checkpoint.h5 with the run's settings (a changed one is refused);
+// TRAIN_RESUME_ACCEPT = also accept changed settings (--accept-changes).
+enum { TRAIN_RESUME = 1, TRAIN_RESUME_ACCEPT = 2 };
+
 // method = sft: supervised fine-tuning on a token file or a split of the
 // prepared dataset.
 void sft_train(const Config *cfg, int resume, int stop_at);
@@ -25,5 +30,10 @@ void dpo_train(const Config *cfg, int resume, int stop_at);
 // with the iteration in run.out_dir/metrics.jsonl) and a checkpoint. A resumed
 // run continues after the last completed stage.
 void sprec_train(const Config *cfg, int resume, int stop_at);
+
+// sprec train --dry-run: prints one JSON object per stage the command would
+// run (method sft: sft; dpo: dpo; sprec: sprec.sft and sprec.dpo, per
+// iteration) with its effective settings, rows and steps; trains nothing.
+void train_dry_run(const Config *cfg);
 
 #endif

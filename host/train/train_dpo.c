@@ -45,7 +45,7 @@ static void pairs_sample(DpoPairs *p, const RecData *d, const Config *cfg, Model
         int t = elig[i]; elig[i] = elig[j]; elig[j] = t;
     }
     if (!strcmp(cfg->dpo.weighting, "spdpo")) {   // k self negatives per prompt, weighted
-        int *chosen = xmalloc((size_t)n * sizeof(int));
+        int *chosen = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
         for (int i = 0; i < n; i++) chosen[i] = sp->target[elig[i]];
         dpo_spdpo_negatives(gen, d, elig, chosen, n, cfg->dpo.spdpo_k, cfg->dpo.beams, p);
         free(chosen);
@@ -94,7 +94,6 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
     char ckpt_path[4096], pairs_path[4096];
     train_prepare_run_dir(cfg->run.out_dir, resume, ckpt_path, sizeof ckpt_path);
     snprintf(pairs_path, sizeof pairs_path, "%s/pairs.h5", cfg->run.out_dir);
-    if (resume && !file_exists(pairs_path)) fail("--resume: no pairs at %s", pairs_path);
     const int spdpo = !strcmp(cfg->dpo.weighting, "spdpo");
     if (spdpo && strcmp(cfg->dpo.negatives, "self") != 0)
         fail("[dpo] weighting = spdpo weights self-generated negatives: set [dpo] negatives = self (it is %s)", cfg->dpo.negatives);
@@ -111,21 +110,25 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
     train_begin(cfg, be, &lc, ckpt_path, resume, "dpo", cfg->dpo.seed, "dpo.seed", &model, &opt, &st);
     const ModelConfig mc = model.cfg;
     const RecSplit *sp = &d.split[SPLIT_TRAIN];
-    const int bs = cfg->train.batch_size, ga = cfg->train.grad_accum;
+    const StageOpt so = config_stage(cfg, TRAIN_STAGE_DPO);   // [dpo] lr, batch_size, ... (-1: [train]'s)
+    const int bs = dpo_pairs_per_micro(cfg, so.batch_size), ga = so.grad_accum;
 
     // pairs and the reference pass (fresh run), or the stored ones (resume)
     DpoPairs p;
-    if (resume) {
+    if (resume) {   // train_begin has checked that the checkpoint is a DPO run's
+        if (!file_exists(pairs_path)) fail("--resume: no pairs at %s (a DPO run writes them before its first step)", pairs_path);
         dpo_pairs_load(&p, pairs_path, cfg->dpo.negatives);
+        p.eos = dpo_completion_eos(&model, cfg->data.completion_eos);
         if (spdpo != (p.pair_w != NULL))
             fail("%s was made with dpo.weighting = %s; resume with the run's own config.ini", pairs_path, spdpo ? "none" : "spdpo");
     } else {
         pairs_sample(&p, &d, cfg, &model);   // self negatives: the starting policy's own, adapters included
+        p.eos = dpo_completion_eos(&model, cfg->data.completion_eos);
         int maxlen = 0, maxitem = 0;
         for (int i = 0; i < p.n; i++) {
             const int r = p.row[i], it = p.rejected[i];
-            const int lr = sp->prompt_len[r] + d.item_tok_offsets[it + 1] - d.item_tok_offsets[it];
-            if (sp->lengths[r] > maxlen) maxlen = sp->lengths[r];
+            const int lr = sp->prompt_len[r] + d.item_tok_offsets[it + 1] - d.item_tok_offsets[it] + (p.eos >= 0);
+            if (sp->lengths[r] + (p.eos >= 0) > maxlen) maxlen = sp->lengths[r] + (p.eos >= 0);
             if (lr > maxlen) maxlen = lr;
             if (it > maxitem) maxitem = it;
         }
@@ -140,18 +143,20 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
     }
     const int n_micro = (p.n + bs - 1) / bs;
     const int steps_per_epoch = (n_micro + ga - 1) / ga;
-    const int total = cfg->train.max_steps > 0 ? cfg->train.max_steps : cfg->train.epochs * steps_per_epoch;
+    const int total = stage_steps(&so, (long)p.n * so.batch_size / bs);   // pairs, or prompts (spdpo_batch)
     const int log_every = cfg->dpo.log_every > 0 ? cfg->dpo.log_every : cfg->train.log_every;
+    train_record_config(cfg, resume);   // a resume with changed settings stops here
     if (st.step >= total) {
         printf("dpo: checkpoint is at step %ld of %d: nothing to do\n", st.step, total);
         goto done;
     }
-    train_write_config(cfg);
     const TrainLoop loop = {.name = "dpo", .log = train_open_log(cfg, "train_log.jsonl", resume, st.step), .tb = train_open_tb(cfg), .ckpt_path = ckpt_path,
                             .m = &model, .opt = &opt, .st = &st, .total = total, .stop_at = stop_at,
                             .ckpt_every = cfg->train.ckpt_every};
-    printf("dpo: %s:/train | %d pairs, negatives %s%s | beta %g | %zu parameters | %d steps of %d pairs (%d x %d) | device %s\n",
-           cfg->data.dataset, p.n, cfg->dpo.negatives, spdpo ? " (spdpo weights)" : "", (double)cfg->dpo.beta, model.numel, total, bs * ga, bs, ga, be->name);
+    printf("dpo: %s:/train | %d pairs, negatives %s%s%s | beta %g | %zu parameters | %d steps of %d pairs (%d x %d) | "
+           "lr %g, %s, %d warm-up | device %s\n", cfg->data.dataset, p.n, cfg->dpo.negatives, spdpo ? " (spdpo weights)" : "",
+           p.eos >= 0 ? ", completions + EOS" : "", (double)cfg->dpo.beta, model.numel, total, bs * ga, bs, ga,
+           (double)so.lr, so.schedule, so.warmup_steps, be->name);
     if (model.lora) printf("dpo: LoRA rank %d: %zu trainable parameters, base frozen\n", model.lora->cfg.rank, model.lora->numel);
     if (resume) printf("dpo: resuming %s at step %ld\n", ckpt_path, st.step);
 
@@ -163,8 +168,7 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
         // this step's micro-batches: k0 .. k1-1 of the epoch's n_micro (the last step of an epoch may have fewer)
         const int k0 = (int)(st.step % steps_per_epoch) * ga, k1 = k0 + ga < n_micro ? k0 + ga : n_micro;
         const int a0 = k0 * bs, a1 = k1 * bs < p.n ? k1 * bs : p.n, n_step = a1 - a0;
-        const float lr = lr_at((int)st.step, total, cfg->train.warmup_steps, cfg->train.lr, cfg->train.min_lr,
-                               cfg->train.schedule);
+        const float lr = lr_at((int)st.step, total, so.warmup_steps, so.lr, so.min_lr, so.schedule);
         DpoStats s;
         double gnorm;
         dpo_pairs_step(&model, &opt, &d, &p, a0, a1, bs, (uint64_t)st.step * (uint64_t)ga, cfg->dpo.beta, lr, &s, &gnorm);

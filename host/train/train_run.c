@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <cJSON.h>
 #include "train_run.h"
+#include "train.h"
 #include "base/atomic_write.h"
 #include "base/dist.h"
 #include "base/fault.h"
@@ -119,13 +120,44 @@ void train_optimizer(const Config *cfg, Model *m, AdamW *opt) {
                  cfg->train.grad_clip, cfg->train.decay_norms);
 }
 
-void train_write_config(const Config *cfg) {
+static void write_config(const Config *cfg, const char *path, const char *header) {
+    AtomicFile *a = atomic_begin(path, NULL);
+    FILE *f = atomic_fopen(a, "w");
+    if (header) fprintf(f, "%s\n", header);
+    config_write(cfg, f);
+    atomic_commit(a);
+}
+
+void train_record_config(const Config *cfg, int resume) {
     if (!root()) return;
     char path[CONFIG_PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/config.ini", cfg->run.out_dir);
-    AtomicFile *a = atomic_begin(path, NULL);
-    config_write(cfg, atomic_fopen(a, "w"));
-    atomic_commit(a);
+    if (!resume || !file_exists(path)) {
+        if (resume) printf("resume: %s is missing, so the settings cannot be compared; it is written now\n", path);
+        write_config(cfg, path, NULL);
+        return;
+    }
+    Config was;
+    config_defaults(&was);
+    config_load(&was, path);
+    config_resolve(&was);
+    char diff[2048];
+    const int n = config_diff(&was, cfg, diff, sizeof diff);
+    if (n == 0) return;
+    if (resume != TRAIN_RESUME_ACCEPT)
+        fail("--resume: %d setting%s differ%s from the run's %s: %s; resume with the run's own config.ini, or pass "
+             "--accept-changes to continue with the new values", n, n > 1 ? "s" : "", n > 1 ? "" : "s", path, diff);
+    // accepted: the run's config.ini stays as it was; the settings it continues with go beside it
+    char next[CONFIG_PATH_MAX + 32], header[2200];
+    for (int k = 1;; k++) {
+        snprintf(next, sizeof next, "%s/config-resume-%d.ini", cfg->run.out_dir, k);
+        if (!file_exists(next)) break;
+    }
+    snprintf(header, sizeof header, "; resumed with --accept-changes; %d setting%s changed from config.ini: %s", n,
+             n > 1 ? "s" : "", diff);
+    write_config(cfg, next, header);
+    printf("resume: continuing with %d changed setting%s (--accept-changes): %s; the run's config.ini is kept, the "
+           "settings now are in %s\n", n, n > 1 ? "s" : "", diff, next);
 }
 
 void train_filter_log(const char *path, int (*keep)(const char *line, size_t len, const void *arg), const void *arg) {
@@ -227,9 +259,13 @@ const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *
     rng_seed(&seeded, seed);
     memcpy(st->rng, seeded.s, sizeof st->rng);
     if (resume) {
-        if (!checkpoint_load(ckpt_path, m, opt, st)) fail("%s has no optimizer state; cannot resume", ckpt_path);
-        if (memcmp(st->rng, seeded.s, sizeof st->rng) != 0 || strcmp(st->stage, stage) != 0)
-            fail("%s is not a '%s' run with this %s (a stage or seed mismatch); resume with the run's own config.ini",
+        const int has_opt = checkpoint_load(ckpt_path, m, opt, st);
+        if (strcmp(st->stage, stage) != 0)
+            fail("%s holds a '%s' run, not a '%s' one: resume it with the method that made it (its config.ini), or "
+                 "choose another run.out_dir", ckpt_path, st->stage, stage);
+        if (!has_opt) fail("%s has no optimizer state; cannot resume", ckpt_path);
+        if (memcmp(st->rng, seeded.s, sizeof st->rng) != 0)
+            fail("%s is not a '%s' run with this %s (a seed mismatch); resume with the run's own config.ini",
                  ckpt_path, stage, seed_key);
     } else {
         train_load_start(cfg, source, stage, m, opt);

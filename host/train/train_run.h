@@ -48,8 +48,14 @@ const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *
 // Under several ranks (base/dist.h) rank 0 alone writes the run folder: the
 // functions below write nothing on the other ranks (their logs are NULL), which
 // still take part in every step.
-// Writes out_dir/config.ini (the resolved config, so a run can be repeated).
-void train_write_config(const Config *cfg);
+// The run's settings. Fresh run (resume 0): writes out_dir/config.ini (the
+// resolved config, so a run can be repeated). Resume: compares the settings
+// that determine the run (config_diff) with that file and refuses a difference
+// with one line listing them, unless resume = TRAIN_RESUME_ACCEPT (train.h):
+// then config.ini stays as it was and the new settings go to
+// out_dir/config-resume-N.ini (the first free N), their differences in its
+// first line and on stdout.
+void train_record_config(const Config *cfg, int resume);
 // Rewrites the log at path (atomically) keeping the lines keep() accepts;
 // nothing happens when the file does not exist. Resumes use it to drop the
 // lines of work a crash left unfinished.

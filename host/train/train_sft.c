@@ -60,12 +60,12 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     const int rows_per_step = cfg->train.batch_size * cfg->train.grad_accum;
     const int steps_per_epoch = (data.N + rows_per_step - 1) / rows_per_step;
     const int total = cfg->train.max_steps > 0 ? cfg->train.max_steps : cfg->train.epochs * steps_per_epoch;
+    train_record_config(cfg, resume);   // a resume with changed settings stops here
     if (st.step >= total) {
         printf("sft: checkpoint is at step %ld of %d: nothing to do\n", st.step, total);
         goto done;
     }
 
-    train_write_config(cfg);
     long tokens_run = 0, tokens_logged = 0;   // tokens trained by this process; at the last progress line
     const TrainLoop loop = {.name = "sft", .log = train_open_log(cfg, "train_log.jsonl", resume, st.step), .ckpt_path = ckpt_path,
                             .m = &model, .opt = &opt, .st = &st, .total = total, .stop_at = stop_at,

@@ -1,16 +1,17 @@
 // SPRec (method.md section 2): start from the SFT model; for t = 1..T
 //   1. draw n train prompts (seeded by t);
-//   2. negatives: the current model's own constrained greedy recommendation,
-//      its next-best item when that is the logged next item (the chosen one);
-//   3. SFT epoch on the n positives (sprec.sft_lr);
+//   2. negatives: the current model's own constrained recommendation (greedy
+//      with dpo.beams = 1), its next-best item when that is the logged next
+//      item (the chosen one);
+//   3. SFT epoch on the n positives (sprec.sft_lr; sprec.eval_sft: evaluated);
 //   4. reference = the model right after that SFT epoch: its log-probs of every
 //      chosen/rejected completion, computed once (no second model in memory);
 //   5. DPO epoch on the n pairs (sprec.dpo_lr, dpo.beta);
 //   6. evaluate on the test rows, log the metrics, checkpoint.
 // sprec_train's loop is that list, one function per step below. The steps are
 // the SFT and DPO trainers' own (sft_step, dpo_pairs_step). Each
-// stage gets a fresh AdamW (as the reference code's per-stage trainers) at a
-// constant learning rate, effective batch train.batch_size x train.grad_accum.
+// stage gets a fresh AdamW (as the reference code's per-stage trainers) and
+// its own schedule and batch ([sprec] sft_* / dpo_*, config_stage).
 // An iteration is a pure function of (the model after t-1, t), so resuming
 // after the last completed iteration is exact.
 #include <errno.h>
@@ -42,11 +43,13 @@ typedef struct {
     Model model;                 // the policy: the model after iteration t-1, then t
     TrainState st;               // step (global over stages), epoch = completed iterations, stage
     int n, T;                    // prompts per iteration, iterations
-    int bs, ga, per_step;        // micro-batch, accumulation, rows per optimizer step
+    StageOpt so_sft, so_dpo;     // each stage's lr, schedule, batch (config_stage)
+    float *sft_mask;             // sft.loss_on = all: the train rows' whole-text mask (x->train's), else NULL
     int ne, *elig, *chosen;      // train rows with a catalogue target; [n] drawn rows, their items
     int spdpo;                   // dpo.weighting = spdpo
+    int eos;                     // data.completion_eos: the token DPO appends to both completions, else -1
     const char *neg_label;       // what made pairs.h5 (checked when a resume reloads it)
-    int ks[MAX_KS], n_ks, beams, eval_rows, eval_valid;
+    int ks[MAX_KS], n_ks, beams, eval_rows, eval_valid, eval_sft;
     int root;                    // rank 0: writes the run folder (base/dist.h); the other ranks only compute
     FILE *log, *mf, *vf;         // train_log.jsonl, metrics.jsonl, metrics-valid.jsonl (NULL: not written here)
     TrainLoop sft_loop, dpo_loop;
@@ -56,16 +59,17 @@ typedef struct {
 
 // On resume: keep the log lines of completed iterations and, of the
 // interrupted iteration `done + 1`, those of its stages already checkpointed
-// (keep_sft, keep_dpo); the rest is redone, so its partial lines go.
-typedef struct { long done; int keep_sft, keep_dpo; } LogKeep;
+// (the lines holding keep[0] or keep[1]; NULL: none); the rest is redone, so
+// its partial lines go.
+typedef struct { long done; const char *keep[2]; } LogKeep;
 static int iteration_done(const char *line, size_t len, const void *arg) {
     (void)len;
     const LogKeep *k = arg;
     const char *q = strstr(line, "\"iteration\": ");
     if (!q) return 0;
     const long it = atol(q + strlen("\"iteration\": "));
-    return it <= k->done || (it == k->done + 1 && ((k->keep_sft && strstr(line, "\"stage\": \"sft\"")) ||
-                                                   (k->keep_dpo && strstr(line, "\"stage\": \"dpo\""))));
+    return it <= k->done || (it == k->done + 1 && ((k->keep[0] && strstr(line, k->keep[0])) ||
+                                                   (k->keep[1] && strstr(line, k->keep[1]))));
 }
 
 // 1. n train rows, drawn by a seed that depends on the iteration only
@@ -95,43 +99,52 @@ static void self_negatives(Sprec *x, DpoPairs *p) {
     }
 }
 
-// 3. an SFT epoch on the n positives, a fresh AdamW at sprec.sft_lr
+// 3. SFT on the n positives (sprec.sft_epochs passes, the drawn order), a
+// fresh AdamW, the stage's schedule from sprec.sft_lr
 static void sft_stage(Sprec *x, int t) {
     AdamW opt;
     train_optimizer(x->cfg, &x->model, &opt);
+    const StageOpt *o = &x->so_sft;
+    const int per_step = o->batch_size * o->grad_accum, per_epoch = (x->n + per_step - 1) / per_step;
+    const int steps = stage_steps(o, x->n);
     double sft_loss = 0, gnorm, mask_sum;
-    int steps = 0;
-    for (int a = 0; a < x->n; a += x->per_step, steps++) {
-        const int m = a + x->per_step < x->n ? x->per_step : x->n - a;
-        double l = sft_step(&x->model, &opt, &x->train, x->elig + a, m, x->bs, (uint64_t)x->st.step * x->ga,
-                            x->cfg->sprec.sft_lr, &gnorm, &mask_sum, NULL);
+    for (int k = 0; k < steps; k++) {   // epochs x per_epoch steps, every epoch in the drawn order
+        const int a = k % per_epoch * per_step, m = a + per_step < x->n ? per_step : x->n - a;
+        const float lr = lr_at(k, steps, o->warmup_steps, o->lr, o->min_lr, o->schedule);
+        double l = sft_step(&x->model, &opt, &x->train, x->elig + a, m, o->batch_size,
+                            (uint64_t)x->st.step * o->grad_accum, lr, &gnorm, &mask_sum, NULL);
         x->st.step++;
         sft_loss += l;
-        train_loop_step(&x->sft_loop, "{\"iteration\": %d, \"stage\": \"sft\", \"step\": %ld, \"loss\": %.17g, \"grad_norm\": %.17g}",
-                        t, x->st.step, l, gnorm);
+        train_loop_step(&x->sft_loop, "{\"iteration\": %d, \"stage\": \"sft\", \"step\": %ld, \"loss\": %.17g, \"grad_norm\": %.17g, "
+                        "\"lr\": %.9g, \"scored\": %.17g}", t, x->st.step, l, gnorm, lr, mask_sum);
     }
     adamw_free(&opt, &x->model);
     if (x->model.lora) lora_set_train(&x->model, 0, 0);
     printf("sprec %d/%d: sft %d steps, mean loss %.4f\n", t, x->T, steps, sft_loss / steps);
 }
 
-// 5. a DPO epoch on the pairs, a fresh AdamW at sprec.dpo_lr (4., the
-// reference pass, has filled p's reference log-probs)
+// 5. DPO on the pairs (sprec.dpo_epochs passes), a fresh AdamW, the stage's
+// schedule from sprec.dpo_lr (4., the reference pass, has filled p's
+// reference log-probs)
 static void dpo_stage(Sprec *x, int t, const DpoPairs *p) {
     AdamW opt;
     train_optimizer(x->cfg, &x->model, &opt);
+    const StageOpt *o = &x->so_dpo;
+    const int bs = dpo_pairs_per_micro(x->cfg, o->batch_size), per_step = bs * o->grad_accum;
+    const int per_epoch = (p->n + per_step - 1) / per_step;
+    const int steps = stage_steps(o, (long)p->n * o->batch_size / bs);   // pairs, or prompts (spdpo_batch)
     DpoStats s, sum = {0};
     double gnorm;
-    int steps = 0;
-    for (int a = 0; a < p->n; a += x->per_step, steps++) {
-        const int b = a + x->per_step < p->n ? a + x->per_step : p->n;
-        dpo_pairs_step(&x->model, &opt, &x->d, p, a, b, x->bs, (uint64_t)x->st.step * x->ga, x->cfg->dpo.beta,
-                       x->cfg->sprec.dpo_lr, &s, &gnorm);
+    for (int k = 0; k < steps; k++) {   // epochs x per_epoch steps, every epoch in the pairs' order
+        const int a = k % per_epoch * per_step, b = a + per_step < p->n ? a + per_step : p->n;
+        const float lr = lr_at(k, steps, o->warmup_steps, o->lr, o->min_lr, o->schedule);
+        dpo_pairs_step(&x->model, &opt, &x->d, p, a, b, bs, (uint64_t)x->st.step * o->grad_accum, x->cfg->dpo.beta,
+                       lr, &s, &gnorm);
         x->st.step++;
         train_loop_step(&x->dpo_loop, "{\"iteration\": %d, \"stage\": \"dpo\", \"step\": %ld, \"loss\": %.17g, "
                         "\"rewards/chosen\": %.17g, \"rewards/rejected\": %.17g, \"rewards/margins\": %.17g, "
-                        "\"rewards/accuracies\": %.17g, \"grad_norm\": %.17g}", t, x->st.step, s.loss, s.rewards_chosen,
-                        s.rewards_rejected, s.rewards_margins, s.rewards_accuracies, gnorm);
+                        "\"rewards/accuracies\": %.17g, \"grad_norm\": %.17g, \"lr\": %.9g, \"pairs\": %d}", t, x->st.step, s.loss,
+                        s.rewards_chosen, s.rewards_rejected, s.rewards_margins, s.rewards_accuracies, gnorm, lr, b - a);
         sum.loss += s.loss; sum.rewards_margins += s.rewards_margins; sum.rewards_accuracies += s.rewards_accuracies;
     }
     adamw_free(&opt, &x->model);
@@ -141,14 +154,16 @@ static void dpo_stage(Sprec *x, int t, const DpoPairs *p) {
     x->st.last_loss = sum.loss / steps;
 }
 
-// 6. evaluate on one split, append its metrics line and print its table; the
-// ranked lists go to topk-SPLIT-iterT.jsonl (sprec eval's format), so every
-// iteration can be rescored outside
-static void eval_split(Sprec *x, int t, const char *split, FILE *out, const char *label_fmt) {
+// 6. evaluate on one split, append its metrics line (label: "sprec" after
+// the DPO stage, "sprec-sft" after the SFT stage) and print its table; the
+// ranked lists go to topk-SPLIT-iterT.jsonl (topk-SPLIT-iterT-sft.jsonl after
+// the SFT stage; sprec eval's format), so every model can be rescored outside
+static void eval_split(Sprec *x, int t, const char *split, FILE *out, const char *label, const char *label_fmt) {
     Metrics met[MAX_KS];
     const Config *cfg = x->cfg;
     char topk_path[4096];
-    snprintf(topk_path, sizeof topk_path, "%s/topk-%s-iter%d.jsonl", cfg->run.out_dir, split, t);
+    snprintf(topk_path, sizeof topk_path, "%s/topk-%s-iter%d%s.jsonl", cfg->run.out_dir, split, t,
+             strcmp(label, "sprec-sft") ? "" : "-sft");
     AtomicFile *topk = x->root ? atomic_begin(topk_path, NULL) : NULL;
     evaluate_split_mode(&x->model, &x->d, split, x->ks, x->n_ks, x->beams, cfg->eval.batch, x->eval_rows,
                         cfg->eval.mode, cfg->eval.mode == EVAL_PAPER ? cfg->data.dataset : NULL,
@@ -156,22 +171,36 @@ static void eval_split(Sprec *x, int t, const char *split, FILE *out, const char
                         met);
     if (topk) atomic_commit(topk);
     if (out) {
-        metrics_write_jsonl(out, "sprec", t, met, x->n_ks);
+        metrics_write_jsonl(out, label, t, met, x->n_ks);
         log_flush(out);
     }
-    if (x->tb) {   // the metrics line as TensorBoard scalars sprec/SPLIT/METRIC@K at step = iteration
-        char *line, prefix[32];
+    if (x->tb) {   // the metrics line as TensorBoard scalars LABEL/SPLIT/METRIC@K at step = iteration
+        char *line, prefix[48];
         size_t len;
         FILE *m = open_memstream(&line, &len);
-        metrics_write_jsonl(m, "sprec", t, met, x->n_ks);
+        metrics_write_jsonl(m, label, t, met, x->n_ks);
         fclose(m);
-        snprintf(prefix, sizeof prefix, "sprec/%s", split);
+        snprintf(prefix, sizeof prefix, "%s/%s", label, split);
         train_tb_json(x->tb, prefix, t, line);
         free(line);
     }
-    char label[32];
-    snprintf(label, sizeof label, label_fmt, t);
-    metrics_print_table(stdout, label, met, x->n_ks);
+    char title[48];
+    snprintf(title, sizeof title, label_fmt, t);
+    metrics_print_table(stdout, title, met, x->n_ks);
+}
+
+// 6. (and 3. with sprec.eval_sft) the test split, and the valid split unless
+// sprec.eval_valid = false
+static void eval_stage(Sprec *x, int t, const char *label) {
+    const int sft = !strcmp(label, "sprec-sft");
+    eval_split(x, t, "test", x->mf, label, sft ? "sprec %d after SFT" : "sprec %d");
+    if (x->eval_valid) eval_split(x, t, "valid", x->vf, label, sft ? "sprec %d after SFT, valid" : "sprec %d valid");
+}
+
+// the decoding work of eval_stage's splits, for the evaluation stage's FLOPs
+static void stage_add_eval(StageClock *clk, const Sprec *x) {
+    stage_add_decode(clk, STAGE_EVAL, &x->model, &x->d, SPLIT_TEST, NULL, x->eval_rows, NULL, 0, x->beams);
+    if (x->eval_valid) stage_add_decode(clk, STAGE_EVAL, &x->model, &x->d, SPLIT_VALID, NULL, x->eval_rows, NULL, 0, x->beams);
 }
 
 // a stage's checkpoint: the policy (no optimizer: each stage starts a fresh
@@ -223,6 +252,7 @@ static void sprec_begin(Sprec *x, const Config *cfg, int resume) {
     if (resume && strncmp(st->stage, "sprec", 5) != 0) fail("%s is not a SPRec run (stage '%s')", x->ckpt_path, st->stage);
     if (!resume) snprintf(st->stage, sizeof st->stage, "sprec");
     x->spdpo = !strcmp(cfg->dpo.weighting, "spdpo");
+    x->eos = dpo_completion_eos(model, cfg->data.completion_eos);
 
     x->elig = xmalloc((size_t)(sp->n > 0 ? sp->n : 1) * sizeof(int));
     for (int r = 0; r < sp->n; r++) if (sp->target[r] >= 0) x->elig[x->ne++] = r;
@@ -230,26 +260,40 @@ static void sprec_begin(Sprec *x, const Config *cfg, int resume) {
         fail("%s: SPRec needs train rows with catalogue targets and >= 2 items", cfg->data.dataset);
     x->n = cfg->sprec.n < x->ne ? cfg->sprec.n : x->ne;
     x->T = cfg->sprec.iterations;
-    x->bs = cfg->train.batch_size; x->ga = cfg->train.grad_accum; x->per_step = x->bs * x->ga;
+    x->so_sft = config_stage(cfg, TRAIN_STAGE_SPREC_SFT);
+    x->so_dpo = config_stage(cfg, TRAIN_STAGE_SPREC_DPO);
+    if (!strcmp(cfg->sft.loss_on, "all")) {   // the SFT stage's loss on the whole text; DPO keeps the completion mask
+        x->sft_mask = xmalloc((size_t)x->train.N * (size_t)x->train.T * sizeof(float));
+        x->train.mask = x->sft_mask;
+        dataset_mask_all(&x->train);
+    }
     x->eval_rows = cfg->sprec.eval_rows > 0 ? cfg->sprec.eval_rows : cfg->eval.max_rows;
     x->eval_valid = cfg->sprec.eval_valid && d->split[SPLIT_VALID].n > 0;
+    x->eval_sft = cfg->sprec.eval_sft;
     x->chosen = xmalloc((size_t)(x->n > 0 ? x->n : 1) * sizeof(int));
-    train_write_config(cfg);
+    train_record_config(cfg, resume);
     // where an interrupted iteration stopped: "sprec" = between iterations,
     // "sprec:sft" / "sprec:dpo" = that stage of iteration st.epoch + 1 is done
     const int done_sft = !strcmp(st->stage, "sprec:sft"), done_dpo = !strcmp(st->stage, "sprec:dpo");
-    if (resume && x->root) {
-        const LogKeep stages = {st->epoch, done_sft || done_dpo, done_dpo}, whole = {st->epoch, 0, 0};
+    if (resume && x->root) {   // the SFT stage's lines (and its evaluation's, sprec.eval_sft) precede its checkpoint
+        const char *sft_done = done_sft || done_dpo ? "\"stage\": \"sft\"" : NULL;
+        const char *sft_eval = done_sft || done_dpo ? "\"label\": \"sprec-sft\"" : NULL;
+        const LogKeep stages = {st->epoch, {sft_done, done_dpo ? "\"stage\": \"dpo\"" : NULL}};
+        const LogKeep evals = {st->epoch, {sft_eval, NULL}};
         train_filter_log(log_path, iteration_done, &stages);
-        train_filter_log(met_path, iteration_done, &whole);
-        train_filter_log(valid_path, iteration_done, &whole);
+        train_filter_log(met_path, iteration_done, &evals);
+        train_filter_log(valid_path, iteration_done, &evals);
     }
     x->log = train_open_log(cfg, "train_log.jsonl", resume, -1);
     x->mf = train_open_log(cfg, "metrics.jsonl", resume, -1);
     x->vf = x->eval_valid ? train_open_log(cfg, "metrics-valid.jsonl", resume, -1) : NULL;
-    printf("sprec: %s | %d iterations of %d prompts%s | steps of %d rows (%d x %d) | sft lr %g, dpo lr %g, beta %g%s\n",
-           cfg->data.dataset, x->T, x->n, x->spdpo ? " x spdpo_k negatives" : "", x->per_step, x->bs, x->ga,
-           (double)cfg->sprec.sft_lr, (double)cfg->sprec.dpo_lr, (double)cfg->dpo.beta, model->lora ? " | LoRA" : "");
+    const StageOpt *so = &x->so_sft, *dp = &x->so_dpo;
+    printf("sprec: %s | %d iterations of %d prompts%s | sft: lr %g %s, %d warm-up, %d x %d rows, %d epoch(s) | "
+           "dpo: lr %g %s, %d warm-up, %d x %d %s, %d epoch(s), beta %g%s\n", cfg->data.dataset, x->T, x->n,
+           x->spdpo ? " x spdpo_k negatives" : "", (double)so->lr, so->schedule, so->warmup_steps, so->batch_size,
+           so->grad_accum, so->epochs, (double)dp->lr, dp->schedule, dp->warmup_steps, dp->batch_size, dp->grad_accum,
+           dpo_pairs_per_micro(cfg, 1) > 1 ? "prompts" : "pairs", dp->epochs, (double)cfg->dpo.beta,
+           model->lora ? " | LoRA" : "");
     if (resume) printf("sprec: resuming %s after iteration %ld%s\n", x->ckpt_path, st->epoch,
                        done_dpo ? " + its SFT and DPO stages" : done_sft ? " + its SFT stage" : "");
     // the stages' steps log through the trainers' step tail; their checkpoints are per stage
@@ -266,6 +310,7 @@ static void sprec_end(Sprec *x) {
     train_tb_close(x->tb);
     free(x->elig);
     free(x->chosen);
+    free(x->sft_mask);
     recdata_free(&x->d);
     model_free(&x->model);
 }
@@ -292,15 +337,23 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
             stage_begin(&clk, &x.model);
             sft_stage(&x, t);                                       // 3.
             stage_end(&clk, STAGE_SFT, &x.model);
+            if (x.eval_sft) {   // SFT_t's evaluation: timed with the evaluation stage
+                stage_begin(&clk, &x.model);
+                eval_stage(&x, t, "sprec-sft");
+                stage_add_eval(&clk, &x);
+                stage_end(&clk, STAGE_EVAL, &x.model);
+            }
             // stage checkpoint: the model after SFT + the pairs (negatives of the model before it)
             if (x.root) dpo_pairs_save(&p, x.pairs_path, x.neg_label);
             stage_checkpoint(&x, "sprec:sft");
         } else {
             dpo_pairs_load(&p, x.pairs_path, x.neg_label);
         }
+        p.eos = x.eos;
         if (!(resumed && done_dpo)) {
             stage_begin(&clk, &x.model);
-            dpo_pairs_reference(&x.model, &x.d, &p, x.bs);          // 4. reference = the model after SFT, once
+            // 4. reference = the model after SFT, once, in the DPO steps' micro-batches
+            dpo_pairs_reference(&x.model, &x.d, &p, dpo_pairs_per_micro(cfg, x.so_dpo.batch_size));
             stage_end(&clk, STAGE_REFERENCE, &x.model);
             stage_begin(&clk, &x.model);
             dpo_stage(&x, t, &p);                                   // 5.
@@ -309,10 +362,8 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
         }
         dpo_pairs_free(&p);
         stage_begin(&clk, &x.model);
-        eval_split(&x, t, "test", x.mf, "sprec %d");                // 6. (and valid unless sprec.eval_valid = false)
-        if (x.eval_valid) eval_split(&x, t, "valid", x.vf, "sprec %d valid");
-        stage_add_decode(&clk, STAGE_EVAL, &x.model, &x.d, SPLIT_TEST, NULL, x.eval_rows, NULL, 0, x.beams);
-        if (x.eval_valid) stage_add_decode(&clk, STAGE_EVAL, &x.model, &x.d, SPLIT_VALID, NULL, x.eval_rows, NULL, 0, x.beams);
+        eval_stage(&x, t, "sprec");                                 // 6.
+        stage_add_eval(&clk, &x);
         stage_end(&clk, STAGE_EVAL, &x.model);
         x.st.epoch = t;
         snprintf(x.st.stage, sizeof x.st.stage, "sprec");
