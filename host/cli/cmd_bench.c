@@ -893,8 +893,8 @@ int cmd_bench(int argc, char **argv) {
                "            seq/4, seq, ... instead of all seq\n"
                "  iteration one whole SPRec iteration (the trainer's: negatives, SFT, reference pass, DPO, eval)\n"
                "            on random weights and a random world of --items titles, --prompts train and test\n"
-               "            rows of --prompt-len tokens, micro-batches of --batch, --beams for the negatives and\n"
-               "            eval; one line per stage and one for the whole (its progress on stderr)\n"
+               "            rows of --prompt-len tokens, micro-batches of --batch, eval beam width max(--beams, 10);\n"
+               "            one line per stage and one for the whole (the trainer's progress on stderr)\n"
                "See bench/README.md for the exact definitions of every field.\n");
         return 0;
     }
