@@ -67,6 +67,16 @@ DIST_SKIP  := host/base/dist_mpi.c
 MPI_NOTE   := without MPI ($(if $(MPICC),MPI=0,mpicc not found): one process only)
 endif
 $(BUILD)/obj/host/base/dist_mpi.o: INCS += $(MPI_CFLAGS)
+# ---- NCCL: multi-rank --device cuda sums gradients with NCCL; on with CUDA and MPI when nccl.h is found, off with NCCL=0
+NCCL_H  := $(if $(filter 1,$(CUDA)),$(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h)))
+NCCL    ?= $(if $(and $(filter 1,$(MPI)),$(NCCL_H)),1,0)
+ifeq ($(NCCL),1)
+$(BUILD)/obj/host/base/dist_mpi.o: INCS += -DSPREC_NCCL -I$(CUDA_HOME)/include
+MPI_LIBS   += -lnccl
+MPI_NOTE   += + NCCL
+endif
+# (the NCCL choice changes the link flags: dist_mpi.o follows)
+$(BUILD)/obj/host/base/dist_mpi.o: $(BUILD)/.link-flags
 
 KERNEL_SRC := $(wildcard kernels/*.c kernels/cpu/*.c)
 HOST_ALL   := $(filter-out host/cli/main.c,$(wildcard host/*/*.c host/*/*/*.c))
@@ -90,7 +100,7 @@ TEST_SRC   := $(wildcard tests/unit/*.c)
 TEST_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRC))
 GPU_TEST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/gpu/*.c))
 
-.PHONY: all deps cuda-note test test-gpu demo demo-toy bench clean fuzz fuzz-seeds FORCE
+.PHONY: all deps cuda-note test test-slurm test-gpu demo demo-toy bench clean fuzz fuzz-seeds FORCE
 all: deps cuda-note $(BUILD)/sprec
 
 deps:
@@ -144,6 +154,7 @@ $(BUILD)/test_gpu: $(GPU_TEST_OBJ) $(LIB_OBJ) $(BUILD)/.link-flags
 # what a lent GPU machine's run carries); on a GPU it runs in `make test-gpu`
 test: all $(BUILD)/test_sprec $(BUILD)/asan/sprec $(if $(filter 1,$(CUDA)),$(BUILD)/test_gpu)
 	@python3 tests/layers/check_layers.py
+	@$(MAKE) --no-print-directory test-slurm
 	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_sprec
 	@tests/gpu/selftest.sh $(BUILD) $(CUDA)
 	@$(MAKE) --no-print-directory fuzz-seeds
@@ -186,6 +197,11 @@ fuzz-seeds: $(addprefix $(BUILD)/fuzz/fuzz_,$(FUZZ_NAMES))
 	    $(BUILD)/fuzz/seeds/$$t tests/fuzz/corpus/$$t > $(BUILD)/fuzz/$$t-seeds.log 2>&1 \
 	    || { tail -40 $(BUILD)/fuzz/$$t-seeds.log; echo "fuzz-seeds $$t: FAILED"; exit 1; }; \
 	  echo "fuzz-seeds $$t: $$(ls tests/fuzz/corpus/$$t | wc -l) seeds + $(FUZZ_RUNS) mutations, no crash"; done
+
+# the scripts/slurm batch jobs on a one-node SLURM cluster started by the test (~30 s; skipped, exit 0, when
+# SLURM/munge are not installed or build/sprec has no MPI): docs/cluster.md
+test-slurm: $(BUILD)/sprec
+	@tests/slurm/run.sh; rc=$$?; [ $$rc = 77 ] || exit $$rc
 
 # CUDA backend vs CPU backend, op by op and on whole models; exit 77 (skipped) without a GPU
 test-gpu: all

@@ -102,6 +102,12 @@ typedef struct Backend {
     // gradient.)
     void (*residual_rmsnorm_fwd)(void *res, void *out, float *rstd, const void *a, const void *b,
                                  const void *weight, float eps, int N, int C);
+    // LayerNorm (BERT, torch.nn.LayerNorm): out = (inp - mean) * rstd * weight + bias,
+    // rstd = 1/sqrt(var + eps), var the biased variance over the C channels of a
+    // row. Forward only (the sentence encoder). out, inp, weight, bias act; out
+    // may alias inp.
+    void (*layernorm_fwd)(void *out, const void *inp, const void *weight, const void *bias, float eps,
+                          int N, int C);
 
     // Rotary embedding, rotate-half convention, in place on x[B,T,H,D] (D even)
     // with position t for row (b,t). cos/sin are tables [T, D/2]. x is act.
@@ -119,11 +125,19 @@ typedef struct Backend {
     void (*attention_bwd)(float *dq, float *dk, float *dv, const float *dout, const void *out,
                           const float *lse, const void *q, const void *k, const void *v,
                           const int *lengths, int B, int T, int NH, int NKV, int D);
+    // Bidirectional attention (BERT), forward only: query t of sequence b sees
+    // every key j < lengths[b], softmax(q k^T / sqrt(D)) v per head; rows
+    // t >= lengths[b] get out = 0. q, k, v, out [B,T,NH,D] act.
+    void (*attention_bidir_fwd)(void *out, const void *q, const void *k, const void *v,
+                                const int *lengths, int B, int T, int NH, int D);
 
     // out[n] = silu(gate[n]) * up[n] over n elements (act)
     void (*swiglu_fwd)(void *out, const void *gate, const void *up, size_t n);
     void (*swiglu_bwd)(float *dgate, float *dup, const float *dout, const void *gate,
                        const void *up, size_t n);
+    // out[n] = gelu(inp[n]) = 0.5 x (1 + erf(x / sqrt 2)), the exact form (BERT's
+    // "gelu"), over n elements; forward only. act; out may alias inp.
+    void (*gelu_fwd)(void *out, const void *inp, size_t n);
 
     // out[n] = a[n] + b[n]   (act; out may alias a or b)
     void (*add)(void *out, const void *a, const void *b, size_t n);

@@ -36,6 +36,10 @@ deps=(
     "clang-14:/usr/bin/clang-14"
     "libclang-rt-14-dev:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a"
     "libomp-14-dev:/usr/lib/llvm-14/lib/libomp.so"
+    "slurmctld:/usr/sbin/slurmctld"
+    "slurmd:/usr/sbin/slurmd"
+    "slurm-client:/usr/bin/sbatch"
+    "munge:/usr/sbin/munged"
 )
 
 missing=()

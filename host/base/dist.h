@@ -10,8 +10,8 @@
 // launcher is rank 0 of 1 and never touches MPI). The sharing arithmetic is
 // host/base/dist.c. Every rank must make the same calls in the same order
 // (collectives). Sums run in rank order, so the same world size gives
-// bit-identical results. Multi-rank device sums are host-memory backends only
-// for now (CUDA needs NCCL).
+// bit-identical results. Multi-rank device sums: host-memory backends over MPI,
+// CUDA over NCCL when the build has it (else refused).
 #ifndef SPREC_DIST_H
 #define SPREC_DIST_H
 
@@ -35,13 +35,32 @@ const Dist *dist_world(void);
 // lowest rank that differs names itself, what, and its first differing line in one
 // error line, and the job exits with status 1. A collective.
 void dist_check_same(const Dist *d, const char *what, const char *text, size_t n);
-// Refuses (one line) a backend the multi-rank sums cannot serve: device memory
-// that is not host memory (CUDA) when world > 1.
+// Prepares the sums for the backend: on CUDA under a launcher, the NCCL
+// communicator (a collective); without NCCL in the build, refuses (one line)
+// CUDA when world > 1.
 void dist_check_backend(const Dist *d, const Backend *be);
+// [dist] keys (config_check_ranks sets them). timeout_s, the watchdog: a
+// collective that waits longer than this for some rank ends the job with one
+// line naming the collective and the ranks that did not arrive; 0 = wait
+// forever (default 300). bucket_mb: dist_sum_device sums in buckets of this
+// size, pipelined (default 4).
+void dist_set_options(double timeout_s, double bucket_mb);
 // This rank's share [*lo, *hi) of n items: contiguous, in rank order, sizes
 // differing by at most one (the first n % world ranks get the extra item).
 void dist_share(const Dist *d, int n, int *lo, int *hi);
+// This rank's share [*lo, *hi) of n items whose costs (>= 0, e.g. estimated
+// seconds) differ: contiguous, in rank order, item i going to the rank whose
+// slice of the total cost holds the item's midpoint, so every rank's summed
+// cost is within one item of total / world. All costs 0: dist_share.
+void dist_share_cost(const Dist *d, const double *cost, int n, int *lo, int *hi);
+// How evenly a stage was shared: every rank passes the seconds it was busy (before
+// the gather that waits for the slowest); returns the ranks' idle share of the
+// stage, sum over ranks of (slowest - busy) / (world x slowest), and rank 0 prints
+// it with several ranks ("STAGE: N ranks busy a-b s, idle x% of the stage"). One
+// rank: 0, nothing printed. A collective.
+double dist_log_balance(const Dist *d, const char *stage, double busy_s);
 // x[0..n) = the sum over ranks of x, in place, for a device buffer (gradients).
+// The same sums for any bucket size.
 void dist_sum_device(const Dist *d, const Backend *be, float *x, size_t n);
 // x[0..n) = the sum over ranks of x, in place, for host values.
 void dist_sum_host(const Dist *d, double *x, int n);

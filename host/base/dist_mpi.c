@@ -6,12 +6,19 @@
 // Determinism: every sum is taken in rank order (rank 0's value, then + rank
 // 1's, ...), never in the order messages arrive, so a given world size gives
 // bit-identical runs. Device buffers go through the backend's download/upload,
-// so any backend whose device memory is host memory works; CUDA needs NCCL.
+// so any backend whose device memory is host memory works; CUDA sums with NCCL
+// (built when make finds nccl.h; see SPREC_NCCL below).
 //
 // Failure: with several ranks, a non-zero exit() on any rank (fail(), check())
 // calls MPI_Abort from the exit path, which ends every rank: none is left
-// waiting in a collective for a rank that is gone.
+// waiting in a collective for a rank that is gone. A rank that never arrives
+// (hung, stopped) is the watchdog's: every collective is started non-blocking
+// and polled, and one that waits longer than [dist] timeout_s ends the job with
+// one line naming it and the ranks that did not arrive (report_stuck).
 #include <mpi.h>
+#include <math.h>
+#include <sched.h>
+#include <time.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,9 +29,25 @@
 #include "dist.h"
 #include "filesum.h"
 #include "kernels/errors.h"
+#ifdef SPREC_NCCL
+// --device cuda under a launcher: gradient sums with NCCL (make builds this when it finds nccl.h; NCCL=0: off).
+// Each rank uses GPU local_rank % device_count (SPREC_CUDA_DEVICE, unless already set), its communicator comes
+// from an ncclUniqueId that rank 0 broadcasts over MPI, and the all-reduce runs on a stream of its own.
+#include <cuda_runtime.h>
+#include <nccl.h>
+static ncclComm_t nccl;             // NULL until a CUDA backend meets the ranks (dist_check_backend)
+static cudaStream_t nccl_stream;
+#endif
 
 static Dist world = {.rank = 0, .world = 1};
 static int started, size_all = 1;   // size_all: the ranks the launcher started (world.world is 1 for a rank-0-alone command)
+static int mpi_on;                  // a launcher started this process: MPI is initialised
+static double timeout_s = 300;      // [dist] timeout_s (dist_set_options); 0 = wait forever
+static size_t bucket_floats = 1 << 20;   // [dist] bucket_mb, in floats
+static long collectives;            // collectives started so far: the same count on every rank
+static long sums;                   // dist_sum_device calls (gradient sums) ...
+static double summed_bytes, waited_s, started_s;   // ... their bytes, the seconds spent in collectives, and since when
+static MPI_Comm reports;            // a duplicate of MPI_COMM_WORLD for the watchdog's messages
 
 static void mpi_fail(const char *call, int rc) {
     char msg[MPI_MAX_ERROR_STRING];
@@ -33,6 +56,142 @@ static void mpi_fail(const char *call, int rc) {
     fail("rank %d of %d: %s failed: %s", world.rank, size_all, call, msg);
 }
 #define MPI_CHECK(call) do { const int rc_ = (call); if (rc_ != MPI_SUCCESS) mpi_fail(#call, rc_); } while (0)
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void sleep_s(double s) {
+    struct timespec t = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - floor(s)) * 1e9)};
+    nanosleep(&t, NULL);
+}
+
+void dist_set_options(double timeout_seconds, double bucket_mb) {
+    timeout_s = timeout_seconds;
+    bucket_floats = (size_t)(bucket_mb * (1 << 20) / sizeof(float));
+    if (bucket_floats < 1) bucket_floats = 1;
+}
+
+// The watchdog, on a rank that has waited timeout_s in collective #seq: it tells
+// every other rank so and listens for theirs for a grace period; the ranks it
+// did not hear from never reached the collective (hung, stopped, or far behind).
+// The lowest rank that timed out names them in one line and aborts the job; the
+// others wait for that abort (and abort themselves if it does not come).
+static _Noreturn void report_stuck(const char *what, long seq) {
+    static long msg;   // (an Isend's buffer outlives this call's frame: the job ends first)
+    msg = seq;
+    char *heard = xmalloc((size_t)size_all);
+    memset(heard, 0, (size_t)size_all);
+    heard[world.rank] = 1;
+    for (int r = 0; r < size_all; r++) {
+        if (r == world.rank) continue;
+        MPI_Request q;
+        if (MPI_Isend(&msg, 1, MPI_LONG, r, 0, reports, &q) == MPI_SUCCESS) MPI_Request_free(&q);
+    }
+    const double grace = fmin(5, fmax(1, 0.2 * timeout_s)), t0 = now_s();
+    while (now_s() - t0 < grace) {
+        int flag = 0;
+        MPI_Status st;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, 0, reports, &flag, &st) != MPI_SUCCESS || !flag) { sleep_s(0.01); continue; }
+        long theirs;
+        MPI_Recv(&theirs, 1, MPI_LONG, st.MPI_SOURCE, 0, reports, MPI_STATUS_IGNORE);
+        heard[st.MPI_SOURCE] = 1;
+    }
+    int lowest = 0;
+    while (!heard[lowest]) lowest++;
+    if (world.rank == lowest) {
+        char missing[256] = "";
+        size_t k = 0;
+        int n_missing = 0;
+        for (int r = 0; r < size_all && k < sizeof missing; r++)
+            if (!heard[r]) k += (size_t)snprintf(missing + k, sizeof missing - k, "%s%d", n_missing++ ? ", " : "", r);
+        if (n_missing)
+            fprintf(stderr, "sprec: error: rank%s %s did not reach collective #%ld, %s, within [dist] timeout_s = %g s "
+                    "(hung, stopped, or far behind the others); ending the job\n", n_missing > 1 ? "s" : "", missing,
+                    seq, what, timeout_s);
+        else
+            fprintf(stderr, "sprec: error: every rank waited more than [dist] timeout_s = %g s in collective #%ld, %s; "
+                    "ending the job\n", timeout_s, seq, what);
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    sleep_s(3 * grace);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    abort();
+}
+
+// Waits until done(arg) (what: the collective's name in the watchdog's line).
+// Polls, yielding the core (ranks may outnumber the cores), so that a wait
+// longer than timeout_s is noticed.
+static void wait_until(int (*done)(void *), void *arg, const char *what) {
+    const long seq = ++collectives;
+    const double t0 = now_s();
+    for (;;) {
+        if (done(arg)) { waited_s += now_s() - t0; return; }
+        const double waited = now_s() - t0;
+        if (timeout_s > 0 && waited > timeout_s) report_stuck(what, seq);
+        if (waited < 1e-3) sched_yield();
+        else sleep_s(waited < 0.1 ? 5e-5 : 1e-3);
+    }
+}
+
+static int request_done(void *req) {
+    int done = 0;
+    MPI_CHECK(MPI_Test(req, &done, MPI_STATUS_IGNORE));
+    return done;
+}
+
+// Completes the non-blocking collective req.
+static void wait_for(MPI_Request *req, const char *what) { wait_until(request_done, req, what); }
+
+#ifdef SPREC_NCCL
+static void cuda_ok(cudaError_t e, const char *call) {
+    if (e != cudaSuccess) fail("rank %d of %d: %s failed: %s", world.rank, size_all, call, cudaGetErrorString(e));
+}
+static void nccl_ok(ncclResult_t r, const char *call) {
+    if (r != ncclSuccess) fail("rank %d of %d: %s failed: %s", world.rank, size_all, call, ncclGetErrorString(r));
+}
+#define CUDA_OK(call) cuda_ok((call), #call)
+#define NCCL_OK(call) nccl_ok((call), #call)
+
+// the all-reduce on nccl_stream has finished; NCCL's own errors (a peer gone) end the job
+static int nccl_done(void *arg) {
+    (void)arg;
+    ncclResult_t async;
+    NCCL_OK(ncclCommGetAsyncError(nccl, &async));
+    nccl_ok(async, "ncclAllReduce (asynchronous error)");
+    const cudaError_t e = cudaStreamQuery(nccl_stream);
+    if (e == cudaErrorNotReady) return 0;
+    cuda_ok(e, "cudaStreamQuery");
+    return 1;
+}
+
+// before the backend opens its GPU: this rank's is local_rank % device_count
+static void pick_gpu(void) {
+    MPI_Comm node;
+    int local = 0, count = 0;
+    MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world.rank, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Comm_rank(node, &local));
+    MPI_CHECK(MPI_Comm_free(&node));
+    if (getenv("SPREC_CUDA_DEVICE") || cudaGetDeviceCount(&count) != cudaSuccess || count <= 0) return;   // no GPU: CPU runs
+    char dev[16];
+    snprintf(dev, sizeof dev, "%d", local % count);
+    if (setenv("SPREC_CUDA_DEVICE", dev, 1) != 0) fail("rank %d: cannot set SPREC_CUDA_DEVICE", world.rank);
+}
+
+static void nccl_start(void) {
+    if (nccl) return;
+    ncclUniqueId id;
+    if (world.rank == 0) NCCL_OK(ncclGetUniqueId(&id));
+    MPI_Request rq;
+    MPI_CHECK(MPI_Ibcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD, &rq));
+    wait_for(&rq, "the NCCL set-up (dist_check_backend)");
+    CUDA_OK(cudaStreamCreateWithFlags(&nccl_stream, cudaStreamNonBlocking));
+    NCCL_OK(ncclCommInitRank(&nccl, world.world, id, world.rank));
+}
+#endif
 
 // Started by mpirun (Open MPI's variables; PMIX_RANK also under srun --mpi=pmix),
 // an MPICH-style launcher (PMI_RANK), or an srun step of several tasks.
@@ -51,6 +210,16 @@ static void dist_exit(int status, void *arg) {
         fflush(stdout);
         fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, status);
+    }
+#ifdef SPREC_NCCL
+    if (nccl) ncclCommDestroy(nccl);
+#endif
+    if (world.rank == 0 && sums > 0) {   // the communication of the run (docs/SCALING.md)
+        const double run_s = now_s() - started_s;
+        printf("dist: %d ranks | %ld gradient sums of %.3g MB (buckets of %.3g MB) | %.2f s of %.2f s waiting in "
+               "collectives (%.1f%%)\n", world.world, sums, summed_bytes / sums / (1 << 20),
+               (double)bucket_floats * sizeof(float) / (1 << 20), waited_s, run_s, 100 * waited_s / run_s);
+        fflush(stdout);
     }
     MPI_Finalize();
 }
@@ -76,9 +245,12 @@ int dist_start(int splits_work) {
             static char err_buf[1 << 14];
             setvbuf(stderr, err_buf, _IOLBF, sizeof err_buf);
             MPI_CHECK(MPI_Init(NULL, NULL));
+            mpi_on = 1;
             MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
             MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world.rank));
             MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_all));
+            MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &reports));
+            started_s = now_s();
             world.world = size_all;
             if (on_exit(dist_exit, NULL) != 0) fail("rank %d: cannot register the MPI exit handler", world.rank);
             const char *n = getenv("SLURM_STEP_NUM_TASKS");
@@ -88,6 +260,9 @@ int dist_start(int splits_work) {
             if (world.rank != 0 && !freopen("/dev/null", "w", stdout))
                 fail("rank %d: cannot send stdout to /dev/null", world.rank);
             check_binary();
+#ifdef SPREC_NCCL
+            pick_gpu();
+#endif
         }
     }
     if (!splits_work && size_all > 1) {   // a one-process command: rank 0 runs it as a world of 1
@@ -104,9 +279,14 @@ const Dist *dist_world(void) {
 
 void dist_check_backend(const Dist *d, const Backend *be) {
     // mem_stats is NULL exactly on the backends whose buffers are host memory (kernels/backend.h)
+#ifdef SPREC_NCCL
+    // every rank a launcher started sums through NCCL on a GPU, also one alone (mpirun -np 1: tests/gpu/nccl.sh)
+    if (be->mem_stats && mpi_on && d->world == size_all) nccl_start();
+#else
     if (d->world > 1 && be->mem_stats)
-        fail("--device %s with %d ranks: multi-rank CUDA needs NCCL (not yet built); use --device cpu or one rank",
-             be->name, d->world);
+        fail("--device %s with %d ranks: multi-rank CUDA needs NCCL (this sprec was built without it: make found "
+             "no nccl.h, or NCCL=0); use --device cpu or one rank", be->name, d->world);
+#endif
 }
 
 // "[section] line" of text t[0..n) around byte i: the line that holds it and the
@@ -127,16 +307,22 @@ static void line_at(const char *t, size_t n, size_t i, char *out, size_t cap) {
 
 void dist_check_same(const Dist *d, const char *what, const char *text, size_t n) {
     if (d->world == 1) return;
+    char where[128];
+    snprintf(where, sizeof where, "the %s check (dist_check_same)", what);
+    MPI_Request rq;
     long long n0 = (long long)n;
-    MPI_CHECK(MPI_Bcast(&n0, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD));
-    if (n0 > INT_MAX) fail("rank %d: the %s to compare is %lld bytes, more than MPI_Bcast takes", d->rank, what, n0);
+    MPI_CHECK(MPI_Ibcast(&n0, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD, &rq));
+    wait_for(&rq, where);
+    if (n0 > INT_MAX) fail("rank %d: the %s to compare is %lld bytes, more than MPI_Ibcast takes", d->rank, what, n0);
     char *ref = xmalloc((size_t)n0 + 1);
     if (d->rank == 0) memcpy(ref, text, n);
-    MPI_CHECK(MPI_Bcast(ref, (int)n0, MPI_CHAR, 0, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Ibcast(ref, (int)n0, MPI_CHAR, 0, MPI_COMM_WORLD, &rq));
+    wait_for(&rq, where);
     size_t i = 0;   // the first byte that differs
     while (i < n && i < (size_t)n0 && text[i] == ref[i]) i++;
     int differs = i < n || i < (size_t)n0, *all = xmalloc((size_t)d->world * sizeof(int));
-    MPI_CHECK(MPI_Allgather(&differs, 1, MPI_INT, all, 1, MPI_INT, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Iallgather(&differs, 1, MPI_INT, all, 1, MPI_INT, MPI_COMM_WORLD, &rq));
+    wait_for(&rq, where);
     int first = -1;
     for (int r = 0; r < d->world && first < 0; r++) if (all[r]) first = r;
     free(all);
@@ -150,16 +336,20 @@ void dist_check_same(const Dist *d, const char *what, const char *text, size_t n
         fflush(stderr);
     }
     free(ref);
-    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));   // the line is out before the job ends
-    if (d->rank == first) exit(1);            // its MPI_Abort (dist_exit) ends every rank ...
-    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));   // ... which wait here for it (one abort, one launcher message)
+    MPI_CHECK(MPI_Ibarrier(MPI_COMM_WORLD, &rq));   // the line is out before the job ends
+    wait_for(&rq, where);
+    if (d->rank == first) exit(1);                  // its MPI_Abort (dist_exit) ends every rank ...
+    MPI_CHECK(MPI_Ibarrier(MPI_COMM_WORLD, &rq));   // ... which wait here for it (one abort, one launcher message)
+    wait_for(&rq, where);
     exit(1);
 }
 
 void dist_sum_host(const Dist *d, double *x, int n) {
     if (d->world == 1 || n <= 0) return;
     double *all = xmalloc((size_t)d->world * (size_t)n * sizeof(double));
-    MPI_CHECK(MPI_Allgather(x, n, MPI_DOUBLE, all, n, MPI_DOUBLE, MPI_COMM_WORLD));
+    MPI_Request rq;
+    MPI_CHECK(MPI_Iallgather(x, n, MPI_DOUBLE, all, n, MPI_DOUBLE, MPI_COMM_WORLD, &rq));
+    wait_for(&rq, "a sum of losses or statistics (dist_sum_host)");
     for (int i = 0; i < n; i++) {
         double s = all[i];
         for (int r = 1; r < d->world; r++) s += all[(size_t)r * n + i];
@@ -168,34 +358,73 @@ void dist_sum_host(const Dist *d, double *x, int n) {
     free(all);
 }
 
+// Bucketed and pipelined: rank 0 gathers bucket k of every rank (MPI_Igather), sums
+// it in rank order and broadcasts the sum (MPI_Ibcast), while the gathers of the next
+// two buckets are in flight. Three host slots of one bucket each (rank 0: also
+// world buckets per slot to gather into); every rank posts and waits in the same
+// order. The sum of an element does not depend on the bucket size.
 void dist_sum_device(const Dist *d, const Backend *be, float *x, size_t n) {
+    const char *what = "the gradient sum (dist_sum_device)";
+#ifdef SPREC_NCCL
+    if (nccl && be->mem_stats && n > 0) {   // after every op that wrote the gradients (the backend's own stream)
+        CUDA_OK(cudaDeviceSynchronize());
+        NCCL_OK(ncclAllReduce(x, x, n, ncclFloat, ncclSum, nccl, nccl_stream));
+        wait_until(nccl_done, NULL, what);
+        sums++;
+        summed_bytes += (double)n * sizeof(float);
+        return;
+    }
+#endif
     if (d->world == 1 || n == 0) return;
     dist_check_backend(d, be);
-    // in chunks: rank 0 gathers a chunk of every rank, sums it in rank order, broadcasts the sum
-    const size_t chunk = n < ((size_t)1 << 20) ? n : ((size_t)1 << 20);
-    float *h = xmalloc(chunk * sizeof(float));
-    float *all = d->rank == 0 ? xmalloc(chunk * (size_t)d->world * sizeof(float)) : NULL;
-    for (size_t off = 0; off < n; off += chunk) {
-        const int m = (int)(n - off < chunk ? n - off : chunk);
-        be->download(h, x + off, (size_t)m * sizeof(float));
-        MPI_CHECK(MPI_Gather(h, m, MPI_FLOAT, all, m, MPI_FLOAT, 0, MPI_COMM_WORLD));
+    const size_t bucket = n < bucket_floats ? n : bucket_floats, nb = (n + bucket - 1) / bucket;
+    float *h[3], *all[3] = {NULL, NULL, NULL};
+    MPI_Request gather[3], bcast[3];
+    for (int s = 0; s < 3; s++) {
+        h[s] = xmalloc(bucket * sizeof(float));
+        if (d->rank == 0) all[s] = xmalloc(bucket * (size_t)d->world * sizeof(float));
+    }
+#define BUCKET_LEN(k) (int)(n - (k) * bucket < bucket ? n - (k) * bucket : bucket)
+    for (size_t k = 0; k < nb && k < 2; k++) {   // the first two gathers
+        be->download(h[k % 3], x + k * bucket, (size_t)BUCKET_LEN(k) * sizeof(float));
+        MPI_CHECK(MPI_Igather(h[k % 3], BUCKET_LEN(k), MPI_FLOAT, all[k % 3], BUCKET_LEN(k), MPI_FLOAT, 0,
+                              MPI_COMM_WORLD, &gather[k % 3]));
+    }
+    for (size_t k = 0; k < nb; k++) {
+        const int s = (int)(k % 3), m = BUCKET_LEN(k);
+        wait_for(&gather[s], what);
         if (d->rank == 0)
             for (int i = 0; i < m; i++) {
-                float s = all[i];
-                for (int r = 1; r < d->world; r++) s += all[(size_t)r * m + i];
-                h[i] = s;
+                float sum = all[s][i];
+                for (int r = 1; r < d->world; r++) sum += all[s][(size_t)r * m + i];
+                h[s][i] = sum;
             }
-        MPI_CHECK(MPI_Bcast(h, m, MPI_FLOAT, 0, MPI_COMM_WORLD));
-        be->upload(x + off, h, (size_t)m * sizeof(float));
+        MPI_CHECK(MPI_Ibcast(h[s], m, MPI_FLOAT, 0, MPI_COMM_WORLD, &bcast[s]));
+        const int p = (int)((k + 2) % 3);   // bucket k-1's slot (unused yet at k = 0) takes bucket k+2
+        if (k >= 1) {                       // once bucket k-1 is summed everywhere
+            wait_for(&bcast[p], what);
+            be->upload(x + (k - 1) * bucket, h[p], (size_t)BUCKET_LEN(k - 1) * sizeof(float));
+        }
+        if (k + 2 < nb) {
+            be->download(h[p], x + (k + 2) * bucket, (size_t)BUCKET_LEN(k + 2) * sizeof(float));
+            MPI_CHECK(MPI_Igather(h[p], BUCKET_LEN(k + 2), MPI_FLOAT, all[p], BUCKET_LEN(k + 2), MPI_FLOAT, 0,
+                                  MPI_COMM_WORLD, &gather[p]));
+        }
     }
-    free(h);
-    free(all);
+    wait_for(&bcast[(nb - 1) % 3], what);
+    be->upload(x + (nb - 1) * bucket, h[(nb - 1) % 3], (size_t)BUCKET_LEN(nb - 1) * sizeof(float));
+#undef BUCKET_LEN
+    for (int s = 0; s < 3; s++) { free(h[s]); free(all[s]); }
+    sums++;
+    summed_bytes += (double)n * sizeof(float);
 }
 
 void dist_gather(const Dist *d, void *array, size_t item_bytes, int lo, int hi, int n) {
     if (d->world == 1) return;
     int mine[2] = {lo, hi}, *ranges = xmalloc((size_t)d->world * 2 * sizeof(int));
-    MPI_CHECK(MPI_Allgather(mine, 2, MPI_INT, ranges, 2, MPI_INT, MPI_COMM_WORLD));
+    MPI_Request rq;
+    MPI_CHECK(MPI_Iallgather(mine, 2, MPI_INT, ranges, 2, MPI_INT, MPI_COMM_WORLD, &rq));
+    wait_for(&rq, "a gather of the ranks' rows (dist_gather)");
     int *counts = xmalloc((size_t)d->world * sizeof(int)), *displs = xmalloc((size_t)d->world * sizeof(int));
     for (int r = 0, next = 0; r < d->world; r++) {
         check(ranges[2 * r] == next && ranges[2 * r + 1] >= next, "dist_gather: rank %d holds [%d, %d), expected "
@@ -209,7 +438,8 @@ void dist_gather(const Dist *d, void *array, size_t item_bytes, int lo, int hi, 
     MPI_Datatype item;
     MPI_CHECK(MPI_Type_contiguous((int)item_bytes, MPI_BYTE, &item));
     MPI_CHECK(MPI_Type_commit(&item));
-    MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, array, counts, displs, item, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, array, counts, displs, item, MPI_COMM_WORLD, &rq));
+    wait_for(&rq, "a gather of the ranks' rows (dist_gather)");
     MPI_CHECK(MPI_Type_free(&item));
     free(ranges); free(counts); free(displs);
 }

@@ -25,13 +25,13 @@ static void site_list(char *out, size_t cap) {
 
 int fault_parse(const char *spec, Fault *f, char *err, size_t cap) {
     memset(f, 0, sizeof *f);
-    static const char action[] = "kill@";
     char sites[128];
     site_list(sites, sizeof sites);
-    const int has_action = strncmp(spec, action, strlen(action)) == 0;
-    const char *site = has_action ? spec + strlen(action) : spec, *colon = strrchr(site, ':');
+    f->hang = strncmp(spec, "hang@", 5) == 0;
+    const int has_action = f->hang || strncmp(spec, "kill@", 5) == 0;
+    const char *site = has_action ? spec + 5 : spec, *colon = strrchr(site, ':');
     if (!has_action || !colon || colon == site) {
-        snprintf(err, cap, "expected kill@SITE:STEP (sites: %s)", sites);
+        snprintf(err, cap, "expected kill@SITE:STEP or hang@SITE:STEP (sites: %s)", sites);
         return -1;
     }
     const size_t n = (size_t)(colon - site);
@@ -74,5 +74,5 @@ void fault_point(const char *site, long step) {
     fault_init();
     if (step != fault.step || strcmp(site, fault.site) != 0) return;
     fflush(NULL);
-    raise(SIGKILL);
+    raise(fault.hang ? SIGSTOP : SIGKILL);
 }

@@ -1,6 +1,8 @@
 // Fault injection, for tests only: SPREC_FAULT="kill@SITE:STEP" makes the
 // process kill itself (SIGKILL) when the named site reaches STEP, so a test can
-// check that a really interrupted run resumes exactly. The sites and what each
+// check that a really interrupted run resumes exactly; "hang@SITE:STEP" stops
+// it there instead (SIGSTOP: a rank that hangs, for the dist.timeout_s
+// watchdog; host/base/dist_mpi.c). The sites and what each
 // means: docs/testing.md.
 #ifndef SPREC_FAULT_H
 #define SPREC_FAULT_H
@@ -11,9 +13,10 @@
 typedef struct {
     char site[32];   // a known site; "" = no fault
     long step;       // >= 1
+    int hang;        // 1: SIGSTOP (hang@), 0: SIGKILL (kill@)
 } Fault;
 
-// Parses a SPREC_FAULT value: "kill@SITE:STEP" with SITE a known site and
+// Parses a SPREC_FAULT value: "kill@SITE:STEP" or "hang@SITE:STEP" with SITE a known site and
 // STEP >= 1. Returns 0, or -1 with the reason in err.
 int fault_parse(const char *spec, Fault *f, char *err, size_t cap);
 
@@ -24,7 +27,7 @@ void fault_init(void);
 
 // A fault site: when SPREC_FAULT names this site and step, flushes every stdio
 // stream (so the files hold what the process wrote, whatever the buffer sizes)
-// and kills the process with SIGKILL.
+// and kills the process with SIGKILL (hang@: stops it with SIGSTOP).
 void fault_point(const char *site, long step);
 
 #endif

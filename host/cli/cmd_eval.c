@@ -29,7 +29,8 @@ int cmd_eval(int argc, char **argv) {
                "Ranks every row of a split of [data] dataset (prepared with the model's tokenizer) by\n"
                "catalogue-constrained beam search ([eval] mode = unconstrained: one greedy title per row, items\n"
                "ranked by L2 distance of mean-pooled hidden states, catalogue embeddings cached in the dataset\n"
-               "file) and computes NDCG, HR, DivRatio, ORRatio, MGU and DGU at each K (docs/eval.md). Writes\n"
+               "file; [eval] mode = paper: the SPRec paper's protocol, greedy text embedded by the sentence encoder\n"
+               "[eval] encoder) and computes NDCG, HR, DivRatio, ORRatio, MGU and DGU at each K (docs/eval.md). Writes\n"
                "DIR/topk-SPLIT.jsonl (one line per row), appends one line to DIR/metrics.jsonl (label [eval]\n"
                "label, iteration N or null) and prints the table.\n"
                "  --model    overrides [eval] model;  --split overrides [eval] split;  -o overrides [eval] out_dir\n\n"
@@ -108,6 +109,7 @@ int cmd_eval(int argc, char **argv) {
     for (int i = 0; i < n_ks; i++) if (ks[i] > max_k) max_k = ks[i];
     char how[64];
     if (cfg.eval.mode == EVAL_UNCONSTRAINED) snprintf(how, sizeof how, "unconstrained (greedy + L2 grounding)");
+    else if (cfg.eval.mode == EVAL_PAPER) snprintf(how, sizeof how, "paper (greedy + sentence encoder + L2)");
     else snprintf(how, sizeof how, "beams %d", cfg.eval.beams > max_k ? cfg.eval.beams : max_k);
     if (root)
         fprintf(stderr, "eval: %s on %s split '%s' (%d of %d rows, %d items) | K = %s | %s | model %s\n",
@@ -117,7 +119,8 @@ int cmd_eval(int argc, char **argv) {
     AtomicFile *topk = root ? atomic_begin(topk_path, NULL) : NULL;
     Metrics met[MAX_KS];
     evaluate_split_mode(&m, &d, split, ks, n_ks, cfg.eval.beams, cfg.eval.batch, cfg.eval.max_rows, cfg.eval.mode,
-                        cfg.data.dataset, topk ? atomic_fopen(topk, "w") : NULL, met);
+                        cfg.data.dataset, &(PaperOpts){cfg.eval.encoder, cfg.data.tokenizer},
+                        topk ? atomic_fopen(topk, "w") : NULL, met);
     if (!root) {   // the other ranks took their share of the rows; rank 0 writes
         model_free(&m);
         recdata_free(&d);

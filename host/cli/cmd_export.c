@@ -76,6 +76,8 @@ int cmd_export(int argc, char **argv) {
                "DIR/model.safetensors (fp32 by default; bf16 rounds to nearest even) and the checkpoint's\n"
                "tokenizer.json / tokenizer_config.json, with its bos/eos/pad ids in config.json and\n"
                "generation_config.json. LoRA adapters in the checkpoint are merged into the weights.\n"
+               "Per-frequency rope factors (a GGUF's rope_freqs) are written as the llama3 rope_scaling\n"
+               "that gives them; factors no llama3 curve gives cannot be exported (config.json has no such form).\n"
                "DIR must not exist or be empty.\n");
         return 0;
     }
@@ -94,8 +96,9 @@ int cmd_export(int argc, char **argv) {
     const int state = dir_state(dir);
     if (state == 1) fail("'%s' exists and is not empty; refusing to overwrite it", dir);
 
-    ModelConfig c;
+    ModelConfig c, hc;
     checkpoint_read_config(ckpt, &c);
+    hf_config_for_export(&c, &hc, ckpt);   // refuses a rope config.json cannot express, before any write
     Model m;
     model_create(&m, &c, backend_select("cpu"));
     checkpoint_load(ckpt, &m, NULL, NULL);
@@ -115,7 +118,7 @@ int cmd_export(int argc, char **argv) {
     AtomicFile *out = atomic_begin_dir(dir);   // creates tmp, DIR.tmp
 
     const HfTokenIds ids = special_ids(&m, ckpt);
-    char *cfg = hf_config_write(&c, bf16 ? "bfloat16" : "float32", &ids);
+    char *cfg = hf_config_write(&hc, bf16 ? "bfloat16" : "float32", &ids);
     write_text(tmp, "config.json", cfg, strlen(cfg));
     free(cfg);
     if (ids.bos >= 0 || ids.eos >= 0 || ids.pad >= 0) {

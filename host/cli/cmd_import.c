@@ -1,13 +1,16 @@
 // sprec import SRC -o CKPT.h5: a Hugging Face model folder (config.json,
 // model.safetensors or a sharded index, tokenizer files) or a llama.cpp .gguf
 // file, converted to a model-only sprec checkpoint (fp32) that carries the
-// tokenizer. Layout and formats: docs/import.md.
+// tokenizer. Layout and formats: docs/import.md. A BERT sentence encoder (an
+// ONNX export, or a folder whose config.json has model_type bert) becomes a
+// sentence-encoder checkpoint instead (io/encoder/encoder_file.h).
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include "commands.h"
 #include "io/checkpoint.h"
+#include "io/encoder/encoder_file.h"
 #include "model/device.h"
 #include "io/gguf.h"
 #include "io/hf_config.h"
@@ -186,6 +189,26 @@ static void import_gguf(const char *path, Model *m) {
     gguf_close(&g);
 }
 
+static int import_encoder(const char *src, int onnx, const char *tokenizer, const char *max_tok, const char *out) {
+    char *end;
+    const long mt = max_tok ? strtol(max_tok, &end, 10) : 128;
+    if (max_tok && (*end || end == max_tok || mt < 2 || mt > 1 << 20))
+        fail("sprec import: --max-tokens '%s' is not a whole number >= 2", max_tok);
+    Encoder e;
+    if (onnx) {
+        if (!tokenizer) fail("sprec import: an ONNX file carries no vocabulary: give --tokenizer tokenizer.json");
+        encoder_import_onnx(&e, src, tokenizer, (int)mt);
+    } else {
+        if (tokenizer) fail("sprec import: --tokenizer is for ONNX files (a folder brings its tokenizer.json)");
+        encoder_import_hf(&e, src, (int)mt);
+    }
+    encoder_save(out, &e, src);
+    printf("import: %s -> %s (sentence encoder: %zu parameters, %d layers, dim %d, %d heads, max %d tokens)\n", src,
+           out, e.numel, e.cfg.n_layers, e.cfg.dim, e.cfg.n_heads, e.cfg.max_tokens);
+    encoder_free(&e);
+    return 0;
+}
+
 int cmd_import(int argc, char **argv) {
     if (cli_has_flag(argc, argv, "--help")) {
         printf("usage: sprec import SRC -o CKPT.h5\n"
@@ -194,13 +217,27 @@ int cmd_import(int argc, char **argv) {
                "F32/F16/BF16; tokenizer.json, tokenizer_config.json) or a .gguf file (v2/v3; F32, F16, BF16,\n"
                "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, so every Q*_K_S/M/L mix; Llama 3\n"
                "rope_freqs; byte-level BPE or SentencePiece tokenizer; IQ types are refused). Weights are stored\n"
-               "as float32; the tokenizer files go into the checkpoint.\n");
+               "as float32; the tokenizer files go into the checkpoint.\n\n"
+               "usage: sprec import ENCODER.onnx --tokenizer tokenizer.json [--max-tokens N] -o ENC.h5\n"
+               "       sprec import BERT_FOLDER [--max-tokens N] -o ENC.h5\n"
+               "A BERT sentence encoder (mean pooling; an ONNX export of a sentence-transformers model such as\n"
+               "paraphrase-MiniLM-L3-v2, or a folder with config.json of model_type bert, model.safetensors and\n"
+               "tokenizer.json, such as all-MiniLM-L6-v2) becomes a sentence-encoder checkpoint for\n"
+               "[eval] mode = paper. --max-tokens: the model's max_seq_length (default 128; a folder's\n"
+               "sentence_bert_config.json wins).\n");
         return 0;
     }
     const char *src = NULL, *out = cli_flag_value(argc, argv, "-o");
+    const char *tokenizer = cli_flag_value(argc, argv, "--tokenizer");
+    const char *max_tok = cli_flag_value(argc, argv, "--max-tokens");
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-o")) { i++; continue; }
-        if (!strncmp(argv[i], "-o=", 3)) continue;
+        int skip = 0;
+        for (const char *const *f = (const char *const[]){"-o", "--tokenizer", "--max-tokens", NULL}; *f; f++) {
+            const size_t n = strlen(*f);
+            if (!strcmp(argv[i], *f)) { skip = 2; break; }
+            if (!strncmp(argv[i], *f, n) && argv[i][n] == '=') { skip = 1; break; }
+        }
+        if (skip) { i += skip - 1; continue; }
         if (argv[i][0] == '-') fail("sprec import: unknown argument '%s' (see sprec import --help)", argv[i]);
         if (src) fail("sprec import: one SRC only (got '%s' and '%s')", src, argv[i]);
         src = argv[i];
@@ -208,6 +245,11 @@ int cmd_import(int argc, char **argv) {
     if (!src || !out) fail("sprec import: needs SRC -o CKPT.h5");
     struct stat sb;
     if (stat(src, &sb) != 0) fail("cannot open '%s': %s", src, strerror(errno));
+    const size_t sl = strlen(src);
+    const int onnx = sl > 5 && !strcmp(src + sl - 5, ".onnx");
+    if (onnx || (S_ISDIR(sb.st_mode) && encoder_hf_folder_is(src)))
+        return import_encoder(src, onnx, tokenizer, max_tok, out);
+    if (tokenizer || max_tok) fail("sprec import: --tokenizer and --max-tokens are for sentence encoders only");
     Model m;
     if (S_ISDIR(sb.st_mode)) import_hf(src, &m);
     else import_gguf(src, &m);

@@ -16,6 +16,7 @@ int cmd_export(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
 
 // Shared by the commands that read a config: loads CONFIG (first non-flag
 // argument) and applies --section.key=value overrides. Flags the command

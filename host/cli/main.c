@@ -18,6 +18,7 @@ static const struct { const char *name; int (*run)(int, char **); const char *he
     {"prepare", cmd_prepare, "CONFIG.ini [-o OUT.h5]     a recommendation dataset (goodreads, movielens, synthetic)"},
     {"eval",    cmd_eval,    "CONFIG.ini [--model CKPT]  top-K recommendations and metrics on a split"},
     {"tokenize", cmd_tokenize, "--model CKPT|tokenizer.json [--decode]  text lines to token ids (and back)"},
+    {"embed",   cmd_embed,   "--model ENC.h5 [--ids]      text lines to sentence-encoder embeddings (JSON)"},
 };
 
 static void usage(FILE *f) {

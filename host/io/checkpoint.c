@@ -15,10 +15,11 @@
 #include "model/lora.h"
 
 #define CKPT_FORMAT "sprec-checkpoint"
-#define CKPT_VERSION 1
+#define CKPT_VERSION 2   // the newest version read; written only for rope_freqs (docs/checkpoint.md)
 
 // ModelConfig <-> /config attributes, one row per field, so save, load,
-// compare and info cannot drift apart. rope_scaling is a string, done apart.
+// compare and info cannot drift apart. rope_scaling is a string and
+// rope_freqs a dataset, done apart.
 typedef struct { const char *name; int is_float; size_t off; } CfgField;
 #define CI(f) { #f, 0, offsetof(ModelConfig, f) }
 #define CF(f) { #f, 1, offsetof(ModelConfig, f) }
@@ -28,8 +29,8 @@ static const CfgField CFG[] = {
     CF(rope_theta), CF(rms_eps), CF(rope_factor), CF(rope_low_freq_factor), CF(rope_high_freq_factor),
 };
 #define N_CFG ((int)(sizeof CFG / sizeof CFG[0]))
-static const char *ROPE_SCALING[] = {"none", "llama3"};
-static const char *rope_name(int v) { return v == 0 || v == 1 ? ROPE_SCALING[v] : "(invalid)"; }
+static const char *ROPE_SCALING[] = {"none", "llama3", "freqs"};   // ROPE_NONE, ROPE_LLAMA3, ROPE_FREQS
+static const char *rope_name(int v) { return v >= ROPE_NONE && v <= ROPE_FREQS ? ROPE_SCALING[v] : "(invalid)"; }
 
 static int *cfg_int(ModelConfig *c, const CfgField *f) { return (int *)((char *)c + f->off); }
 static float *cfg_float(ModelConfig *c, const CfgField *f) { return (float *)((char *)c + f->off); }
@@ -43,8 +44,9 @@ static void write_config(hid_t f, const ModelConfig *c) {
         if (CFG[i].is_float) h5_attr_write_f64(g, CFG[i].name, *cfg_float(&cc, &CFG[i]));
         else h5_attr_write_i64(g, CFG[i].name, *cfg_int(&cc, &CFG[i]));
     }
-    check(c->rope_scaling == 0 || c->rope_scaling == 1, "bad rope_scaling %d", c->rope_scaling);
+    check(c->rope_scaling >= ROPE_NONE && c->rope_scaling <= ROPE_FREQS, "bad rope_scaling %d", c->rope_scaling);
     h5_attr_write_str(g, "rope_scaling", rope_name(c->rope_scaling));
+    if (c->rope_scaling == ROPE_FREQS) h5_write_f32(g, "rope_freqs", 1, (long[1]){c->head_dim / 2}, c->rope_freqs);
     h5_group_close(g);
 }
 
@@ -102,7 +104,8 @@ void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const T
 
     hid_t f = h5_create_checksummed(out->tmp);
     h5_attr_write_str(f, "format", CKPT_FORMAT);
-    h5_attr_write_i64(f, "version", CKPT_VERSION);
+    // version 1 unless the file needs 2, so older sprec reads every file it can run
+    h5_attr_write_i64(f, "version", m->cfg.rope_scaling == ROPE_FREQS ? 2 : 1);
     write_config(f, &m->cfg);
     save_tensors(f, "params", m, m->params, host);
     if (m->tokenizer_json) {
@@ -190,8 +193,18 @@ static void read_config(hid_t f, const char *path, ModelConfig *c) {
     char s[32];
     h5_attr_read_str(g, path, "rope_scaling", s, sizeof s);
     c->rope_scaling = -1;
-    for (int i = 0; i < 2; i++) if (strcmp(s, ROPE_SCALING[i]) == 0) c->rope_scaling = i;
-    if (c->rope_scaling < 0) fail("%s: config attribute rope_scaling = '%s' (expected 'none' or 'llama3')", path, s);
+    for (int i = ROPE_NONE; i <= ROPE_FREQS; i++) if (strcmp(s, ROPE_SCALING[i]) == 0) c->rope_scaling = i;
+    if (c->rope_scaling < 0)
+        fail("%s: config attribute rope_scaling = '%s' (expected 'none', 'llama3' or 'freqs')", path, s);
+    const int has_freqs = h5_exists(g, "rope_freqs");
+    if (c->rope_scaling == ROPE_FREQS) {
+        if (c->head_dim < 2 || c->head_dim / 2 > ROPE_MAX_PAIRS)
+            fail("%s: config head_dim = %d cannot have rope_freqs (2 to %d)", path, c->head_dim, 2 * ROPE_MAX_PAIRS);
+        if (!has_freqs) fail("%s: rope_scaling = 'freqs' but /config/rope_freqs is missing", path);
+        h5_read_f32_into(g, path, "rope_freqs", 1, (long[1]){c->head_dim / 2}, c->rope_freqs);
+    } else if (has_freqs) {
+        fail("%s: /config/rope_freqs is present but rope_scaling = '%s' (not 'freqs')", path, s);
+    }
     h5_group_close(g);
 }
 
@@ -291,6 +304,12 @@ static int config_diff(const ModelConfig *a, const ModelConfig *b, char *buf, si
                  rope_name(y.rope_scaling));
         return 1;
     }
+    for (int i = 0; x.rope_scaling == ROPE_FREQS && i < x.head_dim / 2; i++)
+        if (x.rope_freqs[i] != y.rope_freqs[i]) {
+            snprintf(buf, cap, "rope_freqs[%d] = %.9g in the file, %.9g in the model", i, (double)x.rope_freqs[i],
+                     (double)y.rope_freqs[i]);
+            return 1;
+        }
     return 0;
 }
 
@@ -426,6 +445,11 @@ void checkpoint_info(const char *path, FILE *out) {
         else fprintf(out, "  %-24s %d\n", CFG[i].name, *cfg_int(&c, &CFG[i]));
     }
     fprintf(out, "  %-24s %s\n", "rope_scaling", rope_name(c.rope_scaling));
+    if (c.rope_scaling == ROPE_FREQS) {
+        fprintf(out, "  %-24s", "rope_freqs");
+        for (int i = 0; i < c.head_dim / 2; i++) fprintf(out, " %g", (double)c.rope_freqs[i]);
+        fprintf(out, "\n");
+    }
 
     int n;
     size_t total = list_tensors(f, path, "params", out, 0, &n);

@@ -131,11 +131,16 @@ static const Key KEYS[] = {
     KINT("run", "threads", run.threads, "0", 0, "CPU threads; 0 = all cores (OpenMP default)"),
     KBOOL("run", "tensorboard", run.tensorboard, "false", "also write the train log and metrics as TensorBoard events (OUT/tensorboard/)"),
 
+    KFLT("dist", "timeout_s", dist.timeout_s, "300", 0, HUGE_VAL, "ranks: a collective that waits longer for a rank ends the job (0 = wait forever)"),
+    KFLT("dist", "bucket_mb", dist.bucket_mb, "4", 0.001, HUGE_VAL, "ranks: gradient sums in pipelined buckets of this many MB"),
+
     KSTR("eval", "model", eval.model, "", "sprec eval: checkpoint to evaluate (or --model)"),
     KENUM("eval", "split", eval.split, "test", "test|valid", "sprec eval: split whose rows are ranked"),
     KSTR("eval", "ks", eval.ks, "1,5,10", "sprec eval: cut-offs K, comma-separated"),
-    KENUMI("eval", "mode", eval.mode, "constrained", "constrained|unconstrained",
-           "sprec eval: beam search over the catalogue trie, or greedy text grounded by L2 distance"),
+    KENUMI("eval", "mode", eval.mode, "constrained", "constrained|unconstrained|paper",
+           "sprec eval: beam search over the catalogue trie, or greedy text grounded by L2 distance "
+           "(unconstrained: the model's hidden states; paper: the sentence encoder [eval] encoder)"),
+    KSTR("eval", "encoder", eval.encoder, "", "eval.mode = paper: the sentence-encoder checkpoint (sprec import)"),
     KINT("eval", "beams", eval.beams, "10", 1, "sprec eval: beam width (max(beams, max K) is used)"),
     KINT("eval", "batch", eval.batch, "16", 1, "sprec eval: prompts per batch (progress granularity)"),
     KINT("eval", "max_rows", eval.max_rows, "0", 0, "sprec eval: first N rows of the split only; 0 = all"),
@@ -143,7 +148,7 @@ static const Key KEYS[] = {
     KSTR("eval", "label", eval.label, "eval", "sprec eval: label of the metrics.jsonl line"),
 };
 #define N_KEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
-static const char *SECTIONS[] = {"model", "train", "data", "sft", "dpo", "sprec", "lora", "run", "eval"};
+static const char *SECTIONS[] = {"model", "train", "data", "sft", "dpo", "sprec", "lora", "run", "eval", "dist"};
 #define N_SECTIONS ((int)(sizeof SECTIONS / sizeof SECTIONS[0]))
 
 // ---- lookup ---------------------------------------------------------------
@@ -190,7 +195,7 @@ static void unknown_section_msg(char *buf, size_t cap, const char *section) {
     int best = 99;
     for (int i = 0; i < N_SECTIONS; i++) if (close_enough(section, SECTIONS[i], &best)) hint = SECTIONS[i];
     if (hint) snprintf(buf, cap, "unknown section [%s] (did you mean [%s]?)", section, hint);
-    else snprintf(buf, cap, "unknown section [%s] (sections: [model] [train] [data] [sft] [dpo] [sprec] [lora] [run] [eval])", section);
+    else snprintf(buf, cap, "unknown section [%s] (sections: [model] [train] [data] [sft] [dpo] [sprec] [lora] [run] [eval] [dist])", section);
 }
 
 // "unknown key 'lrr' in [train] (did you mean 'lr'?)", or the section the key belongs to.
@@ -393,7 +398,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
     char msg[512], err[256];
     if (p->err_line) return 1;   // already failing; the first problem is the one reported
     if (!*section) {
-        snprintf(msg, sizeof msg, "key '%s' outside any section (put it under [model], [train], [data], [sft], [dpo], [sprec], [lora], [run] or [eval])", name);
+        snprintf(msg, sizeof msg, "key '%s' outside any section (put it under [model], [train], [data], [sft], [dpo], [sprec], [lora], [run], [eval] or [dist])", name);
         parse_error(p, msg);
         return 0;
     }
@@ -482,6 +487,8 @@ void config_validate(Config *c, const char *where) {
     if (lora_parse_targets(c->lora.targets, &targets, terr, sizeof terr) != 0)
         fail("%s: [lora] targets = %s: %s", where, c->lora.targets, terr);
     if (c->lora.dropout >= 1) fail("%s: [lora] dropout = %g: must be below 1", where, (double)c->lora.dropout);
+    if (c->eval.mode == 2 && !*c->eval.encoder)
+        fail("%s: [eval] mode = paper needs [eval] encoder = a sentence-encoder checkpoint (docs/eval.md)", where);
     if (c->train.max_steps > 0 && c->train.warmup_steps > c->train.max_steps)
         fail("%s: [train] warmup_steps = %d is longer than max_steps = %d", where, c->train.warmup_steps,
              c->train.max_steps);
@@ -501,6 +508,7 @@ void config_write(const Config *c, FILE *f) {
 void config_check_ranks(const Config *c) {
     const Dist *d = dist_world();
     if (d->world == 1) return;
+    dist_set_options(c->dist.timeout_s, c->dist.bucket_mb);
     char *text = NULL;
     size_t n = 0;
     FILE *m = open_memstream(&text, &n);

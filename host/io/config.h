@@ -86,11 +86,17 @@ typedef struct {
         int tensorboard;              // also write TensorBoard event files (io/tensorboard.h)
     } run;
 
+    struct {                          // ranks (docs/cluster.md)
+        float timeout_s;              // watchdog on every collective; 0 = wait forever
+        float bucket_mb;              // gradient sums in buckets of this size
+    } dist;
+
     struct {                          // sprec eval (docs/eval.md)
         char model[CONFIG_PATH_MAX];  // checkpoint to evaluate
         char split[8];                // test | valid
         char ks[64];                  // "1,5,10"
-        int mode;                     // EvalMode (host/rec/evaluate.h): 0 constrained, 1 unconstrained
+        int mode;                     // EvalMode (host/rec/evaluate.h): 0 constrained, 1 unconstrained, 2 paper
+        char encoder[CONFIG_PATH_MAX];   // paper mode: sentence-encoder checkpoint
         int beams;                    // beam width (at least max K is used)
         int batch;                    // prompts per generate() call
         int max_rows;                 // 0 = every row of the split

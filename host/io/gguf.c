@@ -256,102 +256,39 @@ void gguf_permute_rows(float *w, int n_head, int head_dim, int cols) { permute_r
 // ---- Llama 3 rope frequency factors ----------------------------------------------
 // llama.cpp stores Llama 3.x's frequency scaling as the tensor rope_freqs.weight:
 // for each rotary pair i a factor by which its inverse frequency is divided (1 for
-// the fast pairs, `factor` for the slow ones, interpolated between). The engine
-// runs transformers' "llama3" curve, which depends on factor and on the two
-// wavelength bounds original_max_pos / low_freq_factor and original_max_pos /
-// high_freq_factor. Those are recovered from the factors themselves (llama.cpp's
-// files need not carry them) and must reproduce every factor; a file whose factors
-// follow no such curve is refused rather than run with a different rope.
-
-typedef struct { double factor, low, high, orig; } Llama3Rope;
-
-// The divisor of frequency f under the curve (transformers' _compute_llama3_parameters).
-static double llama3_divisor(const Llama3Rope *r, double f) {
-    const double wavelen = 2 * M_PI / f;
-    if (wavelen < r->orig / r->high) return 1;
-    if (wavelen > r->orig / r->low) return r->factor;
-    const double s = (r->orig / wavelen - r->low) / (r->high - r->low);
-    return 1 / ((1 - s) / r->factor + s);
-}
-
-// Largest relative difference between the curve and the file's factors; *at: its pair.
-static double llama3_worst(const Llama3Rope *r, const float *ff, const float *freq, int n, int *at) {
-    double worst = -1;
-    for (int i = 0; i < n; i++) {
-        const double d = fabs(llama3_divisor(r, freq[i]) - ff[i]) / ff[i];
-        if (!(d <= worst)) { worst = d; *at = i; }   // NaN counts as worst
-    }
-    return worst;
-}
-
-// A fitted value as the short decimal it most likely was (1.0, not 0.99999994), when that fits as well.
-static double tidy(double x) { double t = round(x * 1000) / 1000; return fabs(t - x) <= 1e-5 * fabs(x) ? t : x; }
+// the fast pairs, `factor` for the slow ones, interpolated between). The engine runs
+// them as given (ROPE_FREQS), as llama.cpp does. When the file also has
+// rope.scaling.factor, the Llama-3 curve of that metadata is compared with them: a
+// difference is a warning naming the largest one, never a different rope.
 
 static void rope_from_freqs(const Gguf *g, const GgufTensor *t, double md_factor, int md_orig, ModelConfig *c) {
     const int n = c->head_dim / 2;
     if (t->n_dims != 1 || t->ne[0] != (uint64_t)n)
         fail("%s: rope_freqs.weight has %llu values, the model's head_dim %d needs %d", g->path,
              (unsigned long long)t->ne[0], c->head_dim, n);
-    float *ff = xmalloc((size_t)n * sizeof *ff), *freq = xmalloc((size_t)n * sizeof *freq);
-    gguf_dequantize(g, t, ff);
-    double factor = 1;
-    for (int i = 0; i < n; i++) {
-        if (!(ff[i] >= 1 && ff[i] < 1e6)) fail("%s: rope_freqs.weight[%d] = %g (factors must be >= 1)", g->path, i, ff[i]);
-        if (ff[i] > factor) factor = ff[i];
-        freq[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);   // as rope_tables_host
-    }
-    const double tol = 1e-5, orig = md_orig > 0 ? md_orig : 8192;   // 8192: Llama 3.x's original context
-    // smooth points: s = (1/ff - 1/factor) / (1 - 1/factor) is linear in 1/wavelen = f/2pi
-    int lo = -1, hi = -1;
-    double gap_lo = 0, gap_hi = HUGE_VAL;   // 1/wavelen of the last factor-scaled pair, of the first unscaled one
-    for (int i = 0; i < n; i++) {
-        const double u = freq[i] / (2 * M_PI);
-        if (fabs(ff[i] - 1) <= tol) { if (u < gap_hi) gap_hi = u; }
-        else if (fabs(ff[i] - factor) <= tol * factor) { if (u > gap_lo) gap_lo = u; }
-        else { if (lo < 0 || u < freq[lo] / (2 * M_PI)) lo = i; if (hi < 0 || u > freq[hi] / (2 * M_PI)) hi = i; }
-    }
-    Llama3Rope cand[3] = {{factor, 1, 4, orig}};   // Llama 3.x's low/high_freq_factor first
-    int n_cand = 1;
-    if (lo >= 0 && hi != lo) {   // two smooth points fix the line
-        const double ua = freq[lo] / (2 * M_PI), ub = freq[hi] / (2 * M_PI);
-        const double sa = (1 / ff[lo] - 1 / factor) / (1 - 1 / factor), sb = (1 / ff[hi] - 1 / factor) / (1 - 1 / factor);
-        const double k = (sb - sa) / (ub - ua), uL = ua - sa / k;
-        cand[n_cand++] = (Llama3Rope){factor, uL * orig, (uL + 1 / k) * orig, orig};
-    } else if (lo < 0 && gap_hi < HUGE_VAL && gap_hi > gap_lo) {   // no smooth point: any bounds in the gap
-        cand[n_cand++] = (Llama3Rope){factor, (gap_lo + (gap_hi - gap_lo) / 3) * orig,
-                                      (gap_lo + 2 * (gap_hi - gap_lo) / 3) * orig, orig};
-    }
-    int at = 0, ok = -1;
-    double worst = HUGE_VAL;
-    for (int k = 0; k < n_cand && ok < 0; k++) {
-        Llama3Rope tidied = {tidy(cand[k].factor), tidy(cand[k].low), tidy(cand[k].high), orig};
-        int a = 0;
-        if (tidied.high > tidied.low && llama3_worst(&tidied, ff, freq, n, &a) <= tol) cand[k] = tidied;
-        double w = cand[k].high > cand[k].low && cand[k].low > 0 ? llama3_worst(&cand[k], ff, freq, n, &a) : HUGE_VAL;
-        if (w <= tol) ok = k;
-        else if (w < worst) { worst = w; at = a; }
-    }
-    if (ok < 0)
-        fail("%s: rope_freqs.weight follows no Llama-3 frequency curve (pair %d: factor %g, off by %.2g relative); "
-             "sprec runs only that curve", g->path, at, ff[at], worst);
-    const Llama3Rope *r = &cand[ok];
-    if (md_factor > 0) {   // the metadata's own curve, checked against the factors actually used
-        Llama3Rope m = {md_factor, 1, 4, orig};
-        const double w = llama3_worst(&m, ff, freq, n, &at);
-        if (w > tol)
+    if (n > ROPE_MAX_PAIRS)
+        fail("%s: rope_freqs.weight has %d values; sprec runs at most %d (head_dim %d)", g->path, n, ROPE_MAX_PAIRS,
+             2 * ROPE_MAX_PAIRS);
+    gguf_dequantize(g, t, c->rope_freqs);
+    for (int i = 0; i < n; i++)
+        if (!(isfinite(c->rope_freqs[i]) && c->rope_freqs[i] > 0))
+            fail("%s: rope_freqs.weight[%d] = %g (factors must be finite and > 0)", g->path, i, c->rope_freqs[i]);
+    c->rope_scaling = ROPE_FREQS;
+    if (md_orig > 0) c->rope_original_max_pos = md_orig;   // else Llama 3's 8192: for a llama3 curve (export)
+    if (md_factor > 0) {   // the metadata's own curve (GGUF has no keys for low/high_freq_factor: Llama 3's 1/4)
+        ModelConfig m = *c;
+        m.rope_scaling = ROPE_LLAMA3;
+        m.rope_factor = (float)md_factor;
+        m.rope_low_freq_factor = 1.0f;
+        m.rope_high_freq_factor = 4.0f;
+        int at = 0;
+        const double w = rope_llama3_worst(&m, c->rope_freqs, &at);
+        if (!(w <= 1e-5))
             fprintf(stderr, "sprec: warning: %s: rope_freqs.weight differs from the Llama-3 curve of its metadata "
-                    "(rope.scaling.factor %g, original_context_length %g, low/high_freq_factor 1/4): largest at "
+                    "(rope.scaling.factor %g, original_context_length %d, low/high_freq_factor 1/4): largest at "
                     "pair %d, %.6g in the file vs %.6g (relative %.2g); using the file's factors\n", g->path,
-                    md_factor, orig, at, ff[at], llama3_divisor(&m, freq[at]), w);
+                    md_factor, c->rope_original_max_pos, at, c->rope_freqs[at], rope_llama3_divisor(&m, at), w);
     }
-    if (factor > 1) {
-        c->rope_scaling = 1;
-        c->rope_factor = (float)r->factor;
-        c->rope_low_freq_factor = (float)r->low;
-        c->rope_high_freq_factor = (float)r->high;
-        c->rope_original_max_pos = (int)orig;
-    }
-    free(ff); free(freq);
 }
 
 // ---- model config -----------------------------------------------------------------

@@ -125,7 +125,18 @@ char *hf_generation_config_write(const HfTokenIds *ids) {
     return s;
 }
 
+void hf_config_for_export(const ModelConfig *c, ModelConfig *out, const char *path) {
+    *out = *c;
+    int at;
+    double worst;
+    if (c->rope_scaling == ROPE_FREQS && !rope_fit_llama3(c, out, &at, &worst))
+        fail("%s: cannot export: its rope_freqs follow no Llama-3 curve (pair %d: factor %g, off by %.2g relative), "
+             "the only per-frequency scaling config.json can express; nothing written", path, at,
+             (double)c->rope_freqs[at], worst);
+}
+
 char *hf_config_write(const ModelConfig *c, const char *dtype, const HfTokenIds *ids) {
+    check(c->rope_scaling != ROPE_FREQS, "hf_config_write: per-frequency rope (use hf_config_for_export first)");
     cJSON *j = cJSON_CreateObject();
     cJSON *archs = cJSON_AddArrayToObject(j, "architectures");
     cJSON_AddItemToArray(archs, cJSON_CreateString(c->qkv_bias ? "Qwen2ForCausalLM" : "LlamaForCausalLM"));

@@ -11,6 +11,11 @@
 void hf_config_parse(const char *text, const char *path, ModelConfig *c);
 // Special token ids an exported model carries (-1: none).
 typedef struct { int bos, eos, pad; } HfTokenIds;
+// The config an export writes for c: a model running per-frequency rope factors
+// (ROPE_FREQS) as the llama3 curve that gives every factor within 1e-5 relative
+// (config.json has no per-frequency form); factors no such curve gives are an
+// error naming `path` (the checkpoint). Other configs are copied.
+void hf_config_for_export(const ModelConfig *c, ModelConfig *out, const char *path);
 // config.json text for an exported model (malloc'd): LlamaForCausalLM, or
 // Qwen2ForCausalLM when qkv_bias. dtype: "float32" or "bfloat16". ids: the
 // bos/eos/pad_token_id written (those >= 0).

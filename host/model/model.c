@@ -24,8 +24,16 @@ void model_config_validate(const ModelConfig *c, const char *where) {
     REQUIRE(c->max_seq_len >= 2, "model max_seq_len must be >= 2 (got %d)", c->max_seq_len);
     REQUIRE(c->rope_theta > 0, "model rope_theta must be > 0 (got %g)", c->rope_theta);
     REQUIRE(c->rms_eps > 0, "model rms_eps must be > 0 (got %g)", c->rms_eps);
-    REQUIRE(c->rope_scaling == 0 || c->rope_scaling == 1, "model rope_scaling must be none or llama3");
-    if (c->rope_scaling == 1) {
+    REQUIRE(c->rope_scaling >= ROPE_NONE && c->rope_scaling <= ROPE_FREQS,
+            "model rope_scaling must be none, llama3 or freqs");
+    if (c->rope_scaling == ROPE_FREQS) {
+        REQUIRE(c->head_dim / 2 <= ROPE_MAX_PAIRS, "model head_dim %d is too large for rope_freqs (at most %d)",
+                c->head_dim, 2 * ROPE_MAX_PAIRS);
+        for (int i = 0; i < c->head_dim / 2; i++)
+            REQUIRE(isfinite(c->rope_freqs[i]) && c->rope_freqs[i] > 0,
+                    "model rope_freqs[%d] = %g (a frequency factor must be finite and > 0)", i, c->rope_freqs[i]);
+    }
+    if (c->rope_scaling == ROPE_LLAMA3) {
         REQUIRE(c->rope_factor > 0, "model rope_factor must be > 0");
         REQUIRE(c->rope_high_freq_factor > c->rope_low_freq_factor && c->rope_low_freq_factor > 0,
                 "model rope_high_freq_factor must exceed rope_low_freq_factor > 0");

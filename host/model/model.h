@@ -8,18 +8,41 @@
 #include <stdint.h>
 #include "kernels/backend.h"
 
+// rope_scaling: how the rotary inverse frequencies are scaled
+enum { ROPE_NONE = 0, ROPE_LLAMA3 = 1, ROPE_FREQS = 2 };
+#define ROPE_MAX_PAIRS 256   // rope_freqs capacity: head_dim <= 512
+
 typedef struct {
     int vocab_size, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, max_seq_len;
     float rope_theta, rms_eps;
     int tie_embeddings, qkv_bias;
-    // Llama-3.1-style frequency scaling; rope_scaling = 0 (none) or 1 (llama3)
+    // ROPE_LLAMA3: transformers' "llama3" curve of the next four fields (Llama 3.1);
+    // ROPE_FREQS: pair i's inverse frequency divided by rope_freqs[i], the per-frequency
+    // factors as given (a GGUF's rope_freqs.weight); rope_original_max_pos is kept
+    // for the llama3 curve an export fits to them.
     int rope_scaling;
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_original_max_pos;
+    float rope_freqs[ROPE_MAX_PAIRS];   // [head_dim/2] with ROPE_FREQS, else unused (0)
 } ModelConfig;
 
 // Checks ranges and divisibility; on a problem calls fail() naming `where`.
 void model_config_validate(const ModelConfig *c, const char *where);
+
+// RoPE frequencies of a config (rope_tables.c; the tables: rope_tables_host below).
+// Pair i's inverse frequency before scaling, float32 as Hugging Face computes it.
+float rope_base_freq(const ModelConfig *c, int i);
+// The divisor the llama3 curve of c (rope_factor, low/high_freq_factor,
+// original_max_pos) gives pair i's inverse frequency.
+double rope_llama3_divisor(const ModelConfig *c, int i);
+// Largest relative difference between the llama3 curve of c and factors[head_dim/2]
+// (NaN counts as largest); *at: its pair.
+double rope_llama3_worst(const ModelConfig *c, const float *factors, int *at);
+// The llama3 curve that gives every factor of c's rope_freqs (ROPE_FREQS) within
+// 1e-5 relative, for original_max_pos = c's: returns 1 and *out = c with that curve
+// (ROPE_NONE when every factor is 1); else 0, *at and *worst the pair farthest off
+// the closest candidate curve and its relative difference.
+int rope_fit_llama3(const ModelConfig *c, ModelConfig *out, int *at, double *worst);
 
 #define MAX_PARAM_NAME 96
 #define MAX_PARAM_RANK 2

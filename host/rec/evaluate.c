@@ -71,16 +71,19 @@ static void write_json_string(FILE *f, const char *s, size_t n) {
 
 void evaluate_split_rows(Model *m, const RecData *d, const char *split, const int *ks, int n_ks, int beams,
                          int batch, int max_rows, FILE *topk_jsonl, Metrics *out) {
-    evaluate_split_mode(m, d, split, ks, n_ks, beams, batch, max_rows, EVAL_CONSTRAINED, NULL, topk_jsonl, out);
+    evaluate_split_mode(m, d, split, ks, n_ks, beams, batch, max_rows, EVAL_CONSTRAINED, NULL, NULL, topk_jsonl, out);
 }
 
 void evaluate_split_mode(Model *m, const RecData *d, const char *split, const int *ks, int n_ks, int beams,
-                         int batch, int max_rows, int mode, const char *cache_path, FILE *topk_jsonl, Metrics *out) {
+                         int batch, int max_rows, int mode, const char *cache_path, const PaperOpts *paper,
+                         FILE *topk_jsonl, Metrics *out) {
     if (!d->tokenized)
         fail("the dataset has no token ids (prepared without [data] tokenizer): prepare it again with the model's "
              "tokenizer to evaluate");
     if (n_ks < 1) fail("no K given to evaluate at");
-    check(mode == EVAL_CONSTRAINED || mode == EVAL_UNCONSTRAINED, "unknown eval mode %d", mode);
+    check(mode == EVAL_CONSTRAINED || mode == EVAL_UNCONSTRAINED || mode == EVAL_PAPER, "unknown eval mode %d", mode);
+    if (mode == EVAL_PAPER && (!paper || !paper->encoder || !*paper->encoder))
+        fail("eval mode paper needs a sentence encoder: set [eval] encoder (docs/eval.md)");
     if (beams < 1 || batch < 1) fail("beams (%d) and batch (%d) must be at least 1", beams, batch);
     const RecSplit *sp = &d->split[split_index(split)];
     int K = 0;
@@ -119,32 +122,42 @@ void evaluate_split_mode(Model *m, const RecData *d, const char *split, const in
         if (plens[r] + longest > ctx)
             fail("split '%s' row %d: prompt (%d tokens) + longest item (%d tokens) exceed the model's context (%d)",
                  split, r, plens[r], longest, ctx);
+        if (mode == EVAL_PAPER && plens[r] + PAPER_MAX_NEW_TOKENS > ctx)
+            fail("split '%s' row %d: prompt (%d tokens) + the paper mode's %d new tokens exceed the model's context (%d)",
+                 split, r, plens[r], PAPER_MAX_NEW_TOKENS, ctx);
     }
     Grounding gr;
+    PaperEval pe;
     if (mode == EVAL_UNCONSTRAINED) grounding_create(&gr, m, d, cache_path);
-    // this rank's share of the rows; the lists are gathered, so every rank computes the same metrics
+    if (mode == EVAL_PAPER) paper_create(&pe, m, paper, d, cache_path);
+    // this rank's share of the rows (by cost); the lists are gathered, so every rank computes the same metrics
     const Dist *dist = dist_world();
     int lo, hi;
-    dist_share(dist, n, &lo, &hi);
+    recommend_share(mode == EVAL_CONSTRAINED ? &trie : NULL, plens, n, W, &lo, &hi);
     // the generated texts stay on the rank that made them: the JSONL carries them with one rank only
-    GenOutput *gen = mode == EVAL_UNCONSTRAINED && topk_jsonl && dist->world == 1
+    GenOutput *gen = mode != EVAL_CONSTRAINED && topk_jsonl && dist->world == 1
                    ? xcalloc((size_t)n, sizeof(GenOutput)) : NULL;
+    char **titles = mode == EVAL_PAPER && gen ? xcalloc((size_t)n, sizeof(char *)) : NULL;
 
     int *ranked = xmalloc((size_t)n * K * sizeof(int));
     float *scores = xmalloc((size_t)n * K * sizeof(float));
+    char stage[32];   // for the progress and balance lines
+    snprintf(stage, sizeof stage, "eval %s", split);
     const double t0 = now_seconds();
     double t_last = t0;
     for (int b = lo; b < hi; b += batch) {
         const int nb = hi - b < batch ? hi - b : batch;
         if (mode == EVAL_CONSTRAINED)
             recommend_topk(m, &trie, prompts + b, plens + b, nb, K, W, ranked + (size_t)b * K, scores + (size_t)b * K);
-        else
+        else if (mode == EVAL_UNCONSTRAINED)
             grounding_topk(m, &gr, prompts + b, plens + b, nb, K, ranked + (size_t)b * K, scores + (size_t)b * K,
                            gen ? gen + b : NULL);
-        char what[32];
-        snprintf(what, sizeof what, "eval %s", split);
-        progress_line(what, b + nb - lo, hi - lo, "rows", t0, &t_last);
+        else
+            paper_topk(m, &pe, prompts + b, plens + b, nb, K, ranked + (size_t)b * K, scores + (size_t)b * K,
+                       gen ? gen + b : NULL, titles ? titles + b : NULL);
+        progress_line(stage, b + nb - lo, hi - lo, "rows", t0, &t_last);
     }
+    dist_log_balance(dist, stage, now_seconds() - t0);
     dist_gather(dist, ranked, (size_t)K * sizeof(int), lo, hi, n);
     dist_gather(dist, scores, (size_t)K * sizeof(float), lo, hi, n);
 
@@ -157,10 +170,11 @@ void evaluate_split_mode(Model *m, const RecData *d, const char *split, const in
             write_ids(topk_jsonl, ranked + (size_t)r * K, K);
             if (gen) {
                 const GenHyp *h = &gen[r].hyps[0];
+                const Tokenizer *tok = mode == EVAL_PAPER ? pe.tok : gr.tok;
                 fprintf(topk_jsonl, ", \"generated\": ");
-                if (gr.tok) {
+                if (tok) {
                     size_t len;
-                    char *text = tokenizer_decode(gr.tok, h->tokens, h->n, 0, &len);
+                    char *text = tokenizer_decode(tok, h->tokens, h->n, 0, &len);
                     write_json_string(topk_jsonl, text, len);
                     free(text);
                 } else {
@@ -168,6 +182,10 @@ void evaluate_split_mode(Model *m, const RecData *d, const char *split, const in
                 }
                 fprintf(topk_jsonl, ", \"generated_ids\": ");
                 write_ids(topk_jsonl, h->tokens, h->n);
+                if (titles) {
+                    fprintf(topk_jsonl, ", \"title\": ");
+                    write_json_string(topk_jsonl, titles[r], strlen(titles[r]));
+                }
             }
             fprintf(topk_jsonl, "}\n");
         }
@@ -180,8 +198,10 @@ void evaluate_split_mode(Model *m, const RecData *d, const char *split, const in
 
     free(ranked); free(scores); free(prompts); free(plens); free(seqs); free(lens);
     if (mode == EVAL_CONSTRAINED) trie_free(&trie);
-    else grounding_free(&gr);
+    else if (mode == EVAL_UNCONSTRAINED) grounding_free(&gr);
+    else paper_free(&pe);
     if (gen) { gen_output_free(gen, n); free(gen); }
+    if (titles) { for (int r = 0; r < n; r++) free(titles[r]); free(titles); }
 }
 
 void evaluate_split(Model *m, const RecData *d, const char *split, const int *ks, int n_ks, int beams, int batch,

@@ -9,6 +9,7 @@
 #include "model/model.h"
 #include "recdata.h"
 #include "metrics.h"
+#include "paper_eval.h"
 
 // Ranks the rows of split `split` ("train" | "valid" | "test") of d (which must
 // be tokenized): the trie is built from the catalogue's completion tokens, each
@@ -30,7 +31,8 @@ void evaluate_split_rows(Model *m, const RecData *d, const char *split, const in
 // How each row's list is made ([eval] mode; the config stores the index).
 typedef enum {
     EVAL_CONSTRAINED,     // catalogue-constrained beam search (above)
-    EVAL_UNCONSTRAINED    // one greedy title without the trie, grounded by L2 distance (host/rec/grounding.h)
+    EVAL_UNCONSTRAINED,   // one greedy title without the trie, grounded by L2 distance (host/rec/grounding.h)
+    EVAL_PAPER            // the paper's protocol: greedy text, a sentence encoder, L2 ranking (host/rec/paper_eval.h)
 } EvalMode;
 
 // evaluate_split_rows in either mode. Unconstrained: beams is unused; the list
@@ -38,9 +40,13 @@ typedef enum {
 // and each top-K line also gets "generated" (the decoded generation, null when
 // the model has no tokenizer) and "generated_ids"; cache_path (NULL = none) is
 // the dataset file d was loaded from, where the catalogue embeddings are cached
-// per model (grounding_create).
+// per model (grounding_create). Paper: the same with paper_topk (paper:
+// the encoder and the decoding tokenizer; unused by the other modes, may be
+// NULL), the catalogue embeddings cached per encoder; each top-K line also gets
+// "title" (the text the encoder embedded).
 void evaluate_split_mode(Model *m, const RecData *d, const char *split, const int *ks, int n_ks, int beams,
-                         int batch, int max_rows, int mode, const char *cache_path, FILE *topk_jsonl, Metrics *out);
+                         int batch, int max_rows, int mode, const char *cache_path, const PaperOpts *paper,
+                         FILE *topk_jsonl, Metrics *out);
 
 // Parses "1,5,10" into ks (at most cap values, each >= 1, no repeats);
 // returns the count, or 0 with a reason in err.

@@ -118,6 +118,7 @@ uint64_t grounding_fingerprint(Model *m, const RecData *d) {
     const float flts[] = {c->rope_theta, c->rms_eps, c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor};
     fp_bytes(&f, ints, sizeof ints);
     fp_bytes(&f, flts, sizeof flts);
+    if (c->rope_scaling == ROPE_FREQS) fp_bytes(&f, c->rope_freqs, (size_t)(c->head_dim / 2) * sizeof(float));
     fp_device(&f, m->be, m->params, m->numel);
     if (m->lora) {
         const Lora *lo = m->lora;
@@ -137,7 +138,7 @@ uint64_t grounding_fingerprint(Model *m, const RecData *d) {
 
 // ---- the cache in the dataset file ---------------------------------------------
 
-static float *cache_read(const char *path, const char *group, int n_items, int dim) {
+float *grounding_cache_read(const char *path, const char *group, int n_items, int dim) {
     char name[96];
     snprintf(name, sizeof name, "%s/embeddings", group);
     hid_t f = h5_open_read(path);
@@ -177,12 +178,11 @@ static int copy_file(const char *src, const char *dst, mode_t mode) {
     return ok;
 }
 
-// Adds /group/embeddings to the dataset file at path without ever modifying it
-// in place: copy it to PATH.grounding-PID.tmp, add the group there, and
-// replace the original by the copy (base/atomic_write.h) if the original is
-// still the file that was copied. Returns 1 when cached; otherwise says why on stderr.
-static int cache_write(const char *path, const char *group, const float *emb, int n_items, int dim,
-                       uint64_t fp, const char *backend) {
+// Never modifies the dataset file in place: copy it to PATH.grounding-PID.tmp,
+// add the group there, and replace the original by the copy
+// (base/atomic_write.h) if the original is still the file that was copied.
+int grounding_cache_write(const char *path, const char *group, const float *emb, int n_items, int dim,
+                          uint64_t fp, const char *backend, const char *what, const char *recipe) {
     char real[PATH_MAX], dir[PATH_MAX];
     if (!realpath(path, real)) { fprintf(stderr, "grounding: cannot resolve %s: not cached\n", path); return 0; }
     snprintf(dir, sizeof dir, "%s", real);
@@ -215,10 +215,8 @@ static int cache_write(const char *path, const char *group, const float *emb, in
         const long dims[2] = {n_items, dim};
         h5_write_f32(f, name, 2, dims, emb);   // creates /grounding and the group
         hid_t g = h5_group_open(f, copy->tmp, group);
-        h5_attr_write_str(g, "what", "catalogue embeddings for sprec eval's unconstrained mode (docs/eval.md): "
-                                     "row i = item i's title tokens (catalogue/completion_tokens without the last, "
-                                     "line-ending token) embedded by the model identified by 'fingerprint'");
-        h5_attr_write_str(g, "recipe", GROUNDING_RECIPE);
+        h5_attr_write_str(g, "what", what);
+        h5_attr_write_str(g, "recipe", recipe);
         h5_attr_write_str(g, "fingerprint", hex);
         h5_attr_write_str(g, "backend", backend);
         h5_attr_write_i64(g, "n_items", n_items);
@@ -276,7 +274,7 @@ void grounding_create(Grounding *g, Model *m, const RecData *d, const char *cach
     char group[64];
     snprintf(group, sizeof group, "grounding/%016llx", (unsigned long long)g->fingerprint);
     const int root = dist_is_root(dist_world());   // rank 0 alone writes the cache and speaks
-    if (cache_path && (g->emb = cache_read(cache_path, group, n, C))) {
+    if (cache_path && (g->emb = grounding_cache_read(cache_path, group, n, C))) {
         g->cached = 1;
         if (root) fprintf(stderr, "grounding: catalogue embeddings (%d items x %d) reused from the cache %s:/%s\n", n, C,
                 cache_path, group);
@@ -287,7 +285,11 @@ void grounding_create(Grounding *g, Model *m, const RecData *d, const char *cach
         fmt_duration(now_seconds() - t0, took, sizeof took);
         if (root && !cache_path)
             fprintf(stderr, "grounding: catalogue embeddings (%d items x %d) computed in %s (not cached)\n", n, C, took);
-        else if (root && cache_write(cache_path, group, g->emb, n, C, g->fingerprint, m->be->name))
+        else if (root && grounding_cache_write(cache_path, group, g->emb, n, C, g->fingerprint, m->be->name,
+                                               "catalogue embeddings for sprec eval's unconstrained mode (docs/eval.md): "
+                                               "row i = item i's title tokens (catalogue/completion_tokens without the "
+                                               "last, line-ending token) embedded by the model identified by "
+                                               "'fingerprint'", GROUNDING_RECIPE))
             fprintf(stderr, "grounding: catalogue embeddings (%d items x %d) computed in %s and cached in %s:/%s\n",
                     n, C, took, cache_path, group);
     }

@@ -59,6 +59,17 @@ int grounding_title_len(const RecData *d, int i);
 // is never modified in place); NULL = no cache. A read-only file (or folder) is
 // used without caching. One line on stderr says which happened.
 void grounding_create(Grounding *g, Model *m, const RecData *d, const char *cache_path);
+
+// The cache itself (also the paper mode's, host/rec/paper_eval.h): group
+// (e.g. "grounding/FP") /embeddings of [n_items, dim] floats in the dataset
+// file at path, or NULL when absent (a wrong shape is ignored with a line on
+// stderr). The write adds the group with the attributes what, recipe,
+// fingerprint (fp in hex), backend, n_items and dim; it returns 1 when cached,
+// else 0 with the reason on stderr (read-only file or folder, a failed copy,
+// the file changed meanwhile).
+float *grounding_cache_read(const char *path, const char *group, int n_items, int dim);
+int grounding_cache_write(const char *path, const char *group, const float *emb, int n_items, int dim,
+                          uint64_t fp, const char *backend, const char *what, const char *recipe);
 void grounding_free(Grounding *g);
 
 // For each of n prompts: greedy decoding without constraint (generate(), one

@@ -6,6 +6,8 @@
 #include "recdata.h"
 #include "base/atomic_write.h"
 #include "base/h5io.h"
+#include "base/fileio.h"
+#include "io/gguf.h"
 #include "kernels/errors.h"
 
 const char *const SPLIT_NAMES[N_SPLITS] = {"train", "valid", "test"};
@@ -219,4 +221,40 @@ void recdata_free(RecData *d) {
         free(sp->tokens); free(sp->mask); free(sp->lengths); free(sp->prompt_len);
     }
     memset(d, 0, sizeof *d);
+}
+
+// ---- the tokenizer a dataset is prepared with ----------------------------------
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+Tokenizer *recdata_tokenizer(const char *path) {
+    char *json = NULL, *cfg = NULL;
+    size_t len = 0, clen = 0;
+    if (ends_with(path, ".h5")) {
+        hid_t f = h5_open_read(path);
+        json = h5_read_bytes(f, path, "tokenizer/tokenizer.json", &len);
+        if (!json) fail("%s: the checkpoint has no tokenizer (import a model, or give a tokenizer.json)", path);
+        cfg = h5_read_bytes(f, path, "tokenizer/tokenizer_config.json", &clen);
+        h5_close(f);
+    } else if (ends_with(path, ".gguf")) {
+        Gguf g;
+        gguf_open(&g, path);
+        json = gguf_tokenizer_json_of(&g, &len);
+        cfg = gguf_tokenizer_config_json_of(&g, &clen);
+        gguf_close(&g);
+    } else {
+        json = read_file_text(path, &len);
+        char cpath[4096];
+        const char *slash = strrchr(path, '/');
+        snprintf(cpath, sizeof cpath, "%.*stokenizer_config.json", slash ? (int)(slash - path + 1) : 0, path);
+        FILE *probe = fopen(cpath, "rb");
+        if (probe) { fclose(probe); cfg = read_file_text(cpath, &clen); }
+    }
+    Tokenizer *t = tokenizer_from_json(json, len, cfg, clen, path);
+    free(json);
+    free(cfg);
+    return t;
 }

@@ -6,6 +6,8 @@
 #ifndef SPREC_RECDATA_H
 #define SPREC_RECDATA_H
 
+#include "tokenizer/tokenizer.h"
+
 enum { SPLIT_TRAIN, SPLIT_VALID, SPLIT_TEST, N_SPLITS };
 extern const char *const SPLIT_NAMES[N_SPLITS];   // "train", "valid", "test"
 
@@ -45,5 +47,10 @@ void recdata_save(const RecData *d, const char *path);
 // Loads and validates (offsets, ids in range, sizes); one-line error on a bad file.
 void recdata_load(RecData *d, const char *path);
 void recdata_free(RecData *d);
+
+// The tokenizer of [data] tokenizer: a checkpoint (its /tokenizer group), a
+// .gguf file, or tokenizer.json (with tokenizer_config.json from the same folder
+// when there is one). Used by prepare and by the paper evaluation's decoding.
+Tokenizer *recdata_tokenizer(const char *path);
 
 #endif

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "recommend.h"
+#include "base/dist.h"
 #include "gen/generate.h"
 #include "kernels/errors.h"
 
@@ -169,4 +170,17 @@ void recommend_next_best(Model *m, const Trie *t, const int *const *prompts, con
         out_scores[i] = scores[2 * i + k];
     }
     free(items); free(scores);
+}
+
+void recommend_share(const Trie *t, const int *lens, int n, int W, int *lo, int *hi) {
+    double item_tokens = 1;
+    if (t && t->n_items > 0) {
+        long sum = 0;
+        for (int i = 0; i < t->n_items; i++) sum += t->item_len[i];
+        item_tokens = (double)sum / t->n_items;
+    }
+    double *cost = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(double));
+    for (int i = 0; i < n; i++) cost[i] = lens[i] + W * item_tokens;
+    dist_share_cost(dist_world(), cost, n, lo, hi);
+    free(cost);
 }

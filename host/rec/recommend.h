@@ -25,4 +25,10 @@ void recommend_topk(Model *m, const Trie *t, const int *const *prompts, const in
 void recommend_next_best(Model *m, const Trie *t, const int *const *prompts, const int *lens, int n,
                          const int *avoid, int W, int *out_items, float *out_scores);
 
+// This rank's share [*lo, *hi) of n prompts to rank with beams of width W, balanced
+// by expected work (base/dist.h dist_share_cost): a prompt costs its prefill (lens[i]
+// tokens) plus W beams decoding an item of the trie's mean length (t NULL: free
+// text, taken as one token per beam).
+void recommend_share(const Trie *t, const int *lens, int n, int W, int *lo, int *hi);
+
 #endif

@@ -144,15 +144,16 @@ void dpo_self_negatives(Model *gen, const RecData *d, DpoPairs *p, int beams) {
     negatives_setup(d, p->row, n, &trie, &prompts, &plens);
     float *scores = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     double t0 = now_seconds();
-    const Dist *dist = dist_world();   // this rank's share of the prompts, then all ranks get every negative
+    const Dist *dist = dist_world();   // this rank's share of the prompts (by cost), then all ranks get every negative
     int lo, hi;
-    dist_share(dist, n, &lo, &hi);
+    recommend_share(&trie, plens, n, beams, &lo, &hi);
     double t_last = t0;
     for (int a = lo; a < hi; a += NEGATIVES_CHUNK) {   // in chunks, for the progress line
         const int b = a + NEGATIVES_CHUNK < hi ? a + NEGATIVES_CHUNK : hi;
         recommend_next_best(gen, &trie, prompts + a, plens + a, b - a, p->chosen + a, beams, p->rejected + a, scores + a);
         progress_line("dpo negatives", b - lo, hi - lo, "prompts", t0, &t_last);
     }
+    dist_log_balance(dist, "dpo negatives", now_seconds() - t0);
     dist_gather(dist, p->rejected, sizeof(int), lo, hi, n);
     printf("dpo: %d self-generated negatives (beam %d) in %.1f s\n", n, beams, now_seconds() - t0);
     free(scores); free(prompts); free(plens);
@@ -170,15 +171,16 @@ void dpo_spdpo_negatives(Model *gen, const RecData *d, const int *rows, const in
     int *items = xmalloc((size_t)n * K * sizeof(int));
     float *scores = xmalloc((size_t)n * K * sizeof(float));
     double t0 = now_seconds();
-    const Dist *dist = dist_world();   // this rank's share of the prompts, then all ranks get every list
+    const Dist *dist = dist_world();   // this rank's share of the prompts (by cost), then all ranks get every list
     int lo, hi;
-    dist_share(dist, n, &lo, &hi);
+    recommend_share(&trie, plens, n, W, &lo, &hi);
     double t_last = t0;
     for (int a = lo; a < hi; a += NEGATIVES_CHUNK) {   // in chunks, for the progress line
         const int b = a + NEGATIVES_CHUNK < hi ? a + NEGATIVES_CHUNK : hi;
         recommend_topk(gen, &trie, prompts + a, plens + a, b - a, K, W, items + (size_t)a * K, scores + (size_t)a * K);
         progress_line("dpo negatives", b - lo, hi - lo, "prompts", t0, &t_last);
     }
+    dist_log_balance(dist, "dpo negatives", now_seconds() - t0);
     dist_gather(dist, items, (size_t)K * sizeof(int), lo, hi, n);
     dist_gather(dist, scores, (size_t)K * sizeof(float), lo, hi, n);
     dpo_pairs_alloc(p, n * k);

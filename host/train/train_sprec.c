@@ -151,7 +151,9 @@ static void eval_split(Sprec *x, int t, const char *split, FILE *out, const char
     snprintf(topk_path, sizeof topk_path, "%s/topk-%s-iter%d.jsonl", cfg->run.out_dir, split, t);
     AtomicFile *topk = x->root ? atomic_begin(topk_path, NULL) : NULL;
     evaluate_split_mode(&x->model, &x->d, split, x->ks, x->n_ks, x->beams, cfg->eval.batch, x->eval_rows,
-                        cfg->eval.mode, NULL, topk ? atomic_fopen(topk, "w") : NULL, met);
+                        cfg->eval.mode, cfg->eval.mode == EVAL_PAPER ? cfg->data.dataset : NULL,
+                        &(PaperOpts){cfg->eval.encoder, cfg->data.tokenizer}, topk ? atomic_fopen(topk, "w") : NULL,
+                        met);
     if (topk) atomic_commit(topk);
     if (out) {
         metrics_write_jsonl(out, "sprec", t, met, x->n_ks);

@@ -4,6 +4,7 @@
 // The causal products are done in blocks of cpu_attention_block rows (or key
 // columns), skipping the blocks above the diagonal: half the flops of a full
 // L x L product. The backward recomputes P from q, k and the stored lse.
+// The bidirectional forward (the sentence encoder's, no backward) is at the end.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,4 +197,45 @@ void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const
     if (dvp) add_head_partials(dv, dvp, lengths, B, T, NH, NKV, D);
     free(dkp);
     free(dvp);
+}
+
+// Bidirectional multi-head attention (BERT): query t of sequence b attends to
+// every key j < lengths[b] (padding keys masked out, none in the future), scale
+// 1/sqrt(D); rows t >= lengths[b] get out = 0. q, k, v, out [B,T,NH,D]; one
+// (batch, head) slice per task, two sgemms around a row softmax.
+void cpu_attention_bidir_fwd(void *out_, const void *q_, const void *k_, const void *v_,
+                             const int *lengths, int B, int T, int NH, int D) {
+    float *out = out_;
+    const float *q = q_, *k = k_, *v = v_;
+    const int ld = NH * D;
+    const float scale = 1.0f / sqrtf((float)D);
+    size_t Lmax = max_len(lengths, B), LL = Lmax * Lmax;
+    float *scratch = xmalloc((size_t)omp_get_max_threads() * (LL ? LL : 1) * sizeof(float));
+    #pragma omp parallel
+    {
+        float *p = scratch + (size_t)omp_get_thread_num() * LL;
+        #pragma omp for collapse(2) schedule(dynamic)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++) {
+                const int L = lengths[b];
+                const size_t base = (size_t)b * T * ld + (size_t)h * D;
+                if (L > 0) {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, D, scale, q + base, ld,
+                                k + base, ld, 0.0f, p, L);
+                    for (int t = 0; t < L; t++) {
+                        float *row = p + (size_t)t * L;
+                        float mx = row[0], sum = 0.0f;
+                        for (int j = 1; j < L; j++) mx = row[j] > mx ? row[j] : mx;
+                        #pragma omp simd reduction(+:sum)
+                        for (int j = 0; j < L; j++) { row[j] = cpu_expf(row[j] - mx); sum += row[j]; }
+                        const float inv = 1.0f / sum;
+                        for (int j = 0; j < L; j++) row[j] *= inv;
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, 1.0f, p, L, v + base, ld,
+                                0.0f, out + base, ld);
+                }
+                for (int t = L > 0 ? L : 0; t < T; t++) memset(out + base + (size_t)t * ld, 0, (size_t)D * sizeof(float));
+            }
+    }
+    free(scratch);
 }

@@ -191,6 +191,30 @@ static void bf_swiglu_bwd(float *dgate, float *dup, const float *dout, const voi
     free(fg); free(fu);
 }
 
+// the encoder's forward-only ops: fp32 math on the widened inputs, the result rounded once
+static void bf_layernorm_fwd(void *out, const void *inp, const void *weight, const void *bias, float eps,
+                             int N, int C) {
+    const size_t n = NN(N) * NN(C);
+    float *fi = widen(inp, n), *fw = widen(weight, NN(C)), *fb = widen(bias, NN(C));
+    cpu->layernorm_fwd(fi, fi, fw, fb, eps, N, C);
+    narrow(out, fi, n);
+    free(fi); free(fw); free(fb);
+}
+static void bf_attention_bidir_fwd(void *out, const void *q, const void *k, const void *v, const int *lengths,
+                                   int B, int T, int NH, int D) {
+    const size_t n = NN(B) * NN(T) * NN(NH) * NN(D);
+    float *fq = widen(q, n), *fk = widen(k, n), *fv = widen(v, n), *fo = scratch(n);
+    cpu->attention_bidir_fwd(fo, fq, fk, fv, lengths, B, T, NH, D);
+    narrow(out, fo, n);
+    free(fq); free(fk); free(fv); free(fo);
+}
+static void bf_gelu_fwd(void *out, const void *inp, size_t n) {
+    float *fi = widen(inp, n);
+    cpu->gelu_fwd(fi, fi, n);
+    narrow(out, fi, n);
+    free(fi);
+}
+
 // out may alias a or b: both are widened before out is written
 static void bf_add(void *out, const void *a, const void *b, size_t n) {
     float *fa = widen(a, n), *fb = widen(b, n), *fo = scratch(n);
@@ -314,7 +338,7 @@ static void bf_gather_cols(float *out, const void *logits, const int *off, const
 
 // a new Backend op needs its wrapper here: this count fails the build until then
 // (name and act_bytes, then every function pointer, mem_stats included)
-_Static_assert(sizeof(Backend) == sizeof(const char *) + sizeof(size_t) + 41 * sizeof(void (*)(void)),
+_Static_assert(sizeof(Backend) == sizeof(const char *) + sizeof(size_t) + 44 * sizeof(void (*)(void)),
                "kernels/backend.h changed: wrap the new op in kernels/cpu/bf16_emulated.c and update this count");
 
 const Backend *backend_cpu_bf16(void) {
@@ -326,10 +350,11 @@ const Backend *backend_cpu_bf16(void) {
         .matmul_fwd = bf_matmul_fwd, .matmul_bwd = bf_matmul_bwd,
         .embedding_fwd = bf_embedding_fwd, .embedding_bwd = bf_embedding_bwd,
         .rmsnorm_fwd = bf_rmsnorm_fwd, .rmsnorm_bwd = bf_rmsnorm_bwd,
-        .residual_rmsnorm_fwd = bf_residual_rmsnorm_fwd,
+        .residual_rmsnorm_fwd = bf_residual_rmsnorm_fwd, .layernorm_fwd = bf_layernorm_fwd,
         .rope_fwd = bf_rope_fwd, .rope_bwd = bf_rope_bwd,
         .attention_fwd = bf_attention_fwd, .attention_bwd = bf_attention_bwd,
-        .swiglu_fwd = bf_swiglu_fwd, .swiglu_bwd = bf_swiglu_bwd,
+        .attention_bidir_fwd = bf_attention_bidir_fwd,
+        .swiglu_fwd = bf_swiglu_fwd, .swiglu_bwd = bf_swiglu_bwd, .gelu_fwd = bf_gelu_fwd,
         .add = bf_add, .scale = bf_scale, .scale_act = bf_scale_act,
         .dropout_fwd = bf_dropout_fwd, .dropout_bwd = bf_dropout_bwd,
         .logprob_fwd = bf_logprob_fwd, .logprob_bwd = bf_logprob_bwd, .logprob_fwd_bwd = bf_logprob_fwd_bwd,

@@ -326,6 +326,20 @@ static void chk_swiglu_bwd(float *dgate, float *dup, const float *dout, const vo
     RUN("swiglu_bwd", cpu->swiglu_bwd(dgate, dup, dout, gate, up, n),
         OPT(dgate, FL(n)), OPT(dup, FL(n)), DEV(dout, FL(n)), DEV(gate, AC(n)), DEV(up, AC(n)));
 }
+static void chk_layernorm_fwd(void *out, const void *inp, const void *weight, const void *bias, float eps,
+                              int N, int C) {
+    RUN("layernorm_fwd", cpu->layernorm_fwd(out, inp, weight, bias, eps, N, C),
+        DEV(out, AC(NN(N) * C)), DEV(inp, AC(NN(N) * C)), DEV(weight, AC(C)), DEV(bias, AC(C)));
+}
+static void chk_attention_bidir_fwd(void *out, const void *q, const void *k, const void *v, const int *lengths,
+                                    int B, int T, int NH, int D) {
+    const size_t n = NN(B) * T * NH * D;
+    RUN("attention_bidir_fwd", cpu->attention_bidir_fwd(out, q, k, v, lengths, B, T, NH, D),
+        DEV(out, AC(n)), DEV(q, AC(n)), DEV(k, AC(n)), DEV(v, AC(n)), DEV(lengths, IN(NN(B))));
+}
+static void chk_gelu_fwd(void *out, const void *inp, size_t n) {
+    RUN("gelu_fwd", cpu->gelu_fwd(out, inp, n), DEV(out, AC(n)), DEV(inp, AC(n)));
+}
 static void chk_add(void *out, const void *a, const void *b, size_t n) {
     RUN("add", cpu->add(out, a, b, n), DEV(out, AC(n)), DEV(a, AC(n)), DEV(b, AC(n)));
 }
@@ -440,7 +454,7 @@ static void chk_gather_cols(float *out, const void *logits, const int *off, cons
 
 // a new Backend op needs its wrapper here: this count fails the build until then
 // (mem_stats, optional and NULL on the CPU, has none: it touches no device buffer)
-_Static_assert(sizeof(Backend) == sizeof(const char *) + sizeof(size_t) + 41 * sizeof(void (*)(void)),
+_Static_assert(sizeof(Backend) == sizeof(const char *) + sizeof(size_t) + 44 * sizeof(void (*)(void)),
                "kernels/backend.h changed: wrap the new op in kernels/cpu/checked.c and update this count");
 
 const Backend *backend_cpu_checked(void) {
@@ -452,10 +466,11 @@ const Backend *backend_cpu_checked(void) {
         .matmul_fwd = chk_matmul_fwd, .matmul_bwd = chk_matmul_bwd,
         .embedding_fwd = chk_embedding_fwd, .embedding_bwd = chk_embedding_bwd,
         .rmsnorm_fwd = chk_rmsnorm_fwd, .rmsnorm_bwd = chk_rmsnorm_bwd,
-        .residual_rmsnorm_fwd = chk_residual_rmsnorm_fwd,
+        .residual_rmsnorm_fwd = chk_residual_rmsnorm_fwd, .layernorm_fwd = chk_layernorm_fwd,
         .rope_fwd = chk_rope_fwd, .rope_bwd = chk_rope_bwd,
         .attention_fwd = chk_attention_fwd, .attention_bwd = chk_attention_bwd,
-        .swiglu_fwd = chk_swiglu_fwd, .swiglu_bwd = chk_swiglu_bwd,
+        .attention_bidir_fwd = chk_attention_bidir_fwd,
+        .swiglu_fwd = chk_swiglu_fwd, .swiglu_bwd = chk_swiglu_bwd, .gelu_fwd = chk_gelu_fwd,
         .add = chk_add, .scale = chk_scale, .scale_act = chk_scale_act, .dropout_fwd = chk_dropout_fwd, .dropout_bwd = chk_dropout_bwd,
         .logprob_fwd = chk_logprob_fwd, .logprob_bwd = chk_logprob_bwd, .logprob_fwd_bwd = chk_logprob_fwd_bwd,
         .adamw_multi = chk_adamw_multi, .sumsq = chk_sumsq, .seq_logprob = chk_seq_logprob, .dpo_loss = chk_dpo_loss,

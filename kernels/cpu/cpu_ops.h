@@ -58,6 +58,8 @@ void cpu_residual_rmsnorm_fwd(void *res, void *out, float *rstd, const void *a, 
                               const void *weight, float eps, int N, int C);
 void cpu_rmsnorm_bwd(float *dinp, float *dweight, const float *dout, const void *inp,
                      const void *weight, const float *rstd, int N, int C);
+void cpu_layernorm_fwd(void *out, const void *inp, const void *weight, const void *bias, float eps,
+                       int N, int C);
 void cpu_rope_fwd(void *x, const float *cos_tab, const float *sin_tab, int B, int T, int H, int D);
 void cpu_rope_bwd(float *dx, const float *cos_tab, const float *sin_tab, int B, int T, int H, int D);
 void cpu_attention_fwd(void *out, float *lse, const void *q, const void *k, const void *v,
@@ -65,9 +67,12 @@ void cpu_attention_fwd(void *out, float *lse, const void *q, const void *k, cons
 void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const void *out,
                        const float *lse, const void *q, const void *k, const void *v,
                        const int *lengths, int B, int T, int NH, int NKV, int D);
+void cpu_attention_bidir_fwd(void *out, const void *q, const void *k, const void *v,
+                             const int *lengths, int B, int T, int NH, int D);
 void cpu_swiglu_fwd(void *out, const void *gate, const void *up, size_t n);
 void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const void *gate,
                     const void *up, size_t n);
+void cpu_gelu_fwd(void *out, const void *inp, size_t n);
 void cpu_logprob_fwd(float *logprob, float *lse, const void *h, const void *w,
                      const int *rows, const int *targets, int n, int C, int V);
 void cpu_logprob_bwd(float *dh, float *dw, const void *h, const void *w,

@@ -29,13 +29,15 @@
 
 static_assert(sizeof(act_t) == CUDA_ACT_BYTES, "act_bytes must describe act_t");
 // a new Backend op needs its entry below (the CPU wrappers count the same way)
-static_assert(sizeof(Backend) == sizeof(const char *) + sizeof(size_t) + 41 * sizeof(void (*)(void)),
+static_assert(sizeof(Backend) == sizeof(const char *) + sizeof(size_t) + 44 * sizeof(void (*)(void)),
               "kernels/backend.h changed: set the new op in make_backend and update this count");
 
 static Backend make_backend(void) {
     cuda_select_device();
     Backend be;
     memset(&be, 0, sizeof be);
+    // not on the GPU yet, left NULL: the sentence encoder's layernorm_fwd, gelu_fwd and
+    // attention_bidir_fwd (host/model/encoder.c refuses a backend without them)
     be.name = "cuda";
     be.act_bytes = CUDA_ACT_BYTES;
     be.alloc = cuda_alloc;

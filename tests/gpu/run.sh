@@ -24,6 +24,7 @@
 #   generate  greedy, beam and top-k sampled decoding: cuda vs cpu-bf16 output ids
 #   sft       a 40-step SFT run (configs/demo.ini) on cpu and on cuda: losses within
 #             tolerance; cuda twice: train logs byte-identical
+#   nccl      tests/gpu/nccl.sh: mpirun -np 1 --device cuda (gradients through NCCL) = the plain cuda run
 #   bench     DEVICE=cuda scripts/bench.sh (sprec bench + bench/torch_cuda.py), what time is left
 #   demo      make demo's pipeline with --run.device=cuda: only with RUN_DEMO=1 (it needs ~150 s more)
 # Work files go to build/gpu-run; at most 8 files (the device tool's limit) are
@@ -51,12 +52,12 @@ results=$log/results.jsonl
 jobs=$(nproc 2>/dev/null || echo 4)
 t_start=$(date +%s)
 budget=${RUN_BUDGET:-330}
-phases=${RUN_PHASES:-build ops steps memcheck racecheck synccheck dump generate sft bench$([[ ${RUN_DEMO:-0} == 1 ]] && echo ' demo')}
+phases=${RUN_PHASES:-build ops steps memcheck racecheck synccheck dump generate sft nccl bench$([[ ${RUN_DEMO:-0} == 1 ]] && echo ' demo')}
 only=${TEST_GPU_ONLY:-}
 
 # phase caps (seconds); the plan below prints them with the budget
 declare -A cap=([deps]=60 [build]=180 [test_gpu-ops]=100 [test_gpu-steps]=100 [memcheck]=50 [racecheck]=25
-                [synccheck]=20 [dump]=30 [generate]=30 [sft]=45 [bench]=$budget [demo]=150)   # bench: what is left
+                [synccheck]=20 [dump]=30 [generate]=30 [sft]=45 [nccl]=60 [bench]=$budget [demo]=150)   # bench: what is left
 declare -A what=([deps]="unpack build-deps/debs when the build headers are missing"
                  [build]="make build/sprec build/test_gpu (sm_90)"
                  [ops]="test_gpu --group ops-real,ops (real sizes first), SPREC_CUDA_SYNC=1"
@@ -67,6 +68,7 @@ declare -A what=([deps]="unpack build-deps/debs when the build headers are missi
                  [dump]="sprec dump cuda vs cpu and vs cpu-bf16 (HF fixture)"
                  [generate]="greedy / beam / top-k decoding, cuda vs cpu-bf16 ids"
                  [sft]="40-step SFT cpu vs cuda, cuda twice byte-identical"
+                 [nccl]="tests/gpu/nccl.sh: mpirun -np 1 --device cuda (NCCL sums) = the plain cuda run"
                  [bench]="DEVICE=cuda scripts/bench.sh (what is left of the budget)"
                  [demo]="the demo pipeline on cuda (RUN_DEMO=1)")
 want() { [[ " $phases " == *" $1 "* ]]; }
@@ -337,6 +339,15 @@ PY
         else
             record sft_loss_cuda_vs_cpu null 1e-2 0 "$secs" "training failed (exit $rc)"
         fi
+    fi
+    publish
+
+    # ---- 1-rank NCCL: tests/gpu/nccl.sh (issue 11; its own file) ------------------------------
+    if want nccl; then
+        step nccl "${run_env[@]}" tests/gpu/nccl.sh "$log/nccl"
+        if ((rc == 124 && secs == 0)); then record nccl_1rank_identical null null skip 0 "no time left (RUN_BUDGET)"
+        else record nccl_1rank_identical null null "$( ((rc == 0)) && echo 1 || { ((rc == 77)) && echo skip || echo 0; })" "$secs" \
+            "$(tail -n 1 "$log/nccl.log")"; fi
     fi
     publish
 

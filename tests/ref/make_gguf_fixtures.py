@@ -18,11 +18,15 @@
                        (the 8th new token, one not produced before)
   rope_meta.gguf       metadata and rope_freqs only, with rope.scaling.factor 8 disagreeing with the factors (32):
                        import warns naming the largest difference
-  rope_bad.gguf        rope_freqs that follow no llama3 curve: import refuses
+  rope_bad.gguf        rope_freqs that follow no llama3 curve: import runs them, export refuses
   iq.gguf              tensors of type IQ4_XS and IQ2_XXS: import refuses naming them
   rope_llama31.gguf, rope_llama32.gguf   metadata and rope_freqs only, as llama.cpp writes Llama 3.1 8B (head_dim
-                       128, factor 8) and Llama 3.2 1B/3B (head_dim 64, factor 32): no rope.scaling keys; the config
-                       must come out as their config.json's llama3 rope (original 8192, low/high 1/4)
+                       128, factor 8) and Llama 3.2 1B/3B (head_dim 64, factor 32): no rope.scaling keys; export
+                       must write their config.json's llama3 rope (original 8192, low/high 1/4)
+  rope_custom.gguf     a 1-layer F32 Llama whose rope_freqs follow no llama3 curve (random factors in [0.5, 8]), with
+                       rope.scaling.factor 8 / original_context_length 64 (import warns and runs the file's factors)
+  rope_custom/batch.h5, expected.h5   tokens / mask / lengths and the float32 logits of transformers' Llama whose
+                       rotary_emb.inv_freq is divided by those factors (the factors used as given, as llama.cpp does)
 
   python3 tests/ref/make_gguf_fixtures.py           # regenerate (torch, transformers, gguf, h5py, tokenizers)
   python3 tests/ref/make_gguf_fixtures.py --check   # after `make`: import -> export -> transformers (logits, generate);
@@ -304,6 +308,94 @@ def make_small(name, factors, md_factor=None, iq=False, head_dim=D):
     w.close()
 
 
+# ------------------------------------------------------------------------------------------ per-frequency factors
+
+def make_rope_custom(tok):
+    """A small F32 Llama whose rope_freqs.weight is no llama3 curve; the oracle divides transformers' inv_freq by
+    the factors (float32), which is what running the factors as given means."""
+    rng = np.random.default_rng(SEED + 3)
+    V, c, nh, nkv, d, f, theta = len(tok), 64, 2, 1, 32, 128, 10000.0
+    factors = rng.uniform(0.5, 8.0, d // 2).astype(np.float32)
+    cfg = LlamaConfig(vocab_size=V, hidden_size=c, intermediate_size=f, num_hidden_layers=1, num_attention_heads=nh,
+                      num_key_value_heads=nkv, head_dim=d, max_position_embeddings=CTX, rms_norm_eps=1e-5,
+                      hidden_act="silu", tie_word_embeddings=True,
+                      rope_parameters=dict(rope_type="default", rope_theta=theta))
+    model = LlamaForCausalLM._from_config(cfg, attn_implementation="eager", dtype=torch.float32).eval()
+    state = {}
+    for name, p in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue
+        std = 0.0 if "norm" in name else 0.3 if "embed" in name else 1.5 / math.sqrt(p.shape[1])
+        x = (1 + 0.1 * rng.standard_normal(p.shape)) if "norm" in name else std * rng.standard_normal(p.shape)
+        state[name] = torch.from_numpy(x.astype(np.float32))
+    model.load_state_dict(state, strict=False)
+    model.tie_weights()
+    rot = model.model.rotary_emb
+    plain_inv = rot.inv_freq.clone()
+    rot.inv_freq = plain_inv / torch.from_numpy(factors)   # float32 division, as sprec's rope tables
+
+    texts = ["Toy Story (1995)",
+             "Jumanji (1995), Grumpier Old Men (1995), Waiting to Exhale (1995), Father of the Bride Part II (1995)"]
+    ids = [tok(t)["input_ids"] for t in texts]
+    B, T = len(ids), max(len(x) for x in ids)
+    tokens = np.zeros((B, T), np.int32)
+    mask = np.zeros((B, T), np.float32)
+    for b, x in enumerate(ids):
+        tokens[b, :len(x)] = x
+        mask[b, 1:len(x)] = 1
+    lengths = np.array([len(x) for x in ids], np.int32)
+    valid = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
+
+    def logits_of():
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor(tokens, dtype=torch.long), attention_mask=valid.long(),
+                        position_ids=torch.arange(T)[None, :].expand(B, T)).logits
+        return torch.where(valid[..., None], out, 0.0).numpy()
+    logits = logits_of()
+    rot.inv_freq = plain_inv
+    rel_plain = np.linalg.norm(logits_of() - logits) / np.linalg.norm(logits)
+
+    folder = os.path.join(OUT, "rope_custom")
+    os.makedirs(folder, exist_ok=True)
+    with h5py.File(os.path.join(folder, "batch.h5"), "w", libver=LIBVER) as fh:
+        fh["tokens"], fh["mask"], fh["lengths"] = tokens, mask, lengths
+    with h5py.File(os.path.join(folder, "expected.h5"), "w", libver=LIBVER) as fh:
+        fh["logits"] = logits.astype(np.float32)
+
+    path = os.path.join(OUT, "rope_custom.gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    for k, v in dict(block_count=1, context_length=CTX, embedding_length=c, feed_forward_length=f, head_count=nh,
+                     head_count_kv=nkv, vocab_size=V, rope_dimension_count=d, key_length=d, value_length=d).items():
+        getattr(w, "add_" + k)(v)
+    w.add_rope_freq_base(theta)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_scaling_factor(8.0)
+    w.add_rope_scaling_orig_ctx_len(64)
+    add_tokenizer(w, tok, tok.eos_token_id if tok.eos_token_id is not None else 2)
+    w.add_tensor("rope_freqs.weight", factors)
+    names = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    for name, x in state.items():
+        x = x.numpy()
+        if name == "model.embed_tokens.weight":
+            gname = "token_embd.weight"
+        elif name == "model.norm.weight":
+            gname = "output_norm.weight"
+        else:
+            part = name.split(".", 3)[3].rsplit(".", 1)[0]
+            gname = f"blk.0.{names[part]}.weight"
+            if part in ("self_attn.q_proj", "self_attn.k_proj"):   # llama.cpp's interleaved rows
+                x = permute(x, nh if part == "self_attn.q_proj" else nkv)
+        w.add_tensor(gname, np.ascontiguousarray(x))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    print(f"rope_custom.gguf: {os.path.getsize(path)} bytes; factors {factors.round(3).tolist()}; logits with the "
+          f"plain rope differ by {rel_plain:.2e} relative")
+
+
 # ------------------------------------------------------------------------------------------ check (after make)
 
 def check():
@@ -370,6 +462,7 @@ def main():
     make_small("rope_llama32.gguf", rope_factors({**l31, "factor": 32.0}, 64))
     for n in ("rope_meta.gguf", "rope_bad.gguf", "iq.gguf", "rope_llama31.gguf", "rope_llama32.gguf"):
         print(f"{n}: {os.path.getsize(os.path.join(OUT, n))} bytes")
+    make_rope_custom(train_tokenizer())
 
 
 if __name__ == "__main__":

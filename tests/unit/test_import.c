@@ -19,6 +19,21 @@
 #define FIX "tests/ref/import"
 #define TMP "build/test-tmp/import"
 
+static void write_bytes(const char *path, const void *data, size_t n);
+
+// rope_freqs.weight of a GGUF file into out (head_dim/2 values); returns their count.
+static int gguf_rope_freqs(const char *path, float *out) {
+    Gguf g;
+    gguf_open(&g, path);
+    const GgufTensor *t = gguf_find_tensor(&g, "rope_freqs.weight");
+    assert_non_null(t);
+    assert_true(t->ne[0] <= ROPE_MAX_PAIRS);
+    gguf_dequantize(&g, t, out);
+    const int n = (int)t->ne[0];
+    gguf_close(&g);
+    return n;
+}
+
 // Loads a checkpoint into a CPU model (caller frees with model_free).
 static void load(Model *m, const char *path) {
     ModelConfig c;
@@ -281,14 +296,16 @@ static void test_import_gguf_llama3_q4km(void **state) {
     const char *ckpt = TMP "/l3.h5";
     run_ok("mkdir -p " TMP " && rm -rf " TMP "/l3exp " TMP "/l3.h5 && " SPREC_CHECKED " import " FIX
            "/llama3_q4km.gguf -o " TMP "/l3.h5");
-    // rope_freqs became the llama3 rope of the HF config the fixture was made from
+    // the file's rope_freqs are the rope, as given; export turns them into the llama3 curve they follow
     ModelConfig c;
+    float ff[ROPE_MAX_PAIRS];
     checkpoint_read_config(ckpt, &c);
-    assert_int_equal(c.rope_scaling, 1);
-    assert_true(c.rope_factor == 32.0f && c.rope_low_freq_factor == 1.0f && c.rope_high_freq_factor == 4.0f);
+    assert_int_equal(c.rope_scaling, ROPE_FREQS);
+    assert_int_equal(gguf_rope_freqs(FIX "/llama3_q4km.gguf", ff), c.head_dim / 2);
+    assert_memory_equal(c.rope_freqs, ff, sizeof(float) * (size_t)(c.head_dim / 2));
     assert_int_equal(c.rope_original_max_pos, 64);
     assert_int_equal(c.tie_embeddings, 1);
-    double rel = dump_rel_err(ckpt, "llama3_q4km");   // (0.39 with the scaling dropped: the rope matters here)
+    double rel = dump_rel_err(ckpt, "llama3_q4km");   // (0.98 with the scaling dropped: the rope matters here)
     print_message("  import llama3_q4km.gguf (rope_freqs)  logits rel err vs transformers %.2e\n", rel);
     assert_true(rel < 1e-4);
     // greedy generation stops on the file's eos where transformers' generate() stops
@@ -336,7 +353,8 @@ static void test_import_gguf_llama3_q4km(void **state) {
 }
 
 // The type mix in `sprec info`; IQ types refused by name; rope_freqs that
-// disagree with rope.scaling.factor (warning) or follow no llama3 curve (error).
+// disagree with rope.scaling.factor (warning); the llama3 curve fitted to
+// rope_freqs (export), or none for factors off any curve.
 static void test_import_gguf_types_and_rope(void **state) {
     (void)state;
     char out[16384];
@@ -346,8 +364,6 @@ static void test_import_gguf_types_and_rope(void **state) {
     assert_non_null(strstr(out, "not importable: IQ2_XXS"));
     assert_non_null(strstr(out, "not importable: IQ4_XS"));
     expect_error(SPREC_CHECKED " import " FIX "/iq.gguf -o " TMP "/iq.h5", "iq.gguf", "IQ4_XS, IQ2_XXS");
-    expect_error(SPREC_CHECKED " import " FIX "/rope_bad.gguf -o " TMP "/rb.h5", "rope_bad.gguf",
-                 "rope_freqs.weight follows no Llama-3 frequency curve");
     // rope.scaling.factor 8 vs factors made with 32: a warning naming the worst pair, then the file's
     // factors are used (this file stops at its missing layers)
     run_capture(SPREC_CHECKED " import " FIX "/rope_meta.gguf -o " TMP "/rm.h5", out, sizeof out);
@@ -355,22 +371,110 @@ static void test_import_gguf_types_and_rope(void **state) {
                                 "curve of its metadata (rope.scaling.factor 8"));
     assert_non_null(strstr(out, "largest at pair 6, 32 in the file vs 8"));
     assert_non_null(strstr(out, "missing tensor for 'model.layers.0.input_layernorm.weight'"));
-    // rope_freqs alone, as llama.cpp writes Llama 3.1 8B and Llama 3.2 1B/3B: their config.json's rope comes back
-    const char *files[] = {FIX "/rope_llama31.gguf", FIX "/rope_llama32.gguf"};
+    // a factor that divides no frequency (here -1, in a copy of rope_bad.gguf): one line naming the pair
+    size_t len;
+    char *bytes = read_text_file(FIX "/rope_bad.gguf", &len);
+    Gguf gb;
+    gguf_open(&gb, FIX "/rope_bad.gguf");
+    const size_t off = (size_t)(gguf_find_tensor(&gb, "rope_freqs.weight")->data - (const unsigned char *)gb.map);
+    gguf_close(&gb);
+    const float neg = -1;
+    memcpy(bytes + off + 3 * sizeof(float), &neg, sizeof neg);
+    write_bytes(TMP "/rope_neg.gguf", bytes, len);
+    free(bytes);
+    expect_error(SPREC_CHECKED " import " TMP "/rope_neg.gguf -o " TMP "/rn.h5", "rope_neg.gguf",
+                 "rope_freqs.weight[3] = -1 (factors must be finite and > 0)");
+    // rope_freqs alone, as llama.cpp writes Llama 3.1 8B and Llama 3.2 1B/3B: run as given, and the curve an
+    // export writes is their config.json's; factors off any curve (rope_bad) fit none
+    const char *files[] = {FIX "/rope_llama31.gguf", FIX "/rope_llama32.gguf", FIX "/rope_bad.gguf"};
     const float factor[] = {8, 32};
-    const int head_dim[] = {128, 64};
-    for (int i = 0; i < 2; i++) {
+    const int head_dim[] = {128, 64, 64};
+    for (int i = 0; i < 3; i++) {
         Gguf g;
-        ModelConfig c;
+        ModelConfig c, fit;
         char arch[16];
+        float ff[ROPE_MAX_PAIRS];
+        int at;
+        double worst;
         gguf_open(&g, files[i]);
         gguf_model_config(&g, &c, arch, sizeof arch);
-        assert_int_equal(c.head_dim, head_dim[i]);
-        assert_int_equal(c.rope_scaling, 1);
-        assert_true(c.rope_factor == factor[i] && c.rope_low_freq_factor == 1.0f && c.rope_high_freq_factor == 4.0f);
-        assert_int_equal(c.rope_original_max_pos, 8192);
         gguf_close(&g);
+        assert_int_equal(c.head_dim, head_dim[i]);
+        assert_int_equal(c.rope_scaling, ROPE_FREQS);
+        gguf_rope_freqs(files[i], ff);
+        assert_memory_equal(c.rope_freqs, ff, sizeof(float) * (size_t)(c.head_dim / 2));
+        const int ok = rope_fit_llama3(&c, &fit, &at, &worst);
+        if (i == 2) {   // every third factor 2.5: pair 19 is the farthest off
+            assert_int_equal(ok, 0);
+            assert_int_equal(at, 19);
+            assert_true(worst > 1);
+            continue;
+        }
+        assert_int_equal(ok, 1);
+        assert_int_equal(fit.rope_scaling, ROPE_LLAMA3);
+        assert_true(fit.rope_factor == factor[i] && fit.rope_low_freq_factor == 1.0f &&
+                    fit.rope_high_freq_factor == 4.0f);
+        assert_int_equal(fit.rope_original_max_pos, 8192);
+        assert_true(worst <= 1e-5);
     }
+}
+
+// rope_freqs that follow no llama3 curve (rope_custom.gguf): imported as given (with the warning against the
+// metadata's curve), logits equal to transformers with inv_freq divided by the factors; the checkpoint keeps
+// them (version 2, re-saved and reloaded unchanged); export refuses, writing nothing. Checkpoints without
+// rope_freqs are still version 1 without the table.
+static void test_import_gguf_rope_custom(void **state) {
+    (void)state;
+    const char *ckpt = TMP "/rc.h5";
+    char out[8192];
+    run_ok("mkdir -p " TMP " && rm -rf " TMP "/rc.h5 " TMP "/rcexp");
+    assert_int_equal(run_capture(SPREC_CHECKED " import " FIX "/rope_custom.gguf -o " TMP "/rc.h5", out, sizeof out), 0);
+    assert_non_null(strstr(out, "sprec: warning: " FIX "/rope_custom.gguf: rope_freqs.weight differs from the Llama-3 "
+                                "curve of its metadata (rope.scaling.factor 8"));
+    assert_non_null(strstr(out, "using the file's factors"));
+    ModelConfig c;
+    float ff[ROPE_MAX_PAIRS];
+    checkpoint_read_config(ckpt, &c);
+    assert_int_equal(c.rope_scaling, ROPE_FREQS);
+    assert_int_equal(gguf_rope_freqs(FIX "/rope_custom.gguf", ff), c.head_dim / 2);
+    assert_memory_equal(c.rope_freqs, ff, sizeof(float) * (size_t)(c.head_dim / 2));
+    double rel = dump_rel_err(ckpt, "rope_custom");
+    print_message("  import rope_custom.gguf (factors off any llama3 curve)  logits rel err vs transformers %.2e\n",
+                  rel);
+    assert_true(rel < 1e-4);
+    // the checkpoint round trip keeps the table; the file says version 2, so an older sprec refuses it by version
+    Model m, m2;
+    load(&m, ckpt);
+    checkpoint_save(TMP "/rc2.h5", &m, NULL, NULL);
+    load(&m2, TMP "/rc2.h5");   // checkpoint_load compares the whole config, rope_freqs included
+    assert_memory_equal(m2.cfg.rope_freqs, ff, sizeof(float) * (size_t)(c.head_dim / 2));
+    assert_memory_equal(m.params, m2.params, m.numel * sizeof(float));
+    model_free(&m2);
+    model_free(&m);
+    run_ok("build/sprec import " FIX "/llama_fp32/hf -o " TMP "/plain.h5 > /dev/null");
+    hid_t f = h5_open_read(ckpt), g = h5_open_read(TMP "/plain.h5");
+    assert_int_equal(h5_attr_read_i64(f, ckpt, "version"), 2);
+    assert_int_equal(h5_attr_read_i64(g, "plain.h5", "version"), 1);
+    assert_false(h5_exists(g, "config/rope_freqs"));
+    h5_close(f); h5_close(g);
+    // rope_scaling and the table must agree (a file edited by another tool): one line each way
+    const char *edit[][3] = {{TMP "/rc2.h5", "llama3", "/config/rope_freqs is present but rope_scaling = 'llama3'"},
+                             {TMP "/plain.h5", "freqs", "rope_scaling = 'freqs' but /config/rope_freqs is missing"}};
+    for (int i = 0; i < 2; i++) {
+        hid_t w = h5_open_rw(edit[i][0]), cg = h5_group(w, "config");
+        h5_attr_write_str(cg, "rope_scaling", edit[i][1]);
+        h5_group_close(cg);
+        h5_close(w);
+        snprintf(out, sizeof out, "build/sprec info %s", edit[i][0]);
+        expect_error(out, strrchr(edit[i][0], '/') + 1, edit[i][2]);
+    }
+    assert_int_equal(run_capture("build/sprec info " TMP "/rc.h5", out, sizeof out), 0);
+    assert_non_null(strstr(out, "rope_scaling             freqs"));
+    assert_non_null(strstr(out, "rope_freqs"));
+    // config.json cannot hold them: one line, exit 1, no folder
+    expect_error(SPREC_CHECKED " export " TMP "/rc.h5 -o " TMP "/rcexp", "rc.h5: cannot export",
+                 "follow no Llama-3 curve");
+    assert_int_equal(run_capture("ls " TMP "/rcexp " TMP "/rcexp.tmp", out, sizeof out) != 0, 1);
 }
 
 static void test_import_qk_permute_roundtrip(void **state) {
@@ -518,5 +622,6 @@ DEFINE_TEST_GROUP(test_import, cmocka_unit_test(test_import_hf_logits), cmocka_u
                   cmocka_unit_test(test_import_gguf_metadata), cmocka_unit_test(test_import_gguf_spm_tokenizer),
                   cmocka_unit_test(test_import_gguf), cmocka_unit_test(test_import_gguf_quants_exact),
                   cmocka_unit_test(test_import_gguf_llama3_q4km), cmocka_unit_test(test_import_gguf_types_and_rope),
+                  cmocka_unit_test(test_import_gguf_rope_custom),
                   cmocka_unit_test(test_import_qk_permute_roundtrip),
                   cmocka_unit_test(test_import_export_roundtrip), cmocka_unit_test(test_import_bad_input))

@@ -9,6 +9,7 @@
 //    run folder holds exactly the files of a plain run, the log its lines, and
 //    the output one final line;
 //  - SFT stopped on 2 ranks and resumed on 3, DPO stopped on 3 and resumed alone: the plain run's losses;
+//  - SFT at -np 3 with the gradient sum in ~100 buckets: bit-identical to one bucket;
 //  - sprec eval split over 2 ranks gives the plain run's lists;
 //  - every rank must run rank 0's config and binary: another override or another
 //    binary on one rank ends the job with one line naming the rank; a rank that
@@ -18,6 +19,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include "tests.h"
 
 #define TMP "build/test-tmp/mpi"
@@ -139,6 +141,10 @@ static void test_mpi_sft(void **state) {
     REQUIRE_MPI();
     fixture();
     ranks_vs_plain("sft", SFT, "checkpoint.h5 config.ini train_log.jsonl ", "sft: checkpoint", NULL);
+    // the gradient sum in ~100 pipelined buckets of 10 KB: the same sums, so the -np 3 run bit for bit
+    run_ok("rm -rf " TMP "/sft-buckets && " MPIRUN "-np 3 build/sprec train " SFT " --dist.bucket_mb=0.01 --run.out_dir="
+           TMP "/sft-buckets > /dev/null && cmp " TMP "/sft-np3/train_log.jsonl " TMP "/sft-buckets/train_log.jsonl && "
+           "h5diff " TMP "/sft-np3/checkpoint.h5 " TMP "/sft-buckets/checkpoint.h5");
     resume_across("sft", SFT, 2, 2, 3);
 }
 
@@ -206,10 +212,55 @@ static void test_mpi_refuses(void **state) {
     expect_job_error(cmd, "SPREC_FAULT", NULL);
 }
 
+// A rank that hangs (SIGSTOP at the end of SFT step 2, SPREC_FAULT=hang@sft:2) or dies (SIGKILL there): the job
+// ends within FAULT_BOUND_S with a non-zero exit (the hang: the watchdog's one line naming rank 1 and the
+// collective, after [dist] timeout_s = 2 s), and the checkpoint of step 2 resumes to the plain run's losses.
+#define FAULT_BOUND_S 30.0
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void fault_job(const char *fault, const char *needle1, const char *needle2) {
+    char cmd[4096], dir[256], a[320], b[320];
+    snprintf(dir, sizeof dir, TMP "/fault-%.4s", fault);
+    const char *args = SFT " --train.ckpt_every=1 --dist.timeout_s=2";
+    snprintf(cmd, sizeof cmd, "rm -rf %s && " MPIRUN "-np 1 build/sprec train %s --run.out_dir=%s : -np 1 env "
+             "SPREC_FAULT=%s build/sprec train %s --run.out_dir=%s", dir, args, dir, fault, args, dir);
+    const double t0 = now_seconds();
+    char out[16384];
+    const int rc = run_capture(cmd, out, sizeof out);
+    const double took = now_seconds() - t0;
+    print_message("test_mpi: SPREC_FAULT=%s on rank 1 of 2: the job ended in %.1f s, exit %d\n", fault, took, rc);
+    if (rc == 0 || rc == 124 || !strstr(out, needle1) || (needle2 && !strstr(out, needle2)))
+        print_message("command: %s\noutput:\n%s\n(wanted '%s' and '%s')\n", cmd, out, needle1, needle2 ? needle2 : "");
+    assert_true(rc != 0 && rc != 124);
+    assert_true(took < FAULT_BOUND_S);
+    assert_non_null(strstr(out, needle1));
+    if (needle2) assert_non_null(strstr(out, needle2));
+    snprintf(cmd, sizeof cmd, PLAIN "train %s --run.out_dir=%s --resume", args, dir);
+    run_ok(cmd);
+    snprintf(a, sizeof a, TMP "/plain-sft/train_log.jsonl");
+    snprintf(b, sizeof b, "%s/train_log.jsonl", dir);
+    const double dl = max_diff(a, b, "loss");
+    print_message("test_mpi: resumed from the checkpoint of step 2 as one process: largest loss difference %.3g\n", dl);
+    assert_true(dl <= LOSS_TOL);
+}
+
+static void test_mpi_faults(void **state) {
+    (void)state;
+    REQUIRE_MPI();
+    fixture();
+    fault_job("hang@sft:2", "sprec: error: rank 1 did not reach collective #", "within [dist] timeout_s = 2 s");
+    fault_job("kill@sft:2", "exited on signal 9", NULL);
+}
+
 DEFINE_TEST_GROUP(test_mpi,
     cmocka_unit_test(test_mpi_sft),
     cmocka_unit_test(test_mpi_dpo),
     cmocka_unit_test(test_mpi_sprec),
     cmocka_unit_test(test_mpi_eval),
     cmocka_unit_test(test_mpi_refuses),
+    cmocka_unit_test(test_mpi_faults),
 )

@@ -75,44 +75,6 @@ static void gather_split(RecData *d, RowList *r, int s) {
     }
 }
 
-// ---- tokenizer ----------------------------------------------------------------
-
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && !strcmp(s + n - k, suffix);
-}
-
-// A checkpoint (its /tokenizer group), a .gguf file, or tokenizer.json (with
-// tokenizer_config.json from the same folder when there is one).
-static Tokenizer *load_tokenizer(const char *path) {
-    char *json = NULL, *cfg = NULL;
-    size_t len = 0, clen = 0;
-    if (ends_with(path, ".h5")) {
-        hid_t f = h5_open_read(path);
-        json = h5_read_bytes(f, path, "tokenizer/tokenizer.json", &len);
-        if (!json) fail("%s: the checkpoint has no tokenizer (import a model, or give a tokenizer.json)", path);
-        cfg = h5_read_bytes(f, path, "tokenizer/tokenizer_config.json", &clen);
-        h5_close(f);
-    } else if (ends_with(path, ".gguf")) {
-        Gguf g;
-        gguf_open(&g, path);
-        json = gguf_tokenizer_json_of(&g, &len);
-        cfg = gguf_tokenizer_config_json_of(&g, &clen);
-        gguf_close(&g);
-    } else {
-        json = read_file_text(path, &len);
-        char cpath[4096];
-        const char *slash = strrchr(path, '/');
-        snprintf(cpath, sizeof cpath, "%.*stokenizer_config.json", slash ? (int)(slash - path + 1) : 0, path);
-        FILE *probe = fopen(cpath, "rb");
-        if (probe) { fclose(probe); cfg = read_file_text(cpath, &clen); }
-    }
-    Tokenizer *t = tokenizer_from_json(json, len, cfg, clen, path);
-    free(json);
-    free(cfg);
-    return t;
-}
-
 // Prompt and completion are tokenized separately and concatenated, so a row's
 // completion tokens are exactly its item's catalogue tokens (the trie's
 // convention, trie_tokenize_completion): prompt with the tokenizer's special
@@ -187,7 +149,7 @@ void prepare_run(const Config *c, const char *out) {
     memset(&d, 0, sizeof d);
     memset(&rows, 0, sizeof rows);
     const char *src = c->data.source;
-    Tokenizer *tok = *c->data.tokenizer ? load_tokenizer(c->data.tokenizer) : NULL;   // fail early on a bad one
+    Tokenizer *tok = *c->data.tokenizer ? recdata_tokenizer(c->data.tokenizer) : NULL;   // fail early on a bad one
     char dir[CONFIG_PATH_MAX];
     snprintf(dir, sizeof dir, "%s", *c->data.dir ? c->data.dir
                                     : strcmp(src, "goodreads") == 0 ? "data/goodreads" : "data/movielens-small");

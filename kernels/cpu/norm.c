@@ -1,4 +1,5 @@
-// RMSNorm as in Llama: out = weight * (x * rstd), rstd = 1/sqrt(mean(x^2) + eps).
+// The norms: RMSNorm as in Llama (out = weight * (x * rstd), rstd = 1/sqrt(mean(x^2) + eps),
+// forward and backward) and LayerNorm as in BERT (forward only: the sentence encoder).
 #include <math.h>
 #include <stdlib.h>
 #include <omp.h>
@@ -77,5 +78,27 @@ void cpu_rmsnorm_bwd(float *dinp, float *dweight, const float *dout, const void 
             dweight[c] += s;
         }
         free(part);
+    }
+}
+
+// LayerNorm: out = (x - mean) * rstd * weight + bias, rstd = 1/sqrt(var + eps),
+// var the biased variance (torch.nn.LayerNorm). Mean, variance and the centring in
+// double, so a row of large values with a small spread keeps its digits.
+// out[N,C], inp[N,C], weight[C], bias[C]; out may alias inp (a row is read
+// fully before it is written).
+void cpu_layernorm_fwd(void *out_, const void *inp_, const void *weight_, const void *bias_, float eps,
+                       int N, int C) {
+    float *out = out_;
+    const float *inp = inp_, *weight = weight_, *bias = bias_;
+    #pragma omp parallel for if ((size_t)N * C >= CPU_PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *y = out + (size_t)n * C;
+        double sum = 0.0, ss = 0.0;
+        for (int c = 0; c < C; c++) sum += x[c];
+        const double mean = sum / C;
+        for (int c = 0; c < C; c++) ss += (x[c] - mean) * (x[c] - mean);
+        const double r = 1.0 / sqrt(ss / C + eps);
+        for (int c = 0; c < C; c++) y[c] = (float)((x[c] - mean) * r) * weight[c] + bias[c];
     }
 }

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# `make test-slurm`: the SLURM batch scripts (scripts/slurm/) on a real one-node SLURM cluster that this
+# script starts from Debian's packages (slurmctld, slurmd, slurm-client, munge; scripts/setup.sh installs
+# them): munged, slurmctld and slurmd run as root in the foreground of background jobs, with their keys,
+# configs, state and logs in build/test-tmp/slurm, and are stopped by their pids at the end, however the
+# script ends. The node offers Gres=gpu:2 backed by two empty files, so the GPU scripts run their launch
+# logic (--gpus-per-node=2) on the CPU backend. Checks:
+#   1. sbatch --wait scripts/slurm/train-node.sbatch with 2 tasks (srun --mpi=pmix): the run's log and
+#      checkpoint are byte-identical to `mpirun -np 2` of the same SFT run;
+#   2. the same job sent SIGUSR1 on its batch shell (as --signal=B:USR1@... does before the time limit)
+#      after its second checkpoint: the job requeues itself, the requeued run resumes from the checkpoint
+#      and ends with the same log and checkpoint.
+# Exit 0: passed; 1: failed; 77: skipped (no SLURM/munge installed, or build/sprec without MPI).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+for t in munged slurmctld slurmd sbatch srun scontrol mpirun; do
+    command -v "$t" >/dev/null || { echo "test-slurm: skipped: $t not found (scripts/setup.sh installs SLURM and munge)"; exit 77; }
+done
+ldd build/sprec 2>/dev/null | grep libmpi >/dev/null || { echo "test-slurm: skipped: build/sprec has no MPI"; exit 77; }
+[ "$(id -u)" = 0 ] || { echo "test-slurm: skipped: starts slurmd, which needs root"; exit 77; }
+
+T=$root/build/test-tmp/slurm
+pids=()
+stop() {   # this cluster's jobs (a failed check may leave one running), then the daemons this script started, by pid
+    local p
+    [ -f "${SLURM_CONF:-}" ] && scancel --quiet --user="$(id -un)" 2>/dev/null && sleep 1
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+}
+trap stop EXIT
+[ "${SLURM_TEST_HOLD:-0}" = 1 ] && trap "" EXIT   # (debugging: keep the cluster up)
+die() { echo "test-slurm: FAILED: $*" >&2; for f in "$T"/log/*.log; do echo "--- $f"; tail -5 "$f"; done >&2; exit 1; }
+t_start=$(date +%s.%N)
+
+rm -rf "$T" && mkdir -p "$T"/{munge,state,spool,log,dev,runs} || exit 1
+chmod 700 "$T/munge"
+touch "$T/dev/gpu0" "$T/dev/gpu1"
+head -c 1024 /dev/urandom > "$T/munge/munge.key" && chmod 400 "$T/munge/munge.key"
+munged -F --force --key-file="$T/munge/munge.key" -S "$T/munge/socket" --pid-file="$T/munge/pid" \
+    --seed-file="$T/munge/seed" --log-file="$T/log/munged.log" 2>>"$T/log/munged.log" &
+pids+=($!)
+
+# two free TCP ports for slurmctld and slurmd
+port_free() { ! grep -qi ":$(printf '%04X' "$1") " /proc/net/tcp /proc/net/tcp6 2>/dev/null; }
+port=$((20000 + $$ % 20000))
+while ! port_free $port || ! port_free $((port + 1)); do port=$((port + 2)); done
+host=$(hostname -s)
+cpus=$(nproc)
+export SLURM_CONF=$T/slurm.conf
+cat > "$SLURM_CONF" <<CONF
+ClusterName=sprectest
+SlurmctldHost=$host
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$T/munge/socket
+CredType=cred/munge
+SlurmctldPort=$port
+SlurmdPort=$((port + 1))
+StateSaveLocation=$T/state
+SlurmdSpoolDir=$T/spool
+SlurmctldPidFile=$T/slurmctld.pid
+SlurmdPidFile=$T/slurmd.pid
+SlurmctldLogFile=$T/log/slurmctld.log
+SlurmdLogFile=$T/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+GresTypes=gpu
+ReturnToService=2
+NodeName=$host CPUs=$cpus Gres=gpu:2 State=UNKNOWN
+PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+CONF
+echo "NodeName=$host Name=gpu File=$T/dev/gpu[0-1]" > "$T/gres.conf"
+for i in $(seq 50); do [ -S "$T/munge/socket" ] && break; sleep 0.1; done
+slurmctld -D -f "$SLURM_CONF" 2>>"$T/log/slurmctld.log" &
+pids+=($!)
+slurmd -D -f "$SLURM_CONF" -N "$host" 2>>"$T/log/slurmd.log" &
+pids+=($!)
+for i in $(seq 100); do sinfo -h -o %t 2>/dev/null | grep -q idle && break; sleep 0.2; done
+sinfo -h -o %t 2>/dev/null | grep -q idle || die "the SLURM node did not come up within 20 s"
+echo "test-slurm: one-node cluster up ($host, $cpus CPUs, gpu:2) in $(awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+
+# the synthetic world of tests/unit/test_mpi.c and an 8-step SFT run, checkpoint after every step
+export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+gzip -dc tests/ref/tokenizer/smollm2.tokenizer.json.gz > "$T/tok.json"
+build/sprec prepare configs/demo-sprec.ini --data.tokenizer="$T/tok.json" --data.dataset="$T/syn.h5" \
+    --data.synth_users=400 --data.valid_rows=20 --data.test_rows=60 > "$T/log/prepare.log" 2>&1 || die "sprec prepare"
+sft=(configs/demo-sprec.ini --data.dataset="$T/syn.h5" --train.batch_size=4 --train.grad_accum=6
+     --train.max_steps=8 --train.warmup_steps=1 --train.log_every=1 --train.ckpt_every=1)
+timeout 300 mpirun --oversubscribe -np 2 build/sprec train "${sft[@]}" --run.out_dir="$T/runs/mpirun" \
+    > "$T/log/mpirun.log" 2>&1 || die "mpirun -np 2 sprec train (log: $T/log/mpirun.log)"
+same_run() {   # DIR: the mpirun run's log and checkpoint, byte for byte
+    cmp "$T/runs/mpirun/train_log.jsonl" "$1/train_log.jsonl" && h5diff "$T/runs/mpirun/checkpoint.h5" "$1/checkpoint.h5" \
+        || die "$1 differs from the mpirun -np 2 run"
+}
+job_state() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }
+submit=(sbatch --parsable --ntasks-per-node=2 --gpus-per-node=2 --cpus-per-task=1 --time=10 --chdir="$root")
+
+# 1. the batch script for one node, two ranks
+t0=$(date +%s.%N)
+job=$(timeout 300 "${submit[@]}" --wait --output="$T/log/job-plain.out" scripts/slurm/train-node.sbatch "$T/runs/sbatch" "${sft[@]}") \
+    || { cat "$T/log/job-plain.out"; die "sbatch --wait scripts/slurm/train-node.sbatch (job $job)"; }
+grep -q "2 ranks on 1 node" "$T/log/job-plain.out" || die "job $job did not run 2 ranks: $(cat "$T/log/job-plain.out")"
+same_run "$T/runs/sbatch"
+echo "test-slurm: sbatch train-node.sbatch (2 ranks, srun --mpi=pmix) = mpirun -np 2, byte for byte ($(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s)"
+
+# 2. SIGUSR1 on the batch shell after the second checkpoint: requeued, resumed, the same run
+job=$("${submit[@]}" --output="$T/log/job-requeue.out" scripts/slurm/train-node.sbatch "$T/runs/requeue" "${sft[@]}") \
+    || die "sbatch (requeue)"
+log=$T/runs/requeue/train_log.jsonl
+for i in $(seq 600); do [ "$(cat "$log" 2>/dev/null | wc -l)" -ge 2 ] && break; sleep 0.1; done
+[ "$(wc -l < "$log")" -ge 2 ] || die "job $job wrote no second step within 60 s"
+scancel --batch --signal=USR1 "$job" || die "scancel --signal=USR1 $job"
+for i in $(seq 1200); do
+    st=$(job_state "$job")
+    # a requeued job waits ~2 minutes before it may start again (slurmctld's own delay): start it now
+    [ "$st" = PENDING ] && scontrol show job "$job" | grep -q "Restarts=1" && scontrol update JobId="$job" StartTime=now
+    case "$st" in COMPLETED) break ;; FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY) die "job $job ended $st" ;; esac
+    sleep 0.1
+done
+[ "$st" = COMPLETED ] || die "job $job not done within 120 s (state $st)"
+grep -q "SIGUSR1" "$T/log/job-requeue.out" && grep -q "restart 1" "$T/log/job-requeue.out" \
+    || die "job $job was not requeued by its USR1 trap: $(cat "$T/log/job-requeue.out")"
+same_run "$T/runs/requeue"
+echo "test-slurm: SIGUSR1 -> requeued -> resumed from the checkpoint = the uninterrupted run, byte for byte"
+echo "test-slurm: passed in $(awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
