@@ -4,7 +4,8 @@
 # DEVICE=cpu (default): SFT steps on four shapes against bench/torch_cpu.py, plus a small DPO step
 #   and the log-prob head alone (sprec's fused head vs PyTorch's materialised log_softmax + gather); at dim 576 /
 #   vocab 49152 also the forward alone and constrained beam decoding (sprec only), each read against the sgemm
-#   rate of the same run (docs/PERFORMANCE.md's goals).
+#   rate of the same run (docs/PERFORMANCE.md's goals); one whole SPRec iteration at the small shape, stage by
+#   stage (sprec only, --mode iteration).
 # DEVICE=cuda: against bench/torch_cuda.py (bf16 autocast, SDPA) on a SmolLM2-135M and a Llama-3.2-1B
 #   shape at seq 512: SFT step, DPO step (precomputed reference log-probs on both sides; PyTorch also
 #   with a reference forward per step), catalogue-constrained generation (greedy and beam 4), and the
@@ -138,6 +139,7 @@ shapes=(
   "medium sft --dim 576 --layers 4 --heads 9 --kv-heads 3 --ffn 1536 --vocab 8192 --seq 512 --batch 8"
   "small-dpo dpo --dim 256 --layers 4 --heads 4 --kv-heads 4 --ffn 688  --vocab 8192 --seq 256 --batch 4"
   "logprob-v8192 logprob --dim 256 --vocab 8192 --tokens 2048"
+  "small-iteration iteration --dim 256 --layers 4 --heads 4 --kv-heads 4 --ffn 688  --vocab 8192 --batch 8 --prompts 32 --items 200 --prompt-len 64"
   "v49152-fullloss sft --dim 576 --layers 4 --heads 9 --kv-heads 3 --ffn 1536 --vocab 49152 --seq 512 --batch 4"
   "v49152-forward forward --dim 576 --layers 4 --heads 9 --kv-heads 3 --ffn 1536 --vocab 49152 --seq 512 --batch 4"
   "v49152-gen generate --dim 576 --layers 4 --heads 9 --kv-heads 3 --ffn 1536 --vocab 49152 --prompts 16 --beams 4 --items 200 --prompt-len 64"
@@ -152,7 +154,7 @@ for s in "${shapes[@]}"; do
     # so the -fullloss shape (loss on every position) compares the rest of the engine
     extra=""; [[ $name == *fullloss ]] && extra="--loss-frac 1"
     build/sprec bench --mode "$mode" --name "$name" $args $extra --threads "$threads" --steps "$steps" --warmup 2 | tee -a "$out"
-    if ((have_torch)) && [[ $mode != forward && $mode != generate ]]; then   # torch_cpu.py has no such mode
+    if ((have_torch)) && [[ $mode != forward && $mode != generate && $mode != iteration ]]; then   # torch_cpu.py has no such mode
         echo "bench: $name: pytorch ..." >&2
         python3 bench/torch_cpu.py --mode "$mode" --name "$name" $args --threads "$threads" --steps "$steps" --warmup 2 \
             --tied --json-only | tee -a "$out"
@@ -178,6 +180,9 @@ for i, s in enumerate(rows):
     mode = s.get("mode", "sft")
     if mode == "logprob":
         shape = f'{name} ({s["tokens"]} tokens, dim {s["dim"]}, vocab {s["vocab"]})'
+    elif mode == "iteration":   # one line per stage, then the whole iteration
+        mode = f'iteration: {s["stage"]}'
+        shape = f'{name} ({s["prompts"]} prompts of {s["prompt_len"]}, dim {s["dim"]}, {s["layers"]} layers, vocab {s["vocab"]})'
     elif mode == "generate":
         shape = f'{name} ({s["prompts"]} prompts of {s["prompt_len"]}, dim {s["dim"]}, {s["layers"]} layers, vocab {s["vocab"]})'
     else:

@@ -11,6 +11,8 @@
 //   --mode generate  catalogue-constrained greedy and beam decoding (recommend_topk)
 //   --mode attention causal GQA attention alone (attention_fwd + _bwd): the backend's
 //                    own kernel, against PyTorch's SDPA backends (cuDNN, flash, efficient)
+//   --mode iteration one whole SPRec iteration (the trainer's own, host/train/train_sprec.c)
+//                    on a random recommendation world, timed stage by stage (stage_time.h)
 // tokens_per_s and ms_per_step come from the median step (as the PyTorch side).
 // Model FLOPs per token (the same formula as bench/torch_cpu.py):
 //   6 * (linear weights per layer * layers + V*C)   matmuls, forward + backward
@@ -20,6 +22,8 @@
 // On CUDA, mfu = model FLOP/s / the GPU's dense bf16 tensor-core peak (the
 // precision of the backend's GEMMs, and what PyTorch's bf16 runs are measured
 // against in bench/torch_cuda.py).
+#include <dirent.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,9 +37,15 @@
 #include "io/dataset.h"
 #include "model/device.h"
 #include "train/dpo.h"
+#include "train/train.h"
+#include "train/stage_time.h"
+#include "io/config.h"
+#include "rec/recdata.h"
+#include "rec/prepare/rows.h"
 #include "model/optimizer.h"
 #include "base/progress.h"
 #include "rec/recommend.h"
+#include "rec/evaluate.h"
 #include "kernels/errors.h"
 #include "base/rng.h"
 #include "rec/trie.h"
@@ -666,14 +676,206 @@ static void bench_generate(Bench *bn, int P, int W, int items, int Lp) {
     model_free(&m);
 }
 
+// ---- iteration -----------------------------------------------------------------------------
+
+// A random recommendation world: the catalogue and prompts of make_catalogue
+// (--items titles, Lp-token prompts); `rows` train rows and as many test rows
+// (and one valid row, which the iteration does not evaluate), each a history
+// of HIST random items, a random target and the tokens prompt ++ its title.
+enum { HIST = 3 };
+static void random_world(RecData *d, int items, int V, int rows, int Lp) {
+    memset(d, 0, sizeof *d);
+    const int n_rows[N_SPLITS] = {rows, 1, rows};
+    int **seqs, *lens, **prompts;
+    d->n_items = make_catalogue(items, V, 2 * rows + 1, Lp, &seqs, &lens, &prompts);
+    d->n_genres = 1;
+    d->tokenized = 1;
+    snprintf(d->source, sizeof d->source, "synthetic");
+    snprintf(d->instruction, sizeof d->instruction, "sprec bench: random tokens");
+    d->genre_names = xmalloc(sizeof(char *));
+    d->genre_names[0] = xstrdup("random");
+    d->titles = xmalloc((size_t)d->n_items * sizeof(char *));
+    d->genre_offsets = xmalloc((size_t)(d->n_items + 1) * sizeof(int));
+    d->genre_ids = xcalloc((size_t)d->n_items, sizeof(int));
+    d->popularity = xcalloc((size_t)d->n_items, sizeof(int));
+    d->item_tok_offsets = xmalloc((size_t)(d->n_items + 1) * sizeof(int));
+    d->genre_offsets[0] = d->item_tok_offsets[0] = 0;
+    for (int i = 0; i < d->n_items; i++) {
+        char title[32];
+        snprintf(title, sizeof title, "item %d", i);
+        d->titles[i] = xstrdup(title);
+        d->genre_offsets[i + 1] = i + 1;
+        d->item_tok_offsets[i + 1] = d->item_tok_offsets[i] + lens[i];
+    }
+    d->item_tok = xmalloc((size_t)d->item_tok_offsets[d->n_items] * sizeof(int));
+    for (int i = 0; i < d->n_items; i++)
+        memcpy(d->item_tok + d->item_tok_offsets[i], seqs[i], (size_t)lens[i] * sizeof(int));
+    Rng r;
+    rng_seed(&r, 7);
+    for (int s = 0, p = 0; s < N_SPLITS; s++) {
+        RecSplit *sp = &d->split[s];
+        const int n = sp->n = n_rows[s];
+        sp->T = Lp + TITLE_MAX + 1;
+        sp->hist_offsets = xmalloc((size_t)(n + 1) * sizeof(int));
+        sp->hist_items = xmalloc((size_t)n * HIST * sizeof(int));
+        sp->target = xmalloc((size_t)n * sizeof(int));
+        sp->source_row = xmalloc((size_t)n * sizeof(int));
+        sp->prompt = xmalloc((size_t)n * sizeof(char *));
+        sp->completion = xmalloc((size_t)n * sizeof(char *));
+        sp->tokens = xcalloc((size_t)n * sp->T, sizeof(int));
+        sp->mask = xcalloc((size_t)n * sp->T, sizeof(float));
+        sp->lengths = xmalloc((size_t)n * sizeof(int));
+        sp->prompt_len = xmalloc((size_t)n * sizeof(int));
+        sp->hist_offsets[0] = 0;
+        for (int k = 0; k < n; k++, p++) {
+            sp->hist_offsets[k + 1] = (k + 1) * HIST;
+            for (int h = 0; h < HIST; h++) sp->hist_items[k * HIST + h] = (int)rng_below(&r, (uint64_t)d->n_items);
+            const int item = sp->target[k] = (int)rng_below(&r, (uint64_t)d->n_items);
+            if (s == SPLIT_TRAIN) d->popularity[item]++;
+            sp->source_row[k] = p;
+            sp->prompt[k] = xstrdup("random prompt");
+            sp->completion[k] = xstrdup(d->titles[item]);
+            int *tok = sp->tokens + (size_t)k * sp->T;
+            memcpy(tok, prompts[p], (size_t)Lp * sizeof(int));
+            memcpy(tok + Lp, seqs[item], (size_t)lens[item] * sizeof(int));
+            for (int t = Lp; t < Lp + lens[item]; t++) sp->mask[(size_t)k * sp->T + t] = 1;
+            sp->prompt_len[k] = Lp;
+            sp->lengths[k] = Lp + lens[item];
+        }
+    }
+    for (int i = 0; i < d->n_items; i++) free(seqs[i]);
+    for (int p = 0; p < 2 * rows + 1; p++) free(prompts[p]);
+    free(seqs); free(lens); free(prompts);
+}
+
+// The number after "KEY": in a stage_times.jsonl line (stage_time.h); -1 when absent.
+static double json_number(const char *line, const char *key) {
+    char pat[96];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *q = strstr(line, pat);
+    return q ? strtod(q + strlen(pat), NULL) : -1;
+}
+
+// The bench's scratch folder: the world file and the run folder sprec_train
+// writes. Emptied and removed at exit (atexit), a failed run's included.
+static char scratch_dir[] = "/tmp/sprec-bench-XXXXXX";
+static void remove_scratch(void) {
+    char path[4096];
+    for (int level = 1; level >= 0; level--) {
+        snprintf(path, sizeof path, level ? "%s/run" : "%s", scratch_dir);
+        DIR *dd = opendir(path);
+        if (!dd) continue;
+        for (struct dirent *e; (e = readdir(dd));) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char f[4400];
+            snprintf(f, sizeof f, "%s/%s", path, e->d_name);
+            remove(f);
+        }
+        closedir(dd);
+        rmdir(path);
+    }
+}
+
+// One whole SPRec iteration, the trainer's own (sprec_train, iteration 1 of 1,
+// random weights) on random_world in a scratch folder, its progress on stderr;
+// then one line per stage from the stage_times.jsonl line it wrote (seconds,
+// tokens and model FLOPs as stage_time.h counts them), and one for the whole
+// iteration: its wall time, the stages' sums of tokens and FLOPs, stages_s =
+// the stages' seconds and other_s = the rest (drawing the prompts, the pairs
+// file and the checkpoints the trainer writes after each stage).
+static void bench_iteration(Bench *bn, const char *device, int threads, int P, int W, int items, int Lp) {
+    ModelConfig c = bn->c;
+    if (c.vocab_size < 3) fail("sprec bench: --mode iteration needs --vocab >= 3");
+    if (items < 2) fail("sprec bench: --mode iteration needs --items >= 2 (a negative is another item)");
+    c.max_seq_len = Lp + TITLE_MAX + 2 > bn->T ? Lp + TITLE_MAX + 2 : bn->T;
+    Config cfg;
+    config_defaults(&cfg);   // the shape's fields of the other modes' model; the rest as [model]'s defaults
+    ModelConfig *m = &cfg.model;
+    m->dim = c.dim; m->n_layers = c.n_layers; m->n_heads = c.n_heads; m->n_kv_heads = c.n_kv_heads;
+    m->head_dim = c.head_dim; m->ffn_dim = c.ffn_dim; m->vocab_size = c.vocab_size; m->max_seq_len = c.max_seq_len;
+    m->rope_theta = c.rope_theta; m->rms_eps = c.rms_eps; m->tie_embeddings = c.tie_embeddings;
+    cfg.init_seed = 1;
+    cfg.init_std = 0.02f;
+    snprintf(cfg.train.method, sizeof cfg.train.method, "sprec");
+    snprintf(cfg.run.device, sizeof cfg.run.device, "%s", device);
+    cfg.run.threads = threads;
+    cfg.train.batch_size = bn->B;
+    cfg.train.grad_accum = 1;
+    cfg.sprec.iterations = 1;
+    cfg.sprec.n = P;
+    cfg.sprec.eval_valid = 0;
+    cfg.eval.beams = W;   // the negatives' beams (dpo.beams) and the eval's cut-offs (eval.ks): the defaults
+    int ks[16], eval_beams = W;   // max(eval.beams, max K), as the trainer takes it
+    char err[128];
+    for (int k = 0, n = evaluate_parse_ks(cfg.eval.ks, ks, 16, err, sizeof err); k < n; k++)
+        if (ks[k] > eval_beams) eval_beams = ks[k];
+    config_validate(&cfg, "sprec bench --mode iteration");
+    if (!mkdtemp(scratch_dir)) fail("sprec bench: cannot create a scratch folder in /tmp: %s", strerror(errno));
+    atexit(remove_scratch);
+    snprintf(cfg.data.dataset, sizeof cfg.data.dataset, "%s/world.h5", scratch_dir);
+    snprintf(cfg.run.out_dir, sizeof cfg.run.out_dir, "%s/run", scratch_dir);
+    RecData d;
+    random_world(&d, items, c.vocab_size, P, Lp);
+    recdata_save(&d, cfg.data.dataset);
+    recdata_free(&d);
+    fflush(stdout);   // the trainer's own lines go to stderr: stdout stays JSON lines
+    const int saved = dup(1);
+    dup2(2, 1);
+    sprec_train(&cfg, 0, 1);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    char path[4096], line[4096] = "";
+    snprintf(path, sizeof path, "%s/stage_times.jsonl", cfg.run.out_dir);
+    FILE *f = fopen(path, "r");
+    if (!f || !fgets(line, sizeof line, f)) fail("sprec bench: the iteration wrote no %s", path);
+    fclose(f);
+    double tokens_all = 0, flops_all = 0;
+    for (int s = 0; s <= N_STAGES; s++) {   // the stages, then the whole
+        const char *stage = s < N_STAGES ? STAGE_NAMES[s] : "iteration";
+        char key[64], name[300];
+        double sec, tokens, flops;
+        if (s < N_STAGES) {
+            snprintf(key, sizeof key, "%s_s", stage);
+            sec = json_number(line, key);
+            snprintf(key, sizeof key, "%s_tokens", stage);
+            tokens = json_number(line, key);
+            snprintf(key, sizeof key, "%s_gflops", stage);
+            flops = json_number(line, key) * 1e9 * sec;
+            if (sec < 0 || tokens < 0) fail("sprec bench: %s has no %s stage: %s", path, stage, line);
+            tokens_all += tokens;
+            flops_all += flops;
+        } else {
+            sec = json_number(line, "wall_s");
+            tokens = tokens_all;
+            flops = flops_all;
+        }
+        if (sec <= 0) sec = 1e-9;
+        if (s < N_STAGES) snprintf(name, sizeof name, "%s-%s", bn->name, stage);
+        else snprintf(name, sizeof name, "%s", bn->name);
+        Bench b2 = *bn;
+        b2.name = name;
+        print_head(&b2);
+        printf("\"stage\": \"%s\", \"prompts\": %d, \"prompt_len\": %d, \"negative_beams\": %d, \"eval_beams\": %d, "
+               "\"items\": %d, \"batch\": %d, \"seconds\": %.6f, ", stage, P, Lp, cfg.dpo.beams, eval_beams, items,
+               bn->B, sec);
+        if (s == N_STAGES) {
+            const double stages_s = json_number(line, "total_s");
+            printf("\"stages_s\": %.6f, \"other_s\": %.6f, ", stages_s, sec - stages_s);
+        }
+        const Stats st = {sec, sec, sec};
+        print_tail(bn->be, &st, tokens, flops, -1, -1);
+    }
+}
+
 int cmd_bench(int argc, char **argv) {
     if (cli_has_flag(argc, argv, "--help")) {
-        printf("usage: sprec bench [--mode sft|dpo|forward|logprob|generate|attention] [--name NAME] [--device cpu|cpu-bf16|cuda]\n"
+        printf("usage: sprec bench [--mode sft|dpo|forward|logprob|generate|attention|iteration] [--name NAME] [--device cpu|cpu-bf16|cuda]\n"
                "                   [--threads N]\n"
                "                   [--dim 256] [--layers 4] [--heads 4] [--kv-heads 4] [--ffn 688] [--vocab 8192]\n"
                "                   [--seq 256] [--batch 8] [--steps 5] [--warmup 2] [--loss-frac 0.5]\n"
                "                   [--tokens 8192] (logprob)\n"
-               "                   [--prompts 64] [--beams 4] [--items 1000] [--prompt-len 64] (generate)\n"
+               "                   [--prompts 64] [--beams 4] [--items 1000] [--prompt-len 64] (generate, iteration)\n"
                "                   [--head-dim 64] [--ragged] (attention: --batch, --seq, --heads, --kv-heads)\n"
                "Times the engine on random weights and tokens; prints one JSON object per result line.\n"
                "  sft       full SFT steps (forward, backward, AdamW) on --batch sequences of --seq, the loss on\n"
@@ -689,6 +891,10 @@ int cmd_bench(int argc, char **argv) {
                "  attention causal GQA attention alone: attention_fwd + attention_bwd on q[batch, seq, heads,\n"
                "            head-dim], k, v[batch, seq, kv-heads, head-dim]; --ragged: lengths seq, 3seq/4, seq/2,\n"
                "            seq/4, seq, ... instead of all seq\n"
+               "  iteration one whole SPRec iteration (the trainer's: negatives, SFT, reference pass, DPO, eval)\n"
+               "            on random weights and a random world of --items titles, --prompts train and test\n"
+               "            rows of --prompt-len tokens, micro-batches of --batch, eval beam width max(--beams, 10);\n"
+               "            one line per stage and one for the whole (the trainer's progress on stderr)\n"
                "See bench/README.md for the exact definitions of every field.\n");
         return 0;
     }
@@ -700,8 +906,9 @@ int cmd_bench(int argc, char **argv) {
     bn.mode = mode ? mode : "sft";
     const int attention = !strcmp(bn.mode, "attention");
     if (strcmp(bn.mode, "sft") && strcmp(bn.mode, "dpo") && strcmp(bn.mode, "logprob") && strcmp(bn.mode, "generate") &&
-        strcmp(bn.mode, "forward") && !attention)
-        fail("sprec bench: --mode must be sft, dpo, forward, logprob, generate or attention, got '%s'", bn.mode);
+        strcmp(bn.mode, "forward") && strcmp(bn.mode, "iteration") && !attention)
+        fail("sprec bench: --mode must be sft, dpo, forward, logprob, generate, attention or iteration, got '%s'",
+             bn.mode);
     if (!attention && (ragged || cli_flag_value(argc, argv, "--head-dim")))
         fail("sprec bench: --head-dim and --ragged are for --mode attention");
     const char *name = cli_flag_value(argc, argv, "--name");
@@ -738,12 +945,15 @@ int cmd_bench(int argc, char **argv) {
     const int prompt_len = opt_int(argc, argv, "--prompt-len", 64);
     c->max_seq_len = bn.T;
     c->rope_theta = 10000; c->rms_eps = 1e-5f; c->tie_embeddings = 1;
-    bn.be = device_open(device ? device : "cpu", opt_int(argc, argv, "--threads", omp_get_max_threads()));
+    const int threads = opt_int(argc, argv, "--threads", omp_get_max_threads());
+    bn.be = device_open(device ? device : "cpu", threads);
     if (!strcmp(bn.mode, "sft")) bench_sft(&bn);
     else if (!strcmp(bn.mode, "dpo")) bench_dpo(&bn);
     else if (!strcmp(bn.mode, "forward")) bench_forward(&bn);
     else if (!strcmp(bn.mode, "logprob")) bench_logprob(&bn, tokens);
     else if (attention) bench_attention(&bn, c->n_heads, c->n_kv_heads, c->head_dim, ragged);
+    else if (!strcmp(bn.mode, "iteration"))
+        bench_iteration(&bn, device ? device : "cpu", threads, prompts, beams, items, prompt_len);
     else bench_generate(&bn, prompts, beams, items, prompt_len);
     return 0;
 }

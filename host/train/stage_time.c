@@ -4,9 +4,12 @@
 #include "base/progress.h"
 #include "base/dist.h"
 
-static const char *const STAGE_NAMES[N_STAGES] = {"negatives", "sft", "reference", "dpo", "eval"};
+const char *const STAGE_NAMES[N_STAGES] = {"negatives", "sft", "reference", "dpo", "eval"};
 
-void stage_clock_reset(StageClock *k) { memset(k, 0, sizeof *k); }
+void stage_clock_reset(StageClock *k) {
+    memset(k, 0, sizeof *k);
+    k->start = now_seconds();
+}
 
 void stage_begin(StageClock *k, const Model *m) {
     k->t0 = now_seconds();
@@ -48,13 +51,14 @@ void stage_clock_log(const StageClock *k, FILE *f, int iteration) {
         const double sec = k->seconds[s] > 0 ? k->seconds[s] : 1e-9;
         total += k->seconds[s];
         n += snprintf(line + n, sizeof line - (size_t)n,
-                      ", \"%s_s\": %.3f, \"%s_tokens\": %.0f, \"%s_tokens_per_s\": %.1f, \"%s_gflops\": %.3f",
+                      ", \"%s_s\": %.6f, \"%s_tokens\": %.0f, \"%s_tokens_per_s\": %.1f, \"%s_gflops\": %.3f",
                       STAGE_NAMES[s], k->seconds[s], STAGE_NAMES[s], k->tokens[s], STAGE_NAMES[s], k->tokens[s] / sec,
                       STAGE_NAMES[s], k->flops[s] / sec / 1e9);
         ns += snprintf(summary + ns, sizeof summary - (size_t)ns, " | %s %.1f s %.1f GFLOP/s", STAGE_NAMES[s],
                        k->seconds[s], k->flops[s] / sec / 1e9);
     }
-    snprintf(line + n, sizeof line - (size_t)n, ", \"total_s\": %.3f}\n", total);
+    snprintf(line + n, sizeof line - (size_t)n, ", \"total_s\": %.6f, \"wall_s\": %.6f}\n", total,
+             now_seconds() - k->start);
     if (f) {
         fputs(line, f);
         fflush(f);

@@ -11,13 +11,16 @@
 #include "rec/recdata.h"
 
 typedef enum { STAGE_NEGATIVES, STAGE_SFT, STAGE_REFERENCE, STAGE_DPO, STAGE_EVAL, N_STAGES } Stage;
+extern const char *const STAGE_NAMES[N_STAGES];   // "negatives", "sft", ...: the log's key prefixes
 
 typedef struct {
+    double start;                                // the iteration's start (stage_clock_reset)
     double t0, flops0, tokens0;                  // the open stage's start: clock, model work counters
     double seconds[N_STAGES], tokens[N_STAGES], flops[N_STAGES];
     int ran[N_STAGES];                           // 0: skipped (a resumed iteration)
 } StageClock;
 
+// Starts an iteration: no stage ran yet, its wall clock starts now.
 void stage_clock_reset(StageClock *k);
 // Opens a stage: the clock and m's work counters (model.h work_flops) now.
 void stage_begin(StageClock *k, const Model *m);
@@ -35,8 +38,10 @@ void stage_end(StageClock *k, Stage s, const Model *m);
 void stage_add_decode(StageClock *k, Stage s, const Model *m, const RecData *d, int split, const int *rows, int n,
                       const int *out, int n_out, int beams);
 // One JSON line {"iteration": t, "<stage>_s": ..., "<stage>_tokens_per_s": ...,
-// "<stage>_gflops": ..., ..., "total_s": ...} to f (when not NULL) and a
-// one-line summary to stdout; the stages that did not run are left out.
+// "<stage>_gflops": ..., ..., "total_s": ..., "wall_s": ...} to f (when not
+// NULL) and a one-line summary to stdout; the stages that did not run are left
+// out. total_s: the stages' sum; wall_s: since stage_clock_reset (what the
+// stages leave out: drawing prompts, the stage checkpoints).
 void stage_clock_log(const StageClock *k, FILE *f, int iteration);
 
 #endif

@@ -185,9 +185,64 @@ static void test_bench_attention(void **state) {
     assert_string_equal(names[0], "attention");
 }
 
+// --mode iteration: one whole SPRec iteration (the trainer's) at a tiny shape: a line per
+// stage, then the whole; the stages' seconds, tokens and FLOPs add up to the whole's
+// stages_s, tokens and flops_per_step, and fit in its wall time (not a speed check)
+static void test_bench_iteration(void **state) {
+    (void)state;
+    char out[16384];
+    // stdout alone (run_capture adds 2>&1): the trainer's progress goes to stderr
+    const char *cmd = "(" TINY " --mode iteration --prompts 6 --items 30 --prompt-len 8 2>/dev/null)";
+    int rc = run_capture(cmd, out, sizeof out);
+    if (rc) print_message("%s: exit %d\n%s\n", cmd, rc, out);
+    assert_int_equal(rc, 0);
+    const char *want[] = {"iteration-negatives", "iteration-sft", "iteration-reference", "iteration-dpo",
+                          "iteration-eval", "iteration"};
+    const char *stage[] = {"negatives", "sft", "reference", "dpo", "eval", "iteration"};
+    double sec[6], tok[6], flops[6];
+    int n = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save), n++) {
+        assert_true(n < 6);
+        cJSON *j = cJSON_Parse(line);
+        if (!j) print_message("not JSON: %s\n", line);
+        assert_non_null(j);
+        assert_string_equal(cJSON_GetObjectItem(j, "name")->valuestring, want[n]);
+        assert_string_equal(cJSON_GetObjectItem(j, "stage")->valuestring, stage[n]);
+        assert_string_equal(cJSON_GetObjectItem(j, "mode")->valuestring, "iteration");
+        assert_string_equal(cJSON_GetObjectItem(j, "device")->valuestring, "cpu");
+        assert_true(cJSON_IsNull(cJSON_GetObjectItem(j, "mfu")));   // on the CPU
+        const char *pos[] = {"seconds", "tokens", "tokens_per_s", "ms_per_step", "peak_bytes", "flops_per_step"};
+        for (int k = 0; k < 6; k++) {
+            const double x = num(j, pos[k]);
+            if (!(isfinite(x) && x > 0)) print_message("%s: %s = %g\n", want[n], pos[k], x);
+            assert_true(isfinite(x) && x > 0);
+        }
+        assert_true(num(j, "gflops") >= 0);
+        sec[n] = num(j, "seconds");
+        tok[n] = num(j, "tokens");
+        flops[n] = num(j, "flops_per_step");
+        assert_true(fabs(num(j, "ms_per_step") - 1e3 * sec[n]) <= 1e-3);
+        if (n == 5) {
+            double sum_s = 0, sum_tok = 0, sum_flops = 0;
+            for (int k = 0; k < 5; k++) { sum_s += sec[k]; sum_tok += tok[k]; sum_flops += flops[k]; }
+            const double stages_s = num(j, "stages_s");
+            assert_true(fabs(sum_s - stages_s) <= 1e-5);
+            assert_true(stages_s <= sec[5] + 1e-5);
+            assert_true(fabs(num(j, "other_s") - (sec[5] - stages_s)) <= 1e-5);
+            assert_true(tok[5] == sum_tok);
+            assert_true(fabs(flops[5] - sum_flops) <= 1e-5 * sum_flops);
+        }
+        cJSON_Delete(j);
+    }
+    assert_int_equal(n, 6);
+    assert_true(tok[2] == tok[3]);   // the reference pass and DPO read the same pair sequences
+}
+
 static void test_bench_bad_flags(void **state) {
     (void)state;
-    expect_error(TINY " --mode ppo", "--mode must be sft, dpo, forward, logprob, generate or attention", NULL);
+    expect_error(TINY " --mode ppo", "--mode must be sft, dpo, forward, logprob, generate, attention or iteration", NULL);
+    expect_error(TINY " --mode iteration --items 1", "--mode iteration needs --items >= 2", NULL);
     expect_error(TINY " --bogus 3", "unknown flag '--bogus'", NULL);
     expect_error(TINY " --mode logprob --tokens 0", "--tokens must be a positive integer", NULL);
     expect_error(TINY " --beams", "--beams needs a value", NULL);
@@ -212,5 +267,6 @@ static void test_bench_bad_flags(void **state) {
 DEFINE_TEST_GROUP(test_bench,
     cmocka_unit_test(test_bench_modes),
     cmocka_unit_test(test_bench_attention),
+    cmocka_unit_test(test_bench_iteration),
     cmocka_unit_test(test_bench_bad_flags),
 )
