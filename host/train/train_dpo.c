@@ -150,9 +150,10 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
         printf("dpo: checkpoint is at step %ld of %d: nothing to do\n", st.step, total);
         goto done;
     }
+    long tokens_run = 0;   // the model's forward tokens so far (model.h work_tokens): TensorBoard's tokens_per_s
     const TrainLoop loop = {.name = "dpo", .log = train_open_log(cfg, "train_log.jsonl", resume, st.step), .tb = train_open_tb(cfg), .ckpt_path = ckpt_path,
                             .m = &model, .opt = &opt, .st = &st, .total = total, .stop_at = stop_at,
-                            .ckpt_every = cfg->train.ckpt_every};
+                            .ckpt_every = cfg->train.ckpt_every, .tokens = &tokens_run};
     printf("dpo: %s:/train | %d pairs, negatives %s%s%s | beta %g | %zu parameters | %d steps of %d pairs (%d x %d) | "
            "lr %g, %s, %d warm-up | device %s\n", cfg->data.dataset, p.n, cfg->dpo.negatives, spdpo ? " (spdpo weights)" : "",
            p.eos >= 0 ? ", completions + EOS" : "", (double)cfg->dpo.beta, model.numel, total, bs * ga, bs, ga,
@@ -189,6 +190,7 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
             memset(&win, 0, sizeof win);
             win_steps = 0;
         }
+        tokens_run = (long)model.work_tokens;
         if (train_loop_step(&loop, "{\"step\": %ld, \"loss\": %.17g, \"rewards/chosen\": %.17g, \"rewards/rejected\": %.17g, "
                             "\"rewards/margins\": %.17g, \"rewards/accuracies\": %.17g, \"logps/chosen\": %.17g, "
                             "\"logps/rejected\": %.17g, \"lr\": %.9g, \"grad_norm\": %.17g, \"pairs\": %d}", st.step, s.loss,

@@ -54,6 +54,7 @@ typedef struct {
     FILE *log, *mf, *vf;         // train_log.jsonl, metrics.jsonl, metrics-valid.jsonl (NULL: not written here)
     TrainLoop sft_loop, dpo_loop;
     TrainTb *tb;                 // run.tensorboard (NULL: off)
+    long tokens_run;             // the model's forward tokens so far (model.h work_tokens): tokens_per_s
     char ckpt_path[4096], pairs_path[4096];
 } Sprec;
 
@@ -115,6 +116,7 @@ static void sft_stage(Sprec *x, int t) {
                             (uint64_t)x->st.step * o->grad_accum, lr, &gnorm, &mask_sum, NULL);
         x->st.step++;
         sft_loss += l;
+        x->tokens_run = (long)x->model.work_tokens;
         train_loop_step(&x->sft_loop, "{\"iteration\": %d, \"stage\": \"sft\", \"step\": %ld, \"loss\": %.17g, \"grad_norm\": %.17g, "
                         "\"lr\": %.9g, \"scored\": %.17g}", t, x->st.step, l, gnorm, lr, mask_sum);
     }
@@ -141,6 +143,7 @@ static void dpo_stage(Sprec *x, int t, const DpoPairs *p) {
         dpo_pairs_step(&x->model, &opt, &x->d, p, a, b, bs, (uint64_t)x->st.step * o->grad_accum, x->cfg->dpo.beta,
                        lr, &s, &gnorm);
         x->st.step++;
+        x->tokens_run = (long)x->model.work_tokens;
         train_loop_step(&x->dpo_loop, "{\"iteration\": %d, \"stage\": \"dpo\", \"step\": %ld, \"loss\": %.17g, "
                         "\"rewards/chosen\": %.17g, \"rewards/rejected\": %.17g, \"rewards/margins\": %.17g, "
                         "\"rewards/accuracies\": %.17g, \"grad_norm\": %.17g, \"lr\": %.9g, \"pairs\": %d}", t, x->st.step, s.loss,
@@ -298,8 +301,8 @@ static void sprec_begin(Sprec *x, const Config *cfg, int resume) {
                        done_dpo ? " + its SFT and DPO stages" : done_sft ? " + its SFT stage" : "");
     // the stages' steps log through the trainers' step tail; their checkpoints are per stage
     x->tb = train_open_tb(cfg);
-    x->sft_loop = (TrainLoop){.name = "sprec.sft", .log = x->log, .st = st, .tb = x->tb};
-    x->dpo_loop = (TrainLoop){.name = "sprec.dpo", .log = x->log, .st = st, .tb = x->tb};
+    x->sft_loop = (TrainLoop){.name = "sprec.sft", .log = x->log, .st = st, .tb = x->tb, .tokens = &x->tokens_run};
+    x->dpo_loop = (TrainLoop){.name = "sprec.dpo", .log = x->log, .st = st, .tb = x->tb, .tokens = &x->tokens_run};
     x->neg_label = x->spdpo ? "self+spdpo" : "self";
 }
 
