@@ -9,7 +9,8 @@
 # DEVICE=cuda: against bench/torch_cuda.py (bf16 autocast, SDPA) on a SmolLM2-135M and a Llama-3.2-1B
 #   shape at seq 512: SFT step, DPO step (precomputed reference log-probs on both sides; PyTorch also
 #   with a reference forward per step), catalogue-constrained generation (greedy and beam 4), and the
-#   log-prob head alone at 8192 tokens, vocab 49152 and 128256; causal GQA attention alone (fwd + bwd)
+#   log-prob head alone at 8192 tokens, vocab 49152 and 128256; one whole SPRec iteration at the SmolLM2
+#   shape, stage by stage (--mode iteration, sprec only); causal GQA attention alone (fwd + bwd)
 #   on the SmolLM2-135M (9/3 heads) and Llama-3.2-1B (32/8 heads) head shapes, D 64, at seq 512 (batch 16)
 #   and 2048 (batch 4): sprec's own kernel against every PyTorch SDPA backend (cuDNN, flash, efficient),
 #   the measurement that decides own kernel vs cuDNN SDPA. Ratio, MFU and memory tables.
@@ -56,6 +57,10 @@ if [[ ${DEVICE:-cpu} == cuda ]]; then
             run python3 bench/torch_cuda.py --mode generate --name "$name-gen" $args $gen --tied $common --json-only
         fi
     done
+    # one whole SPRec iteration at the SmolLM2 shape, stage by stage (sprec only: PyTorch has no such loop)
+    echo "bench: smollm2-135m: sprec (cuda) one SPRec iteration, stage by stage ..." >&2
+    run build/sprec bench --device cuda --mode iteration --name smollm2-135m-iteration --dim 576 --layers 30 --heads 9 \
+        --kv-heads 3 --ffn 1536 --vocab 49152 --batch 8 --prompts 64 --items 1000 --prompt-len 64
     # attention alone: name, batch, seq, heads, kv-heads (head dim 64)
     attn_shapes=(
       "attn-smollm2-135m-t512 16 512 9 3"
@@ -83,7 +88,7 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
 rows = [r for r in rows if r.get("device") != "cpu" and r.get("impl") != "openblas"]
 gb = lambda b: "-" if b is None else f"{b / 2**30:.2f} GB"
 pct = lambda x: "-" if x is None else f"{x:.1%}"
-key = lambda r: (r["name"], r.get("mode", "sft"))
+key = lambda r: (r["name"], r.get("mode", "sft") + (f': {r["stage"]}' if r.get("stage") else ""))   # iteration: a row a stage
 sprec = {key(r): r for r in rows if r["impl"] == "sprec"}
 print()
 print("| shape | mode | sprec tok/s | PyTorch tok/s | ratio | sprec ms/step | PyTorch ms/step | sprec MFU "

@@ -4,62 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 #include "commands.h"
-#include "io/checkpoint.h"
-#include "model/device.h"
-#include "io/gguf.h"
-#include "base/fileio.h"
+#include "rec/recdata.h"   // recdata_tokenizer: the one loader of a tokenizer from any file sprec reads
 #include "tokenizer/tokenizer.h"
 #include "kernels/errors.h"
-
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && !strcmp(s + n - k, suffix);
-}
-
-
-// tokenizer.json or a BERT vocab.txt, with tokenizer_config.json from the same folder when there is one
-static Tokenizer *load(const char *path) {
-    size_t len = 0, clen = 0;
-    char *json = NULL, *cfg = NULL;
-    if (ends_with(path, ".gguf")) {
-        Gguf g;   // gguf.c rebuilds tokenizer.json / tokenizer_config.json from tokenizer.ggml.*
-        gguf_open(&g, path);
-        json = gguf_tokenizer_json_of(&g, &len);
-        cfg = gguf_tokenizer_config_json_of(&g, &clen);
-        gguf_close(&g);
-    } else if (ends_with(path, ".h5")) {
-        ModelConfig mc;
-        checkpoint_read_config(path, &mc);
-        Model m;
-        model_create(&m, &mc, backend_select("cpu"));
-        checkpoint_load(path, &m, NULL, NULL);
-        if (!m.tokenizer_json) fail("%s has no tokenizer", path);
-        json = xmalloc(m.tokenizer_json_len + 1);
-        memcpy(json, m.tokenizer_json, m.tokenizer_json_len);
-        len = m.tokenizer_json_len;
-        if (m.tokenizer_config_json) {
-            cfg = xmalloc(m.tokenizer_config_json_len + 1);
-            memcpy(cfg, m.tokenizer_config_json, m.tokenizer_config_json_len);
-            clen = m.tokenizer_config_json_len;
-        }
-        model_free(&m);
-    } else {
-        json = read_file_text(path, &len);
-        char dir[4096];
-        const char *slash = strrchr(path, '/');
-        snprintf(dir, sizeof dir, "%.*stokenizer_config.json", slash ? (int)(slash - path + 1) : 0, path);
-        cfg = read_file_text_if_exists(dir, &clen);
-        if (ends_with(path, ".txt")) {   // vocab.txt: the tokenizer.json transformers would make of it
-            char *vj = tokenizer_json_from_vocab_txt(json, len, cfg, clen, path, &len);
-            free(json);
-            json = vj;
-        }
-    }
-    Tokenizer *t = tokenizer_from_json(json, len, cfg, clen, path);
-    free(json);
-    free(cfg);
-    return t;
-}
 
 int cmd_tokenize(int argc, char **argv) {
     if (cli_has_flag(argc, argv, "--help")) {
@@ -80,7 +27,7 @@ int cmd_tokenize(int argc, char **argv) {
     if (!path) fail("sprec tokenize: needs --model CKPT.h5|tokenizer.json|vocab.txt|FILE.gguf");
     const int decode = cli_has_flag(argc, argv, "--decode"), special = cli_has_flag(argc, argv, "--special");
     const int skip = cli_has_flag(argc, argv, "--skip-special");
-    Tokenizer *t = load(path);
+    Tokenizer *t = recdata_tokenizer(path);
     static char obuf[1 << 16];
     setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
     char *line = NULL;

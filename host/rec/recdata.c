@@ -223,7 +223,7 @@ void recdata_free(RecData *d) {
     memset(d, 0, sizeof *d);
 }
 
-// ---- the tokenizer a dataset is prepared with ----------------------------------
+// ---- the tokenizer a dataset is prepared with (and sprec tokenize's) -------------
 
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
@@ -250,8 +250,12 @@ Tokenizer *recdata_tokenizer(const char *path) {
         char cpath[4096];
         const char *slash = strrchr(path, '/');
         snprintf(cpath, sizeof cpath, "%.*stokenizer_config.json", slash ? (int)(slash - path + 1) : 0, path);
-        FILE *probe = fopen(cpath, "rb");
-        if (probe) { fclose(probe); cfg = read_file_text(cpath, &clen); }
+        cfg = read_file_text_if_exists(cpath, &clen);
+        if (ends_with(path, ".txt")) {   // a BERT vocab.txt: the tokenizer.json transformers would make of it
+            char *vj = tokenizer_json_from_vocab_txt(json, len, cfg, clen, path, &len);
+            free(json);
+            json = vj;
+        }
     }
     Tokenizer *t = tokenizer_from_json(json, len, cfg, clen, path);
     free(json);

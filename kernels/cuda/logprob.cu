@@ -153,23 +153,11 @@ static __global__ void scatter_add_kernel(float *dh, const float *dhc, int ldd, 
     for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] += src[c];
 }
 
-// logprob[n], lse[n]; h[*,C], w[V,C] act; rows[n], targets[n] (device pointers)
+// logprob[n], lse[n]; h[*,C], w[V,C] act; rows[n], targets[n] (device pointers):
+// the one-pass head without its gradient
 void cuda_logprob_fwd(float *logprob, float *lse, const void *h, const void *w,
                       const int *rows, const int *targets, int n, int C, int V) {
-    if (n <= 0) return;
-    const int R = chunk_rows(n, V);
-    Chunk cb = chunk_buffers(R, C, V, false, false);
-    cudaStream_t st = cuda_stream();
-    for (int i0 = 0; i0 < n; i0 += R) {
-        int m = n - i0 < R ? n - i0 : R;
-        gather_kernel<<<m, 256, 0, st>>>(cb.hc, cb.ldh, (const act_t *)h, rows + i0, NULL, C);
-        LAUNCH_CHECK();
-        // logits[m,V] (fp32) = hc[m,C] @ w[V,C]^T (bf16 operands)
-        cuda_gemm_rm(false, true, m, V, C, cb.hc, CUDA_R_16BF, cb.ldh, w, CUDA_R_16BF, C,
-                     cb.logits, CUDA_R_32F, cb.ldl, 0.0f, NULL);
-        lse_kernel<<<m, ROW_THREADS, 0, st>>>(logprob + i0, lse + i0, cb.logits, cb.ldl, targets + i0, V);
-        LAUNCH_CHECK();
-    }
+    cuda_logprob_fwd_bwd(logprob, lse, NULL, NULL, h, w, rows, targets, NULL, n, C, V);
 }
 
 // The chunk's fp32 logits (in cb.logits, rows i0 .. i0+m) into the gradient

@@ -710,7 +710,7 @@ static void test_tok_command(void **state) {
     assert_int_equal(run_capture("build/sprec init /tmp/sprec_test_tok.ini -o /tmp/sprec_test_tok.h5", out, sizeof out), 0);
     rc = run_capture("echo x | build/sprec tokenize --model /tmp/sprec_test_tok.h5", out, sizeof out);
     assert_int_equal(rc, 1);
-    assert_non_null(strstr(out, "sprec: error: /tmp/sprec_test_tok.h5 has no tokenizer"));
+    assert_non_null(strstr(out, "sprec: error: /tmp/sprec_test_tok.h5: the checkpoint has no tokenizer"));
     // an imported checkpoint carries the tokenizer: same ids as from the GGUF it came from
     if (access("tests/ref/import/tiny.gguf", R_OK) == 0) {
         char a[4096], b[4096];
