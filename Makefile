@@ -100,7 +100,7 @@ TEST_SRC   := $(wildcard tests/unit/*.c)
 TEST_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRC))
 GPU_TEST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/gpu/*.c))
 
-.PHONY: all deps cuda-note test test-slurm test-gpu demo demo-toy bench clean fuzz fuzz-seeds FORCE
+.PHONY: all deps cuda-note test test-slurm test-gpu demo demo-toy bench clean fuzz fuzz-ci FORCE
 all: deps cuda-note $(BUILD)/sprec
 
 deps:
@@ -157,15 +157,16 @@ test: all $(BUILD)/test_sprec $(BUILD)/asan/sprec $(if $(filter 1,$(CUDA)),$(BUI
 	@$(MAKE) --no-print-directory test-slurm
 	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_sprec
 	@tests/gpu/selftest.sh $(BUILD) $(CUDA)
-	@$(MAKE) --no-print-directory fuzz-seeds
+	@$(MAKE) --no-print-directory fuzz-ci
 
 # ---- fuzzing (tests/fuzz, docs/testing.md "Fuzzing"): libFuzzer harnesses over the readers of user files ----
 # build/fuzz/fuzz_NAME: clang's libFuzzer + ASan + UBSan over the CPU-only host code, with tests/fuzz/fuzz.c in
 # place of kernels/errors.c (a rejected input returns to the harness). `make fuzz` mutates each harness's
-# committed seeds (tests/fuzz/corpus/NAME) for FUZZ_SECONDS; `make test` replays them plus FUZZ_RUNS mutations.
+# committed seeds (tests/fuzz/corpus/NAME) for FUZZ_SECONDS; `make test` runs `make fuzz-ci`: each harness for
+# FUZZ_CI_SECONDS from the committed seeds alone, with a fixed -seed (the same mutations each time).
 FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 20
-FUZZ_RUNS    ?= 300
+FUZZ_CI_SECONDS ?= 20
 FUZZ_CFLAGS  := $(filter-out -fopenmp,$(BASE_CFLAGS)) -fopenmp -O1 -fno-omit-frame-pointer -Wno-unknown-pragmas -Wno-pass-failed \
                 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
 FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
@@ -191,12 +192,13 @@ fuzz: $(addprefix $(BUILD)/fuzz/fuzz_,$(FUZZ_NAMES))
 	    || { tail -40 $(BUILD)/fuzz/$$t.log; echo "fuzz $$t: FAILED (input saved as $(BUILD)/fuzz/$$t-*)"; exit 1; }; \
 	  echo "fuzz $$t: $$(grep -o 'Done [0-9]* runs in [0-9]* second' $(BUILD)/fuzz/$$t.log), no crash"; done
 
-fuzz-seeds: $(addprefix $(BUILD)/fuzz/fuzz_,$(FUZZ_NAMES))
-	@for t in $(FUZZ_NAMES); do rm -rf $(BUILD)/fuzz/seeds/$$t; mkdir -p $(BUILD)/fuzz/seeds/$$t; \
-	  $(FUZZ_RUN) $(BUILD)/fuzz/fuzz_$$t $(FUZZ_ARGS) -seed=1 -runs=$(FUZZ_RUNS) -artifact_prefix=$(BUILD)/fuzz/$$t- \
-	    $(BUILD)/fuzz/seeds/$$t tests/fuzz/corpus/$$t > $(BUILD)/fuzz/$$t-seeds.log 2>&1 \
-	    || { tail -40 $(BUILD)/fuzz/$$t-seeds.log; echo "fuzz-seeds $$t: FAILED"; exit 1; }; \
-	  echo "fuzz-seeds $$t: $$(ls tests/fuzz/corpus/$$t | wc -l) seeds + $(FUZZ_RUNS) mutations, no crash"; done
+fuzz-ci: $(addprefix $(BUILD)/fuzz/fuzz_,$(FUZZ_NAMES))
+	@for t in $(FUZZ_NAMES); do rm -rf $(BUILD)/fuzz/ci/$$t; mkdir -p $(BUILD)/fuzz/ci/$$t; \
+	  $(FUZZ_RUN) $(BUILD)/fuzz/fuzz_$$t $(FUZZ_ARGS) -seed=1 -max_total_time=$(FUZZ_CI_SECONDS) \
+	    -artifact_prefix=$(BUILD)/fuzz/$$t- $(BUILD)/fuzz/ci/$$t tests/fuzz/corpus/$$t > $(BUILD)/fuzz/$$t-ci.log 2>&1 \
+	    || { tail -40 $(BUILD)/fuzz/$$t-ci.log; echo "fuzz-ci $$t: FAILED (input saved as $(BUILD)/fuzz/$$t-*)"; exit 1; }; \
+	  echo "fuzz-ci $$t: $$(ls tests/fuzz/corpus/$$t | wc -l) seeds, $$(grep -o 'Done [0-9]* runs in [0-9]* second' \
+	    $(BUILD)/fuzz/$$t-ci.log), no crash"; done
 
 # the scripts/slurm batch jobs on a one-node SLURM cluster started by the test (~30 s; skipped, exit 0, when
 # SLURM/munge are not installed or build/sprec has no MPI): docs/cluster.md

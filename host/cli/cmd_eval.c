@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "commands.h"
 #include "io/checkpoint.h"
@@ -128,9 +129,16 @@ int cmd_eval(int argc, char **argv) {
     }
     atomic_commit(topk);
 
-    FILE *mf = log_open(metrics_path, 1);
+    // the line is appended by replacing the file with its old lines plus the new one: a failed write (a full
+    // disk) leaves metrics.jsonl as it was, or absent, never empty or with a partial line
+    size_t old_len = 0;
+    char *old = read_file_text_if_exists(metrics_path, &old_len);
+    AtomicFile *metrics_file = atomic_begin(metrics_path, NULL);
+    FILE *mf = atomic_fopen(metrics_file, "w");
+    if (old) fwrite(old, 1, old_len, mf);
+    free(old);
     metrics_write_jsonl(mf, cfg.eval.label, iteration, met, n_ks);
-    log_close(mf);
+    atomic_commit(metrics_file);
 
     metrics_print_table(stdout, cfg.eval.label, met, n_ks);
     printf("eval: wrote %s, appended to %s\n", topk_path, metrics_path);

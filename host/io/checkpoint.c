@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include "checkpoint.h"
 #include "base/atomic_write.h"
@@ -95,6 +96,18 @@ static char *read_text(hid_t f, const char *path, const char *name, size_t *len)
     return h5_read_bytes(f, path, full, len);
 }
 
+// ---- the run's settings -----------------------------------------------------
+
+static char *run_settings;   // checkpoint_set_settings's text, NULL until a training run sets it
+
+void checkpoint_set_settings(const char *ini_text) {
+    free(run_settings);
+    run_settings = NULL;
+    if (!ini_text) return;
+    run_settings = xmalloc(strlen(ini_text) + 1);
+    strcpy(run_settings, ini_text);
+}
+
 void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const TrainState *st) {
     AtomicFile *out = atomic_begin(path, NULL);
     size_t biggest = 0;
@@ -148,6 +161,7 @@ void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const T
         h5_attr_write_u64v(g, "rng", st->rng, 4);
         h5_attr_write_f64(g, "last_loss", st->last_loss);
         h5_attr_write_str(g, "stage", st->stage);
+        if (run_settings) h5_write_bytes(g, "settings", run_settings, strlen(run_settings), 0);
         h5_group_close(g);
     }
     free(host);
@@ -214,6 +228,16 @@ void checkpoint_read_config(const char *path, ModelConfig *c) {
     read_config(f, path, c);
     h5_close(f);
     model_config_validate(c, path);
+}
+
+char *checkpoint_read_settings(const char *path) {
+    hid_t f = h5_open_read(path);
+    read_format(f, path);
+    size_t len = 0;
+    char *text = h5_read_bytes(f, path, "state/settings", &len);
+    h5_close(f);
+    if (text && memchr(text, 0, len)) fail("%s: /state/settings holds a NUL byte", path);
+    return text;
 }
 
 static void shape_str(char *buf, size_t cap, int rank, const long *dims) {

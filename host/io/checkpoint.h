@@ -21,6 +21,12 @@ typedef struct {
 } TrainState;
 
 void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const TrainState *st);
+// The settings that determine the training run (config_write_settings's INI text): every checkpoint this
+// process saves with a TrainState from now on records them (/state/settings), for --resume to compare.
+void checkpoint_set_settings(const char *ini_text);
+// The settings a checkpoint records (malloc'd, NUL-terminated), NULL when it has none (not a training run's,
+// or written before checkpoints recorded them).
+char *checkpoint_read_settings(const char *path);
 // Reads only the config (to create the model before loading).
 void checkpoint_read_config(const char *path, ModelConfig *c);
 // Loads parameters into an already created model of the same config; when opt/st

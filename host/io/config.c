@@ -441,10 +441,9 @@ static int on_key(void *user, const char *section, const char *name, const char 
     return 1;
 }
 
-void config_load(Config *c, const char *path) {
-    Parser p = {.c = c};
-    p.fp = fopen(path, "r");
-    if (!p.fp) fail("cannot open config '%s': %s", path, strerror(errno));
+// Reads INI text from fp (named path in the errors) over c.
+static void load_stream(Config *c, FILE *fp, const char *path) {
+    Parser p = {.c = c, .fp = fp};
     int first = ini_parse_stream(read_line, &p, on_key, &p);   // line of inih's first error
     int read_err = ferror(p.fp);
     fclose(p.fp);
@@ -455,6 +454,18 @@ void config_load(Config *c, const char *path) {
     if (first > 0 && (!p.err_line || first < p.err_line))
         fail("%s:%d: syntax error (expected '[section]' or 'key = value')", path, first);
     if (p.err_line) fail("%s:%d: %s", path, p.err_line, p.err);
+}
+
+void config_load(Config *c, const char *path) {
+    FILE *fp = fopen(path, "r");
+    if (!fp) fail("cannot open config '%s': %s", path, strerror(errno));
+    load_stream(c, fp, path);
+}
+
+void config_load_text(Config *c, const char *text, const char *name) {
+    FILE *fp = fmemopen((void *)text, strlen(text), "r");
+    check(fp != NULL, "fmemopen failed");
+    load_stream(c, fp, name);
 }
 
 int config_override(Config *c, const char *arg) {
@@ -577,15 +588,29 @@ void config_validate(Config *c, const char *where) {
     }
 }
 
-void config_write(const Config *c, FILE *f) {
+static int key_is_bookkeeping(const Key *k);
+
+// The keys (all, or those that determine the run) as INI text under their sections.
+static void write_keys(const Config *c, FILE *f, int settings_only) {
     char v[CONFIG_PATH_MAX + 16];
-    fprintf(f, "; sprec configuration, every key resolved (keys: docs/config.md)\n");
+    const char *section = "";
     for (int i = 0; i < N_KEYS; i++) {
         const Key *k = &KEYS[i];
-        if (i == 0 || strcmp(k->section, KEYS[i - 1].section) != 0) fprintf(f, "\n[%s]\n", k->section);
+        if (settings_only && key_is_bookkeeping(k)) continue;
+        if (strcmp(k->section, section) != 0) fprintf(f, "\n[%s]\n", section = k->section);
         format_value(c, k, v, sizeof v);
         fprintf(f, "%s =%s%s\n", k->key, *v ? " " : "", v);
     }
+}
+
+void config_write(const Config *c, FILE *f) {
+    fprintf(f, "; sprec configuration, every key resolved (keys: docs/config.md)\n");
+    write_keys(c, f, 0);
+}
+
+void config_write_settings(const Config *c, FILE *f) {
+    fprintf(f, "; the settings that determine this run (sprec train --resume compares them)\n");
+    write_keys(c, f, 1);
 }
 
 // Keys that do not change what a run computes: where it logs and checkpoints,

@@ -138,6 +138,8 @@ void config_defaults(Config *c);
 // Parse an INI file into c (on top of whatever c holds). Exits with
 // "FILE:LINE: ..." on unknown sections/keys or malformed values.
 void config_load(Config *c, const char *path);
+// Same for INI text in memory (config_write_settings's, from a checkpoint); name stands for the file in errors.
+void config_load_text(Config *c, const char *text, const char *name);
 // Apply one "section.key=value" override (without the leading "--").
 // Returns 0 if arg does not look like an override (no '.' before '='), 1 if applied;
 // exits on an unknown key or a bad value.
@@ -151,6 +153,8 @@ void config_resolve(Config *c);
 void config_validate(Config *c, const char *where);
 // Write the resolved configuration as an INI file (every key).
 void config_write(const Config *c, FILE *f);
+// Only the keys that determine a run (those config_diff compares), the record a checkpoint keeps.
+void config_write_settings(const Config *c, FILE *f);
 // Under several ranks: every rank's resolved config (config_write's text) must be
 // rank 0's; otherwise one line naming the rank and the first differing key, exit 1.
 void config_check_ranks(const Config *c);

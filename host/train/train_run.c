@@ -128,25 +128,50 @@ static void write_config(const Config *cfg, const char *path, const char *header
     atomic_commit(a);
 }
 
+// The settings that determine the run as INI text (malloc'd): what every checkpoint of the run records.
+static char *settings_text(const Config *cfg) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&text, &len);
+    check(m != NULL, "open_memstream failed");
+    config_write_settings(cfg, m);
+    check(fclose(m) == 0, "writing the settings to memory failed");
+    return text;
+}
+
 void train_record_config(const Config *cfg, int resume) {
     if (!root()) return;
-    char path[CONFIG_PATH_MAX + 16];
+    char path[CONFIG_PATH_MAX + 16], ckpt[CONFIG_PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/config.ini", cfg->run.out_dir);
-    if (!resume || !file_exists(path)) {
-        if (resume) printf("resume: %s is missing, so the settings cannot be compared; it is written now\n", path);
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", cfg->run.out_dir);
+    char *now = settings_text(cfg);
+    checkpoint_set_settings(now);   // every checkpoint of the run records them
+    free(now);
+    if (!resume) { write_config(cfg, path, NULL); return; }
+    // the settings the run was started with: the checkpoint's record, else (a checkpoint from before the
+    // records) config.ini
+    char *recorded = checkpoint_read_settings(ckpt);
+    const int has_ini = file_exists(path);
+    if (!recorded && !has_ini) {
+        printf("resume: %s is missing, so the settings cannot be compared; it is written now\n", path);
         write_config(cfg, path, NULL);
         return;
     }
     Config was;
     config_defaults(&was);
-    config_load(&was, path);
+    if (recorded) config_load_text(&was, recorded, ckpt);
+    else config_load(&was, path);
+    const char *source = recorded ? ckpt : path;
+    free(recorded);
     config_resolve(&was);
     char diff[2048];
     const int n = config_diff(&was, cfg, diff, sizeof diff);
-    if (n == 0) return;
-    if (resume != TRAIN_RESUME_ACCEPT)
+    if (n && resume != TRAIN_RESUME_ACCEPT)
         fail("--resume: %d setting%s differ%s from the run's %s: %s; resume with the run's own config.ini, or pass "
-             "--accept-changes to continue with the new values", n, n > 1 ? "s" : "", n > 1 ? "" : "s", path, diff);
+             "--accept-changes to continue with the new values", n, n > 1 ? "s" : "", n > 1 ? "" : "s", source, diff);
+    // a deleted config.ini comes back with the run's own settings
+    if (!has_ini) write_config(n ? &was : cfg, path, n ? "; the run's settings as its checkpoint records them" : NULL);
+    if (n == 0) return;
     // accepted: the run's config.ini stays as it was; the settings it continues with go beside it
     char next[CONFIG_PATH_MAX + 32], header[2200];
     for (int k = 1;; k++) {

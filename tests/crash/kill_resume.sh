@@ -8,7 +8,8 @@
 # Kill points: a fault site (SPREC_FAULT, docs/testing.md) at a step drawn from its range: the end of a training
 # step, inside a checkpoint write (ckpt.write), inside the pairs write (pairs.write); one in four instead kills
 # after a random delay (timing: anywhere, e.g. mid-tensor or mid-log-line), which the seed does not make
-# repeatable. `make test` runs 6 fault-site kills (tests/unit/test_crash.c); docs/testing.md.
+# repeatable; CRASH_TIMING=0 leaves those out, so that a seed gives the same kills every time. `make test` runs
+# `CRASH_TIMING=0 kill_resume.sh 20 1` (tests/unit/test_crash.c); docs/testing.md.
 set -u
 KILLS=${1:-24}
 SEED=${2:-1}
@@ -41,10 +42,19 @@ ALL=(
 SCEN=()
 for s in "${ALL[@]}"; do [[ ${s%%|*} =~ ^(${CRASH_ONLY:-.*})$ ]] && SCEN+=("$s"); done
 
-# every file of a run folder but its lock, sorted, with its checksum (config.ini without its out_dir line)
+# every file of a run folder but its lock, sorted, with its checksum (config.ini without its out_dir line;
+# stage_times.jsonl by its iterations only: it times what each process ran, so a resumed iteration lacks the
+# stages done before the kill)
 summary() {
-    (cd "$1" && find . -type f ! -name .lock ! -name config.ini | sort | xargs -r md5sum)
+    (cd "$1" && find . -type f ! -name .lock ! -name config.ini ! -name stage_times.jsonl | sort | xargs -r md5sum)
     grep -v '^out_dir' "$1/config.ini" | md5sum
+    [[ ! -e $1/stage_times.jsonl ]] || grep -o '"iteration": [0-9]*' "$1/stage_times.jsonl" | md5sum
+}
+
+# the run killed by its fault site ($what); waited for in the background so that bash reports no "Killed"
+fault_run() {
+    SPREC_FAULT=$what $SPREC train "$W/crash.ini" --run.out_dir="$out" $args >/dev/null 2>&1 &
+    wait $! 2>/dev/null
 }
 
 fails=0; kills=0; same=0
@@ -72,7 +82,7 @@ for ((k = 0; k < KILLS; k++)); do
     read -ra list <<< "$sites"
     if (( ${#POINTS[@]} )); then
         what=${POINTS[$k]#*:}
-        ( (SPREC_FAULT=$what exec $SPREC train "$W/crash.ini" --run.out_dir="$out" $args >/dev/null 2>&1) ) 2>/dev/null
+        fault_run
     elif (( RANDOM % 4 == 3 && ${CRASH_TIMING:-1} )); then   # a random moment of the run
         ms=$(( 100 + RANDOM * REF_SECONDS[$name] / 32768 ))
         what="after $ms ms"
@@ -86,7 +96,7 @@ for ((k = 0; k < KILLS; k++)); do
         site=${pick%%:*}; range=${pick#*:}; lo=${range%-*}; hi=${range#*-}
         step=$(( lo + RANDOM % (hi - lo + 1) ))
         what="kill@$site:$step"
-        ( (SPREC_FAULT=$what exec $SPREC train "$W/crash.ini" --run.out_dir="$out" $args >/dev/null 2>&1) ) 2>/dev/null
+        fault_run
     fi
     kills=$((kills + 1))
     resume=""

@@ -111,6 +111,14 @@ static void test_disk_full_data(void **state) {
     const char *eval = "build/sprec eval " TMP "/full.ini --model " TMP "/full-init.h5 -o " MNT "/ev";
     expect_full(NULL, 1, eval, MNT "/ev/topk-test.jsonl.");
     expect_full(NULL, 2, eval, MNT "/ev/metrics.jsonl");
+    run_ok("test ! -e " MNT "/ev/metrics.jsonl");   // not left behind empty
+    // an earlier evaluation's metrics.jsonl stays as it was when the next one's line meets the full disk (its
+    // other outputs removed, so that the new ones take the two free pages as above: a replaced file frees its own)
+    run_ok("rm -rf " TMP "/full-ev && build/sprec eval " TMP "/full.ini --model " TMP "/full-init.h5 -o " TMP
+           "/full-ev >/dev/null && rm " TMP "/full-ev/eval-config.ini " TMP "/full-ev/topk-test.jsonl");
+    expect_full(TMP "/full-ev", 2, "build/sprec eval " TMP "/full.ini --model " TMP "/full-init.h5 -o " MNT
+                "/full-ev", MNT "/full-ev/metrics.jsonl");
+    run_ok("cmp " TMP "/full-ev/metrics.jsonl " MNT "/full-ev/metrics.jsonl");
     unmount();
 }
 

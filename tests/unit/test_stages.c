@@ -340,7 +340,8 @@ static void test_stage_completion_eos(void **state) {
 }
 
 // --resume refuses changed settings with one line naming them (config.ini and the
-// checkpoint untouched), takes bookkeeping keys freely, and with --accept-changes
+// checkpoint untouched), also when config.ini was deleted or edited (the checkpoint
+// records the settings), takes bookkeeping keys freely, and with --accept-changes
 // continues, keeping config.ini and writing the new settings beside it; an SFT
 // run resumed as DPO or SPRec is named as such
 static void test_stage_resume_policy(void **state) {
@@ -354,15 +355,23 @@ static void test_stage_resume_policy(void **state) {
     char *cfg0 = read_text_file(TMP "/stg-r/config.ini", NULL);
     size_t n0, n1;
     char *ck0 = read_text_file(TMP "/stg-r/checkpoint.h5", &n0);
-    snprintf(cmd, sizeof cmd, SPREC_CHECKED " train " TMP "/stg.ini --run.out_dir=" TMP "/stg-r --train.method=sft "
-             "--train.max_steps=4 --train.batch_size=4 --train.lr=1e-3 --sprec.n=7 --resume");
-    expect_error(cmd, "2 settings differ", "train.lr = 0.001 (the run: 0.003)");
-    expect_error(cmd, "sprec.n = 7 (the run: 2048)", "--accept-changes");
+    const char *changed = SPREC_CHECKED " train " TMP "/stg.ini --run.out_dir=" TMP "/stg-r --train.method=sft "
+                          "--train.max_steps=4 --train.batch_size=4 --train.lr=1e-3 --sprec.n=7 --resume";
+    expect_error(changed, "2 settings differ", "train.lr = 0.001 (the run: 0.003)");
+    expect_error(changed, "sprec.n = 7 (the run: 2048)", "--accept-changes");
     snprintf(cmd, sizeof cmd, SPREC_CHECKED " train " TMP "/stg.ini --run.out_dir=" TMP "/stg-r --train.method=dpo --resume");
     expect_error(cmd, "holds a 'sft' run, not a 'dpo' one", NULL);
     snprintf(cmd, sizeof cmd, SPREC_CHECKED " train " TMP "/stg.ini --run.out_dir=" TMP "/stg-r --train.method=sprec --resume");
     expect_error(cmd, "is not a SPRec run", "'sft'");
     expect_error(SPREC_CHECKED " train " TMP "/stg.ini --accept-changes", "--accept-changes goes with --resume", NULL);
+    // the checkpoint records the settings (/state/settings): config.ini deleted, or edited to the new values,
+    // the resume is still refused, and a refused resume writes no config.ini
+    run_ok("mv " TMP "/stg-r/config.ini " TMP "/stg-r-config.ini");
+    expect_error(changed, "2 settings differ from the run's " TMP "/stg-r/checkpoint.h5", "train.lr = 0.001 (the run: 0.003)");
+    assert_false(access(TMP "/stg-r/config.ini", F_OK) == 0);
+    run_ok("sed -e 's/^lr = .*/lr = 0.001/' -e 's/^n = 2048/n = 7/' " TMP "/stg-r-config.ini > " TMP "/stg-r/config.ini");
+    expect_error(changed, "from the run's " TMP "/stg-r/checkpoint.h5", "sprec.n = 7 (the run: 2048)");
+    run_ok("mv " TMP "/stg-r-config.ini " TMP "/stg-r/config.ini");
     char *cfg1 = read_text_file(TMP "/stg-r/config.ini", NULL), *ck1 = read_text_file(TMP "/stg-r/checkpoint.h5", &n1);
     assert_string_equal(cfg0, cfg1);
     assert_true(n0 == n1 && memcmp(ck0, ck1, n0) == 0);
@@ -383,10 +392,13 @@ static void test_stage_resume_policy(void **state) {
     assert_int_equal(read_jsonl_values(TMP "/stg-r/train_log.jsonl", "lr", lr, 8), 3);
     assert_true(fabs(lr[2] - 1e-3 * (1.0 - 2.0 / 3.0)) < 1e-9);   // step 3 of 3 at the new peak, linear decay
     free(cfg0); free(cfg1); free(cfg2);
+    // the checkpoints written since record the accepted settings: the old lr is now the change
+    snprintf(cmd, sizeof cmd, "%s --train.max_steps=3 --resume", run);
+    assert_int_equal(run_capture(cmd, out, sizeof out), 1);
+    assert_non_null(strstr(out, "1 setting differs from the run's " TMP "/stg-r/checkpoint.h5: train.lr = 0.003 (the run: 0.001)"));
     // only bookkeeping keys changed (log_every, threads, ckpt_every): no question asked
-    snprintf(cmd, sizeof cmd, "%s --train.max_steps=3 --train.lr=1e-3 --train.ckpt_every=1 --resume", run);
-    assert_int_equal(run_capture(cmd, out, sizeof out), 1);   // still refused: the run's config.ini says lr 3e-3
-    snprintf(cmd, sizeof cmd, "%s --train.max_steps=4 --train.ckpt_every=1 --train.log_every=3 --run.threads=1 --resume", run);
+    snprintf(cmd, sizeof cmd, "%s --train.max_steps=3 --train.lr=1e-3 --train.ckpt_every=1 --train.log_every=3 "
+             "--run.threads=1 --resume", run);
     run_ok(cmd);
     assert_false(access(TMP "/stg-r/config-resume-2.ini", F_OK) == 0);
 }
