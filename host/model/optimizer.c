@@ -112,8 +112,11 @@ static void whole_free(const Model *model, AdamW *whole) {
     if (whole->v) model->be->free(whole->v);
 }
 
+// the moments are whole already (no ZeRO, or one rank)
+static int whole_already(const AdamW *o) { return o->lo == 0 && o->hi == o->numel; }
+
 const AdamW *adamw_gather(const AdamW *o, const Model *model, AdamW *whole) {
-    if (!o->zero) return o;
+    if (whole_already(o)) return o;
     const Dist *d = dist_world();
     whole_of(o, model, whole, dist_is_root(d));
     dist_gather_shards(d, model->be, o->m, whole->m, o->numel);
@@ -122,15 +125,15 @@ const AdamW *adamw_gather(const AdamW *o, const Model *model, AdamW *whole) {
 }
 
 void adamw_gather_free(const AdamW *o, const Model *model, AdamW *whole) {
-    if (o->zero) whole_free(model, whole);
+    if (!whole_already(o)) whole_free(model, whole);
 }
 
 AdamW *adamw_whole(AdamW *o, const Model *model, AdamW *whole) {
-    return o->zero ? whole_of(o, model, whole, 1) : o;
+    return whole_already(o) ? o : whole_of(o, model, whole, 1);
 }
 
 void adamw_scatter(AdamW *o, const Model *model, AdamW *whole) {
-    if (!o->zero) return;
+    if (whole_already(o)) return;
     model->be->copy(o->m, whole->m + o->lo, (o->hi - o->lo) * sizeof(float));
     model->be->copy(o->v, whole->v + o->lo, (o->hi - o->lo) * sizeof(float));
     o->step = whole->step;

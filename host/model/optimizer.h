@@ -38,8 +38,9 @@ void adamw_free(AdamW *o, const Model *model);
 double adamw_step(AdamW *o, Model *model, float lr);
 
 // Checkpoints hold the whole moments: the same format with and without ZeRO,
-// so a run resumes at any rank count and either zero. Without ZeRO these
-// return o itself and the others do nothing.
+// so a run resumes at any rank count and either zero. Where o's moments are
+// whole already (no ZeRO, or one rank) these return o itself and the others
+// do nothing.
 // For checkpoint_save on rank 0: whole = o with the ranks' shards of the
 // moments gathered there (a collective); adamw_gather_free frees them.
 const AdamW *adamw_gather(const AdamW *o, const Model *model, AdamW *whole);
