@@ -68,6 +68,23 @@ void dist_sum_host(const Dist *d, double *x, int n);
 // the ranks' ranges tile [0, n) in rank order (e.g. dist_share's, or whole
 // micro-batches of them). Afterwards every rank holds all n items (host memory).
 void dist_gather(const Dist *d, void *array, size_t item_bytes, int lo, int hi, int n);
+// ZeRO-1 (host/model/optimizer.c): a buffer of n elements split into contiguous
+// shards in rank order, sizes differing by at most one; this rank's is [*lo, *hi).
+// (Inline: both implementations and the optimizer use it.)
+static inline void dist_shard(const Dist *d, size_t n, size_t *lo, size_t *hi) {
+    const size_t w = (size_t)d->world, r = (size_t)d->rank, base = n / w, extra = n % w;
+    *lo = r * base + (r < extra ? r : extra);
+    *hi = *lo + base + (r < extra);
+}
+// Host-memory backends (CPU). Reduce-scatter: this rank's shard of x[0..n) becomes
+// the sum over ranks of that shard, in rank order (the very sums of dist_sum_device,
+// bit for bit), in buckets of [dist] bucket_mb; the rest of x keeps stale values.
+void dist_reduce_scatter_device(const Dist *d, const Backend *be, float *x, size_t n);
+// All-gather: every rank's shard of x[0..n) (elements of elem_bytes) to every rank.
+void dist_allgather_device(const Dist *d, const Backend *be, void *x, size_t n, size_t elem_bytes);
+// Rank 0's whole[0..n) = the ranks' shards (shard: this rank's [lo, hi) of it;
+// whole is only written on rank 0). Host-memory backends.
+void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, float *whole, size_t n);
 // 1 on the rank that writes files and prints progress (rank 0).
 int dist_is_root(const Dist *d);
 

@@ -443,3 +443,85 @@ void dist_gather(const Dist *d, void *array, size_t item_bytes, int lo, int hi, 
     MPI_CHECK(MPI_Type_free(&item));
     free(ranges); free(counts); free(displs);
 }
+
+// ---- ZeRO-1's collectives (host/model/optimizer.c): the buffers are host memory, used in place ----
+
+static void host_memory_only(const Backend *be, const char *what) {
+    if (be->mem_stats)
+        fail("--device %s: %s of ZeRO-1 ([train] zero = 1) runs on host-memory backends only; use --device cpu "
+             "or [train] zero = 0", be->name, what);
+}
+
+// every rank's shard of n elements (dist_shard) as MPI counts and displacements
+static void shard_layout(const Dist *d, size_t n, int *counts, int *displs) {
+    check(n <= INT_MAX, "ZeRO-1: a buffer of %zu elements, more than MPI's counts take", n);
+    for (int r = 0; r < d->world; r++) {
+        const Dist other = {.rank = r, .world = d->world};
+        size_t lo, hi;
+        dist_shard(&other, n, &lo, &hi);
+        displs[r] = (int)lo;
+        counts[r] = (int)(hi - lo);
+    }
+}
+
+// In buckets: bucket k holds elements [k B, (k+1) B) of every shard; each rank sends those of
+// shard r to rank r (MPI_Ialltoallv) and sums the world copies of its own in rank order.
+void dist_reduce_scatter_device(const Dist *d, const Backend *be, float *x, size_t n) {
+    if (d->world == 1 || n == 0) return;
+    host_memory_only(be, "the gradient reduce-scatter");
+    const int w = d->world;
+    int *start = xmalloc(4 * (size_t)w * sizeof(int)), *len = start + w, *scount = len + w, *sdispl = scount + w;
+    int *rcount = xmalloc(2 * (size_t)w * sizeof(int)), *rdispl = rcount + w;
+    shard_layout(d, n, len, start);
+    const size_t bucket = bucket_floats, mine = (size_t)len[d->rank];
+    float *recv = xmalloc(bucket * (size_t)w * sizeof(float));
+    for (size_t k0 = 0; k0 < (size_t)len[0]; k0 += bucket) {   // (rank 0's shard is the longest)
+        for (int r = 0; r < w; r++) {
+            const size_t a = k0 < (size_t)len[r] ? k0 : (size_t)len[r];
+            const size_t b = k0 + bucket < (size_t)len[r] ? k0 + bucket : (size_t)len[r];
+            scount[r] = (int)(b - a);
+            sdispl[r] = start[r] + (int)a;
+        }
+        const size_t a = k0 < mine ? k0 : mine, m = (k0 + bucket < mine ? k0 + bucket : mine) - a;
+        for (int r = 0; r < w; r++) { rcount[r] = (int)m; rdispl[r] = r * (int)m; }
+        MPI_Request rq;
+        MPI_CHECK(MPI_Ialltoallv(x, scount, sdispl, MPI_FLOAT, recv, rcount, rdispl, MPI_FLOAT, MPI_COMM_WORLD, &rq));
+        wait_for(&rq, "the gradient reduce-scatter (dist_reduce_scatter_device)");
+        float *out = x + start[d->rank] + a;
+        for (size_t i = 0; i < m; i++) {   // the order of dist_sum_device's sums
+            float sum = recv[i];
+            for (int r = 1; r < w; r++) sum += recv[(size_t)r * m + i];
+            out[i] = sum;
+        }
+    }
+    free(recv); free(start); free(rcount);
+    sums++;
+    summed_bytes += (double)n * sizeof(float);
+}
+
+void dist_allgather_device(const Dist *d, const Backend *be, void *x, size_t n, size_t elem_bytes) {
+    if (d->world == 1 || n == 0) return;
+    host_memory_only(be, "the all-gather of the updated weights");
+    int *counts = xmalloc(2 * (size_t)d->world * sizeof(int)), *displs = counts + d->world;
+    shard_layout(d, n, counts, displs);
+    MPI_Datatype item;
+    MPI_CHECK(MPI_Type_contiguous((int)elem_bytes, MPI_BYTE, &item));
+    MPI_CHECK(MPI_Type_commit(&item));
+    MPI_Request rq;
+    MPI_CHECK(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, counts, displs, item, MPI_COMM_WORLD, &rq));
+    wait_for(&rq, "the all-gather of the updated weights (dist_allgather_device)");
+    MPI_CHECK(MPI_Type_free(&item));
+    free(counts);
+}
+
+void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, float *whole, size_t n) {
+    if (d->world == 1) { be->copy(whole, shard, n * sizeof(float)); return; }
+    host_memory_only(be, "the gather of the optimizer moments");
+    int *counts = xmalloc(2 * (size_t)d->world * sizeof(int)), *displs = counts + d->world;
+    shard_layout(d, n, counts, displs);
+    MPI_Request rq;
+    MPI_CHECK(MPI_Igatherv(shard, counts[d->rank], MPI_FLOAT, whole, counts, displs, MPI_FLOAT, 0, MPI_COMM_WORLD,
+                           &rq));
+    wait_for(&rq, "the gather of the optimizer moments to rank 0 (dist_gather_shards)");
+    free(counts);
+}

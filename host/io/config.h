@@ -27,6 +27,7 @@ typedef struct {
         int grad_accum;               // micro-batches per optimizer step
         float weight_decay, beta1, beta2, eps, grad_clip;   // grad_clip 0 = off
         int decay_norms;              // also decay norm weights and biases
+        int zero;                     // ZeRO stage: 0 = replicated optimizer, 1 = moments sharded over ranks
         uint64_t seed;                // data order
         int log_every, ckpt_every;    // steps; ckpt_every 0 = only at the end
     } train;

@@ -12,23 +12,42 @@
 
 void adamw_create(AdamW *o, const Model *model, float beta1, float beta2, float eps,
                   float weight_decay, float grad_clip, int decay_norms) {
+    adamw_create_zero(o, model, beta1, beta2, eps, weight_decay, grad_clip, decay_norms, 0);
+}
+
+void adamw_create_zero(AdamW *o, const Model *model, float beta1, float beta2, float eps, float weight_decay,
+                       float grad_clip, int decay_norms, int zero) {
+    const Dist *d = dist_world();
+    if (zero && d->world > 1 && model->be->mem_stats)
+        fail("[train] zero = 1 with --device %s on %d ranks: ZeRO-1 runs on the CPU backend only (NCCL ZeRO is not "
+             "implemented); set [train] zero = 0", model->be->name, d->world);
     memset(o, 0, sizeof *o);
     // with LoRA only the adapters are trainable: moments for them alone
     o->numel = model->lora ? model->lora->numel : model->numel;
-    o->m = model->be->alloc(o->numel * sizeof(float));
-    o->v = model->be->alloc(o->numel * sizeof(float));
+    o->zero = zero;
+    o->hi = o->numel;
+    if (zero) dist_shard(d, o->numel, &o->lo, &o->hi);
+    const size_t len = o->hi - o->lo;
+    o->m = model->be->alloc(len * sizeof(float));
+    o->v = model->be->alloc(len * sizeof(float));
     o->beta1 = beta1; o->beta2 = beta2; o->eps = eps;
     o->weight_decay = weight_decay; o->grad_clip = grad_clip; o->decay_norms = decay_norms;
-    // the device table adamw_multi walks: every trainable tensor and whether it decays
+    // the device table adamw_multi walks: every trainable tensor (its part in the shard) and whether it decays
     const ParamInfo *table = model->lora ? model->lora->table : model->table;
-    o->n_tensors = model->lora ? model->lora->n_params : model->n_params;
-    AdamwTensor *t = xcalloc((size_t)o->n_tensors, sizeof *t);
-    for (int i = 0; i < o->n_tensors; i++)
-        t[i] = (AdamwTensor){.offset = table[i].offset, .numel = table[i].numel,
-                             .decay = table[i].decay || decay_norms};
-    o->tensors = model->be->alloc((size_t)o->n_tensors * sizeof *t);
+    const int n_table = model->lora ? model->lora->n_params : model->n_params;
+    AdamwTensor *t = xcalloc((size_t)n_table, sizeof *t);
+    for (int i = 0; i < n_table; i++) {
+        const size_t a = table[i].offset > o->lo ? table[i].offset : o->lo;
+        const size_t b = table[i].offset + table[i].numel < o->hi ? table[i].offset + table[i].numel : o->hi;
+        if (a < b) t[o->n_tensors++] = (AdamwTensor){.offset = a - o->lo, .numel = b - a,
+                                                     .decay = table[i].decay || decay_norms};
+    }
+    o->tensors = model->be->alloc((size_t)(o->n_tensors ? o->n_tensors : 1) * sizeof *t);
     model->be->upload(o->tensors, t, (size_t)o->n_tensors * sizeof *t);
     free(t);
+    if (zero && dist_is_root(d))
+        printf("zero: AdamW moments sharded over %d ranks: %.2f MB per rank (%.2f MB unsharded)\n", d->world,
+               2.0 * (double)len * sizeof(float) / 1e6, 2.0 * (double)o->numel * sizeof(float) / 1e6);
 }
 
 void adamw_free(AdamW *o, const Model *model) {
@@ -44,9 +63,18 @@ double adamw_step(AdamW *o, Model *model, float lr) {
     check(o->numel == (lo ? lo->numel : model->numel),
           "optimizer was created for %zu values, the model trains %zu (LoRA enabled after adamw_create?)", o->numel,
           lo ? lo->numel : model->numel);
-    // data parallel: every rank steps with the sum of all ranks' gradients
-    dist_sum_device(dist_world(), be, lo ? lo->grads : model->grads, o->numel);
-    double norm = model_grad_norm(model);
+    const Dist *d = dist_world();
+    float *params = lo ? lo->params : model->params, *grads = lo ? lo->grads : model->grads;
+    double norm;
+    if (!o->zero) {   // data parallel: every rank steps with the sum of all ranks' gradients
+        dist_sum_device(d, be, grads, o->numel);
+        norm = model_grad_norm(model);
+    } else {          // ZeRO-1: the sum of this rank's shard only; the global norm from the shards' squares
+        dist_reduce_scatter_device(d, be, grads, o->numel);
+        double sumsq = be->sumsq(grads + o->lo, o->hi - o->lo);
+        dist_sum_host(d, &sumsq, 1);
+        norm = sqrt(sumsq);
+    }
     if (!isfinite(norm)) fail("gradient norm is %g at step %ld: training diverged (lower train.lr?)", norm, o->step + 1);
     // PyTorch clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1
     float scale = 1.0f;
@@ -57,11 +85,59 @@ double adamw_step(AdamW *o, Model *model, float lr) {
     o->step++;
     const float bc1 = 1.0f - powf(o->beta1, (float)o->step);
     const float bc2 = 1.0f - powf(o->beta2, (float)o->step);
-    float *params = lo ? lo->params : model->params, *grads = lo ? lo->grads : model->grads;
     void *compute = lo ? lo->wc : model->wc;   // refreshed in the same pass
-    be->adamw_multi(params, compute, grads, o->m, o->v, o->numel, o->tensors, o->n_tensors, lr, o->beta1, o->beta2,
-                    o->eps, o->weight_decay, bc1, bc2, scale);
+    be->adamw_multi(params + o->lo, (char *)compute + o->lo * be->act_bytes, grads + o->lo, o->m, o->v,
+                    o->hi - o->lo, o->tensors, o->n_tensors, lr, o->beta1, o->beta2, o->eps, o->weight_decay, bc1,
+                    bc2, scale);
+    if (o->zero) {   // every rank gets the others' updated shards
+        dist_allgather_device(d, be, params, o->numel, sizeof(float));
+        if (compute != (void *)params) dist_allgather_device(d, be, compute, o->numel, be->act_bytes);
+    }
     return norm;
+}
+
+// o with whole-size moments (allocated where here; filled by the caller)
+static AdamW *whole_of(const AdamW *o, const Model *model, AdamW *whole, int here) {
+    *whole = *o;
+    whole->zero = 0;
+    whole->lo = 0;
+    whole->hi = o->numel;
+    whole->m = here ? model->be->alloc(o->numel * sizeof(float)) : NULL;
+    whole->v = here ? model->be->alloc(o->numel * sizeof(float)) : NULL;
+    return whole;
+}
+
+static void whole_free(const Model *model, AdamW *whole) {
+    if (whole->m) model->be->free(whole->m);
+    if (whole->v) model->be->free(whole->v);
+}
+
+// the moments are whole already (no ZeRO, or one rank)
+static int whole_already(const AdamW *o) { return o->lo == 0 && o->hi == o->numel; }
+
+const AdamW *adamw_gather(const AdamW *o, const Model *model, AdamW *whole) {
+    if (whole_already(o)) return o;
+    const Dist *d = dist_world();
+    whole_of(o, model, whole, dist_is_root(d));
+    dist_gather_shards(d, model->be, o->m, whole->m, o->numel);
+    dist_gather_shards(d, model->be, o->v, whole->v, o->numel);
+    return whole;
+}
+
+void adamw_gather_free(const AdamW *o, const Model *model, AdamW *whole) {
+    if (!whole_already(o)) whole_free(model, whole);
+}
+
+AdamW *adamw_whole(AdamW *o, const Model *model, AdamW *whole) {
+    return whole_already(o) ? o : whole_of(o, model, whole, 1);
+}
+
+void adamw_scatter(AdamW *o, const Model *model, AdamW *whole) {
+    if (whole_already(o)) return;
+    model->be->copy(o->m, whole->m + o->lo, (o->hi - o->lo) * sizeof(float));
+    model->be->copy(o->v, whole->v + o->lo, (o->hi - o->lo) * sizeof(float));
+    o->step = whole->step;
+    whole_free(model, whole);
 }
 
 // Same shapes as transformers' get_{constant,linear,cosine}_schedule_with_warmup

@@ -116,8 +116,8 @@ void train_load_start(const Config *cfg, const char *source, const char *stage, 
 }
 
 void train_optimizer(const Config *cfg, Model *m, AdamW *opt) {
-    adamw_create(opt, m, cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
-                 cfg->train.grad_clip, cfg->train.decay_norms);
+    adamw_create_zero(opt, m, cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
+                      cfg->train.grad_clip, cfg->train.decay_norms, cfg->train.zero);
 }
 
 static void write_config(const Config *cfg, const char *path, const char *header) {
@@ -284,7 +284,9 @@ const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *
     rng_seed(&seeded, seed);
     memcpy(st->rng, seeded.s, sizeof st->rng);
     if (resume) {
-        const int has_opt = checkpoint_load(ckpt_path, m, opt, st);
+        AdamW whole;   // ZeRO-1: the checkpoint's whole moments, then this rank's shard of them
+        const int has_opt = checkpoint_load(ckpt_path, m, adamw_whole(opt, m, &whole), st);
+        adamw_scatter(opt, m, &whole);
         if (strcmp(st->stage, stage) != 0)
             fail("%s holds a '%s' run, not a '%s' one: resume it with the method that made it (its config.ini), or "
                  "choose another run.out_dir", ckpt_path, st->stage, stage);
@@ -321,8 +323,11 @@ int train_loop_step(const TrainLoop *l, const char *fmt, ...) {
         train_tb_json(l->tb, l->name, step, line);
         tb_rates(l->tb, l);
     }
-    if (root() && l->ckpt_path && (train_loop_last(l) || (l->ckpt_every > 0 && step % l->ckpt_every == 0))) {
-        checkpoint_save(l->ckpt_path, l->m, l->opt, l->st);
+    if (l->ckpt_path && (train_loop_last(l) || (l->ckpt_every > 0 && step % l->ckpt_every == 0))) {
+        AdamW whole;   // ZeRO-1: the moments gathered to rank 0 (the checkpoint holds them whole)
+        const AdamW *opt = adamw_gather(l->opt, l->m, &whole);
+        if (root()) checkpoint_save(l->ckpt_path, l->m, opt, l->st);
+        adamw_gather_free(l->opt, l->m, &whole);
     }
     fault_point(l->name, step);
     if (step != l->stop_at) return 0;

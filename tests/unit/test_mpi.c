@@ -10,6 +10,9 @@
 //    the output one final line;
 //  - SFT stopped on 2 ranks and resumed on 3, DPO stopped on 3 and resumed alone: the plain run's losses;
 //  - SFT at -np 3 with the gradient sum in ~100 buckets: bit-identical to one bucket;
+//  - ZeRO-1 ([train] zero = 1) at -np 1, 2, 3 against plain data parallel at the
+//    same -np: losses, weights and moments bit for bit; stopped with zero = 1 and
+//    resumed with zero = 0 at another -np, and the other way round;
 //  - sprec eval split over 2 ranks gives the plain run's lists;
 //  - every rank must run rank 0's config and binary: another override or another
 //    binary on one rank ends the job with one line naming the rank; a rank that
@@ -166,6 +169,54 @@ static void test_mpi_sprec(void **state) {
                    "sprec 1/1: done", metrics);
 }
 
+// ZeRO-1: the reduce-scatter sums every element in rank order as the plain all-reduce does, and AdamW is
+// elementwise, so losses, final weights and moments (the checkpoint) equal plain data parallel at the same -np bit
+// for bit; only the gradient norm (a sum of the shards' squared norms) is summed in another order (printed).
+static void test_mpi_zero(void **state) {
+    (void)state;
+    REQUIRE_MPI();
+    fixture();
+    char cmd[4096], out[65536], ref[256], dir[256], a[320], b[320], line[96];
+    for (int np = 1; np <= 3; np++) {
+        snprintf(ref, sizeof ref, np == 1 ? TMP "/plain-sft" : TMP "/zero-ref-np%d", np);   // (-np 1 = plain)
+        snprintf(dir, sizeof dir, TMP "/zero-np%d", np);
+        if (np > 1) {
+            snprintf(cmd, sizeof cmd, "rm -rf %s && " MPIRUN "-np %d build/sprec train " SFT " --run.out_dir=%s "
+                     "> /dev/null", ref, np, ref);
+            run_ok(cmd);
+        }
+        snprintf(cmd, sizeof cmd, "rm -rf %s && " MPIRUN "-np %d build/sprec train " SFT " --train.zero=1 "
+                 "--run.out_dir=%s", dir, np, dir);
+        const int rc = run_capture(cmd, out, sizeof out);
+        if (rc != 0) print_message("%s\nexit %d:\n%s\n", cmd, rc, out);
+        assert_int_equal(rc, 0);
+        snprintf(line, sizeof line, "zero: AdamW moments sharded over %d ranks", np);
+        assert_int_equal(count(out, line), 1);
+        snprintf(cmd, sizeof cmd, "h5diff %s/checkpoint.h5 %s/checkpoint.h5", ref, dir);
+        run_ok(cmd);
+        snprintf(a, sizeof a, "%s/train_log.jsonl", ref);
+        snprintf(b, sizeof b, "%s/train_log.jsonl", dir);
+        const double dl = max_diff(a, b, "loss"), dg = max_diff(a, b, "grad_norm");
+        print_message("test_mpi: zero = 1 vs 0 at -np %d: loss difference %.3g, weights and moments bit-identical, "
+                      "grad norm difference %.3g\n", np, dl, dg);
+        assert_true(dl == 0);
+        assert_true(dg <= 1e-12);
+    }
+    // the checkpoint holds whole moments: zero = 1 on 2 ranks resumed with zero = 0 alone, zero = 0 on 2 resumed
+    // with zero = 1 on 3 (--accept-changes: zero is a setting of the run)
+    run_ok("rm -rf " TMP "/zero-resume && " MPIRUN "-np 2 build/sprec train " SFT " --train.zero=1 --run.out_dir="
+           TMP "/zero-resume --stop-at 2 > /dev/null && " PLAIN "train " SFT " --run.out_dir=" TMP "/zero-resume "
+           "--resume --accept-changes > /dev/null");
+    run_ok("rm -rf " TMP "/zero-resume2 && " MPIRUN "-np 2 build/sprec train " SFT " --run.out_dir=" TMP
+           "/zero-resume2 --stop-at 2 > /dev/null && " MPIRUN "-np 3 build/sprec train " SFT " --train.zero=1 "
+           "--run.out_dir=" TMP "/zero-resume2 --resume --accept-changes > /dev/null");
+    const double d1 = max_diff(TMP "/plain-sft/train_log.jsonl", TMP "/zero-resume/train_log.jsonl", "loss");
+    const double d2 = max_diff(TMP "/plain-sft/train_log.jsonl", TMP "/zero-resume2/train_log.jsonl", "loss");
+    print_message("test_mpi: zero = 1 on 2 ranks resumed with zero = 0 alone, and zero = 0 on 2 resumed with zero = 1 "
+                  "on 3: largest loss differences %.3g, %.3g\n", d1, d2);
+    assert_true(d1 <= LOSS_TOL && d2 <= LOSS_TOL);
+}
+
 static void test_mpi_eval(void **state) {
     (void)state;
     REQUIRE_MPI();
@@ -260,6 +311,7 @@ DEFINE_TEST_GROUP(test_mpi,
     cmocka_unit_test(test_mpi_sft),
     cmocka_unit_test(test_mpi_dpo),
     cmocka_unit_test(test_mpi_sprec),
+    cmocka_unit_test(test_mpi_zero),
     cmocka_unit_test(test_mpi_eval),
     cmocka_unit_test(test_mpi_refuses),
     cmocka_unit_test(test_mpi_faults),
