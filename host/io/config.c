@@ -649,16 +649,24 @@ int config_diff(const Config *was, const Config *now, char *out, size_t cap) {
     return n;
 }
 
-void config_check_ranks(const Config *c) {
-    const Dist *d = dist_world();
-    if (d->world == 1) return;
-    dist_set_options(c->dist.timeout_s, c->dist.bucket_mb);
+char *config_text(const Config *c, int settings_only, size_t *len) {
     char *text = NULL;
     size_t n = 0;
     FILE *m = open_memstream(&text, &n);
     check(m != NULL, "open_memstream failed");
-    config_write(c, m);
+    if (settings_only) config_write_settings(c, m);
+    else config_write(c, m);
     check(fclose(m) == 0, "writing the config to memory failed");
+    if (len) *len = n;
+    return text;
+}
+
+void config_check_ranks(const Config *c) {
+    const Dist *d = dist_world();
+    if (d->world == 1) return;
+    dist_set_options(c->dist.timeout_s, c->dist.bucket_mb);
+    size_t n;
+    char *text = config_text(c, 0, &n);
     dist_check_same(d, "config", text, n);
     free(text);
 }

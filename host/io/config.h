@@ -156,6 +156,8 @@ void config_validate(Config *c, const char *where);
 void config_write(const Config *c, FILE *f);
 // Only the keys that determine a run (those config_diff compares), the record a checkpoint keeps.
 void config_write_settings(const Config *c, FILE *f);
+// config_write's text (settings_only: config_write_settings's) in memory, malloc'd, its length in *len (NULL: not wanted).
+char *config_text(const Config *c, int settings_only, size_t *len);
 // Under several ranks: every rank's resolved config (config_write's text) must be
 // rank 0's; otherwise one line naming the rank and the first differing key, exit 1.
 void config_check_ranks(const Config *c);

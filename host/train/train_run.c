@@ -128,23 +128,12 @@ static void write_config(const Config *cfg, const char *path, const char *header
     atomic_commit(a);
 }
 
-// The settings that determine the run as INI text (malloc'd): what every checkpoint of the run records.
-static char *settings_text(const Config *cfg) {
-    char *text = NULL;
-    size_t len = 0;
-    FILE *m = open_memstream(&text, &len);
-    check(m != NULL, "open_memstream failed");
-    config_write_settings(cfg, m);
-    check(fclose(m) == 0, "writing the settings to memory failed");
-    return text;
-}
-
 void train_record_config(const Config *cfg, int resume) {
     if (!root()) return;
     char path[CONFIG_PATH_MAX + 16], ckpt[CONFIG_PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/config.ini", cfg->run.out_dir);
     snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", cfg->run.out_dir);
-    char *now = settings_text(cfg);
+    char *now = config_text(cfg, 1, NULL);
     checkpoint_set_settings(now);   // every checkpoint of the run records them
     free(now);
     if (!resume) { write_config(cfg, path, NULL); return; }
