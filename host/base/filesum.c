@@ -119,7 +119,19 @@ int filesum_verify(const char *path) {
     if (fd < 0) fail("cannot open '%s': %s", path, strerror(errno));
     char block[FILESUM_BLOCK + 1];
     int empty;
-    if (!read_block(fd, path, block, &empty)) { close(fd); return 0; }
+    if (!read_block(fd, path, block, &empty)) {
+        // no checksum line: an older file (its block all NULs, or no block: HDF5 at byte 0) is not checked, but a
+        // block that holds something else in front of HDF5 data is a damaged line (a flipped byte in the prefix
+        // must not switch the check off)
+        static const char hdf5_sig[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
+        char sig[8];
+        const int user_block = pread(fd, sig, sizeof sig, FILESUM_BLOCK) == (ssize_t)sizeof sig &&
+                               !memcmp(sig, hdf5_sig, sizeof sig);
+        close(fd);
+        if (user_block && !empty)
+            fail("%s: the checksum line in the first %d bytes is damaged (file corrupt?)", path, FILESUM_BLOCK);
+        return 0;
+    }
     uint64_t want, want_len, len;
     int used = 0;
     if (sscanf(block, PREFIX "v1 xxh64 %16" SCNx64 " %" SCNu64 "%n", &want, &want_len, &used) != 2 || block[used] != '\n')

@@ -193,6 +193,21 @@ static void test_checksum_older_checkpoint(void **state) {
     assert_int_equal(load_status(path, "older checkpoint"), 0);
 }
 
+// A flipped byte in the line's prefix must not switch the check off: a checkpoint (HDF5 data after the
+// block) whose block is neither the line nor empty is refused before HDF5 parses it (make fuzz-ci found one
+// that crashed libhdf5 this way: tests/fuzz/corpus/checkpoint/damaged-prefix).
+static void test_checksum_damaged_prefix(void **state) {
+    (void)state;
+    const char *path = TMP "/prefix.h5";
+    run_ok("mkdir -p " TMP);
+    write_lora_checkpoint(path);
+    assert_int_equal(filesum_verify(path), 1);
+    flip_byte(path, 2, 0x80);   // "sprec-" -> "sp\xf2ec-"
+    expect_verify_error(path, "damaged");
+    flip_byte(path, 2, 0x80);
+    assert_int_equal(filesum_verify(path), 1);
+}
+
 // H5Ovisit callback: every object of the file carries no times (H5Pset_obj_track_times off).
 static herr_t no_times(hid_t obj, const char *name, const H5O_info_t *info, void *count) {
     (void)obj;
@@ -224,5 +239,6 @@ DEFINE_TEST_GROUP(test_checksum,
     cmocka_unit_test(test_checkpoint_byte_identical),
     cmocka_unit_test(test_checksum_block),
     cmocka_unit_test(test_checksum_older_checkpoint),
+    cmocka_unit_test(test_checksum_damaged_prefix),
     cmocka_unit_test(test_checksum_flipped_byte_sweep),
     cmocka_unit_test(test_checksum_two_flipped_bytes))
