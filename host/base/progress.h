@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
-#include "dist.h"
+#include "dist/dist.h"
 
 static inline double now_seconds(void) {
     struct timespec ts;

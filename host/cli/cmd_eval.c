@@ -16,7 +16,7 @@
 #include "rec/recdata.h"
 #include "rec/evaluate.h"
 #include "base/atomic_write.h"
-#include "base/dist.h"
+#include "base/dist/dist.h"
 #include "base/fileio.h"
 #include "kernels/errors.h"
 

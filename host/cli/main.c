@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "commands.h"
-#include "base/dist.h"
+#include "base/dist/dist.h"
 #include "kernels/errors.h"
 
 static const struct { const char *name; int (*run)(int, char **); const char *help; } commands[] = {

@@ -13,7 +13,7 @@
 #include <ini.h>
 #include "config.h"
 #include "model/lora.h"
-#include "base/dist.h"
+#include "base/dist/dist.h"
 #include "kernels/errors.h"
 
 typedef enum { K_INT, K_U64, K_FLOAT, K_BOOL, K_STR, K_ENUM, K_ENUM_INT } KeyType;

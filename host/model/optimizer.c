@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "optimizer.h"
-#include "base/dist.h"
+#include "base/dist/dist.h"
 #include "kernels/errors.h"
 #include "lora.h"
 

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "evaluate.h"
-#include "base/dist.h"
+#include "base/dist/dist.h"
 #include "base/atomic_write.h"
 #include "recommend.h"
 #include "trie.h"

@@ -10,7 +10,7 @@
 #include <unistd.h>
 #include "grounding.h"
 #include "base/atomic_write.h"
-#include "base/dist.h"
+#include "base/dist/dist.h"
 #include "base/h5io.h"
 #include "base/progress.h"
 #include "kernels/errors.h"

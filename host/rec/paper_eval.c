@@ -5,7 +5,7 @@
 #include "paper_eval.h"
 #include "grounding.h"
 #include "io/encoder/encoder_file.h"
-#include "base/dist.h"
+#include "base/dist/dist.h"
 #include "base/filesum.h"
 #include "base/progress.h"
 #include "kernels/errors.h"

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "recommend.h"
-#include "base/dist.h"
+#include "base/dist/dist.h"
 #include "gen/generate.h"
 #include "kernels/errors.h"
 

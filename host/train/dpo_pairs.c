@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <string.h>
 #include "dpo_pairs.h"
-#include "base/dist.h"
+#include "base/dist/dist.h"
 #include "io/dataset.h"
 #include "model/lora.h"
 #include "rec/recommend.h"

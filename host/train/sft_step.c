@@ -1,7 +1,7 @@
 // One SFT optimizer step (sft_step.h): the SFT trainer's step, and the SPRec
 // loop's SFT stage.
 #include "sft_step.h"
-#include "base/dist.h"
+#include "base/dist/dist.h"
 #include "model/lora.h"
 #include "kernels/errors.h"
 

@@ -2,7 +2,7 @@
 #include "stage_time.h"
 #include <string.h>
 #include "base/progress.h"
-#include "base/dist.h"
+#include "base/dist/dist.h"
 
 const char *const STAGE_NAMES[N_STAGES] = {"negatives", "sft", "reference", "dpo", "eval"};
 

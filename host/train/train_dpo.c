@@ -17,7 +17,7 @@
 #include "train.h"
 #include "dpo_pairs.h"
 #include "train_run.h"
-#include "base/dist.h"
+#include "base/dist/dist.h"
 #include "base/fileio.h"
 #include "io/checkpoint.h"
 #include "model/lora.h"

@@ -12,7 +12,7 @@
 #include "train_run.h"
 #include "train.h"
 #include "base/atomic_write.h"
-#include "base/dist.h"
+#include "base/dist/dist.h"
 #include "base/fault.h"
 #include "io/checkpoint.h"
 #include "base/fileio.h"

@@ -30,7 +30,7 @@
 #include "base/atomic_write.h"
 #include "kernels/errors.h"
 #include "base/rng.h"
-#include "base/dist.h"
+#include "base/dist/dist.h"
 #include "base/fileio.h"
 
 #define MAX_KS 16

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The 1-rank NCCL check (issue 11), called by tests/gpu/run.sh, or alone: tests/gpu/nccl.sh [DIR]
 # `mpirun -np 1 build/sprec train ... --device cuda` sums its gradients through NCCL (a communicator from an
-# ncclUniqueId broadcast over MPI, the all-reduce on a stream of its own: host/base/dist_mpi.c); its
+# ncclUniqueId broadcast over MPI, the all-reduce on a stream of its own: host/base/dist/dist_mpi.c); its
 # train_log.jsonl must be the plain --device cuda run's, byte for byte (an all-reduce over one rank is a copy,
 # so any difference is the NCCL path's: a missed synchronisation, a wrong buffer or count). Two NCCL ranks cannot
 # share one GPU, so multi-GPU sums are not checked here. Exit 0: pass; 1: fail; 77: skipped (no mpirun, no GPU,

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "tests.h"
-#include "base/dist.h"
+#include "base/dist/dist.h"
 
 static void test_dist_shares(void **state) {
     (void)state;

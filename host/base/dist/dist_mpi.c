@@ -27,7 +27,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include "dist.h"
-#include "filesum.h"
+#include "base/filesum.h"
 #include "kernels/errors.h"
 #ifdef SPREC_NCCL
 // --device cuda under a launcher: gradient sums with NCCL (make builds this when it finds nccl.h; NCCL=0: off).
