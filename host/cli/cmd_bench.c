@@ -49,13 +49,15 @@
 #include "kernels/errors.h"
 #include "base/rng.h"
 #include "rec/trie.h"
+#include "base/dist/dist.h"
+#include "train/sft_step.h"
 
 // every flag takes a value ("--flag V" or "--flag=V") but the switches in
 // SWITCHES, which take none; --help is handled first
 static const char *const FLAGS[] = {
     "--name", "--mode", "--device", "--dim", "--layers", "--heads", "--kv-heads", "--ffn", "--vocab", "--seq",
     "--batch", "--steps", "--warmup", "--threads", "--loss-frac", "--tokens", "--prompts", "--beams", "--items",
-    "--prompt-len", "--head-dim", NULL};
+    "--prompt-len", "--head-dim", "--micro-batch", "--zero", NULL};
 static const char *const SWITCHES[] = {"--ragged", NULL};
 
 static int in_list(const char *const *list, const char *a, size_t len) {
@@ -198,15 +200,70 @@ static void print_tail(const Backend *be, const Stats *st, double tokens, double
     fflush(stdout);
 }
 
+// The engine's own progress lines (the trainer's, ZeRO's) go to stderr: stdout stays JSON lines.
+static int stdout_aside(void) {
+    fflush(stdout);
+    const int saved = dup(1);
+    dup2(2, 1);
+    return saved;
+}
+static void stdout_back(int saved) {
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+}
+
 // ---- the shared model setup ------------------------------------------------------------
 
 typedef struct {
     const char *name, *mode;
     ModelConfig c;
     int T, B, steps, warmup;
+    int micro, zero;   // sft: rows per micro-batch (the step's share unit over the ranks); ZeRO-1
     double loss_frac;
     const Backend *be;
 } Bench;
+
+// ---- ranks (under mpirun / srun: base/dist/dist.h) ----------------------------------------
+
+// This rank's peak memory: the device allocator's peak on a backend that keeps
+// one ("device"), else the process's peak resident set ("rss").
+static long rank_peak_bytes(const Backend *be, const char **kind) {
+    *kind = backend_supports(be, BACKEND_MEM_STATS) ? "device" : "rss";
+    if (!backend_supports(be, BACKEND_MEM_STATS)) return host_peak_bytes();
+    BackendMemStats ms;
+    be->mem_stats(&ms);
+    return (long)ms.peak;
+}
+
+// The fields of a line that ran over the ranks (a collective: every rank calls
+// it; only rank 0's stdout is kept), without the braces: ranks, zero, comm_s =
+// the seconds a rank waited in collectives per step (the ranks' mean; imbalance
+// included), comm_share = comm_s / step_s (the mean step), allreduce_bytes_per_step
+// = the gradient bytes summed per optimizer step, and every rank's peak memory.
+// before = dist_counters() when the timed part began; it held `steps` steps and
+// `opt_steps` optimizer steps. Returns a malloc'd string.
+static char *rank_fields(const Bench *bn, const DistCounters *before, int steps, long opt_steps, double step_s) {
+    const Dist *d = dist_world();
+    const DistCounters after = dist_counters();
+    double comm = (after.waited_s - before->waited_s) / steps;
+    dist_sum_host(d, &comm, 1);
+    comm /= d->world;
+    const char *kind;
+    long *peaks = xcalloc((size_t)d->world, sizeof(long));
+    peaks[d->rank] = rank_peak_bytes(bn->be, &kind);
+    dist_gather(d, peaks, sizeof(long), d->rank, d->rank + 1, d->world);
+    const size_t cap = 512 + 24 * (size_t)d->world;
+    char *out = xmalloc(cap);
+    size_t k = (size_t)snprintf(out, cap, "\"ranks\": %d, \"zero\": %d, \"comm_s\": %.6f, \"comm_share\": %.4f, "
+                                "\"allreduce_bytes_per_step\": %.0f, \"peak_kind\": \"%s\", \"peak_bytes_per_rank\": [",
+                                d->world, bn->zero, comm, step_s > 0 ? comm / step_s : 0,
+                                opt_steps > 0 ? (after.summed_bytes - before->summed_bytes) / opt_steps : 0.0, kind);
+    for (int r = 0; r < d->world; r++) k += (size_t)snprintf(out + k, cap - k, "%s%ld", r ? ", " : "", peaks[r]);
+    snprintf(out + k, cap - k, "]");
+    free(peaks);
+    return out;
+}
 
 static double flops_per_token(const ModelConfig *c, int T) {
     const double C = c->dim, QD = (double)c->n_heads * c->head_dim, KVD = (double)c->n_kv_heads * c->head_dim;
@@ -250,7 +307,9 @@ static void random_batch(Batch *batch, int B, int T, int V, double loss_frac, Rn
 static void bench_train_model(const Bench *bn, Model *m, AdamW *opt) {
     model_create(m, &bn->c, bn->be);
     model_init_random(m, 1, 0.02f);
-    adamw_create(opt, m, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, 0);
+    const int saved = stdout_aside();   // (ZeRO's line)
+    adamw_create_zero(opt, m, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, 0, bn->zero);
+    stdout_back(saved);
 }
 
 // The machine's own sgemm rate, measured in the same process right after a
@@ -263,6 +322,8 @@ static void print_sgemm_line(void) {
 
 // ---- sft ---------------------------------------------------------------------------------
 
+// The trainer's own step (train/sft_step.h: micro-batches of --micro-batch rows
+// shared over the ranks, the gradient sum, AdamW) on --batch random rows.
 static void bench_sft(Bench *bn) {
     const Backend *be = bn->be;
     const int B = bn->B, T = bn->T, steps = bn->steps, warmup = bn->warmup;
@@ -273,24 +334,21 @@ static void bench_sft(Bench *bn) {
     Batch batch;
     Rng r;
     rng_seed(&r, 7);
-    double mask_sum = 0;
-    random_batch(&batch, B, T, c.vocab_size, bn->loss_frac, &r, &mask_sum);
-    // the loss weights, per position, known before the forward (as sft_step)
-    float *w = xmalloc((size_t)B * T * sizeof(float));
-    for (int i = 0; i < B * T; i++) w[i] = (float)(batch.mask[i] / mask_sum);
+    random_batch(&batch, B, T, c.vocab_size, bn->loss_frac, &r, NULL);
+    const Dataset data = {.N = B, .T = T, .tokens = batch.tokens, .mask = batch.mask, .lengths = batch.lengths};
+    int *ids = xmalloc((size_t)B * sizeof(int));
+    for (int i = 0; i < B; i++) ids[i] = i;
     double *times = xmalloc((size_t)steps * sizeof(double)), loss = 0;
+    DistCounters before = {0, 0, 0};
     for (int s = 0; s < warmup + steps; s++) {
-        double t0 = now_seconds();
-        model_zero_grad(&m);
-        int n = model_forward_with_head_grad(&m, &batch, w);
-        loss = 0;
-        for (int i = 0; i < n; i++) loss -= w[m.head_pos[i]] * m.head_lp[i];
-        model_backward(&m, NULL);
-        adamw_step(&opt, &m, 1e-4f);
+        if (s == warmup) before = dist_counters();
+        double t0 = now_seconds(), gnorm, mask_sum;
+        loss = sft_step(&m, &opt, &data, ids, B, bn->micro, 0, 1e-4f, &gnorm, &mask_sum, NULL);
         device_sync(be, m.params);
         if (s >= warmup) times[s - warmup] = now_seconds() - t0;
     }
     const Stats st = stats_of(times, steps);
+    char *ranks = rank_fields(bn, &before, steps, steps, st.mean);
     const double flops_tok = flops_per_token(&c, T);
     const double tokens = (double)B * T;   // per step
     // the CPU line is the contract's original one; a device backend adds its memory and MFU
@@ -311,12 +369,12 @@ static void bench_sft(Bench *bn) {
     printf("{\"name\": \"%s\", \"impl\": \"sprec\", \"device\": \"%s\", \"storage\": \"%s\", \"threads\": %d, "
            "\"dim\": %d, \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, \"ffn\": %d, \"vocab\": %d, \"seq\": %d, \"batch\": %d, \"loss_frac\": %.3f, "
            "\"tokens_per_s\": %.1f, \"ms_per_step\": %.2f, \"ms_per_step_mean\": %.2f, \"ms_per_step_min\": %.2f, "
-           "\"peak_bytes\": %ld, \"gflops\": %.2f, \"mfu\": %s, \"final_loss\": %.6f%s}\n",
+           "\"peak_bytes\": %ld, \"gflops\": %.2f, \"mfu\": %s, \"final_loss\": %.6f, \"micro_batch\": %d, %s%s}\n",
            bn->name, be->name, storage_name(be), omp_get_max_threads(), c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
            c.ffn_dim, c.vocab_size, T, B, bn->loss_frac, tokens / st.median, 1e3 * st.median, 1e3 * st.mean,
-           1e3 * st.min, peak, flops_tok * tokens / st.median / 1e9, mfu, loss, extra);
-    print_sgemm_line();
-    free(w); free(times); batch_free(&batch);
+           1e3 * st.min, peak, flops_tok * tokens / st.median / 1e9, mfu, loss, bn->micro, ranks, extra);
+    if (dist_is_root(dist_world())) print_sgemm_line();
+    free(ranks); free(ids); free(times); batch_free(&batch);
     adamw_free(&opt, &m);
     model_free(&m);
 }
@@ -627,7 +685,9 @@ static int make_catalogue(int items, int V, int P, int Lp, int ***seqs_out, int 
 // P prompts decoded to one catalogue item each: constrained greedy (beam 1)
 // and constrained beam search of width --beams (recommend_topk, K = 1): a
 // "step" decodes all P prompts; tokens = the output tokens (the returned
-// titles' lengths, end token included), whatever the beam width.
+// titles' lengths, end token included), whatever the beam width. Under several
+// ranks the prompts are shared as the SPRec loop's negatives are (by expected
+// cost, recommend_share) and every rank's items gathered: the step ends there.
 // FLOPs (an estimate, documented in bench/README.md):
 //   2 * linear_params * (P * prompt_len + beams * output tokens), attention not counted.
 static void bench_generate(Bench *bn, int P, int W, int items, int Lp) {
@@ -646,17 +706,25 @@ static void bench_generate(Bench *bn, int P, int W, int items, int Lp) {
     float *scores = xmalloc((size_t)P * sizeof(float));
     for (int p = 0; p < P; p++) plens[p] = Lp;
     double *times = xmalloc((size_t)bn->steps * sizeof(double));
+    const Dist *d = dist_world();
     for (int pass = 0; pass < 2; pass++) {
         const int beams = pass ? W : 1;
         if (pass && W == 1) break;
         double out_tokens = 0;
+        int lo, hi;
+        recommend_share(&t, plens, P, beams, &lo, &hi);
+        DistCounters before = {0, 0, 0};
         for (int s = 0; s < bn->warmup + bn->steps; s++) {
+            if (s == bn->warmup) before = dist_counters();
             double t0 = now_seconds();
-            recommend_topk(&m, &t, (const int *const *)prompts, plens, P, 1, beams, out, scores);
+            if (hi > lo) recommend_topk(&m, &t, (const int *const *)prompts + lo, plens + lo, hi - lo, 1, beams, out + lo, scores + lo);
+            dist_gather(d, out, sizeof(int), lo, hi, P);
+            dist_gather(d, scores, sizeof(float), lo, hi, P);
             if (s >= bn->warmup) times[s - bn->warmup] = now_seconds() - t0;
         }
         for (int p = 0; p < P; p++) out_tokens += t.item_len[out[p]];
         const Stats st = stats_of(times, bn->steps);
+        char *ranks = rank_fields(bn, &before, bn->steps, bn->steps, st.mean);
         const double flops = 2 * linear_params(&c) * ((double)P * Lp + (double)beams * out_tokens);
         char name[300];
         if (beams == 1) snprintf(name, sizeof name, "%s_greedy", bn->name);
@@ -665,8 +733,9 @@ static void bench_generate(Bench *bn, int P, int W, int items, int Lp) {
         b2.name = name;
         print_head(&b2);
         printf("\"prompts\": %d, \"prompt_len\": %d, \"beams\": %d, \"items\": %d, \"trie_nodes\": %d, "
-               "\"prompts_per_s\": %.2f, ", P, Lp, beams, n_items, t.n_nodes, P / st.median);
+               "\"prompts_per_s\": %.2f, %s, ", P, Lp, beams, n_items, t.n_nodes, P / st.median, ranks);
         print_tail(be, &st, out_tokens, flops, -1, -1);
+        free(ranks);
     }
     free(times); free(plens); free(out); free(scores);
     for (int i = 0; i < n_items; i++) free(seqs[i]);
@@ -809,22 +878,36 @@ static void bench_iteration(Bench *bn, const char *device, int threads, int P, i
     char err[128];
     for (int k = 0, n = evaluate_parse_ks(cfg.eval.ks, ks, 16, err, sizeof err); k < n; k++)
         if (ks[k] > eval_beams) eval_beams = ks[k];
+    cfg.train.zero = bn->zero;
     config_validate(&cfg, "sprec bench --mode iteration");
-    if (!mkdtemp(scratch_dir)) fail("sprec bench: cannot create a scratch folder in /tmp: %s", strerror(errno));
-    atexit(remove_scratch);
+    // rank 0 makes the scratch folder and the world; every rank reads them (one path, sent to all)
+    const Dist *dist = dist_world();
+    const int root = dist_is_root(dist);
+    if (root) {
+        if (!mkdtemp(scratch_dir)) fail("sprec bench: cannot create a scratch folder in /tmp: %s", strerror(errno));
+        atexit(remove_scratch);
+    }
+    dist_gather(dist, scratch_dir, sizeof scratch_dir, root ? 0 : 1, 1, 1);
     snprintf(cfg.data.dataset, sizeof cfg.data.dataset, "%s/world.h5", scratch_dir);
     snprintf(cfg.run.out_dir, sizeof cfg.run.out_dir, "%s/run", scratch_dir);
-    RecData d;
-    random_world(&d, items, c.vocab_size, P, Lp);
-    recdata_save(&d, cfg.data.dataset);
-    recdata_free(&d);
-    fflush(stdout);   // the trainer's own lines go to stderr: stdout stays JSON lines
-    const int saved = dup(1);
-    dup2(2, 1);
+    if (root) {
+        RecData d;
+        random_world(&d, items, c.vocab_size, P, Lp);
+        recdata_save(&d, cfg.data.dataset);
+        recdata_free(&d);
+    }
+    double written = 0;   // a sum waits for every rank: the world is on disk after it
+    dist_sum_host(dist, &written, 1);
+    const int saved = stdout_aside();
+    const DistCounters before = dist_counters();
+    const double t0 = now_seconds();
     sprec_train(&cfg, 0, 1);
-    fflush(stdout);
-    dup2(saved, 1);
-    close(saved);
+    const double wall = now_seconds() - t0;
+    stdout_back(saved);
+    // one step = the whole iteration; its optimizer steps (SFT, DPO) each take one gradient sum
+    const long opt_steps = dist_counters().sums - before.sums;
+    char *ranks = rank_fields(bn, &before, 1, opt_steps, wall);
+    if (!root) { free(ranks); return; }
     char path[4096], line[4096] = "";
     snprintf(path, sizeof path, "%s/stage_times.jsonl", cfg.run.out_dir);
     FILE *f = fopen(path, "r");
@@ -861,11 +944,13 @@ static void bench_iteration(Bench *bn, const char *device, int threads, int P, i
                bn->B, sec);
         if (s == N_STAGES) {
             const double stages_s = json_number(line, "total_s");
-            printf("\"stages_s\": %.6f, \"other_s\": %.6f, ", stages_s, sec - stages_s);
+            printf("\"stages_s\": %.6f, \"other_s\": %.6f, \"gradient_sums\": %ld, %s, ", stages_s,
+                   sec - stages_s, opt_steps, ranks);
         }
         const Stats st = {sec, sec, sec};
         print_tail(bn->be, &st, tokens, flops, -1, -1);
     }
+    free(ranks);
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -874,6 +959,7 @@ int cmd_bench(int argc, char **argv) {
                "                   [--threads N]\n"
                "                   [--dim 256] [--layers 4] [--heads 4] [--kv-heads 4] [--ffn 688] [--vocab 8192]\n"
                "                   [--seq 256] [--batch 8] [--steps 5] [--warmup 2] [--loss-frac 0.5]\n"
+               "                   [--micro-batch BATCH] [--zero 0|1] (sft; --zero also iteration)\n"
                "                   [--tokens 8192] (logprob)\n"
                "                   [--prompts 64] [--beams 4] [--items 1000] [--prompt-len 64] (generate, iteration)\n"
                "                   [--head-dim 64] [--ragged] (attention: --batch, --seq, --heads, --kv-heads)\n"
@@ -895,6 +981,11 @@ int cmd_bench(int argc, char **argv) {
                "            on random weights and a random world of --items titles, --prompts train and test\n"
                "            rows of --prompt-len tokens, micro-batches of --batch, eval beam width max(--beams, 10);\n"
                "            one line per stage and one for the whole (the trainer's progress on stderr)\n"
+               "Under mpirun / srun, sft, generate and iteration run on every rank: an SFT step's micro-batches of\n"
+               "--micro-batch rows (the step has --batch rows whatever the rank count: give at least one\n"
+               "micro-batch per rank), the prompts, an iteration's stages, each split as the trainers split them;\n"
+               "rank 0 prints the lines with ranks, comm_s, comm_share, allreduce_bytes_per_step and\n"
+               "peak_bytes_per_rank (docs/PERFORMANCE.md). The other modes run on rank 0 alone.\n"
                "See bench/README.md for the exact definitions of every field.\n");
         return 0;
     }
@@ -945,8 +1036,22 @@ int cmd_bench(int argc, char **argv) {
     const int prompt_len = opt_int(argc, argv, "--prompt-len", 64);
     c->max_seq_len = bn.T;
     c->rope_theta = 10000; c->rms_eps = 1e-5f; c->tie_embeddings = 1;
+    bn.micro = opt_int(argc, argv, "--micro-batch", bn.B);
+    const char *zero = cli_flag_value(argc, argv, "--zero");
+    if (zero && strcmp(zero, "0") && strcmp(zero, "1")) fail("sprec bench: --zero must be 0 or 1, got '%s'", zero);
+    bn.zero = zero && !strcmp(zero, "1");
+    const int sft = !strcmp(bn.mode, "sft"), iteration = !strcmp(bn.mode, "iteration");
+    if ((cli_flag_value(argc, argv, "--micro-batch") && !sft) || (zero && !sft && !iteration))
+        fail("sprec bench: --micro-batch is for --mode sft, --zero for sft and iteration");
+    // main started the ranks for bench; the modes that do not split run on rank 0 alone
+    if (!sft && !iteration && strcmp(bn.mode, "generate") && !dist_start(0)) return 0;
+    const Dist *dist = dist_world();
+    if (sft && (bn.B + bn.micro - 1) / bn.micro < dist->world)
+        fail("sprec bench: --batch %d in micro-batches of %d rows is %d micro-batch(es) for %d ranks: give "
+             "--micro-batch <= %d", bn.B, bn.micro, (bn.B + bn.micro - 1) / bn.micro, dist->world, bn.B / dist->world);
     const int threads = opt_int(argc, argv, "--threads", omp_get_max_threads());
     bn.be = device_open(device ? device : "cpu", threads);
+    dist_check_backend(dist, bn.be);
     if (!strcmp(bn.mode, "sft")) bench_sft(&bn);
     else if (!strcmp(bn.mode, "dpo")) bench_dpo(&bn);
     else if (!strcmp(bn.mode, "forward")) bench_forward(&bn);
@@ -955,5 +1060,6 @@ int cmd_bench(int argc, char **argv) {
     else if (!strcmp(bn.mode, "iteration"))
         bench_iteration(&bn, device ? device : "cpu", threads, prompts, beams, items, prompt_len);
     else bench_generate(&bn, prompts, beams, items, prompt_len);
+    stdout_aside();   // (the ranks' closing "dist:" line, base/dist/dist_mpi.c) stdout stays JSON lines
     return 0;
 }

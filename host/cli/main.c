@@ -32,8 +32,11 @@ static void usage(FILE *f) {
 }
 
 // Under mpirun/srun, train and eval split their work over the ranks
-// (base/dist.h); every other command runs on rank 0 alone.
-static int splits_work(const char *name) { return strcmp(name, "train") == 0 || strcmp(name, "eval") == 0; }
+// (base/dist.h), and so does bench (its modes that do not split send the other
+// ranks home themselves); every other command runs on rank 0 alone.
+static int splits_work(const char *name) {
+    return strcmp(name, "train") == 0 || strcmp(name, "eval") == 0 || strcmp(name, "bench") == 0;
+}
 
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {

@@ -87,5 +87,11 @@ void dist_allgather_device(const Dist *d, const Backend *be, void *x, size_t n, 
 void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, float *whole, size_t n);
 // 1 on the rank that writes files and prints progress (rank 0).
 int dist_is_root(const Dist *d);
+// This rank's communication so far (sprec bench: per step, as differences): gradient
+// sums taken (dist_sum_device, dist_reduce_scatter_device), the bytes they summed
+// (4 x elements each), and the seconds waited in collectives (every wait, imbalance
+// between the ranks included). Without MPI or with one rank: zeros.
+typedef struct { long sums; double summed_bytes, waited_s; } DistCounters;
+DistCounters dist_counters(void);
 
 #endif

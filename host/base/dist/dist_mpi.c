@@ -525,3 +525,5 @@ void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, fl
     wait_for(&rq, "the gather of the optimizer moments to rank 0 (dist_gather_shards)");
     free(counts);
 }
+
+DistCounters dist_counters(void) { return (DistCounters){sums, summed_bytes, waited_s}; }

@@ -33,3 +33,5 @@ void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, fl
     be->copy(whole, shard, n * sizeof(float));
     (void)d;
 }
+
+DistCounters dist_counters(void) { return (DistCounters){0, 0, 0}; }
