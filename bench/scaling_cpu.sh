@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEATS=${1:-3}
 OUT=${2:-build/scaling_cpu.jsonl}
-SPREC=build/sprec
+SPREC=${SPREC:-build/sprec}   # (another copy: rebuild while it runs)
 ldd "$SPREC" | grep libmpi >/dev/null || { echo "scaling_cpu.sh: $SPREC was built without MPI (scripts/setup.sh installs Open MPI)" >&2; exit 1; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1   # (root in containers)
 MPIRUN="mpirun --oversubscribe --bind-to none"

@@ -236,19 +236,32 @@ static long rank_peak_bytes(const Backend *be, const char **kind) {
     return (long)ms.peak;
 }
 
+// Where the timed part began: the communication counters and the CPU seconds
+// (user + system, every thread) of this rank.
+typedef struct { DistCounters dist; double cpu_s; } RankMark;
+static RankMark rank_mark(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (RankMark){dist_counters(), ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+                                       1e-6 * (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec)};
+}
+
 // The fields of a line that ran over the ranks (a collective: every rank calls
 // it; only rank 0's stdout is kept), without the braces: ranks, zero, comm_s =
 // the seconds a rank waited in collectives per step (the ranks' mean; imbalance
 // included), comm_share = comm_s / step_s (the mean step), allreduce_bytes_per_step
-// = the gradient bytes summed per optimizer step, and every rank's peak memory.
-// before = dist_counters() when the timed part began; it held `steps` steps and
-// `opt_steps` optimizer steps. Returns a malloc'd string.
-static char *rank_fields(const Bench *bn, const DistCounters *before, int steps, long opt_steps, double step_s) {
+// = the gradient bytes summed per optimizer step, cpu_s_per_step = the CPU seconds
+// of all ranks per step and cores_used = that / step_s (what the machine gave
+// the job), and every rank's peak memory. before = rank_mark() when the timed
+// part began; it held `steps` steps and `opt_steps` optimizer steps. Returns a
+// malloc'd string.
+static char *rank_fields(const Bench *bn, const RankMark *before, int steps, long opt_steps, double step_s) {
     const Dist *d = dist_world();
-    const DistCounters after = dist_counters();
-    double comm = (after.waited_s - before->waited_s) / steps;
-    dist_sum_host(d, &comm, 1);
-    comm /= d->world;
+    const RankMark now = rank_mark();
+    const DistCounters after = now.dist;
+    double x[2] = {(after.waited_s - before->dist.waited_s) / steps, (now.cpu_s - before->cpu_s) / steps};
+    dist_sum_host(d, x, 2);
+    const double comm = x[0] / d->world, cpu = x[1];
     const char *kind;
     long *peaks = xcalloc((size_t)d->world, sizeof(long));
     peaks[d->rank] = rank_peak_bytes(bn->be, &kind);
@@ -256,9 +269,11 @@ static char *rank_fields(const Bench *bn, const DistCounters *before, int steps,
     const size_t cap = 512 + 24 * (size_t)d->world;
     char *out = xmalloc(cap);
     size_t k = (size_t)snprintf(out, cap, "\"ranks\": %d, \"zero\": %d, \"comm_s\": %.6f, \"comm_share\": %.4f, "
-                                "\"allreduce_bytes_per_step\": %.0f, \"peak_kind\": \"%s\", \"peak_bytes_per_rank\": [",
+                                "\"allreduce_bytes_per_step\": %.0f, \"cpu_s_per_step\": %.6f, \"cores_used\": %.3f, "
+                                "\"peak_kind\": \"%s\", \"peak_bytes_per_rank\": [",
                                 d->world, bn->zero, comm, step_s > 0 ? comm / step_s : 0,
-                                opt_steps > 0 ? (after.summed_bytes - before->summed_bytes) / opt_steps : 0.0, kind);
+                                opt_steps > 0 ? (after.summed_bytes - before->dist.summed_bytes) / opt_steps : 0.0,
+                                cpu, step_s > 0 ? cpu / step_s : 0, kind);
     for (int r = 0; r < d->world; r++) k += (size_t)snprintf(out + k, cap - k, "%s%ld", r ? ", " : "", peaks[r]);
     snprintf(out + k, cap - k, "]");
     free(peaks);
@@ -339,9 +354,9 @@ static void bench_sft(Bench *bn) {
     int *ids = xmalloc((size_t)B * sizeof(int));
     for (int i = 0; i < B; i++) ids[i] = i;
     double *times = xmalloc((size_t)steps * sizeof(double)), loss = 0;
-    DistCounters before = {0, 0, 0};
+    RankMark before = rank_mark();
     for (int s = 0; s < warmup + steps; s++) {
-        if (s == warmup) before = dist_counters();
+        if (s == warmup) before = rank_mark();
         double t0 = now_seconds(), gnorm, mask_sum;
         loss = sft_step(&m, &opt, &data, ids, B, bn->micro, 0, 1e-4f, &gnorm, &mask_sum, NULL);
         device_sync(be, m.params);
@@ -713,9 +728,9 @@ static void bench_generate(Bench *bn, int P, int W, int items, int Lp) {
         double out_tokens = 0;
         int lo, hi;
         recommend_share(&t, plens, P, beams, &lo, &hi);
-        DistCounters before = {0, 0, 0};
+        RankMark before = rank_mark();
         for (int s = 0; s < bn->warmup + bn->steps; s++) {
-            if (s == bn->warmup) before = dist_counters();
+            if (s == bn->warmup) before = rank_mark();
             double t0 = now_seconds();
             if (hi > lo) recommend_topk(&m, &t, (const int *const *)prompts + lo, plens + lo, hi - lo, 1, beams, out + lo, scores + lo);
             dist_gather(d, out, sizeof(int), lo, hi, P);
@@ -899,13 +914,13 @@ static void bench_iteration(Bench *bn, const char *device, int threads, int P, i
     double written = 0;   // a sum waits for every rank: the world is on disk after it
     dist_sum_host(dist, &written, 1);
     const int saved = stdout_aside();
-    const DistCounters before = dist_counters();
+    const RankMark before = rank_mark();
     const double t0 = now_seconds();
     sprec_train(&cfg, 0, 1);
     const double wall = now_seconds() - t0;
     stdout_back(saved);
     // one step = the whole iteration; its optimizer steps (SFT, DPO) each take one gradient sum
-    const long opt_steps = dist_counters().sums - before.sums;
+    const long opt_steps = dist_counters().sums - before.dist.sums;
     char *ranks = rank_fields(bn, &before, 1, opt_steps, wall);
     if (!root) { free(ranks); return; }
     char path[4096], line[4096] = "";

@@ -205,8 +205,8 @@ static void test_device_check_dump_sft_bench(void **state) {
     const char *la = strstr(out[0], "\"final_loss\""), *lb = strstr(out[1], "\"final_loss\"");
     assert_non_null(la);
     assert_non_null(lb);
-    assert_int_equal(strcspn(la, "}"), strcspn(lb, "}"));
-    assert_memory_equal(la, lb, strcspn(la, "}"));
+    assert_int_equal(strcspn(la, ",}"), strcspn(lb, ",}"));
+    assert_memory_equal(la, lb, strcspn(la, ",}"));
     assert_non_null(strstr(out[1], "\"device\": \"cpu-checked\""));
     // the other bench modes: same loss (dpo, logprob) and the same decoded tokens (generate)
     const char *modes[][2] = {{"dpo", "\"final_loss\""}, {"logprob --tokens 40", "\"final_loss\""},
