@@ -12,7 +12,7 @@ and the largest functions.
 import os, re, subprocess, sys, glob, collections
 
 RANK = {'kernels': 0, 'host/base': 1, 'host/base/dist': 1, 'host/tokenizer': 2, 'host/model': 3, 'host/io': 4, 'host/io/encoder': 4,
-        'host/gen': 5, 'host/rec': 6, 'host/rec/prepare': 7, 'host/train': 8, 'host/cli': 9}
+        'host/gen': 5, 'host/rec': 6, 'host/rec/prepare': 7, 'host/train': 8, 'host/cli': 9, 'host/cli/bench': 9}
 MAX_FILES = 16
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
