@@ -22,6 +22,8 @@
 // On CUDA, mfu = model FLOP/s / the GPU's dense bf16 tensor-core peak (the
 // precision of the backend's GEMMs, and what PyTorch's bf16 runs are measured
 // against in bench/torch_cuda.py).
+// This file parses the flags; the modes are host/cli/bench/ (bench.h). Under
+// mpirun / srun, sft, generate and iteration run on every rank (docs/PERFORMANCE.md).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,9 +174,11 @@ int cmd_bench(int argc, char **argv) {
     // main started the ranks for bench; the modes that do not split run on rank 0 alone
     if (!sft && !iteration && strcmp(bn.mode, "generate") && !dist_start(0)) return 0;
     const Dist *dist = dist_world();
-    if (sft && (bn.B + bn.micro - 1) / bn.micro < dist->world)
+    if (sft && (bn.B + bn.micro - 1) / bn.micro < dist->world) {
+        if (bn.B < dist->world) fail("sprec bench: --batch %d is fewer rows than the %d ranks", bn.B, dist->world);
         fail("sprec bench: --batch %d in micro-batches of %d rows is %d micro-batch(es) for %d ranks: give "
              "--micro-batch <= %d", bn.B, bn.micro, (bn.B + bn.micro - 1) / bn.micro, dist->world, bn.B / dist->world);
+    }
     const int threads = opt_int(argc, argv, "--threads", omp_get_max_threads());
     bn.be = device_open(device ? device : "cpu", threads);
     dist_check_backend(dist, bn.be);
