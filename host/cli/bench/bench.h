@@ -42,9 +42,9 @@ void print_tail(const Backend *be, const Stats *st, double tokens, double flops,
 void print_sgemm_line(void);
 int stdout_aside(void);
 void stdout_back(int saved);
-// Where the timed part began: the communication counters and the CPU seconds
-// (user + system, every thread) of this rank.
-typedef struct { DistCounters dist; double cpu_s; } RankMark;
+// Where the timed part began: the communication counters, the CPU seconds
+// (user + system, every thread) and the clock of this rank.
+typedef struct { DistCounters dist; double cpu_s, wall_s; } RankMark;
 RankMark rank_mark(void);
 char *rank_fields(const Bench *bn, const RankMark *before, int steps, long opt_steps, double step_s);
 double flops_per_token(const ModelConfig *c, int T);

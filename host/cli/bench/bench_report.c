@@ -100,7 +100,8 @@ void print_tail(const Backend *be, const Stats *st, double tokens, double flops,
     if (dev) {
         printf("\"host_peak_bytes\": %ld, \"gpu\": \"%s\", ", peak, ms.device_name);
         if (have_peak && flops > 0)
-            printf("\"mfu\": %.4f, \"peak_tflops_bf16\": %.1f}\n", flops / st->median / (bf16 * 1e12), bf16);
+            printf("\"mfu\": %.4f, \"peak_tflops_bf16\": %.1f}\n",   // per GPU: the job's rate over its ranks
+                   flops / st->median / dist_world()->world / (bf16 * 1e12), bf16);
         else
             printf("\"mfu\": null, \"peak_tflops_bf16\": null}\n");
     } else {
@@ -138,13 +139,14 @@ RankMark rank_mark(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return (RankMark){dist_counters(), ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
-                                       1e-6 * (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec)};
+                                       1e-6 * (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec), now_seconds()};
 }
 
 // The fields of a line that ran over the ranks (a collective: every rank calls
 // it; only rank 0's stdout is kept), without the braces: ranks, zero, comm_s =
 // the seconds a rank waited in collectives per step (the ranks' mean; imbalance
-// included), comm_share = comm_s / step_s (the mean step), allreduce_bytes_per_step
+// included), comm_share = the ranks' mean of (a rank's waits / its own timed
+// span: each rank's clock, so at most 1), allreduce_bytes_per_step
 // = the gradient bytes summed per optimizer step, cpu_s_per_step = the CPU seconds
 // of all ranks per step and cores_used = that / step_s (what the machine gave
 // the job), and every rank's peak memory. before = rank_mark() when the timed
@@ -154,9 +156,10 @@ char *rank_fields(const Bench *bn, const RankMark *before, int steps, long opt_s
     const Dist *d = dist_world();
     const RankMark now = rank_mark();
     const DistCounters after = now.dist;
-    double x[2] = {(after.waited_s - before->dist.waited_s) / steps, (now.cpu_s - before->cpu_s) / steps};
-    dist_sum_host(d, x, 2);
-    const double comm = x[0] / d->world, cpu = x[1];
+    const double waited = after.waited_s - before->dist.waited_s, span = now.wall_s - before->wall_s;
+    double x[3] = {waited / steps, (now.cpu_s - before->cpu_s) / steps, span > 0 ? waited / span : 0};
+    dist_sum_host(d, x, 3);
+    const double comm = x[0] / d->world, cpu = x[1], share = x[2] / d->world;
     const char *kind;
     long *peaks = xcalloc((size_t)d->world, sizeof(long));
     peaks[d->rank] = rank_peak_bytes(bn->be, &kind);
@@ -166,7 +169,7 @@ char *rank_fields(const Bench *bn, const RankMark *before, int steps, long opt_s
     size_t k = (size_t)snprintf(out, cap, "\"ranks\": %d, \"zero\": %d, \"comm_s\": %.6f, \"comm_share\": %.4f, "
                                 "\"allreduce_bytes_per_step\": %.0f, \"cpu_s_per_step\": %.6f, \"cores_used\": %.3f, "
                                 "\"peak_kind\": \"%s\", \"peak_bytes_per_rank\": [",
-                                d->world, bn->zero, comm, step_s > 0 ? comm / step_s : 0,
+                                d->world, bn->zero, comm, share,
                                 opt_steps > 0 ? (after.summed_bytes - before->dist.summed_bytes) / opt_steps : 0.0,
                                 cpu, step_s > 0 ? cpu / step_s : 0, kind);
     for (int r = 0; r < d->world; r++) k += (size_t)snprintf(out + k, cap - k, "%s%ld", r ? ", " : "", peaks[r]);

@@ -47,7 +47,7 @@ void bench_sft(Bench *bn) {
         BackendMemStats ms;
         be->mem_stats(&ms);
         double bf16;
-        const double rate = flops_tok * tokens / st.median;
+        const double rate = flops_tok * tokens / st.median / dist_world()->world;   // per GPU
         const int have_peak = gpu_peak_bf16(ms.device_name, &bf16);
         if (have_peak) snprintf(mfu, sizeof mfu, "%.4f", rate / (bf16 * 1e12));
         snprintf(extra, sizeof extra, ", \"mode\": \"sft\", \"host_peak_bytes\": %ld, \"gpu\": \"%.200s\", "
