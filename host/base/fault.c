@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "fault.h"
 #include "kernels/errors.h"
 
@@ -28,10 +29,11 @@ int fault_parse(const char *spec, Fault *f, char *err, size_t cap) {
     char sites[128];
     site_list(sites, sizeof sites);
     f->hang = strncmp(spec, "hang@", 5) == 0;
-    const int has_action = f->hang || strncmp(spec, "kill@", 5) == 0;
-    const char *site = has_action ? spec + 5 : spec, *colon = strrchr(site, ':');
+    f->sleep = strncmp(spec, "sleep@", 6) == 0;
+    const int has_action = f->hang || f->sleep || strncmp(spec, "kill@", 5) == 0;
+    const char *site = f->sleep ? spec + 6 : has_action ? spec + 5 : spec, *colon = strrchr(site, ':');
     if (!has_action || !colon || colon == site) {
-        snprintf(err, cap, "expected kill@SITE:STEP or hang@SITE:STEP (sites: %s)", sites);
+        snprintf(err, cap, "expected kill@SITE:STEP, hang@SITE:STEP or sleep@SITE:STEP (sites: %s)", sites);
         return -1;
     }
     const size_t n = (size_t)(colon - site);
@@ -74,5 +76,9 @@ void fault_point(const char *site, long step) {
     fault_init();
     if (step != fault.step || strcmp(site, fault.site) != 0) return;
     fflush(NULL);
+    if (fault.sleep) {   // this thread only: the process lives on (its heartbeat thread beats meanwhile)
+        for (unsigned left = FAULT_SLEEP_S; left > 0;) left = sleep(left);
+        return;
+    }
     raise(fault.hang ? SIGSTOP : SIGKILL);
 }

@@ -42,9 +42,13 @@ void dist_check_backend(const Dist *d, const Backend *be);
 // [dist] keys (config_check_ranks sets them). timeout_s, the watchdog: a
 // collective that waits longer than this for some rank ends the job with one
 // line naming the collective and the ranks that did not arrive; 0 = wait
-// forever (default 300). bucket_mb: dist_sum_device sums in buckets of this
+// forever (default 1800). bucket_mb: dist_sum_device sums in buckets of this
 // size, pipelined (default 4).
 void dist_set_options(double timeout_s, double bucket_mb);
+// [dist] heartbeat_s (config_check_ranks): a rank from which no heartbeat came for
+// this long (stopped, dead, node lost) ends the job with one line naming it; the
+// beats come from a thread, so a rank busy alone keeps beating. 0 = never (default 30).
+void dist_set_heartbeat(double heartbeat_s);
 // This rank's share [*lo, *hi) of n items: contiguous, in rank order, sizes
 // differing by at most one (the first n % world ranks get the extra item).
 void dist_share(const Dist *d, int n, int *lo, int *hi);

@@ -14,7 +14,9 @@
 // waiting in a collective for a rank that is gone. A rank that never arrives
 // (hung, stopped) is the watchdog's: every collective is started non-blocking
 // and polled, and one that waits longer than [dist] timeout_s ends the job with
-// one line naming it and the ranks that did not arrive (report_stuck).
+// one line naming it and the ranks that did not arrive (report_stuck). A rank
+// that stops or dies without a word is the heartbeat's (heartbeat.c): it ends
+// the job within [dist] heartbeat_s whatever the others are doing.
 #include <mpi.h>
 #include <math.h>
 #include <sched.h>
@@ -27,6 +29,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include "dist.h"
+#include "heartbeat.h"
 #include "base/filesum.h"
 #include "kernels/errors.h"
 #ifdef SPREC_NCCL
@@ -42,12 +45,13 @@ static cudaStream_t nccl_stream;
 static Dist world = {.rank = 0, .world = 1};
 static int started, size_all = 1;   // size_all: the ranks the launcher started (world.world is 1 for a rank-0-alone command)
 static int mpi_on;                  // a launcher started this process: MPI is initialised
-static double timeout_s = 300;      // [dist] timeout_s (dist_set_options); 0 = wait forever
+static double timeout_s = 1800;     // [dist] timeout_s (dist_set_options); 0 = wait forever
 static size_t bucket_floats = 1 << 20;   // [dist] bucket_mb, in floats
 static long collectives;            // collectives started so far: the same count on every rank
 static long sums;                   // dist_sum_device calls (gradient sums) ...
 static double summed_bytes, waited_s, started_s;   // ... their bytes, the seconds spent in collectives, and since when
 static MPI_Comm reports;            // a duplicate of MPI_COMM_WORLD for the watchdog's messages
+static MPI_Comm beats;              // another, for the heartbeat's
 
 static void mpi_fail(const char *call, int rc) {
     char msg[MPI_MAX_ERROR_STRING];
@@ -67,6 +71,8 @@ static void sleep_s(double s) {
     struct timespec t = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - floor(s)) * 1e9)};
     nanosleep(&t, NULL);
 }
+
+void dist_set_heartbeat(double heartbeat_s) { heartbeat_set_limit(heartbeat_s); }
 
 void dist_set_options(double timeout_seconds, double bucket_mb) {
     timeout_s = timeout_seconds;
@@ -206,7 +212,7 @@ static void dist_exit(int status, void *arg) {
     int done = 0;
     MPI_Finalized(&done);
     if (done) return;
-    if (status != 0 && world.world > 1) {   // (a rank-0-alone command: the others already wait in MPI_Finalize)
+    if (status != 0 && world.world > 1) {   // (a rank-0-alone command: the others already wait at the end, below)
         fflush(stdout);
         fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, status);
@@ -221,6 +227,13 @@ static void dist_exit(int status, void *arg) {
                (double)bucket_floats * sizeof(float) / (1 << 20), waited_s, run_s, 100 * waited_s / run_s);
         fflush(stdout);
     }
+    // Every rank reaches its end before any stops its heartbeat: a rank done early (all but rank 0 in a
+    // one-process command) keeps beating and watching while the others still work, so it is neither taken
+    // for lost nor blind to a rank that stops then. No timeout here: that is the heartbeat's job.
+    MPI_Request end;
+    if (MPI_Ibarrier(MPI_COMM_WORLD, &end) == MPI_SUCCESS)
+        for (int ended = 0; MPI_Test(&end, &ended, MPI_STATUS_IGNORE) == MPI_SUCCESS && !ended;) sleep_s(0.01);
+    heartbeat_stop();
     MPI_Finalize();
 }
 
@@ -244,12 +257,19 @@ int dist_start(int splits_work) {
             // the lines of several ranks never interleave
             static char err_buf[1 << 14];
             setvbuf(stderr, err_buf, _IOLBF, sizeof err_buf);
-            MPI_CHECK(MPI_Init(NULL, NULL));
+            int threads = 0;   // the heartbeat thread makes MPI calls of its own
+            MPI_CHECK(MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &threads));
             mpi_on = 1;
             MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
             MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world.rank));
             MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_all));
             MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &reports));
+            MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &beats));
+            if (size_all > 1 && threads == MPI_THREAD_MULTIPLE) heartbeat_start(beats);
+            else if (size_all > 1 && world.rank == 0)
+                fprintf(stderr, "sprec: warning: this MPI grants no MPI_THREAD_MULTIPLE (thread level %d), so the "
+                        "ranks run without a heartbeat: a stopped or lost rank ends the job only after [dist] "
+                        "timeout_s\n", threads);
             started_s = now_s();
             world.world = size_all;
             if (on_exit(dist_exit, NULL) != 0) fail("rank %d: cannot register the MPI exit handler", world.rank);
