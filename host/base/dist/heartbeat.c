@@ -89,6 +89,7 @@ void heartbeat_start(MPI_Comm comm) {
     pthread_sigmask(SIG_SETMASK, &all, &old);
     running = pthread_create(&thread, NULL, beat_loop, NULL) == 0;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (running) pthread_setname_np(thread, "sprec-heartbeat");   // (top -H, /proc/PID/task/*/comm)
     if (!running && rank == 0)
         fprintf(stderr, "sprec: warning: cannot start the heartbeat thread: a stopped or lost rank ends the job only "
                 "after [dist] timeout_s\n");
