@@ -619,8 +619,9 @@ void config_write_settings(const Config *c, FILE *f) {
 }
 
 // Keys that do not change what a run computes: where it logs and checkpoints,
-// how often, its threads, the ranks' watchdogs, sprec eval's own outputs, and sprec prepare's keys
-// (training reads the prepared file, [data] dataset). A resume may change them.
+// how often, its threads, the ranks' watchdogs (timeout_s, heartbeat_s), sprec
+// eval's own outputs, and sprec prepare's keys (training reads the prepared file,
+// [data] dataset). A resume may change them.
 static int key_is_bookkeeping(const Key *k) {
     static const char *const keys[] = {
         "train.log_every", "train.ckpt_every", "dpo.log_every", "run.out_dir", "run.threads", "eval.model",
