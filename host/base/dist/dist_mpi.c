@@ -514,14 +514,26 @@ void dist_allgather_device(const Dist *d, const Backend *be, void *x, size_t n, 
     free(counts);
 }
 
-void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, float *whole, size_t n) {
-    if (d->world == 1) { be->copy(whole, shard, n * sizeof(float)); return; }
-    host_memory_only(be, "the gather of the optimizer moments");
+void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, size_t n, size_t a, size_t b,
+                        float *out) {
+    size_t lo, hi;
+    dist_shard(d, n, &lo, &hi);
+    if (d->world == 1) { be->download(out, shard + a - lo, (b - a) * sizeof(float)); return; }
+    host_memory_only(be, "the gather of the sharded state for a checkpoint");
+    // every rank's part of [a, b): its shard's overlap with the range, in rank order
     int *counts = xmalloc(2 * (size_t)d->world * sizeof(int)), *displs = counts + d->world;
     shard_layout(d, n, counts, displs);
+    for (int r = 0; r < d->world; r++) {
+        const size_t s = (size_t)displs[r], e = s + (size_t)counts[r];
+        const size_t x = s > a ? s : a, y = e < b ? e : b;
+        displs[r] = x < y ? (int)(x - a) : 0;
+        counts[r] = x < y ? (int)(y - x) : 0;
+    }
+    const size_t from = lo > a ? lo : a;
+    const float *send = counts[d->rank] ? shard + (from - lo) : shard;
     MPI_Request rq;
-    MPI_CHECK(MPI_Igatherv(shard, counts[d->rank], MPI_FLOAT, whole, counts, displs, MPI_FLOAT, 0, MPI_COMM_WORLD,
-                           &rq));
-    wait_for(&rq, "the gather of the optimizer moments to rank 0 (dist_gather_shards)");
+    MPI_CHECK(MPI_Igatherv(send, counts[d->rank], MPI_FLOAT, out, counts, displs, MPI_FLOAT, 0,
+                           MPI_COMM_WORLD, &rq));
+    wait_for(&rq, "the gather of sharded state to rank 0 for a checkpoint (dist_gather_shards)");
     free(counts);
 }
