@@ -17,10 +17,7 @@ void adamw_create(AdamW *o, Model *model, float beta1, float beta2, float eps,
 
 void adamw_create_zero(AdamW *o, Model *model, float beta1, float beta2, float eps, float weight_decay,
                        float grad_clip, int decay_norms, int zero) {
-    const Dist *d = dist_world();
-    if (zero && d->world > 1 && model->be->mem_stats)
-        fail("[train] zero = 1 with --device %s on %d ranks: ZeRO-1 runs on the CPU backend only (NCCL ZeRO is not "
-             "implemented); set [train] zero = 0", model->be->name, d->world);
+    const Dist *d = dist_world();   // (several ranks on CUDA: dist_check_backend has set up NCCL or refused)
     memset(o, 0, sizeof *o);
     // with LoRA only the adapters are trainable: moments for them alone
     o->numel = model->lora ? model->lora->numel : model->numel;
@@ -28,6 +25,16 @@ void adamw_create_zero(AdamW *o, Model *model, float beta1, float beta2, float e
     o->hi = o->numel;
     if (zero) dist_shard(d, o->numel, &o->lo, &o->hi);
     const size_t len = o->hi - o->lo;
+    // the fp32 master too where the ops read a separate compute copy (which stays whole); first, so that the
+    // whole master is gone before the moments come
+    float *whole = model_trainable_master(model);
+    const int shard_master = len < o->numel && model->be->act_bytes != sizeof(float);
+    if (shard_master) {
+        o->master = model->be->alloc(len * sizeof(float));
+        model->be->copy(o->master, whole + o->lo, len * sizeof(float));
+        model_set_trainable_master(model, NULL);
+        model->be->free(whole);
+    }
     o->m = model->be->alloc(len * sizeof(float));
     o->v = model->be->alloc(len * sizeof(float));
     o->beta1 = beta1; o->beta2 = beta2; o->eps = eps;
@@ -45,15 +52,6 @@ void adamw_create_zero(AdamW *o, Model *model, float beta1, float beta2, float e
     o->tensors = model->be->alloc((size_t)(o->n_tensors ? o->n_tensors : 1) * sizeof *t);
     model->be->upload(o->tensors, t, (size_t)o->n_tensors * sizeof *t);
     free(t);
-    // the fp32 master too where the ops read a separate compute copy (the compute copy stays whole)
-    float *whole = model_trainable_master(model);
-    const int shard_master = len < o->numel && model->be->act_bytes != sizeof(float);
-    if (shard_master) {
-        o->master = model->be->alloc(len * sizeof(float));
-        model->be->copy(o->master, whole + o->lo, len * sizeof(float));
-        model_set_trainable_master(model, NULL);
-        model->be->free(whole);
-    }
     if (zero && dist_is_root(d))
         printf("zero: AdamW moments sharded over %d ranks%s: %.2f MB per rank (%.2f MB unsharded)\n", d->world,
                shard_master ? ", fp32 master weights too" : "", (2.0 + shard_master) * (double)len * sizeof(float) / 1e6,
@@ -73,6 +71,13 @@ void adamw_free(AdamW *o, Model *model) {
         model_set_trainable_master(model, whole);
     }
     memset(o, 0, sizeof *o);
+}
+
+void adamw_free_model(AdamW *o, Model *model) {
+    model->be->free(o->master);
+    o->master = NULL;
+    adamw_free(o, model);
+    model_free(model);
 }
 
 double adamw_step(AdamW *o, Model *model, float lr) {

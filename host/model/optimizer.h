@@ -32,12 +32,15 @@ void adamw_create(AdamW *o, Model *model, float beta1, float beta2, float eps,
 // The same with zero = 1: ZeRO-1 over the ranks of dist_world() (one rank: the
 // shard is everything, the same steps). With several ranks and a separate compute
 // copy it takes the model's trainable master weights, keeping this rank's shard
-// (create it after loading or merging them). Refused (one line) for a backend
-// whose memory is not host memory with several ranks: NCCL ZeRO is not implemented.
+// (create it after loading or merging them). Its collectives run over MPI on
+// host-memory backends and over NCCL on CUDA (base/dist/dist.h).
 void adamw_create_zero(AdamW *o, Model *model, float beta1, float beta2, float eps, float weight_decay,
                        float grad_clip, int decay_norms, int zero);
 // Gives a sharded master back to the model whole (an all-gather: a collective).
 void adamw_free(AdamW *o, Model *model);
+// adamw_free and model_free at a trainer's end: a sharded master is dropped, not
+// gathered (nothing reads it again; gathering it would be the run's memory peak).
+void adamw_free_model(AdamW *o, Model *model);
 // The moments cover the trainable set: model->params, or only the LoRA adapters
 // when model->lora is set at adamw_create (enable LoRA first).
 // One step on the trainable parameters with their gradients (already summed over
