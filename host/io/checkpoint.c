@@ -135,7 +135,7 @@ void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const T
     if (!root && !sharded) return;
     size_t biggest = 0;
     for (int i = 0; i < m->n_params; i++) if (m->table[i].numel > biggest) biggest = m->table[i].numel;
-    float *host = xmalloc(biggest * sizeof(float));
+    float *host = root ? xmalloc(biggest * sizeof(float)) : NULL;   // one tensor at a time (the others only send)
     const Lora *lo = m->lora;
     AtomicFile *out = root ? atomic_begin(path, NULL) : NULL;
     hid_t f = root ? h5_create_checksummed(out->tmp) : H5I_INVALID_HID;
