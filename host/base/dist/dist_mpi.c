@@ -578,9 +578,8 @@ void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, si
     const float *send = counts[d->rank] ? shard + (from - lo) : shard;
 #ifdef SPREC_NCCL
     if (on_gpu) {   // the other ranks' parts into a device buffer of the range on rank 0, then one download
-        float *range = NULL;
+        float *range = d->rank == 0 ? be->alloc((b - a) * sizeof(float)) : NULL;
         CUDA_OK(cudaDeviceSynchronize());
-        if (d->rank == 0) CUDA_OK(cudaMalloc((void **)&range, (b - a) * sizeof(float)));
         NCCL_OK(ncclGroupStart());
         if (d->rank != 0 && counts[d->rank])
             NCCL_OK(ncclSend(send, (size_t)counts[d->rank], ncclFloat, 0, nccl, nccl_stream));
@@ -589,9 +588,9 @@ void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, si
         NCCL_OK(ncclGroupEnd());
         wait_until(nccl_done, NULL, "the gather of sharded state to rank 0 for a checkpoint (dist_gather_shards)");
         if (d->rank == 0) {
-            CUDA_OK(cudaMemcpy(range + displs[0], send, (size_t)counts[0] * sizeof(float), cudaMemcpyDeviceToDevice));
-            CUDA_OK(cudaMemcpy(out, range, (b - a) * sizeof(float), cudaMemcpyDeviceToHost));
-            CUDA_OK(cudaFree(range));
+            be->copy(range + displs[0], send, (size_t)counts[0] * sizeof(float));
+            be->download(out, range, (b - a) * sizeof(float));
+            be->free(range);
         }
         free(counts);
         return;
