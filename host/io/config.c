@@ -75,8 +75,8 @@ static const Key KEYS[] = {
     KFLT("train", "eps", train.eps, "1e-8", 0, HUGE_VAL, "AdamW epsilon (above 0)"),
     KFLT("train", "grad_clip", train.grad_clip, "1.0", 0, HUGE_VAL, "clip the global gradient norm to this; 0 = off"),
     KBOOL("train", "decay_norms", train.decay_norms, "false", "also apply weight decay to norm weights and biases"),
-    KENUMI("train", "zero", train.zero, "0", "0|1", "ZeRO stage: 1 = the AdamW moments sharded across ranks "
-           "(CPU under mpirun; docs/SCALING.md)"),
+    KENUMI("train", "zero", train.zero, "0", "0|1", "ZeRO stage: 1 = the AdamW moments (and fp32 "
+           "master weights where the compute copy is bf16) sharded across ranks (docs/SCALING.md)"),
     KU64("train", "seed", train.seed, "1234", "seed of the data order"),
     KINT("train", "log_every", train.log_every, "10", 1, "log every N optimizer steps"),
     KINT("train", "ckpt_every", train.ckpt_every, "0", 0, "checkpoint every N steps; 0 = only at the end"),

@@ -105,14 +105,16 @@ void train_check_resume_lora(const char *ckpt_path, int lora_enabled) {
 }
 
 void train_load_start(const Config *cfg, const char *source, const char *stage, Model *m, AdamW *opt) {
-    if (!source) { model_init_random(m, cfg->init_seed, cfg->init_std); return; }
-    checkpoint_load(source, m, NULL, NULL);
-    if (m->lora && !cfg->lora.enabled) {   // full fine-tuning of a LoRA run: start from the merged model
-        model_merge_lora(m);
-        adamw_free(opt, m);
-        train_optimizer(cfg, m, opt);
-        printf("%s: %s has LoRA adapters: merged into the base weights, training all weights\n", stage, source);
+    if (!source) {
+        model_init_random(m, cfg->init_seed, cfg->init_std);
+    } else {
+        checkpoint_load(source, m, NULL, NULL);
+        if (m->lora && !cfg->lora.enabled) {   // full fine-tuning of a LoRA run: start from the merged model
+            model_merge_lora(m);
+            printf("%s: %s has LoRA adapters: merged into the base weights, training all weights\n", stage, source);
+        }
     }
+    train_optimizer(cfg, m, opt);
 }
 
 void train_optimizer(const Config *cfg, Model *m, AdamW *opt) {
@@ -264,7 +266,6 @@ const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *
                         TrainState *st) {
     const char *source = train_create_model(cfg, be, lc, ckpt_path, resume, m);
     if (resume) train_check_resume_lora(ckpt_path, cfg->lora.enabled);
-    train_optimizer(cfg, m, opt);
     memset(st, 0, sizeof *st);
     snprintf(st->stage, sizeof st->stage, "%s", stage);
     // the generator state is recorded, so a resume with another seed (another
@@ -273,9 +274,8 @@ const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *
     rng_seed(&seeded, seed);
     memcpy(st->rng, seeded.s, sizeof st->rng);
     if (resume) {
-        AdamW whole;   // ZeRO-1: the checkpoint's whole moments, then this rank's shard of them
-        const int has_opt = checkpoint_load(ckpt_path, m, adamw_whole(opt, m, &whole), st);
-        adamw_scatter(opt, m, &whole);
+        train_optimizer(cfg, m, opt);   // ZeRO-1: the load fills this rank's shards
+        const int has_opt = checkpoint_load(ckpt_path, m, opt, st);
         if (strcmp(st->stage, stage) != 0)
             fail("%s holds a '%s' run, not a '%s' one: resume it with the method that made it (its config.ini), or "
                  "choose another run.out_dir", ckpt_path, st->stage, stage);
@@ -312,12 +312,8 @@ int train_loop_step(const TrainLoop *l, const char *fmt, ...) {
         train_tb_json(l->tb, l->name, step, line);
         tb_rates(l->tb, l);
     }
-    if (l->ckpt_path && (train_loop_last(l) || (l->ckpt_every > 0 && step % l->ckpt_every == 0))) {
-        AdamW whole;   // ZeRO-1: the moments gathered to rank 0 (the checkpoint holds them whole)
-        const AdamW *opt = adamw_gather(l->opt, l->m, &whole);
-        if (root()) checkpoint_save(l->ckpt_path, l->m, opt, l->st);
-        adamw_gather_free(l->opt, l->m, &whole);
-    }
+    if (l->ckpt_path && (train_loop_last(l) || (l->ckpt_every > 0 && step % l->ckpt_every == 0)))
+        checkpoint_save(l->ckpt_path, l->m, l->opt, l->st);   // every rank: ZeRO-1's shards stream to rank 0
     fault_point(l->name, step);
     if (step != l->stop_at) return 0;
     printf("%s: stopped at step %d as asked (--stop-at)\n", l->name, l->stop_at);

@@ -31,16 +31,17 @@ const char *train_create_model(const Config *cfg, const Backend *be, const LoraC
 // A resumed checkpoint must have LoRA adapters exactly when [lora] enabled.
 void train_check_resume_lora(const char *ckpt_path, int lora_enabled);
 // Fresh run: load the starting checkpoint (a LoRA one with LoRA off is merged
-// and all weights train: the optimizer is re-created) or initialise randomly.
+// and all weights train) or initialise randomly, then create the optimizer (a
+// ZeRO-1 one takes its shard of the weights as they now are).
 void train_load_start(const Config *cfg, const char *source, const char *stage, Model *m, AdamW *opt);
 // A fresh AdamW over what m trains, with the [train] hyperparameters.
 void train_optimizer(const Config *cfg, Model *m, AdamW *opt);
 // The start of the SFT and DPO trainers, in order: the model
-// (train_create_model, then the resume LoRA check), its optimizer, a
-// TrainState of `stage` whose rng holds the generator seeded with `seed` (the
-// key named seed_key decides the run's data order), then either the resumed
-// checkpoint (which must be a `stage` run with that seed) or the starting
-// weights (train_load_start). Returns the source checkpoint as
+// (train_create_model, then the resume LoRA check), a TrainState of `stage`
+// whose rng holds the generator seeded with `seed` (the key named seed_key
+// decides the run's data order), then either the optimizer and the resumed
+// checkpoint into both (which must be a `stage` run with that seed), or the
+// starting weights and the optimizer (train_load_start). Returns the source checkpoint as
 // train_create_model does.
 const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *lc, const char *ckpt_path,
                         int resume, const char *stage, uint64_t seed, const char *seed_key, Model *m, AdamW *opt,

@@ -80,15 +80,19 @@ static inline void dist_shard(const Dist *d, size_t n, size_t *lo, size_t *hi) {
     *lo = r * base + (r < extra ? r : extra);
     *hi = *lo + base + (r < extra);
 }
-// Host-memory backends (CPU). Reduce-scatter: this rank's shard of x[0..n) becomes
-// the sum over ranks of that shard, in rank order (the very sums of dist_sum_device,
-// bit for bit), in buckets of [dist] bucket_mb; the rest of x keeps stale values.
+// Device buffers: MPI on host-memory backends (CPU), NCCL on CUDA (one grouped
+// ncclReduce / ncclBroadcast / ncclSend per shard; built, not run on several GPUs here).
+// Reduce-scatter: this rank's shard of x[0..n) becomes the sum over ranks of that
+// shard; over MPI in rank order (the very sums of dist_sum_device, bit for bit), in
+// buckets of [dist] bucket_mb; the rest of x keeps stale values.
 void dist_reduce_scatter_device(const Dist *d, const Backend *be, float *x, size_t n);
 // All-gather: every rank's shard of x[0..n) (elements of elem_bytes) to every rank.
 void dist_allgather_device(const Dist *d, const Backend *be, void *x, size_t n, size_t elem_bytes);
-// Rank 0's whole[0..n) = the ranks' shards (shard: this rank's [lo, hi) of it;
-// whole is only written on rank 0). Host-memory backends.
-void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, float *whole, size_t n);
+// Rank 0's out[0..b-a) = elements [a, b) of a buffer of n elements whose shards the
+// ranks hold (shard: this rank's [lo, hi) of it; out: host memory, written on rank 0
+// only): a checkpoint streams sharded state tensor by tensor.
+void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, size_t n, size_t a, size_t b,
+                        float *out);
 // 1 on the rank that writes files and prints progress (rank 0).
 int dist_is_root(const Dist *d);
 

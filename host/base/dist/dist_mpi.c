@@ -464,13 +464,39 @@ void dist_gather(const Dist *d, void *array, size_t item_bytes, int lo, int hi, 
     free(ranges); free(counts); free(displs);
 }
 
-// ---- ZeRO-1's collectives (host/model/optimizer.c): the buffers are host memory, used in place ----
+// ---- ZeRO-1's collectives (host/model/optimizer.c): host memory over MPI, GPU memory over NCCL, in place ----
 
 static void host_memory_only(const Backend *be, const char *what) {
     if (be->mem_stats)
-        fail("--device %s: %s of ZeRO-1 ([train] zero = 1) runs on host-memory backends only; use --device cpu "
-             "or [train] zero = 0", be->name, what);
+        fail("--device %s: %s of ZeRO-1 ([train] zero = 1) needs NCCL on this backend (this sprec was built "
+             "without it); use --device cpu or [train] zero = 0", be->name, what);
 }
+
+#ifdef SPREC_NCCL
+// On GPUs: the shards differ in size by at most one, and ncclReduceScatter / ncclAllGather want equal counts
+// (padding would cost a padded copy of the buffer), so each shard is one ncclReduce to its owner or one
+// ncclBroadcast from it, all in one group on nccl_stream, after the backend's stream has written the buffer.
+// NCCL picks its own reduction order (deterministic for a given world and topology, not rank order).
+static int nccl_for(const Backend *be) { return nccl && be->mem_stats; }
+
+enum { SHARDS_REDUCE, SHARDS_BROADCAST };
+
+static void nccl_shards(const Dist *d, int op, void *x, size_t n, size_t elem_bytes, const char *what) {
+    CUDA_OK(cudaDeviceSynchronize());
+    NCCL_OK(ncclGroupStart());
+    for (int r = 0; r < d->world; r++) {
+        const Dist owner = {.rank = r, .world = d->world};
+        size_t lo, hi;
+        dist_shard(&owner, n, &lo, &hi);
+        if (hi == lo) continue;
+        char *at = (char *)x + lo * elem_bytes;
+        if (op == SHARDS_REDUCE) NCCL_OK(ncclReduce(at, at, hi - lo, ncclFloat, ncclSum, r, nccl, nccl_stream));
+        else NCCL_OK(ncclBroadcast(at, at, (hi - lo) * elem_bytes, ncclUint8, r, nccl, nccl_stream));
+    }
+    NCCL_OK(ncclGroupEnd());
+    wait_until(nccl_done, NULL, what);
+}
+#endif
 
 // every rank's shard of n elements (dist_shard) as MPI counts and displacements
 static void shard_layout(const Dist *d, size_t n, int *counts, int *displs) {
@@ -487,6 +513,14 @@ static void shard_layout(const Dist *d, size_t n, int *counts, int *displs) {
 // In buckets: bucket k holds elements [k B, (k+1) B) of every shard; each rank sends those of
 // shard r to rank r (MPI_Ialltoallv) and sums the world copies of its own in rank order.
 void dist_reduce_scatter_device(const Dist *d, const Backend *be, float *x, size_t n) {
+#ifdef SPREC_NCCL
+    if (nccl_for(be) && n > 0) {   // (also one rank alone: tests/gpu/nccl.sh)
+        nccl_shards(d, SHARDS_REDUCE, x, n, sizeof(float), "the gradient reduce-scatter (dist_reduce_scatter_device)");
+        sums++;
+        summed_bytes += (double)n * sizeof(float);
+        return;
+    }
+#endif
     if (d->world == 1 || n == 0) return;
     host_memory_only(be, "the gradient reduce-scatter");
     const int w = d->world;
@@ -520,6 +554,12 @@ void dist_reduce_scatter_device(const Dist *d, const Backend *be, float *x, size
 }
 
 void dist_allgather_device(const Dist *d, const Backend *be, void *x, size_t n, size_t elem_bytes) {
+#ifdef SPREC_NCCL
+    if (nccl_for(be) && n > 0) {
+        nccl_shards(d, SHARDS_BROADCAST, x, n, elem_bytes, "the all-gather of the updated weights (dist_allgather_device)");
+        return;
+    }
+#endif
     if (d->world == 1 || n == 0) return;
     host_memory_only(be, "the all-gather of the updated weights");
     int *counts = xmalloc(2 * (size_t)d->world * sizeof(int)), *displs = counts + d->world;
@@ -534,14 +574,51 @@ void dist_allgather_device(const Dist *d, const Backend *be, void *x, size_t n, 
     free(counts);
 }
 
-void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, float *whole, size_t n) {
-    if (d->world == 1) { be->copy(whole, shard, n * sizeof(float)); return; }
-    host_memory_only(be, "the gather of the optimizer moments");
+void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, size_t n, size_t a, size_t b,
+                        float *out) {
+    size_t lo, hi;
+    dist_shard(d, n, &lo, &hi);
+#ifdef SPREC_NCCL
+    const int on_gpu = nccl_for(be);
+#else
+    const int on_gpu = 0;
+#endif
+    if (d->world == 1 && !on_gpu) { be->download(out, shard + a - lo, (b - a) * sizeof(float)); return; }
+    if (!on_gpu) host_memory_only(be, "the gather of the sharded state for a checkpoint");
+    // every rank's part of [a, b): its shard's overlap with the range, in rank order
     int *counts = xmalloc(2 * (size_t)d->world * sizeof(int)), *displs = counts + d->world;
     shard_layout(d, n, counts, displs);
+    for (int r = 0; r < d->world; r++) {
+        const size_t s = (size_t)displs[r], e = s + (size_t)counts[r];
+        const size_t x = s > a ? s : a, y = e < b ? e : b;
+        displs[r] = x < y ? (int)(x - a) : 0;
+        counts[r] = x < y ? (int)(y - x) : 0;
+    }
+    const size_t from = lo > a ? lo : a;
+    const float *send = counts[d->rank] ? shard + (from - lo) : shard;
+#ifdef SPREC_NCCL
+    if (on_gpu) {   // the other ranks' parts into a device buffer of the range on rank 0, then one download
+        float *range = d->rank == 0 ? be->alloc((b - a) * sizeof(float)) : NULL;
+        CUDA_OK(cudaDeviceSynchronize());
+        NCCL_OK(ncclGroupStart());
+        if (d->rank != 0 && counts[d->rank])
+            NCCL_OK(ncclSend(send, (size_t)counts[d->rank], ncclFloat, 0, nccl, nccl_stream));
+        for (int r = 1; d->rank == 0 && r < d->world; r++)
+            if (counts[r]) NCCL_OK(ncclRecv(range + displs[r], (size_t)counts[r], ncclFloat, r, nccl, nccl_stream));
+        NCCL_OK(ncclGroupEnd());
+        wait_until(nccl_done, NULL, "the gather of sharded state to rank 0 for a checkpoint (dist_gather_shards)");
+        if (d->rank == 0) {
+            be->copy(range + displs[0], send, (size_t)counts[0] * sizeof(float));
+            be->download(out, range, (b - a) * sizeof(float));
+            be->free(range);
+        }
+        free(counts);
+        return;
+    }
+#endif
     MPI_Request rq;
-    MPI_CHECK(MPI_Igatherv(shard, counts[d->rank], MPI_FLOAT, whole, counts, displs, MPI_FLOAT, 0, MPI_COMM_WORLD,
-                           &rq));
-    wait_for(&rq, "the gather of the optimizer moments to rank 0 (dist_gather_shards)");
+    MPI_CHECK(MPI_Igatherv(send, counts[d->rank], MPI_FLOAT, out, counts, displs, MPI_FLOAT, 0,
+                           MPI_COMM_WORLD, &rq));
+    wait_for(&rq, "the gather of sharded state to rank 0 for a checkpoint (dist_gather_shards)");
     free(counts);
 }
