@@ -4,6 +4,8 @@
 # CUDA backend with the CPU one on a GPU (tests/gpu/); `make demo` the main job on the
 # embedded synthetic world: SFT -> DPO-RN -> SPRec, table + PNG (docs/RESULTS.md); `make demo-toy`
 # a one-minute SFT from scratch on the built-in sequence-reversal task.
+# `make` alone builds `all` (rules for single objects, e.g. dist_mpi.o's link-flags dependency, come first)
+.DEFAULT_GOAL := all
 CC      ?= gcc
 OPT     ?= -O3 -march=native
 # -Wpointer-arith: act buffers are void * (kernels/backend.h); arithmetic on them must go through act_at
