@@ -27,11 +27,12 @@ int fault_parse(const char *spec, Fault *f, char *err, size_t cap) {
     memset(f, 0, sizeof *f);
     char sites[128];
     site_list(sites, sizeof sites);
-    f->hang = strncmp(spec, "hang@", 5) == 0;
-    const int has_action = f->hang || strncmp(spec, "kill@", 5) == 0;
-    const char *site = has_action ? spec + 5 : spec, *colon = strrchr(site, ':');
-    if (!has_action || !colon || colon == site) {
-        snprintf(err, cap, "expected kill@SITE:STEP or hang@SITE:STEP (sites: %s)", sites);
+    static const struct { const char *prefix; int sig; } actions[] = {
+        {"kill@", SIGKILL}, {"hang@", SIGSTOP}, {"usr1@", SIGUSR1}};
+    for (int i = 0; i < 3; i++) if (!strncmp(spec, actions[i].prefix, 5)) f->sig = actions[i].sig;
+    const char *site = f->sig ? spec + 5 : spec, *colon = strrchr(site, ':');
+    if (!f->sig || !colon || colon == site) {
+        snprintf(err, cap, "expected kill@SITE:STEP, hang@SITE:STEP or usr1@SITE:STEP (sites: %s)", sites);
         return -1;
     }
     const size_t n = (size_t)(colon - site);
@@ -74,5 +75,5 @@ void fault_point(const char *site, long step) {
     fault_init();
     if (step != fault.step || strcmp(site, fault.site) != 0) return;
     fflush(NULL);
-    raise(fault.hang ? SIGSTOP : SIGKILL);
+    raise(fault.sig);
 }

@@ -42,5 +42,5 @@ int cmd_train(int argc, char **argv) {
     else if (strcmp(cfg.train.method, "sprec") == 0) sprec_train(&cfg, resume, stop_at);
     else if (strcmp(cfg.train.method, "dpo") == 0) dpo_train(&cfg, resume, stop_at);
     else sft_train(&cfg, resume, stop_at);
-    return 0;
+    return train_exit_status();
 }
