@@ -5,6 +5,8 @@
 # configs, state and logs in build/test-tmp/slurm, and are stopped by their pids at the end, however the
 # script ends. The node offers Gres=gpu:2 backed by two empty files, so the GPU scripts run their launch
 # logic (--gpus-per-node=2) on the CPU backend. Checks:
+#   0. without the cluster: experiment.sbatch with stand-ins for srun and scontrol, sent SIGUSR1 during its SFT
+#      stage or as it ends: it requeues (on srun's 75, or on 0 before the next stage) and starts no next stage;
 #   1. sbatch --wait scripts/slurm/train-node.sbatch with 2 tasks (srun --mpi=pmix): the run's log and
 #      checkpoint are byte-identical to `mpirun -np 2` of the same SFT run;
 #   2. the same job sent SIGUSR1 on its batch shell (as --signal=B:USR1@... does before the time limit)
@@ -36,6 +38,45 @@ die() { echo "test-slurm: FAILED: $*" >&2; for f in "$T"/log/*.log; do echo "---
 t_start=$(date +%s.%N)
 
 rm -rf "$T" && mkdir -p "$T"/{munge,state,spool,log,dev,runs} || exit 1
+
+# 0. the USR1 logic of the batch scripts (scripts/slurm/ranks.sh), no cluster needed: experiment.sbatch run by bash
+#    with stand-ins for srun (records its arguments, runs until it gets SIGUSR1, then exits with FAKE_ON_USR1: 75
+#    as sprec after its checkpoint, 0 as a stage that ended just then) and scontrol (records them)
+fake=$T/fake
+mkdir -p "$fake/bin" "$fake/x/sft" "$fake/x/sprec"
+cat > "$fake/bin/srun" <<'SH'
+#!/usr/bin/env bash
+echo "srun $*" >> "$FAKE/calls"
+trap 'exit $FAKE_ON_USR1' USR1
+touch "$FAKE/running"
+for i in $(seq "$FAKE_TICKS"); do sleep 0.05; done
+SH
+printf '#!/usr/bin/env bash\necho "scontrol $*" >> "$FAKE/calls"\n' > "$fake/bin/scontrol"
+chmod +x "$fake/bin/srun" "$fake/bin/scontrol"
+experiment() {   # ON_USR1 TICKS SIGNAL: experiment.sbatch into $fake/x; SIGNAL = 1: SIGUSR1 to it once srun runs
+    rm -f "$fake/calls" "$fake/running"
+    FAKE=$fake FAKE_ON_USR1=$1 FAKE_TICKS=$2 PATH=$fake/bin:$PATH SLURM_JOB_ID=7 SLURM_NTASKS=2 SLURM_SUBMIT_DIR=$root \
+        bash scripts/slurm/experiment.sbatch "$fake/x" cfg.ini > "$fake/out" 2>&1 &
+    local pid=$! i
+    if [ "$3" = 1 ]; then
+        for i in $(seq 400); do [ -f "$fake/running" ] && break; sleep 0.05; done
+        kill -USR1 "$pid"
+    fi
+    wait "$pid"
+}
+calls() { grep -c "$1" "$fake/calls" 2>/dev/null; }
+fake_fail() { die "experiment.sbatch's USR1 logic: $1: $(cat "$fake/calls" "$fake/out" 2>&1)"; }
+experiment 75 400 1; st=$?   # signalled in the SFT stage, which stops with 75: requeue, SPRec not started
+[ "$st" = 75 ] && [ "$(calls '^srun ')" = 1 ] && [ "$(calls 'out_dir=.*/x/sft')" = 1 ] && [ "$(calls '^scontrol requeue 7$')" = 1 ] \
+    && [ ! -e "$fake/x/sft/done" ] || fake_fail "SIGUSR1 during SFT (exit $st)"
+experiment 0 400 1; st=$?    # signalled as the SFT stage ends (exit 0): it is done, SPRec is the requeued job's
+[ "$st" = 75 ] && [ "$(calls '^srun ')" = 1 ] && [ "$(calls '^scontrol requeue 7$')" = 1 ] && [ -e "$fake/x/sft/done" ] \
+    || fake_fail "SIGUSR1 as SFT ends (exit $st)"
+experiment 0 1 0; st=$?      # the requeued job: SFT skipped, SPRec runs from SFT's checkpoint, no requeue
+[ "$st" = 0 ] && [ "$(calls '^srun ')" = 1 ] && [ "$(calls "train.init=$fake/x/sft/checkpoint.h5")" = 1 ] \
+    && [ "$(calls '^scontrol')" = 0 ] && [ -e "$fake/x/sprec/done" ] || fake_fail "the requeued job (exit $st)"
+echo "test-slurm: experiment.sbatch on SIGUSR1 (stand-in srun): exit 75 -> requeue, no next stage; 0 -> requeue" \
+     "before the next stage; the requeued job goes on with it"
 chmod 700 "$T/munge"
 touch "$T/dev/gpu0" "$T/dev/gpu1"
 head -c 1024 /dev/urandom > "$T/munge/munge.key" && chmod 400 "$T/munge/munge.key"
