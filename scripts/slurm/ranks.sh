@@ -23,7 +23,7 @@ RESUMABLE=75   # sprec train's exit status after a checkpoint-and-stop on SIGUSR
 usr1=0 step_pid=
 on_usr1() {
     usr1=1
-    echo "sprec job ${SLURM_JOB_ID:-?}: SIGUSR1 (time limit or preemption near)${step_pid:+: passed on to the run, which checkpoints and stops}"
+    echo "sprec job ${SLURM_JOB_ID:-?}: SIGUSR1 (time limit or preemption near)${step_pid:+; passed on: the run checkpoints and stops}"
     [ -z "$step_pid" ] || kill -USR1 "$step_pid" 2>/dev/null || true
 }
 trap on_usr1 USR1
