@@ -4,8 +4,9 @@
 //  - mpirun -np 2, the signal raised on ONE rank only (SPREC_FAULT=usr1@SITE:STEP, host/base/fault.c), so the
 //    ranks must agree on it: SFT, DPO, and a one-iteration SPRec stopped after its SFT stage and after its DPO
 //    stage. [train] ckpt_every = 0: only the signal can have written a checkpoint before the end.
-//  - one process, no launcher, sent a real `kill -USR1` from outside: SPREC_FAULT=hang@sft:1 holds it (SIGSTOP)
-//    at the end of step 1, the test sends SIGUSR1 and SIGCONT, and the run stops at step 1 (no timing race).
+//  - one process, no launcher, sent a real `kill -USR1` from outside: while it trains (stopping at the step the
+//    signal came in), and held by SPREC_FAULT=hang@sft:1 (SIGSTOP) at the end of step 1, then sent SIGUSR1 and
+//    SIGCONT: it stops at exactly step 1.
 // Skipped (with a message) when build/sprec was built without MPI; the single-process case runs anyway.
 #include <stdio.h>
 #include <string.h>
@@ -151,7 +152,37 @@ static void test_mpi_usr1_single_process(void **state) {
     print_message("test_mpi_usr1: one process sent kill -USR1 at step 1: exit %d, resumed = the plain run\n", rc);
 }
 
+// one process sent SIGUSR1 while it trains (as soon as its first log line is there): it stops at the end of the
+// step the signal came in, K; the run is 100 steps long so that the signal comes well before its end. Resumed with
+// --stop-at K+1, it equals a fresh run with --stop-at K+1 (the same 100-step schedule) byte for byte.
+static void test_mpi_usr1_single_process_live(void **state) {
+    (void)state;
+    fixture();
+    const char *dir = TMP "/live", *ref = TMP "/live-ref", *args = COMMON "--train.max_steps=100 --train.warmup_steps=1";
+    char cmd[4096], out[65536], line[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s; OMP_NUM_THREADS=1 build/sprec train %s --run.out_dir=%s & pid=$!; "
+             "for i in $(seq 1000); do [ -s %s/train_log.jsonl ] && break; sleep 0.02; done; kill -USR1 $pid; wait $pid",
+             dir, args, dir, dir);
+    const int rc = run_capture(cmd, out, sizeof out);
+    char log[320];
+    snprintf(log, sizeof log, "%s/train_log.jsonl", dir);
+    double steps[128];
+    const int k = read_jsonl_values(log, "step", steps, 128);
+    assert_true(k >= 1 && k < 100);
+    snprintf(line, sizeof line, "sft: SIGUSR1 at step %d: checkpoint written, stopping; --resume continues", k);
+    char step[16];
+    snprintf(step, sizeof step, "%d", k);
+    expect_stopped(cmd, rc, out, line, dir, "step", step);
+    snprintf(cmd, sizeof cmd, "(rm -rf %s && " PLAIN "train %s --run.out_dir=%s --stop-at %d > /dev/null && " PLAIN
+             "train %s --run.out_dir=%s --resume --stop-at %d > /dev/null && cmp %s/train_log.jsonl %s && h5diff "
+             "%s/checkpoint.h5 %s/checkpoint.h5)", ref, args, ref, k + 1, args, dir, k + 1, ref, log, ref, dir);
+    run_ok(cmd);
+    print_message("test_mpi_usr1: one process sent kill -USR1 while training: stopped at step %d, exit %d, resumed "
+                  "= the uninterrupted run\n", k, rc);
+}
+
 DEFINE_TEST_GROUP(test_mpi_usr1,
+    cmocka_unit_test(test_mpi_usr1_single_process_live),
     cmocka_unit_test(test_mpi_usr1_single_process),
     cmocka_unit_test(test_mpi_usr1_sft_dpo),
     cmocka_unit_test(test_mpi_usr1_sprec),
