@@ -28,12 +28,17 @@ int fault_parse(const char *spec, Fault *f, char *err, size_t cap) {
     memset(f, 0, sizeof *f);
     char sites[128];
     site_list(sites, sizeof sites);
-    f->hang = strncmp(spec, "hang@", 5) == 0;
-    f->sleep = strncmp(spec, "sleep@", 6) == 0;
-    const int has_action = f->hang || f->sleep || strncmp(spec, "kill@", 5) == 0;
-    const char *site = f->sleep ? spec + 6 : has_action ? spec + 5 : spec, *colon = strrchr(site, ':');
-    if (!has_action || !colon || colon == site) {
-        snprintf(err, cap, "expected kill@SITE:STEP, hang@SITE:STEP or sleep@SITE:STEP (sites: %s)", sites);
+    // the action, and where SITE starts; sleep@ raises nothing (sig 0): the thread sleeps
+    static const struct { const char *prefix; int sig; } actions[] = {
+        {"kill@", SIGKILL}, {"hang@", SIGSTOP}, {"usr1@", SIGUSR1}, {"sleep@", 0}};
+    const char *site = NULL;
+    for (int i = 0; i < 4; i++) {
+        const size_t len = strlen(actions[i].prefix);
+        if (!strncmp(spec, actions[i].prefix, len)) { f->sig = actions[i].sig; f->sleep = !f->sig; site = spec + len; }
+    }
+    const char *colon = site ? strrchr(site, ':') : NULL;
+    if (!site || !colon || colon == site) {
+        snprintf(err, cap, "expected kill@SITE:STEP, hang@SITE:STEP, usr1@SITE:STEP or sleep@SITE:STEP (sites: %s)", sites);
         return -1;
     }
     const size_t n = (size_t)(colon - site);
@@ -80,5 +85,5 @@ void fault_point(const char *site, long step) {
         for (unsigned left = FAULT_SLEEP_S; left > 0;) left = sleep(left);
         return;
     }
-    raise(fault.hang ? SIGSTOP : SIGKILL);
+    raise(fault.sig);
 }

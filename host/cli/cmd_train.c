@@ -19,7 +19,9 @@ int cmd_train(int argc, char **argv) {
                "                  (listed; config.ini is kept, the new settings go to config-resume-N.ini)\n"
                "  --stop-at STEP  stop after STEP with a checkpoint, as an interrupted run would\n"
                "  --dry-run       train nothing: print one JSON object per stage the command would run (its lr, schedule,\n"
-               "                  warm-up, batch, epochs, steps, rows; docs/training.md \"Stages\")\n\nconfig keys:\n");
+               "                  warm-up, batch, epochs, steps, rows; docs/training.md \"Stages\")\n"
+               "Exit status: 0 done, 1 error, 75 stopped by SIGUSR1 (SLURM's --signal) at a checkpoint: --resume\n"
+               "continues it exactly (docs/training.md \"Signals\").\n\nconfig keys:\n");
         config_print_help(stdout);
         return 0;
     }
@@ -36,5 +38,5 @@ int cmd_train(int argc, char **argv) {
     else if (strcmp(cfg.train.method, "sprec") == 0) sprec_train(&cfg, resume, stop_at);
     else if (strcmp(cfg.train.method, "dpo") == 0) dpo_train(&cfg, resume, stop_at);
     else sft_train(&cfg, resume, stop_at);
-    return 0;
+    return train_exit_status();
 }

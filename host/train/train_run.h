@@ -12,9 +12,10 @@
 #include "model/optimizer.h"
 #include "io/checkpoint.h"
 
-// The backend of run.device with run.threads OpenMP threads, and the test
-// fault switch read (base/fault.h: a malformed SPREC_FAULT fails here, before
-// any work).
+// The backend of run.device with run.threads OpenMP threads, the test fault
+// switch read (base/fault.h: a malformed SPREC_FAULT fails here, before any
+// work), and SIGUSR1 caught: from here on it only sets a flag that
+// train_signal_stop reads (docs/training.md "Signals").
 const Backend *train_start(const Config *cfg);
 // The [lora] section as a LoraConfig; targets parsed and validated when enabled.
 LoraConfig train_lora_config(const Config *cfg);
@@ -96,12 +97,19 @@ typedef struct {
     const long *tokens;      // tokens trained so far (for tokens_per_s), or NULL
 } TrainLoop;
 
+// A collective (every rank calls it at the same points): whether any rank has
+// got SIGUSR1 so far. When one has, the run stops at this point, after its
+// checkpoint, and train_exit_status (train.h) becomes TRAIN_EXIT_RESUMABLE.
+int train_signal_stop(void);
+
 // Whether st->step ends the run: total or --stop-at.
 int train_loop_last(const TrainLoop *l);
 // The end of step st->step: its log line (printf-style, one JSON object; the
 // newline is added), a checkpoint every ckpt_every steps and at the last (the
 // log flushed first, so it never lags the checkpoint), the fault point `name`
-// (docs/testing.md), then --stop-at. Returns 1 when the run stops here.
+// (docs/testing.md), then SIGUSR1 (with a ckpt_path: train_signal_stop; the
+// checkpoint of this step is written if it was not, and one line says so), then
+// --stop-at. Returns 1 when the run stops here.
 int train_loop_step(const TrainLoop *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 // After the loop: closes the log (and tb), switches LoRA dropout off and prints
 // where the checkpoint is.

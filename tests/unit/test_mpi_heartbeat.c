@@ -133,9 +133,9 @@ static void test_mpi_heartbeat_settings(void **state) {
     assert_int_equal(fault_parse("sleep@sprec.dpo:3", &f, err, sizeof err), 0);
     assert_string_equal(f.site, "sprec.dpo");
     assert_int_equal(f.step, 3);
-    assert_true(f.sleep && !f.hang);
+    assert_true(f.sleep && f.sig == 0);
     assert_int_equal(fault_parse("hang@sft:1", &f, err, sizeof err), 0);
-    assert_true(f.hang && !f.sleep);
+    assert_true(f.sig == SIGSTOP && !f.sleep);
     assert_int_equal(fault_parse("sleep@", &f, err, sizeof err), -1);
     assert_non_null(strstr(err, "sleep@SITE:STEP"));
 }

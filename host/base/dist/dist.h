@@ -29,6 +29,11 @@ typedef struct {
 // checks that it runs the same binary as rank 0, and any exit with a non-zero
 // status ends the whole job (no rank is left waiting in a collective).
 int dist_start(int splits_work);
+// Ends this rank's part in the job now (what a successful exit does: the
+// communication summary on rank 0, MPI finalized), so that an exit status that
+// every rank agreed on (e.g. the resumable stop of train.h) ends the job as
+// that status instead of aborting it as a failure. No collective may follow.
+void dist_finish(void);
 // The process's place in the job (dist_start(1) on first use when main did not call it).
 const Dist *dist_world(void);
 // Every rank's text[0..n) must equal rank 0's (the resolved config): otherwise the

@@ -206,7 +206,7 @@ static int launched(void) {
     return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK") || (n && atoi(n) > 1);
 }
 
-// on_exit handler: finalize on success; abort the job when any rank fails
+// on_exit handler: finalize on success (unless dist_finish did); abort the job when any rank fails
 static void dist_exit(int status, void *arg) {
     (void)arg;
     int done = 0;
@@ -217,6 +217,13 @@ static void dist_exit(int status, void *arg) {
         fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, status);
     }
+    dist_finish();
+}
+
+void dist_finish(void) {
+    int done = 0;
+    if (mpi_on) MPI_Finalized(&done);
+    if (!mpi_on || done) return;
 #ifdef SPREC_NCCL
     if (nccl) ncclCommDestroy(nccl);
 #endif
