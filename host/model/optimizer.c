@@ -67,7 +67,8 @@ double adamw_step(AdamW *o, Model *model, float lr) {
     float *params = lo ? lo->params : model->params, *grads = lo ? lo->grads : model->grads;
     double norm;
     if (!o->zero) {   // data parallel: every rank steps with the sum of all ranks' gradients
-        dist_sum_device(d, be, grads, o->numel);
+        if (o->sum_begun) { dist_sum_end(); model->grads_final = NULL; o->sum_begun = 0; }
+        else dist_sum_device(d, be, grads, o->numel);
         norm = model_grad_norm(model);
     } else {          // ZeRO-1: the sum of this rank's shard only; the global norm from the shards' squares
         dist_reduce_scatter_device(d, be, grads, o->numel);
@@ -94,6 +95,13 @@ double adamw_step(AdamW *o, Model *model, float lr) {
         if (compute != (void *)params) dist_allgather_device(d, be, compute, o->numel, be->act_bytes);
     }
     return norm;
+}
+
+void adamw_sum_begin(AdamW *o, Model *model) {
+    if (o->zero) return;
+    dist_sum_begin(dist_world(), model->be, model->lora ? model->lora->grads : model->grads, o->numel);
+    model->grads_final = dist_sum_ready;
+    o->sum_begun = 1;
 }
 
 // o with whole-size moments (allocated where here; filled by the caller)
