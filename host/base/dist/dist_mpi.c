@@ -475,9 +475,13 @@ void dist_sum_begin(const Dist *d, const Backend *be, float *x, size_t n) {
     sum.use_nccl = 0;
 #ifdef SPREC_NCCL
     sum.use_nccl = nccl && be->mem_stats;
+    // (the NCCL set-up is a collective: here, where ranks arrive at different moments, too late to make)
+    check(sum.use_nccl || !(be->mem_stats && mpi_on && d->world == size_all),
+          "dist_sum_begin on --device %s before dist_check_backend", be->name);
+#else
+    if (d->world > 1) dist_check_backend(d, be);   // refuses multi-rank CUDA (one line, no collective)
 #endif
     sum.skip = n == 0 || (!sum.use_nccl && d->world == 1);
-    if (!sum.use_nccl && !sum.skip) dist_check_backend(d, be);   // (refuses multi-rank CUDA without NCCL)
     // (at most INT_MAX elements a bucket: MPI's counts)
     const size_t bucket = bucket_floats < (size_t)INT_MAX ? bucket_floats : (size_t)INT_MAX;
     buckets_init(&sum.b, n, bucket);
