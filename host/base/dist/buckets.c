@@ -21,9 +21,10 @@ void buckets_free(Buckets *b) {
 
 static void grow(Buckets *b) {
     b->cap = b->cap ? 2 * b->cap : 16;
-    size_t *lo = realloc(b->lo, (size_t)b->cap * sizeof *lo), *hi = lo ? realloc(b->hi, (size_t)b->cap * sizeof *hi) : NULL;
-    if (!lo || !hi) fail("out of memory growing the gradient sum's bucket list");
-    b->lo = lo;
+    size_t *lo = realloc(b->lo, (size_t)b->cap * sizeof *lo);
+    if (lo) b->lo = lo;
+    size_t *hi = lo ? realloc(b->hi, (size_t)b->cap * sizeof *hi) : NULL;
+    if (!hi) fail("out of memory growing the gradient sum's list of final ranges");
     b->hi = hi;
 }
 
