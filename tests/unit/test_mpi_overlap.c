@@ -7,8 +7,8 @@
 //    sum): SFT (full weights and LoRA) and DPO at -np 2 and 3 give the same logs
 //    and checkpoints byte for byte with [dist] overlap on and off (every element is
 //    summed in rank order whenever its bucket starts), buckets do start during the
-//    backward with overlap on (the `dist:` line counts them) and none without;
-//    -np 1 equals the plain process.
+//    backward with overlap on (the `dist:` line counts them) and none without,
+//    also when a rank has no micro-batch in a step; -np 1 equals the plain process.
 // The mpirun part is skipped (with a message) when build/sprec was built without MPI.
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,6 +169,8 @@ static void test_mpi_overlap_sft(void **state) {
     fixture();
     overlap_on_off("sft", SFT, 1);
     overlap_on_off("lora", SFT " --lora.enabled=true", 0);
+    // 2 micro-batches a step: at -np 3 rank 2 has none and reports its (zero) gradients all at once, at the step's end
+    overlap_on_off("idle", SFT " --train.grad_accum=2", 0);
 }
 
 static void test_mpi_overlap_dpo(void **state) {
