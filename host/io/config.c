@@ -161,6 +161,7 @@ static const Key KEYS[] = {
     KFLT("dist", "timeout_s", dist.timeout_s, "1800", 0, HUGE_VAL, "ranks: a collective that waits longer for a rank ends the job (0 = wait forever)"),
     KFLT("dist", "bucket_mb", dist.bucket_mb, "4", 0.001, HUGE_VAL, "ranks: gradient sums in pipelined buckets of this many MB"),
     KFLT("dist", "heartbeat_s", dist.heartbeat_s, "30", 0, HUGE_VAL, "ranks: a rank that sends no heartbeat this long (stopped, dead) ends the job (0 = never; else >= 1)"),
+    KBOOL("dist", "overlap", dist.overlap, "true", "ranks: gradient sums start during the backward, bucket by bucket (false = after it)"),
 
     KSTR("eval", "model", eval.model, "", "sprec eval: checkpoint to evaluate (or --model)"),
     KENUM("eval", "split", eval.split, "test", "test|valid", "sprec eval: split whose rows are ranked"),
@@ -627,7 +628,8 @@ static int key_is_bookkeeping(const Key *k) {
         "train.log_every", "train.ckpt_every", "dpo.log_every", "run.out_dir", "run.threads", "eval.model",
         "eval.out_dir", "eval.label", "eval.batch", "data.source", "data.dir", "data.tokenizer", "data.seed",
         "data.train_rows", "data.valid_rows", "data.test_rows", "data.history", "data.synth_items", "data.synth_users",
-        "data.synth_genres", "data.synth_zipf", "dist.timeout_s", "dist.heartbeat_s"};
+        "data.synth_genres", "data.synth_zipf", "dist.timeout_s", "dist.heartbeat_s",
+        "dist.overlap"};   // (the sums are the same either way)
     char name[64];
     snprintf(name, sizeof name, "%s.%s", k->section, k->key);
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) if (!strcmp(name, keys[i])) return 1;
@@ -670,6 +672,7 @@ void config_check_ranks(const Config *c) {
     if (d->world == 1) return;
     dist_set_options(c->dist.timeout_s, c->dist.bucket_mb);
     dist_set_heartbeat(c->dist.heartbeat_s);
+    dist_set_overlap(c->dist.overlap);
     size_t n;
     char *text = config_text(c, 0, &n);
     dist_check_same(d, "config", text, n);

@@ -135,6 +135,12 @@ typedef struct {
     // LoRA adapters (host/model/lora.h); NULL = full fine-tuning. While set, the base
     // parameters are frozen: model_backward leaves m->grads untouched.
     struct Lora *lora;
+    // NULL, or called by model_backward after each piece (head and final norm,
+    // layers n_layers-1 .. 0, embedding) with the range [lo, hi) of the trainable
+    // gradient buffer (m->grads, or the adapters' with LoRA) that the piece wrote
+    // last: final when this backward is the step's last on this rank. Set for that
+    // backward by the optimizer (adamw_sum_begin: the overlapped gradient sum).
+    void (*grads_final)(size_t lo, size_t hi);
 } Model;
 
 void model_create(Model *m, const ModelConfig *c, const Backend *be);   // params zeroed

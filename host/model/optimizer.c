@@ -91,7 +91,8 @@ double adamw_step(AdamW *o, Model *model, float lr) {
     float *params = o->master ? o->master : model_trainable_master(model) + o->lo;   // this rank's [lo, hi)
     double norm;
     if (!o->zero) {   // data parallel: every rank steps with the sum of all ranks' gradients
-        dist_sum_device(d, be, grads, o->numel);
+        if (o->sum_begun) { dist_sum_end(); model->grads_final = NULL; o->sum_begun = 0; }
+        else dist_sum_device(d, be, grads, o->numel);
         norm = model_grad_norm(model);
     } else {          // ZeRO-1: the sum of this rank's shard only; the global norm from the shards' squares
         dist_reduce_scatter_device(d, be, grads, o->numel);
@@ -126,6 +127,13 @@ void adamw_sync_compute(const AdamW *o, Model *model) {
     void *wc = lo ? lo->wc : model->wc;
     be->act_from_f32((char *)wc + o->lo * be->act_bytes, o->master, o->hi - o->lo);
     dist_allgather_device(dist_world(), be, wc, o->numel, be->act_bytes);
+}
+
+void adamw_sum_begin(AdamW *o, Model *model) {
+    if (o->zero) return;
+    dist_sum_begin(dist_world(), model->be, model->lora ? model->lora->grads : model->grads, o->numel);
+    model->grads_final = dist_sum_ready;
+    o->sum_begun = 1;
 }
 
 // Same shapes as transformers' get_{constant,linear,cosine}_schedule_with_warmup

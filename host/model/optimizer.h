@@ -25,6 +25,7 @@ typedef struct {
     long step;                   // optimizer steps taken
     float beta1, beta2, eps, weight_decay, grad_clip;
     int decay_norms;
+    int sum_begun;               // adamw_sum_begin started the gradient sum; adamw_step ends it
 } AdamW;
 
 void adamw_create(AdamW *o, Model *model, float beta1, float beta2, float eps,
@@ -47,6 +48,13 @@ void adamw_free_model(AdamW *o, Model *model);
 // micro-batches); with LoRA the base parameters are never touched.
 // Returns the gradient norm before clipping.
 double adamw_step(AdamW *o, Model *model, float lr);
+// Call before this rank's last backward of the step: the gradient sum over ranks
+// (dist_sum_begin) then starts during that backward, bucket by bucket as it
+// finishes them (model->grads_final), and the next adamw_step ends it. Without
+// it adamw_step sums after the backward. ZeRO-1: nothing (its reduce-scatter
+// runs in adamw_step).
+void adamw_sum_begin(AdamW *o, Model *model);
+
 // Checkpoints hold the whole moments and master: the same format with and without
 // ZeRO, so a run resumes at any rank count and either zero. checkpoint_save streams
 // the shards to rank 0 tensor by tensor; checkpoint_load keeps this rank's shard.

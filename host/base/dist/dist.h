@@ -47,8 +47,8 @@ void dist_check_backend(const Dist *d, const Backend *be);
 // [dist] keys (config_check_ranks sets them). timeout_s, the watchdog: a
 // collective that waits longer than this for some rank ends the job with one
 // line naming the collective and the ranks that did not arrive; 0 = wait
-// forever (default 1800). bucket_mb: dist_sum_device sums in buckets of this
-// size, pipelined (default 4).
+// forever (default 1800). bucket_mb: the gradient sum's buckets (dist_sum_begin)
+// have this size (default 4).
 void dist_set_options(double timeout_s, double bucket_mb);
 // [dist] heartbeat_s (config_check_ranks): a rank from which no heartbeat came for
 // this long (stopped, dead, node lost) ends the job with one line naming it; the
@@ -68,9 +68,26 @@ void dist_share_cost(const Dist *d, const double *cost, int n, int *lo, int *hi)
 // it with several ranks ("STAGE: N ranks busy a-b s, idle x% of the stage"). One
 // rank: 0, nothing printed. A collective.
 double dist_log_balance(const Dist *d, const char *stage, double busy_s);
-// x[0..n) = the sum over ranks of x, in place, for a device buffer (gradients).
-// The same sums for any bucket size.
+// x[0..n) = the sum over ranks of x, in place, for a device buffer (gradients),
+// in three phases so that it overlaps the backward that computes x:
+// dist_sum_begin (reads nothing yet); dist_sum_ready(lo, hi) whenever elements
+// [lo, hi) are final (empty, repeated and out-of-order ranges are fine): every
+// bucket of [dist] bucket_mb that is now wholly final starts (with [dist]
+// overlap) and those in flight move on; dist_sum_end: everything is final,
+// finish and wait (a collective). The buckets are fixed by n and the bucket size
+// and counted from the end of x (the backward finishes the gradients from the end
+// towards the start: host/base/dist/buckets.h); every rank starts them in the
+// same order, and every element is summed in rank order (NCCL: its own fixed
+// order), so the sums do not depend on the ranges' timing, on overlap or on the
+// bucket size. One sum at a time.
+void dist_sum_begin(const Dist *d, const Backend *be, float *x, size_t n);
+void dist_sum_ready(size_t lo, size_t hi);
+void dist_sum_end(void);
+// The three at once (dist.c), for a buffer that is final already.
 void dist_sum_device(const Dist *d, const Backend *be, float *x, size_t n);
+// [dist] overlap (config_check_ranks): 0 = dist_sum_ready only records, every
+// bucket starts in dist_sum_end (the order before overlap, for comparison).
+void dist_set_overlap(int on);
 // x[0..n) = the sum over ranks of x, in place, for host values.
 void dist_sum_host(const Dist *d, double *x, int n);
 // array holds n items of item_bytes; each rank has filled items [lo, hi), and
