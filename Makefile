@@ -4,6 +4,8 @@
 # CUDA backend with the CPU one on a GPU (tests/gpu/); `make demo` the main job on the
 # embedded synthetic world: SFT -> DPO-RN -> SPRec, table + PNG (docs/RESULTS.md); `make demo-toy`
 # a one-minute SFT from scratch on the built-in sequence-reversal task.
+# `make` alone builds `all` (rules for single objects, e.g. dist_mpi.o's link-flags dependency, come first)
+.DEFAULT_GOAL := all
 CC      ?= gcc
 OPT     ?= -O3 -march=native
 # -Wpointer-arith: act buffers are void * (kernels/backend.h); arithmetic on them must go through act_at
@@ -49,7 +51,7 @@ NVCCFLAGS ?= -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-fPIC -I.
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lcublas -Wl,-rpath,$(CUDA_HOME)/lib64 -lstdc++
 
 # ---- MPI (Open MPI): on when mpicc is found, off with MPI=0 --------------------------------------------------
-# host/base/dist/dist_mpi.c (the ranks mpirun/srun start) replaces dist_single.c; only it sees mpi.h
+# host/base/dist/dist_mpi.c (the ranks mpirun/srun start) + heartbeat.c replace dist_single.c; only they see mpi.h
 ifeq ($(origin MPICC),undefined)
 MPICC   := $(shell command -v mpicc 2>/dev/null)
 endif
@@ -63,10 +65,10 @@ MPI_LIBS   := $(shell $(MPICC) --showme:link)
 DIST_SKIP  := host/base/dist/dist_single.c
 MPI_NOTE   := with MPI ($(MPICC))
 else
-DIST_SKIP  := host/base/dist/dist_mpi.c
+DIST_SKIP  := host/base/dist/dist_mpi.c host/base/dist/heartbeat.c
 MPI_NOTE   := without MPI ($(if $(MPICC),MPI=0,mpicc not found): one process only)
 endif
-$(BUILD)/obj/host/base/dist/dist_mpi.o: INCS += $(MPI_CFLAGS)
+$(BUILD)/obj/host/base/dist/dist_mpi.o $(BUILD)/obj/host/base/dist/heartbeat.o: INCS += $(MPI_CFLAGS)
 # ---- NCCL: multi-rank --device cuda sums gradients with NCCL; on with CUDA and MPI when nccl.h is found, off with NCCL=0
 NCCL_H  := $(if $(filter 1,$(CUDA)),$(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h)))
 NCCL    ?= $(if $(and $(filter 1,$(MPI)),$(NCCL_H)),1,0)
@@ -95,7 +97,7 @@ endif
 # the ASan build is CPU-only (kernels/cpu/no_cuda.c): the sanitizers do not see into GPU code anyway;
 # and single-process (dist_single.c)
 ASAN_OBJ   := $(patsubst %.c,$(BUILD)/asan/obj/%.o,host/cli/main.c $(KERNEL_SRC) \
-              $(filter-out host/base/dist/dist_mpi.c,$(HOST_ALL)))
+              $(filter-out host/base/dist/dist_mpi.c host/base/dist/heartbeat.c,$(HOST_ALL)))
 TEST_SRC   := $(wildcard tests/unit/*.c)
 TEST_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRC))
 GPU_TEST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/gpu/*.c))
@@ -171,7 +173,7 @@ FUZZ_CFLAGS  := $(filter-out -fopenmp,$(BASE_CFLAGS)) -fopenmp -O1 -fno-omit-fra
                 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
 FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_OBJ     := $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,tests/fuzz/fuzz.c $(filter-out kernels/errors.c,$(KERNEL_SRC)) \
-                $(filter-out host/base/dist/dist_mpi.c,$(HOST_ALL)))
+                $(filter-out host/base/dist/dist_mpi.c host/base/dist/heartbeat.c,$(HOST_ALL)))
 # leaks: a rejected input leaves the reader's allocations behind by design (sprec exits there)
 FUZZ_RUN     := ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1
 FUZZ_ARGS    := -detect_leaks=0 -timeout=10 -rss_limit_mb=2048 -max_len=262144

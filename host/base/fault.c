@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "fault.h"
 #include "kernels/errors.h"
 
@@ -27,11 +28,17 @@ int fault_parse(const char *spec, Fault *f, char *err, size_t cap) {
     memset(f, 0, sizeof *f);
     char sites[128];
     site_list(sites, sizeof sites);
-    f->hang = strncmp(spec, "hang@", 5) == 0;
-    const int has_action = f->hang || strncmp(spec, "kill@", 5) == 0;
-    const char *site = has_action ? spec + 5 : spec, *colon = strrchr(site, ':');
-    if (!has_action || !colon || colon == site) {
-        snprintf(err, cap, "expected kill@SITE:STEP or hang@SITE:STEP (sites: %s)", sites);
+    // the action, and where SITE starts; sleep@ raises nothing (sig 0): the thread sleeps
+    static const struct { const char *prefix; int sig; } actions[] = {
+        {"kill@", SIGKILL}, {"hang@", SIGSTOP}, {"usr1@", SIGUSR1}, {"sleep@", 0}};
+    const char *site = NULL;
+    for (int i = 0; i < 4; i++) {
+        const size_t len = strlen(actions[i].prefix);
+        if (!strncmp(spec, actions[i].prefix, len)) { f->sig = actions[i].sig; f->sleep = !f->sig; site = spec + len; }
+    }
+    const char *colon = site ? strrchr(site, ':') : NULL;
+    if (!site || !colon || colon == site) {
+        snprintf(err, cap, "expected kill@SITE:STEP, hang@SITE:STEP, usr1@SITE:STEP or sleep@SITE:STEP (sites: %s)", sites);
         return -1;
     }
     const size_t n = (size_t)(colon - site);
@@ -74,5 +81,9 @@ void fault_point(const char *site, long step) {
     fault_init();
     if (step != fault.step || strcmp(site, fault.site) != 0) return;
     fflush(NULL);
-    raise(fault.hang ? SIGSTOP : SIGKILL);
+    if (fault.sleep) {   // this thread only: the process lives on (its heartbeat thread beats meanwhile)
+        for (unsigned left = FAULT_SLEEP_S; left > 0;) left = sleep(left);
+        return;
+    }
+    raise(fault.sig);
 }

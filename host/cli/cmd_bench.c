@@ -33,56 +33,8 @@
 #include "model/device.h"
 #include "kernels/errors.h"
 
-// every flag takes a value ("--flag V" or "--flag=V") but the switches in
-// SWITCHES, which take none; --help is handled first
-static const char *const FLAGS[] = {
-    "--name", "--mode", "--device", "--dim", "--layers", "--heads", "--kv-heads", "--ffn", "--vocab", "--seq",
-    "--batch", "--steps", "--warmup", "--threads", "--loss-frac", "--tokens", "--prompts", "--beams", "--items",
-    "--prompt-len", "--head-dim", "--micro-batch", "--zero", NULL};
-static const char *const SWITCHES[] = {"--ragged", NULL};
-
-static int in_list(const char *const *list, const char *a, size_t len) {
-    for (int k = 0; list[k]; k++)
-        if (strlen(list[k]) == len && !strncmp(list[k], a, len)) return 1;
-    return 0;
-}
-
-// Validates argv; returns a bit mask of the switches given (bit k: SWITCHES[k]).
-static unsigned check_flags(int argc, char **argv) {
-    unsigned switches = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strncmp(a, "--", 2) != 0) fail("sprec bench: unexpected argument '%s' (see sprec bench --help)", a);
-        const size_t len = strcspn(a, "=");
-        const int sw = in_list(SWITCHES, a, len);
-        if (!sw && !in_list(FLAGS, a, len)) fail("sprec bench: unknown flag '%.*s' (see sprec bench --help)", (int)len, a);
-        for (int j = 1; j < i; j++)   // cli_flag_value would read the first one only
-            if (!strncmp(argv[j], a, len) && (argv[j][len] == 0 || argv[j][len] == '='))
-                fail("sprec bench: %.*s given twice", (int)len, a);
-        if (sw) {
-            if (a[len] == '=') fail("sprec bench: %.*s takes no value", (int)len, a);
-            for (int k = 0; SWITCHES[k]; k++)
-                if (!strcmp(SWITCHES[k], a)) switches |= 1u << k;
-            continue;
-        }
-        if (a[len] == '=') continue;
-        if (i + 1 >= argc) fail("sprec bench: %s needs a value", a);
-        i++;
-    }
-    return switches;
-}
-
-static int opt_int(int argc, char **argv, const char *flag, int dflt) {
-    const char *v = cli_flag_value(argc, argv, flag);
-    if (!v) return dflt;
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || x < 1 || x > (1 << 30)) fail("sprec bench: %s must be a positive integer, got '%s'", flag, v);
-    return (int)x;
-}
-
 int cmd_bench(int argc, char **argv) {
-    if (cli_has_flag(argc, argv, "--help")) {
+    if (cli_wants_help(argc, argv)) {
         printf("usage: sprec bench [--mode sft|dpo|forward|logprob|generate|attention|iteration] [--name NAME] [--device cpu|cpu-bf16|cuda]\n"
                "                   [--threads N]\n"
                "                   [--dim 256] [--layers 4] [--heads 4] [--kv-heads 4] [--ffn 688] [--vocab 8192]\n"
@@ -117,60 +69,55 @@ int cmd_bench(int argc, char **argv) {
                "See bench/README.md for the exact definitions of every field.\n");
         return 0;
     }
-    const unsigned switches = check_flags(argc, argv);
-    const int ragged = (switches & 1u) != 0;
     Bench bn;
     memset(&bn, 0, sizeof bn);
-    const char *mode = cli_flag_value(argc, argv, "--mode");
-    bn.mode = mode ? mode : "sft";
+    ModelConfig *c = &bn.c;
+    const char *name = NULL, *device = "cpu";
+    int ragged = 0, head_dim = 0, tokens = 8192, prompts = 64, beams = 4, items = 1000, prompt_len = 64;
+    int threads = omp_get_max_threads(), zero = -1;   // zero -1: not given
+    bn.mode = "sft";
+    *c = (ModelConfig){.dim = 256, .n_layers = 4, .n_heads = 4, .ffn_dim = 688, .vocab_size = 8192};   // kv-heads: --heads
+    // the loss covers the last loss_frac of each sequence (a completion); 1 = every position
+    bn.T = 256, bn.B = 8, bn.steps = 5, bn.warmup = 2, bn.loss_frac = 0.5;   // bn.micro 0: --batch
+    const CliFlag flags[] = {
+        ARG_STR("--name", &name), ARG_STR("--mode", &bn.mode), ARG_STR("--device", &device),
+        ARG_INT("--dim", &c->dim, 1, CLI_BIG), ARG_INT("--layers", &c->n_layers, 1, CLI_BIG),
+        ARG_INT("--heads", &c->n_heads, 1, CLI_BIG), ARG_INT("--kv-heads", &c->n_kv_heads, 1, CLI_BIG),
+        ARG_INT("--ffn", &c->ffn_dim, 1, CLI_BIG), ARG_INT("--vocab", &c->vocab_size, 1, CLI_BIG),
+        ARG_INT("--seq", &bn.T, 1, CLI_BIG), ARG_INT("--batch", &bn.B, 1, CLI_BIG),
+        ARG_INT("--steps", &bn.steps, 1, CLI_BIG), ARG_INT("--warmup", &bn.warmup, 1, CLI_BIG),
+        ARG_INT("--threads", &threads, 1, CLI_BIG), ARG_FRACTION("--loss-frac", &bn.loss_frac),
+        ARG_INT("--tokens", &tokens, 1, CLI_BIG), ARG_INT("--prompts", &prompts, 1, CLI_BIG),
+        ARG_INT("--beams", &beams, 1, CLI_BIG), ARG_INT("--items", &items, 1, CLI_BIG),
+        ARG_INT("--prompt-len", &prompt_len, 1, CLI_BIG), ARG_INT("--head-dim", &head_dim, 1, CLI_BIG),
+        ARG_SWITCH("--ragged", &ragged), ARG_INT("--micro-batch", &bn.micro, 1, CLI_BIG),
+        ARG_INT("--zero", &zero, 0, 1), ARG_END};
+    cli_parse("bench", argc, argv, flags);
     const int attention = !strcmp(bn.mode, "attention");
     if (strcmp(bn.mode, "sft") && strcmp(bn.mode, "dpo") && strcmp(bn.mode, "logprob") && strcmp(bn.mode, "generate") &&
         strcmp(bn.mode, "forward") && strcmp(bn.mode, "iteration") && !attention)
         fail("sprec bench: --mode must be sft, dpo, forward, logprob, generate, attention or iteration, got '%s'",
              bn.mode);
-    if (!attention && (ragged || cli_flag_value(argc, argv, "--head-dim")))
+    if (!attention && (ragged || head_dim))
         fail("sprec bench: --head-dim and --ragged are for --mode attention");
-    const char *name = cli_flag_value(argc, argv, "--name");
     if (name && (strchr(name, '"') || strchr(name, '\\') || strlen(name) > 200))
         fail("sprec bench: --name must be at most 200 characters without quotes or backslashes");
     bn.name = name ? name : !strcmp(bn.mode, "sft") ? "sft_step" : !strcmp(bn.mode, "dpo") ? "dpo_step" : bn.mode;
-    const char *device = cli_flag_value(argc, argv, "--device");
-    ModelConfig *c = &bn.c;
-    c->dim = opt_int(argc, argv, "--dim", 256);
-    c->n_layers = opt_int(argc, argv, "--layers", 4);
-    c->n_heads = opt_int(argc, argv, "--heads", 4);
-    c->n_kv_heads = opt_int(argc, argv, "--kv-heads", c->n_heads);
-    c->ffn_dim = opt_int(argc, argv, "--ffn", 688);
-    c->vocab_size = opt_int(argc, argv, "--vocab", 8192);
+    if (!c->n_kv_heads) c->n_kv_heads = c->n_heads;
     // attention: the kernels take head dims 1..128 (kernels/cuda/attention.cu); --dim is not used
-    const int head_dim = opt_int(argc, argv, "--head-dim", 64);
+    if (!head_dim) head_dim = 64;
     if (attention && (c->n_heads % c->n_kv_heads || head_dim > 128))
         fail("sprec bench: --mode attention needs --heads divisible by --kv-heads and --head-dim <= 128");
     if (!attention && (c->dim % c->n_heads || (c->dim / c->n_heads) % 2 || c->n_heads % c->n_kv_heads))
         fail("sprec bench: need --dim divisible by --heads into an even head size, and --heads by --kv-heads");
     c->head_dim = attention ? head_dim : c->dim / c->n_heads;
-    bn.T = opt_int(argc, argv, "--seq", 256);
-    bn.B = opt_int(argc, argv, "--batch", 8);
-    bn.steps = opt_int(argc, argv, "--steps", 5);
-    bn.warmup = opt_int(argc, argv, "--warmup", 2);
-    // the loss covers the last loss_frac of each sequence (a completion); 1 = every position
-    const char *lf = cli_flag_value(argc, argv, "--loss-frac");
-    char *lf_end = NULL;
-    bn.loss_frac = lf ? strtod(lf, &lf_end) : 0.5;
-    if ((lf && (!*lf || *lf_end)) || !(bn.loss_frac > 0 && bn.loss_frac <= 1))
-        fail("sprec bench: --loss-frac must be in (0, 1], got '%s'", lf);
-    const int tokens = opt_int(argc, argv, "--tokens", 8192), prompts = opt_int(argc, argv, "--prompts", 64);
-    const int beams = opt_int(argc, argv, "--beams", 4), items = opt_int(argc, argv, "--items", 1000);
-    const int prompt_len = opt_int(argc, argv, "--prompt-len", 64);
     c->max_seq_len = bn.T;
     c->rope_theta = 10000; c->rms_eps = 1e-5f; c->tie_embeddings = 1;
-    bn.micro = opt_int(argc, argv, "--micro-batch", bn.B);
-    const char *zero = cli_flag_value(argc, argv, "--zero");
-    if (zero && strcmp(zero, "0") && strcmp(zero, "1")) fail("sprec bench: --zero must be 0 or 1, got '%s'", zero);
-    bn.zero = zero && !strcmp(zero, "1");
     const int sft = !strcmp(bn.mode, "sft"), iteration = !strcmp(bn.mode, "iteration");
-    if ((cli_flag_value(argc, argv, "--micro-batch") && !sft) || (zero && !sft && !iteration))
+    if ((bn.micro && !sft) || (zero >= 0 && !sft && !iteration))
         fail("sprec bench: --micro-batch is for --mode sft, --zero for sft and iteration");
+    if (!bn.micro) bn.micro = bn.B;
+    bn.zero = zero == 1;
     // main started the ranks for bench; the modes that do not split run on rank 0 alone
     if (!sft && !iteration && strcmp(bn.mode, "generate") && !dist_start(0)) return 0;
     const Dist *dist = dist_world();
@@ -179,8 +126,7 @@ int cmd_bench(int argc, char **argv) {
         fail("sprec bench: --batch %d in micro-batches of %d rows is %d micro-batch(es) for %d ranks: give "
              "--micro-batch <= %d", bn.B, bn.micro, (bn.B + bn.micro - 1) / bn.micro, dist->world, bn.B / dist->world);
     }
-    const int threads = opt_int(argc, argv, "--threads", omp_get_max_threads());
-    bn.be = device_open(device ? device : "cpu", threads);
+    bn.be = device_open(device, threads);
     dist_check_backend(dist, bn.be);
     if (!strcmp(bn.mode, "sft")) bench_sft(&bn);
     else if (!strcmp(bn.mode, "dpo")) bench_dpo(&bn);
@@ -188,7 +134,7 @@ int cmd_bench(int argc, char **argv) {
     else if (!strcmp(bn.mode, "logprob")) bench_logprob(&bn, tokens);
     else if (attention) bench_attention(&bn, c->n_heads, c->n_kv_heads, c->head_dim, ragged);
     else if (!strcmp(bn.mode, "iteration"))
-        bench_iteration(&bn, device ? device : "cpu", threads, prompts, beams, items, prompt_len);
+        bench_iteration(&bn, device, threads, prompts, beams, items, prompt_len);
     else bench_generate(&bn, prompts, beams, items, prompt_len);
     stdout_aside();   // (the ranks' closing "dist:" line, base/dist/dist_mpi.c) stdout stays JSON lines
     return 0;

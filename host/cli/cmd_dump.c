@@ -14,26 +14,21 @@
 #include "kernels/errors.h"
 
 int cmd_dump(int argc, char **argv) {
-    if (cli_has_flag(argc, argv, "--help")) {
+    if (cli_wants_help(argc, argv)) {
         printf("usage: sprec dump --model CKPT.h5 --batch BATCH.h5 -o OUT.h5 [--device cpu|cpu-bf16|cuda] [--threads N]\n"
                "BATCH.h5: tokens int32 [B,T], mask float32 [B,T] (column 0 is 0), optional lengths int32 [B].\n"
                "OUT.h5:   logits [B,T,V], logprobs [B,T], seq_logprob [B], loss (scalar),\n"
                "          grad/NAME for every parameter (gradient of loss), all float32.\n");
         return 0;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--model") && strcmp(a, "--batch") && strcmp(a, "-o") && strcmp(a, "--device") &&
-            strcmp(a, "--threads") && strncmp(a, "--model=", 8) && strncmp(a, "--batch=", 8) &&
-            strncmp(a, "--device=", 9) && strncmp(a, "--threads=", 10))
-            fail("sprec dump: unknown argument '%s' (see sprec dump --help)", a);
-        if (!strchr(a, '=')) i++;
-    }
-    const char *model_path = cli_flag_value(argc, argv, "--model"), *batch_path = cli_flag_value(argc, argv, "--batch");
-    const char *out_path = cli_flag_value(argc, argv, "-o"), *device = cli_flag_value(argc, argv, "--device");
-    const char *threads = cli_flag_value(argc, argv, "--threads");
-    if (!model_path || !batch_path || !out_path) fail("sprec dump: needs --model CKPT.h5 --batch BATCH.h5 -o OUT.h5");
-    const Backend *be = device_open(device ? device : "cpu", threads ? atoi(threads) : 0);
+    const char *model_path = NULL, *batch_path = NULL, *out_path = NULL, *device = "cpu";
+    int threads = 0;   // 0: OpenMP's default
+    const CliFlag flags[] = {ARG_PATH("--model CKPT.h5", &model_path, CLI_REQUIRED),
+                             ARG_PATH("--batch BATCH.h5", &batch_path, CLI_REQUIRED),
+                             ARG_PATH("-o OUT.h5", &out_path, CLI_REQUIRED), ARG_STR("--device", &device),
+                             ARG_INT("--threads", &threads, 0, 4096), ARG_END};
+    cli_parse("dump", argc, argv, flags);
+    const Backend *be = device_open(device, threads);
 
     ModelConfig mc;
     checkpoint_read_config(model_path, &mc);

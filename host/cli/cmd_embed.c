@@ -45,7 +45,7 @@ static void embed_chunk(Encoder *e, char **lines, int n, int ids_mode, long firs
 }
 
 int cmd_embed(int argc, char **argv) {
-    if (cli_has_flag(argc, argv, "--help")) {
+    if (cli_wants_help(argc, argv)) {
         printf("usage: sprec embed --model ENC.h5 [--ids] [--device cpu] [--threads N]\n"
                "Reads lines on stdin and prints one JSON array of floats (%%.9g) per line: the sentence\n"
                "encoder's embedding (mean over the [CLS] ... [SEP] tokens of the last hidden state, no\n"
@@ -53,24 +53,15 @@ int cmd_embed(int argc, char **argv) {
                "--ids: each line holds the token ids themselves. The time per 1,000 lines goes to stderr.\n");
         return 0;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--model") || !strcmp(a, "--device") || !strcmp(a, "--threads")) i++;
-        else if (strncmp(a, "--model=", 8) && strncmp(a, "--device=", 9) && strncmp(a, "--threads=", 10) &&
-                 strcmp(a, "--ids"))
-            fail("sprec embed: unknown argument '%s' (see sprec embed --help)", a);
-    }
-    const char *path = cli_flag_value(argc, argv, "--model"), *dev = cli_flag_value(argc, argv, "--device");
-    const char *thr = cli_flag_value(argc, argv, "--threads");
-    if (!path) fail("sprec embed: needs --model ENC.h5");
-    char *end;
-    const long threads = thr ? strtol(thr, &end, 10) : 0;
-    if (thr && (*end || end == thr || threads < 1 || threads > 4096))
-        fail("sprec embed: --threads '%s' is not a whole number >= 1", thr);
+    const char *path = NULL, *dev = "cpu";
+    int ids_mode = 0, threads = 0;   // 0: OpenMP's default
+    const CliFlag flags[] = {ARG_PATH("--model ENC.h5", &path, CLI_REQUIRED), ARG_SWITCH("--ids", &ids_mode),
+                             ARG_STR("--device", &dev), ARG_INT("--threads", &threads, 1, 4096), ARG_END};
+    cli_parse("embed", argc, argv, flags);
     Encoder e;
     encoder_load(path, &e);
-    encoder_to_device(&e, device_open(dev ? dev : "cpu", (int)threads));
-    const int ids_mode = cli_has_flag(argc, argv, "--ids"), C = e.cfg.dim;
+    encoder_to_device(&e, device_open(dev, threads));
+    const int C = e.cfg.dim;
     char **lines = xmalloc(EMBED_CHUNK * sizeof(char *));
     float *out = xmalloc((size_t)EMBED_CHUNK * C * sizeof(float));
     char *line = NULL;

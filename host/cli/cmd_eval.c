@@ -4,7 +4,6 @@
 // catalogue by L2 distance of hidden states) and reports NDCG, HR, DivRatio, ORRatio, MGU, DGU (docs/eval.md):
 // OUT/topk-SPLIT.jsonl (one line per row), one line appended to
 // OUT/metrics.jsonl, and the table on stdout.
-#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +23,7 @@
 
 
 int cmd_eval(int argc, char **argv) {
-    if (cli_has_flag(argc, argv, "--help")) {
+    if (cli_wants_help(argc, argv)) {
         printf("usage: sprec eval CONFIG.ini [--model CKPT.h5] [--split test|valid] [-o DIR] [--iteration N]\n"
                "         [--device cpu|cpu-bf16|cuda] [--section.key=value ...]\n"
                "Ranks every row of a split of [data] dataset (prepared with the model's tokenizer) by\n"
@@ -45,29 +44,20 @@ int cmd_eval(int argc, char **argv) {
         fclose(mem);
         return 0;
     }
+    const char *config_path = NULL, *model_path = NULL, *split = NULL, *out_dir = NULL, *device = NULL;
+    int iteration = -1;   // metrics.jsonl's iteration: null
+    const CliFlag flags[] = {ARG_OPERAND("CONFIG.ini", &config_path), ARG_PATH("--model", &model_path, CLI_OPTIONAL),
+                             ARG_STR("--split", &split), ARG_PATH("-o", &out_dir, CLI_OPTIONAL),
+                             ARG_INT("--iteration", &iteration, 0, INT_MAX), ARG_STR("--device", &device), ARG_END};
     Config cfg;
-    char *config_path;
-    static const char *const flags[] = {"--model=", "--split=", "-o=", "--iteration=", "--device=", NULL};
-    cli_load_config(&cfg, argc, argv, "eval", flags, &config_path);
-    const char *model_path = cli_flag_value(argc, argv, "--model");
+    cli_load_config(&cfg, "eval", argc, argv, flags);
     if (!model_path) model_path = cfg.eval.model;
     if (!*model_path) fail("sprec eval: no model (set [eval] model or give --model CKPT.h5)");
-    const char *split = cli_flag_value(argc, argv, "--split");
     if (!split) split = cfg.eval.split;
     if (strcmp(split, "test") && strcmp(split, "valid"))
         fail("sprec eval: --split '%s': must be test or valid", split);
-    const char *out_dir = cli_flag_value(argc, argv, "-o");
     if (!out_dir) out_dir = *cfg.eval.out_dir ? cfg.eval.out_dir : cfg.run.out_dir;
     if (!*out_dir) fail("sprec eval: no output folder (set [eval] out_dir or [run] out_dir, or give -o DIR)");
-    int iteration = -1;
-    const char *it = cli_flag_value(argc, argv, "--iteration");
-    if (it) {
-        char *end;
-        errno = 0;
-        long v = strtol(it, &end, 10);
-        if (end == it || *end || errno || v < 0 || v > INT_MAX) fail("sprec eval: --iteration '%s' must be an integer >= 0", it);
-        iteration = (int)v;
-    }
     int ks[MAX_KS];
     char err[256];
     const int n_ks = evaluate_parse_ks(cfg.eval.ks, ks, MAX_KS, err, sizeof err);

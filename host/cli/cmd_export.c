@@ -70,7 +70,7 @@ static HfTokenIds special_ids(const Model *m, const char *ckpt) {
 }
 
 int cmd_export(int argc, char **argv) {
-    if (cli_has_flag(argc, argv, "--help")) {
+    if (cli_wants_help(argc, argv)) {
         printf("usage: sprec export CKPT.h5 -o DIR [--dtype fp32|bf16]\n"
                "Writes DIR/config.json (LlamaForCausalLM, or Qwen2ForCausalLM with q/k/v bias),\n"
                "DIR/model.safetensors (fp32 by default; bf16 rounds to nearest even) and the checkpoint's\n"
@@ -81,16 +81,10 @@ int cmd_export(int argc, char **argv) {
                "DIR must not exist or be empty.\n");
         return 0;
     }
-    const char *ckpt = NULL, *dir = cli_flag_value(argc, argv, "-o"), *dtype = cli_flag_value(argc, argv, "--dtype");
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-o") || !strcmp(argv[i], "--dtype")) { i++; continue; }
-        if (!strncmp(argv[i], "-o=", 3) || !strncmp(argv[i], "--dtype=", 8)) continue;
-        if (argv[i][0] == '-') fail("sprec export: unknown argument '%s' (see sprec export --help)", argv[i]);
-        if (ckpt) fail("sprec export: one CKPT only (got '%s' and '%s')", ckpt, argv[i]);
-        ckpt = argv[i];
-    }
-    if (!ckpt || !dir) fail("sprec export: needs CKPT.h5 -o DIR");
-    if (!dtype) dtype = "fp32";
+    const char *ckpt = NULL, *dir = NULL, *dtype = "fp32";
+    const CliFlag flags[] = {ARG_OPERAND("CKPT.h5", &ckpt), ARG_PATH("-o DIR", &dir, CLI_REQUIRED),
+                             ARG_STR("--dtype", &dtype), ARG_END};
+    cli_parse("export", argc, argv, flags);
     if (strcmp(dtype, "fp32") && strcmp(dtype, "bf16")) fail("sprec export: --dtype must be fp32 or bf16 (got '%s')", dtype);
     const int bf16 = !strcmp(dtype, "bf16");
     const int state = dir_state(dir);

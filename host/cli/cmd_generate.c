@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <errno.h>
-#include <math.h>
+#include <limits.h>
 #include "commands.h"
 #include "io/checkpoint.h"
 #include "model/lora.h"
@@ -15,11 +15,6 @@
 #include "gen/generate.h"
 #include "tokenizer/tokenizer.h"
 #include "kernels/errors.h"
-
-static const char *const VALUE_FLAGS[] = {"--model", "--prompt", "--prompts", "--prompt-ids", "--max-new-tokens",
-                                          "--temperature", "--top-k", "--top-p", "--seed", "--beams",
-                                          "--length-alpha", "--stop", "--eos-id", "--device", "--threads", "--batch-size", NULL};
-static const char *const BOOL_FLAGS[] = {"--ids", "--no-bos", NULL};
 
 static void usage(void) {
     printf("usage: sprec generate --model CKPT.h5 (--prompt TEXT | --prompts FILE | --prompt-ids \"1 2 3\")\n"
@@ -36,31 +31,6 @@ static void usage(void) {
            "  --stop STR        stop when the decoded output contains STR (needs a tokenizer)\n"
            "  --eos-id ID       end-of-sequence id (default: the tokenizer's EOS)\n"
            "  --ids             print token ids instead of text;  --no-bos: do not add BOS\n");
-}
-
-static void check_args(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int ok = 0;
-        for (const char *const *f = VALUE_FLAGS; *f && !ok; f++) {
-            size_t n = strlen(*f);
-            if (strcmp(a, *f) == 0) { ok = 1; i++; }
-            else if (strncmp(a, *f, n) == 0 && a[n] == '=') ok = 1;
-        }
-        for (const char *const *f = BOOL_FLAGS; *f && !ok; f++) ok = strcmp(a, *f) == 0;
-        if (!ok) fail("sprec generate: unknown argument '%s' (see sprec generate --help)", a);
-    }
-}
-
-static double num_flag(int argc, char **argv, const char *flag, double def, double lo, double hi, int integer) {
-    const char *v = cli_flag_value(argc, argv, flag);
-    if (!v) return def;
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (end == v || *end || errno || !(x >= lo && x <= hi) || (integer && x != floor(x)))
-        fail("sprec generate: %s '%s' must be %s in [%g, %g]", flag, v, integer ? "an integer" : "a number", lo, hi);
-    return x;
 }
 
 // "1 2 3" -> ids (malloc'd); every id in [0, V)
@@ -159,28 +129,35 @@ static int stop_string(void *ctx, int seq, const int *gen, int n) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    if (cli_has_flag(argc, argv, "--help")) { usage(); return 0; }
-    check_args(argc, argv);
-    const char *model_path = cli_flag_value(argc, argv, "--model");
-    const char *prompt = cli_flag_value(argc, argv, "--prompt"), *prompts_file = cli_flag_value(argc, argv, "--prompts");
-    const char *prompt_ids = cli_flag_value(argc, argv, "--prompt-ids"), *stop = cli_flag_value(argc, argv, "--stop");
-    const char *device = cli_flag_value(argc, argv, "--device");
-    if (!model_path) fail("sprec generate: needs --model CKPT.h5 (see sprec generate --help)");
+    if (cli_wants_help(argc, argv)) { usage(); return 0; }
+    const char *model_path = NULL, *prompt = NULL, *prompts_file = NULL, *prompt_ids = NULL, *stop = NULL;
+    const char *device = "cpu";
+    int max_new = 64, top_k = 0, beams = 0, eos_flag = -1, threads = 0, batch = 16, print_ids = 0, no_bos = 0;
+    double temperature = 0, top_p = 1, length_alpha = 0;
+    uint64_t seed = 0;
+    const CliFlag flags[] = {
+        ARG_PATH("--model CKPT.h5", &model_path, CLI_REQUIRED), ARG_STR("--prompt", &prompt),
+        ARG_PATH("--prompts", &prompts_file, CLI_OPTIONAL), ARG_STR("--prompt-ids", &prompt_ids),
+        ARG_INT("--max-new-tokens", &max_new, 1, 1e9), ARG_DOUBLE("--temperature", &temperature, 0, 1e6),
+        ARG_INT("--top-k", &top_k, 0, 1e9), ARG_FRACTION("--top-p", &top_p),
+        ARG_U64("--seed", &seed, 0, 0x1p53), ARG_INT("--beams", &beams, 0, 1024),
+        ARG_DOUBLE("--length-alpha", &length_alpha, 0, 100), ARG_STR("--stop", &stop),
+        ARG_INT("--eos-id", &eos_flag, -1, INT_MAX), ARG_STR("--device", &device),
+        ARG_INT("--threads", &threads, 0, 4096), ARG_INT("--batch-size", &batch, 1, 1 << 20),
+        ARG_SWITCH("--ids", &print_ids), ARG_SWITCH("--no-bos", &no_bos), ARG_END};
+    cli_parse("generate", argc, argv, flags);
     if (!!prompt + !!prompts_file + !!prompt_ids != 1)
         fail("sprec generate: give exactly one of --prompt, --prompts, --prompt-ids");
     GenOpts go;
     gen_opts_default(&go);
-    go.max_new_tokens = (int)num_flag(argc, argv, "--max-new-tokens", 64, 1, 1e9, 1);
-    go.temperature = (float)num_flag(argc, argv, "--temperature", 0, 0, 1e6, 0);
-    go.top_k = (int)num_flag(argc, argv, "--top-k", 0, 0, 1e9, 1);
-    go.top_p = (float)num_flag(argc, argv, "--top-p", 1, 1e-9, 1, 0);
-    go.seed = (uint64_t)num_flag(argc, argv, "--seed", 0, 0, 9007199254740992.0, 1);
-    go.beams = (int)num_flag(argc, argv, "--beams", 0, 0, 1024, 1);
-    go.length_alpha = (float)num_flag(argc, argv, "--length-alpha", 0, 0, 100, 0);
-    const int eos_flag = (int)num_flag(argc, argv, "--eos-id", -1, -1, 2147483647.0, 1);
-    const int threads = (int)num_flag(argc, argv, "--threads", 0, 0, 4096, 1);
-    const int batch = (int)num_flag(argc, argv, "--batch-size", 16, 1, 1 << 20, 1);
-    const Backend *be = device_open(device ? device : "cpu", threads);
+    go.max_new_tokens = max_new;
+    go.temperature = (float)temperature;
+    go.top_k = top_k;
+    go.top_p = (float)top_p;
+    go.seed = seed;
+    go.beams = beams;
+    go.length_alpha = (float)length_alpha;
+    const Backend *be = device_open(device, threads);
 
     ModelConfig mc;
     checkpoint_read_config(model_path, &mc);
@@ -200,7 +177,7 @@ int cmd_generate(int argc, char **argv) {
 
     // the prompts as token ids
     int B = 0, cap = 1, **ids = xmalloc(sizeof(int *)), *lens = xmalloc(sizeof(int));
-    const int add_special = !cli_has_flag(argc, argv, "--no-bos");
+    const int add_special = !no_bos;
     if (prompt_ids) {
         lens[0] = parse_ids(prompt_ids, V, &ids[0]);
         B = 1;
@@ -235,7 +212,7 @@ int cmd_generate(int argc, char **argv) {
                 fail("sprec generate: the tokenizer gave id %d, outside the model's vocabulary [0, %d)", ids[b][i], V);
     }
 
-    Out o = {.tok = tok, .ids = cli_has_flag(argc, argv, "--ids"), .stream = B == 1 && go.beams == 0, .stop = stop};
+    Out o = {.tok = tok, .ids = print_ids, .stream = B == 1 && go.beams == 0, .stop = stop};
     go.cb_ctx = &o;
     go.on_token = on_token;
     go.on_finish = on_finish;

@@ -189,18 +189,16 @@ static void import_gguf(const char *path, Model *m) {
     gguf_close(&g);
 }
 
-static int import_encoder(const char *src, int onnx, const char *tokenizer, const char *max_tok, const char *out) {
-    char *end;
-    const long mt = max_tok ? strtol(max_tok, &end, 10) : 128;
-    if (max_tok && (*end || end == max_tok || mt < 2 || mt > 1 << 20))
-        fail("sprec import: --max-tokens '%s' is not a whole number >= 2", max_tok);
+// max_tokens 0: --max-tokens not given (128)
+static int import_encoder(const char *src, int onnx, const char *tokenizer, int max_tokens, const char *out) {
+    const int mt = max_tokens ? max_tokens : 128;
     Encoder e;
     if (onnx) {
         if (!tokenizer) fail("sprec import: an ONNX file carries no vocabulary: give --tokenizer tokenizer.json");
-        encoder_import_onnx(&e, src, tokenizer, (int)mt);
+        encoder_import_onnx(&e, src, tokenizer, mt);
     } else {
         if (tokenizer) fail("sprec import: --tokenizer is for ONNX files (a folder brings its tokenizer.json)");
-        encoder_import_hf(&e, src, (int)mt);
+        encoder_import_hf(&e, src, mt);
     }
     encoder_save(out, &e, src);
     printf("import: %s -> %s (sentence encoder: %zu parameters, %d layers, dim %d, %d heads, max %d tokens)\n", src,
@@ -210,7 +208,7 @@ static int import_encoder(const char *src, int onnx, const char *tokenizer, cons
 }
 
 int cmd_import(int argc, char **argv) {
-    if (cli_has_flag(argc, argv, "--help")) {
+    if (cli_wants_help(argc, argv)) {
         printf("usage: sprec import SRC -o CKPT.h5\n"
                "SRC: a Hugging Face model folder (config.json of LlamaForCausalLM, Qwen2ForCausalLM or\n"
                "MistralForCausalLM without sliding window; model.safetensors or model.safetensors.index.json,\n"
@@ -227,22 +225,12 @@ int cmd_import(int argc, char **argv) {
                "sentence_bert_config.json wins).\n");
         return 0;
     }
-    const char *src = NULL, *out = cli_flag_value(argc, argv, "-o");
-    const char *tokenizer = cli_flag_value(argc, argv, "--tokenizer");
-    const char *max_tok = cli_flag_value(argc, argv, "--max-tokens");
-    for (int i = 1; i < argc; i++) {
-        int skip = 0;
-        for (const char *const *f = (const char *const[]){"-o", "--tokenizer", "--max-tokens", NULL}; *f; f++) {
-            const size_t n = strlen(*f);
-            if (!strcmp(argv[i], *f)) { skip = 2; break; }
-            if (!strncmp(argv[i], *f, n) && argv[i][n] == '=') { skip = 1; break; }
-        }
-        if (skip) { i += skip - 1; continue; }
-        if (argv[i][0] == '-') fail("sprec import: unknown argument '%s' (see sprec import --help)", argv[i]);
-        if (src) fail("sprec import: one SRC only (got '%s' and '%s')", src, argv[i]);
-        src = argv[i];
-    }
-    if (!src || !out) fail("sprec import: needs SRC -o CKPT.h5");
+    const char *src = NULL, *out = NULL, *tokenizer = NULL;
+    int max_tok = 0;   // 0: not given
+    const CliFlag flags[] = {ARG_OPERAND("SRC", &src), ARG_PATH("-o CKPT.h5", &out, CLI_REQUIRED),
+                             ARG_PATH("--tokenizer", &tokenizer, CLI_OPTIONAL),
+                             ARG_INT("--max-tokens", &max_tok, 2, 1 << 20), ARG_END};
+    cli_parse("import", argc, argv, flags);
     struct stat sb;
     if (stat(src, &sb) != 0) fail("cannot open '%s': %s", src, strerror(errno));
     const size_t sl = strlen(src);

@@ -6,12 +6,15 @@
 #include "kernels/errors.h"
 
 int cmd_info(int argc, char **argv) {
-    if (argc != 2 || strcmp(argv[1], "--help") == 0) {
+    if (argc == 1 || cli_wants_help(argc, argv)) {
         printf("usage: sprec info CKPT.h5|FILE.gguf\nPrints the model config, tensors and training state of a checkpoint\n(or the metadata, tensor list and tensor type mix of a GGUF file).\n");
-        return argc == 2 ? 0 : 2;
+        return argc == 1 ? 2 : 0;
     }
-    size_t n = strlen(argv[1]);
-    if (n >= 5 && strcmp(argv[1] + n - 5, ".gguf") == 0) gguf_info(argv[1], stdout);
-    else checkpoint_info(argv[1], stdout);
+    const char *path = NULL;
+    const CliFlag flags[] = {ARG_OPERAND("CKPT.h5|FILE.gguf", &path), ARG_END};
+    cli_parse("info", argc, argv, flags);
+    size_t n = strlen(path);
+    if (n >= 5 && strcmp(path + n - 5, ".gguf") == 0) gguf_info(path, stdout);
+    else checkpoint_info(path, stdout);
     return 0;
 }

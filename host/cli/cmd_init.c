@@ -6,19 +6,18 @@
 #include "kernels/errors.h"
 
 int cmd_init(int argc, char **argv) {
-    if (cli_has_flag(argc, argv, "--help")) {
+    if (cli_wants_help(argc, argv)) {
         printf("usage: sprec init CONFIG.ini -o CKPT.h5 [--section.key=value ...]\n"
                "Writes a model with the [model] section's shape, weights drawn from\n"
                "N(0, model.init_std) with model.seed (norms 1, biases 0).\n\nconfig keys:\n");
         config_print_help(stdout);
         return 0;
     }
-    static const char *const flags[] = {"-o=", "--device=", NULL};
+    const char *config = NULL, *out = NULL, *device = NULL;
+    const CliFlag flags[] = {ARG_OPERAND("CONFIG.ini", &config),
+                             ARG_PATH("-o CKPT.h5", &out, CLI_REQUIRED), ARG_STR("--device", &device), ARG_END};
     Config cfg;
-    char *path;
-    cli_load_config(&cfg, argc, argv, "init", flags, &path);
-    const char *out = cli_flag_value(argc, argv, "-o");
-    if (!out) fail("sprec init: missing -o CKPT.h5");
+    cli_load_config(&cfg, "init", argc, argv, flags);
     Model m;
     model_create(&m, &cfg.model, backend_select(cfg.run.device));
     model_init_random(&m, cfg.init_seed, cfg.init_std);

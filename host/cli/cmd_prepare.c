@@ -7,7 +7,7 @@
 #include "kernels/errors.h"
 
 int cmd_prepare(int argc, char **argv) {
-    if (cli_has_flag(argc, argv, "--help")) {
+    if (cli_wants_help(argc, argv)) {
         printf("usage: sprec prepare CONFIG.ini [-o OUT.h5] [--section.key=value ...]\n"
                "Builds a recommendation dataset (docs/recdata.md) from [data] source: goodreads (SPRec JSON files\n"
                "in [data] dir), movielens (ratings.csv + movies.csv in [data] dir) or synthetic (built in).\n"
@@ -32,11 +32,10 @@ int cmd_prepare(int argc, char **argv) {
         fclose(mem);
         return 0;
     }
+    const char *config = NULL, *out = NULL;
+    const CliFlag flags[] = {ARG_OPERAND("CONFIG.ini", &config), ARG_PATH("-o OUT.h5", &out, CLI_OPTIONAL), ARG_END};
     Config cfg;
-    char *config_path;
-    static const char *const flags[] = {"-o=", NULL};
-    cli_load_config(&cfg, argc, argv, "prepare", flags, &config_path);
-    const char *out = cli_flag_value(argc, argv, "-o");
+    cli_load_config(&cfg, "prepare", argc, argv, flags);
     if (!out) out = cfg.data.dataset;
     if (!*out) fail("sprec prepare: no output (set [data] dataset or give -o OUT.h5)");
     prepare_run(&cfg, out);

@@ -9,7 +9,7 @@
 #include "kernels/errors.h"
 
 int cmd_tokenize(int argc, char **argv) {
-    if (cli_has_flag(argc, argv, "--help")) {
+    if (cli_wants_help(argc, argv)) {
         printf("usage: sprec tokenize --model CKPT.h5|tokenizer.json|vocab.txt|FILE.gguf [--special] [--decode [--skip-special]]\n"
                "Reads lines on stdin. Encode: prints one line of space-separated token ids per line\n"
                "(--special: add BOS/EOS as the tokenizer's post-processor or tokenizer_config.json says;\n"
@@ -17,16 +17,12 @@ int cmd_tokenize(int argc, char **argv) {
                "and prints the text (--skip-special drops special tokens).\n");
         return 0;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--model")) i++;
-        else if (strncmp(a, "--model=", 8) && strcmp(a, "--decode") && strcmp(a, "--special") && strcmp(a, "--skip-special"))
-            fail("sprec tokenize: unknown argument '%s' (see sprec tokenize --help)", a);
-    }
-    const char *path = cli_flag_value(argc, argv, "--model");
-    if (!path) fail("sprec tokenize: needs --model CKPT.h5|tokenizer.json|vocab.txt|FILE.gguf");
-    const int decode = cli_has_flag(argc, argv, "--decode"), special = cli_has_flag(argc, argv, "--special");
-    const int skip = cli_has_flag(argc, argv, "--skip-special");
+    const char *path = NULL;
+    int decode = 0, special = 0, skip = 0;
+    const CliFlag flags[] = {ARG_PATH("--model CKPT.h5|tokenizer.json|vocab.txt|FILE.gguf", &path, CLI_REQUIRED),
+                             ARG_SWITCH("--decode", &decode), ARG_SWITCH("--special", &special),
+                             ARG_SWITCH("--skip-special", &skip), ARG_END};
+    cli_parse("tokenize", argc, argv, flags);
     Tokenizer *t = recdata_tokenizer(path);
     static char obuf[1 << 16];
     setvbuf(stdout, obuf, _IOFBF, sizeof obuf);

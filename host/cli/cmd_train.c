@@ -6,7 +6,7 @@
 #include "kernels/errors.h"
 
 int cmd_train(int argc, char **argv) {
-    if (cli_has_flag(argc, argv, "--help")) {
+    if (cli_wants_help(argc, argv)) {
         printf("usage: sprec train CONFIG.ini [--resume [--accept-changes]] [--stop-at STEP] [--dry-run] [--device cpu|cpu-bf16|cuda] [--section.key=value ...]\n"
                "Supervised fine-tuning on [data] train (a token file) or, when that is empty, on the [sft] split of\n"
                "the prepared dataset [data] dataset (docs/training.md); LoRA with [lora] enabled = true.\n"
@@ -19,28 +19,24 @@ int cmd_train(int argc, char **argv) {
                "                  (listed; config.ini is kept, the new settings go to config-resume-N.ini)\n"
                "  --stop-at STEP  stop after STEP with a checkpoint, as an interrupted run would\n"
                "  --dry-run       train nothing: print one JSON object per stage the command would run (its lr, schedule,\n"
-               "                  warm-up, batch, epochs, steps, rows; docs/training.md \"Stages\")\n\nconfig keys:\n");
+               "                  warm-up, batch, epochs, steps, rows; docs/training.md \"Stages\")\n"
+               "Exit status: 0 done, 1 error, 75 stopped by SIGUSR1 (SLURM's --signal) at a checkpoint: --resume\n"
+               "continues it exactly (docs/training.md \"Signals\").\n\nconfig keys:\n");
         config_print_help(stdout);
         return 0;
     }
-    static const char *const flags[] = {"--resume", "--stop-at=", "--device=", "--dry-run", "--accept-changes", NULL};
+    const char *config = NULL, *device = NULL;
+    int resume_flag = 0, accept = 0, dry_run = 0, stop_at = 0;   // stop_at 0: run to the end
+    const CliFlag flags[] = {ARG_OPERAND("CONFIG.ini", &config), ARG_SWITCH("--resume", &resume_flag),
+                             ARG_SWITCH("--accept-changes", &accept), ARG_INT("--stop-at", &stop_at, 1, 1000000000),
+                             ARG_SWITCH("--dry-run", &dry_run), ARG_STR("--device", &device), ARG_END};
     Config cfg;
-    char *path;
-    cli_load_config(&cfg, argc, argv, "train", flags, &path);
-    int stop_at = 0;
-    const char *s = cli_flag_value(argc, argv, "--stop-at");
-    if (s) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (*end || v < 1 || v > 1000000000) fail("sprec train: --stop-at needs a positive step number, got '%s'", s);
-        stop_at = (int)v;
-    }
-    const int accept = cli_has_flag(argc, argv, "--accept-changes");
-    if (accept && !cli_has_flag(argc, argv, "--resume")) fail("sprec train: --accept-changes goes with --resume");
-    const int resume = cli_has_flag(argc, argv, "--resume") ? accept ? TRAIN_RESUME_ACCEPT : TRAIN_RESUME : 0;
-    if (cli_has_flag(argc, argv, "--dry-run")) train_dry_run(&cfg);
+    cli_load_config(&cfg, "train", argc, argv, flags);
+    if (accept && !resume_flag) fail("sprec train: --accept-changes goes with --resume");
+    const int resume = resume_flag ? accept ? TRAIN_RESUME_ACCEPT : TRAIN_RESUME : 0;
+    if (dry_run) train_dry_run(&cfg);
     else if (strcmp(cfg.train.method, "sprec") == 0) sprec_train(&cfg, resume, stop_at);
     else if (strcmp(cfg.train.method, "dpo") == 0) dpo_train(&cfg, resume, stop_at);
     else sft_train(&cfg, resume, stop_at);
-    return 0;
+    return train_exit_status();
 }

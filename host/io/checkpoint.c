@@ -10,6 +10,7 @@
 #include <string.h>
 #include "checkpoint.h"
 #include "base/atomic_write.h"
+#include "base/dist/dist.h"
 #include "base/fault.h"
 #include "base/h5io.h"
 #include "kernels/errors.h"
@@ -51,22 +52,42 @@ static void write_config(hid_t f, const ModelConfig *c) {
     h5_group_close(g);
 }
 
-// Writes one flat device buffer laid out like a parameter table (params or a
-// moment) as named tensors under group name, staging each tensor through host.
-static void save_table(hid_t f, const char *name, const Backend *be, const ParamInfo *table, int count,
-                       const float *flat, float *host) {
-    hid_t g = h5_group(f, name);
+// A flat device buffer laid out like a parameter table (params, adapters or a
+// moment) of which this rank holds elements [lo, hi) (ZeRO-1's shard; whole: 0, n).
+typedef struct { float *data; size_t lo, hi, n; } Flat;
+
+static Flat whole_flat(float *data, size_t n) { return (Flat){data, 0, n, n}; }
+
+// The trainable master (m->params, or the adapters'): o's shard while a ZeRO-1 optimizer holds it
+static Flat trainable_master(const Model *m, const AdamW *o) {
+    const size_t n = m->lora ? m->lora->numel : m->numel;
+    if (o && o->master) return (Flat){o->master, o->lo, o->hi, n};
+    check(model_trainable_master(m) != NULL, "internal: a checkpoint of sharded master weights without their optimizer");
+    return whole_flat(model_trainable_master(m), n);
+}
+
+static Flat moment_flat(const AdamW *o, float *data) { return (Flat){data, o->lo, o->hi, o->numel}; }
+
+// Writes flat as named tensors under group name, staging each tensor through host;
+// a sharded flat is gathered to rank 0 tensor by tensor (every rank calls this,
+// rank 0 alone writes: f is H5I_INVALID_HID on the others).
+static void save_table(hid_t f, const char *name, const Backend *be, const ParamInfo *table, int count, Flat flat,
+                       float *host) {
+    const int sharded = flat.hi - flat.lo < flat.n, root = f != H5I_INVALID_HID;
+    if (!sharded && !root) return;
+    hid_t g = root ? h5_group(f, name) : H5I_INVALID_HID;
     for (int i = 0; i < count; i++) {
         const ParamInfo *p = &table[i];
         long dims[MAX_PARAM_RANK];
         for (int r = 0; r < p->rank; r++) dims[r] = p->shape[r];
-        be->download(host, flat + p->offset, p->numel * sizeof(float));
-        h5_write_f32(g, p->name, p->rank, dims, host);
+        if (sharded) dist_gather_shards(dist_world(), be, flat.data, flat.n, p->offset, p->offset + p->numel, host);
+        else be->download(host, flat.data + p->offset, p->numel * sizeof(float));
+        if (root) h5_write_f32(g, p->name, p->rank, dims, host);
     }
-    h5_group_close(g);
+    if (root) h5_group_close(g);
 }
 
-static void save_tensors(hid_t f, const char *name, const Model *m, const float *flat, float *host) {
+static void save_tensors(hid_t f, const char *name, const Model *m, Flat flat, float *host) {
     save_table(f, name, m->be, m->table, m->n_params, flat, host);
 }
 
@@ -109,19 +130,23 @@ void checkpoint_set_settings(const char *ini_text) {
 }
 
 void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const TrainState *st) {
-    AtomicFile *out = atomic_begin(path, NULL);
+    const int root = dist_is_root(dist_world());
+    const int sharded = opt && opt->hi - opt->lo < opt->numel;
+    if (!root && !sharded) return;
     size_t biggest = 0;
     for (int i = 0; i < m->n_params; i++) if (m->table[i].numel > biggest) biggest = m->table[i].numel;
-    float *host = xmalloc(biggest * sizeof(float));
+    float *host = root ? xmalloc(biggest * sizeof(float)) : NULL;   // one tensor at a time (the others only send)
     const Lora *lo = m->lora;
-
-    hid_t f = h5_create_checksummed(out->tmp);
-    h5_attr_write_str(f, "format", CKPT_FORMAT);
-    // version 1 unless the file needs 2, so older sprec reads every file it can run
-    h5_attr_write_i64(f, "version", m->cfg.rope_scaling == ROPE_FREQS ? 2 : 1);
-    write_config(f, &m->cfg);
-    save_tensors(f, "params", m, m->params, host);
-    if (m->tokenizer_json) {
+    AtomicFile *out = root ? atomic_begin(path, NULL) : NULL;
+    hid_t f = root ? h5_create_checksummed(out->tmp) : H5I_INVALID_HID;
+    if (root) {
+        h5_attr_write_str(f, "format", CKPT_FORMAT);
+        // version 1 unless the file needs 2, so older sprec reads every file it can run
+        h5_attr_write_i64(f, "version", m->cfg.rope_scaling == ROPE_FREQS ? 2 : 1);
+        write_config(f, &m->cfg);
+    }
+    save_tensors(f, "params", m, lo ? whole_flat(m->params, m->numel) : trainable_master(m, opt), host);
+    if (root && m->tokenizer_json) {
         hid_t g = h5_group(f, "tokenizer");
         h5_write_bytes(g, "tokenizer.json", m->tokenizer_json, m->tokenizer_json_len, TEXT_CHUNK);
         if (m->tokenizer_config_json)
@@ -130,29 +155,33 @@ void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const T
         h5_group_close(g);
     }
     if (lo) {
-        write_lora_config(f, &lo->cfg);
-        save_table(f, "lora/params", m->be, lo->table, lo->n_params, lo->params, host);
+        if (root) write_lora_config(f, &lo->cfg);
+        save_table(f, "lora/params", m->be, lo->table, lo->n_params, trainable_master(m, opt), host);
     }
     if (opt) {
         const size_t want = lo ? lo->numel : m->numel;
         check(opt->numel == want, "optimizer has %zu moments for %zu trainable values", opt->numel, want);
-        hid_t g = h5_group(f, "optim");
-        h5_attr_write_i64(g, "step", opt->step);
-        h5_attr_write_f64(g, "beta1", opt->beta1);
-        h5_attr_write_f64(g, "beta2", opt->beta2);
-        h5_attr_write_f64(g, "eps", opt->eps);
-        h5_attr_write_f64(g, "weight_decay", opt->weight_decay);
-        h5_attr_write_f64(g, "grad_clip", opt->grad_clip);
-        h5_attr_write_i64(g, "decay_norms", opt->decay_norms);
-        h5_group_close(g);
+        if (root) {
+            hid_t g = h5_group(f, "optim");
+            h5_attr_write_i64(g, "step", opt->step);
+            h5_attr_write_f64(g, "beta1", opt->beta1);
+            h5_attr_write_f64(g, "beta2", opt->beta2);
+            h5_attr_write_f64(g, "eps", opt->eps);
+            h5_attr_write_f64(g, "weight_decay", opt->weight_decay);
+            h5_attr_write_f64(g, "grad_clip", opt->grad_clip);
+            h5_attr_write_i64(g, "decay_norms", opt->decay_norms);
+            h5_group_close(g);
+        }
         if (lo) {   // the base is frozen: moments of the adapters only
-            save_table(f, "lora/optim/m", m->be, lo->table, lo->n_params, opt->m, host);
-            save_table(f, "lora/optim/v", m->be, lo->table, lo->n_params, opt->v, host);
+            save_table(f, "lora/optim/m", m->be, lo->table, lo->n_params, moment_flat(opt, opt->m), host);
+            save_table(f, "lora/optim/v", m->be, lo->table, lo->n_params, moment_flat(opt, opt->v), host);
         } else {
-            save_tensors(f, "optim/m", m, opt->m, host);
-            save_tensors(f, "optim/v", m, opt->v, host);
+            save_tensors(f, "optim/m", m, moment_flat(opt, opt->m), host);
+            save_tensors(f, "optim/v", m, moment_flat(opt, opt->v), host);
         }
     }
+    free(host);
+    if (!root) return;
     if (st) {
         hid_t g = h5_group(f, "state");
         h5_attr_write_i64(g, "step", st->step);
@@ -164,7 +193,6 @@ void checkpoint_save(const char *path, const Model *m, const AdamW *opt, const T
         if (run_settings) h5_write_bytes(g, "settings", run_settings, strlen(run_settings), 0);
         h5_group_close(g);
     }
-    free(host);
     static long saves;   // this process's, for SPREC_FAULT=kill@ckpt.write:N (docs/testing.md)
     fault_point("ckpt.write", ++saves);
     h5_flush(f);
@@ -247,9 +275,9 @@ static void shape_str(char *buf, size_t cap, int rank, const long *dims) {
 }
 
 // Checks that group name holds exactly the model's tensors, with the model's
-// shapes, then uploads each into flat (a device buffer laid out like m->params).
+// shapes, then uploads each (this rank's part of it, for a shard) into flat.
 static void load_table(hid_t f, const char *path, const char *name, const Backend *be, const ParamInfo *table,
-                       int count, float *flat, float *host) {
+                       int count, Flat flat, float *host) {
     if (!h5_exists(f, name)) fail("%s: missing group /%s", path, name);
     int n;
     char **names = h5_list(f, path, name, &n);
@@ -281,13 +309,16 @@ static void load_table(hid_t f, const char *path, const char *name, const Backen
         const ParamInfo *p = &table[i];
         long dims[MAX_PARAM_RANK];
         for (int r = 0; r < p->rank; r++) dims[r] = p->shape[r];
+        const size_t a = p->offset > flat.lo ? p->offset : flat.lo;
+        const size_t b = p->offset + p->numel < flat.hi ? p->offset + p->numel : flat.hi;
+        if (a >= b) continue;
         h5_read_f32_into(g, path, p->name, p->rank, dims, host);
-        be->upload(flat + p->offset, host, p->numel * sizeof(float));
+        be->upload(flat.data + (a - flat.lo), host + (a - p->offset), (b - a) * sizeof(float));
     }
     h5_group_close(g);
 }
 
-static void load_tensors(hid_t f, const char *path, const char *name, const Model *m, float *flat, float *host) {
+static void load_tensors(hid_t f, const char *path, const char *name, const Model *m, Flat flat, float *host) {
     load_table(f, path, name, m->be, m->table, m->n_params, flat, host);
 }
 
@@ -348,7 +379,8 @@ int checkpoint_load(const char *path, Model *m, AdamW *opt, TrainState *st) {
     size_t biggest = 0;
     for (int i = 0; i < m->n_params; i++) if (m->table[i].numel > biggest) biggest = m->table[i].numel;
     float *host = xmalloc(biggest * sizeof(float));
-    load_tensors(f, path, "params", m, m->params, host);
+    // (a ZeRO-1 optimizer given here holds the trainable master as shards: each rank loads its own)
+    load_tensors(f, path, "params", m, m->lora ? whole_flat(m->params, m->numel) : trainable_master(m, opt), host);
     // adapters: a LoRA checkpoint enables LoRA on a model without it (export,
     // evaluation); a model with LoRA needs the same adapter config. A model
     // with LoRA loading a checkpoint without /lora keeps its fresh adapters
@@ -369,9 +401,10 @@ int checkpoint_load(const char *path, Model *m, AdamW *opt, TrainState *st) {
         size_t big = 0;
         for (int i = 0; i < lo->n_params; i++) if (lo->table[i].numel > big) big = lo->table[i].numel;
         if (big > biggest) { free(host); host = xmalloc(big * sizeof(float)); biggest = big; }
-        load_table(f, path, "lora/params", m->be, lo->table, lo->n_params, lo->params, host);
+        load_table(f, path, "lora/params", m->be, lo->table, lo->n_params, trainable_master(m, opt), host);
     }
-    model_sync_compute(m);   // the ops read the compute copy
+    if (opt) adamw_sync_compute(opt, m);   // the ops read the compute copy
+    else model_sync_compute(m);
     free(m->tokenizer_json);
     free(m->tokenizer_config_json);
     m->tokenizer_json = read_text(f, path, "tokenizer.json", &m->tokenizer_json_len);
@@ -392,11 +425,11 @@ int checkpoint_load(const char *path, Model *m, AdamW *opt, TrainState *st) {
         opt->step = (long)step;
         h5_group_close(g);
         if (lo) {
-            load_table(f, path, "lora/optim/m", m->be, lo->table, lo->n_params, opt->m, host);
-            load_table(f, path, "lora/optim/v", m->be, lo->table, lo->n_params, opt->v, host);
+            load_table(f, path, "lora/optim/m", m->be, lo->table, lo->n_params, moment_flat(opt, opt->m), host);
+            load_table(f, path, "lora/optim/v", m->be, lo->table, lo->n_params, moment_flat(opt, opt->v), host);
         } else {
-            load_tensors(f, path, "optim/m", m, opt->m, host);
-            load_tensors(f, path, "optim/v", m, opt->v, host);
+            load_tensors(f, path, "optim/m", m, moment_flat(opt, opt->m), host);
+            load_tensors(f, path, "optim/v", m, moment_flat(opt, opt->v), host);
         }
     }
     if (st && h5_exists(f, "state")) {

@@ -75,8 +75,8 @@ static const Key KEYS[] = {
     KFLT("train", "eps", train.eps, "1e-8", 0, HUGE_VAL, "AdamW epsilon (above 0)"),
     KFLT("train", "grad_clip", train.grad_clip, "1.0", 0, HUGE_VAL, "clip the global gradient norm to this; 0 = off"),
     KBOOL("train", "decay_norms", train.decay_norms, "false", "also apply weight decay to norm weights and biases"),
-    KENUMI("train", "zero", train.zero, "0", "0|1", "ZeRO stage: 1 = the AdamW moments sharded across ranks "
-           "(CPU under mpirun; docs/SCALING.md)"),
+    KENUMI("train", "zero", train.zero, "0", "0|1", "ZeRO stage: 1 = the AdamW moments (and fp32 "
+           "master weights where the compute copy is bf16) sharded across ranks (docs/SCALING.md)"),
     KU64("train", "seed", train.seed, "1234", "seed of the data order"),
     KINT("train", "log_every", train.log_every, "10", 1, "log every N optimizer steps"),
     KINT("train", "ckpt_every", train.ckpt_every, "0", 0, "checkpoint every N steps; 0 = only at the end"),
@@ -158,8 +158,10 @@ static const Key KEYS[] = {
     KINT("run", "threads", run.threads, "0", 0, "CPU threads; 0 = all cores (OpenMP default)"),
     KBOOL("run", "tensorboard", run.tensorboard, "false", "also write the train log and metrics as TensorBoard events (OUT/tensorboard/)"),
 
-    KFLT("dist", "timeout_s", dist.timeout_s, "300", 0, HUGE_VAL, "ranks: a collective that waits longer for a rank ends the job (0 = wait forever)"),
+    KFLT("dist", "timeout_s", dist.timeout_s, "1800", 0, HUGE_VAL, "ranks: a collective that waits longer for a rank ends the job (0 = wait forever)"),
     KFLT("dist", "bucket_mb", dist.bucket_mb, "4", 0.001, HUGE_VAL, "ranks: gradient sums in pipelined buckets of this many MB"),
+    KFLT("dist", "heartbeat_s", dist.heartbeat_s, "30", 0, HUGE_VAL, "ranks: a rank that sends no heartbeat this long (stopped, dead) ends the job (0 = never; else >= 1)"),
+    KBOOL("dist", "overlap", dist.overlap, "true", "ranks: gradient sums start during the backward, bucket by bucket (false = after it)"),
 
     KSTR("eval", "model", eval.model, "", "sprec eval: checkpoint to evaluate (or --model)"),
     KENUM("eval", "split", eval.split, "test", "test|valid", "sprec eval: split whose rows are ranked"),
@@ -572,6 +574,8 @@ void config_validate(Config *c, const char *where) {
     if (lora_parse_targets(c->lora.targets, &targets, terr, sizeof terr) != 0)
         fail("%s: [lora] targets = %s: %s", where, c->lora.targets, terr);
     if (c->lora.dropout >= 1) fail("%s: [lora] dropout = %g: must be below 1", where, (double)c->lora.dropout);
+    if (c->dist.heartbeat_s > 0 && c->dist.heartbeat_s < 1)   // (shorter: a loaded node's scheduling delay looks like a lost rank)
+        fail("%s: [dist] heartbeat_s = %g: must be 0 (off) or at least 1", where, (double)c->dist.heartbeat_s);
     if (c->eval.mode == 2 && !*c->eval.encoder)
         fail("%s: [eval] mode = paper needs [eval] encoder = a sentence-encoder checkpoint (docs/eval.md)", where);
     if ((c->dpo.lr < 0 && c->dpo.lr != -1) || (c->dpo.min_lr < 0 && c->dpo.min_lr != -1))
@@ -616,14 +620,16 @@ void config_write_settings(const Config *c, FILE *f) {
 }
 
 // Keys that do not change what a run computes: where it logs and checkpoints,
-// how often, its threads, sprec eval's own outputs, and sprec prepare's keys
-// (training reads the prepared file, [data] dataset). A resume may change them.
+// how often, its threads, the ranks' watchdogs (timeout_s, heartbeat_s), sprec
+// eval's own outputs, and sprec prepare's keys (training reads the prepared file,
+// [data] dataset). A resume may change them.
 static int key_is_bookkeeping(const Key *k) {
     static const char *const keys[] = {
         "train.log_every", "train.ckpt_every", "dpo.log_every", "run.out_dir", "run.threads", "eval.model",
         "eval.out_dir", "eval.label", "eval.batch", "data.source", "data.dir", "data.tokenizer", "data.seed",
         "data.train_rows", "data.valid_rows", "data.test_rows", "data.history", "data.synth_items", "data.synth_users",
-        "data.synth_genres", "data.synth_zipf"};
+        "data.synth_genres", "data.synth_zipf", "dist.timeout_s", "dist.heartbeat_s",
+        "dist.overlap"};   // (the sums are the same either way)
     char name[64];
     snprintf(name, sizeof name, "%s.%s", k->section, k->key);
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) if (!strcmp(name, keys[i])) return 1;
@@ -665,6 +671,8 @@ void config_check_ranks(const Config *c) {
     const Dist *d = dist_world();
     if (d->world == 1) return;
     dist_set_options(c->dist.timeout_s, c->dist.bucket_mb);
+    dist_set_heartbeat(c->dist.heartbeat_s);
+    dist_set_overlap(c->dist.overlap);
     size_t n;
     char *text = config_text(c, 0, &n);
     dist_check_same(d, "config", text, n);

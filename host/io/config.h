@@ -102,6 +102,8 @@ typedef struct {
     struct {                          // ranks (docs/cluster.md)
         float timeout_s;              // watchdog on every collective; 0 = wait forever
         float bucket_mb;              // gradient sums in buckets of this size
+        float heartbeat_s;            // a rank silent this long ends the job; 0 = never
+        int overlap;                  // gradient sums start during the backward
     } dist;
 
     struct {                          // sprec eval (docs/eval.md)

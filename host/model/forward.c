@@ -175,6 +175,28 @@ int model_forward_with_head_grad(Model *m, const Batch *batch, const float *pos_
 
 // ---- backward ----------------------------------------------------------------
 
+// Where the gradients of layer l start in the trainable buffer (both are laid out
+// embedding, layers 0 .. n_layers-1, final norm, head: model.c; the adapters layer by
+// layer: lora.c); l = n_layers: where the layers' end. The backward finishes the
+// buffer from the end towards the start, a piece at a time.
+static size_t grads_start(const Model *m, int l) {
+    const Lora *lo = m->lora;
+    if (!lo) return l < m->cfg.n_layers ? (size_t)((float *)m->g.layers[l].ln1 - m->grads)
+                                        : (size_t)((float *)m->g.norm - m->grads);
+    for (int s = l * LORA_N_TARGETS; s < m->cfg.n_layers * LORA_N_TARGETS; s++)
+        if (lo->g[s].A) return (size_t)((float *)lo->g[s].A - lo->grads);
+    return lo->numel;
+}
+
+// The piece of the backward that just ended (-1: the embedding; n_layers: the head and
+// final norm; else that layer) wrote its last gradients: tell m->grads_final their range.
+static void piece_done(const Model *m, int piece) {
+    if (!m->grads_final) return;
+    const int L = m->cfg.n_layers;
+    const size_t end = m->lora ? m->lora->numel : m->numel;
+    m->grads_final(piece < 0 ? 0 : grads_start(m, piece), piece < L ? grads_start(m, piece + 1) : end);
+}
+
 void model_backward(Model *m, const float *weight_host) {
     const ModelConfig *c = &m->cfg;
     const Backend *be = m->be;
@@ -205,6 +227,7 @@ void model_backward(Model *m, const float *weight_host) {
     }
     be->zero(a->dres, (size_t)N * C * sizeof(float));
     be->rmsnorm_bwd(a->dres, G(m->g.norm), a->dtmp, a->out, m->w.norm, a->rstdf, N, C);
+    piece_done(m, c->n_layers);
 
     for (int l = c->n_layers - 1; l >= 0; l--) {
         LayerWeights *w = &m->w.layers[l], *g = &m->g.layers[l];
@@ -244,8 +267,10 @@ void model_backward(Model *m, const float *weight_host) {
         LORA_BWD(LORA_K, a->dtmp, a->dk, L->ln1);
         LORA_BWD(LORA_V, a->dtmp, a->dv, L->ln1);
         be->rmsnorm_bwd(a->dres, G(g->ln1), a->dtmp, L->x, w->ln1, L->rstd1, N, C);
+        piece_done(m, l);
     }
     if (!fz) be->embedding_bwd(m->g.embed, a->dres, a->tokens, N, C, c->vocab_size);
+    piece_done(m, -1);
     m->work_flops += 2 * m->last_fwd_flops;
 #undef G
 #undef LORA_BWD

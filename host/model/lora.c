@@ -137,6 +137,17 @@ void lora_sync_compute(Model *m) {
     m->be->act_from_f32(lo->wc, lo->params, lo->numel);
 }
 
+void lora_set_master(Model *m, float *params) {
+    Lora *lo = m->lora;
+    for (int s = 0; s < m->cfg.n_layers * LORA_N_TARGETS; s++) {
+        if (!lo->w[s].A) continue;
+        LoraPair *mw = &lo->master[s];   // at the gradient views' offsets
+        mw->A = params ? params + ((float *)lo->g[s].A - lo->grads) : NULL;
+        mw->B = params ? params + ((float *)lo->g[s].B - lo->grads) : NULL;
+    }
+    lo->params = params;
+}
+
 static void lora_acts_free(Lora *lo, const Backend *be) {
     if (!lo->cap_N) return;
     be->free(lo->h); be->free(lo->xd); be->free(lo->dxd); be->free(lo->ybuf); be->free(lo->dh);
@@ -256,6 +267,7 @@ static float *base_weight(Model *m, int l, int t) {
 void lora_merge_into_base(Model *m) {
     Lora *lo = m->lora;
     check(lo != NULL, "lora_merge_into_base without LoRA");
+    check(lo->params && m->params, "internal: LoRA merge while a ZeRO-1 optimizer holds the master weights");
     const Backend *be = m->be;
     const int r = lo->cfg.rank;
     size_t biggest = 0;

@@ -63,6 +63,8 @@ void lora_merge_into_base(Model *m);
 void lora_free(Model *m);
 // The adapters' compute copy from their master weights (model_sync_compute).
 void lora_sync_compute(Model *m);
+// lo->params = params and the master views into it (model_set_trainable_master).
+void lora_set_master(Model *m, float *params);
 // Dropout switch for the next forward/backward pair: training = 1 applies
 // dropout with the mask of micro-batch `micro_index` (use the global micro-batch
 // count, step * grad_accum + micro, so a resumed run redraws the same masks);

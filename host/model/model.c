@@ -138,7 +138,18 @@ void model_create(Model *m, const ModelConfig *c, const Backend *be) {
     weights_view(&m->master, c, m->table, m->n_params, m->params, sizeof(float));
 }
 
+float *model_trainable_master(const Model *m) { return m->lora ? m->lora->params : m->params; }
+
+void model_set_trainable_master(Model *m, float *params) {
+    if (m->lora) { lora_set_master(m, params); return; }
+    m->params = params;
+    weights_free_view(&m->master);
+    if (params) weights_view(&m->master, &m->cfg, m->table, m->n_params, params, sizeof(float));
+}
+
 void model_sync_compute(Model *m) {
+    check(m->params && (!m->lora || m->lora->params),
+          "internal: the master weights are sharded by a ZeRO-1 optimizer (adamw_free it first)");
     m->be->act_from_f32(m->wc, m->params, m->numel);
     if (m->lora) lora_sync_compute(m);
 }

@@ -135,6 +135,12 @@ typedef struct {
     // LoRA adapters (host/model/lora.h); NULL = full fine-tuning. While set, the base
     // parameters are frozen: model_backward leaves m->grads untouched.
     struct Lora *lora;
+    // NULL, or called by model_backward after each piece (head and final norm,
+    // layers n_layers-1 .. 0, embedding) with the range [lo, hi) of the trainable
+    // gradient buffer (m->grads, or the adapters' with LoRA) that the piece wrote
+    // last: final when this backward is the step's last on this rank. Set for that
+    // backward by the optimizer (adamw_sum_begin: the overlapped gradient sum).
+    void (*grads_final)(size_t lo, size_t hi);
 } Model;
 
 void model_create(Model *m, const ModelConfig *c, const Backend *be);   // params zeroed
@@ -143,6 +149,11 @@ void model_create(Model *m, const ModelConfig *c, const Backend *be);   // param
 // import, init, merge, a test's perturbation).
 void model_sync_compute(Model *m);
 void model_free(Model *m);
+// The trainable fp32 master weights: m->params, or the adapters' (m->lora->params)
+// with LoRA. NULL while a ZeRO-1 optimizer holds them as shards (optimizer.h);
+// model_set_trainable_master puts a buffer (or NULL) there and re-points the views.
+float *model_trainable_master(const Model *m);
+void model_set_trainable_master(Model *m, float *params);
 void acts_free(Model *m);          // activation buffers (re-made on the next forward)
 // Random init: N(0, std) for matrices and embeddings, 1 for norms, 0 for biases.
 void model_init_random(Model *m, uint64_t seed, float std);

@@ -10,17 +10,14 @@
 #include "kernels/errors.h"
 #include "lora.h"
 
-void adamw_create(AdamW *o, const Model *model, float beta1, float beta2, float eps,
+void adamw_create(AdamW *o, Model *model, float beta1, float beta2, float eps,
                   float weight_decay, float grad_clip, int decay_norms) {
     adamw_create_zero(o, model, beta1, beta2, eps, weight_decay, grad_clip, decay_norms, 0);
 }
 
-void adamw_create_zero(AdamW *o, const Model *model, float beta1, float beta2, float eps, float weight_decay,
+void adamw_create_zero(AdamW *o, Model *model, float beta1, float beta2, float eps, float weight_decay,
                        float grad_clip, int decay_norms, int zero) {
-    const Dist *d = dist_world();
-    if (zero && d->world > 1 && model->be->mem_stats)
-        fail("[train] zero = 1 with --device %s on %d ranks: ZeRO-1 runs on the CPU backend only (NCCL ZeRO is not "
-             "implemented); set [train] zero = 0", model->be->name, d->world);
+    const Dist *d = dist_world();   // (several ranks on CUDA: dist_check_backend has set up NCCL or refused)
     memset(o, 0, sizeof *o);
     // with LoRA only the adapters are trainable: moments for them alone
     o->numel = model->lora ? model->lora->numel : model->numel;
@@ -28,6 +25,16 @@ void adamw_create_zero(AdamW *o, const Model *model, float beta1, float beta2, f
     o->hi = o->numel;
     if (zero) dist_shard(d, o->numel, &o->lo, &o->hi);
     const size_t len = o->hi - o->lo;
+    // the fp32 master too where the ops read a separate compute copy (which stays whole); first, so that the
+    // whole master is gone before the moments come
+    float *whole = model_trainable_master(model);
+    const int shard_master = len < o->numel && model->be->act_bytes != sizeof(float);
+    if (shard_master) {
+        o->master = model->be->alloc(len * sizeof(float));
+        model->be->copy(o->master, whole + o->lo, len * sizeof(float));
+        model_set_trainable_master(model, NULL);
+        model->be->free(whole);
+    }
     o->m = model->be->alloc(len * sizeof(float));
     o->v = model->be->alloc(len * sizeof(float));
     o->beta1 = beta1; o->beta2 = beta2; o->eps = eps;
@@ -46,15 +53,31 @@ void adamw_create_zero(AdamW *o, const Model *model, float beta1, float beta2, f
     model->be->upload(o->tensors, t, (size_t)o->n_tensors * sizeof *t);
     free(t);
     if (zero && dist_is_root(d))
-        printf("zero: AdamW moments sharded over %d ranks: %.2f MB per rank (%.2f MB unsharded)\n", d->world,
-               2.0 * (double)len * sizeof(float) / 1e6, 2.0 * (double)o->numel * sizeof(float) / 1e6);
+        printf("zero: AdamW moments sharded over %d ranks%s: %.2f MB per rank (%.2f MB unsharded)\n", d->world,
+               shard_master ? ", fp32 master weights too" : "", (2.0 + shard_master) * (double)len * sizeof(float) / 1e6,
+               (2.0 + shard_master) * (double)o->numel * sizeof(float) / 1e6);
 }
 
-void adamw_free(AdamW *o, const Model *model) {
-    model->be->free(o->m);
-    model->be->free(o->v);
-    model->be->free(o->tensors);
+void adamw_free(AdamW *o, Model *model) {
+    const Backend *be = model->be;
+    be->free(o->m);
+    be->free(o->v);
+    be->free(o->tensors);
+    if (o->master) {   // the ranks' shards make the whole master again
+        float *whole = be->alloc(o->numel * sizeof(float));
+        be->copy(whole + o->lo, o->master, (o->hi - o->lo) * sizeof(float));
+        be->free(o->master);
+        dist_allgather_device(dist_world(), be, whole, o->numel, sizeof(float));
+        model_set_trainable_master(model, whole);
+    }
     memset(o, 0, sizeof *o);
+}
+
+void adamw_free_model(AdamW *o, Model *model) {
+    model->be->free(o->master);
+    o->master = NULL;
+    adamw_free(o, model);
+    model_free(model);
 }
 
 double adamw_step(AdamW *o, Model *model, float lr) {
@@ -64,10 +87,12 @@ double adamw_step(AdamW *o, Model *model, float lr) {
           "optimizer was created for %zu values, the model trains %zu (LoRA enabled after adamw_create?)", o->numel,
           lo ? lo->numel : model->numel);
     const Dist *d = dist_world();
-    float *params = lo ? lo->params : model->params, *grads = lo ? lo->grads : model->grads;
+    float *grads = lo ? lo->grads : model->grads;
+    float *params = o->master ? o->master : model_trainable_master(model) + o->lo;   // this rank's [lo, hi)
     double norm;
     if (!o->zero) {   // data parallel: every rank steps with the sum of all ranks' gradients
-        dist_sum_device(d, be, grads, o->numel);
+        if (o->sum_begun) { dist_sum_end(); model->grads_final = NULL; o->sum_begun = 0; }
+        else dist_sum_device(d, be, grads, o->numel);
         norm = model_grad_norm(model);
     } else {          // ZeRO-1: the sum of this rank's shard only; the global norm from the shards' squares
         dist_reduce_scatter_device(d, be, grads, o->numel);
@@ -86,58 +111,29 @@ double adamw_step(AdamW *o, Model *model, float lr) {
     const float bc1 = 1.0f - powf(o->beta1, (float)o->step);
     const float bc2 = 1.0f - powf(o->beta2, (float)o->step);
     void *compute = lo ? lo->wc : model->wc;   // refreshed in the same pass
-    be->adamw_multi(params + o->lo, (char *)compute + o->lo * be->act_bytes, grads + o->lo, o->m, o->v,
-                    o->hi - o->lo, o->tensors, o->n_tensors, lr, o->beta1, o->beta2, o->eps, o->weight_decay, bc1,
-                    bc2, scale);
-    if (o->zero) {   // every rank gets the others' updated shards
-        dist_allgather_device(d, be, params, o->numel, sizeof(float));
-        if (compute != (void *)params) dist_allgather_device(d, be, compute, o->numel, be->act_bytes);
-    }
+    be->adamw_multi(params, (char *)compute + o->lo * be->act_bytes, grads + o->lo, o->m, o->v, o->hi - o->lo,
+                    o->tensors, o->n_tensors, lr, o->beta1, o->beta2, o->eps, o->weight_decay, bc1, bc2, scale);
+    // every rank gets the others' updated shards of what the ops read (with act_bytes 4: the master itself;
+    // else the compute copy, the master staying sharded)
+    if (o->zero) dist_allgather_device(d, be, compute, o->numel, be->act_bytes);
     return norm;
 }
 
-// o with whole-size moments (allocated where here; filled by the caller)
-static AdamW *whole_of(const AdamW *o, const Model *model, AdamW *whole, int here) {
-    *whole = *o;
-    whole->zero = 0;
-    whole->lo = 0;
-    whole->hi = o->numel;
-    whole->m = here ? model->be->alloc(o->numel * sizeof(float)) : NULL;
-    whole->v = here ? model->be->alloc(o->numel * sizeof(float)) : NULL;
-    return whole;
+void adamw_sync_compute(const AdamW *o, Model *model) {
+    if (!o->master) { model_sync_compute(model); return; }
+    const Backend *be = model->be;
+    Lora *lo = model->lora;
+    if (lo) be->act_from_f32(model->wc, model->params, model->numel);   // the frozen base is whole
+    void *wc = lo ? lo->wc : model->wc;
+    be->act_from_f32((char *)wc + o->lo * be->act_bytes, o->master, o->hi - o->lo);
+    dist_allgather_device(dist_world(), be, wc, o->numel, be->act_bytes);
 }
 
-static void whole_free(const Model *model, AdamW *whole) {
-    if (whole->m) model->be->free(whole->m);
-    if (whole->v) model->be->free(whole->v);
-}
-
-// the moments are whole already (no ZeRO, or one rank)
-static int whole_already(const AdamW *o) { return o->lo == 0 && o->hi == o->numel; }
-
-const AdamW *adamw_gather(const AdamW *o, const Model *model, AdamW *whole) {
-    if (whole_already(o)) return o;
-    const Dist *d = dist_world();
-    whole_of(o, model, whole, dist_is_root(d));
-    dist_gather_shards(d, model->be, o->m, whole->m, o->numel);
-    dist_gather_shards(d, model->be, o->v, whole->v, o->numel);
-    return whole;
-}
-
-void adamw_gather_free(const AdamW *o, const Model *model, AdamW *whole) {
-    if (!whole_already(o)) whole_free(model, whole);
-}
-
-AdamW *adamw_whole(AdamW *o, const Model *model, AdamW *whole) {
-    return whole_already(o) ? o : whole_of(o, model, whole, 1);
-}
-
-void adamw_scatter(AdamW *o, const Model *model, AdamW *whole) {
-    if (whole_already(o)) return;
-    model->be->copy(o->m, whole->m + o->lo, (o->hi - o->lo) * sizeof(float));
-    model->be->copy(o->v, whole->v + o->lo, (o->hi - o->lo) * sizeof(float));
-    o->step = whole->step;
-    whole_free(model, whole);
+void adamw_sum_begin(AdamW *o, Model *model) {
+    if (o->zero) return;
+    dist_sum_begin(dist_world(), model->be, model->lora ? model->lora->grads : model->grads, o->numel);
+    model->grads_final = dist_sum_ready;
+    o->sum_begun = 1;
 }
 
 // Same shapes as transformers' get_{constant,linear,cosine}_schedule_with_warmup

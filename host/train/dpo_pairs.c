@@ -290,6 +290,7 @@ double dpo_pairs_step(Model *m, AdamW *opt, const RecData *d, const DpoPairs *p,
         pairs_batch(d, p, a, b, 1, &r);
         if (m->lora) lora_set_train(m, 1, micro0 + (uint64_t)mb);
         DpoStats ms;
+        if (mb == mhi - 1) adamw_sum_begin(opt, m);   // the gradients summed as this backward finishes them
         s->loss += dpo_step(m, &c, &r, p->ref_c + a, p->ref_r + a, pw, beta, &ms);
         const double f = (double)nb / n_step;
         s->rewards_chosen += f * ms.rewards_chosen;

@@ -27,6 +27,7 @@ double sft_step(Model *m, AdamW *opt, const Dataset *data, const int *ids, int n
         const int N = batch.B * batch.T;
         float *w = xmalloc((size_t)N * sizeof(float));
         for (int i = 0; i < N; i++) w[i] = (float)(batch.mask[i] / mask_sum);
+        if (mb == mhi - 1) adamw_sum_begin(opt, m);   // the gradients summed as this backward finishes them
         int n = model_forward_with_head_grad(m, &batch, w);
         for (int i = 0; i < n; i++) loss -= (double)w[m->head_pos[i]] * m->head_lp[i];
         model_backward(m, NULL);

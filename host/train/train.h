@@ -13,6 +13,16 @@
 // TRAIN_RESUME_ACCEPT = also accept changed settings (--accept-changes).
 enum { TRAIN_RESUME = 1, TRAIN_RESUME_ACCEPT = 2 };
 
+// The exit status of a run that SIGUSR1 stopped at a checkpoint (SLURM's
+// --signal before a time limit): incomplete, and `--resume` continues it
+// exactly (EX_TEMPFAIL of sysexits.h). 0 = done, 1 = an error.
+enum { TRAIN_EXIT_RESUMABLE = 75 };
+// After a trainer: 0, or TRAIN_EXIT_RESUMABLE when SIGUSR1 stopped it. Then every
+// rank stopped at the same point, and the ranks are ended here (base/dist.h
+// dist_finish), so that this status ends the job as a status, not as the
+// abort a failing rank's exit causes.
+int train_exit_status(void);
+
 // method = sft: supervised fine-tuning on a token file or a split of the
 // prepared dataset.
 void sft_train(const Config *cfg, int resume, int stop_at);

@@ -202,6 +202,5 @@ void dpo_train(const Config *cfg, int resume, int stop_at) {
 done:
     dpo_pairs_free(&p);
     recdata_free(&d);
-    adamw_free(&opt, &model);
-    model_free(&model);
+    adamw_free_model(&opt, &model);
 }

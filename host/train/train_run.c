@@ -1,6 +1,7 @@
 // The set-up shared by the trainers (train_run.h).
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +27,30 @@
 // rank 0 writes the run folder's files; the other ranks compute and write nothing
 static int root(void) { return dist_is_root(dist_world()); }
 
+// SIGUSR1 (SLURM's --signal before a time limit): noted here, acted on at the
+// next point where every rank agrees (train_signal_stop)
+static volatile sig_atomic_t usr1_got;
+static int stopped_on_signal;
+static void on_usr1(int sig) { (void)sig; usr1_got = 1; }
+
+int train_signal_stop(void) {
+    double got = usr1_got;
+    dist_sum_host(dist_world(), &got, 1);   // a rank may get it a step later than another: any of them counts
+    if (got > 0) stopped_on_signal = 1;
+    return got > 0;
+}
+
+int train_exit_status(void) {
+    if (!stopped_on_signal) return 0;
+    dist_finish();   // every rank stopped at the same point: end MPI cleanly, not by a failed rank's abort
+    return TRAIN_EXIT_RESUMABLE;
+}
+
 const Backend *train_start(const Config *cfg) {
+    // SA_RESTART: a read, write or wait the signal interrupts goes on
+    struct sigaction sa = {.sa_handler = on_usr1, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
     const Backend *be = device_open(cfg->run.device, cfg->run.threads);
     config_check_ranks(cfg);
     dist_check_backend(dist_world(), be);
@@ -105,14 +129,16 @@ void train_check_resume_lora(const char *ckpt_path, int lora_enabled) {
 }
 
 void train_load_start(const Config *cfg, const char *source, const char *stage, Model *m, AdamW *opt) {
-    if (!source) { model_init_random(m, cfg->init_seed, cfg->init_std); return; }
-    checkpoint_load(source, m, NULL, NULL);
-    if (m->lora && !cfg->lora.enabled) {   // full fine-tuning of a LoRA run: start from the merged model
-        model_merge_lora(m);
-        adamw_free(opt, m);
-        train_optimizer(cfg, m, opt);
-        printf("%s: %s has LoRA adapters: merged into the base weights, training all weights\n", stage, source);
+    if (!source) {
+        model_init_random(m, cfg->init_seed, cfg->init_std);
+    } else {
+        checkpoint_load(source, m, NULL, NULL);
+        if (m->lora && !cfg->lora.enabled) {   // full fine-tuning of a LoRA run: start from the merged model
+            model_merge_lora(m);
+            printf("%s: %s has LoRA adapters: merged into the base weights, training all weights\n", stage, source);
+        }
     }
+    train_optimizer(cfg, m, opt);
 }
 
 void train_optimizer(const Config *cfg, Model *m, AdamW *opt) {
@@ -264,7 +290,6 @@ const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *
                         TrainState *st) {
     const char *source = train_create_model(cfg, be, lc, ckpt_path, resume, m);
     if (resume) train_check_resume_lora(ckpt_path, cfg->lora.enabled);
-    train_optimizer(cfg, m, opt);
     memset(st, 0, sizeof *st);
     snprintf(st->stage, sizeof st->stage, "%s", stage);
     // the generator state is recorded, so a resume with another seed (another
@@ -273,9 +298,8 @@ const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *
     rng_seed(&seeded, seed);
     memcpy(st->rng, seeded.s, sizeof st->rng);
     if (resume) {
-        AdamW whole;   // ZeRO-1: the checkpoint's whole moments, then this rank's shard of them
-        const int has_opt = checkpoint_load(ckpt_path, m, adamw_whole(opt, m, &whole), st);
-        adamw_scatter(opt, m, &whole);
+        train_optimizer(cfg, m, opt);   // ZeRO-1: the load fills this rank's shards
+        const int has_opt = checkpoint_load(ckpt_path, m, opt, st);
         if (strcmp(st->stage, stage) != 0)
             fail("%s holds a '%s' run, not a '%s' one: resume it with the method that made it (its config.ini), or "
                  "choose another run.out_dir", ckpt_path, st->stage, stage);
@@ -291,6 +315,11 @@ const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *
 
 int train_loop_last(const TrainLoop *l) {
     return l->st->step == l->total || l->st->step == l->stop_at;
+}
+
+// the loop's checkpoint of st->step (rank 0 writes it)
+static void loop_checkpoint(const TrainLoop *l) {
+    checkpoint_save(l->ckpt_path, l->m, l->opt, l->st);   // every rank: ZeRO-1's shards stream to rank 0
 }
 
 int train_loop_step(const TrainLoop *l, const char *fmt, ...) {
@@ -312,13 +341,17 @@ int train_loop_step(const TrainLoop *l, const char *fmt, ...) {
         train_tb_json(l->tb, l->name, step, line);
         tb_rates(l->tb, l);
     }
-    if (l->ckpt_path && (train_loop_last(l) || (l->ckpt_every > 0 && step % l->ckpt_every == 0))) {
-        AdamW whole;   // ZeRO-1: the moments gathered to rank 0 (the checkpoint holds them whole)
-        const AdamW *opt = adamw_gather(l->opt, l->m, &whole);
-        if (root()) checkpoint_save(l->ckpt_path, l->m, opt, l->st);
-        adamw_gather_free(l->opt, l->m, &whole);
-    }
+    const int last = train_loop_last(l);
+    const int saved = l->ckpt_path && (last || (l->ckpt_every > 0 && step % l->ckpt_every == 0));
+    if (saved) loop_checkpoint(l);
     fault_point(l->name, step);
+    // SIGUSR1 on any rank: the checkpoint of this step, and stop (a last step ends the run anyway); the SPRec
+    // loop's stages (no ckpt_path) stop at their stage checkpoints instead (train_sprec.c)
+    if (l->ckpt_path && !last && train_signal_stop()) {
+        if (!saved) loop_checkpoint(l);
+        printf("%s: SIGUSR1 at step %ld: checkpoint written, stopping; --resume continues\n", l->name, step);
+        return 1;
+    }
     if (step != l->stop_at) return 0;
     printf("%s: stopped at step %d as asked (--stop-at)\n", l->name, l->stop_at);
     return 1;

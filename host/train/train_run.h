@@ -12,9 +12,10 @@
 #include "model/optimizer.h"
 #include "io/checkpoint.h"
 
-// The backend of run.device with run.threads OpenMP threads, and the test
-// fault switch read (base/fault.h: a malformed SPREC_FAULT fails here, before
-// any work).
+// The backend of run.device with run.threads OpenMP threads, the test fault
+// switch read (base/fault.h: a malformed SPREC_FAULT fails here, before any
+// work), and SIGUSR1 caught: from here on it only sets a flag that
+// train_signal_stop reads (docs/training.md "Signals").
 const Backend *train_start(const Config *cfg);
 // The [lora] section as a LoraConfig; targets parsed and validated when enabled.
 LoraConfig train_lora_config(const Config *cfg);
@@ -31,16 +32,17 @@ const char *train_create_model(const Config *cfg, const Backend *be, const LoraC
 // A resumed checkpoint must have LoRA adapters exactly when [lora] enabled.
 void train_check_resume_lora(const char *ckpt_path, int lora_enabled);
 // Fresh run: load the starting checkpoint (a LoRA one with LoRA off is merged
-// and all weights train: the optimizer is re-created) or initialise randomly.
+// and all weights train) or initialise randomly, then create the optimizer (a
+// ZeRO-1 one takes its shard of the weights as they now are).
 void train_load_start(const Config *cfg, const char *source, const char *stage, Model *m, AdamW *opt);
 // A fresh AdamW over what m trains, with the [train] hyperparameters.
 void train_optimizer(const Config *cfg, Model *m, AdamW *opt);
 // The start of the SFT and DPO trainers, in order: the model
-// (train_create_model, then the resume LoRA check), its optimizer, a
-// TrainState of `stage` whose rng holds the generator seeded with `seed` (the
-// key named seed_key decides the run's data order), then either the resumed
-// checkpoint (which must be a `stage` run with that seed) or the starting
-// weights (train_load_start). Returns the source checkpoint as
+// (train_create_model, then the resume LoRA check), a TrainState of `stage`
+// whose rng holds the generator seeded with `seed` (the key named seed_key
+// decides the run's data order), then either the optimizer and the resumed
+// checkpoint into both (which must be a `stage` run with that seed), or the
+// starting weights and the optimizer (train_load_start). Returns the source checkpoint as
 // train_create_model does.
 const char *train_begin(const Config *cfg, const Backend *be, const LoraConfig *lc, const char *ckpt_path,
                         int resume, const char *stage, uint64_t seed, const char *seed_key, Model *m, AdamW *opt,
@@ -95,12 +97,19 @@ typedef struct {
     const long *tokens;      // tokens trained so far (for tokens_per_s), or NULL
 } TrainLoop;
 
+// A collective (every rank calls it at the same points): whether any rank has
+// got SIGUSR1 so far. When one has, the run stops at this point, after its
+// checkpoint, and train_exit_status (train.h) becomes TRAIN_EXIT_RESUMABLE.
+int train_signal_stop(void);
+
 // Whether st->step ends the run: total or --stop-at.
 int train_loop_last(const TrainLoop *l);
 // The end of step st->step: its log line (printf-style, one JSON object; the
 // newline is added), a checkpoint every ckpt_every steps and at the last (the
 // log flushed first, so it never lags the checkpoint), the fault point `name`
-// (docs/testing.md), then --stop-at. Returns 1 when the run stops here.
+// (docs/testing.md), then SIGUSR1 (with a ckpt_path: train_signal_stop; the
+// checkpoint of this step is written if it was not, and one line says so), then
+// --stop-at. Returns 1 when the run stops here.
 int train_loop_step(const TrainLoop *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 // After the loop: closes the log (and tb), switches LoRA dropout off and prints
 // where the checkpoint is.

@@ -127,6 +127,5 @@ void sft_train(const Config *cfg, int resume, int stop_at) {
     free(perm); free(ids);
 done:
     dataset_free(&data);
-    adamw_free(&opt, &model);
-    model_free(&model);
+    adamw_free_model(&opt, &model);
 }

@@ -215,6 +215,16 @@ static void stage_checkpoint(Sprec *x, const char *stage) {
     checkpoint_save(x->ckpt_path, &x->model, NULL, &x->st);
 }
 
+// After a checkpoint the loop resumes from (a stage's, an iteration's): SIGUSR1
+// on any rank (train_signal_stop) stops the run here. These are the finest
+// points a SPRec checkpoint resumes from (no optimizer state inside a stage), so
+// the signal waits for the end of the stage it came in (docs/training.md "Signals").
+static int stop_on_signal(const Sprec *x, int t, const char *where) {
+    if (!train_signal_stop()) return 0;
+    printf("sprec: SIGUSR1 in iteration %d/%d: checkpoint written %s, stopping; --resume continues\n", t, x->T, where);
+    return 1;
+}
+
 // Everything before the loop: the dataset, the policy (resumed, train.init or
 // random; x->st.stage says where a resumed run stopped), the drawn-row
 // buffers, the run folder's files.
@@ -349,6 +359,7 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
             // stage checkpoint: the model after SFT + the pairs (negatives of the model before it)
             if (x.root) dpo_pairs_save(&p, x.pairs_path, x.neg_label);
             stage_checkpoint(&x, "sprec:sft");
+            if (stop_on_signal(&x, t, "after its SFT stage")) { dpo_pairs_free(&p); break; }
         } else {
             dpo_pairs_load(&p, x.pairs_path, x.neg_label);
         }
@@ -362,6 +373,7 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
             dpo_stage(&x, t, &p);                                   // 5.
             stage_end(&clk, STAGE_DPO, &x.model);
             stage_checkpoint(&x, "sprec:dpo");
+            if (stop_on_signal(&x, t, "after its DPO stage")) { dpo_pairs_free(&p); break; }
         }
         dpo_pairs_free(&p);
         stage_begin(&clk, &x.model);
@@ -378,6 +390,7 @@ void sprec_train(const Config *cfg, int resume, int stop_at) {
         printf("sprec %d/%d: done in %.1f s, checkpoint %s\n", t, x.T, now_seconds() - t0, x.ckpt_path);
         fflush(stdout);
         if (t == stop_at) { printf("sprec: stopped after iteration %d as asked (--stop-at)\n", t); break; }
+        if (t < x.T && stop_on_signal(&x, t, "at its end")) break;
     }
     if (times) fclose(times);
     sprec_end(&x);

@@ -72,6 +72,9 @@ cudaStream_t cuda_stream(void) {
     return s;
 }
 
+// The same stream for C callers: the NCCL gradient sum (host/base/dist/dist_mpi.c) waits for events on it.
+extern "C" void *cuda_compute_stream(void) { return (void *)cuda_stream(); }
+
 // 32 MiB: enough for cuBLASLt's split-K / stream-K heuristics on large GEMMs.
 static const size_t BLASLT_WORKSPACE_BYTES = (size_t)32 << 20;
 

@@ -203,9 +203,9 @@ def make_batch(c: Case, gen):
 
 # ---------------------------------------------------------------------------------------------- reference
 
-def reference(model, tokens, mask, valid):
-    """logits, logprobs, seq_logprob, loss and named grads as the `sprec dump` contract defines them,
-    computed in the model's dtype."""
+def reference(model, tokens, mask, valid, grad_name=lambda name: name):
+    """logits, logprobs, seq_logprob, loss and the grads of the trainable parameters (named grad_name(name)) as
+    the `sprec dump` contract defines them, computed in the model's dtype."""
     model.zero_grad(set_to_none=True)
     B, T = tokens.shape
     dtype = next(model.parameters()).dtype
@@ -221,7 +221,7 @@ def reference(model, tokens, mask, valid):
     out = dict(logits=torch.where(valid[..., None], logits, 0.0), logprobs=logprobs, seq_logprob=seq_logprob,
                loss=loss)
     out = {k: v.detach() for k, v in out.items()}
-    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+    grads = {grad_name(name): p.grad.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     return out, grads
 
 
@@ -274,12 +274,13 @@ def write_batch(path, tokens, mask, lengths):
         f.create_dataset("lengths", data=lengths.numpy().astype(np.int32))
 
 
-def write_expected(path, c: Case, out, grads):
+def write_expected(path, case, generator, versions, out, grads):
+    """reference()'s outputs and grads as float32; attributes case, generator, then versions (name -> version)."""
     with h5py.File(path, "w", libver=LIBVER) as f:
-        f.attrs["case"] = c.name
-        f.attrs["generator"] = "tests/ref/make_fixtures.py (float64 reference, stored as float32)"
-        f.attrs["torch_version"] = str(torch.__version__)
-        f.attrs["transformers_version"] = str(transformers.__version__)
+        f.attrs["case"] = case
+        f.attrs["generator"] = generator
+        for k, v in versions.items():
+            f.attrs[k] = str(v)
         for k in ("logits", "logprobs", "seq_logprob"):
             f.create_dataset(k, data=out[k].numpy().astype(np.float32))
         f.create_dataset("loss", data=np.float32(out["loss"].item()))      # scalar, shape ()
@@ -324,7 +325,9 @@ def make_case(index, c: Case):
     os.makedirs(folder, exist_ok=True)
     write_model(os.path.join(folder, "model.h5"), c, model32)
     write_batch(os.path.join(folder, "batch.h5"), tokens, mask, lengths)
-    write_expected(os.path.join(folder, "expected.h5"), c, out, grads)
+    write_expected(os.path.join(folder, "expected.h5"), c.name,
+                   "tests/ref/make_fixtures.py (float64 reference, stored as float32)",
+                   dict(torch_version=torch.__version__, transformers_version=transformers.__version__), out, grads)
 
     n_params = sum(p.numel() for p in model32.parameters())
     size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))

@@ -35,7 +35,6 @@
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -47,10 +46,11 @@ from gguf.quants import dequantize
 from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_import_fixtures import train_tokenizer, permute, reverse_permute, LIBVER  # noqa: E402
+import batch_logits as bl  # noqa: E402
+from batch_logits import LIBVER  # noqa: E402
+from make_import_fixtures import train_tokenizer, permute, reverse_permute  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
 OUT = os.path.join(HERE, "import")
 SEED = 1717
 Q = gguf.GGMLQuantizationType
@@ -224,33 +224,16 @@ def make_llama3(tok):
         json.dump(dict(prompt=prompt, generated=stopped, eos=eos, max_new_tokens=16), f)
 
     # batch: right-padded titles, one long enough for the scaled low frequencies to turn
-    texts = ["Toy Story (1995)", "Heat (1995) and 12 Angry Men",
-             "Jumanji (1995), Grumpier Old Men (1995), Waiting to Exhale (1995), Father of the Bride Part II (1995)"]
-    ids = [tok(t)["input_ids"] for t in texts]
-    B, T = len(ids), max(len(x) for x in ids)
-    tokens = np.zeros((B, T), np.int32)
-    mask = np.zeros((B, T), np.float32)
-    for b, x in enumerate(ids):
-        tokens[b, :len(x)] = x
-        mask[b, 1:len(x)] = 1
-    lengths = np.array([len(x) for x in ids], np.int32)
-    valid = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
-
-    def logits_of(m):
-        with torch.no_grad():
-            out = m(input_ids=torch.tensor(tokens, dtype=torch.long), attention_mask=valid.long(),
-                    position_ids=torch.arange(T)[None, :].expand(B, T)).logits
-        return torch.where(valid[..., None], out, 0.0).numpy()
-    logits = logits_of(model)
+    tokens, mask, lengths = bl.title_batch(tok, [
+        "Toy Story (1995)", "Heat (1995) and 12 Angry Men",
+        "Jumanji (1995), Grumpier Old Men (1995), Waiting to Exhale (1995), Father of the Bride Part II (1995)"])
+    logits = bl.masked_logits(model, tokens, lengths)
     # how much the rope scaling matters here: the same weights with plain rope
     plain = LlamaForCausalLM._from_config(LlamaConfig(**{**cfg.to_dict(), "rope_parameters": dict(
         rope_type="default", rope_theta=ROPE["rope_theta"])}), attn_implementation="eager", dtype=torch.float32).eval()
     plain.load_state_dict(model.state_dict())
-    ref_plain = logits_of(plain)
-    with h5py.File(os.path.join(folder, "batch.h5"), "w", libver=LIBVER) as f:
-        f["tokens"], f["mask"], f["lengths"] = tokens, mask, lengths
-    with h5py.File(os.path.join(folder, "expected.h5"), "w", libver=LIBVER) as f:
-        f["logits"] = logits.astype(np.float32)
+    ref_plain = bl.masked_logits(plain, tokens, lengths)
+    bl.write(folder, tokens, mask, lengths, logits)
 
     # the GGUF, as llama.cpp's converter + llama-quantize lay it out
     path = os.path.join(OUT, "llama3_q4km.gguf")
@@ -267,7 +250,7 @@ def make_llama3(tok):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    rel_plain = np.linalg.norm(ref_plain - logits) / np.linalg.norm(logits)
+    rel_plain = bl.rel_err(ref_plain, logits)
     print(f"llama3_q4km.gguf: {os.path.getsize(path)} bytes, types {sorted({q.name for _, q in stored.values()})}; "
           f"eos {eos} after {k + 1} new tokens; rope_freqs {rope_factors(ROPE, D).round(3).tolist()}; "
           f"logits without the rope scaling differ by {rel_plain:.2e} relative")
@@ -334,33 +317,16 @@ def make_rope_custom(tok):
     plain_inv = rot.inv_freq.clone()
     rot.inv_freq = plain_inv / torch.from_numpy(factors)   # float32 division, as sprec's rope tables
 
-    texts = ["Toy Story (1995)",
-             "Jumanji (1995), Grumpier Old Men (1995), Waiting to Exhale (1995), Father of the Bride Part II (1995)"]
-    ids = [tok(t)["input_ids"] for t in texts]
-    B, T = len(ids), max(len(x) for x in ids)
-    tokens = np.zeros((B, T), np.int32)
-    mask = np.zeros((B, T), np.float32)
-    for b, x in enumerate(ids):
-        tokens[b, :len(x)] = x
-        mask[b, 1:len(x)] = 1
-    lengths = np.array([len(x) for x in ids], np.int32)
-    valid = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
-
-    def logits_of():
-        with torch.no_grad():
-            out = model(input_ids=torch.tensor(tokens, dtype=torch.long), attention_mask=valid.long(),
-                        position_ids=torch.arange(T)[None, :].expand(B, T)).logits
-        return torch.where(valid[..., None], out, 0.0).numpy()
-    logits = logits_of()
+    tokens, mask, lengths = bl.title_batch(tok, [
+        "Toy Story (1995)",
+        "Jumanji (1995), Grumpier Old Men (1995), Waiting to Exhale (1995), Father of the Bride Part II (1995)"])
+    logits = bl.masked_logits(model, tokens, lengths)
     rot.inv_freq = plain_inv
-    rel_plain = np.linalg.norm(logits_of() - logits) / np.linalg.norm(logits)
+    rel_plain = bl.rel_err(bl.masked_logits(model, tokens, lengths), logits)
 
     folder = os.path.join(OUT, "rope_custom")
     os.makedirs(folder, exist_ok=True)
-    with h5py.File(os.path.join(folder, "batch.h5"), "w", libver=LIBVER) as fh:
-        fh["tokens"], fh["mask"], fh["lengths"] = tokens, mask, lengths
-    with h5py.File(os.path.join(folder, "expected.h5"), "w", libver=LIBVER) as fh:
-        fh["logits"] = logits.astype(np.float32)
+    bl.write(folder, tokens, mask, lengths, logits)
 
     path = os.path.join(OUT, "rope_custom.gguf")
     w = gguf.GGUFWriter(path, "llama")
@@ -401,30 +367,20 @@ def make_rope_custom(tok):
 def check():
     """import -> export -> transformers: logits vs expected.h5 and generate() stopping where sprec generate stops."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    sprec = os.path.join(ROOT, "build", "sprec")
     folder = os.path.join(OUT, "llama3_q4km")
     g = json.load(open(os.path.join(folder, "generate.json")))
+    tokens, lengths, ref = bl.read(folder)
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sprec, "import", f"{OUT}/llama3_q4km.gguf", "-o", f"{tmp}/m.h5"], check=True,
-                       stdout=subprocess.DEVNULL)
-        subprocess.run([sprec, "export", f"{tmp}/m.h5", "-o", f"{tmp}/exp"], check=True, stdout=subprocess.DEVNULL)
-        ours = subprocess.run([sprec, "generate", "--model", f"{tmp}/m.h5", "--prompt-ids",
-                               " ".join(map(str, g["prompt"])), "--ids", "--max-new-tokens",
-                               str(g["max_new_tokens"])], check=True, capture_output=True, text=True).stdout
+        bl.sprec("import", f"{OUT}/llama3_q4km.gguf", "-o", f"{tmp}/m.h5")
+        bl.sprec("export", f"{tmp}/m.h5", "-o", f"{tmp}/exp")
+        ours = bl.sprec("generate", "--model", f"{tmp}/m.h5", "--prompt-ids", " ".join(map(str, g["prompt"])), "--ids",
+                        "--max-new-tokens", str(g["max_new_tokens"]), capture=True)
         model = AutoModelForCausalLM.from_pretrained(f"{tmp}/exp", dtype=torch.float32).eval()
         tok = AutoTokenizer.from_pretrained(f"{tmp}/exp")
-        with h5py.File(f"{folder}/batch.h5") as f:
-            tokens, lengths = f["tokens"][()], f["lengths"][()]
-        with h5py.File(f"{folder}/expected.h5") as f:
-            ref = f["logits"][()]
-        B, T = tokens.shape
-        valid = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
+        rel = bl.rel_err(bl.masked_logits(model, tokens, lengths), ref)
         with torch.no_grad():
-            out = model(input_ids=torch.tensor(tokens, dtype=torch.long), attention_mask=valid.long()).logits
             gen = model.generate(torch.tensor([g["prompt"]]), max_new_tokens=g["max_new_tokens"],
                                  do_sample=False)[0, len(g["prompt"]):].tolist()
-        out = torch.where(valid[..., None], out, 0.0).numpy()
-        rel = np.linalg.norm(out - ref) / np.linalg.norm(ref)
         exported = json.load(open(f"{tmp}/exp/config.json"))
         print(f"exported llama3_q4km: rope {exported['rope_parameters']}; logits rel err vs transformers on the "
               f"source config {rel:.2e}")

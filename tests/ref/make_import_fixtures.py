@@ -25,7 +25,6 @@ with sane float16 scales; the dequantisation under test is the same either way.
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -38,20 +37,24 @@ from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
 from transformers import (LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM,
                           PreTrainedTokenizerFast)
 
+import batch_logits as bl
+from batch_logits import LIBVER
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 OUT = os.path.join(HERE, "import")
 SEED = 4321
-LIBVER = ("v110", "v110")
+
+
+def movielens_titles():
+    """The titles of MovieLens-small's movies.csv, in file order."""
+    with open(os.path.join(ROOT, "..", "shared", "data", "movielens-small", "movies.csv"), encoding="utf-8") as f:
+        return [line.split(",", 1)[1].rsplit(",", 1)[0].strip('"') for line in f.readlines()[1:]]
 
 
 def train_tokenizer(vocab_size=300):
     """A tiny byte-level BPE (SmolLM2-style pre-tokenizer: single digits, then GPT-2 regex) on MovieLens titles."""
-    titles = []
-    path = os.path.join(ROOT, "..", "shared", "data", "movielens-small", "movies.csv")
-    with open(path, encoding="utf-8") as f:
-        for line in f.readlines()[1:]:
-            titles.append(line.split(",", 1)[1].rsplit(",", 1)[0].strip('"'))
+    titles = movielens_titles()
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                                  pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
@@ -100,30 +103,16 @@ def make_case(i, name, arch, dtype, shard, over, tok):
         if os.path.exists(os.path.join(hf, extra)):
             os.remove(os.path.join(hf, extra))
     # batch: three right-padded tokenized titles
-    texts = ["Toy Story (1995)", "Heat (1995) and 12 Angry Men", "Jumanji"]
-    ids = [tok(t)["input_ids"] for t in texts]
-    B, T = len(ids), max(len(x) for x in ids)
-    tokens = np.zeros((B, T), np.int32)
-    mask = np.zeros((B, T), np.float32)
-    for b, x in enumerate(ids):
-        tokens[b, :len(x)] = x
-        mask[b, 1:len(x)] = 1
-    lengths = np.array([len(x) for x in ids], np.int32)
+    tokens, mask, lengths = bl.title_batch(tok, ["Toy Story (1995)", "Heat (1995) and 12 Angry Men", "Jumanji"])
     # bf16 source: transformers on the same weights upcast to fp32, in a fresh fp32 model (model.float() would
     # keep the RoPE inv_freq buffer rounded to bf16 by model.to(bfloat16))
     model32 = cls._from_config(cfg(**common), attn_implementation="eager", dtype=torch.float32).eval()
     model32.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
-    with torch.no_grad():
-        valid = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
-        logits = model32(input_ids=torch.tensor(tokens, dtype=torch.long), attention_mask=valid.long(),
-                         position_ids=torch.arange(T)[None, :].expand(B, T)).logits
-        logits = torch.where(valid[..., None], logits, 0.0).numpy()
-    with h5py.File(os.path.join(folder, "batch.h5"), "w", libver=LIBVER) as f:
-        f["tokens"], f["mask"], f["lengths"] = tokens, mask, lengths
-    with h5py.File(os.path.join(folder, "expected.h5"), "w", libver=LIBVER) as f:
-        f["logits"] = logits.astype(np.float32)
+    logits = bl.masked_logits(model32, tokens, lengths)
+    bl.write(folder, tokens, mask, lengths, logits)
     files = sorted(os.listdir(hf))
-    print(f"{name}: {arch} {dtype} V={V} files={files} logits std {logits[valid.numpy()].std():.3f}")
+    print(f"{name}: {arch} {dtype} V={V} files={files} "
+          f"logits std {logits[bl.valid_positions(tokens, lengths).numpy()].std():.3f}")
 
 
 # ------------------------------------------------------------------------------------------------- GGUF
@@ -274,10 +263,7 @@ def make_spm_gguf():
     (AutoTokenizer.from_pretrained(gguf_file=...)): its merges, and ids of a few strings."""
     import sentencepiece as spm
     from transformers import AutoTokenizer
-    titles = []
-    with open(os.path.join(ROOT, "..", "shared", "data", "movielens-small", "movies.csv"), encoding="utf-8") as f:
-        for line in f.readlines()[1:]:
-            titles.append(line.split(",", 1)[1].rsplit(",", 1)[0].strip('"'))
+    titles = movielens_titles()
     with tempfile.TemporaryDirectory() as tmp:
         with open(f"{tmp}/titles.txt", "w", encoding="utf-8") as f:
             f.write("\n".join(titles))
@@ -332,28 +318,19 @@ SPM_TEXTS = ["Toy Story (1995)", "Heat 12345 and  spaces", "Am\u00e9lie \u2713 \
 
 def check_export():
     """import -> export (fp32 and bf16) -> transformers loads the folder -> logits vs expected.h5."""
-    sprec = os.path.join(ROOT, "build", "sprec")
     from transformers import AutoModelForCausalLM, AutoTokenizer
     for name, *_ in CASES:
         folder = os.path.join(OUT, name)
+        tokens, lengths, ref = bl.read(folder)
         with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([sprec, "import", f"{folder}/hf", "-o", f"{tmp}/m.h5"], check=True, stdout=subprocess.DEVNULL)
+            bl.sprec("import", f"{folder}/hf", "-o", f"{tmp}/m.h5")
             for dt in ("fp32", "bf16"):
-                subprocess.run([sprec, "export", f"{tmp}/m.h5", "-o", f"{tmp}/{dt}", "--dtype", dt], check=True,
-                               stdout=subprocess.DEVNULL)
+                bl.sprec("export", f"{tmp}/m.h5", "-o", f"{tmp}/{dt}", "--dtype", dt)
                 model = AutoModelForCausalLM.from_pretrained(f"{tmp}/{dt}", dtype=torch.float32).eval()
                 tok = AutoTokenizer.from_pretrained(f"{tmp}/{dt}")
                 orig_tok = AutoTokenizer.from_pretrained(f"{folder}/hf")
-                with h5py.File(f"{folder}/batch.h5") as f:
-                    tokens, lengths = f["tokens"][()], f["lengths"][()]
-                with h5py.File(f"{folder}/expected.h5") as f:
-                    ref = f["logits"][()]
-                B, T = tokens.shape
-                valid = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
-                with torch.no_grad():
-                    out = model(input_ids=torch.tensor(tokens, dtype=torch.long), attention_mask=valid.long()).logits
-                out = torch.where(valid[..., None], out, 0.0).numpy()
-                rel = np.linalg.norm(out - ref) / np.linalg.norm(ref)
+                out = bl.masked_logits(model, tokens, lengths)
+                rel = bl.rel_err(out, ref)
                 same_tok = tok("Toy Story 1995 ✓")["input_ids"] == orig_tok("Toy Story 1995 ✓")["input_ids"]
                 print(f"export {name} --dtype {dt}: {type(model).__name__}, logits rel err vs source {rel:.2e} "
                       f"(max abs {np.abs(out - ref).max():.2e}), tokenizer ids equal: {same_tok}")
@@ -362,9 +339,8 @@ def check_export():
 def check_spm_tokenizer():
     """tokenizer.json that `sprec import spm.gguf` built vs transformers' tokenizer for the same GGUF."""
     from transformers import AutoTokenizer
-    sprec = os.path.join(ROOT, "build", "sprec")
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sprec, "import", f"{OUT}/spm.gguf", "-o", f"{tmp}/s.h5"], check=True, stdout=subprocess.DEVNULL)
+        bl.sprec("import", f"{OUT}/spm.gguf", "-o", f"{tmp}/s.h5")
         with h5py.File(f"{tmp}/s.h5") as f:
             ours = Tokenizer.from_str(bytes(f["tokenizer/tokenizer.json"][()]).decode())
     hf = AutoTokenizer.from_pretrained(OUT, gguf_file="spm.gguf")
@@ -376,9 +352,8 @@ def check_spm_tokenizer():
 
 def check_gguf_tokenizer():
     """tokenizer.json that `sprec import tiny.gguf` rebuilt from tokenizer.ggml.* vs the original tiny BPE."""
-    sprec = os.path.join(ROOT, "build", "sprec")
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sprec, "import", f"{OUT}/tiny.gguf", "-o", f"{tmp}/g.h5"], check=True, stdout=subprocess.DEVNULL)
+        bl.sprec("import", f"{OUT}/tiny.gguf", "-o", f"{tmp}/g.h5")
         with h5py.File(f"{tmp}/g.h5") as f:
             ours = Tokenizer.from_str(bytes(f["tokenizer/tokenizer.json"][()]).decode())
     ref = Tokenizer.from_str(open(f"{OUT}/llama_fp32/hf/tokenizer.json").read())

@@ -26,7 +26,6 @@ transformers.AutoModelForCausalLM and requires its logits to equal the PEFT refe
 import copy
 import math
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import batch_logits as bl  # noqa: E402
 import make_fixtures as mf  # noqa: E402
 import peft  # noqa: E402
 
@@ -53,27 +53,6 @@ CASES = [
 def peft_name(name):
     """PEFT's in-memory name -> the saved adapter name (no adapter name 'default')."""
     return name.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.")
-
-
-def reference(model, tokens, mask, valid):
-    """make_fixtures.reference with the gradients of the trainable (adapter) parameters only."""
-    model.zero_grad(set_to_none=True)
-    B, T = tokens.shape
-    dtype = torch.float64
-    position_ids = torch.arange(T)[None, :].expand(B, T)
-    logits = model(input_ids=tokens, attention_mask=valid.long(), position_ids=position_ids, use_cache=False).logits
-    lp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
-    logprobs = torch.zeros(B, T, dtype=logits.dtype)
-    logprobs[:, 1:] = torch.where(valid[:, 1:], lp, 0.0)
-    m = mask.to(logits.dtype)
-    seq_logprob = (m * logprobs).sum(1)
-    loss = -seq_logprob.sum() / m.sum()
-    loss.backward()
-    out = dict(logits=torch.where(valid[..., None], logits, 0.0), logprobs=logprobs, seq_logprob=seq_logprob,
-               loss=loss)
-    out = {k: v.detach().to(dtype) for k, v in out.items()}
-    grads = {peft_name(n): p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    return out, grads
 
 
 def make_case(index, name, rank, alpha, targets):
@@ -111,8 +90,8 @@ def make_case(index, name, rank, alpha, targets):
 
     model64 = copy.deepcopy(model32).double()
     with mf.exact_float64(model64.base_model.model, inv64):
-        out, grads = reference(model64, tokens, mask, valid)
-    out32, grads32 = reference(model32, tokens, mask, valid)
+        out, grads = mf.reference(model64, tokens, mask, valid, peft_name)
+    out32, grads32 = mf.reference(model32, tokens, mask, valid, peft_name)
     o32 = max(mf.rel_err(out32[k], out[k]) for k in out)
     g32 = max(mf.rel_err(grads32[k], grads[k]) for k in grads)
     assert max(o32, g32) < 1e-5, "float32 and float64 disagree"
@@ -127,41 +106,23 @@ def make_case(index, name, rank, alpha, targets):
         p = g.create_group("params")
         for n, t in lora.items():
             p.create_dataset(n, data=t.detach().to(torch.float32).numpy(), fletcher32=True, chunks=True)
-    with h5py.File(os.path.join(folder, "expected.h5"), "w", libver=mf.LIBVER) as f:
-        f.attrs["case"] = name
-        f.attrs["generator"] = "tests/ref/make_lora_fixtures.py (PEFT, float64 reference, stored as float32)"
-        f.attrs["peft_version"] = str(peft.__version__)
-        f.attrs["torch_version"] = str(torch.__version__)
-        for k in ("logits", "logprobs", "seq_logprob"):
-            f.create_dataset(k, data=out[k].numpy().astype(np.float32))
-        f.create_dataset("loss", data=np.float32(out["loss"].item()))
-        gg = f.create_group("grad")
-        for n, t in grads.items():
-            gg.create_dataset(n, data=t.numpy().astype(np.float32))
+    mf.write_expected(os.path.join(folder, "expected.h5"), name,
+                      "tests/ref/make_lora_fixtures.py (PEFT, float64 reference, stored as float32)",
+                      dict(peft_version=peft.__version__, torch_version=torch.__version__), out, grads)
     print(f"{name}_r{rank}: r={rank} alpha={alpha} targets={','.join(targets)} adapters={len(lora)} "
           f"loss={out['loss'].item():.6f}; float32 vs float64: outputs {o32:.2e}, grads {g32:.2e}")
 
 
 def check_export():
     import transformers
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     for case in sorted(os.listdir(OUT_DIR)):
         d = os.path.join(OUT_DIR, case)
+        tokens, lengths, ref = bl.read(d)
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "hf")
-            subprocess.run([os.path.join(root, "build/sprec"), "export", os.path.join(d, "model.h5"), "-o", out],
-                           check=True)
+            bl.sprec("export", os.path.join(d, "model.h5"), "-o", out)
             model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-            with h5py.File(os.path.join(d, "batch.h5")) as f:
-                tokens, lengths = f["tokens"][()], f["lengths"][()]
-            with h5py.File(os.path.join(d, "expected.h5")) as f:
-                ref = f["logits"][()]
-            valid = np.arange(tokens.shape[1])[None, :] < lengths[:, None]
-            with torch.no_grad():
-                logits = model(input_ids=torch.tensor(tokens).long(),
-                               attention_mask=torch.tensor(valid).long()).logits.numpy()
-            logits[~valid] = 0
-            err = np.linalg.norm(logits - ref) / np.linalg.norm(ref)
+            err = bl.rel_err(bl.masked_logits(model, tokens, lengths), ref)
             print(f"{case}: transformers on the merged export vs the PEFT reference: logits relative error {err:.2e}")
             assert err < 1e-5
 

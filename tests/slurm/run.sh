@@ -5,11 +5,15 @@
 # configs, state and logs in build/test-tmp/slurm, and are stopped by their pids at the end, however the
 # script ends. The node offers Gres=gpu:2 backed by two empty files, so the GPU scripts run their launch
 # logic (--gpus-per-node=2) on the CPU backend. Checks:
+#   0. without the cluster: experiment.sbatch with stand-ins for srun and scontrol, sent SIGUSR1 during its SFT
+#      stage or as it ends: it requeues (on srun's 75, or on 0 before the next stage) and starts no next stage;
 #   1. sbatch --wait scripts/slurm/train-node.sbatch with 2 tasks (srun --mpi=pmix): the run's log and
 #      checkpoint are byte-identical to `mpirun -np 2` of the same SFT run;
 #   2. the same job sent SIGUSR1 on its batch shell (as --signal=B:USR1@... does before the time limit)
-#      after its second checkpoint: the job requeues itself, the requeued run resumes from the checkpoint
-#      and ends with the same log and checkpoint.
+#      while its ranks are at the end of step 2 (SPREC_FAULT=hang@sft:2 holds them there, so the signal's
+#      way takes no race): the trap passes it on to srun and the ranks, which write the checkpoint of step 2
+#      (ckpt_every = 0: nothing else writes one before the end) and exit 75; the job requeues itself, the
+#      requeued run resumes at step 2 and ends with the same log and checkpoint.
 # Exit 0: passed; 1: failed; 77: skipped (no SLURM/munge installed, or build/sprec without MPI).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,6 +38,45 @@ die() { echo "test-slurm: FAILED: $*" >&2; for f in "$T"/log/*.log; do echo "---
 t_start=$(date +%s.%N)
 
 rm -rf "$T" && mkdir -p "$T"/{munge,state,spool,log,dev,runs} || exit 1
+
+# 0. the USR1 logic of the batch scripts (scripts/slurm/ranks.sh), no cluster needed: experiment.sbatch run by bash
+#    with stand-ins for srun (records its arguments, runs until it gets SIGUSR1, then exits with FAKE_ON_USR1: 75
+#    as sprec after its checkpoint, 0 as a stage that ended just then) and scontrol (records them)
+fake=$T/fake
+mkdir -p "$fake/bin" "$fake/x/sft" "$fake/x/sprec"
+cat > "$fake/bin/srun" <<'SH'
+#!/usr/bin/env bash
+echo "srun $*" >> "$FAKE/calls"
+trap 'exit $FAKE_ON_USR1' USR1
+touch "$FAKE/running"
+for i in $(seq "$FAKE_TICKS"); do sleep 0.05; done
+SH
+printf '#!/usr/bin/env bash\necho "scontrol $*" >> "$FAKE/calls"\n' > "$fake/bin/scontrol"
+chmod +x "$fake/bin/srun" "$fake/bin/scontrol"
+experiment() {   # ON_USR1 TICKS SIGNAL: experiment.sbatch into $fake/x; SIGNAL = 1: SIGUSR1 to it once srun runs
+    rm -f "$fake/calls" "$fake/running"
+    FAKE=$fake FAKE_ON_USR1=$1 FAKE_TICKS=$2 PATH=$fake/bin:$PATH SLURM_JOB_ID=7 SLURM_NTASKS=2 SLURM_SUBMIT_DIR=$root \
+        bash scripts/slurm/experiment.sbatch "$fake/x" cfg.ini > "$fake/out" 2>&1 &
+    local pid=$! i
+    if [ "$3" = 1 ]; then
+        for i in $(seq 400); do [ -f "$fake/running" ] && break; sleep 0.05; done
+        kill -USR1 "$pid"
+    fi
+    wait "$pid"
+}
+calls() { grep -c "$1" "$fake/calls" 2>/dev/null; }
+fake_fail() { die "experiment.sbatch's USR1 logic: $1: $(cat "$fake/calls" "$fake/out" 2>&1)"; }
+experiment 75 400 1; st=$?   # signalled in the SFT stage, which stops with 75: requeue, SPRec not started
+[ "$st" = 75 ] && [ "$(calls '^srun ')" = 1 ] && [ "$(calls 'out_dir=.*/x/sft')" = 1 ] && [ "$(calls '^scontrol requeue 7$')" = 1 ] \
+    && [ ! -e "$fake/x/sft/done" ] || fake_fail "SIGUSR1 during SFT (exit $st)"
+experiment 0 400 1; st=$?    # signalled as the SFT stage ends (exit 0): it is done, SPRec is the requeued job's
+[ "$st" = 75 ] && [ "$(calls '^srun ')" = 1 ] && [ "$(calls '^scontrol requeue 7$')" = 1 ] && [ -e "$fake/x/sft/done" ] \
+    || fake_fail "SIGUSR1 as SFT ends (exit $st)"
+experiment 0 1 0; st=$?      # the requeued job: SFT skipped, SPRec runs from SFT's checkpoint, no requeue
+[ "$st" = 0 ] && [ "$(calls '^srun ')" = 1 ] && [ "$(calls "train.init=$fake/x/sft/checkpoint.h5")" = 1 ] \
+    && [ "$(calls '^scontrol')" = 0 ] && [ -e "$fake/x/sprec/done" ] || fake_fail "the requeued job (exit $st)"
+echo "test-slurm: experiment.sbatch on SIGUSR1 (stand-in srun): exit 75 -> requeue, no next stage; 0 -> requeue" \
+     "before the next stage; the requeued job goes on with it"
 chmod 700 "$T/munge"
 touch "$T/dev/gpu0" "$T/dev/gpu1"
 head -c 1024 /dev/urandom > "$T/munge/munge.key" && chmod 400 "$T/munge/munge.key"
@@ -87,13 +130,13 @@ for i in $(seq 100); do sinfo -h -o %t 2>/dev/null | grep -q idle && break; slee
 sinfo -h -o %t 2>/dev/null | grep -q idle || die "the SLURM node did not come up within 20 s"
 echo "test-slurm: one-node cluster up ($host, $cpus CPUs, gpu:2) in $(awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
 
-# the synthetic world of tests/unit/test_mpi.c and an 8-step SFT run, checkpoint after every step
+# the synthetic world of tests/unit/test_mpi.c and an 8-step SFT run, checkpoint at the end only
 export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 gzip -dc tests/ref/tokenizer/smollm2.tokenizer.json.gz > "$T/tok.json"
 build/sprec prepare configs/demo-sprec.ini --data.tokenizer="$T/tok.json" --data.dataset="$T/syn.h5" \
     --data.synth_users=400 --data.valid_rows=20 --data.test_rows=60 > "$T/log/prepare.log" 2>&1 || die "sprec prepare"
 sft=(configs/demo-sprec.ini --data.dataset="$T/syn.h5" --train.batch_size=4 --train.grad_accum=6
-     --train.max_steps=8 --train.warmup_steps=1 --train.log_every=1 --train.ckpt_every=1)
+     --train.max_steps=8 --train.warmup_steps=1 --train.log_every=1 --train.ckpt_every=0)
 timeout 300 mpirun --oversubscribe -np 2 build/sprec train "${sft[@]}" --run.out_dir="$T/runs/mpirun" \
     > "$T/log/mpirun.log" 2>&1 || die "mpirun -np 2 sprec train (log: $T/log/mpirun.log)"
 same_run() {   # DIR: the mpirun run's log and checkpoint, byte for byte
@@ -111,23 +154,47 @@ grep -q "2 ranks on 1 node" "$T/log/job-plain.out" || die "job $job did not run 
 same_run "$T/runs/sbatch"
 echo "test-slurm: sbatch train-node.sbatch (2 ranks, srun --mpi=pmix) = mpirun -np 2, byte for byte ($(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s)"
 
-# 2. SIGUSR1 on the batch shell after the second checkpoint: requeued, resumed, the same run
-job=$("${submit[@]}" --output="$T/log/job-requeue.out" scripts/slurm/train-node.sbatch "$T/runs/requeue" "${sft[@]}") \
-    || die "sbatch (requeue)"
-log=$T/runs/requeue/train_log.jsonl
-for i in $(seq 600); do [ "$(cat "$log" 2>/dev/null | wc -l)" -ge 2 ] && break; sleep 0.1; done
-[ "$(wc -l < "$log")" -ge 2 ] || die "job $job wrote no second step within 60 s"
+# 2. SIGUSR1 on the batch shell while the ranks wait at the end of step 2: checkpoint there, exit 75, requeued,
+#    resumed, the same run
+job=$(SPREC_FAULT=hang@sft:2 "${submit[@]}" --output="$T/log/job-requeue.out" scripts/slurm/train-node.sbatch \
+      "$T/runs/requeue" "${sft[@]}") || die "sbatch (requeue)"
+job_ranks() {   # the pids of the job's sprec processes
+    local p
+    for p in /proc/[0-9]*; do
+        [ "$(cat "$p/comm" 2>/dev/null)" = sprec ] && tr '\0' '\n' 2>/dev/null < "$p/environ" | grep -qx "SLURM_JOB_ID=$job" \
+            && echo "${p#/proc/}"
+    done
+}
+all_ranks() {   # TEST: true when the job has 2 ranks and TEST holds for each pid
+    local p n=0
+    for p in $(job_ranks); do "$1" "$p" && n=$((n + 1)); done
+    [ "$n" = 2 ]
+}
+stopped() { [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" = T ]; }
+usr1_pending() { local m; m=$(awk '/^ShdPnd:/ { print $2 }' "/proc/$1/status" 2>/dev/null); [ -n "$m" ] && (( 0x$m & 0x200 )); }
+for i in $(seq 600); do all_ranks stopped && break; sleep 0.1; done
+all_ranks stopped || die "job $job: its 2 ranks did not reach the end of step 2 within 60 s"
 scancel --batch --signal=USR1 "$job" || die "scancel --signal=USR1 $job"
+# its way: the batch shell's trap, srun, slurmstepd, every rank (pending while they are stopped)
+for i in $(seq 300); do all_ranks usr1_pending && break; sleep 0.1; done
+all_ranks usr1_pending || die "job $job: SIGUSR1 did not reach both ranks within 30 s: $(cat "$T/log/job-requeue.out")"
+scancel --signal=CONT "$job" || die "scancel --signal=CONT $job"
 for i in $(seq 1200); do
     st=$(job_state "$job")
-    # a requeued job waits ~2 minutes before it may start again (slurmctld's own delay): start it now
-    [ "$st" = PENDING ] && scontrol show job "$job" | grep -q "Restarts=1" && scontrol update JobId="$job" StartTime=now
+    # a requeued job waits ~2 minutes before it may start again (slurmctld's own delay): start it now, once the
+    # first run's step is gone from the node (its slurmstepd holds the step's PMIx socket a few seconds more)
+    [ "$st" = PENDING ] && scontrol show job "$job" | grep -q "Restarts=1" && ! ls "$T"/spool/stepd.slurm.pmix."$job".* \
+        >/dev/null 2>&1 && scontrol update JobId="$job" StartTime=now
     case "$st" in COMPLETED) break ;; FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY) die "job $job ended $st" ;; esac
     sleep 0.1
 done
 [ "$st" = COMPLETED ] || die "job $job not done within 120 s (state $st)"
-grep -q "SIGUSR1" "$T/log/job-requeue.out" && grep -q "restart 1" "$T/log/job-requeue.out" \
-    || die "job $job was not requeued by its USR1 trap: $(cat "$T/log/job-requeue.out")"
+out=$T/log/job-requeue.out
+[ "$(grep -c "sft: SIGUSR1 at step 2: checkpoint written, stopping; --resume continues" "$out")" = 1 ] \
+    && grep -q "train into $T/runs/requeue stopped at its checkpoint; requeueing" "$out" && grep -q "restart 1" "$out" \
+    && grep -q "sft: resuming $T/runs/requeue/checkpoint.h5 at step 2 " "$out" \
+    || die "job $job did not checkpoint at step 2, requeue and resume there: $(cat "$out")"
 same_run "$T/runs/requeue"
-echo "test-slurm: SIGUSR1 -> requeued -> resumed from the checkpoint = the uninterrupted run, byte for byte"
+echo "test-slurm: SIGUSR1 at step 2 -> checkpoint of step 2, exit 75 -> requeued -> resumed at step 2 = the" \
+     "uninterrupted run, byte for byte"
 echo "test-slurm: passed in $(awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"

@@ -10,7 +10,7 @@
 #include <unistd.h>
 #include "tests.h"
 
-#define GROUPS(X) X(test_ops) X(test_config) X(test_h5io) X(test_reference) X(test_train) X(test_cli_errors) X(test_import) X(test_generate) X(test_tokenizer) X(test_dpo) X(test_metrics) X(test_trie) X(test_lora) X(test_prepare) X(test_eval) X(test_grounding) X(test_sft_recdata) X(test_dpo_train) X(test_dist) X(test_device_check) X(test_bench) X(test_bf16) X(test_registry) X(test_atomic_write) X(test_fault) X(test_checksum) X(test_mpi) X(test_mpi_bench) X(test_logs) X(test_disk_full) X(test_crash) X(test_head_grad) X(test_stage_time) X(test_encoder) X(test_stages)
+#define GROUPS(X) X(test_ops) X(test_config) X(test_h5io) X(test_reference) X(test_train) X(test_cli_errors) X(test_import) X(test_generate) X(test_tokenizer) X(test_dpo) X(test_metrics) X(test_trie) X(test_lora) X(test_prepare) X(test_eval) X(test_grounding) X(test_sft_recdata) X(test_dpo_train) X(test_dist) X(test_device_check) X(test_bench) X(test_bf16) X(test_registry) X(test_atomic_write) X(test_fault) X(test_checksum) X(test_mpi) X(test_mpi_bench) X(test_mpi_zero_master) X(test_logs) X(test_disk_full) X(test_crash) X(test_head_grad) X(test_stage_time) X(test_encoder) X(test_stages) X(test_mpi_heartbeat) X(test_mpi_usr1) X(test_mpi_overlap)
 
 GROUPS(TEST_GROUP)
 

@@ -262,7 +262,7 @@ static void test_bench_bad_flags(void **state) {
     expect_error(ATTN " --ragged --ragged", "--ragged given twice", NULL);
     expect_error(TINY " --ragged", "--head-dim and --ragged are for --mode attention", NULL);
     expect_error(TINY " --head-dim 16", "--head-dim and --ragged are for --mode attention", NULL);
-    expect_error(TINY " --zero 2", "--zero must be 0 or 1, got '2'", NULL);
+    expect_error(TINY " --zero 2", "--zero must be an integer in [0, 1], got '2'", NULL);
     expect_error(TINY " --micro-batch 0", "--micro-batch must be a positive integer", NULL);
     expect_error(TINY " --mode logprob --micro-batch 1", "--micro-batch is for --mode sft, --zero for sft and iteration", NULL);
     expect_error(TINY " --mode generate --zero 1", "--micro-batch is for --mode sft, --zero for sft and iteration", NULL);

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include "tests.h"
 #include "base/h5io.h"
+#include "cli/commands.h"
 
 #define TMP "build/test-tmp/err"
 
@@ -170,7 +171,139 @@ static void test_control_chars_escaped(void **state) {
     expect_no_control_chars(missing);
 }
 
+// ---- the argument parser (host/cli/cli.c) ----
+
+typedef struct {
+    const char *config, *name, *out;
+    int sw, n;
+    uint64_t seed;
+    double x, frac;
+} ParsedArgs;
+
+// The table every parser test uses: one row of each kind, defaults in the variables.
+static void parse_into(ParsedArgs *p, int argc, char **argv) {
+    *p = (ParsedArgs){.name = "default", .n = 7, .seed = 1, .x = 0.5, .frac = 1};
+    const CliFlag flags[] = {ARG_OPERAND("CONFIG.ini", &p->config), ARG_STR("--name", &p->name),
+                             ARG_PATH("-o OUT.h5", &p->out, CLI_REQUIRED), ARG_SWITCH("--sw", &p->sw),
+                             ARG_INT("--n", &p->n, -1, 100), ARG_U64("--seed", &p->seed, 0, 0x1p62),
+                             ARG_DOUBLE("--x", &p->x, -2, 2), ARG_FRACTION("--frac", &p->frac), ARG_END};
+    cli_parse("t", argc, argv, flags);
+}
+
+static void test_cli_parse_forms(void **state) {
+    (void)state;
+    ParsedArgs p;
+    // "--x v" and "--x=v", flags before and after the operand, a value that starts with '-'
+    char *a1[] = {"t", "--n", "-1", "-o=o.h5", "c.ini", "--seed=4611686018427387904", "--x", "-1.5", "--sw",
+                  "--name", "--frac", "--frac=0.25"};
+    parse_into(&p, 12, a1);
+    assert_string_equal(p.config, "c.ini");
+    assert_string_equal(p.out, "o.h5");
+    assert_string_equal(p.name, "--frac");
+    assert_int_equal(p.n, -1);
+    assert_true(p.seed == 4611686018427387904ull);
+    assert_true(p.x == -1.5 && p.frac == 0.25 && p.sw == 1);
+    // the same flags in another order give the same values; absent ones keep their defaults
+    char *a2[] = {"t", "-o", "o.h5", "--n=100", "c.ini"};
+    parse_into(&p, 5, a2);
+    assert_string_equal(p.config, "c.ini");
+    assert_string_equal(p.out, "o.h5");
+    assert_string_equal(p.name, "default");
+    assert_int_equal(p.n, 100);
+    assert_true(p.seed == 1 && p.x == 0.5 && p.frac == 1 && p.sw == 0);
+    // "--help" is found anywhere, but not as a part of another argument
+    char *h1[] = {"t", "--n", "3", "--help"}, *h2[] = {"t", "--helpful", "--help=1"};
+    assert_int_equal(cli_wants_help(4, h1), 1);
+    assert_int_equal(cli_wants_help(3, h2), 0);
+}
+
+typedef struct { int argc; char *argv[6]; } Argv;
+static void parse_child(void *arg) {
+    Argv *a = arg;
+    ParsedArgs p;
+    parse_into(&p, a->argc, a->argv);
+}
+
+// Each bad command line: exit 1 and exactly one line "sprec: error: sprec t: ..." with the expected text.
+static void test_cli_parse_errors(void **state) {
+    (void)state;
+    const struct { Argv a; const char *msg; } cases[] = {
+        {{3, {"t", "c.ini", "--bogus"}}, "unknown flag '--bogus' (see sprec t --help)"},
+        {{3, {"t", "c.ini", "--bogus=1"}}, "unknown flag '--bogus'"},
+        {{4, {"t", "c.ini", "-o", "x"}}, NULL},   // the good line the others break
+        {{5, {"t", "c.ini", "-o", "x", "--a.b=1"}}, "unknown flag '--a.b'"},   // overrides are for config commands
+        {{5, {"t", "c.ini", "-o", "x", "--n"}}, "--n needs a value"},
+        {{6, {"t", "c.ini", "-o", "x", "--n", "abc"}}, "--n must be an integer in [-1, 100], got 'abc'"},
+        {{5, {"t", "c.ini", "-o", "x", "--n=3x"}}, "--n must be an integer in [-1, 100], got '3x'"},
+        {{5, {"t", "c.ini", "-o", "x", "--n="}}, "--n must be an integer in [-1, 100], got ''"},
+        {{5, {"t", "c.ini", "-o", "x", "--n=101"}}, "--n must be an integer in [-1, 100], got '101'"},
+        {{5, {"t", "c.ini", "-o", "x", "--seed=-1"}}, "--seed must be an integer >= 0, got '-1'"},
+        {{5, {"t", "c.ini", "-o", "x", "--seed=4611686018427387905"}}, "--seed must be at most 4611686018427387904"},
+        {{5, {"t", "c.ini", "-o", "x", "--seed=99999999999999999999"}}, "--seed must be at most"},
+        {{5, {"t", "c.ini", "-o", "x", "--x=nan"}}, "--x must be a number in [-2, 2], got 'nan'"},
+        {{5, {"t", "c.ini", "-o", "x", "--x=1e400"}}, "--x must be a number in [-2, 2], got '1e400'"},
+        {{5, {"t", "c.ini", "-o", "x", "--frac=0"}}, "--frac must be in (0, 1], got '0'"},
+        {{5, {"t", "c.ini", "-o", "x", "--sw=1"}}, "--sw takes no value"},
+        {{6, {"t", "c.ini", "-o", "x", "--sw", "--sw"}}, "--sw given twice"},
+        {{6, {"t", "c.ini", "-o", "x", "-o=y"}}, "-o given twice"},
+        {{5, {"t", "c.ini", "-o", "x", "d.ini"}}, "unexpected argument 'd.ini' (CONFIG.ini is 'c.ini')"},
+        {{4, {"t", "c.ini", "-o", ""}}, "-o is empty"},
+        {{2, {"t", "c.ini"}}, "missing -o OUT.h5 (see sprec t --help)"},
+        {{3, {"t", "-o", "x"}}, "missing CONFIG.ini"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[4096];
+        const int rc = run_forked(parse_child, (void *)&cases[i].a, err, sizeof err);
+        if (!cases[i].msg) {
+            assert_int_equal(rc, 0);
+            continue;
+        }
+        char want[512];
+        snprintf(want, sizeof want, "sprec: error: sprec t: %s", cases[i].msg);
+        if (rc != 1 || strncmp(err, want, strlen(want)) || strchr(err, '\n') != err + strlen(err) - 1)
+            fail_msg("case %zu: exit %d, stderr '%s', expected one line starting '%s'", i, rc, err, want);
+    }
+}
+
+// Every command refuses an unknown flag, a flag without its value and a malformed number, in one line.
+static void test_cli_every_command(void **state) {
+    (void)state;
+    static const char *const cmds[][3] = {   // the command, a flag that takes a value, a number flag
+        {"init c.ini", "-o", NULL},          {"train c.ini", "--device", "--stop-at"},
+        {"eval c.ini", "--split", "--iteration"}, {"prepare c.ini", "-o", NULL},
+        {"dump", "--batch", "--threads"},    {"embed", "--model", "--threads"},
+        {"export c.h5", "--dtype", NULL},    {"import src", "--tokenizer", "--max-tokens"},
+        {"generate", "--prompt", "--max-new-tokens"}, {"generate", "--stop", "--temperature"},
+        {"tokenize", "--model", NULL},       {"toydata", "-o", "--rows"},
+        {"bench", "--mode", "--steps"},      {"info c.h5", NULL, NULL},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        char cmd[256], msg[128];
+        const char *name = cmds[i][0];
+        const int n = (int)strcspn(name, " ");
+        snprintf(cmd, sizeof cmd, SPREC_CHECKED " %s --bogus 1", name);
+        snprintf(msg, sizeof msg, "sprec %.*s: unknown flag '--bogus' (see sprec %.*s --help)", n, name, n, name);
+        expect_error(cmd, msg, NULL);
+        if (cmds[i][1]) {
+            snprintf(cmd, sizeof cmd, SPREC_CHECKED " %s %s", name, cmds[i][1]);
+            snprintf(msg, sizeof msg, "sprec %.*s: %s needs a value", n, name, cmds[i][1]);
+            expect_error(cmd, msg, NULL);
+        }
+        if (cmds[i][2]) {
+            snprintf(cmd, sizeof cmd, SPREC_CHECKED " %s %s abc", name, cmds[i][2]);
+            snprintf(msg, sizeof msg, "sprec %.*s: %s must be", n, name, cmds[i][2]);
+            expect_error(cmd, msg, "got 'abc'");
+        }
+    }
+    // a config command leaves --section.key=value to the config code, and says how to write one
+    expect_error(SPREC_CHECKED " train c.ini --train.lr 0.1", "'--train.lr': a config override takes its value after '='",
+                 NULL);
+}
+
 DEFINE_TEST_GROUP(test_cli_errors,
+    cmocka_unit_test(test_cli_parse_forms),
+    cmocka_unit_test(test_cli_parse_errors),
+    cmocka_unit_test(test_cli_every_command),
     cmocka_unit_test(test_bad_tokenizer_json),
     cmocka_unit_test(test_unknown_config_key),
     cmocka_unit_test(test_malformed_value),

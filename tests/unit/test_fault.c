@@ -1,8 +1,9 @@
 // host/base/fault.h, the test-only fault switch SPREC_FAULT (docs/testing.md):
-// "kill@SITE:STEP" parses for every known site; anything else is refused with a
+// "kill@SITE:STEP" parses for every known site (hang@ and usr1@ too, each to its signal); anything else is refused with a
 // reason, and `sprec train` turns a bad value into a one-line error before any
 // work. The kills themselves are exercised by the resume tests (test_train.c,
 // test_dpo_train.c).
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,6 +22,14 @@ static void test_fault_parse(void **state) {
         assert_int_equal(fault_parse(spec, &f, err, sizeof err), 0);
         assert_string_equal(f.site, sites[i]);
         assert_int_equal(f.step, 7 + i);
+    }
+    // the four actions: what each raises (sleep@ nothing: it sleeps)
+    const struct { const char *spec; int sig; } actions[] = {{"kill@sft:2", SIGKILL}, {"hang@dpo:3", SIGSTOP},
+                                                              {"usr1@sprec.sft:4", SIGUSR1}, {"sleep@sft:5", 0}};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(fault_parse(actions[i].spec, &f, err, sizeof err), 0);
+        assert_int_equal(f.sig, actions[i].sig);
+        assert_int_equal(f.sleep, i == 3);
     }
     // each malformed value, with a word its reason must contain
     const char *bad[][2] = {

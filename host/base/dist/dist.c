@@ -1,4 +1,5 @@
-// The sharing arithmetic of host/base/dist.h, the same for every implementation.
+// The sharing arithmetic of host/base/dist.h, and what is written once over the
+// implementations' primitives; the same for every implementation.
 #include <stdio.h>
 #include <stdlib.h>
 #include "dist.h"
@@ -46,3 +47,9 @@ double dist_log_balance(const Dist *d, const char *stage, double busy_s) {
 }
 
 int dist_is_root(const Dist *d) { return d->rank == 0; }
+
+void dist_sum_device(const Dist *d, const Backend *be, float *x, size_t n) {
+    dist_sum_begin(d, be, x, n);
+    dist_sum_ready(0, n);
+    dist_sum_end();
+}

@@ -29,6 +29,11 @@ typedef struct {
 // checks that it runs the same binary as rank 0, and any exit with a non-zero
 // status ends the whole job (no rank is left waiting in a collective).
 int dist_start(int splits_work);
+// Ends this rank's part in the job now (what a successful exit does: the
+// communication summary on rank 0, MPI finalized), so that an exit status that
+// every rank agreed on (e.g. the resumable stop of train.h) ends the job as
+// that status instead of aborting it as a failure. No collective may follow.
+void dist_finish(void);
 // The process's place in the job (dist_start(1) on first use when main did not call it).
 const Dist *dist_world(void);
 // Every rank's text[0..n) must equal rank 0's (the resolved config): otherwise the
@@ -42,9 +47,13 @@ void dist_check_backend(const Dist *d, const Backend *be);
 // [dist] keys (config_check_ranks sets them). timeout_s, the watchdog: a
 // collective that waits longer than this for some rank ends the job with one
 // line naming the collective and the ranks that did not arrive; 0 = wait
-// forever (default 300). bucket_mb: dist_sum_device sums in buckets of this
-// size, pipelined (default 4).
+// forever (default 1800). bucket_mb: the gradient sum's buckets (dist_sum_begin)
+// have this size (default 4).
 void dist_set_options(double timeout_s, double bucket_mb);
+// [dist] heartbeat_s (config_check_ranks): a rank from which no heartbeat came for
+// this long (stopped, dead, node lost) ends the job with one line naming it; the
+// beats come from a thread, so a rank busy alone keeps beating. 0 = never (default 30).
+void dist_set_heartbeat(double heartbeat_s);
 // This rank's share [*lo, *hi) of n items: contiguous, in rank order, sizes
 // differing by at most one (the first n % world ranks get the extra item).
 void dist_share(const Dist *d, int n, int *lo, int *hi);
@@ -59,9 +68,26 @@ void dist_share_cost(const Dist *d, const double *cost, int n, int *lo, int *hi)
 // it with several ranks ("STAGE: N ranks busy a-b s, idle x% of the stage"). One
 // rank: 0, nothing printed. A collective.
 double dist_log_balance(const Dist *d, const char *stage, double busy_s);
-// x[0..n) = the sum over ranks of x, in place, for a device buffer (gradients).
-// The same sums for any bucket size.
+// x[0..n) = the sum over ranks of x, in place, for a device buffer (gradients),
+// in three phases so that it overlaps the backward that computes x:
+// dist_sum_begin (reads nothing yet); dist_sum_ready(lo, hi) whenever elements
+// [lo, hi) are final (empty, repeated and out-of-order ranges are fine): every
+// bucket of [dist] bucket_mb that is now wholly final starts (with [dist]
+// overlap) and those in flight move on; dist_sum_end: everything is final,
+// finish and wait (a collective). The buckets are fixed by n and the bucket size
+// and counted from the end of x (the backward finishes the gradients from the end
+// towards the start: host/base/dist/buckets.h); every rank starts them in the
+// same order, and every element is summed in rank order (NCCL: its own fixed
+// order), so the sums do not depend on the ranges' timing, on overlap or on the
+// bucket size. One sum at a time.
+void dist_sum_begin(const Dist *d, const Backend *be, float *x, size_t n);
+void dist_sum_ready(size_t lo, size_t hi);
+void dist_sum_end(void);
+// The three at once (dist.c), for a buffer that is final already.
 void dist_sum_device(const Dist *d, const Backend *be, float *x, size_t n);
+// [dist] overlap (config_check_ranks): 0 = dist_sum_ready only records, every
+// bucket starts in dist_sum_end (the order before overlap, for comparison).
+void dist_set_overlap(int on);
 // x[0..n) = the sum over ranks of x, in place, for host values.
 void dist_sum_host(const Dist *d, double *x, int n);
 // array holds n items of item_bytes; each rank has filled items [lo, hi), and
@@ -76,15 +102,19 @@ static inline void dist_shard(const Dist *d, size_t n, size_t *lo, size_t *hi) {
     *lo = r * base + (r < extra ? r : extra);
     *hi = *lo + base + (r < extra);
 }
-// Host-memory backends (CPU). Reduce-scatter: this rank's shard of x[0..n) becomes
-// the sum over ranks of that shard, in rank order (the very sums of dist_sum_device,
-// bit for bit), in buckets of [dist] bucket_mb; the rest of x keeps stale values.
+// Device buffers: MPI on host-memory backends (CPU), NCCL on CUDA (one grouped
+// ncclReduce / ncclBroadcast / ncclSend per shard; built, not run on several GPUs here).
+// Reduce-scatter: this rank's shard of x[0..n) becomes the sum over ranks of that
+// shard; over MPI in rank order (the very sums of dist_sum_device, bit for bit), in
+// buckets of [dist] bucket_mb; the rest of x keeps stale values.
 void dist_reduce_scatter_device(const Dist *d, const Backend *be, float *x, size_t n);
 // All-gather: every rank's shard of x[0..n) (elements of elem_bytes) to every rank.
 void dist_allgather_device(const Dist *d, const Backend *be, void *x, size_t n, size_t elem_bytes);
-// Rank 0's whole[0..n) = the ranks' shards (shard: this rank's [lo, hi) of it;
-// whole is only written on rank 0). Host-memory backends.
-void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, float *whole, size_t n);
+// Rank 0's out[0..b-a) = elements [a, b) of a buffer of n elements whose shards the
+// ranks hold (shard: this rank's [lo, hi) of it; out: host memory, written on rank 0
+// only): a checkpoint streams sharded state tensor by tensor.
+void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, size_t n, size_t a, size_t b,
+                        float *out);
 // 1 on the rank that writes files and prints progress (rank 0).
 int dist_is_root(const Dist *d);
 // This rank's communication so far (sprec bench: per step, as differences): gradient

@@ -14,7 +14,9 @@
 // waiting in a collective for a rank that is gone. A rank that never arrives
 // (hung, stopped) is the watchdog's: every collective is started non-blocking
 // and polled, and one that waits longer than [dist] timeout_s ends the job with
-// one line naming it and the ranks that did not arrive (report_stuck).
+// one line naming it and the ranks that did not arrive (report_stuck). A rank
+// that stops or dies without a word is the heartbeat's (heartbeat.c): it ends
+// the job within [dist] heartbeat_s whatever the others are doing.
 #include <mpi.h>
 #include <math.h>
 #include <sched.h>
@@ -27,6 +29,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include "dist.h"
+#include "heartbeat.h"
+#include "buckets.h"
 #include "base/filesum.h"
 #include "kernels/errors.h"
 #ifdef SPREC_NCCL
@@ -37,17 +41,23 @@
 #include <nccl.h>
 static ncclComm_t nccl;             // NULL until a CUDA backend meets the ranks (dist_check_backend)
 static cudaStream_t nccl_stream;
+static cudaEvent_t nccl_final;      // recorded on the compute stream when gradient buckets become final
+// the CUDA backend's compute stream (kernels/cuda/runtime.cu), a cudaStream_t
+void *cuda_compute_stream(void);
 #endif
 
 static Dist world = {.rank = 0, .world = 1};
 static int started, size_all = 1;   // size_all: the ranks the launcher started (world.world is 1 for a rank-0-alone command)
 static int mpi_on;                  // a launcher started this process: MPI is initialised
-static double timeout_s = 300;      // [dist] timeout_s (dist_set_options); 0 = wait forever
+static double timeout_s = 1800;     // [dist] timeout_s (dist_set_options); 0 = wait forever
 static size_t bucket_floats = 1 << 20;   // [dist] bucket_mb, in floats
 static long collectives;            // collectives started so far: the same count on every rank
 static long sums;                   // dist_sum_device calls (gradient sums) ...
 static double summed_bytes, waited_s, started_s;   // ... their bytes, the seconds spent in collectives, and since when
+static long buckets_all, buckets_early;             // the sums' buckets, and those started before dist_sum_end
 static MPI_Comm reports;            // a duplicate of MPI_COMM_WORLD for the watchdog's messages
+static MPI_Comm beats;              // another, for the heartbeat's
+static MPI_Comm gathers, bcasts;    // duplicates for the gradient sum's two kinds of collectives (dist_sum_begin)
 
 static void mpi_fail(const char *call, int rc) {
     char msg[MPI_MAX_ERROR_STRING];
@@ -67,6 +77,8 @@ static void sleep_s(double s) {
     struct timespec t = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - floor(s)) * 1e9)};
     nanosleep(&t, NULL);
 }
+
+void dist_set_heartbeat(double heartbeat_s) { heartbeat_set_limit(heartbeat_s); }
 
 void dist_set_options(double timeout_seconds, double bucket_mb) {
     timeout_s = timeout_seconds;
@@ -189,6 +201,7 @@ static void nccl_start(void) {
     MPI_CHECK(MPI_Ibcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD, &rq));
     wait_for(&rq, "the NCCL set-up (dist_check_backend)");
     CUDA_OK(cudaStreamCreateWithFlags(&nccl_stream, cudaStreamNonBlocking));
+    CUDA_OK(cudaEventCreateWithFlags(&nccl_final, cudaEventDisableTiming));
     NCCL_OK(ncclCommInitRank(&nccl, world.world, id, world.rank));
 }
 #endif
@@ -200,27 +213,42 @@ static int launched(void) {
     return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK") || (n && atoi(n) > 1);
 }
 
-// on_exit handler: finalize on success; abort the job when any rank fails
+// on_exit handler: finalize on success (unless dist_finish did); abort the job when any rank fails
 static void dist_exit(int status, void *arg) {
     (void)arg;
     int done = 0;
     MPI_Finalized(&done);
     if (done) return;
-    if (status != 0 && world.world > 1) {   // (a rank-0-alone command: the others already wait in MPI_Finalize)
+    if (status != 0 && world.world > 1) {   // (a rank-0-alone command: the others already wait at the end, below)
         fflush(stdout);
         fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, status);
     }
+    dist_finish();
+}
+
+void dist_finish(void) {
+    int done = 0;
+    if (mpi_on) MPI_Finalized(&done);
+    if (!mpi_on || done) return;
 #ifdef SPREC_NCCL
     if (nccl) ncclCommDestroy(nccl);
 #endif
     if (world.rank == 0 && sums > 0) {   // the communication of the run (docs/SCALING.md)
         const double run_s = now_s() - started_s;
-        printf("dist: %d ranks | %ld gradient sums of %.3g MB (buckets of %.3g MB) | %.2f s of %.2f s waiting in "
-               "collectives (%.1f%%)\n", world.world, sums, summed_bytes / sums / (1 << 20),
-               (double)bucket_floats * sizeof(float) / (1 << 20), waited_s, run_s, 100 * waited_s / run_s);
+        printf("dist: %d ranks | %ld gradient sums of %.3g MB (buckets of %.3g MB, %ld of %ld started during the "
+               "backward) | %.2f s of %.2f s waiting in collectives (%.1f%%)\n", world.world, sums,
+               summed_bytes / sums / (1 << 20), (double)bucket_floats * sizeof(float) / (1 << 20), buckets_early,
+               buckets_all, waited_s, run_s, 100 * waited_s / run_s);
         fflush(stdout);
     }
+    // Every rank reaches its end before any stops its heartbeat: a rank done early (all but rank 0 in a
+    // one-process command) keeps beating and watching while the others still work, so it is neither taken
+    // for lost nor blind to a rank that stops then. No timeout here: that is the heartbeat's job.
+    MPI_Request end;
+    if (MPI_Ibarrier(MPI_COMM_WORLD, &end) == MPI_SUCCESS)
+        for (int ended = 0; MPI_Test(&end, &ended, MPI_STATUS_IGNORE) == MPI_SUCCESS && !ended;) sleep_s(0.01);
+    heartbeat_stop();
     MPI_Finalize();
 }
 
@@ -244,12 +272,21 @@ int dist_start(int splits_work) {
             // the lines of several ranks never interleave
             static char err_buf[1 << 14];
             setvbuf(stderr, err_buf, _IOLBF, sizeof err_buf);
-            MPI_CHECK(MPI_Init(NULL, NULL));
+            int threads = 0;   // the heartbeat thread makes MPI calls of its own
+            MPI_CHECK(MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &threads));
             mpi_on = 1;
             MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
             MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world.rank));
             MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_all));
             MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &reports));
+            MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &beats));
+            if (size_all > 1 && threads == MPI_THREAD_MULTIPLE) heartbeat_start(beats);
+            else if (size_all > 1 && world.rank == 0)
+                fprintf(stderr, "sprec: warning: this MPI grants no MPI_THREAD_MULTIPLE (thread level %d), so the "
+                        "ranks run without a heartbeat: a stopped or lost rank ends the job only after [dist] "
+                        "timeout_s\n", threads);
+            MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &gathers));   // the gradient sum's (dist_sum_begin)
+            MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &bcasts));
             started_s = now_s();
             world.world = size_all;
             if (on_exit(dist_exit, NULL) != 0) fail("rank %d: cannot register the MPI exit handler", world.rank);
@@ -358,65 +395,170 @@ void dist_sum_host(const Dist *d, double *x, int n) {
     free(all);
 }
 
-// Bucketed and pipelined: rank 0 gathers bucket k of every rank (MPI_Igather), sums
-// it in rank order and broadcasts the sum (MPI_Ibcast), while the gathers of the next
-// two buckets are in flight. Three host slots of one bucket each (rank 0: also
-// world buckets per slot to gather into); every rank posts and waits in the same
-// order. The sum of an element does not depend on the bucket size.
-void dist_sum_device(const Dist *d, const Backend *be, float *x, size_t n) {
-    const char *what = "the gradient sum (dist_sum_device)";
-#ifdef SPREC_NCCL
-    if (nccl && be->mem_stats && n > 0) {   // after every op that wrote the gradients (the backend's own stream)
-        CUDA_OK(cudaDeviceSynchronize());
-        NCCL_OK(ncclAllReduce(x, x, n, ncclFloat, ncclSum, nccl, nccl_stream));
-        wait_until(nccl_done, NULL, what);
-        sums++;
-        summed_bytes += (double)n * sizeof(float);
-        return;
-    }
-#endif
-    if (d->world == 1 || n == 0) return;
-    dist_check_backend(d, be);
-    const size_t bucket = n < bucket_floats ? n : bucket_floats, nb = (n + bucket - 1) / bucket;
-    float *h[3], *all[3] = {NULL, NULL, NULL};
-    MPI_Request gather[3], bcast[3];
-    for (int s = 0; s < 3; s++) {
-        h[s] = xmalloc(bucket * sizeof(float));
-        if (d->rank == 0) all[s] = xmalloc(bucket * (size_t)d->world * sizeof(float));
-    }
-#define BUCKET_LEN(k) (int)(n - (k) * bucket < bucket ? n - (k) * bucket : bucket)
-    for (size_t k = 0; k < nb && k < 2; k++) {   // the first two gathers
-        be->download(h[k % 3], x + k * bucket, (size_t)BUCKET_LEN(k) * sizeof(float));
-        MPI_CHECK(MPI_Igather(h[k % 3], BUCKET_LEN(k), MPI_FLOAT, all[k % 3], BUCKET_LEN(k), MPI_FLOAT, 0,
-                              MPI_COMM_WORLD, &gather[k % 3]));
-    }
-    for (size_t k = 0; k < nb; k++) {
-        const int s = (int)(k % 3), m = BUCKET_LEN(k);
-        wait_for(&gather[s], what);
-        if (d->rank == 0)
+// ---- the gradient sum (dist_sum_begin / ready / end) ----
+// In buckets (buckets.h: fixed by n and [dist] bucket_mb, counted from the end of
+// the buffer), each started as soon as it is wholly final, in bucket order, so
+// that the sum overlaps the rest of the backward. Host-memory backends: rank 0
+// gathers a bucket of every rank (MPI_Igather), sums it in rank order and
+// broadcasts the sum (MPI_Ibcast). Gathers and broadcasts run on communicators
+// of their own (made by dist_start), so each kind keeps the bucket order on every
+// rank whatever the timing that interleaves the two. SLOTS buckets are in flight
+// at a time, each with a host slot (rank 0: also world buckets to gather into);
+// every ready() moves them on (MPI_Test), rank 0 summing a bucket once its gather
+// is complete. MPI moves data only inside MPI calls, so each ready() advances every
+// bucket in flight by a step: 8 rather than 3 in flight let ~2/3 of the buckets of
+// an 8-layer model start during the backward instead of ~1/4 (docs/cluster.md).
+// CUDA: the NCCL stream waits for an event recorded on the compute
+// stream when buckets become final, then all-reduces them. The sum of an element
+// depends neither on the bucket size nor on when its bucket started.
+enum { SLOTS = 8 };
+enum { SLOT_FREE, SLOT_GATHER, SLOT_BCAST };
+static int overlap = 1;             // [dist] overlap: 0 = every bucket starts in dist_sum_end
+static struct {
+    int on, skip;                   // between begin and end; skip: nothing to sum (one rank, no NCCL)
+    int use_nccl;
+    const Dist *d;
+    const Backend *be;
+    float *x;
+    Buckets b;
+    size_t done;                    // buckets summed and written back (they finish in bucket order)
+    float *h[SLOTS], *all[SLOTS];   // bucket k uses slot k % SLOTS
+    int state[SLOTS];
+    MPI_Request gather[SLOTS], bcast[SLOTS];
+} sum;
+
+void dist_set_overlap(int on) { overlap = on; }
+
+static size_t bucket_len(size_t k) {
+    size_t lo, hi;
+    buckets_range(&sum.b, k, &lo, &hi);
+    return hi - lo;
+}
+
+// Moves the buckets in flight on: completed gathers summed (rank 0) and broadcast,
+// in bucket order; completed broadcasts written back. Then starts the buckets that
+// are final (all of them when finishing, else only with [dist] overlap) while a
+// slot is free.
+static void sum_progress(int finishing) {
+    const int w = sum.d->world;
+    for (size_t k = sum.done; k < sum.b.next; k++) {
+        const int s = (int)(k % SLOTS);
+        if (sum.state[s] != SLOT_GATHER) continue;
+        if (!request_done(&sum.gather[s])) break;   // (a later gather waits: the broadcasts keep the order)
+        const int m = (int)bucket_len(k);
+        if (sum.d->rank == 0)
             for (int i = 0; i < m; i++) {
-                float sum = all[s][i];
-                for (int r = 1; r < d->world; r++) sum += all[s][(size_t)r * m + i];
-                h[s][i] = sum;
+                float total = sum.all[s][i];
+                for (int r = 1; r < w; r++) total += sum.all[s][(size_t)r * m + i];
+                sum.h[s][i] = total;
             }
-        MPI_CHECK(MPI_Ibcast(h[s], m, MPI_FLOAT, 0, MPI_COMM_WORLD, &bcast[s]));
-        const int p = (int)((k + 2) % 3);   // bucket k-1's slot (unused yet at k = 0) takes bucket k+2
-        if (k >= 1) {                       // once bucket k-1 is summed everywhere
-            wait_for(&bcast[p], what);
-            be->upload(x + (k - 1) * bucket, h[p], (size_t)BUCKET_LEN(k - 1) * sizeof(float));
-        }
-        if (k + 2 < nb) {
-            be->download(h[p], x + (k + 2) * bucket, (size_t)BUCKET_LEN(k + 2) * sizeof(float));
-            MPI_CHECK(MPI_Igather(h[p], BUCKET_LEN(k + 2), MPI_FLOAT, all[p], BUCKET_LEN(k + 2), MPI_FLOAT, 0,
-                                  MPI_COMM_WORLD, &gather[p]));
-        }
+        MPI_CHECK(MPI_Ibcast(sum.h[s], m, MPI_FLOAT, 0, bcasts, &sum.bcast[s]));
+        sum.state[s] = SLOT_BCAST;
     }
-    wait_for(&bcast[(nb - 1) % 3], what);
-    be->upload(x + (nb - 1) * bucket, h[(nb - 1) % 3], (size_t)BUCKET_LEN(nb - 1) * sizeof(float));
-#undef BUCKET_LEN
-    for (int s = 0; s < 3; s++) { free(h[s]); free(all[s]); }
-    sums++;
-    summed_bytes += (double)n * sizeof(float);
+    while (sum.done < sum.b.next) {
+        const int s = (int)(sum.done % SLOTS);
+        if (sum.state[s] != SLOT_BCAST || !request_done(&sum.bcast[s])) break;
+        size_t lo, hi;
+        buckets_range(&sum.b, sum.done, &lo, &hi);
+        sum.be->upload(sum.x + lo, sum.h[s], (hi - lo) * sizeof(float));
+        sum.state[s] = SLOT_FREE;
+        sum.done++;
+    }
+    size_t k;
+    while ((finishing || overlap) && sum.b.next < sum.done + SLOTS && buckets_next(&sum.b, &k)) {
+        const int s = (int)(k % SLOTS), m = (int)bucket_len(k);
+        size_t lo, hi;
+        buckets_range(&sum.b, k, &lo, &hi);
+        sum.be->download(sum.h[s], sum.x + lo, (size_t)m * sizeof(float));
+        MPI_CHECK(MPI_Igather(sum.h[s], m, MPI_FLOAT, sum.all[s], m, MPI_FLOAT, 0, gathers, &sum.gather[s]));
+        sum.state[s] = SLOT_GATHER;
+        buckets_early += !finishing;
+    }
+}
+
+#ifdef SPREC_NCCL
+// every bucket now final (all of them when finishing, else only with [dist] overlap) on the NCCL stream, after
+// the compute stream's work queued so far (the ops that wrote them)
+static void sum_nccl_start(int finishing) {
+    size_t k;
+    int waited = 0;
+    while ((finishing || overlap) && buckets_next(&sum.b, &k)) {
+        if (!waited) {
+            CUDA_OK(cudaEventRecord(nccl_final, (cudaStream_t)cuda_compute_stream()));
+            CUDA_OK(cudaStreamWaitEvent(nccl_stream, nccl_final, 0));
+            waited = 1;
+        }
+        size_t lo, hi;
+        buckets_range(&sum.b, k, &lo, &hi);
+        NCCL_OK(ncclAllReduce(sum.x + lo, sum.x + lo, hi - lo, ncclFloat, ncclSum, nccl, nccl_stream));
+        buckets_early += !finishing;
+    }
+}
+#endif
+
+void dist_sum_begin(const Dist *d, const Backend *be, float *x, size_t n) {
+    check(!sum.on, "dist_sum_begin: the previous gradient sum has not ended");
+    sum.on = 1;
+    sum.d = d;
+    sum.be = be;
+    sum.x = x;
+    sum.use_nccl = 0;
+#ifdef SPREC_NCCL
+    sum.use_nccl = nccl && be->mem_stats;
+    // (the NCCL set-up is a collective: here, where ranks arrive at different moments, too late to make)
+    check(sum.use_nccl || !(be->mem_stats && mpi_on && d->world == size_all),
+          "dist_sum_begin on --device %s before dist_check_backend", be->name);
+#else
+    if (d->world > 1) dist_check_backend(d, be);   // refuses multi-rank CUDA (one line, no collective)
+#endif
+    sum.skip = n == 0 || (!sum.use_nccl && d->world == 1);
+    // (at most INT_MAX elements a bucket: MPI's counts)
+    const size_t bucket = bucket_floats < (size_t)INT_MAX ? bucket_floats : (size_t)INT_MAX;
+    buckets_init(&sum.b, n, bucket);
+    sum.done = 0;
+    if (sum.skip || sum.use_nccl) return;
+    const size_t len = n < bucket ? n : bucket;
+    for (int s = 0; s < SLOTS; s++) {
+        sum.h[s] = xmalloc(len * sizeof(float));
+        sum.all[s] = d->rank == 0 ? xmalloc(len * (size_t)d->world * sizeof(float)) : NULL;
+        sum.state[s] = SLOT_FREE;
+    }
+}
+
+void dist_sum_ready(size_t lo, size_t hi) {
+    check(sum.on, "dist_sum_ready without dist_sum_begin");
+    if (sum.skip) return;
+    buckets_ready(&sum.b, lo, hi);
+#ifdef SPREC_NCCL
+    if (sum.use_nccl) { sum_nccl_start(0); return; }
+#endif
+    sum_progress(0);
+}
+
+static int sum_finished(void *arg) {
+    (void)arg;
+#ifdef SPREC_NCCL
+    if (sum.use_nccl) return nccl_done(NULL);
+#endif
+    sum_progress(1);
+    return sum.done == sum.b.count;
+}
+
+void dist_sum_end(void) {
+    check(sum.on, "dist_sum_end without dist_sum_begin");
+    if (!sum.skip) {
+        buckets_ready(&sum.b, 0, sum.b.n);   // the backward is over: everything is final
+#ifdef SPREC_NCCL
+        if (sum.use_nccl) sum_nccl_start(1);
+#endif
+        wait_until(sum_finished, NULL, "the gradient sum (dist_sum_end)");
+        sums++;
+        summed_bytes += (double)sum.b.n * sizeof(float);
+        buckets_all += (long)sum.b.count;
+    }
+    for (int s = 0; s < SLOTS; s++) { free(sum.h[s]); free(sum.all[s]); sum.h[s] = sum.all[s] = NULL; }
+    buckets_free(&sum.b);
+    sum.on = 0;
 }
 
 void dist_gather(const Dist *d, void *array, size_t item_bytes, int lo, int hi, int n) {
@@ -444,13 +586,39 @@ void dist_gather(const Dist *d, void *array, size_t item_bytes, int lo, int hi, 
     free(ranges); free(counts); free(displs);
 }
 
-// ---- ZeRO-1's collectives (host/model/optimizer.c): the buffers are host memory, used in place ----
+// ---- ZeRO-1's collectives (host/model/optimizer.c): host memory over MPI, GPU memory over NCCL, in place ----
 
 static void host_memory_only(const Backend *be, const char *what) {
     if (be->mem_stats)
-        fail("--device %s: %s of ZeRO-1 ([train] zero = 1) runs on host-memory backends only; use --device cpu "
-             "or [train] zero = 0", be->name, what);
+        fail("--device %s: %s of ZeRO-1 ([train] zero = 1) needs NCCL on this backend (this sprec was built "
+             "without it); use --device cpu or [train] zero = 0", be->name, what);
 }
+
+#ifdef SPREC_NCCL
+// On GPUs: the shards differ in size by at most one, and ncclReduceScatter / ncclAllGather want equal counts
+// (padding would cost a padded copy of the buffer), so each shard is one ncclReduce to its owner or one
+// ncclBroadcast from it, all in one group on nccl_stream, after the backend's stream has written the buffer.
+// NCCL picks its own reduction order (deterministic for a given world and topology, not rank order).
+static int nccl_for(const Backend *be) { return nccl && be->mem_stats; }
+
+enum { SHARDS_REDUCE, SHARDS_BROADCAST };
+
+static void nccl_shards(const Dist *d, int op, void *x, size_t n, size_t elem_bytes, const char *what) {
+    CUDA_OK(cudaDeviceSynchronize());
+    NCCL_OK(ncclGroupStart());
+    for (int r = 0; r < d->world; r++) {
+        const Dist owner = {.rank = r, .world = d->world};
+        size_t lo, hi;
+        dist_shard(&owner, n, &lo, &hi);
+        if (hi == lo) continue;
+        char *at = (char *)x + lo * elem_bytes;
+        if (op == SHARDS_REDUCE) NCCL_OK(ncclReduce(at, at, hi - lo, ncclFloat, ncclSum, r, nccl, nccl_stream));
+        else NCCL_OK(ncclBroadcast(at, at, (hi - lo) * elem_bytes, ncclUint8, r, nccl, nccl_stream));
+    }
+    NCCL_OK(ncclGroupEnd());
+    wait_until(nccl_done, NULL, what);
+}
+#endif
 
 // every rank's shard of n elements (dist_shard) as MPI counts and displacements
 static void shard_layout(const Dist *d, size_t n, int *counts, int *displs) {
@@ -467,6 +635,14 @@ static void shard_layout(const Dist *d, size_t n, int *counts, int *displs) {
 // In buckets: bucket k holds elements [k B, (k+1) B) of every shard; each rank sends those of
 // shard r to rank r (MPI_Ialltoallv) and sums the world copies of its own in rank order.
 void dist_reduce_scatter_device(const Dist *d, const Backend *be, float *x, size_t n) {
+#ifdef SPREC_NCCL
+    if (nccl_for(be) && n > 0) {   // (also one rank alone: tests/gpu/nccl.sh)
+        nccl_shards(d, SHARDS_REDUCE, x, n, sizeof(float), "the gradient reduce-scatter (dist_reduce_scatter_device)");
+        sums++;
+        summed_bytes += (double)n * sizeof(float);
+        return;
+    }
+#endif
     if (d->world == 1 || n == 0) return;
     host_memory_only(be, "the gradient reduce-scatter");
     const int w = d->world;
@@ -500,6 +676,12 @@ void dist_reduce_scatter_device(const Dist *d, const Backend *be, float *x, size
 }
 
 void dist_allgather_device(const Dist *d, const Backend *be, void *x, size_t n, size_t elem_bytes) {
+#ifdef SPREC_NCCL
+    if (nccl_for(be) && n > 0) {
+        nccl_shards(d, SHARDS_BROADCAST, x, n, elem_bytes, "the all-gather of the updated weights (dist_allgather_device)");
+        return;
+    }
+#endif
     if (d->world == 1 || n == 0) return;
     host_memory_only(be, "the all-gather of the updated weights");
     int *counts = xmalloc(2 * (size_t)d->world * sizeof(int)), *displs = counts + d->world;
@@ -514,15 +696,52 @@ void dist_allgather_device(const Dist *d, const Backend *be, void *x, size_t n, 
     free(counts);
 }
 
-void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, float *whole, size_t n) {
-    if (d->world == 1) { be->copy(whole, shard, n * sizeof(float)); return; }
-    host_memory_only(be, "the gather of the optimizer moments");
+void dist_gather_shards(const Dist *d, const Backend *be, const float *shard, size_t n, size_t a, size_t b,
+                        float *out) {
+    size_t lo, hi;
+    dist_shard(d, n, &lo, &hi);
+#ifdef SPREC_NCCL
+    const int on_gpu = nccl_for(be);
+#else
+    const int on_gpu = 0;
+#endif
+    if (d->world == 1 && !on_gpu) { be->download(out, shard + a - lo, (b - a) * sizeof(float)); return; }
+    if (!on_gpu) host_memory_only(be, "the gather of the sharded state for a checkpoint");
+    // every rank's part of [a, b): its shard's overlap with the range, in rank order
     int *counts = xmalloc(2 * (size_t)d->world * sizeof(int)), *displs = counts + d->world;
     shard_layout(d, n, counts, displs);
+    for (int r = 0; r < d->world; r++) {
+        const size_t s = (size_t)displs[r], e = s + (size_t)counts[r];
+        const size_t x = s > a ? s : a, y = e < b ? e : b;
+        displs[r] = x < y ? (int)(x - a) : 0;
+        counts[r] = x < y ? (int)(y - x) : 0;
+    }
+    const size_t from = lo > a ? lo : a;
+    const float *send = counts[d->rank] ? shard + (from - lo) : shard;
+#ifdef SPREC_NCCL
+    if (on_gpu) {   // the other ranks' parts into a device buffer of the range on rank 0, then one download
+        float *range = d->rank == 0 ? be->alloc((b - a) * sizeof(float)) : NULL;
+        CUDA_OK(cudaDeviceSynchronize());
+        NCCL_OK(ncclGroupStart());
+        if (d->rank != 0 && counts[d->rank])
+            NCCL_OK(ncclSend(send, (size_t)counts[d->rank], ncclFloat, 0, nccl, nccl_stream));
+        for (int r = 1; d->rank == 0 && r < d->world; r++)
+            if (counts[r]) NCCL_OK(ncclRecv(range + displs[r], (size_t)counts[r], ncclFloat, r, nccl, nccl_stream));
+        NCCL_OK(ncclGroupEnd());
+        wait_until(nccl_done, NULL, "the gather of sharded state to rank 0 for a checkpoint (dist_gather_shards)");
+        if (d->rank == 0) {
+            be->copy(range + displs[0], send, (size_t)counts[0] * sizeof(float));
+            be->download(out, range, (b - a) * sizeof(float));
+            be->free(range);
+        }
+        free(counts);
+        return;
+    }
+#endif
     MPI_Request rq;
-    MPI_CHECK(MPI_Igatherv(shard, counts[d->rank], MPI_FLOAT, whole, counts, displs, MPI_FLOAT, 0, MPI_COMM_WORLD,
-                           &rq));
-    wait_for(&rq, "the gather of the optimizer moments to rank 0 (dist_gather_shards)");
+    MPI_CHECK(MPI_Igatherv(send, counts[d->rank], MPI_FLOAT, out, counts, displs, MPI_FLOAT, 0,
+                           MPI_COMM_WORLD, &rq));
+    wait_for(&rq, "the gather of sharded state to rank 0 for a checkpoint (dist_gather_shards)");
     free(counts);
 }
 
