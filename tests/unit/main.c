@@ -189,3 +189,14 @@ int main(void) {
     free(all);
     return failed ? 1 : 0;
 }
+
+int have_mpi(void) {
+    char out[256];
+    return run_capture("ldd build/sprec | grep -q libmpi && command -v mpirun", out, sizeof out) == 0;
+}
+
+int count_of(const char *s, const char *needle) {
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}

@@ -26,8 +26,6 @@
 #include "tests.h"
 
 #define TMP "build/test-tmp/mpi"
-// one thread per rank (2 cores here); root needs Open MPI's consent; timeout: a hang fails instead of blocking make test
-#define MPIRUN "OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun --oversubscribe "
 #define PLAIN "OMP_NUM_THREADS=1 build/sprec "
 #define COMMON "configs/demo-sprec.ini --data.dataset=" TMP "/syn.h5 --train.batch_size=4 --train.grad_accum=6 "
 #define SFT COMMON "--train.max_steps=4 --train.warmup_steps=1 --train.log_every=1"
@@ -38,14 +36,7 @@
 #define LOSS_TOL 1e-6
 #define METRIC_TOL 0.05
 
-static int have_mpi(void) {
-    char out[256];
-    return run_capture("ldd build/sprec | grep -q libmpi && command -v mpirun", out, sizeof out) == 0;
-}
 
-#define REQUIRE_MPI() do { if (!have_mpi()) { \
-    print_message("test_mpi: skipped: build/sprec was built without MPI (MPI=0 or no mpicc; scripts/setup.sh " \
-                  "installs Open MPI)\n"); skip(); } } while (0)
 
 // the dataset and the plain (no launcher) SFT run the others start from, once
 static void fixture(void) {
@@ -58,11 +49,6 @@ static void fixture(void) {
     done = 1;
 }
 
-static int count(const char *s, const char *needle) {
-    int n = 0;
-    for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle)) n++;
-    return n;
-}
 
 // the largest |a - b| of key over the lines of two JSONL files (same line count)
 static double max_diff(const char *file_a, const char *file_b, const char *key) {
@@ -90,7 +76,7 @@ static void ranks_vs_plain(const char *name, const char *args, const char *files
         const int rc = run_capture(cmd, out, sizeof out);
         if (rc != 0) print_message("%s\nexit %d:\n%s\n", cmd, rc, out);
         assert_int_equal(rc, 0);
-        assert_int_equal(count(out, done_line), 1);   // rank 0 alone prints
+        assert_int_equal(count_of(out, done_line), 1);   // rank 0 alone prints
         snprintf(cmd, sizeof cmd, "test \"$(ls %s | tr '\\n' ' ')\" = '%s'", dir, files);
         run_ok(cmd);                                  // rank 0's files, nothing else
         snprintf(a, sizeof a, "%s/train_log.jsonl", plain);
@@ -141,7 +127,7 @@ static void resume_across(const char *name, const char *args, int np_a, int stop
 
 static void test_mpi_sft(void **state) {
     (void)state;
-    REQUIRE_MPI();
+    REQUIRE_MPI("test_mpi");
     fixture();
     ranks_vs_plain("sft", SFT, "checkpoint.h5 config.ini train_log.jsonl ", "sft: checkpoint", NULL);
     // the gradient sum in ~100 pipelined buckets of 10 KB: the same sums, so the -np 3 run bit for bit
@@ -153,7 +139,7 @@ static void test_mpi_sft(void **state) {
 
 static void test_mpi_dpo(void **state) {
     (void)state;
-    REQUIRE_MPI();
+    REQUIRE_MPI("test_mpi");
     fixture();
     ranks_vs_plain("dpo", DPO, "checkpoint.h5 config.ini pairs.h5 train_log.jsonl ", "dpo: checkpoint", NULL);
     resume_across("dpo", DPO, 3, 1, 0);
@@ -161,7 +147,7 @@ static void test_mpi_dpo(void **state) {
 
 static void test_mpi_sprec(void **state) {
     (void)state;
-    REQUIRE_MPI();
+    REQUIRE_MPI("test_mpi");
     fixture();
     static const char *const metrics[] = {"metrics.jsonl", "metrics-valid.jsonl", NULL};
     ranks_vs_plain("sprec", SPREC, "checkpoint.h5 config.ini metrics-valid.jsonl metrics.jsonl stage_times.jsonl "
@@ -174,7 +160,7 @@ static void test_mpi_sprec(void **state) {
 // for bit; only the gradient norm (a sum of the shards' squared norms) is summed in another order (printed).
 static void test_mpi_zero(void **state) {
     (void)state;
-    REQUIRE_MPI();
+    REQUIRE_MPI("test_mpi");
     fixture();
     char cmd[4096], out[65536], ref[256], dir[256], a[320], b[320], line[96];
     for (int np = 1; np <= 3; np++) {
@@ -191,7 +177,7 @@ static void test_mpi_zero(void **state) {
         if (rc != 0) print_message("%s\nexit %d:\n%s\n", cmd, rc, out);
         assert_int_equal(rc, 0);
         snprintf(line, sizeof line, "zero: AdamW moments sharded over %d ranks", np);
-        assert_int_equal(count(out, line), 1);
+        assert_int_equal(count_of(out, line), 1);
         // every tensor and the state; the recorded settings differ by train.zero itself
         snprintf(cmd, sizeof cmd, "h5diff --exclude-path /state/settings %s/checkpoint.h5 %s/checkpoint.h5", ref, dir);
         run_ok(cmd);
@@ -220,7 +206,7 @@ static void test_mpi_zero(void **state) {
 
 static void test_mpi_eval(void **state) {
     (void)state;
-    REQUIRE_MPI();
+    REQUIRE_MPI("test_mpi");
     fixture();
     const char *eval = "eval " COMMON "--model " TMP "/plain-sft/checkpoint.h5 --eval.max_rows=30 ";
     char cmd[2048];
@@ -235,19 +221,19 @@ static void expect_job_error(const char *cmd, const char *needle1, const char *n
     char out[16384];
     const int rc = run_capture(cmd, out, sizeof out);
     const char *err = strstr(out, "sprec: error: ");
-    if (rc == 0 || rc == 124 || !err || count(out, "sprec: error: ") != 1 || !strstr(err, needle1) ||
+    if (rc == 0 || rc == 124 || !err || count_of(out, "sprec: error: ") != 1 || !strstr(err, needle1) ||
         (needle2 && !strstr(err, needle2)))
         print_message("command: %s\nexit %d, output:\n%s\n(wanted one error line with '%s' and '%s')\n", cmd, rc, out,
                       needle1, needle2 ? needle2 : "");
     assert_true(rc != 0 && rc != 124);   // 124: timeout, a rank was left hanging
-    assert_int_equal(count(out, "sprec: error: "), 1);
+    assert_int_equal(count_of(out, "sprec: error: "), 1);
     assert_non_null(strstr(err, needle1));
     if (needle2) assert_non_null(strstr(err, needle2));
 }
 
 static void test_mpi_refuses(void **state) {
     (void)state;
-    REQUIRE_MPI();
+    REQUIRE_MPI("test_mpi");
     fixture();
     const char *run = "build/sprec train " SFT " --run.out_dir=" TMP "/refused";
     char cmd[4096];
@@ -302,7 +288,7 @@ static void fault_job(const char *fault, const char *needle1, const char *needle
 
 static void test_mpi_faults(void **state) {
     (void)state;
-    REQUIRE_MPI();
+    REQUIRE_MPI("test_mpi");
     fixture();
     fault_job("hang@sft:2", "sprec: error: rank 1 did not reach collective #", "within [dist] timeout_s = 2 s");
     fault_job("kill@sft:2", "exited on signal 9", NULL);

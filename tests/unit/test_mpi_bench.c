@@ -17,18 +17,12 @@
 #include <cJSON.h>
 #include "tests.h"
 
-#define MPIRUN "OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun --oversubscribe "
 #define PLAIN "OMP_NUM_THREADS=1 "
 // every tensor a multiple of 16 floats: the trainable buffer has no alignment padding (model_param_table)
 enum { DIM = 64, LAYERS = 2, HEADS = 4, KV_HEADS = 2, FFN = 176, VOCAB = 512, SEQ = 32, BATCH = 4 };
 #define SHAPE "build/sprec bench --threads 1 --dim 64 --layers 2 --heads 4 --kv-heads 2 --ffn 176 --vocab 512 "
 #define SFT SHAPE "--mode sft --seq 32 --batch 4 --micro-batch 1 --steps 2 --warmup 1"
 #define GEN SHAPE "--mode generate --prompts 12 --items 60 --prompt-len 8 --beams 2 --steps 1 --warmup 1"
-
-static int have_mpi(void) {
-    char out[256];
-    return run_capture("ldd build/sprec | grep libmpi >/dev/null && command -v mpirun", out, sizeof out) == 0;
-}
 
 // The result line called name from cmd's stdout (parsed; the caller frees it).
 static cJSON *line_of(const char *cmd, const char *name) {

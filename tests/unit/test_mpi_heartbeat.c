@@ -19,8 +19,7 @@
 #include "base/fault.h"
 
 #define TMP "build/test-tmp/mpi-heartbeat"
-// as test_mpi.c (one thread per rank, root allowed), with a timeout that turns a job left hanging into exit 124
-#define MPIRUN "OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 90 mpirun --oversubscribe "
+// (its jobs run under MPIRUN_WITHIN(90): a job left hanging ends with exit 124)
 #define SFT "configs/demo-sprec.ini --data.dataset=" TMP "/syn.h5 --train.batch_size=4 --train.grad_accum=6 " \
             "--train.max_steps=4 --train.warmup_steps=1 --train.log_every=1"
 #define BOUND_S 60.0        // issue 11: a stopped or dead rank ends the job within a minute
@@ -33,15 +32,10 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static int count(const char *s, const char *needle) {
-    int n = 0;
-    for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle)) n++;
-    return n;
-}
 
 // `mpirun -np 1 sprec train ARGS : -np 1 env SPREC_FAULT=fault sprec train ARGS`, run folder TMP/name
 static void fault_cmd(char *cmd, size_t cap, const char *name, const char *fault, const char *extra) {
-    snprintf(cmd, cap, "rm -rf " TMP "/%s && " MPIRUN "-np 1 build/sprec train " SFT " %s --run.out_dir=" TMP "/%s : "
+    snprintf(cmd, cap, "rm -rf " TMP "/%s && " MPIRUN_WITHIN(90) "-np 1 build/sprec train " SFT " %s --run.out_dir=" TMP "/%s : "
              "-np 1 env SPREC_FAULT=%s build/sprec train " SFT " %s --run.out_dir=" TMP "/%s 2>&1", name, extra, name,
              fault, extra, name);
 }
@@ -106,7 +100,7 @@ static void test_mpi_heartbeat_faults(void **state) {
     assert_int_equal(rc, 0);
     assert_true(took >= FAULT_SLEEP_S);          // the sleep happened (else this proves nothing)
     assert_null(strstr(out, "sprec: "));         // no error, and no warning (MPI_THREAD_MULTIPLE granted)
-    run_ok("rm -rf " TMP "/plain && " MPIRUN "-np 2 build/sprec train " SFT " --run.out_dir=" TMP "/plain > /dev/null "
+    run_ok("rm -rf " TMP "/plain && " MPIRUN_WITHIN(90) "-np 2 build/sprec train " SFT " --run.out_dir=" TMP "/plain > /dev/null "
            "&& cmp " TMP "/plain/train_log.jsonl " TMP "/sleep/train_log.jsonl");
 
     // the stopped job's end
@@ -115,8 +109,8 @@ static void test_mpi_heartbeat_faults(void **state) {
     char line[160];
     snprintf(line, sizeof line, "sprec: error: rank 1 has sent no heartbeat for %d s ([dist] heartbeat_s",
              DEFAULT_HEARTBEAT_S);
-    if (count(out, "sprec: error: ") != 1 || !strstr(out, line)) print_message("output:\n%s\n(wanted one '%s')\n", out, line);
-    assert_int_equal(count(out, "sprec: error: "), 1);
+    if (count_of(out, "sprec: error: ") != 1 || !strstr(out, line)) print_message("output:\n%s\n(wanted one '%s')\n", out, line);
+    assert_int_equal(count_of(out, "sprec: error: "), 1);
     assert_non_null(strstr(out, line));
     assert_true(took >= DEFAULT_HEARTBEAT_S);    // the heartbeat ended it, at its default
 }

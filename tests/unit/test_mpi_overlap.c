@@ -90,7 +90,6 @@ static void test_mpi_overlap_buckets_random(void **state) {
 }
 
 #define TMP "build/test-tmp/mpi-overlap"
-#define MPIRUN "OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun --oversubscribe "
 #define PLAIN "OMP_NUM_THREADS=1 build/sprec "
 #define COMMON "configs/demo-sprec.ini --data.dataset=" TMP "/syn.h5 --train.batch_size=4 --train.grad_accum=6 " \
                "--train.log_every=1 --dist.bucket_mb=0.01 "
@@ -98,10 +97,6 @@ static void test_mpi_overlap_buckets_random(void **state) {
 #define DPO COMMON "--train.method=dpo --train.init=" TMP "/sft-plain/checkpoint.h5 --train.max_steps=2 " \
             "--train.warmup_steps=0 --train.lr=1e-3"
 
-static int have_mpi(void) {
-    char out[256];
-    return run_capture("ldd build/sprec | grep -q libmpi && command -v mpirun", out, sizeof out) == 0;
-}
 
 // runs cmd (its output in out) and fails with the output shown when it fails
 static void run_shown(const char *cmd, char *out, size_t cap) {
@@ -160,12 +155,10 @@ static void fixture(void) {
     done = 1;
 }
 
-#define REQUIRE_MPI() do { if (!have_mpi()) { \
-    print_message("test_mpi_overlap: skipped: build/sprec was built without MPI\n"); skip(); } } while (0)
 
 static void test_mpi_overlap_sft(void **state) {
     (void)state;
-    REQUIRE_MPI();
+    REQUIRE_MPI("test_mpi_overlap");
     fixture();
     overlap_on_off("sft", SFT, 1);
     overlap_on_off("lora", SFT " --lora.enabled=true", 0);
@@ -175,7 +168,7 @@ static void test_mpi_overlap_sft(void **state) {
 
 static void test_mpi_overlap_dpo(void **state) {
     (void)state;
-    REQUIRE_MPI();
+    REQUIRE_MPI("test_mpi_overlap");
     fixture();
     overlap_on_off("dpo", DPO, 1);
 }

@@ -14,7 +14,6 @@
 
 #define TMP "build/test-tmp/mpi-usr1"
 // as tests/unit/test_mpi.c: one thread per rank, Open MPI's consent as root, a hang fails instead of blocking
-#define MPIRUN "OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun --oversubscribe "
 #define PLAIN "OMP_NUM_THREADS=1 timeout 120 build/sprec "
 #define COMMON "configs/demo-sprec.ini --data.dataset=" TMP "/syn.h5 --train.batch_size=4 --train.grad_accum=6 " \
                "--train.ckpt_every=0 "
@@ -25,13 +24,7 @@
               "--sprec.n=24 --sprec.eval_rows=10 --sprec.eval_valid=false"
 #define RESUMABLE 75   // TRAIN_EXIT_RESUMABLE (host/train/train.h)
 
-static int have_mpi(void) {
-    char out[256];
-    return run_capture("ldd build/sprec | grep -q libmpi && command -v mpirun", out, sizeof out) == 0;
-}
 
-#define REQUIRE_MPI() do { if (!have_mpi()) { \
-    print_message("test_mpi_usr1: skipped: build/sprec was built without MPI (MPI=0 or no mpicc)\n"); skip(); } } while (0)
 
 // the dataset and the plain SFT run that DPO and SPRec start from (and the single-process case's reference), once
 static void fixture(void) {
@@ -44,21 +37,16 @@ static void fixture(void) {
     done = 1;
 }
 
-static int count(const char *s, const char *needle) {
-    int n = 0;
-    for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle)) n++;
-    return n;
-}
 
 // The run in dir was stopped by the signal: exit status RESUMABLE, stop_line printed exactly once, no error and
 // no abort; its checkpoint's /state holds `attr` = `value` (the step, or the SPRec stage)
 static void expect_stopped(const char *cmd, int rc, const char *out, const char *stop_line, const char *dir,
                            const char *attr, const char *value) {
-    if (rc != RESUMABLE || count(out, stop_line) != 1 || strstr(out, "sprec: error") || strstr(out, "MPI_ABORT"))
+    if (rc != RESUMABLE || count_of(out, stop_line) != 1 || strstr(out, "sprec: error") || strstr(out, "MPI_ABORT"))
         print_message("command: %s\nexit %d, output:\n%s\n(wanted exit %d and one line '%s')\n", cmd, rc, out,
                       RESUMABLE, stop_line);
     assert_int_equal(rc, RESUMABLE);
-    assert_int_equal(count(out, stop_line), 1);
+    assert_int_equal(count_of(out, stop_line), 1);
     assert_null(strstr(out, "sprec: error"));
     assert_null(strstr(out, "MPI_ABORT"));
     char check[512];
@@ -104,7 +92,7 @@ static void reference(const char *name, const char *args, char *ref, size_t cap)
 
 static void test_mpi_usr1_sft_dpo(void **state) {
     (void)state;
-    REQUIRE_MPI();
+    REQUIRE_MPI("test_mpi_usr1");
     fixture();
     char ref[256];
     static const char *const sft_files[] = {"train_log.jsonl", NULL};
@@ -120,7 +108,7 @@ static void test_mpi_usr1_sft_dpo(void **state) {
 // SPRec checkpoints per stage: a signal in a stage stops the run at that stage's checkpoint
 static void test_mpi_usr1_sprec(void **state) {
     (void)state;
-    REQUIRE_MPI();
+    REQUIRE_MPI("test_mpi_usr1");
     fixture();
     char ref[256];
     static const char *const files[] = {"train_log.jsonl", "metrics.jsonl", "topk-test-iter1.jsonl", NULL};

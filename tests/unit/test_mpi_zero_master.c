@@ -23,17 +23,11 @@
 #include "tests.h"
 
 #define TMP "build/test-tmp/mpi-zero"
-// one thread per rank (2 cores here); root needs Open MPI's consent; timeout: a hang fails instead of blocking make test
-#define MPIRUN "OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun --oversubscribe "
 #define COMMON "configs/demo-sprec.ini --data.dataset=" TMP "/syn.h5 --run.device=cpu-bf16 --train.batch_size=4 " \
                "--train.grad_accum=6 --train.max_steps=4 --train.warmup_steps=1 --train.log_every=1 "
 #define LORA "--lora.enabled=true "
 #define SHARDED "fp32 master weights too"
 
-static int have_mpi(void) {
-    char out[256];
-    return run_capture("ldd build/sprec | grep -q libmpi && command -v mpirun", out, sizeof out) == 0;
-}
 
 static void fixture(void) {
     static int done;

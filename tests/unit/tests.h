@@ -39,6 +39,18 @@ char *read_gz(const char *path, size_t *len);
 int read_jsonl_values(const char *path, const char *key, double *out, int cap);
 // Runs cmd and requires exit status 0 (prints the output otherwise).
 void run_ok(const char *cmd);
+// mpirun for the multi-rank tests: one thread per rank (2 cores in CI), Open MPI's consent to run as root, and a
+// timeout so that a hang fails the test instead of blocking make test.
+#define MPIRUN_WITHIN(seconds) "OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " \
+                               "timeout " #seconds " mpirun --oversubscribe "
+#define MPIRUN MPIRUN_WITHIN(120)
+// 1 when build/sprec was built with MPI and mpirun is on PATH; REQUIRE_MPI skips the test (naming its group) otherwise.
+int have_mpi(void);
+#define REQUIRE_MPI(group) do { if (!have_mpi()) { \
+    print_message(group ": skipped: build/sprec was built without MPI (MPI=0 or no mpicc; scripts/setup.sh " \
+                  "installs Open MPI)\n"); skip(); } } while (0)
+// How often needle occurs in s (non-overlapping).
+int count_of(const char *s, const char *needle);
 // Writes text to path (test fixtures on the fly).
 void write_file(const char *path, const char *text);
 // A file's size in bytes, and one of its bytes XOR mask (corruption tests); a missing file fails the test.
