@@ -177,6 +177,8 @@ int main(void) {
                             "`make build/test_sprec` (or `make test`)\n", programs[i]);
             return 1;
         }
+    // scratch files go under the checkout's build/test-tmp, never a shared /tmp name: two checkouts may test at once
+    if (system("mkdir -p build/test-tmp") != 0) { fprintf(stderr, "test_sprec: cannot create build/test-tmp\n"); return 1; }
     size_t total = 0, k = 0;
 #define COUNT(g) total += g##_count;
     GROUPS(COUNT)

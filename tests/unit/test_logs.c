@@ -8,7 +8,7 @@
 #include "tests.h"
 #include "io/tensorboard.h"
 
-#define TMP "/tmp/sprec_test_logs"
+#define TMP "build/test-tmp/logs"
 
 static uint32_t be32(const unsigned char *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 

@@ -507,9 +507,9 @@ static void test_tok_vocab_txt(void **state) {
     tokenizer_free(tc);
     free(cased);
     // and through the command
-    write_file("/tmp/sprec_test_vocab.txt", txt);
+    write_file("build/test-tmp/tok_vocab.txt", txt);
     char out[4096], want[4096];
-    assert_int_equal(run_capture("printf 'Caf\\303\\251 Society, the (1995)\\n' | build/sprec tokenize --special --model /tmp/sprec_test_vocab.txt",
+    assert_int_equal(run_capture("printf 'Caf\\303\\251 Society, the (1995)\\n' | build/sprec tokenize --special --model build/test-tmp/tok_vocab.txt",
                                  out, sizeof out), 0);
     int *ids, n = tokenizer_encode(tj, "Caf\xc3\xa9 Society, the (1995)", 25, 1, &ids);
     want[0] = 0;
@@ -517,7 +517,7 @@ static void test_tok_vocab_txt(void **state) {
     strcat(want, "\n");
     assert_string_equal(out, want);
     free(ids);
-    remove("/tmp/sprec_test_vocab.txt");
+    remove("build/test-tmp/tok_vocab.txt");
     free(corpus); free(ctext); free(txt); free(json);
     tokenizer_free(tv);
     tokenizer_free(tj);
@@ -672,11 +672,11 @@ static void test_tok_malformed(void **state) {
     assert_int_equal(tokenizer_vocab_size(t), 3);
     tokenizer_free(t);
     // and through the command: one line naming the file
-    write_file("/tmp/sprec_test_huge_id.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, "
+    write_file("build/test-tmp/tok_huge_id.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, "
                "\"added_tokens\": [{\"id\": 1073741000, \"content\": \"<huge>\"}]}");
-    expect_error("echo a | " SPREC_CHECKED " tokenize --model /tmp/sprec_test_huge_id.json", "/tmp/sprec_test_huge_id.json",
+    expect_error("echo a | " SPREC_CHECKED " tokenize --model build/test-tmp/tok_huge_id.json", "build/test-tmp/tok_huge_id.json",
                  "'<huge>' has id 1073741000");
-    remove("/tmp/sprec_test_huge_id.json");
+    remove("build/test-tmp/tok_huge_id.json");
 }
 
 // The command: tokenizer.json from the fixture, ids for stdin lines, and back.
@@ -684,44 +684,44 @@ static void test_tok_command(void **state) {
     (void)state;
     size_t len;
     char *json = read_gz(FIXDIR "gpt2.tokenizer.json.gz", &len);
-    FILE *f = fopen("/tmp/sprec_test_gpt2_tokenizer.json", "w");
+    FILE *f = fopen("build/test-tmp/tok_gpt2_tokenizer.json", "w");
     assert_non_null(f);
     fwrite(json, 1, len, f);
     fclose(f);
     free(json);
     char out[4096];
-    int rc = run_capture("printf 'Hello world\\nit'\"'\"'s<|endoftext|>\\n' | build/sprec tokenize --model /tmp/sprec_test_gpt2_tokenizer.json", out, sizeof out);
+    int rc = run_capture("printf 'Hello world\\nit'\"'\"'s<|endoftext|>\\n' | build/sprec tokenize --model build/test-tmp/tok_gpt2_tokenizer.json", out, sizeof out);
     assert_int_equal(rc, 0);
     assert_string_equal(out, "15496 995\n270 338 50256\n");
-    rc = run_capture("printf '15496 995\\n270 338 50256\\n' | build/sprec tokenize --decode --model /tmp/sprec_test_gpt2_tokenizer.json", out, sizeof out);
+    rc = run_capture("printf '15496 995\\n270 338 50256\\n' | build/sprec tokenize --decode --model build/test-tmp/tok_gpt2_tokenizer.json", out, sizeof out);
     assert_int_equal(rc, 0);
     assert_string_equal(out, "Hello world\nit's<|endoftext|>\n");
-    rc = run_capture("echo 99999999 | build/sprec tokenize --decode --model /tmp/sprec_test_gpt2_tokenizer.json", out, sizeof out);
+    rc = run_capture("echo 99999999 | build/sprec tokenize --decode --model build/test-tmp/tok_gpt2_tokenizer.json", out, sizeof out);
     assert_int_equal(rc, 1);
     assert_non_null(strstr(out, "sprec: error: "));
     rc = run_capture("echo x | build/sprec tokenize --model /nonexistent/tokenizer.json", out, sizeof out);
     assert_int_equal(rc, 1);
     assert_non_null(strstr(out, "sprec: error: "));
-    remove("/tmp/sprec_test_gpt2_tokenizer.json");
+    remove("build/test-tmp/tok_gpt2_tokenizer.json");
 
     // a checkpoint without a tokenizer (sprec init) is a one-line error
-    write_file("/tmp/sprec_test_tok.ini", "[model]\nvocab_size = 64\ndim = 16\nn_layers = 1\nn_heads = 2\n"
+    write_file("build/test-tmp/tok_tok.ini", "[model]\nvocab_size = 64\ndim = 16\nn_layers = 1\nn_heads = 2\n"
                "n_kv_heads = 1\nffn_dim = 16\nmax_seq_len = 8\n");
-    assert_int_equal(run_capture("build/sprec init /tmp/sprec_test_tok.ini -o /tmp/sprec_test_tok.h5", out, sizeof out), 0);
-    rc = run_capture("echo x | build/sprec tokenize --model /tmp/sprec_test_tok.h5", out, sizeof out);
+    assert_int_equal(run_capture("build/sprec init build/test-tmp/tok_tok.ini -o build/test-tmp/tok_tok.h5", out, sizeof out), 0);
+    rc = run_capture("echo x | build/sprec tokenize --model build/test-tmp/tok_tok.h5", out, sizeof out);
     assert_int_equal(rc, 1);
-    assert_non_null(strstr(out, "sprec: error: /tmp/sprec_test_tok.h5: the checkpoint has no tokenizer"));
+    assert_non_null(strstr(out, "sprec: error: build/test-tmp/tok_tok.h5: the checkpoint has no tokenizer"));
     // an imported checkpoint carries the tokenizer: same ids as from the GGUF it came from
     if (access("tests/ref/import/tiny.gguf", R_OK) == 0) {
         char a[4096], b[4096];
-        assert_int_equal(run_capture(SPREC_CHECKED " import tests/ref/import/tiny.gguf -o /tmp/sprec_test_tok.h5 >/dev/null", out, sizeof out), 0);
-        assert_int_equal(run_capture("printf 'hello world 123\\n' | build/sprec tokenize --model /tmp/sprec_test_tok.h5", a, sizeof a), 0);
+        assert_int_equal(run_capture(SPREC_CHECKED " import tests/ref/import/tiny.gguf -o build/test-tmp/tok_tok.h5 >/dev/null", out, sizeof out), 0);
+        assert_int_equal(run_capture("printf 'hello world 123\\n' | build/sprec tokenize --model build/test-tmp/tok_tok.h5", a, sizeof a), 0);
         assert_int_equal(run_capture("printf 'hello world 123\\n' | " SPREC_CHECKED " tokenize --model tests/ref/import/tiny.gguf", b, sizeof b), 0);
         assert_string_equal(a, b);
         assert_true(strlen(a) > 2);
     }
-    remove("/tmp/sprec_test_tok.ini");
-    remove("/tmp/sprec_test_tok.h5");
+    remove("build/test-tmp/tok_tok.ini");
+    remove("build/test-tmp/tok_tok.h5");
 }
 
 DEFINE_TEST_GROUP(test_tokenizer,
