@@ -411,6 +411,16 @@ void dist_sum_host(const Dist *d, double *x, int n) {
 // CUDA: the NCCL stream waits for an event recorded on the compute
 // stream when buckets become final, then all-reduces them. The sum of an element
 // depends neither on the bucket size nor on when its bucket started.
+// out[i] = the sum over ranks r = 0, 1, ... of all[r m + i], in that order: the one place where device
+// sums are taken, so the plain sum and ZeRO-1's reduce-scatter agree bit for bit.
+static void sum_in_rank_order(float *out, const float *all, int world_size, size_t m) {
+    for (size_t i = 0; i < m; i++) {
+        float total = all[i];
+        for (int r = 1; r < world_size; r++) total += all[(size_t)r * m + i];
+        out[i] = total;
+    }
+}
+
 enum { SLOTS = 8 };
 enum { SLOT_FREE, SLOT_GATHER, SLOT_BCAST };
 static int overlap = 1;             // [dist] overlap: 0 = every bucket starts in dist_sum_end
@@ -446,12 +456,7 @@ static void sum_progress(int finishing) {
         if (sum.state[s] != SLOT_GATHER) continue;
         if (!request_done(&sum.gather[s])) break;   // (a later gather waits: the broadcasts keep the order)
         const int m = (int)bucket_len(k);
-        if (sum.d->rank == 0)
-            for (int i = 0; i < m; i++) {
-                float total = sum.all[s][i];
-                for (int r = 1; r < w; r++) total += sum.all[s][(size_t)r * m + i];
-                sum.h[s][i] = total;
-            }
+        if (sum.d->rank == 0) sum_in_rank_order(sum.h[s], sum.all[s], w, (size_t)m);
         MPI_CHECK(MPI_Ibcast(sum.h[s], m, MPI_FLOAT, 0, bcasts, &sum.bcast[s]));
         sum.state[s] = SLOT_BCAST;
     }
@@ -561,6 +566,14 @@ void dist_sum_end(void) {
     sum.on = 0;
 }
 
+// An item of n bytes as one MPI element (free with MPI_Type_free)
+static MPI_Datatype bytes_type(size_t n) {
+    MPI_Datatype t;
+    MPI_CHECK(MPI_Type_contiguous((int)n, MPI_BYTE, &t));
+    MPI_CHECK(MPI_Type_commit(&t));
+    return t;
+}
+
 void dist_gather(const Dist *d, void *array, size_t item_bytes, int lo, int hi, int n) {
     if (d->world == 1) return;
     int mine[2] = {lo, hi}, *ranges = xmalloc((size_t)d->world * 2 * sizeof(int));
@@ -577,9 +590,7 @@ void dist_gather(const Dist *d, void *array, size_t item_bytes, int lo, int hi, 
         if (r == d->world - 1) check(next == n, "dist_gather: the ranks' ranges end at %d, not %d", next, n);
     }
     check(item_bytes <= INT_MAX, "dist_gather: items of %zu bytes", item_bytes);
-    MPI_Datatype item;
-    MPI_CHECK(MPI_Type_contiguous((int)item_bytes, MPI_BYTE, &item));
-    MPI_CHECK(MPI_Type_commit(&item));
+    MPI_Datatype item = bytes_type(item_bytes);
     MPI_CHECK(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, array, counts, displs, item, MPI_COMM_WORLD, &rq));
     wait_for(&rq, "a gather of the ranks' rows (dist_gather)");
     MPI_CHECK(MPI_Type_free(&item));
@@ -663,12 +674,7 @@ void dist_reduce_scatter_device(const Dist *d, const Backend *be, float *x, size
         MPI_Request rq;
         MPI_CHECK(MPI_Ialltoallv(x, scount, sdispl, MPI_FLOAT, recv, rcount, rdispl, MPI_FLOAT, MPI_COMM_WORLD, &rq));
         wait_for(&rq, "the gradient reduce-scatter (dist_reduce_scatter_device)");
-        float *out = x + start[d->rank] + a;
-        for (size_t i = 0; i < m; i++) {   // the order of dist_sum_device's sums
-            float sum = recv[i];
-            for (int r = 1; r < w; r++) sum += recv[(size_t)r * m + i];
-            out[i] = sum;
-        }
+        sum_in_rank_order(x + start[d->rank] + a, recv, w, m);   // the very sums of dist_sum_device
     }
     free(recv); free(start); free(rcount);
     sums++;
@@ -686,9 +692,7 @@ void dist_allgather_device(const Dist *d, const Backend *be, void *x, size_t n, 
     host_memory_only(be, "the all-gather of the updated weights");
     int *counts = xmalloc(2 * (size_t)d->world * sizeof(int)), *displs = counts + d->world;
     shard_layout(d, n, counts, displs);
-    MPI_Datatype item;
-    MPI_CHECK(MPI_Type_contiguous((int)elem_bytes, MPI_BYTE, &item));
-    MPI_CHECK(MPI_Type_commit(&item));
+    MPI_Datatype item = bytes_type(elem_bytes);
     MPI_Request rq;
     MPI_CHECK(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, counts, displs, item, MPI_COMM_WORLD, &rq));
     wait_for(&rq, "the all-gather of the updated weights (dist_allgather_device)");
